@@ -1,0 +1,404 @@
+//! The lab: a set of hosts on one machine. Host `hN` of lab `L` is network namespace
+//! `plx-L-hN` with its own `ovsdb-server` and `ovs-vswitchd` (userspace datapath), wired by
+//! a veth to the underlay switch, a Linux bridge in namespace `plx-L-ul`.
+//!
+//! A lab's state lives in `ROOT/L/` (`lab.json` plus one run directory per host), so
+//! `plexus lab status` and `plexus lab down` find a lab that another process started. A lab
+//! created by a test records the test's pid as owner: [`sweep_stale`] removes labs whose
+//! owner has died, so a crashed test leaves nothing behind for long.
+
+mod daemons;
+mod sh;
+pub mod probe;
+pub mod wire;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use daemons::{Daemon, OvsInstance};
+use plexus_api::{LabHostStatus, LabStatus};
+use sh::{in_ns, ip, tx_offload_off};
+
+/// Where labs keep their state unless told otherwise. Short, because unix socket paths
+/// (bridge `.mgmt` sockets live here) are limited to 107 bytes.
+pub const DEFAULT_ROOT: &str = "/run/plexus";
+
+/// Prefix of every namespace the lab creates.
+pub const NS_PREFIX: &str = "plx-";
+
+/// Lab errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A program the lab needs is not installed.
+    #[error("{tool} not found: install the Debian package {package} (apt-get install {package})")]
+    MissingTool {
+        /// Program.
+        tool: &'static str,
+        /// Package providing it.
+        package: &'static str,
+    },
+    /// Namespaces need root.
+    #[error("the lab needs root (network namespaces, veth pairs, Open vSwitch daemons)")]
+    NotRoot,
+    /// A bad lab or host name or count.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// Which parameter.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A lab of that name exists already.
+    #[error("lab {0} already exists (plexus lab down --name {0} removes it)")]
+    Exists(String),
+    /// No lab of that name.
+    #[error("no lab named {0}")]
+    NotFound(String),
+    /// A setup command failed.
+    #[error("command `{cmd}` failed: {reason}")]
+    Command {
+        /// The command.
+        cmd: String,
+        /// Exit status and stderr.
+        reason: String,
+    },
+    /// A file operation failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    /// Lab name: 1 to 10 lowercase letters and digits (it is part of every namespace name).
+    pub name: String,
+    /// Number of hosts (1 to 16).
+    pub hosts: usize,
+    /// State directory root.
+    pub root: PathBuf,
+    /// Remove the lab when the [`Lab`] value is dropped, and let [`sweep_stale`] remove it if
+    /// this process dies (tests); otherwise it lives until `plexus lab down` (the CLI).
+    pub owned: bool,
+    /// Start ovs-vswitchd with `--enable-dummy`.
+    pub enable_dummy: bool,
+}
+
+impl LabConfig {
+    /// A lab owned by this process (torn down on drop), under the default root.
+    pub fn owned(name: &str, hosts: usize) -> LabConfig {
+        LabConfig { name: name.into(), hosts, root: DEFAULT_ROOT.into(), owned: true, enable_dummy: false }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LabState {
+    name: String,
+    hosts: usize,
+    owner_pid: Option<u32>,
+    underlay: [u8; 3],
+    enable_dummy: bool,
+}
+
+/// One lab host.
+#[derive(Debug, Clone)]
+pub struct LabHost {
+    /// `h1`, `h2`, …
+    pub name: String,
+    /// Its network namespace.
+    pub netns: String,
+    /// Its underlay address (on `eth0`, prefix length 24).
+    pub underlay_ip: Ipv4Addr,
+    /// Its Open vSwitch.
+    pub ovs: OvsInstance,
+}
+
+impl LabHost {
+    /// The OVSDB target for this host's database.
+    pub fn ovsdb_target(&self) -> plexus_ovs::ovsdb::Target {
+        plexus_ovs::ovsdb::Target::Unix(self.ovs.db_sock())
+    }
+
+    /// Runs a command inside the host's namespace; returns stdout, or an error with stderr.
+    pub fn exec(&self, args: &[&str]) -> Result<String, LabError> {
+        in_ns(&self.netns, args)
+    }
+}
+
+/// A "container": a namespace with one veth into a lab host.
+#[derive(Debug, Clone)]
+pub struct Container {
+    /// Its namespace (`plx-LAB-NAME`).
+    pub netns: String,
+    /// The veth end inside the host's namespace (named after the container), to be plugged
+    /// into a bridge.
+    pub host_if: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its MAC address (on `eth0`).
+    pub mac: [u8; 6],
+}
+
+/// A running lab.
+#[derive(Debug)]
+pub struct Lab {
+    /// Name.
+    pub name: String,
+    /// State directory.
+    pub dir: PathBuf,
+    /// Hosts.
+    pub hosts: Vec<LabHost>,
+    owned: bool,
+}
+
+fn check_name(field: &'static str, name: &str, max: usize) -> Result<(), LabError> {
+    if name.is_empty() || name.len() > max || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        return Err(LabError::Invalid { field, reason: format!("{name:?} must be 1 to {max} lowercase letters or digits") });
+    }
+    Ok(())
+}
+
+/// The underlay /24 for a lab: derived from its name so that labs differ, inside
+/// 100.64.0.0/10 (shared address space) to keep clear of networks people use.
+fn underlay_for(name: &str) -> [u8; 3] {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    [100, 64 + (h % 64) as u8, (h >> 8) as u8]
+}
+
+impl Lab {
+    /// Builds a lab. On any failure everything built so far is removed again.
+    pub fn up(cfg: &LabConfig) -> Result<Lab, LabError> {
+        check_name("lab name", &cfg.name, 10)?;
+        if cfg.hosts == 0 || cfg.hosts > 16 {
+            return Err(LabError::Invalid { field: "hosts", reason: format!("{} is not between 1 and 16", cfg.hosts) });
+        }
+        sh::check_tools()?;
+        sweep_stale(&cfg.root);
+        let dir = cfg.root.join(&cfg.name);
+        if dir.join("lab.json").exists() || netns_of(&cfg.name).next().is_some() {
+            return Err(LabError::Exists(cfg.name.clone()));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| LabError::Io(format!("create {}: {e}", dir.display())))?;
+        let state = LabState {
+            name: cfg.name.clone(),
+            hosts: cfg.hosts,
+            owner_pid: cfg.owned.then(std::process::id),
+            underlay: underlay_for(&cfg.name),
+            enable_dummy: cfg.enable_dummy,
+        };
+        // The state file goes first: whoever finds our namespaces can then find the owner.
+        let json = serde_json::to_vec_pretty(&state).map_err(|e| LabError::Io(e.to_string()))?;
+        std::fs::write(dir.join("lab.json"), json).map_err(|e| LabError::Io(format!("write lab.json: {e}")))?;
+        let lab = Lab::from_state(&cfg.root, state);
+        tracing::info!(lab = %lab.name, hosts = cfg.hosts, "building lab");
+        match lab.build() {
+            Ok(()) => Ok(lab),
+            Err(e) => {
+                lab.teardown();
+                Err(e)
+            }
+        }
+    }
+
+    /// Finds a lab another process built.
+    pub fn load(root: &Path, name: &str) -> Result<Lab, LabError> {
+        check_name("lab name", name, 10)?;
+        let raw = std::fs::read(root.join(name).join("lab.json")).map_err(|_| LabError::NotFound(name.into()))?;
+        let state: LabState = serde_json::from_slice(&raw).map_err(|e| LabError::Io(format!("lab.json of {name}: {e}")))?;
+        let mut lab = Lab::from_state(root, state);
+        // A loaded lab is never torn down by dropping the value that found it.
+        lab.owned = false;
+        Ok(lab)
+    }
+
+    /// Names of the labs under `root`.
+    pub fn list(root: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(root)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().join("lab.json").exists())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn from_state(root: &Path, s: LabState) -> Lab {
+        let dir = root.join(&s.name);
+        let hosts = (1..=s.hosts)
+            .map(|i| {
+                let name = format!("h{i}");
+                let netns = format!("{NS_PREFIX}{}-{name}", s.name);
+                LabHost {
+                    underlay_ip: Ipv4Addr::new(s.underlay[0], s.underlay[1], s.underlay[2], 10 + i as u8),
+                    ovs: OvsInstance { netns: netns.clone(), rundir: dir.join(&name), enable_dummy: s.enable_dummy },
+                    name,
+                    netns,
+                }
+            })
+            .collect();
+        Lab { name: s.name, dir, hosts, owned: s.owner_pid.is_some() }
+    }
+
+    /// The underlay switch's namespace.
+    pub fn underlay_netns(&self) -> String {
+        format!("{NS_PREFIX}{}-ul", self.name)
+    }
+
+    /// The underlay subnet's prefix length.
+    pub fn underlay_prefix_len(&self) -> u8 {
+        24
+    }
+
+    /// A host by name (`h1`) or 1-based index.
+    pub fn host(&self, name: &str) -> Option<&LabHost> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    fn build(&self) -> Result<(), LabError> {
+        let ul = self.underlay_netns();
+        ip(None, &["netns", "add", &ul])?;
+        ip(Some(&ul), &["link", "set", "lo", "up"])?;
+        ip(Some(&ul), &["link", "add", "br0", "type", "bridge"])?;
+        ip(Some(&ul), &["link", "set", "br0", "up"])?;
+        for h in &self.hosts {
+            ip(None, &["netns", "add", &h.netns])?;
+            ip(Some(&h.netns), &["link", "set", "lo", "up"])?;
+            // Created inside the underlay namespace, so parallel labs never clash on names.
+            ip(Some(&ul), &["link", "add", &h.name, "type", "veth", "peer", "name", "uplink"])?;
+            ip(Some(&ul), &["link", "set", "uplink", "netns", &h.netns])?;
+            ip(Some(&h.netns), &["link", "set", "uplink", "name", "eth0"])?;
+            ip(Some(&ul), &["link", "set", &h.name, "master", "br0"])?;
+            ip(Some(&ul), &["link", "set", &h.name, "up"])?;
+            let addr = format!("{}/{}", h.underlay_ip, self.underlay_prefix_len());
+            ip(Some(&h.netns), &["addr", "add", &addr, "dev", "eth0"])?;
+            ip(Some(&h.netns), &["link", "set", "eth0", "up"])?;
+            tx_offload_off(&ul, &h.name)?;
+            tx_offload_off(&h.netns, "eth0")?;
+            h.ovs.start()?;
+            tracing::info!(lab = %self.name, host = %h.name, netns = %h.netns, ip = %h.underlay_ip, "host up");
+        }
+        Ok(())
+    }
+
+    /// Creates a container namespace `plx-LAB-NAME` joined to `host` by a veth pair: `eth0`
+    /// inside with `ip/24` and MTU `mtu`, and `NAME` in the host namespace, left for the
+    /// caller to plug into a bridge. TX offload is off on both ends.
+    pub fn add_container(&self, host: &LabHost, name: &str, ip_addr: Ipv4Addr, mtu: u32) -> Result<Container, LabError> {
+        check_name("container name", name, 12)?;
+        let netns = format!("{NS_PREFIX}{}-{name}", self.name);
+        ip(None, &["netns", "add", &netns])?;
+        let built = (|| {
+            ip(Some(&netns), &["link", "set", "lo", "up"])?;
+            ip(Some(&netns), &["link", "add", "eth0", "mtu", &mtu.to_string(), "type", "veth", "peer", "name", name, "mtu", &mtu.to_string()])?;
+            ip(Some(&netns), &["link", "set", name, "netns", &host.netns])?;
+            ip(Some(&netns), &["addr", "add", &format!("{ip_addr}/24"), "dev", "eth0"])?;
+            ip(Some(&netns), &["link", "set", "eth0", "up"])?;
+            ip(Some(&host.netns), &["link", "set", name, "up"])?;
+            tx_offload_off(&netns, "eth0")?;
+            tx_offload_off(&host.netns, name)?;
+            let mac = read_mac(&netns, "eth0")?;
+            Ok(Container { netns: netns.clone(), host_if: name.to_string(), ip: ip_addr, mac })
+        })();
+        if built.is_err() {
+            let _ = ip(None, &["netns", "delete", &netns]);
+        }
+        built
+    }
+
+    /// What `plexus lab status` shows.
+    pub fn status(&self) -> LabStatus {
+        LabStatus {
+            name: self.name.clone(),
+            dir: self.dir.display().to_string(),
+            hosts: self
+                .hosts
+                .iter()
+                .map(|h| LabHostStatus {
+                    name: h.name.clone(),
+                    netns: h.netns.clone(),
+                    underlay_ip: format!("{}/{}", h.underlay_ip, self.underlay_prefix_len()),
+                    ovsdb: h.ovsdb_target().to_string(),
+                    running: h.ovs.running(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Removes everything: daemons (by their pids), namespaces, the state directory.
+    pub fn down(mut self) {
+        self.teardown();
+        self.owned = false;
+    }
+
+    fn teardown(&self) {
+        tracing::info!(lab = %self.name, "tearing lab down");
+        for h in &self.hosts {
+            h.ovs.stop();
+        }
+        for ns in netns_of(&self.name) {
+            if let Err(e) = ip(None, &["netns", "delete", &ns]) {
+                tracing::warn!(netns = %ns, error = %e, "could not delete namespace");
+            }
+        }
+        if daemons::is_within(&self.dir, &self.dir.parent().map(Path::to_path_buf).unwrap_or_default()) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.owned {
+            self.teardown();
+        }
+    }
+}
+
+/// Namespaces that belong to lab `name`.
+fn netns_of(name: &str) -> impl Iterator<Item = String> {
+    let prefix = format!("{NS_PREFIX}{name}-");
+    crate::netns::list().into_iter().filter(move |n| n.starts_with(&prefix))
+}
+
+fn read_mac(ns: &str, dev: &str) -> Result<[u8; 6], LabError> {
+    let out = in_ns(ns, &["cat", &format!("/sys/class/net/{dev}/address")])?;
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = out.trim().split(':').collect();
+    if parts.len() != 6 {
+        return Err(LabError::Io(format!("unexpected MAC {out:?} of {dev}")));
+    }
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16).map_err(|e| LabError::Io(format!("MAC of {dev}: {e}")))?;
+    }
+    Ok(mac)
+}
+
+/// Removes labs whose owning process has died, and `plx-*` namespaces that belong to no lab
+/// at all. Labs owned by live processes (parallel tests) and CLI labs are left alone.
+pub fn sweep_stale(root: &Path) {
+    for name in Lab::list(root) {
+        let Ok(raw) = std::fs::read(root.join(&name).join("lab.json")) else { continue };
+        let Ok(state) = serde_json::from_slice::<LabState>(&raw) else { continue };
+        if let Some(pid) = state.owner_pid {
+            if !daemons::alive(pid as i32) {
+                tracing::info!(lab = %name, owner = pid, "removing stale lab of a dead process");
+                let mut lab = Lab::from_state(root, state);
+                lab.owned = true;
+                drop(lab);
+            }
+        }
+    }
+    let labs = Lab::list(root);
+    for ns in crate::netns::list() {
+        let Some(rest) = ns.strip_prefix(NS_PREFIX) else { continue };
+        let lab = rest.split('-').next().unwrap_or_default();
+        if !labs.iter().any(|l| l == lab) {
+            tracing::info!(netns = %ns, "removing namespace of no lab");
+            let _ = ip(None, &["netns", "delete", &ns]);
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Traffic probes between lab namespaces: ping, and a TCP stream whose content is checked
+//! end to end (ping alone misses the checksum-offload failure DESIGN.md describes).
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::LabError;
+use crate::netns;
+
+/// Pings `dst` from namespace `ns`: `count` echo requests, `interval` apart; returns how many
+/// were answered.
+pub fn ping(ns: &str, dst: Ipv4Addr, count: u32, interval: Duration) -> Result<u32, LabError> {
+    let out = netns::exec(
+        ns,
+        &["ping", "-n", "-q", "-c", &count.to_string(), "-i", &format!("{:.3}", interval.as_secs_f64()), "-W", "1", &dst.to_string()],
+    )
+    .map_err(|e| LabError::Command { cmd: "ping".into(), reason: format!("{e} (install iputils-ping)") })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "3 packets transmitted, 3 received, 0% packet loss"
+    let received = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| LabError::Command { cmd: "ping".into(), reason: format!("unexpected output: {text} {}", String::from_utf8_lossy(&out.stderr)) })?;
+    Ok(received)
+}
+
+/// Pings until one reply comes or `timeout` passes; returns the time to the first reply.
+pub fn wait_ping(ns: &str, dst: Ipv4Addr, timeout: Duration) -> Result<Duration, LabError> {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if ping(ns, dst, 1, Duration::from_millis(200))? == 1 {
+            return Ok(t.elapsed());
+        }
+    }
+    Err(LabError::Command { cmd: format!("ping {dst} from {ns}"), reason: format!("no reply within {timeout:?}") })
+}
+
+/// Result of a TCP transfer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transfer {
+    /// Bytes received.
+    pub bytes: usize,
+    /// Whether every byte arrived as sent.
+    pub intact: bool,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl Transfer {
+    /// Throughput in Mbit/s.
+    pub fn mbit_per_s(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.elapsed.as_secs_f64().max(1e-9) / 1e6
+    }
+}
+
+fn pattern(i: usize) -> u8 {
+    // A sequence with no short period, so a lost or repeated segment cannot go unnoticed.
+    (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ (i >> 20) as u8
+}
+
+/// Sends `bytes` over TCP from namespace `from` to `to_ip` (a listener in namespace `to`)
+/// and checks every byte.
+pub fn tcp_transfer(from: &str, to: &str, to_ip: Ipv4Addr, bytes: usize) -> Result<Transfer, LabError> {
+    let io = |e: std::io::Error| LabError::Io(format!("tcp transfer {from} -> {to}: {e}"));
+    let listener = netns::bind_tcp(to, SocketAddr::new(to_ip.into(), 0)).map_err(|e| LabError::Io(e.to_string()))?;
+    let addr = listener.local_addr().map_err(io)?;
+    let receiver = std::thread::spawn(move || -> std::io::Result<(usize, bool)> {
+        let (mut s, _) = listener.accept()?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut buf = vec![0u8; 1 << 16];
+        let (mut n, mut ok) = (0usize, true);
+        loop {
+            let r = s.read(&mut buf)?;
+            if r == 0 {
+                break;
+            }
+            ok &= buf[..r].iter().enumerate().all(|(i, &b)| b == pattern(n + i));
+            n += r;
+        }
+        Ok((n, ok))
+    });
+    let t = Instant::now();
+    let mut s = netns::connect_tcp(from, addr).map_err(|e| LabError::Io(e.to_string()))?;
+    s.set_write_timeout(Some(Duration::from_secs(30))).map_err(io)?;
+    let data: Vec<u8> = (0..bytes).map(pattern).collect();
+    s.write_all(&data).map_err(io)?;
+    s.shutdown(std::net::Shutdown::Write).map_err(io)?;
+    let (n, intact) = receiver.join().map_err(|_| LabError::Io("receiver panicked".into()))?.map_err(io)?;
+    Ok(Transfer { bytes: n, intact: intact && n == bytes, elapsed: t.elapsed() })
+}

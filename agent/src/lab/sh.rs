@@ -1,0 +1,70 @@
+//! Running the lab's setup commands with errors that say what failed and what to install.
+
+use std::process::Command;
+
+use super::LabError;
+
+/// Programs the lab needs, with the Debian package that provides each.
+pub(crate) const TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("ethtool", "ethtool"),
+    ("ovsdb-tool", "openvswitch-switch"),
+    ("ovsdb-server", "openvswitch-switch"),
+    ("ovs-vswitchd", "openvswitch-switch"),
+    ("ovs-vsctl", "openvswitch-switch"),
+];
+
+/// Fails with the package to install if a needed program is missing.
+pub(crate) fn check_tools() -> Result<(), LabError> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let dirs: Vec<&str> = path.split(':').chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"]).collect();
+    for (tool, pkg) in TOOLS {
+        if !dirs.iter().any(|d| std::path::Path::new(d).join(tool).is_file()) {
+            return Err(LabError::MissingTool { tool, package: pkg });
+        }
+    }
+    if !nix_is_root() {
+        return Err(LabError::NotRoot);
+    }
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs a command; a non-zero exit is an error carrying its stderr.
+pub(crate) fn run(cmd: &mut Command) -> Result<String, LabError> {
+    let shown = format!("{cmd:?}").replace('"', "");
+    tracing::trace!(cmd = %shown, "lab");
+    let out = cmd.output().map_err(|e| LabError::Command { cmd: shown.clone(), reason: e.to_string() })?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            cmd: shown,
+            reason: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `ip ARGS` (in the root namespace, or in `ns` with `-n`).
+pub(crate) fn ip(ns: Option<&str>, args: &[&str]) -> Result<String, LabError> {
+    let mut c = Command::new("ip");
+    if let Some(ns) = ns {
+        c.args(["-n", ns]);
+    }
+    run(c.args(args))
+}
+
+/// Runs a program inside a namespace.
+pub(crate) fn in_ns(ns: &str, args: &[&str]) -> Result<String, LabError> {
+    let mut c = Command::new("ip");
+    run(c.args(["netns", "exec", ns]).args(args))
+}
+
+/// Turns off TX checksum offload: the userspace datapath forwards the partial checksums a
+/// veth would leave for hardware, so TCP fails while ping works (DESIGN.md).
+pub(crate) fn tx_offload_off(ns: &str, dev: &str) -> Result<(), LabError> {
+    in_ns(ns, &["ethtool", "-K", dev, "tx", "off"]).map(|_| ())
+}

@@ -1,0 +1,107 @@
+//! Hand wiring of lab hosts through the `ovs` crate alone: the userspace-tunnel arrangement
+//! (underlay address on `br-phy`, a flow-based VXLAN port on `br-int`) and point-to-point
+//! flows between two containers. The agent and the controller do this properly later; the
+//! foundation tests and `plexus lab demo` use it to prove the data plane works.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use plexus_ovs::openflow::{Action, Connection, ConnectionOptions, Field, FlowMod, Match, Message};
+use plexus_ovs::ovsdb::{BridgeSpec, Client, ClientOptions, InterfaceType, PortSpec, VSwitch};
+
+use super::sh::ip;
+use super::{Container, LabError, LabHost};
+
+/// The integration bridge.
+pub const BR_INT: &str = "br-int";
+/// The bridge holding the underlay interface and address.
+pub const BR_PHY: &str = "br-phy";
+/// The flow-based VXLAN port.
+pub const VXLAN_PORT: &str = "vxlan0";
+/// VXLAN over IPv4 adds 50 bytes; a 1500-byte underlay leaves 1450 for containers.
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+fn ovs_err(e: impl std::fmt::Display) -> LabError {
+    LabError::Command { cmd: "ovs".into(), reason: e.to_string() }
+}
+
+/// Connects to a host's database.
+pub async fn vswitch(host: &LabHost) -> Result<VSwitch, LabError> {
+    let c = Client::connect(host.ovsdb_target(), ClientOptions::default(), Duration::from_secs(10)).await.map_err(ovs_err)?;
+    Ok(VSwitch::new(c))
+}
+
+/// Prepares a host for userspace tunnels: `br-phy` (netdev) takes `eth0` and its address,
+/// and `br-int` (netdev, fail_mode secure, OpenFlow 1.3) gets a VXLAN port with
+/// `remote_ip=flow key=flow`. Returns the VXLAN port's OpenFlow number.
+pub async fn prepare_host(host: &LabHost, vs: &VSwitch) -> Result<u32, LabError> {
+    let phy = BridgeSpec { name: BR_PHY.into(), datapath_type: "netdev".into(), ..Default::default() };
+    vs.ensure_bridge(&phy).await.map_err(ovs_err)?;
+    vs.add_port(BR_PHY, &PortSpec::new("eth0", InterfaceType::System)).await.map_err(ovs_err)?;
+    let int = BridgeSpec {
+        name: BR_INT.into(),
+        datapath_type: "netdev".into(),
+        fail_mode: Some("secure".into()),
+        protocols: vec!["OpenFlow13".into()],
+        datapath_id: Some(0x0000_0000_0000_1000 + u32::from(host.underlay_ip) as u64 % 0x1000),
+        other_config: BTreeMap::new(),
+        external_ids: BTreeMap::new(),
+    };
+    vs.ensure_bridge(&int).await.map_err(ovs_err)?;
+    let vx = PortSpec::new(VXLAN_PORT, InterfaceType::Vxlan).option("remote_ip", "flow").option("key", "flow");
+    vs.add_port(BR_INT, &vx).await.map_err(ovs_err)?;
+    vs.wait_ofport("eth0", Duration::from_secs(10)).await.map_err(ovs_err)?;
+    // The address moves to br-phy so that OVS's own tunnel routing finds it.
+    let addr = format!("{}/24", host.underlay_ip);
+    ip(Some(&host.netns), &["addr", "flush", "dev", "eth0"])?;
+    ip(Some(&host.netns), &["addr", "replace", &addr, "dev", BR_PHY])?;
+    ip(Some(&host.netns), &["link", "set", BR_PHY, "up"])?;
+    vs.wait_ofport(VXLAN_PORT, Duration::from_secs(10)).await.map_err(ovs_err)
+}
+
+/// Plugs a container's host-side veth into `br-int`; returns its OpenFlow port.
+pub async fn plug(vs: &VSwitch, c: &Container) -> Result<u32, LabError> {
+    vs.add_port(BR_INT, &PortSpec::new(&c.host_if, InterfaceType::System).external_id("plexus-lab", "container"))
+        .await
+        .map_err(ovs_err)?;
+    vs.wait_ofport(&c.host_if, Duration::from_secs(10)).await.map_err(ovs_err)
+}
+
+/// Opens an OpenFlow session to a host's `br-int` over its management socket.
+pub async fn openflow(host: &LabHost) -> Result<Connection, LabError> {
+    let (c, _events) = Connection::connect_unix(host.ovs.mgmt_sock(BR_INT), ConnectionOptions::default()).await.map_err(ovs_err)?;
+    Ok(c)
+}
+
+/// The two flows that join a local port to a remote host through the tunnel with `vni`.
+pub fn p2p_flows(local_port: u32, tunnel_port: u32, vni: u64, remote: Ipv4Addr, cookie: u64) -> Vec<Message> {
+    vec![
+        Message::FlowMod(
+            FlowMod::add(0, 100, Match::new().in_port(local_port))
+                .cookie(cookie)
+                .apply(vec![Action::set_field(Field::TunnelId, vni), Action::set_tun_dst(remote), Action::output(tunnel_port)]),
+        ),
+        Message::FlowMod(
+            FlowMod::add(0, 100, Match::new().in_port(tunnel_port).tunnel_id(vni)).cookie(cookie).apply(vec![Action::output(local_port)]),
+        ),
+    ]
+}
+
+/// Builds the foundation's data-plane proof: container `name_a` on host `a` and `name_b` on
+/// host `b` (addresses `10.0.0.1` and `10.0.0.2`), both hosts prepared for userspace
+/// tunnels, and flows through the codec joining the two over VXLAN `vni`.
+pub async fn connect_pair(lab: &super::Lab, a: &LabHost, name_a: &str, b: &LabHost, name_b: &str, vni: u64) -> Result<(Container, Container), LabError> {
+    let mtu = 1500 - VXLAN_OVERHEAD;
+    let ca = lab.add_container(a, name_a, Ipv4Addr::new(10, 0, 0, 1), mtu)?;
+    let cb = lab.add_container(b, name_b, Ipv4Addr::new(10, 0, 0, 2), mtu)?;
+    for (host, local, remote) in [(a, &ca, b), (b, &cb, a)] {
+        let vs = vswitch(host).await?;
+        let tun = prepare_host(host, &vs).await?;
+        let port = plug(&vs, local).await?;
+        let of = openflow(host).await?;
+        of.bundle(&p2p_flows(port, tun, vni, remote.underlay_ip, 0x1)).await.map_err(ovs_err)?;
+        tracing::info!(host = %host.name, port, tunnel = tun, "point-to-point flows installed");
+    }
+    Ok((ca, cb))
+}

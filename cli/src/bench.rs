@@ -1,0 +1,129 @@
+//! `plexus bench …`: figures with a baseline measured in the same run.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use plexus_agent::lab::{wire, Lab, LabConfig};
+use plexus_ovs::openflow::{Action, Connection, ConnectionOptions, Field, FlowMod, FlowStatsRequest, Match, Message};
+use plexus_ovs::ovsdb::BridgeSpec;
+
+#[derive(Args)]
+pub struct BenchCmd {
+    #[command(subcommand)]
+    cmd: Sub,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// Flow programming into a fresh netdev bridge: Plexus's codec (one bundle) against
+    /// `ovs-ofctl --bundle add-flows` with the same flows.
+    Flows {
+        /// Flows per run.
+        #[arg(long, default_value_t = 100_000)]
+        flows: u32,
+        /// Runs of each method (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+pub async fn run(c: BenchCmd) -> anyhow::Result<()> {
+    match c.cmd {
+        Sub::Flows { flows, runs } => flows_bench(flows, runs).await,
+    }
+}
+
+const BR: &str = "br-bench";
+
+fn flow(i: u32) -> (FlowMod, String) {
+    let dst = Ipv4Addr::from(0x0a00_0000 + i);
+    let fm = FlowMod::add(0, 100, Match::new().ipv4_dst(dst))
+        .cookie(i as u64)
+        .apply(vec![Action::RegLoad { dst: Field::Reg(0), ofs: 0, n_bits: 32, value: i as u64 }, Action::resubmit(1)]);
+    let text = format!("table=0,priority=100,cookie={i:#x},ip,nw_dst={dst},actions=load:{i:#x}->NXM_NX_REG0[],resubmit(,1)");
+    (fm, text)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+async fn flows_bench(n: u32, runs: usize) -> anyhow::Result<()> {
+    if runs == 0 || n == 0 {
+        bail!("--flows and --runs must be at least 1");
+    }
+    let name = format!("bf{}", std::process::id() % 100_000_000);
+    let cfg = LabConfig::owned(&name, 1);
+    let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.context("starting a one-host lab")?;
+    let host = lab.hosts[0].clone();
+    let vs = wire::vswitch(&host).await?;
+    let (msgs, text): (Vec<Message>, Vec<String>) = (0..n).map(flow).map(|(f, t)| (Message::FlowMod(f), t)).unzip();
+    let file = lab.dir.join("flows.txt");
+    std::fs::write(&file, text.join("\n") + "\n")?;
+    let mgmt = host.ovs.mgmt_sock(BR);
+    let spec = BridgeSpec {
+        name: BR.into(),
+        datapath_type: "netdev".into(),
+        fail_mode: Some("secure".into()),
+        protocols: vec!["OpenFlow13".into()],
+        ..Default::default()
+    };
+    let fresh = || async {
+        vs.delete_bridge(BR).await?;
+        vs.ensure_bridge(&spec).await?;
+        // The bridge exists once its management socket accepts connections.
+        for _ in 0..200 {
+            if mgmt.exists() {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        bail!("bridge {BR} did not come up")
+    };
+    let count = |of: Connection| async move { anyhow::Ok(of.dump_flows(FlowStatsRequest::default()).await?.len()) };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    eprintln!("programming {n} flows, {runs} runs per method ...");
+    for run in 1..=runs {
+        fresh().await?;
+        let t = Instant::now();
+        let (of, _ev) = Connection::connect_unix(&mgmt, ConnectionOptions::default()).await?;
+        of.bundle(&msgs).await?;
+        let dt = t.elapsed().as_secs_f64();
+        let got = count(of).await?;
+        if got != n as usize {
+            bail!("codec run {run}: the switch holds {got} flows, expected {n}");
+        }
+        ours.push(dt);
+
+        fresh().await?;
+        let t = Instant::now();
+        let out = Command::new("ovs-ofctl")
+            .args(["-O", "OpenFlow13", "--bundle", "add-flows"])
+            .arg(format!("unix:{}", mgmt.display()))
+            .arg(&file)
+            .output()
+            .context("running ovs-ofctl (install openvswitch-common)")?;
+        let dt2 = t.elapsed().as_secs_f64();
+        if !out.status.success() {
+            bail!("ovs-ofctl add-flows failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let (of, _ev) = Connection::connect_unix(&mgmt, ConnectionOptions::default()).await?;
+        let got = count(of).await?;
+        if got != n as usize {
+            bail!("ovs-ofctl run {run}: the switch holds {got} flows, expected {n}");
+        }
+        theirs.push(dt2);
+        eprintln!("run {run}: plexus codec {dt:.3} s, ovs-ofctl {dt2:.3} s");
+    }
+    let (a, b) = (median(ours), median(theirs));
+    println!("flow programming, {n} flows into a fresh netdev bridge (median of {runs}):");
+    println!("  plexus codec (bundle + commit):   {a:.3} s  {:>9.0} flows/s", n as f64 / a);
+    println!("  ovs-ofctl --bundle add-flows:     {b:.3} s  {:>9.0} flows/s", n as f64 / b);
+    println!("  ratio plexus/ovs-ofctl throughput: {:.2}x", b / a);
+    drop(lab);
+    Ok(())
+}

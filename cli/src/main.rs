@@ -1,0 +1,42 @@
+//! `plexus`: one binary for every Plexus role. The foundation provides the lab and the flow
+//! programming benchmark; the controller, agent and network commands join it in later issues.
+
+mod bench;
+mod lab;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "plexus", version, about = "Plexus: a software-defined network for Docker hosts on Open vSwitch")]
+struct Cli {
+    /// Log filter (e.g. info, debug, plexus_ovs=trace); also RUST_LOG.
+    #[arg(long, global = true, env = "PLEXUS_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build, inspect and remove labs of namespaced hosts running Open vSwitch.
+    Lab(lab::LabCmd),
+    /// Measure Plexus against baselines measured in the same run.
+    Bench(bench::BenchCmd),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).map_err(|e| anyhow::anyhow!("--log {:?}: {e}", cli.log))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        match cli.cmd {
+            Cmd::Lab(c) => lab::run(c).await,
+            Cmd::Bench(c) => bench::run(c).await,
+        }
+    })
+}

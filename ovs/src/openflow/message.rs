@@ -1,0 +1,961 @@
+//! OpenFlow 1.3 messages: the header, every message type Plexus uses, and a lossless
+//! fallback for the rest.
+
+use std::fmt;
+
+use super::action::{decode_actions, encode_actions, Action, OFPP_ANY};
+use super::error::{DecodeError, EncodeError};
+use super::instruction::{decode_instructions, encode_instructions, Instruction};
+use super::multipart::{MultipartReply, MultipartRequest};
+use super::oxm::Match;
+use super::wire::{len16, Put, Reader};
+
+/// OpenFlow 1.3's wire version.
+pub const OFP_VERSION: u8 = 0x04;
+/// Length of the common header.
+pub const OFP_HEADER_LEN: usize = 8;
+/// `buffer_id` meaning "no buffer".
+pub const OFP_NO_BUFFER: u32 = 0xffff_ffff;
+/// Group wildcard.
+pub const OFPG_ANY: u32 = 0xffff_ffff;
+/// Table wildcard (all tables) in requests.
+pub const OFPTT_ALL: u8 = 0xff;
+/// ONF's experimenter id (bundles in OpenFlow 1.3, extension 230).
+pub const ONF_EXPERIMENTER_ID: u32 = 0x4f4e_4600;
+const ONF_ET_BUNDLE_CONTROL: u32 = 2300;
+const ONF_ET_BUNDLE_ADD_MESSAGE: u32 = 2301;
+
+mod t {
+    pub const HELLO: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const ECHO_REQUEST: u8 = 2;
+    pub const ECHO_REPLY: u8 = 3;
+    pub const EXPERIMENTER: u8 = 4;
+    pub const FEATURES_REQUEST: u8 = 5;
+    pub const FEATURES_REPLY: u8 = 6;
+    pub const GET_CONFIG_REQUEST: u8 = 7;
+    pub const GET_CONFIG_REPLY: u8 = 8;
+    pub const SET_CONFIG: u8 = 9;
+    pub const PACKET_IN: u8 = 10;
+    pub const PORT_STATUS: u8 = 12;
+    pub const PACKET_OUT: u8 = 13;
+    pub const FLOW_MOD: u8 = 14;
+    pub const GROUP_MOD: u8 = 15;
+    pub const MULTIPART_REQUEST: u8 = 18;
+    pub const MULTIPART_REPLY: u8 = 19;
+    pub const BARRIER_REQUEST: u8 = 20;
+    pub const BARRIER_REPLY: u8 = 21;
+    pub const ROLE_REQUEST: u8 = 24;
+    pub const ROLE_REPLY: u8 = 25;
+}
+
+/// An OpenFlow 1.3 message (the xid travels beside it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Version negotiation.
+    Hello(Hello),
+    /// An error, answering the request with the same xid.
+    Error(ErrorMsg),
+    /// Keep-alive request (the data is echoed back).
+    EchoRequest(Vec<u8>),
+    /// Keep-alive reply.
+    EchoReply(Vec<u8>),
+    /// Asks for the switch's datapath id and capabilities.
+    FeaturesRequest,
+    /// The switch's datapath id and capabilities.
+    FeaturesReply(SwitchFeatures),
+    /// Asks for the switch configuration.
+    GetConfigRequest,
+    /// The switch configuration.
+    GetConfigReply(SwitchConfig),
+    /// Sets the switch configuration.
+    SetConfig(SwitchConfig),
+    /// A packet sent to the controller.
+    PacketIn(PacketIn),
+    /// A port was added, removed or changed.
+    PortStatus(PortStatus),
+    /// A packet the controller sends out through the switch.
+    PacketOut(PacketOut),
+    /// Adds, changes or removes flows.
+    FlowMod(FlowMod),
+    /// Adds, changes or removes a group.
+    GroupMod(GroupMod),
+    /// A statistics or description request.
+    MultipartRequest(MultipartRequest),
+    /// One part of a statistics or description reply.
+    MultipartReply(MultipartReply),
+    /// Asks the switch to finish everything before it.
+    BarrierRequest,
+    /// Everything before the barrier is done.
+    BarrierReply,
+    /// Asks for a controller role.
+    RoleRequest(RoleMsg),
+    /// The role granted.
+    RoleReply(RoleMsg),
+    /// Bundle open/close/commit/discard (ONF extension 230 in OpenFlow 1.3).
+    BundleControl(BundleControl),
+    /// A message added to an open bundle.
+    BundleAdd(BundleAdd),
+    /// Another experimenter message.
+    Experimenter {
+        /// Experimenter id.
+        experimenter: u32,
+        /// Experimenter-defined type.
+        exp_type: u32,
+        /// Body.
+        data: Vec<u8>,
+    },
+    /// A message type the codec does not interpret, kept byte for byte.
+    Other {
+        /// Message type.
+        msg_type: u8,
+        /// Body after the header.
+        body: Vec<u8>,
+    },
+}
+
+/// Hello: the header version and, if present, the version bitmap element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Highest version the sender supports (header field).
+    pub version: u8,
+    /// Bitmap of supported versions (bit n = wire version n).
+    pub bitmap: Option<u32>,
+}
+
+impl Hello {
+    /// Our hello: OpenFlow 1.3 only.
+    pub fn of13() -> Hello {
+        Hello { version: OFP_VERSION, bitmap: Some(1 << OFP_VERSION) }
+    }
+
+    /// Whether the peer can speak OpenFlow 1.3.
+    pub fn supports_of13(&self) -> bool {
+        match self.bitmap {
+            Some(b) => b & (1 << OFP_VERSION) != 0,
+            None => self.version >= OFP_VERSION,
+        }
+    }
+}
+
+/// An error message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorMsg {
+    /// `OFPET_*` (0xffff = experimenter).
+    pub err_type: u16,
+    /// Code within the type (the experimenter type for experimenter errors).
+    pub code: u16,
+    /// Experimenter id, for experimenter errors.
+    pub experimenter: Option<u32>,
+    /// Usually the start of the offending request.
+    pub data: Vec<u8>,
+}
+
+/// `OFPET_BAD_REQUEST`.
+pub const OFPET_BAD_REQUEST: u16 = 1;
+/// `OFPBRC_IS_SLAVE`: a slave controller tried to change state.
+pub const OFPBRC_IS_SLAVE: u16 = 10;
+/// `OFPET_BAD_MATCH`.
+pub const OFPET_BAD_MATCH: u16 = 4;
+/// `OFPET_FLOW_MOD_FAILED`.
+pub const OFPET_FLOW_MOD_FAILED: u16 = 5;
+/// `OFPET_ROLE_REQUEST_FAILED`.
+pub const OFPET_ROLE_REQUEST_FAILED: u16 = 11;
+
+impl ErrorMsg {
+    /// The symbolic name of the error type.
+    pub fn type_name(&self) -> &'static str {
+        match self.err_type {
+            0 => "OFPET_HELLO_FAILED",
+            1 => "OFPET_BAD_REQUEST",
+            2 => "OFPET_BAD_ACTION",
+            3 => "OFPET_BAD_INSTRUCTION",
+            4 => "OFPET_BAD_MATCH",
+            5 => "OFPET_FLOW_MOD_FAILED",
+            6 => "OFPET_GROUP_MOD_FAILED",
+            7 => "OFPET_PORT_MOD_FAILED",
+            8 => "OFPET_TABLE_MOD_FAILED",
+            9 => "OFPET_QUEUE_OP_FAILED",
+            10 => "OFPET_SWITCH_CONFIG_FAILED",
+            11 => "OFPET_ROLE_REQUEST_FAILED",
+            12 => "OFPET_METER_MOD_FAILED",
+            13 => "OFPET_TABLE_FEATURES_FAILED",
+            0xffff => "OFPET_EXPERIMENTER",
+            _ => "unknown error type",
+        }
+    }
+
+    /// Whether this is "you are a slave" (`OFPBRC_IS_SLAVE`).
+    pub fn is_slave(&self) -> bool {
+        self.err_type == OFPET_BAD_REQUEST && self.code == OFPBRC_IS_SLAVE
+    }
+}
+
+impl fmt::Display for ErrorMsg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}) code {}", self.type_name(), self.err_type, self.code)?;
+        if let Some(e) = self.experimenter {
+            write!(f, " experimenter {e:#010x}")?;
+        }
+        if self.data.len() >= 2 && self.data[0] == OFP_VERSION {
+            write!(f, " for message type {}", self.data[1])?;
+        }
+        Ok(())
+    }
+}
+
+/// Features reply.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SwitchFeatures {
+    /// Datapath id.
+    pub datapath_id: u64,
+    /// Packets the switch can buffer.
+    pub n_buffers: u32,
+    /// Number of tables.
+    pub n_tables: u8,
+    /// Auxiliary connection id (0 = main).
+    pub auxiliary_id: u8,
+    /// `OFPC_*` bits.
+    pub capabilities: u32,
+}
+
+/// Switch configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SwitchConfig {
+    /// `OFPC_FRAG_*`.
+    pub flags: u16,
+    /// Bytes of a table-miss packet sent to the controller.
+    pub miss_send_len: u16,
+}
+
+/// A port description (`ofp_port`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Port {
+    /// Port number.
+    pub port_no: u32,
+    /// MAC address.
+    pub hw_addr: [u8; 6],
+    /// Name (at most 15 bytes).
+    pub name: String,
+    /// `OFPPC_*`.
+    pub config: u32,
+    /// `OFPPS_*` (bit 0: link down).
+    pub state: u32,
+    /// Current features.
+    pub curr: u32,
+    /// Advertised features.
+    pub advertised: u32,
+    /// Supported features.
+    pub supported: u32,
+    /// Peer's features.
+    pub peer: u32,
+    /// Current speed, kbit/s.
+    pub curr_speed: u32,
+    /// Maximum speed, kbit/s.
+    pub max_speed: u32,
+}
+
+const PORT_LEN: usize = 64;
+
+impl Port {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        if self.name.len() > 15 {
+            return Err(EncodeError::Invalid { what: "port", reason: format!("name {:?} is longer than 15 bytes", self.name) });
+        }
+        out.put_u32(self.port_no);
+        out.put_zeros(4);
+        out.extend_from_slice(&self.hw_addr);
+        out.put_zeros(2);
+        out.extend_from_slice(self.name.as_bytes());
+        out.put_zeros(16 - self.name.len());
+        for v in [self.config, self.state, self.curr, self.advertised, self.supported, self.peer, self.curr_speed, self.max_speed] {
+            out.put_u32(v);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Port, DecodeError> {
+        let mut b = r.sub(PORT_LEN, "port")?;
+        let port_no = b.u32()?;
+        b.skip(4)?;
+        let mut hw_addr = [0u8; 6];
+        hw_addr.copy_from_slice(b.bytes(6)?);
+        b.skip(2)?;
+        let raw = b.bytes(16)?;
+        let end = raw.iter().position(|&c| c == 0).unwrap_or(16);
+        let name = String::from_utf8_lossy(&raw[..end]).into_owned();
+        Ok(Port {
+            port_no,
+            hw_addr,
+            name,
+            config: b.u32()?,
+            state: b.u32()?,
+            curr: b.u32()?,
+            advertised: b.u32()?,
+            supported: b.u32()?,
+            peer: b.u32()?,
+            curr_speed: b.u32()?,
+            max_speed: b.u32()?,
+        })
+    }
+}
+
+/// Port status: why, and the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortStatus {
+    /// 0 add, 1 delete, 2 modify.
+    pub reason: u8,
+    /// The port.
+    pub port: Port,
+}
+
+/// Packet-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketIn {
+    /// Buffer id (`OFP_NO_BUFFER` = none).
+    pub buffer_id: u32,
+    /// Full length of the frame.
+    pub total_len: u16,
+    /// 0 no match, 1 action, 2 invalid TTL.
+    pub reason: u8,
+    /// Table the packet was in.
+    pub table_id: u8,
+    /// Cookie of the flow that sent it.
+    pub cookie: u64,
+    /// Packet metadata (in_port, registers, tunnel).
+    pub match_: Match,
+    /// The frame (or its start).
+    pub data: Vec<u8>,
+}
+
+/// Packet-out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketOut {
+    /// Buffer id (`OFP_NO_BUFFER` = the packet is in `data`).
+    pub buffer_id: u32,
+    /// Input port the packet pretends to come from.
+    pub in_port: u32,
+    /// Actions to apply.
+    pub actions: Vec<Action>,
+    /// The frame.
+    pub data: Vec<u8>,
+}
+
+/// Flow-mod command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlowModCommand {
+    /// Add (replaces an identical match and priority).
+    Add,
+    /// Modify the instructions of all matching flows.
+    Modify,
+    /// Modify the flow with exactly this match and priority.
+    ModifyStrict,
+    /// Delete all flows the match covers (filtered by cookie/mask, out_port).
+    Delete,
+    /// Delete the flow with exactly this match and priority.
+    DeleteStrict,
+}
+
+impl FlowModCommand {
+    fn code(self) -> u8 {
+        self as u8
+    }
+    fn from_code(c: u8) -> Result<Self, DecodeError> {
+        use FlowModCommand::*;
+        [Add, Modify, ModifyStrict, Delete, DeleteStrict]
+            .get(c as usize)
+            .copied()
+            .ok_or_else(|| DecodeError::Invalid { what: "flow_mod", reason: format!("unknown command {c}") })
+    }
+}
+
+/// Flow-mod `OFPFF_SEND_FLOW_REM`.
+pub const OFPFF_SEND_FLOW_REM: u16 = 1;
+/// Flow-mod `OFPFF_CHECK_OVERLAP`.
+pub const OFPFF_CHECK_OVERLAP: u16 = 2;
+/// Flow-mod `OFPFF_RESET_COUNTS`.
+pub const OFPFF_RESET_COUNTS: u16 = 4;
+
+/// Flow-mod.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FlowMod {
+    /// Cookie (on add) or the cookie to filter by (modify/delete with `cookie_mask`).
+    pub cookie: u64,
+    /// Bits of `cookie` that must match for modify/delete.
+    pub cookie_mask: u64,
+    /// Table (`OFPTT_ALL` for delete in every table).
+    pub table_id: u8,
+    /// Command.
+    pub command: FlowModCommand,
+    /// Idle timeout, seconds (0 = none).
+    pub idle_timeout: u16,
+    /// Hard timeout, seconds (0 = none).
+    pub hard_timeout: u16,
+    /// Priority.
+    pub priority: u16,
+    /// Buffered packet to apply the flow to.
+    pub buffer_id: u32,
+    /// For delete: only flows that output to this port.
+    pub out_port: u32,
+    /// For delete: only flows that output to this group.
+    pub out_group: u32,
+    /// `OFPFF_*`.
+    pub flags: u16,
+    /// The match.
+    pub match_: Match,
+    /// Instructions.
+    pub instructions: Vec<Instruction>,
+}
+
+impl FlowMod {
+    /// An add of `match_` at `priority` in `table` with no instructions yet.
+    pub fn add(table_id: u8, priority: u16, match_: Match) -> FlowMod {
+        FlowMod {
+            cookie: 0,
+            cookie_mask: 0,
+            table_id,
+            command: FlowModCommand::Add,
+            idle_timeout: 0,
+            hard_timeout: 0,
+            priority,
+            buffer_id: OFP_NO_BUFFER,
+            out_port: OFPP_ANY,
+            out_group: OFPG_ANY,
+            flags: 0,
+            match_,
+            instructions: Vec::new(),
+        }
+    }
+
+    /// A (non-strict) delete of every flow in every table whose cookie matches `cookie` under
+    /// `mask`.
+    pub fn delete_by_cookie(cookie: u64, mask: u64) -> FlowMod {
+        FlowMod { cookie, cookie_mask: mask, table_id: OFPTT_ALL, command: FlowModCommand::Delete, ..FlowMod::add(0, 0, Match::new()) }
+    }
+
+    /// The flow as a switch reports it back: match prerequisites filled in (or refused) and
+    /// instructions in execution order. Compare desired flows in this form.
+    pub fn normalized(&self) -> Result<FlowMod, EncodeError> {
+        let mut f = self.clone();
+        f.match_ = f.match_.normalized()?;
+        // An empty apply-actions does nothing, and switches do not report it back.
+        f.instructions.retain(|i| !matches!(i, Instruction::ApplyActions(a) if a.is_empty()));
+        f.instructions.sort_by_key(Instruction::execution_rank);
+        Ok(f)
+    }
+
+    /// Sets the cookie.
+    pub fn cookie(mut self, c: u64) -> Self {
+        self.cookie = c;
+        self
+    }
+
+    /// Appends an apply-actions instruction.
+    pub fn apply(mut self, actions: Vec<Action>) -> Self {
+        self.instructions.push(Instruction::ApplyActions(actions));
+        self
+    }
+
+    /// Appends a goto-table instruction.
+    pub fn goto(mut self, table: u8) -> Self {
+        self.instructions.push(Instruction::GotoTable(table));
+        self
+    }
+}
+
+/// Group-mod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMod {
+    /// 0 add, 1 modify, 2 delete.
+    pub command: u16,
+    /// 0 all, 1 select, 2 indirect, 3 fast failover.
+    pub group_type: u8,
+    /// Group id.
+    pub group_id: u32,
+    /// Buckets.
+    pub buckets: Vec<Bucket>,
+}
+
+/// A group bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket {
+    /// Weight (select groups).
+    pub weight: u16,
+    /// Port whose liveness the bucket depends on (fast failover).
+    pub watch_port: u32,
+    /// Group whose liveness the bucket depends on.
+    pub watch_group: u32,
+    /// Actions.
+    pub actions: Vec<Action>,
+}
+
+/// Controller role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Only ask for the current role.
+    NoChange,
+    /// Full access, shared with other equal controllers.
+    Equal,
+    /// Full access; every other controller becomes slave.
+    Master,
+    /// Read-only.
+    Slave,
+}
+
+impl Role {
+    fn code(self) -> u32 {
+        self as u32
+    }
+    fn from_code(c: u32) -> Result<Self, DecodeError> {
+        use Role::*;
+        [NoChange, Equal, Master, Slave]
+            .get(c as usize)
+            .copied()
+            .ok_or_else(|| DecodeError::Invalid { what: "role", reason: format!("unknown role {c}") })
+    }
+}
+
+/// Role request or reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleMsg {
+    /// Role.
+    pub role: Role,
+    /// Generation id: the switch refuses master/slave requests with a stale one.
+    pub generation_id: u64,
+}
+
+/// Bundle control types.
+pub mod bundle {
+    /// Open a bundle.
+    pub const OPEN_REQUEST: u16 = 0;
+    /// Bundle opened.
+    pub const OPEN_REPLY: u16 = 1;
+    /// Close a bundle.
+    pub const CLOSE_REQUEST: u16 = 2;
+    /// Bundle closed.
+    pub const CLOSE_REPLY: u16 = 3;
+    /// Commit a bundle.
+    pub const COMMIT_REQUEST: u16 = 4;
+    /// Bundle committed.
+    pub const COMMIT_REPLY: u16 = 5;
+    /// Discard a bundle.
+    pub const DISCARD_REQUEST: u16 = 6;
+    /// Bundle discarded.
+    pub const DISCARD_REPLY: u16 = 7;
+    /// Flag: all or nothing.
+    pub const ATOMIC: u16 = 1;
+    /// Flag: apply in order.
+    pub const ORDERED: u16 = 2;
+}
+
+/// Bundle control message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleControl {
+    /// Bundle id.
+    pub bundle_id: u32,
+    /// `bundle::*_REQUEST` / `*_REPLY`.
+    pub ctrl_type: u16,
+    /// `bundle::ATOMIC`, `bundle::ORDERED`.
+    pub flags: u16,
+}
+
+/// Bundle add message. The inner message carries the outer message's xid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleAdd {
+    /// Bundle id.
+    pub bundle_id: u32,
+    /// Same flags as the bundle's open.
+    pub flags: u16,
+    /// The message added.
+    pub message: Box<Message>,
+}
+
+fn header(out: &mut Vec<u8>, msg_type: u8, xid: u32) {
+    out.put_u8(OFP_VERSION);
+    out.put_u8(msg_type);
+    out.put_u16(0);
+    out.put_u32(xid);
+}
+
+impl Message {
+    /// The OpenFlow message type number.
+    pub fn msg_type(&self) -> u8 {
+        use Message::*;
+        match self {
+            Hello(_) => t::HELLO,
+            Error(_) => t::ERROR,
+            EchoRequest(_) => t::ECHO_REQUEST,
+            EchoReply(_) => t::ECHO_REPLY,
+            FeaturesRequest => t::FEATURES_REQUEST,
+            FeaturesReply(_) => t::FEATURES_REPLY,
+            GetConfigRequest => t::GET_CONFIG_REQUEST,
+            GetConfigReply(_) => t::GET_CONFIG_REPLY,
+            SetConfig(_) => t::SET_CONFIG,
+            PacketIn(_) => t::PACKET_IN,
+            PortStatus(_) => t::PORT_STATUS,
+            PacketOut(_) => t::PACKET_OUT,
+            FlowMod(_) => t::FLOW_MOD,
+            GroupMod(_) => t::GROUP_MOD,
+            MultipartRequest(_) => t::MULTIPART_REQUEST,
+            MultipartReply(_) => t::MULTIPART_REPLY,
+            BarrierRequest => t::BARRIER_REQUEST,
+            BarrierReply => t::BARRIER_REPLY,
+            RoleRequest(_) => t::ROLE_REQUEST,
+            RoleReply(_) => t::ROLE_REPLY,
+            BundleControl(_) | BundleAdd(_) | Experimenter { .. } => t::EXPERIMENTER,
+            Other { msg_type, .. } => *msg_type,
+        }
+    }
+
+    /// Encodes the message with transaction id `xid`. Matches are normalized first
+    /// (prerequisites filled in or refused), so an invalid match never leaves the process.
+    pub fn encode(&self, xid: u32) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::with_capacity(64);
+        self.encode_into(xid, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`Message::encode`], appending to `out`.
+    pub fn encode_into(&self, xid: u32, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let start = out.len();
+        let res = self.encode_inner(xid, out, start);
+        if res.is_err() {
+            out.truncate(start);
+        }
+        res
+    }
+
+    fn encode_inner(&self, xid: u32, out: &mut Vec<u8>, start: usize) -> Result<(), EncodeError> {
+        header(out, self.msg_type(), xid);
+        match self {
+            Message::Hello(h) => {
+                out[start] = h.version;
+                if let Some(b) = h.bitmap {
+                    out.put_u16(1); // OFPHET_VERSIONBITMAP
+                    out.put_u16(8);
+                    out.put_u32(b);
+                }
+            }
+            Message::Error(e) => {
+                out.put_u16(e.err_type);
+                out.put_u16(e.code);
+                if let Some(x) = e.experimenter {
+                    out.put_u32(x);
+                }
+                out.extend_from_slice(&e.data);
+            }
+            Message::EchoRequest(d) | Message::EchoReply(d) => out.extend_from_slice(d),
+            Message::FeaturesRequest | Message::GetConfigRequest | Message::BarrierRequest | Message::BarrierReply => {}
+            Message::FeaturesReply(f) => {
+                out.put_u64(f.datapath_id);
+                out.put_u32(f.n_buffers);
+                out.put_u8(f.n_tables);
+                out.put_u8(f.auxiliary_id);
+                out.put_zeros(2);
+                out.put_u32(f.capabilities);
+                out.put_u32(0);
+            }
+            Message::GetConfigReply(c) | Message::SetConfig(c) => {
+                out.put_u16(c.flags);
+                out.put_u16(c.miss_send_len);
+            }
+            Message::PacketIn(p) => {
+                out.put_u32(p.buffer_id);
+                out.put_u16(p.total_len);
+                out.put_u8(p.reason);
+                out.put_u8(p.table_id);
+                out.put_u64(p.cookie);
+                p.match_.encode(out)?;
+                out.put_zeros(2);
+                out.extend_from_slice(&p.data);
+            }
+            Message::PortStatus(s) => {
+                out.put_u8(s.reason);
+                out.put_zeros(7);
+                s.port.encode(out)?;
+            }
+            Message::PacketOut(p) => {
+                out.put_u32(p.buffer_id);
+                out.put_u32(p.in_port);
+                let at = out.len();
+                out.put_u16(0);
+                out.put_zeros(6);
+                let a0 = out.len();
+                encode_actions(&p.actions, out)?;
+                let alen = len16(out.len() - a0, "packet_out actions")?;
+                out.patch_u16(at, alen);
+                out.extend_from_slice(&p.data);
+            }
+            Message::FlowMod(f) => {
+                out.put_u64(f.cookie);
+                out.put_u64(f.cookie_mask);
+                out.put_u8(f.table_id);
+                out.put_u8(f.command.code());
+                out.put_u16(f.idle_timeout);
+                out.put_u16(f.hard_timeout);
+                out.put_u16(f.priority);
+                out.put_u32(f.buffer_id);
+                out.put_u32(f.out_port);
+                out.put_u32(f.out_group);
+                out.put_u16(f.flags);
+                out.put_zeros(2);
+                let f = f.normalized()?;
+                f.match_.encode(out)?;
+                encode_instructions(&f.instructions, out)?;
+            }
+            Message::GroupMod(g) => {
+                out.put_u16(g.command);
+                out.put_u8(g.group_type);
+                out.put_u8(0);
+                out.put_u32(g.group_id);
+                for b in &g.buckets {
+                    let bs = out.len();
+                    out.put_u16(0);
+                    out.put_u16(b.weight);
+                    out.put_u32(b.watch_port);
+                    out.put_u32(b.watch_group);
+                    out.put_zeros(4);
+                    encode_actions(&b.actions, out)?;
+                    let bl = len16(out.len() - bs, "bucket")?;
+                    out.patch_u16(bs, bl);
+                }
+            }
+            Message::MultipartRequest(m) => m.encode(out)?,
+            Message::MultipartReply(m) => m.encode(out)?,
+            Message::RoleRequest(r) | Message::RoleReply(r) => {
+                out.put_u32(r.role.code());
+                out.put_zeros(4);
+                out.put_u64(r.generation_id);
+            }
+            Message::BundleControl(b) => {
+                out.put_u32(ONF_EXPERIMENTER_ID);
+                out.put_u32(ONF_ET_BUNDLE_CONTROL);
+                out.put_u32(b.bundle_id);
+                out.put_u16(b.ctrl_type);
+                out.put_u16(b.flags);
+            }
+            Message::BundleAdd(b) => {
+                if matches!(*b.message, Message::BundleAdd(_) | Message::BundleControl(_)) {
+                    return Err(EncodeError::Invalid { what: "bundle_add", reason: "a bundle cannot contain bundle messages".into() });
+                }
+                out.put_u32(ONF_EXPERIMENTER_ID);
+                out.put_u32(ONF_ET_BUNDLE_ADD_MESSAGE);
+                out.put_u32(b.bundle_id);
+                out.put_zeros(2);
+                out.put_u16(b.flags);
+                b.message.encode_into(xid, out)?;
+            }
+            Message::Experimenter { experimenter, exp_type, data } => {
+                out.put_u32(*experimenter);
+                out.put_u32(*exp_type);
+                out.extend_from_slice(data);
+            }
+            Message::Other { body, .. } => out.extend_from_slice(body),
+        }
+        let len = len16(out.len() - start, "message")?;
+        out.patch_u16(start + 2, len);
+        Ok(())
+    }
+
+    /// Decodes exactly one message from `buf`; its length field must equal `buf.len()`.
+    /// Returns the xid and the message.
+    pub fn decode(buf: &[u8]) -> Result<(u32, Message), DecodeError> {
+        let mut r = Reader::new(buf, "header");
+        let version = r.u8()?;
+        let msg_type = r.u8()?;
+        let len = r.u16()? as usize;
+        let xid = r.u32()?;
+        if len < OFP_HEADER_LEN {
+            return Err(DecodeError::BadLength { what: "header", len, reason: "less than the 8-byte header" });
+        }
+        if len != buf.len() {
+            return Err(DecodeError::BadLength { what: "header", len, reason: "differs from the message's size" });
+        }
+        if msg_type == t::HELLO {
+            return Ok((xid, Message::Hello(decode_hello(version, r.rest())?)));
+        }
+        if version != OFP_VERSION {
+            return Err(DecodeError::BadVersion(version));
+        }
+        let mut b = r;
+        let m = match msg_type {
+            t::ERROR => {
+                let err_type = b.u16()?;
+                let code = b.u16()?;
+                let experimenter = if err_type == 0xffff { Some(b.u32()?) } else { None };
+                Message::Error(ErrorMsg { err_type, code, experimenter, data: b.rest().to_vec() })
+            }
+            t::ECHO_REQUEST => Message::EchoRequest(b.rest().to_vec()),
+            t::ECHO_REPLY => Message::EchoReply(b.rest().to_vec()),
+            t::FEATURES_REQUEST => Message::FeaturesRequest,
+            t::FEATURES_REPLY => {
+                let f = SwitchFeatures {
+                    datapath_id: b.u64()?,
+                    n_buffers: b.u32()?,
+                    n_tables: b.u8()?,
+                    auxiliary_id: b.u8()?,
+                    capabilities: {
+                        b.skip(2)?;
+                        b.u32()?
+                    },
+                };
+                b.skip(4)?;
+                Message::FeaturesReply(f)
+            }
+            t::GET_CONFIG_REQUEST => Message::GetConfigRequest,
+            t::GET_CONFIG_REPLY | t::SET_CONFIG => {
+                let c = SwitchConfig { flags: b.u16()?, miss_send_len: b.u16()? };
+                if msg_type == t::SET_CONFIG {
+                    Message::SetConfig(c)
+                } else {
+                    Message::GetConfigReply(c)
+                }
+            }
+            t::PACKET_IN => {
+                let buffer_id = b.u32()?;
+                let total_len = b.u16()?;
+                let reason = b.u8()?;
+                let table_id = b.u8()?;
+                let cookie = b.u64()?;
+                let match_ = Match::decode(&mut b)?;
+                b.skip(2)?;
+                Message::PacketIn(PacketIn { buffer_id, total_len, reason, table_id, cookie, match_, data: b.rest().to_vec() })
+            }
+            t::PORT_STATUS => {
+                let reason = b.u8()?;
+                b.skip(7)?;
+                Message::PortStatus(PortStatus { reason, port: Port::decode(&mut b)? })
+            }
+            t::PACKET_OUT => {
+                let buffer_id = b.u32()?;
+                let in_port = b.u32()?;
+                let alen = b.u16()? as usize;
+                b.skip(6)?;
+                let mut a = b.sub(alen, "packet_out actions")?;
+                let actions = decode_actions(&mut a)?;
+                Message::PacketOut(PacketOut { buffer_id, in_port, actions, data: b.rest().to_vec() })
+            }
+            t::FLOW_MOD => {
+                let cookie = b.u64()?;
+                let cookie_mask = b.u64()?;
+                let table_id = b.u8()?;
+                let command = FlowModCommand::from_code(b.u8()?)?;
+                let idle_timeout = b.u16()?;
+                let hard_timeout = b.u16()?;
+                let priority = b.u16()?;
+                let buffer_id = b.u32()?;
+                let out_port = b.u32()?;
+                let out_group = b.u32()?;
+                let flags = b.u16()?;
+                b.skip(2)?;
+                let match_ = Match::decode(&mut b)?;
+                let instructions = decode_instructions(&mut b)?;
+                Message::FlowMod(FlowMod {
+                    cookie,
+                    cookie_mask,
+                    table_id,
+                    command,
+                    idle_timeout,
+                    hard_timeout,
+                    priority,
+                    buffer_id,
+                    out_port,
+                    out_group,
+                    flags,
+                    match_,
+                    instructions,
+                })
+            }
+            t::GROUP_MOD => {
+                let command = b.u16()?;
+                let group_type = b.u8()?;
+                b.skip(1)?;
+                let group_id = b.u32()?;
+                let mut buckets = Vec::new();
+                while !b.is_empty() {
+                    let blen = b.u16()? as usize;
+                    if blen < 16 {
+                        return Err(DecodeError::BadLength { what: "bucket", len: blen, reason: "less than 16" });
+                    }
+                    let mut bb = b.sub(blen - 2, "bucket")?;
+                    let weight = bb.u16()?;
+                    let watch_port = bb.u32()?;
+                    let watch_group = bb.u32()?;
+                    bb.skip(4)?;
+                    buckets.push(Bucket { weight, watch_port, watch_group, actions: decode_actions(&mut bb)? });
+                }
+                Message::GroupMod(GroupMod { command, group_type, group_id, buckets })
+            }
+            t::MULTIPART_REQUEST => Message::MultipartRequest(MultipartRequest::decode(&mut b)?),
+            t::MULTIPART_REPLY => Message::MultipartReply(MultipartReply::decode(&mut b)?),
+            t::BARRIER_REQUEST => Message::BarrierRequest,
+            t::BARRIER_REPLY => Message::BarrierReply,
+            t::ROLE_REQUEST | t::ROLE_REPLY => {
+                let role = Role::from_code(b.u32()?)?;
+                b.skip(4)?;
+                let r = RoleMsg { role, generation_id: b.u64()? };
+                if msg_type == t::ROLE_REQUEST {
+                    Message::RoleRequest(r)
+                } else {
+                    Message::RoleReply(r)
+                }
+            }
+            t::EXPERIMENTER => {
+                let experimenter = b.u32()?;
+                let exp_type = b.u32()?;
+                match (experimenter, exp_type) {
+                    (ONF_EXPERIMENTER_ID, ONF_ET_BUNDLE_CONTROL) => {
+                        let bc = BundleControl { bundle_id: b.u32()?, ctrl_type: b.u16()?, flags: b.u16()? };
+                        Message::BundleControl(bc)
+                    }
+                    (ONF_EXPERIMENTER_ID, ONF_ET_BUNDLE_ADD_MESSAGE) => {
+                        let bundle_id = b.u32()?;
+                        b.skip(2)?;
+                        let flags = b.u16()?;
+                        let inner = b.clone().rest();
+                        if inner.len() < OFP_HEADER_LEN {
+                            return Err(DecodeError::Truncated { what: "bundle_add", need: OFP_HEADER_LEN, have: inner.len() });
+                        }
+                        let ilen = u16::from_be_bytes([inner[2], inner[3]]) as usize;
+                        let (_, message) = Message::decode(b.bytes(ilen.max(OFP_HEADER_LEN).min(inner.len()))?)?;
+                        Message::BundleAdd(BundleAdd { bundle_id, flags, message: Box::new(message) })
+                    }
+                    _ => Message::Experimenter { experimenter, exp_type, data: b.rest().to_vec() },
+                }
+            }
+            _ => Message::Other { msg_type, body: b.rest().to_vec() },
+        };
+        Ok((xid, m))
+    }
+}
+
+fn decode_hello(version: u8, body: &[u8]) -> Result<Hello, DecodeError> {
+    let mut r = Reader::new(body, "hello");
+    let mut bitmap = None;
+    while r.remaining() >= 4 {
+        let et = r.u16()?;
+        let len = r.u16()? as usize;
+        if len < 4 {
+            return Err(DecodeError::BadLength { what: "hello element", len, reason: "less than 4" });
+        }
+        let mut e = r.sub(len - 4, "hello element")?;
+        r.skip(((len + 7) / 8 * 8 - len).min(r.remaining()))?;
+        if et == 1 && bitmap.is_none() {
+            bitmap = Some(e.u32()?);
+        }
+    }
+    Ok(Hello { version, bitmap })
+}
+
+/// Given the start of a byte stream, the length of the first message if it is all there.
+/// A length field below the header size is an error (the stream cannot be resynchronized).
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
+    if buf.len() < OFP_HEADER_LEN {
+        return Ok(None);
+    }
+    let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
+    if len < OFP_HEADER_LEN {
+        return Err(DecodeError::BadLength { what: "header", len, reason: "less than the 8-byte header" });
+    }
+    Ok((buf.len() >= len).then_some(len))
+}

@@ -1,0 +1,20 @@
+//! OpenFlow 1.3: a codec of pure functions over bytes ([`Message::encode`],
+//! [`Message::decode`]) and a tokio [`Connection`] that performs the handshake, answers echoes,
+//! matches replies to requests by xid, and delivers asynchronous messages separately.
+
+mod action;
+mod conn;
+mod error;
+mod instruction;
+mod message;
+mod multipart;
+mod oxm;
+mod wire;
+
+pub use action::*;
+pub use conn::{Connection, ConnectionOptions, Event, Events, Listener, RejectReason, Stream};
+pub use error::{DecodeError, EncodeError, OfError};
+pub use instruction::Instruction;
+pub use message::*;
+pub use multipart::*;
+pub use oxm::{mac_u128, Field, Match, MatchField, OFPVID_PRESENT, OXM_CLASS_BASIC, OXM_CLASS_NXM0, OXM_CLASS_NXM1};

@@ -1,0 +1,79 @@
+//! Shared helpers for the end-to-end tests: unique labs, `ovs-ofctl` and `ovs-vsctl` as
+//! independent witnesses of what the switch holds.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use plexus_agent::lab::{Lab, LabConfig, LabHost};
+use plexus_ovs::openflow::{Connection, ConnectionOptions};
+use plexus_ovs::ovsdb::{BridgeSpec, VSwitch};
+
+/// Logs to the test's output (shown for failing tests).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info,plexus=debug").with_test_writer().try_init();
+}
+
+/// A lab name no concurrent test uses: nextest runs each test in its own process.
+pub fn unique_name(prefix: char) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}{}{}", std::process::id() % 10_000_000, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A lab owned by this test: torn down when dropped, even if the test fails.
+pub fn lab(prefix: char, hosts: usize) -> Lab {
+    init_tracing();
+    let cfg = LabConfig::owned(&unique_name(prefix), hosts);
+    match Lab::up(&cfg) {
+        Ok(l) => l,
+        Err(e) => panic!("cannot build a lab: {e}"),
+    }
+}
+
+/// Runs a program and returns stdout; panics with stderr if it fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program} cannot run ({e}); install openvswitch-switch"));
+    assert!(out.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `ovs-vsctl` against a lab host's database.
+pub fn vsctl(host: &LabHost, args: &[&str]) -> String {
+    let db = format!("--db=unix:{}", host.ovs.db_sock().display());
+    let mut all = vec![db.as_str(), "--timeout=10"];
+    all.extend_from_slice(args);
+    run("ovs-vsctl", &all)
+}
+
+/// The flows `ovs-ofctl dump-flows --no-stats` shows for a bridge (one per line, sorted),
+/// optionally restricted to table `table`.
+pub fn dump_flows(host: &LabHost, bridge: &str) -> Vec<String> {
+    let target = format!("unix:{}", host.ovs.mgmt_sock(bridge).display());
+    let out = run("ovs-ofctl", &["-O", "OpenFlow13", "--no-stats", "dump-flows", &target]);
+    let mut v: Vec<String> = out.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty() && !l.starts_with("OFPST_FLOW")).collect();
+    v.sort();
+    v
+}
+
+/// A netdev bridge with fail_mode secure speaking OpenFlow 1.3, ready for OpenFlow over its
+/// management socket.
+pub async fn bridge(host: &LabHost, name: &str) -> (VSwitch, Connection, plexus_ovs::openflow::Events) {
+    let vs = plexus_agent::lab::wire::vswitch(host).await.expect("connect to ovsdb-server");
+    let spec = BridgeSpec {
+        name: name.into(),
+        datapath_type: "netdev".into(),
+        fail_mode: Some("secure".into()),
+        protocols: vec!["OpenFlow13".into()],
+        datapath_id: Some(0xabc),
+        ..Default::default()
+    };
+    vs.ensure_bridge(&spec).await.expect("create bridge");
+    let sock = host.ovs.mgmt_sock(name);
+    for _ in 0..200 {
+        if let Ok((c, ev)) = Connection::connect_unix(&sock, ConnectionOptions::default()).await {
+            return (vs, c, ev);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("bridge {name} never opened {}", sock.display());
+}
