@@ -72,12 +72,19 @@ async fn flows_bench(n: u32, runs: usize) -> anyhow::Result<()> {
         protocols: vec!["OpenFlow13".into()],
         ..Default::default()
     };
+    // A fresh bridge each run: wait for the old management socket to go and for the new one
+    // to accept an OpenFlow session.
     let fresh = || async {
         vs.delete_bridge(BR).await?;
-        vs.ensure_bridge(&spec).await?;
-        // The bridge exists once its management socket accepts connections.
         for _ in 0..200 {
-            if mgmt.exists() {
+            if !mgmt.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        vs.ensure_bridge(&spec).await?;
+        for _ in 0..200 {
+            if Connection::connect_unix(&mgmt, ConnectionOptions::default()).await.is_ok() {
                 return anyhow::Ok(());
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -124,6 +131,7 @@ async fn flows_bench(n: u32, runs: usize) -> anyhow::Result<()> {
     println!("  plexus codec (bundle + commit):   {a:.3} s  {:>9.0} flows/s", n as f64 / a);
     println!("  ovs-ofctl --bundle add-flows:     {b:.3} s  {:>9.0} flows/s", n as f64 / b);
     println!("  ratio plexus/ovs-ofctl throughput: {:.2}x", b / a);
+    drop(vs);
     drop(lab);
     Ok(())
 }

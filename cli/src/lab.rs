@@ -1,20 +1,16 @@
 //! `plexus lab …`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use plexus_agent::lab::{probe, wire, Lab, LabConfig, DEFAULT_ROOT};
+use plexus_agent::lab::{probe, wire, Lab, LabConfig};
 
 #[derive(Args)]
 pub struct LabCmd {
     /// Lab name (1 to 10 lowercase letters or digits).
     #[arg(long, global = true, default_value = "lab")]
     name: String,
-    /// Directory holding lab state.
-    #[arg(long, global = true, default_value = DEFAULT_ROOT)]
-    root: PathBuf,
     #[command(subcommand)]
     cmd: Sub,
 }
@@ -52,24 +48,24 @@ enum Sub {
 pub async fn run(c: LabCmd) -> anyhow::Result<()> {
     match c.cmd {
         Sub::Up { hosts, enable_dummy } => {
-            let cfg = LabConfig { name: c.name.clone(), hosts, root: c.root.clone(), owned: false, enable_dummy };
+            let cfg = LabConfig { name: c.name.clone(), hosts, owned: false, enable_dummy };
             let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.with_context(|| format!("lab up {}", c.name))?;
             print_status(&lab, Output::Table)?;
             println!("lab {} is up; `plexus lab down --name {}` removes it", lab.name, lab.name);
         }
         Sub::Down => {
-            let lab = Lab::load(&c.root, &c.name)?;
+            let lab = Lab::load(&c.name)?;
             tokio::task::spawn_blocking(move || lab.down()).await?;
             println!("lab {} removed", c.name);
         }
         Sub::Status { output } => {
-            if !c.root.join(&c.name).exists() {
-                let labs = Lab::list(&c.root);
+            if !Lab::list().contains(&c.name) {
+                let labs = Lab::list();
                 bail!("no lab named {} (labs: {})", c.name, if labs.is_empty() { "none".into() } else { labs.join(", ") });
             }
-            print_status(&Lab::load(&c.root, &c.name)?, output)?;
+            print_status(&Lab::load(&c.name)?, output)?;
         }
-        Sub::Demo => demo(&Lab::load(&c.root, &c.name)?).await?,
+        Sub::Demo => demo(&Lab::load(&c.name)?).await?,
     }
     Ok(())
 }

@@ -21,9 +21,15 @@ pub use daemons::{Daemon, OvsInstance};
 use plexus_api::{LabHostStatus, LabStatus};
 use sh::{in_ns, ip, tx_offload_off};
 
-/// Where labs keep their state unless told otherwise. Short, because unix socket paths
-/// (bridge `.mgmt` sockets live here) are limited to 107 bytes.
+/// Where labs keep their state unless `PLEXUS_LAB_ROOT` says otherwise. Short, because unix
+/// socket paths (bridge `.mgmt` sockets live here) are limited to 107 bytes.
 pub const DEFAULT_ROOT: &str = "/run/plexus";
+
+/// The state root every process on this machine uses. It must be one place: the sweep of
+/// namespaces that belong to no lab only knows the labs under it.
+pub fn root() -> PathBuf {
+    std::env::var_os("PLEXUS_LAB_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
+}
 
 /// Prefix of every namespace the lab creates.
 pub const NS_PREFIX: &str = "plx-";
@@ -76,8 +82,6 @@ pub struct LabConfig {
     pub name: String,
     /// Number of hosts (1 to 16).
     pub hosts: usize,
-    /// State directory root.
-    pub root: PathBuf,
     /// Remove the lab when the [`Lab`] value is dropped, and let [`sweep_stale`] remove it if
     /// this process dies (tests); otherwise it lives until `plexus lab down` (the CLI).
     pub owned: bool,
@@ -86,9 +90,9 @@ pub struct LabConfig {
 }
 
 impl LabConfig {
-    /// A lab owned by this process (torn down on drop), under the default root.
+    /// A lab owned by this process (torn down on drop).
     pub fn owned(name: &str, hosts: usize) -> LabConfig {
-        LabConfig { name: name.into(), hosts, root: DEFAULT_ROOT.into(), owned: true, enable_dummy: false }
+        LabConfig { name: name.into(), hosts, owned: true, enable_dummy: false }
     }
 }
 
@@ -174,8 +178,9 @@ impl Lab {
             return Err(LabError::Invalid { field: "hosts", reason: format!("{} is not between 1 and 16", cfg.hosts) });
         }
         sh::check_tools()?;
-        sweep_stale(&cfg.root);
-        let dir = cfg.root.join(&cfg.name);
+        let root = root();
+        sweep_stale(&root);
+        let dir = root.join(&cfg.name);
         if dir.join("lab.json").exists() || netns_of(&cfg.name).next().is_some() {
             return Err(LabError::Exists(cfg.name.clone()));
         }
@@ -190,7 +195,7 @@ impl Lab {
         // The state file goes first: whoever finds our namespaces can then find the owner.
         let json = serde_json::to_vec_pretty(&state).map_err(|e| LabError::Io(e.to_string()))?;
         std::fs::write(dir.join("lab.json"), json).map_err(|e| LabError::Io(format!("write lab.json: {e}")))?;
-        let lab = Lab::from_state(&cfg.root, state);
+        let lab = Lab::from_state(&root, state);
         tracing::info!(lab = %lab.name, hosts = cfg.hosts, "building lab");
         match lab.build() {
             Ok(()) => Ok(lab),
@@ -202,8 +207,10 @@ impl Lab {
     }
 
     /// Finds a lab another process built.
-    pub fn load(root: &Path, name: &str) -> Result<Lab, LabError> {
+    pub fn load(name: &str) -> Result<Lab, LabError> {
         check_name("lab name", name, 10)?;
+        let root = root();
+        let root = root.as_path();
         let raw = std::fs::read(root.join(name).join("lab.json")).map_err(|_| LabError::NotFound(name.into()))?;
         let state: LabState = serde_json::from_slice(&raw).map_err(|e| LabError::Io(format!("lab.json of {name}: {e}")))?;
         let mut lab = Lab::from_state(root, state);
@@ -212,8 +219,12 @@ impl Lab {
         Ok(lab)
     }
 
-    /// Names of the labs under `root`.
-    pub fn list(root: &Path) -> Vec<String> {
+    /// Names of the labs.
+    pub fn list() -> Vec<String> {
+        Self::list_in(&root())
+    }
+
+    fn list_in(root: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(root)
             .map(|d| {
                 d.filter_map(|e| e.ok())
@@ -379,8 +390,8 @@ fn read_mac(ns: &str, dev: &str) -> Result<[u8; 6], LabError> {
 
 /// Removes labs whose owning process has died, and `plx-*` namespaces that belong to no lab
 /// at all. Labs owned by live processes (parallel tests) and CLI labs are left alone.
-pub fn sweep_stale(root: &Path) {
-    for name in Lab::list(root) {
+fn sweep_stale(root: &Path) {
+    for name in Lab::list_in(root) {
         let Ok(raw) = std::fs::read(root.join(&name).join("lab.json")) else { continue };
         let Ok(state) = serde_json::from_slice::<LabState>(&raw) else { continue };
         if let Some(pid) = state.owner_pid {
@@ -392,7 +403,7 @@ pub fn sweep_stale(root: &Path) {
             }
         }
     }
-    let labs = Lab::list(root);
+    let labs = Lab::list_in(root);
     for ns in crate::netns::list() {
         let Some(rest) = ns.strip_prefix(NS_PREFIX) else { continue };
         let lab = rest.split('-').next().unwrap_or_default();

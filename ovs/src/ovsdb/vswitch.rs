@@ -168,7 +168,9 @@ impl VSwitch {
             }
         }
         if let Some(u) = self.uuid_by_name("Bridge", &spec.name).await? {
-            let op = Operation::Update { table: "Bridge".into(), conditions: vec![Condition::uuid(&u)], row: Self::bridge_row(spec) };
+            let mut row = Self::bridge_row(spec);
+            row.remove("name"); // immutable
+            let op = Operation::Update { table: "Bridge".into(), conditions: vec![Condition::uuid(&u)], row };
             self.client.transact(DB, &[op]).await?;
             return Ok(u);
         }
@@ -217,8 +219,10 @@ impl VSwitch {
             return Err(OvsdbError::Invalid { field: "options", reason: "a patch port needs options:peer".into() });
         }
         if self.uuid_by_name("Port", &spec.name).await?.is_some() {
+            let mut row = Self::iface_row(spec);
+            row.remove("name"); // immutable
             let ops = [
-                Operation::Update { table: "Interface".into(), conditions: vec![Condition::eq("name", spec.name.as_str())], row: Self::iface_row(spec) },
+                Operation::Update { table: "Interface".into(), conditions: vec![Condition::eq("name", spec.name.as_str())], row },
                 Operation::Update {
                     table: "Port".into(),
                     conditions: vec![Condition::eq("name", spec.name.as_str())],

@@ -1,0 +1,32 @@
+//! `plexus lab up | status | down` as a user runs them.
+
+use std::process::Command;
+
+fn plexus(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_plexus")).args(args).output().expect("run plexus");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn lab_up_status_down_leave_nothing_behind() {
+    let name = format!("cli{}", std::process::id() % 1_000_000);
+    let (ok, out, err) = plexus(&["lab", "up", "--hosts", "2", "--name", &name]);
+    assert!(ok, "lab up failed: {err}");
+    assert!(out.contains("h2") && out.contains("running"), "{out}");
+    let (ok, out, err) = plexus(&["lab", "status", "--name", &name, "-o", "json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("status -o json is JSON");
+    assert_eq!(v["hosts"].as_array().map(Vec::len), Some(2));
+    assert!(v["hosts"].as_array().unwrap().iter().all(|h| h["running"] == true));
+    let (ok, _, err) = plexus(&["lab", "up", "--hosts", "1", "--name", &name]);
+    assert!(!ok && err.contains("already exists"), "a second up is refused clearly: {err}");
+    let (ok, _, err) = plexus(&["lab", "down", "--name", &name]);
+    assert!(ok, "{err}");
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&ns.stdout).contains(&format!("plx-{name}-")), "namespaces left");
+    assert!(!std::path::Path::new("/run/plexus").join(&name).exists());
+    let (ok, _, err) = plexus(&["lab", "status", "--name", &name]);
+    assert!(!ok && err.contains("no lab named"), "{err}");
+    let (ok, _, err) = plexus(&["lab", "up", "--hosts", "0", "--name", &name]);
+    assert!(!ok && err.contains("hosts"), "{err}");
+}
