@@ -402,3 +402,30 @@ async fn an_idle_session_survives_60s_and_a_dead_switch_is_noticed() {
     h.ovs.signal(Daemon::Vswitchd, libc::SIGCONT);
 }
 
+
+#[tokio::test(flavor = "multi_thread")]
+async fn packet_out_through_the_pipeline_comes_back_as_packet_in() {
+    let lab = lab('o', 1);
+    let h = &lab.hosts[0];
+    let (vs, _mgmt, _ev) = bridge(h, "br0").await;
+    let sock = h.ovs.rundir.join("ctl.sock");
+    let l = Listener::bind_unix(&sock).unwrap();
+    vs.set_controllers("br0", &[format!("unix:{}", sock.display())]).await.unwrap();
+    let (of, mut events) = tokio::time::timeout(Duration::from_secs(10), l.accept(ConnectionOptions::default())).await.expect("the switch connects").unwrap();
+    let punt = FlowMod::add(0, 10, Match::new().eth_type(0x88b5)).cookie(0xc0ffee).apply(vec![Action::RegLoad { dst: Field::Reg(2), ofs: 0, n_bits: 16, value: 0xbeef }, Action::controller()]);
+    of.send_checked(&[Message::FlowMod(punt)]).await.unwrap();
+    // A frame of the local-experimental ethertype, injected into table 0.
+    let mut frame = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x88, 0xb5];
+    frame.extend((0..50u8).collect::<Vec<_>>());
+    let out = PacketOut { buffer_id: OFP_NO_BUFFER, in_port: OFPP_CONTROLLER, actions: vec![Action::output(0xffff_fff9)], data: frame.clone() };
+    of.send_checked(&[Message::PacketOut(out)]).await.unwrap();
+    let pin = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.expect("packet-in arrives").unwrap();
+        if let Message::PacketIn(p) = ev.message {
+            break p;
+        }
+    };
+    assert_eq!(pin.data, frame);
+    assert_eq!(pin.cookie, 0xc0ffee);
+    assert_eq!(pin.match_.get(Field::Reg(2)).map(|f| f.value), Some(0xbeef), "registers travel with the packet: {:?}", pin.match_);
+}

@@ -265,3 +265,37 @@ async fn an_idle_session_survives_60s_and_a_dead_server_is_noticed() {
     h.ovs.signal(Daemon::OvsdbServer, libc::SIGCONT);
     c.wait_connected(Duration::from_secs(10)).await.expect("reconnects once the server runs again");
 }
+
+#[test]
+fn the_client_speaks_tcp_too() {
+    let lab = lab('d', 1);
+    let h = lab.hosts[0].clone();
+    // The host's database also listens on its own loopback; the client runs inside the
+    // host's namespace to reach it.
+    let port = plexus_agent::netns::bind_tcp(&h.netns, "127.0.0.1:0".parse().unwrap()).unwrap().local_addr().unwrap().port();
+    let ctl = format!("{}/ovsdb-server.ctl", h.ovs.rundir.display());
+    run("ovs-appctl", &["-t", &ctl, "ovsdb-server/add-remote", &format!("ptcp:{port}:127.0.0.1")]);
+    let names = plexus_agent::netns::run_in(&h.netns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let target: Target = format!("tcp:127.0.0.1:{port}").parse().unwrap();
+            let mut last = None;
+            for _ in 0..50 {
+                match Client::connect(target.clone(), ClientOptions::default(), Duration::from_millis(200)).await {
+                    Ok(c) => {
+                        let vs = VSwitch::new(c);
+                        vs.ensure_bridge(&netdev("brt")).await.unwrap();
+                        return vs.bridges().await.unwrap();
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            panic!("no TCP connection to ovsdb-server: {last:?}");
+        })
+    })
+    .unwrap();
+    assert_eq!(names, vec!["brt"]);
+    assert_eq!(vsctl(&h, &["list-br"]).trim(), "brt");
+    assert!("tcp:nonsense".parse::<Target>().is_err());
+    assert!("ssl:1.2.3.4:6640".parse::<Target>().is_err());
+}
