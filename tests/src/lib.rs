@@ -77,3 +77,13 @@ pub async fn bridge(host: &LabHost, name: &str) -> (VSwitch, Connection, plexus_
     }
     panic!("bridge {name} never opened {}", sock.display());
 }
+
+/// Makes this test a controller of `bridge`: a unix listener in the host's run directory (OVS
+/// refuses controller sockets elsewhere) set as the bridge's only target, and the session the
+/// switch opens to it.
+pub async fn controller(host: &LabHost, vs: &VSwitch, bridge: &str, opts: ConnectionOptions) -> (Connection, plexus_ovs::openflow::Events) {
+    let sock = host.ovs.rundir.join(format!("{bridge}-ctl.sock"));
+    let l = plexus_ovs::openflow::Listener::bind_unix(&sock).expect("bind controller socket");
+    vs.set_controllers(bridge, &[format!("unix:{}", sock.display())]).await.expect("set controller");
+    tokio::time::timeout(Duration::from_secs(10), l.accept(opts)).await.expect("the switch connects within 10 s").expect("handshake")
+}

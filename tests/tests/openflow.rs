@@ -347,11 +347,7 @@ async fn async_messages_during_requests_are_delivered() {
     let h = &lab.hosts[0];
     let (vs, _mgmt, _ev) = bridge(h, "br0").await;
     // Asynchronous messages go to controller connections (not to management sessions).
-    // OVS accepts unix controller sockets only inside its run directory.
-    let sock = h.ovs.rundir.join("ctl.sock");
-    let l = Listener::bind_unix(&sock).unwrap();
-    vs.set_controllers("br0", &[format!("unix:{}", sock.display())]).await.unwrap();
-    let (of, mut events) = tokio::time::timeout(Duration::from_secs(10), l.accept(ConnectionOptions::default())).await.expect("the switch connects").unwrap();
+    let (of, mut events) = controller(h, &vs, "br0", ConnectionOptions::default()).await;
     let adder = tokio::spawn(async move {
         for i in 0..3 {
             vs.add_port("br0", &plexus_ovs::ovsdb::PortSpec::new(&format!("p{i}"), plexus_ovs::ovsdb::InterfaceType::Internal)).await.unwrap();
@@ -380,12 +376,8 @@ async fn an_idle_session_survives_60s_and_a_dead_switch_is_noticed() {
     let lab = lab('o', 1);
     let h = &lab.hosts[0];
     let (vs, _mgmt, _ev) = bridge(h, "br0").await;
-    // OVS accepts unix controller sockets only inside its run directory.
-    let sock = h.ovs.rundir.join("ctl.sock");
-    let l = Listener::bind_unix(&sock).unwrap();
-    vs.set_controllers("br0", &[format!("unix:{}", sock.display())]).await.unwrap();
     let opts = ConnectionOptions { probe_interval: Duration::from_secs(2), ..Default::default() };
-    let (c, _e) = tokio::time::timeout(Duration::from_secs(10), l.accept(opts.clone())).await.expect("the switch connects").unwrap();
+    let (c, _e) = controller(h, &vs, "br0", opts.clone()).await;
     let (m, _me) = Connection::connect_unix(h.ovs.mgmt_sock("br0"), opts).await.unwrap();
     tokio::time::sleep(Duration::from_secs(61)).await;
     assert!(c.closed_reason().is_none() && m.closed_reason().is_none(), "{:?} {:?}", c.closed_reason(), m.closed_reason());
@@ -408,10 +400,7 @@ async fn packet_out_through_the_pipeline_comes_back_as_packet_in() {
     let lab = lab('o', 1);
     let h = &lab.hosts[0];
     let (vs, _mgmt, _ev) = bridge(h, "br0").await;
-    let sock = h.ovs.rundir.join("ctl.sock");
-    let l = Listener::bind_unix(&sock).unwrap();
-    vs.set_controllers("br0", &[format!("unix:{}", sock.display())]).await.unwrap();
-    let (of, mut events) = tokio::time::timeout(Duration::from_secs(10), l.accept(ConnectionOptions::default())).await.expect("the switch connects").unwrap();
+    let (of, mut events) = controller(h, &vs, "br0", ConnectionOptions::default()).await;
     let punt = FlowMod::add(0, 10, Match::new().eth_type(0x88b5)).cookie(0xc0ffee).apply(vec![Action::RegLoad { dst: Field::Reg(2), ofs: 0, n_bits: 16, value: 0xbeef }, Action::controller()]);
     of.send_checked(&[Message::FlowMod(punt)]).await.unwrap();
     // A frame of the local-experimental ethertype, injected into table 0.

@@ -1,6 +1,6 @@
 //! Errors of the OpenFlow codec and connection.
 
-use super::message::ErrorMsg;
+use super::body::ErrorMsg;
 
 /// Bytes that are not a valid OpenFlow 1.3 message (or part of one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -3,18 +3,22 @@
 //! matches replies to requests by xid, and delivers asynchronous messages separately.
 
 mod action;
+mod body;
 mod conn;
 mod error;
 mod instruction;
+mod listener;
 mod message;
 mod multipart;
 mod oxm;
 mod wire;
 
 pub use action::*;
-pub use conn::{Connection, ConnectionOptions, Event, Events, Listener, RejectReason, Stream};
+pub use conn::{Connection, ConnectionOptions, Event, Events, RejectReason, Stream};
+pub use listener::Listener;
 pub use error::{DecodeError, EncodeError, OfError};
 pub use instruction::Instruction;
+pub use body::*;
 pub use message::*;
 pub use multipart::*;
 pub use oxm::{mac_u128, Field, Match, MatchField, OFPVID_PRESENT, OXM_CLASS_BASIC, OXM_CLASS_NXM0, OXM_CLASS_NXM1};

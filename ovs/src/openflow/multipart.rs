@@ -3,7 +3,8 @@
 use super::action::OFPP_ANY;
 use super::error::{DecodeError, EncodeError};
 use super::instruction::{decode_instructions, encode_instructions, Instruction};
-use super::message::{Port, OFPG_ANY, OFPTT_ALL};
+use super::body::Port;
+use super::message::{OFPG_ANY, OFPTT_ALL};
 use super::oxm::Match;
 use super::wire::{len16, Put, Reader};
 
