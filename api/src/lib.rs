@@ -1,34 +1,13 @@
-//! The Plexus resource model (hosts, networks, endpoints) shared by the controller, the agent
-//! and the CLI. The foundation defines only what the lab reports; the controller issue adds
-//! the networks, endpoints and validation.
+//! The Plexus resource model shared by the controller, the agent and the CLI: what NetOps
+//! create (networks, endpoints, …), how it is validated, and what the lab reports.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use serde::{Deserialize, Serialize};
+mod lab;
+pub mod network;
+pub mod problem;
 
-/// A lab host as `plexus lab status` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LabHostStatus {
-    /// Host name inside the lab (`h1`, `h2`, …).
-    pub name: String,
-    /// Network namespace.
-    pub netns: String,
-    /// Underlay address with prefix length.
-    pub underlay_ip: String,
-    /// OVSDB socket (`unix:…`).
-    pub ovsdb: String,
-    /// Whether its ovsdb-server and ovs-vswitchd are running.
-    pub running: bool,
-}
-
-/// A lab as `plexus lab status` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LabStatus {
-    /// Lab name.
-    pub name: String,
-    /// State directory.
-    pub dir: String,
-    /// Hosts.
-    pub hosts: Vec<LabHostStatus>,
-}
+pub use lab::{LabHostStatus, LabStatus};
+pub use network::{IpamMode, Network, NetworkKind, NetworkSpec};
+pub use problem::{FieldError, Problem};

@@ -2,6 +2,7 @@
 //! programming benchmark; the controller, agent and network commands join it in later issues.
 
 mod bench;
+mod controller;
 mod lab;
 
 use clap::{Parser, Subcommand};
@@ -10,7 +11,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "plexus", version, about = "Plexus: a software-defined network for Docker hosts on Open vSwitch")]
 struct Cli {
     /// Log filter (e.g. info, debug, plexus_ovs=trace); also RUST_LOG.
-    #[arg(long, global = true, env = "PLEXUS_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "PLEXUS_LOG", default_value = "info,openraft=warn")]
     log: String,
     #[command(subcommand)]
     cmd: Cmd,
@@ -22,6 +23,8 @@ enum Cmd {
     Lab(lab::LabCmd),
     /// Measure Plexus against baselines measured in the same run.
     Bench(bench::BenchCmd),
+    /// Run a controller node (alone it is a one-node cluster).
+    Controller(controller::ControllerCmd),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         match cli.cmd {
             Cmd::Lab(c) => lab::run(c).await,
             Cmd::Bench(c) => bench::run(c).await,
+            Cmd::Controller(c) => controller::run(c).await,
         }
     })
 }

@@ -1,6 +1,10 @@
-//! The Plexus controller: replicated store, IPAM, flow compiler, switch manager and REST
-//! server. Empty until the controller issue; the crate exists so the workspace has its final
-//! shape and dependants can be wired now.
+//! The Plexus controller: a replicated store (openraft, durable in redb), the model it
+//! holds, and the REST API NetOps and agents use. Flow compilation and switch management
+//! follow in their own modules.
 
-#![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod model;
+pub mod store;
+pub mod node;
+pub mod server;

@@ -1,0 +1,182 @@
+//! Networks: overlays (a VNI over the tunnel mesh) and underlays (flat or VLAN on a named
+//! physical network), each with one IPv4 subnet.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::problem::FieldError;
+
+/// How addresses are handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum IpamMode {
+    /// The controller assigns every address.
+    #[default]
+    Cluster,
+    /// Each host leases a block of the subnet (Flannel-style).
+    HostSubnet,
+}
+
+/// Overlay or underlay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum NetworkKind {
+    /// A virtual L2 network carried in tunnels with this VNI (1..=16777215).
+    Overlay {
+        /// VXLAN/Geneve network identifier; chosen by the controller if absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vni: Option<u32>,
+    },
+    /// A physical network, untagged or on a VLAN.
+    Underlay {
+        /// Name of the physical network (a bridge mapping on every host).
+        physical_network: String,
+        /// VLAN id (1..=4094), or untagged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vlan: Option<u16>,
+    },
+}
+
+/// What a client sends to create or replace a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// DNS label: 1 to 63 lowercase letters, digits and '-', not starting or ending with '-'.
+    pub name: String,
+    /// Overlay or underlay.
+    pub kind: NetworkKind,
+    /// IPv4 subnet in CIDR form, e.g. `10.10.0.0/24` (prefix 8..=30).
+    pub subnet: String,
+    /// Gateway address inside the subnet; the first host address if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// MTU of endpoints (576..=9000); derived from the underlay if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Address assignment.
+    #[serde(default)]
+    pub ipam: IpamMode,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A stored network: the spec as accepted (defaults filled in) and its revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// The spec, with `vni` and `gateway` decided.
+    #[serde(flatten)]
+    pub spec: NetworkSpec,
+    /// Store revision of the last change to this network (for `If-Match`).
+    pub revision: u64,
+}
+
+/// A parsed IPv4 CIDR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// Network address.
+    pub addr: Ipv4Addr,
+    /// Prefix length.
+    pub len: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/n`; host bits must be zero.
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (a, l) = s.split_once('/').ok_or_else(|| format!("{s:?} is not in CIDR form a.b.c.d/len"))?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let len: u8 = l.parse().map_err(|_| format!("prefix length {l:?} is not a number"))?;
+        if len > 32 {
+            return Err(format!("prefix length {len} is over 32"));
+        }
+        let c = Cidr { addr, len };
+        if u32::from(addr) & !c.mask() != 0 {
+            return Err(format!("{s} has host bits set (did you mean {}/{len}?)", Ipv4Addr::from(u32::from(addr) & c.mask())));
+        }
+        Ok(c)
+    }
+    /// The netmask.
+    pub fn mask(&self) -> u32 {
+        if self.len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.len)
+        }
+    }
+    /// Whether `ip` is inside.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr)
+    }
+    /// Whether two subnets share any address.
+    pub fn overlaps(&self, o: &Cidr) -> bool {
+        let m = self.mask() & o.mask();
+        u32::from(self.addr) & m == u32::from(o.addr) & m
+    }
+    /// The broadcast address.
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+}
+
+/// Checks a DNS label.
+pub fn check_name(field: &str, name: &str) -> Result<(), FieldError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(field, format!("{name:?} must be 1 to 63 lowercase letters, digits or '-', not starting or ending with '-'")))
+    }
+}
+
+impl NetworkSpec {
+    /// Checks everything that does not depend on other networks, and fills in the gateway.
+    pub fn validated(mut self) -> Result<NetworkSpec, FieldError> {
+        check_name("name", &self.name)?;
+        let c = Cidr::parse(&self.subnet).map_err(|r| FieldError::new("subnet", r))?;
+        if !(8..=30).contains(&c.len) {
+            return Err(FieldError::new("subnet", format!("prefix length {} is outside 8..=30", c.len)));
+        }
+        let first = Ipv4Addr::from(u32::from(c.addr) + 1);
+        let gw = self.gateway.unwrap_or(first);
+        if !c.contains(gw) || gw == c.addr || gw == c.broadcast() {
+            return Err(FieldError::new("gateway", format!("{gw} is not a host address of {}", self.subnet)));
+        }
+        self.gateway = Some(gw);
+        if let Some(m) = self.mtu {
+            if !(576..=9000).contains(&m) {
+                return Err(FieldError::new("mtu", format!("{m} is outside 576..=9000")));
+            }
+        }
+        match &self.kind {
+            NetworkKind::Overlay { vni: Some(v) } if *v == 0 || *v > 0xff_ffff => {
+                return Err(FieldError::new("kind.vni", format!("{v} is outside 1..=16777215")));
+            }
+            NetworkKind::Underlay { physical_network, vlan } => {
+                check_name("kind.physical_network", physical_network)?;
+                if let Some(v) = vlan {
+                    if *v == 0 || *v > 4094 {
+                        return Err(FieldError::new("kind.vlan", format!("{v} is outside 1..=4094")));
+                    }
+                }
+            }
+            _ => {}
+        }
+        for k in self.labels.keys() {
+            if k.is_empty() || k.len() > 63 {
+                return Err(FieldError::new("labels", format!("label key {k:?} must be 1 to 63 bytes")));
+            }
+        }
+        Ok(self)
+    }
+
+    /// The parsed subnet (valid once [`NetworkSpec::validated`] passed).
+    pub fn cidr(&self) -> Option<Cidr> {
+        Cidr::parse(&self.subnet).ok()
+    }
+}

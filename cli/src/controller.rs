@@ -1,0 +1,56 @@
+//! `plexus controller`: run a controller node.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use plexus_controller::node::{Node, NodeConfig};
+
+#[derive(Args)]
+pub struct ControllerCmd {
+    /// This node's id (1 and up, unique in the cluster).
+    #[arg(long, default_value_t = 1)]
+    id: u64,
+    /// Address for the REST API and the Raft traffic between nodes.
+    #[arg(long, default_value = "127.0.0.1:6543")]
+    listen: SocketAddr,
+    /// Address other nodes and clients reach this one at (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Where the Raft log and snapshots are kept.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Static cluster, this node included: ID=HOST:PORT,ID=HOST:PORT,...
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// Join the cluster that the node at HOST:PORT belongs to.
+    #[arg(long)]
+    join: Option<String>,
+}
+
+fn parse_peers(v: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut m = BTreeMap::new();
+    for p in v {
+        let (id, addr) = p.split_once('=').with_context(|| format!("--peers: {p:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id.parse().with_context(|| format!("--peers: node id {id:?} is not a number"))?;
+        if addr.parse::<SocketAddr>().is_err() {
+            bail!("--peers: {addr:?} is not HOST:PORT");
+        }
+        if m.insert(id, addr.to_string()).is_some() {
+            bail!("--peers: node id {id} appears twice");
+        }
+    }
+    Ok(m)
+}
+
+pub async fn run(c: ControllerCmd) -> anyhow::Result<()> {
+    let cfg = NodeConfig { id: c.id, listen: c.listen, advertise: c.advertise, data_dir: c.data_dir, peers: parse_peers(&c.peers)?, join: c.join };
+    let node = Node::start(cfg).await?;
+    println!("plexus controller {} listening on http://{}", c.id, node.addr);
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}

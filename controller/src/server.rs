@@ -1,0 +1,357 @@
+//! The HTTP server of a controller node: Raft RPCs between nodes, and the versioned REST API.
+//!
+//! Writes are proposed to Raft on the leader; a follower forwards the request to the leader
+//! as it came, so a client may talk to any node. Reads go to the leader too (which checks it
+//! still leads before answering), so a read never shows state older than a write the client
+//! saw acknowledged; `?local=true` reads this node's own replica instead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use plexus_api::{NetworkSpec, Problem};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Command, Refusal};
+use crate::store::{Raft, SharedState, TypeConfig};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// This node's id.
+    pub id: u64,
+    /// The Raft node.
+    pub raft: Raft,
+    /// The replicated state.
+    pub state: SharedState,
+    /// For forwarding to the leader.
+    pub http: reqwest::Client,
+}
+
+/// Largest Raft RPC accepted (catch-up batches and snapshots are big).
+pub const MAX_RAFT_BODY: usize = 256 << 20;
+
+/// The router of one node.
+pub fn router(st: AppState) -> Router {
+    let raft = Router::new()
+        .route("/raft/append", post(raft_append))
+        .route("/raft/vote", post(raft_vote))
+        .route("/raft/snapshot", post(raft_snapshot))
+        .layer(DefaultBodyLimit::max(MAX_RAFT_BODY));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/members", post(add_member))
+        .route("/v1/networks", get(list_networks).post(create_network))
+        .route("/v1/networks/{name}", get(get_network).put(put_network).delete(delete_network))
+        .fallback(|| async { problem(Problem::new(404, "not found", "no such route")) })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .merge(raft)
+        .with_state(Arc::new(st))
+}
+
+type St = State<Arc<AppState>>;
+
+fn problem(p: Problem) -> Response {
+    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(&p).unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response()
+}
+
+fn refusal(r: Refusal) -> Response {
+    let title = match r.status {
+        404 => "not found",
+        409 => "conflict",
+        412 => "precondition failed",
+        _ => "invalid request",
+    };
+    problem(Problem { field: r.field.clone(), ..Problem::new(r.status, title, r.reason) })
+}
+
+fn unavailable(detail: impl Into<String>) -> Response {
+    problem(Problem::new(503, "no quorum", detail))
+}
+
+// ---- Raft RPCs ----
+
+async fn raft_append(State(s): St, Json(req): Json<AppendEntriesRequest<TypeConfig>>) -> Response {
+    Json(s.raft.append_entries(req).await).into_response()
+}
+
+async fn raft_vote(State(s): St, Json(req): Json<VoteRequest<u64>>) -> Response {
+    Json(s.raft.vote(req).await).into_response()
+}
+
+async fn raft_snapshot(State(s): St, Json(req): Json<InstallSnapshotRequest<TypeConfig>>) -> Response {
+    Json(s.raft.install_snapshot(req).await).into_response()
+}
+
+// ---- leader routing ----
+
+/// Where the leader is, if this node is not it.
+async fn leader_addr(s: &AppState) -> Result<Option<String>, Response> {
+    let m = s.raft.metrics().borrow().clone();
+    match m.current_leader {
+        Some(l) if l == s.id => Ok(None),
+        Some(l) => match m.membership_config.membership().get_node(&l) {
+            Some(n) => Ok(Some(n.addr.clone())),
+            None => Err(unavailable(format!("leader {l} is not in the membership"))),
+        },
+        None => Err(unavailable("no leader: this node cannot reach a majority of the cluster")),
+    }
+}
+
+/// Sends the request to the leader as it came and relays the answer.
+async fn forward(s: &AppState, addr: &str, method: Method, uri: &str, headers: &HeaderMap, body: Bytes) -> Response {
+    let url = format!("http://{addr}{uri}");
+    let mut req = s.http.request(method, &url).timeout(Duration::from_secs(10)).body(body);
+    for h in [header::CONTENT_TYPE, header::IF_MATCH] {
+        if let Some(v) = headers.get(&h) {
+            req = req.header(h, v);
+        }
+    }
+    match req.header("x-plexus-forwarded", "1").send().await {
+        Ok(r) => {
+            let status = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let ct = r.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
+            let body = r.bytes().await.unwrap_or_default();
+            (status, [(header::CONTENT_TYPE, ct)], body).into_response()
+        }
+        Err(e) => unavailable(format!("forwarding to the leader at {addr} failed: {e}")),
+    }
+}
+
+/// How long a write may wait for a majority before the client is told there is none.
+const QUORUM_WAIT: Duration = Duration::from_secs(3);
+
+/// Proposes a command and turns the outcome into a response. A leader cut off from the
+/// majority must not appear to accept writes: it first proves it still leads (a round of
+/// heartbeats answered by a majority) and gives up after [`QUORUM_WAIT`].
+async fn write(s: &AppState, cmd: Command, ok_status: StatusCode) -> Response {
+    match tokio::time::timeout(QUORUM_WAIT, s.raft.ensure_linearizable()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return unavailable(format!("this node cannot confirm it leads a majority of the cluster; nothing was written: {e}")),
+        Err(_) => return unavailable(format!("no majority answered within {QUORUM_WAIT:?}: this node is cut off from the cluster; nothing was written")),
+    }
+    let res = match tokio::time::timeout(QUORUM_WAIT, s.raft.client_write(cmd)).await {
+        Ok(r) => r,
+        Err(_) => return unavailable(format!("the write was not committed within {QUORUM_WAIT:?} (lost quorum?); it may still be applied later, so read before retrying")),
+    };
+    match res {
+        Ok(r) => match r.data {
+            Ok(Some(obj)) => (ok_status, Json(obj)).into_response(),
+            Ok(None) => StatusCode::NO_CONTENT.into_response(),
+            Err(refused) => refusal(refused),
+        },
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            unavailable(format!("leadership moved to {:?} while writing; retry", f.leader_id))
+        }
+        Err(e) => unavailable(e.to_string()),
+    }
+}
+
+/// Runs a write here if this node leads, else forwards it.
+async fn route_write(s: &AppState, req: Request, cmd: impl FnOnce(Bytes) -> Result<Command, Response>, ok: StatusCode) -> Response {
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return problem(Problem::new(413, "request body too large", format!("bodies are limited to {MAX_BODY} bytes")));
+    };
+    match leader_addr(s).await {
+        Err(r) => r,
+        Ok(Some(addr)) if parts.headers.get("x-plexus-forwarded").is_none() => {
+            let uri = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            forward(s, &addr, parts.method, uri, &parts.headers, bytes).await
+        }
+        Ok(Some(_)) => unavailable("leadership is changing; retry"),
+        Ok(None) => match cmd(bytes) {
+            Ok(c) => write(s, c, ok).await,
+            Err(r) => r,
+        },
+    }
+}
+
+#[derive(Deserialize)]
+struct ReadOpts {
+    #[serde(default)]
+    local: bool,
+}
+
+/// Makes a read linearizable: answered by a leader that has confirmed its leadership, or
+/// forwarded to it. Returns `Ok(())` when this node may answer.
+async fn route_read(s: &AppState, opts: &ReadOpts, uri: &Uri, headers: &HeaderMap) -> Result<(), Response> {
+    if opts.local {
+        return Ok(());
+    }
+    match leader_addr(s).await? {
+        None => match tokio::time::timeout(QUORUM_WAIT, s.raft.ensure_linearizable()).await {
+            Ok(r) => r.map(|_| ()).map_err(|e| unavailable(e.to_string())),
+            Err(_) => Err(unavailable(format!("no majority answered within {QUORUM_WAIT:?}: this node is cut off from the cluster"))),
+        },
+        Some(addr) => {
+            let uri = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            Err(forward(s, &addr, Method::GET, uri, headers, Bytes::new()).await)
+        }
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let kind = if e.is_syntax() || e.is_eof() { "malformed JSON" } else { "invalid request body" };
+        problem(Problem::new(400, kind, e.to_string()))
+    })
+}
+
+fn if_match(h: &HeaderMap) -> Result<Option<u64>, Response> {
+    let Some(v) = h.get(header::IF_MATCH) else { return Ok(None) };
+    let s = v.to_str().unwrap_or_default().trim().trim_matches('"');
+    s.parse().map(Some).map_err(|_| problem(Problem { field: Some("If-Match".into()), ..Problem::new(400, "invalid header", format!("If-Match {s:?} is not a revision number")) }))
+}
+
+// ---- networks ----
+
+async fn create_network(State(s): St, req: Request) -> Response {
+    let im = match if_match(req.headers()) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    route_write(&s, req, |b| {
+        let spec: NetworkSpec = parse(&b)?;
+        let spec = spec.validated().map_err(|e| problem(Problem::invalid(&e)))?;
+        Ok(Command::PutNetwork { spec, create: true, if_match: im })
+    }, StatusCode::CREATED)
+    .await
+}
+
+async fn put_network(State(s): St, Path(name): Path<String>, req: Request) -> Response {
+    let im = match if_match(req.headers()) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    route_write(&s, req, move |b| {
+        let spec: NetworkSpec = parse(&b)?;
+        if spec.name != name {
+            return Err(problem(Problem { field: Some("name".into()), ..Problem::new(422, "invalid field", format!("name {:?} differs from the URL's {name:?}", spec.name)) }));
+        }
+        let spec = spec.validated().map_err(|e| problem(Problem::invalid(&e)))?;
+        Ok(Command::PutNetwork { spec, create: false, if_match: im })
+    }, StatusCode::OK)
+    .await
+}
+
+async fn delete_network(State(s): St, Path(name): Path<String>, req: Request) -> Response {
+    let im = match if_match(req.headers()) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    route_write(&s, req, move |_| Ok(Command::DeleteNetwork { name, if_match: im }), StatusCode::NO_CONTENT).await
+}
+
+async fn list_networks(State(s): St, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Err(r) = route_read(&s, &o, &uri, &headers).await {
+        return r;
+    }
+    let st = s.state.read().await;
+    Json(st.model.networks.values().cloned().collect::<Vec<_>>()).into_response()
+}
+
+async fn get_network(State(s): St, Path(name): Path<String>, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Err(r) = route_read(&s, &o, &uri, &headers).await {
+        return r;
+    }
+    match s.state.read().await.model.networks.get(&name) {
+        Some(n) => ([(header::ETAG, format!("\"{}\"", n.revision))], Json(n.clone())).into_response(),
+        None => problem(Problem { field: Some("name".into()), ..Problem::new(404, "not found", format!("no network named {name}")) }),
+    }
+}
+
+// ---- cluster ----
+
+/// One member of the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Member {
+    /// Node id.
+    pub id: u64,
+    /// API and Raft address.
+    pub addr: String,
+}
+
+/// `GET /v1/cluster`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The node answering.
+    pub id: u64,
+    /// Its role: Leader, Follower, Candidate, Learner.
+    pub state: String,
+    /// The leader it knows of.
+    pub leader: Option<u64>,
+    /// Current term.
+    pub term: u64,
+    /// Voting members.
+    pub members: Vec<Member>,
+    /// Index of the last entry applied here.
+    pub applied_index: Option<u64>,
+    /// Index of the last entry in this node's log.
+    pub last_log_index: Option<u64>,
+    /// Store revision of the model here.
+    pub revision: u64,
+}
+
+async fn cluster(State(s): St) -> Response {
+    let m = s.raft.metrics().borrow().clone();
+    let members = m.membership_config.membership().nodes().map(|(id, n)| Member { id: *id, addr: n.addr.clone() }).collect();
+    let revision = s.state.read().await.model.revision;
+    Json(ClusterStatus {
+        id: s.id,
+        state: format!("{:?}", m.state),
+        leader: m.current_leader,
+        term: m.current_term,
+        members,
+        applied_index: m.last_applied.map(|l| l.index),
+        last_log_index: m.last_log_index,
+        revision,
+    })
+    .into_response()
+}
+
+async fn readyz(State(s): St) -> Response {
+    let m = s.raft.metrics().borrow().clone();
+    match m.current_leader {
+        Some(_) if m.last_applied.is_some() => (StatusCode::OK, "ready").into_response(),
+        _ => unavailable("not ready: no leader known or nothing applied yet"),
+    }
+}
+
+async fn add_member(State(s): St, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return problem(Problem::new(413, "request body too large", "too large"));
+    };
+    let m: Member = match parse(&bytes) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    match leader_addr(&s).await {
+        Err(r) => return r,
+        Ok(Some(addr)) => return forward(&s, &addr, parts.method, "/v1/cluster/members", &parts.headers, bytes).await,
+        Ok(None) => {}
+    }
+    if let Err(e) = s.raft.add_learner(m.id, openraft::BasicNode { addr: m.addr.clone() }, true).await {
+        return unavailable(format!("adding node {} as learner: {e}", m.id));
+    }
+    let voters: std::collections::BTreeSet<u64> = s.raft.metrics().borrow().membership_config.membership().voter_ids().chain([m.id]).collect();
+    match s.raft.change_membership(voters, false).await {
+        Ok(_) => (StatusCode::OK, Json(m)).into_response(),
+        Err(e) => unavailable(format!("promoting node {}: {e}", m.id)),
+    }
+}

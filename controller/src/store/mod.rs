@@ -1,0 +1,38 @@
+//! The replicated store: openraft with a durable log and state machine snapshots in redb.
+//!
+//! Every node applies the same log to the same [`crate::model::Model`]; writes go through the
+//! leader, which answers only once a majority has the entry on disk.
+
+mod log;
+mod network;
+mod sm;
+
+use std::io::Cursor;
+
+pub use log::LogStore;
+pub use network::HttpNetwork;
+pub use sm::{SharedState, StateMachine};
+
+use crate::model::{Command, CommandResult};
+
+openraft::declare_raft_types!(
+    /// Plexus's Raft types: commands on the model, results of applying them.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A Raft node of the controller cluster.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Storage errors as openraft wants them.
+pub type StorageError = openraft::StorageError<u64>;
+
+fn io_err(subject: openraft::ErrorSubject<u64>, verb: openraft::ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    openraft::StorageIOError::new(subject, verb, openraft::AnyError::error(e.to_string())).into()
+}

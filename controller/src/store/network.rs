@@ -1,0 +1,100 @@
+//! Raft RPCs between controller nodes: JSON over HTTP to each node's API address
+//! (`POST /raft/append|vote|snapshot`). A node that cannot be reached is reported as
+//! unreachable so openraft backs off instead of retrying in a tight loop.
+
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::TypeConfig;
+
+/// Creates one HTTP client per peer.
+#[derive(Clone)]
+pub struct HttpNetwork {
+    client: reqwest::Client,
+}
+
+impl HttpNetwork {
+    /// A network using a shared connection pool.
+    pub fn new() -> HttpNetwork {
+        let client = reqwest::Client::builder().connect_timeout(Duration::from_millis(500)).pool_idle_timeout(Duration::from_secs(30)).build().unwrap_or_default();
+        HttpNetwork { client }
+    }
+}
+
+impl Default for HttpNetwork {
+    fn default() -> Self {
+        HttpNetwork::new()
+    }
+}
+
+/// The connection to one peer.
+pub struct Peer {
+    target: u64,
+    addr: String,
+    client: reqwest::Client,
+}
+
+impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
+        Peer { target, addr: node.addr.clone(), client: self.client.clone() }
+    }
+}
+
+#[derive(Debug)]
+struct Msg(String);
+impl std::fmt::Display for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Msg {}
+
+impl Peer {
+    async fn call<Req, Resp, E>(&self, path: &str, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let url = format!("http://{}/raft/{path}", self.addr);
+        let resp = self.client.post(&url).timeout(option.hard_ttl()).json(req).send().await.map_err(|e| {
+            if e.is_connect() {
+                RPCError::Unreachable(Unreachable::new(&Msg(format!("{url}: {e}"))))
+            } else {
+                RPCError::Network(NetworkError::new(&Msg(format!("{url}: {e}"))))
+            }
+        })?;
+        let res: Result<Resp, RaftError<u64, E>> = resp.json().await.map_err(|e| RPCError::Network(NetworkError::new(&Msg(format!("{url}: {e}")))))?;
+        res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call("append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+        self.call("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call("vote", &rpc, &option).await
+    }
+}
