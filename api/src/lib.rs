@@ -4,10 +4,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod endpoint;
 mod lab;
 pub mod network;
 pub mod problem;
 
+pub use endpoint::{Encap, Endpoint, EndpointSpec, Host, HostSpec};
 pub use lab::{LabHostStatus, LabStatus};
 pub use network::{IpamMode, Network, NetworkKind, NetworkSpec};
 pub use problem::{FieldError, Problem};

@@ -9,15 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use plexus_api::{NetworkSpec, Problem};
+use plexus_api::Problem;
 use serde::{Deserialize, Serialize};
+
+mod resources;
+
+use resources::*;
 
 use crate::model::{Command, Refusal};
 use crate::store::{Raft, SharedState, TypeConfig};
@@ -53,23 +57,28 @@ pub fn router(st: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/cluster", get(cluster))
         .route("/v1/cluster/members", post(add_member))
+        .route("/metrics", get(metrics))
         .route("/v1/networks", get(list_networks).post(create_network))
         .route("/v1/networks/{name}", get(get_network).put(put_network).delete(delete_network))
+        .route("/v1/networks/{name}/endpoints", get(list_endpoints).post(create_endpoint))
+        .route("/v1/networks/{name}/endpoints/{id}", get(get_endpoint).delete(delete_endpoint))
+        .route("/v1/hosts", get(list_hosts))
+        .route("/v1/hosts/{name}", get(get_host).put(put_host))
         .fallback(|| async { problem(Problem::new(404, "not found", "no such route")) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .merge(raft)
         .with_state(Arc::new(st))
 }
 
-type St = State<Arc<AppState>>;
+pub(crate) type St = State<Arc<AppState>>;
 
-fn problem(p: Problem) -> Response {
+pub(crate) fn problem(p: Problem) -> Response {
     let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::to_vec(&p).unwrap_or_default();
     (status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response()
 }
 
-fn refusal(r: Refusal) -> Response {
+pub(crate) fn refusal(r: Refusal) -> Response {
     let title = match r.status {
         404 => "not found",
         409 => "conflict",
@@ -79,7 +88,7 @@ fn refusal(r: Refusal) -> Response {
     problem(Problem { field: r.field.clone(), ..Problem::new(r.status, title, r.reason) })
 }
 
-fn unavailable(detail: impl Into<String>) -> Response {
+pub(crate) fn unavailable(detail: impl Into<String>) -> Response {
     problem(Problem::new(503, "no quorum", detail))
 }
 
@@ -150,9 +159,18 @@ async fn write(s: &AppState, cmd: Command, ok_status: StatusCode) -> Response {
     };
     match res {
         Ok(r) => match r.data {
-            Ok(Some(obj)) => (ok_status, Json(obj)).into_response(),
-            Ok(None) => StatusCode::NO_CONTENT.into_response(),
-            Err(refused) => refusal(refused),
+            Ok(Some(obj)) => {
+                WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (ok_status, Json(obj)).into_response()
+            }
+            Ok(None) => {
+                WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                StatusCode::NO_CONTENT.into_response()
+            }
+            Err(refused) => {
+                REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                refusal(refused)
+            }
         },
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             unavailable(format!("leadership moved to {:?} while writing; retry", f.leader_id))
@@ -162,7 +180,7 @@ async fn write(s: &AppState, cmd: Command, ok_status: StatusCode) -> Response {
 }
 
 /// Runs a write here if this node leads, else forwards it.
-async fn route_write(s: &AppState, req: Request, cmd: impl FnOnce(Bytes) -> Result<Command, Response>, ok: StatusCode) -> Response {
+pub(crate) async fn route_write(s: &AppState, req: Request, cmd: impl FnOnce(Bytes) -> Result<Command, Response>, ok: StatusCode) -> Response {
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
         return problem(Problem::new(413, "request body too large", format!("bodies are limited to {MAX_BODY} bytes")));
@@ -182,14 +200,14 @@ async fn route_write(s: &AppState, req: Request, cmd: impl FnOnce(Bytes) -> Resu
 }
 
 #[derive(Deserialize)]
-struct ReadOpts {
+pub(crate) struct ReadOpts {
     #[serde(default)]
-    local: bool,
+    pub(crate) local: bool,
 }
 
 /// Makes a read linearizable: answered by a leader that has confirmed its leadership, or
 /// forwarded to it. Returns `Ok(())` when this node may answer.
-async fn route_read(s: &AppState, opts: &ReadOpts, uri: &Uri, headers: &HeaderMap) -> Result<(), Response> {
+pub(crate) async fn route_read(s: &AppState, opts: &ReadOpts, uri: &Uri, headers: &HeaderMap) -> Result<(), Response> {
     if opts.local {
         return Ok(());
     }
@@ -205,74 +223,17 @@ async fn route_read(s: &AppState, opts: &ReadOpts, uri: &Uri, headers: &HeaderMa
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
     serde_json::from_slice(bytes).map_err(|e| {
         let kind = if e.is_syntax() || e.is_eof() { "malformed JSON" } else { "invalid request body" };
         problem(Problem::new(400, kind, e.to_string()))
     })
 }
 
-fn if_match(h: &HeaderMap) -> Result<Option<u64>, Response> {
+pub(crate) fn if_match(h: &HeaderMap) -> Result<Option<u64>, Response> {
     let Some(v) = h.get(header::IF_MATCH) else { return Ok(None) };
     let s = v.to_str().unwrap_or_default().trim().trim_matches('"');
     s.parse().map(Some).map_err(|_| problem(Problem { field: Some("If-Match".into()), ..Problem::new(400, "invalid header", format!("If-Match {s:?} is not a revision number")) }))
-}
-
-// ---- networks ----
-
-async fn create_network(State(s): St, req: Request) -> Response {
-    let im = match if_match(req.headers()) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    route_write(&s, req, |b| {
-        let spec: NetworkSpec = parse(&b)?;
-        let spec = spec.validated().map_err(|e| problem(Problem::invalid(&e)))?;
-        Ok(Command::PutNetwork { spec, create: true, if_match: im })
-    }, StatusCode::CREATED)
-    .await
-}
-
-async fn put_network(State(s): St, Path(name): Path<String>, req: Request) -> Response {
-    let im = match if_match(req.headers()) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    route_write(&s, req, move |b| {
-        let spec: NetworkSpec = parse(&b)?;
-        if spec.name != name {
-            return Err(problem(Problem { field: Some("name".into()), ..Problem::new(422, "invalid field", format!("name {:?} differs from the URL's {name:?}", spec.name)) }));
-        }
-        let spec = spec.validated().map_err(|e| problem(Problem::invalid(&e)))?;
-        Ok(Command::PutNetwork { spec, create: false, if_match: im })
-    }, StatusCode::OK)
-    .await
-}
-
-async fn delete_network(State(s): St, Path(name): Path<String>, req: Request) -> Response {
-    let im = match if_match(req.headers()) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    route_write(&s, req, move |_| Ok(Command::DeleteNetwork { name, if_match: im }), StatusCode::NO_CONTENT).await
-}
-
-async fn list_networks(State(s): St, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
-    if let Err(r) = route_read(&s, &o, &uri, &headers).await {
-        return r;
-    }
-    let st = s.state.read().await;
-    Json(st.model.networks.values().cloned().collect::<Vec<_>>()).into_response()
-}
-
-async fn get_network(State(s): St, Path(name): Path<String>, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
-    if let Err(r) = route_read(&s, &o, &uri, &headers).await {
-        return r;
-    }
-    match s.state.read().await.model.networks.get(&name) {
-        Some(n) => ([(header::ETAG, format!("\"{}\"", n.revision))], Json(n.clone())).into_response(),
-        None => problem(Problem { field: Some("name".into()), ..Problem::new(404, "not found", format!("no network named {name}")) }),
-    }
 }
 
 // ---- cluster ----
@@ -354,4 +315,29 @@ async fn add_member(State(s): St, req: Request) -> Response {
         Ok(_) => (StatusCode::OK, Json(m)).into_response(),
         Err(e) => unavailable(format!("promoting node {}: {e}", m.id)),
     }
+}
+
+static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Prometheus text exposition of the node's Raft and store state.
+async fn metrics(State(s): St) -> Response {
+    use std::fmt::Write;
+    let m = s.raft.metrics().borrow().clone();
+    let st = s.state.read().await;
+    let mut out = String::new();
+    let mut g = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    };
+    g("plexus_raft_term", "Current Raft term.", m.current_term);
+    g("plexus_raft_is_leader", "1 if this node is the Raft leader.", (m.current_leader == Some(s.id)) as u64);
+    g("plexus_raft_last_log_index", "Index of the last entry in this node's log.", m.last_log_index.unwrap_or(0));
+    g("plexus_raft_applied_index", "Index of the last entry applied to the state machine.", m.last_applied.map(|l| l.index).unwrap_or(0));
+    g("plexus_store_revision", "Revision of the model.", st.model.revision);
+    g("plexus_networks", "Networks in the model.", st.model.networks.len() as u64);
+    g("plexus_endpoints", "Endpoints in the model.", st.model.all_endpoints().count() as u64);
+    g("plexus_hosts", "Registered hosts.", st.model.hosts.len() as u64);
+    let _ = writeln!(out, "# HELP plexus_api_writes_total Writes this node committed as leader.\n# TYPE plexus_api_writes_total counter\nplexus_api_writes_total {}", WRITES.load(std::sync::atomic::Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP plexus_api_refused_total Writes the model refused.\n# TYPE plexus_api_refused_total counter\nplexus_api_refused_total {}", REFUSED.load(std::sync::atomic::Ordering::Relaxed));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

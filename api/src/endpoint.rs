@@ -1,0 +1,156 @@
+//! Endpoints (a container's interface on a network) and hosts.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::network::check_name;
+use crate::problem::FieldError;
+
+/// What a client sends to create an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// An id of the client's choosing (e.g. a container id prefix); generated if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The host the endpoint lives on (a registered host's name).
+    pub host: String,
+    /// The address wanted (the Pipework case); allocated from the subnet if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    /// The MAC wanted (unicast, `aa:bb:cc:dd:ee:ff`); derived from the address if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Who owns it: a container id or a namespace path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A stored endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Id, unique in the network.
+    pub id: String,
+    /// Network name.
+    pub network: String,
+    /// Host name.
+    pub host: String,
+    /// Address.
+    pub ip: Ipv4Addr,
+    /// Prefix length of the network's subnet.
+    pub prefix_len: u8,
+    /// Gateway of the network.
+    pub gateway: Ipv4Addr,
+    /// MAC address.
+    pub mac: String,
+    /// Owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Store revision of the last change.
+    pub revision: u64,
+}
+
+/// Tunnel encapsulation of a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Encap {
+    /// VXLAN (UDP 4789).
+    #[default]
+    Vxlan,
+    /// Geneve (UDP 6081).
+    Geneve,
+}
+
+/// What an agent sends to register its host (and, repeated, as its heartbeat).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    /// Host name (DNS label).
+    pub name: String,
+    /// Underlay address tunnels reach the host at.
+    pub tunnel_ip: Ipv4Addr,
+    /// Encapsulation.
+    #[serde(default)]
+    pub encap: Encap,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A registered host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    /// What the agent registered.
+    #[serde(flatten)]
+    pub spec: HostSpec,
+    /// OpenFlow datapath id of its `br-int`, stable for the host's name.
+    pub datapath_id: String,
+    /// Milliseconds since the epoch of the last heartbeat, as the controller saw it.
+    pub last_seen_ms: u64,
+    /// Store revision of the last change.
+    pub revision: u64,
+}
+
+/// Parses a unicast MAC address.
+pub fn parse_mac(field: &str, s: &str) -> Result<[u8; 6], FieldError> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let bad = || FieldError::new(field, format!("{s:?} is not a MAC address like 02:00:00:00:00:01"));
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut m = [0u8; 6];
+    for (b, p) in m.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if m[0] & 1 == 1 {
+        return Err(FieldError::new(field, format!("{s} is a multicast address")));
+    }
+    if m == [0; 6] {
+        return Err(FieldError::new(field, "00:00:00:00:00:00 is not a usable address"));
+    }
+    Ok(m)
+}
+
+/// Formats a MAC address.
+pub fn format_mac(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+impl EndpointSpec {
+    /// Checks what does not depend on the network.
+    pub fn validated(mut self) -> Result<EndpointSpec, FieldError> {
+        if let Some(id) = &self.id {
+            if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+                return Err(FieldError::new("id", format!("{id:?} must be 1 to 64 letters, digits, '-', '_' or '.'")));
+            }
+        }
+        check_name("host", &self.host)?;
+        if let Some(m) = &self.mac {
+            self.mac = Some(format_mac(parse_mac("mac", m)?));
+        }
+        Ok(self)
+    }
+}
+
+impl HostSpec {
+    /// Checks the registration.
+    pub fn validated(self) -> Result<HostSpec, FieldError> {
+        check_name("name", &self.name)?;
+        let ip = self.tunnel_ip;
+        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+            return Err(FieldError::new("tunnel_ip", format!("{ip} cannot carry tunnels")));
+        }
+        Ok(self)
+    }
+}

@@ -1,0 +1,172 @@
+//! The REST API of a controller: what NetOps send, and what bad input gets back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Cluster;
+use serde_json::{json, Value};
+
+struct Api {
+    c: Cluster,
+}
+
+impl Api {
+    async fn start(tag: u8) -> Api {
+        let c = Cluster::new(1, tag);
+        c.leader(&[1]).await;
+        Api { c }
+    }
+
+    async fn send(&self, method: &str, path: &str, body: Option<String>, headers: &[(&str, &str)]) -> (u16, String, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut r = self.c.http.request(m, self.c.url(1, path)).timeout(Duration::from_secs(10));
+        if let Some(b) = body {
+            r = r.header("content-type", "application/json").body(b);
+        }
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let resp = r.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let text = resp.text().await.unwrap_or_default();
+        (status, ct, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Value) -> Value {
+        let (s, _, v) = self.send(method, path, Some(body.to_string()), &[]).await;
+        assert!((200..300).contains(&s), "{method} {path}: {s} {v}");
+        v
+    }
+
+    /// Everything the controller holds, to show a refused request changed nothing.
+    async fn snapshot(&self) -> Value {
+        let mut nets = self.c.get(1, "/v1/networks").await.unwrap();
+        for n in nets.as_array_mut().unwrap() {
+            let name = n["name"].as_str().unwrap().to_string();
+            n["endpoints"] = self.c.get(1, &format!("/v1/networks/{name}/endpoints")).await.unwrap();
+        }
+        json!({"networks": nets, "hosts": self.c.get(1, "/v1/hosts").await.unwrap(), "revision": self.c.get(1, "/v1/cluster").await.unwrap()["revision"]})
+    }
+}
+
+fn net(name: &str, subnet: &str) -> Value {
+    json!({"name": name, "kind": {"type": "overlay"}, "subnet": subnet})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_a_problem_document_naming_the_field_and_change_nothing() {
+    let api = Api::start(5).await;
+    api.ok("PUT", "/v1/hosts/h1", json!({"name": "h1", "tunnel_ip": "192.0.2.11"})).await;
+    api.ok("POST", "/v1/networks", json!({"name": "red", "kind": {"type": "overlay", "vni": 500}, "subnet": "10.10.0.0/24"})).await;
+    api.ok("POST", "/v1/networks/red/endpoints", json!({"id": "c1", "host": "h1", "ip": "10.10.0.42"})).await;
+    let before = api.snapshot().await;
+
+    let big = format!("{{\"name\":\"x\",\"kind\":{{\"type\":\"overlay\"}},\"subnet\":\"10.9.0.0/24\",\"labels\":{{\"a\":\"{}\"}}}}", "x".repeat(100_000));
+    let n = |v: Value| Some(v.to_string());
+    // (method, path, body, headers, status, field named in the problem)
+    let cases: Vec<(&str, &str, Option<String>, Vec<(&str, &str)>, u16, Option<&str>)> = vec![
+        ("POST", "/v1/networks", Some("{\"name\":".into()), vec![], 400, None),
+        ("POST", "/v1/networks", n(json!({"name": 5, "kind": {"type": "overlay"}, "subnet": "10.1.0.0/24"})), vec![], 400, None),
+        ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "overlay"}, "subnet": "10.1.0.0/24", "colour": "red"})), vec![], 400, None),
+        ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "overlay"}})), vec![], 400, None),
+        ("POST", "/v1/networks", n(net("a", "10.1.0.0/33")), vec![], 422, Some("subnet")),
+        ("POST", "/v1/networks", n(net("a", "10.1.0.1/24")), vec![], 422, Some("subnet")),
+        ("POST", "/v1/networks", n(net("a", "banana")), vec![], 422, Some("subnet")),
+        ("POST", "/v1/networks", n(net("a", "10.1.0.0/31")), vec![], 422, Some("subnet")),
+        ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "overlay"}, "subnet": "10.1.0.0/24", "gateway": "10.2.0.1"})), vec![], 422, Some("gateway")),
+        ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "overlay"}, "subnet": "10.1.0.0/24", "gateway": "10.1.0.255"})), vec![], 422, Some("gateway")),
+        ("POST", "/v1/networks", n(net("Red_Net", "10.1.0.0/24")), vec![], 422, Some("name")),
+        ("POST", "/v1/networks", n(net(&"a".repeat(64), "10.1.0.0/24")), vec![], 422, Some("name")),
+        ("POST", "/v1/networks", n(net("red", "10.1.0.0/24")), vec![], 409, Some("name")),
+        ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "overlay", "vni": 0}, "subnet": "10.1.0.0/24"})), vec![], 422, Some("kind.vni")),
+        ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "overlay", "vni": 16777216}, "subnet": "10.1.0.0/24"})), vec![], 422, Some("kind.vni")),
+        ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "overlay", "vni": 500}, "subnet": "10.1.0.0/24"})), vec![], 409, Some("kind.vni")),
+        ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "overlay"}, "subnet": "10.1.0.0/24", "mtu": 100})), vec![], 422, Some("mtu")),
+        ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "underlay", "physical_network": "phys", "vlan": 5000}, "subnet": "10.1.0.0/24"})), vec![], 422, Some("kind.vlan")),
+        ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "underlay", "physical_network": "Phys Net"}, "subnet": "10.1.0.0/24"})), vec![], 422, Some("kind.physical_network")),
+        ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "bridge"}, "subnet": "10.1.0.0/24"})), vec![], 400, None),
+        ("POST", "/v1/networks", Some(big), vec![], 413, None),
+        ("PUT", "/v1/networks/red", n(net("blue", "10.10.0.0/24")), vec![], 422, Some("name")),
+        ("PUT", "/v1/networks/red", n(net("red", "10.10.0.0/24")), vec![("if-match", "\"999\"")], 412, None),
+        ("PUT", "/v1/networks/red", n(net("red", "10.10.0.0/24")), vec![("if-match", "yesterday")], 400, Some("If-Match")),
+        ("PUT", "/v1/networks/red", n(net("red", "10.11.0.0/24")), vec![], 409, Some("subnet")),
+        ("DELETE", "/v1/networks/nope", None, vec![], 404, Some("name")),
+        ("DELETE", "/v1/networks/red", None, vec![], 409, None),
+        ("POST", "/v1/networks/red/endpoints", n(json!({"host": "h1", "ip": "10.99.0.5"})), vec![], 422, Some("ip")),
+        ("POST", "/v1/networks/red/endpoints", n(json!({"host": "h1", "ip": "10.10.0.42"})), vec![], 409, Some("ip")),
+        ("POST", "/v1/networks/red/endpoints", n(json!({"host": "h1", "ip": "10.10.0.1"})), vec![], 409, Some("ip")),
+        ("POST", "/v1/networks/red/endpoints", n(json!({"host": "h1", "ip": "10.10.0.255"})), vec![], 422, Some("ip")),
+        ("POST", "/v1/networks/red/endpoints", n(json!({"host": "h9"})), vec![], 422, Some("host")),
+        ("POST", "/v1/networks/red/endpoints", n(json!({"host": "h1", "mac": "02:00:00:00:00"})), vec![], 422, Some("mac")),
+        ("POST", "/v1/networks/red/endpoints", n(json!({"host": "h1", "mac": "01:00:5e:00:00:01"})), vec![], 422, Some("mac")),
+        ("POST", "/v1/networks/red/endpoints", n(json!({"host": "h1", "id": "c1"})), vec![], 409, Some("id")),
+        ("POST", "/v1/networks/red/endpoints", n(json!({"host": "h1", "id": "no spaces"})), vec![], 422, Some("id")),
+        ("POST", "/v1/networks/nope/endpoints", n(json!({"host": "h1"})), vec![], 404, Some("network")),
+        ("DELETE", "/v1/networks/red/endpoints/c9", None, vec![], 404, Some("id")),
+        ("PUT", "/v1/hosts/h2", n(json!({"name": "h2", "tunnel_ip": "127.0.0.1"})), vec![], 422, Some("tunnel_ip")),
+        ("PUT", "/v1/hosts/h2", n(json!({"name": "h3", "tunnel_ip": "192.0.2.13"})), vec![], 422, Some("name")),
+        ("PUT", "/v1/hosts/h2", n(json!({"name": "h2", "tunnel_ip": "192.0.2.11"})), vec![], 409, Some("tunnel_ip")),
+        ("GET", "/v1/nonsense", None, vec![], 404, None),
+    ];
+    assert!(cases.len() >= 25);
+    for (method, path, body, headers, status, field) in cases {
+        let shown = body.as_deref().map(|b| b.chars().take(80).collect::<String>()).unwrap_or_default();
+        let (s, ct, p) = api.send(method, path, body, &headers).await;
+        assert_eq!(s, status, "{method} {path} {shown}: {p}");
+        assert_eq!(ct, "application/problem+json", "{method} {path} {shown}");
+        assert_eq!(p["status"], status, "{p}");
+        assert!(p["detail"].as_str().is_some_and(|d| !d.is_empty()), "a problem says what is wrong: {p}");
+        if let Some(f) = field {
+            assert_eq!(p["field"], f, "{method} {path} {shown}: {p}");
+        }
+    }
+    assert_eq!(api.snapshot().await, before, "no refused request changed anything");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn addresses_are_allocated_honoured_refused_and_freed() {
+    let api = Api::start(6).await;
+    api.ok("PUT", "/v1/hosts/h1", json!({"name": "h1", "tunnel_ip": "192.0.2.11"})).await;
+    api.ok("POST", "/v1/networks", json!({"name": "tiny", "kind": {"type": "overlay"}, "subnet": "10.20.0.0/29"})).await;
+    let ep = |ip: Option<&str>| match ip {
+        Some(ip) => json!({"host": "h1", "ip": ip}),
+        None => json!({"host": "h1"}),
+    };
+    // The Pipework case: a chosen address.
+    let e = api.ok("POST", "/v1/networks/tiny/endpoints", ep(Some("10.20.0.5"))).await;
+    assert_eq!(e["ip"], "10.20.0.5");
+    assert_eq!(e["gateway"], "10.20.0.1");
+    assert_eq!(e["mac"], "0a:58:0a:14:00:05");
+    let mut got = vec![];
+    for _ in 0..4 {
+        got.push(api.ok("POST", "/v1/networks/tiny/endpoints", ep(None)).await["ip"].as_str().unwrap().to_string());
+    }
+    assert_eq!(got, ["10.20.0.2", "10.20.0.3", "10.20.0.4", "10.20.0.6"], "lowest free, skipping gateway and taken");
+    let (s, _, p) = api.send("POST", "/v1/networks/tiny/endpoints", Some(ep(None).to_string()), &[]).await;
+    assert_eq!(s, 409);
+    assert!(p["detail"].as_str().unwrap().contains("no address left"), "{p}");
+    // Freeing one makes it available again, to whoever asks for it.
+    let id = e["id"].as_str().unwrap();
+    assert_eq!(api.send("DELETE", &format!("/v1/networks/tiny/endpoints/{id}"), None, &[]).await.0, 204);
+    assert_eq!(api.ok("POST", "/v1/networks/tiny/endpoints", ep(Some("10.20.0.5"))).await["ip"], "10.20.0.5");
+    // A network with endpoints goes only when forced, and takes them along.
+    assert_eq!(api.send("DELETE", "/v1/networks/tiny", None, &[]).await.0, 409);
+    assert_eq!(api.send("DELETE", "/v1/networks/tiny?force=true", None, &[]).await.0, 204);
+    assert_eq!(api.send("GET", "/v1/networks/tiny/endpoints", None, &[]).await.0, 404);
+    // Conditional writes.
+    let n = api.ok("POST", "/v1/networks", json!({"name": "cond", "kind": {"type": "overlay"}, "subnet": "10.21.0.0/24"})).await;
+    let rev = n["revision"].as_u64().unwrap().to_string();
+    let (s, _, _) = api.send("PUT", "/v1/networks/cond", Some(json!({"name": "cond", "kind": {"type": "overlay"}, "subnet": "10.21.0.0/24", "mtu": 1400}).to_string()), &[("if-match", &rev)]).await;
+    assert_eq!(s, 200);
+    let (s, _, _) = api.send("PUT", "/v1/networks/cond", Some(json!({"name": "cond", "kind": {"type": "overlay"}, "subnet": "10.21.0.0/24", "mtu": 1300}).to_string()), &[("if-match", &rev)]).await;
+    assert_eq!(s, 412, "a stale revision is refused");
+    // PUT of the same spec is idempotent: the revision does not move.
+    let a = api.ok("PUT", "/v1/networks/cond", json!({"name": "cond", "kind": {"type": "overlay"}, "subnet": "10.21.0.0/24", "mtu": 1400})).await;
+    let b = api.ok("PUT", "/v1/networks/cond", json!({"name": "cond", "kind": {"type": "overlay"}, "subnet": "10.21.0.0/24", "mtu": 1400})).await;
+    assert_eq!(a, b);
+    let metrics = api.c.http.get(api.c.url(1, "/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("plexus_raft_is_leader 1") && metrics.contains("plexus_networks 1"), "{metrics}");
+    assert_eq!(api.send("GET", "/healthz", None, &[]).await.0, 200);
+}

@@ -1,0 +1,135 @@
+//! Controller processes for tests: each cluster on its own loopback addresses, killed by pid.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A cluster of controller processes, each on its own loopback address (127.X.Y.id, X.Y from
+/// this test's pid), killed by pid when dropped.
+pub struct Cluster {
+    pub procs: Vec<Option<Child>>,
+    pub addrs: Vec<String>,
+    pub dir: PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl Cluster {
+    pub fn new(n: usize, tag: u8) -> Cluster {
+        let pid = std::process::id();
+        let addrs: Vec<String> = (1..=n).map(|i| format!("127.{}.{}.{}:7000", (pid >> 8) & 0xff, pid & 0xff, tag as usize * 10 + i)).collect();
+        let dir = std::env::temp_dir().join(format!("plexus-cluster-{pid}-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut c = Cluster { procs: (0..n).map(|_| None).collect(), addrs, dir, http: reqwest::Client::new() };
+        for i in 1..=n {
+            c.start(i);
+        }
+        c
+    }
+
+    pub fn start(&mut self, i: usize) {
+        let peers: Vec<String> = self.addrs.iter().enumerate().map(|(j, a)| format!("{}={a}", j + 1)).collect();
+        let log = std::fs::File::create(self.dir.join(format!("node{i}.log"))).ok();
+        let _ = std::fs::create_dir_all(&self.dir);
+        let log = log.or_else(|| std::fs::File::create(self.dir.join(format!("node{i}.log"))).ok()).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_plexus"))
+            .args(["controller", "--id", &i.to_string(), "--listen", &self.addrs[i - 1]])
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("node{i}")))
+            .arg("--peers")
+            .arg(peers.join(","))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start plexus controller");
+        self.procs[i - 1] = Some(child);
+    }
+
+    pub fn signal(&mut self, i: usize, sig: i32) {
+        if let Some(c) = &self.procs[i - 1] {
+            // SAFETY: a pid of a child we spawned and have not yet waited for.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+        if sig == libc::SIGKILL {
+            if let Some(mut c) = self.procs[i - 1].take() {
+                let _ = c.wait();
+            }
+        }
+    }
+
+    pub fn url(&self, i: usize, path: &str) -> String {
+        format!("http://{}{path}", self.addrs[i - 1])
+    }
+
+    pub async fn get(&self, i: usize, path: &str) -> Option<Value> {
+        let r = self.http.get(self.url(i, path)).timeout(Duration::from_secs(5)).send().await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json().await.ok()
+    }
+
+    /// Waits until every live node names the same leader; returns it.
+    pub async fn leader(&self, live: &[usize]) -> u64 {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            let mut seen = BTreeSet::new();
+            for &i in live {
+                match self.get(i, "/v1/cluster").await.and_then(|v| v["leader"].as_u64()) {
+                    Some(l) => seen.insert(Some(l)),
+                    None => seen.insert(None),
+                };
+            }
+            if seen.len() == 1 {
+                if let Some(Some(l)) = seen.into_iter().next() {
+                    if live.contains(&(l as usize)) {
+                        return l;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no agreed leader among {live:?} within 20 s (logs in {})", self.dir.display());
+    }
+
+    /// Waits until every node in `live` has applied the model at `revision`, and returns each
+    /// one's own (local) list of networks.
+    pub async fn converged(&self, live: &[usize], revision: u64) -> Vec<Value> {
+        let t = Instant::now();
+        loop {
+            let mut revs = Vec::new();
+            for &i in live {
+                revs.push(self.get(i, "/v1/cluster").await.and_then(|v| v["revision"].as_u64()));
+            }
+            if revs.iter().all(|r| *r == Some(revision)) {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "nodes did not converge on revision {revision}: {revs:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut out = Vec::new();
+        for &i in live {
+            out.push(self.get(i, "/v1/networks?local=true").await.expect("local list"));
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self.procs.iter_mut().flatten() {
+            // SAFETY: our own child; SIGCONT first in case a test stopped it.
+            unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+

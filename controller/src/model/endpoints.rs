@@ -1,0 +1,104 @@
+//! Endpoints and cluster-mode IPAM: an address is handed out by the state machine, so it is
+//! never given twice, whichever node received the request and however leadership moves.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use plexus_api::endpoint::format_mac;
+use plexus_api::{Endpoint, EndpointSpec, IpamMode};
+
+use super::{Model, Refusal};
+
+/// The MAC an endpoint gets when it asks for none: `0a:58` and its IPv4 address, unique in
+/// the network because the address is.
+pub fn mac_for(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format_mac([0x0a, 0x58, o[0], o[1], o[2], o[3]])
+}
+
+impl Model {
+    pub(crate) fn create_endpoint(&mut self, network: &str, spec: EndpointSpec) -> Result<Endpoint, Refusal> {
+        let spec = spec.validated()?;
+        let Some(net) = self.networks.get(network) else {
+            return Err(Refusal::new(404, Some("network"), format!("no network named {network}")));
+        };
+        if !self.hosts.contains_key(&spec.host) {
+            return Err(Refusal::new(422, Some("host"), format!("host {} is not registered", spec.host)));
+        }
+        if net.spec.ipam == IpamMode::HostSubnet {
+            return Err(Refusal::new(501, Some("ipam"), format!("network {network} uses host-subnet IPAM, which is not available yet")));
+        }
+        let (Some(cidr), Some(gw)) = (net.spec.cidr(), net.spec.gateway) else {
+            return Err(Refusal::new(500, None, format!("network {network} has no valid subnet")));
+        };
+        let eps = self.endpoints.get(network);
+        if let Some(id) = &spec.id {
+            if eps.is_some_and(|m| m.contains_key(id)) {
+                return Err(Refusal::new(409, Some("id"), format!("endpoint {id} already exists in {network}")));
+            }
+        }
+        let used: BTreeSet<u32> = eps.into_iter().flat_map(|m| m.values()).map(|e| u32::from(e.ip)).collect();
+        let (first, last) = (u32::from(cidr.addr) + 1, u32::from(cidr.broadcast()) - 1);
+        let ip = match spec.ip {
+            Some(ip) => {
+                if !cidr.contains(ip) {
+                    return Err(Refusal::new(422, Some("ip"), format!("{ip} is outside {}", net.spec.subnet)));
+                }
+                if ip == gw {
+                    return Err(Refusal::new(409, Some("ip"), format!("{ip} is the gateway of {network}")));
+                }
+                if !(first..=last).contains(&u32::from(ip)) {
+                    return Err(Refusal::new(422, Some("ip"), format!("{ip} is the network or broadcast address of {}", net.spec.subnet)));
+                }
+                if used.contains(&u32::from(ip)) {
+                    return Err(Refusal::new(409, Some("ip"), format!("{ip} is already taken in {network}")));
+                }
+                ip
+            }
+            None => match (first..=last).find(|a| *a != u32::from(gw) && !used.contains(a)) {
+                Some(a) => Ipv4Addr::from(a),
+                None => {
+                    return Err(Refusal::new(409, Some("ip"), format!("no address left in {} ({} endpoints use all of it)", net.spec.subnet, used.len())))
+                }
+            },
+        };
+        let mac = spec.mac.clone().unwrap_or_else(|| mac_for(ip));
+        if self.endpoints.get(network).is_some_and(|m| m.values().any(|e| e.mac == mac)) {
+            return Err(Refusal::new(409, Some("mac"), format!("{mac} is already used in {network}")));
+        }
+        let id = match spec.id {
+            Some(id) => id,
+            None => {
+                self.next_endpoint += 1;
+                format!("ep{:06}", self.next_endpoint)
+            }
+        };
+        self.revision += 1;
+        let ep = Endpoint {
+            id: id.clone(),
+            network: network.to_string(),
+            host: spec.host,
+            ip,
+            prefix_len: cidr.len,
+            gateway: gw,
+            mac,
+            owner: spec.owner,
+            labels: spec.labels,
+            revision: self.revision,
+        };
+        self.endpoints.entry(network.to_string()).or_default().insert(id, ep.clone());
+        Ok(ep)
+    }
+
+    pub(crate) fn delete_endpoint(&mut self, network: &str, id: &str) -> Result<(), Refusal> {
+        let removed = self.endpoints.get_mut(network).and_then(|m| m.remove(id));
+        if removed.is_none() {
+            return Err(Refusal::new(404, Some("id"), format!("no endpoint {id} in network {network}")));
+        }
+        if self.endpoints.get(network).is_some_and(|m| m.is_empty()) {
+            self.endpoints.remove(network);
+        }
+        self.revision += 1;
+        Ok(())
+    }
+}

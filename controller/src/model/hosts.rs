@@ -1,0 +1,30 @@
+//! Hosts: registration doubles as heartbeat.
+
+use plexus_api::{Host, HostSpec};
+
+use super::{Model, Refusal};
+
+/// A datapath id stable for a host's name (FNV-1a), never 0.
+pub fn datapath_id(name: &str) -> String {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    format!("{:016x}", (h & 0x0000_ffff_ffff_ffff).max(1))
+}
+
+impl Model {
+    pub(crate) fn put_host(&mut self, spec: HostSpec, now_ms: u64) -> Result<Host, Refusal> {
+        let spec = spec.validated()?;
+        if let Some(other) = self.hosts.values().find(|h| h.spec.tunnel_ip == spec.tunnel_ip && h.spec.name != spec.name) {
+            return Err(Refusal::new(409, Some("tunnel_ip"), format!("{} is the tunnel address of host {}", spec.tunnel_ip, other.spec.name)));
+        }
+        let changed = self.hosts.get(&spec.name).is_none_or(|h| h.spec != spec);
+        let revision = if changed {
+            self.revision += 1;
+            self.revision
+        } else {
+            self.hosts.get(&spec.name).map(|h| h.revision).unwrap_or(self.revision)
+        };
+        let host = Host { datapath_id: datapath_id(&spec.name), spec, last_seen_ms: now_ms, revision };
+        self.hosts.insert(host.spec.name.clone(), host.clone());
+        Ok(host)
+    }
+}

@@ -1,0 +1,76 @@
+//! Networks: names, VNIs and VLANs decided deterministically.
+
+use plexus_api::{Network, NetworkKind, NetworkSpec};
+
+use super::{check_revision, Model, Refusal};
+
+/// Overlay VNIs the controller picks from when a network names none.
+pub const AUTO_VNI_START: u32 = 1000;
+
+impl Model {
+    pub(crate) fn delete_network(&mut self, name: &str, if_match: Option<u64>, force: bool) -> Result<(), Refusal> {
+        let Some(n) = self.networks.get(name) else {
+            return Err(Refusal::new(404, Some("name"), format!("no network named {name}")));
+        };
+        check_revision(n.revision, if_match)?;
+        let eps = self.endpoints.get(name).map(|m| m.len()).unwrap_or(0);
+        if eps > 0 && !force {
+            return Err(Refusal::new(409, None, format!("network {name} still has {eps} endpoint(s); delete them first or pass ?force=true")));
+        }
+        self.networks.remove(name);
+        self.endpoints.remove(name);
+        self.revision += 1;
+        Ok(())
+    }
+
+    pub(crate) fn put_network(&mut self, spec: NetworkSpec, create: bool, if_match: Option<u64>) -> Result<Network, Refusal> {
+        let mut spec = spec.validated()?;
+        let existing = self.networks.get(&spec.name);
+        match existing {
+            Some(_) if create => return Err(Refusal::new(409, Some("name"), format!("network {} already exists", spec.name))),
+            Some(n) => check_revision(n.revision, if_match)?,
+            None if if_match.is_some() => return Err(Refusal::new(412, None, format!("network {} does not exist", spec.name))),
+            None => {}
+        }
+        let others = || self.networks.values().filter(|n| n.spec.name != spec.name);
+        match &mut spec.kind {
+            NetworkKind::Overlay { vni } => {
+                let used: Vec<u32> = others().filter_map(|n| match n.spec.kind {
+                    NetworkKind::Overlay { vni } => vni,
+                    _ => None,
+                }).collect();
+                match vni {
+                    Some(v) if used.contains(v) => return Err(Refusal::new(409, Some("kind.vni"), format!("VNI {v} is used by another network"))),
+                    Some(_) => {}
+                    None => {
+                        // Keep the VNI a network already had, so a PUT without one is idempotent.
+                        let kept = existing.and_then(|n| match n.spec.kind {
+                            NetworkKind::Overlay { vni } => vni,
+                            _ => None,
+                        });
+                        *vni = Some(kept.unwrap_or_else(|| (AUTO_VNI_START..).find(|v| !used.contains(v)).unwrap_or(AUTO_VNI_START)));
+                    }
+                }
+            }
+            NetworkKind::Underlay { physical_network, vlan } => {
+                let clash = others().any(|n| matches!(&n.spec.kind, NetworkKind::Underlay { physical_network: p, vlan: v } if p == physical_network && v == vlan));
+                if clash {
+                    let what = vlan.map(|v| format!("VLAN {v}")).unwrap_or_else(|| "the untagged network".into());
+                    return Err(Refusal::new(409, Some("kind.vlan"), format!("{what} on {physical_network} is used by another network")));
+                }
+            }
+        }
+        if let Some(n) = existing {
+            if n.spec == spec {
+                return Ok(n.clone());
+            }
+            if n.spec.subnet != spec.subnet && self.endpoints.get(&spec.name).is_some_and(|m| !m.is_empty()) {
+                return Err(Refusal::new(409, Some("subnet"), "the subnet cannot change while the network has endpoints"));
+            }
+        }
+        self.revision += 1;
+        let n = Network { spec, revision: self.revision };
+        self.networks.insert(n.spec.name.clone(), n.clone());
+        Ok(n)
+    }
+}
