@@ -4,11 +4,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod endpoint;
 mod lab;
 pub mod network;
 pub mod problem;
 
+pub use client::{Client, ClientError, ClusterStatus, Member};
 pub use endpoint::{Encap, Endpoint, EndpointSpec, Host, HostSpec};
 pub use lab::{LabHostStatus, LabStatus};
 pub use network::{IpamMode, Network, NetworkKind, NetworkSpec};

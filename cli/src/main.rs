@@ -4,6 +4,7 @@
 mod bench;
 mod controller;
 mod lab;
+mod resources;
 
 use clap::{Parser, Subcommand};
 
@@ -25,9 +26,45 @@ enum Cmd {
     Bench(bench::BenchCmd),
     /// Run a controller node (alone it is a one-node cluster).
     Controller(controller::ControllerCmd),
+    /// Create, list, show and delete networks.
+    Network {
+        #[command(flatten)]
+        api: resources::ApiOpts,
+        #[command(subcommand)]
+        cmd: resources::NetworkCmd,
+    },
+    /// Create, list and delete endpoints.
+    Endpoint {
+        #[command(flatten)]
+        api: resources::ApiOpts,
+        #[command(subcommand)]
+        cmd: resources::EndpointCmd,
+    },
+    /// Registered hosts.
+    Host {
+        #[command(flatten)]
+        api: resources::ApiOpts,
+        #[command(subcommand)]
+        cmd: resources::HostCmd,
+    },
+    /// The controller cluster.
+    Cluster {
+        #[command(flatten)]
+        api: resources::ApiOpts,
+        #[command(subcommand)]
+        cmd: resources::ClusterCmd,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // The chain of causes, without a backtrace: users read this.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).map_err(|e| anyhow::anyhow!("--log {:?}: {e}", cli.log))?;
     tracing_subscriber::fmt()
@@ -41,6 +78,10 @@ fn main() -> anyhow::Result<()> {
             Cmd::Lab(c) => lab::run(c).await,
             Cmd::Bench(c) => bench::run(c).await,
             Cmd::Controller(c) => controller::run(c).await,
+            Cmd::Network { api, cmd } => resources::network(api, cmd).await,
+            Cmd::Endpoint { api, cmd } => resources::endpoint(api, cmd).await,
+            Cmd::Host { api, cmd } => resources::host(api, cmd).await,
+            Cmd::Cluster { api, cmd } => resources::cluster(api, cmd).await,
         }
     })
 }

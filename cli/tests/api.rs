@@ -170,3 +170,38 @@ async fn addresses_are_allocated_honoured_refused_and_freed() {
     assert!(metrics.contains("plexus_raft_is_leader 1") && metrics.contains("plexus_networks 1"), "{metrics}");
     assert_eq!(api.send("GET", "/healthz", None, &[]).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_manages_networks_and_endpoints() {
+    let api = Api::start(7).await;
+    api.ok("PUT", "/v1/hosts/h1", json!({"name": "h1", "tunnel_ip": "192.0.2.11"})).await;
+    let url = api.c.url(1, "");
+    let plexus = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_plexus")).args(args).env("PLEXUS_API", &url).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, out, err) = plexus(&["network", "create", "red", "--subnet", "10.30.0.0/24", "--vni", "42", "--label", "team=netops"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("red") && out.contains("vni=42"), "{out}");
+    let (ok, out, err) = plexus(&["endpoint", "create", "--network", "red", "--host", "h1", "--ip", "10.30.0.9", "-o", "json"]);
+    assert!(ok, "{err}");
+    let e: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(e["ip"], "10.30.0.9");
+    let (ok, _, err) = plexus(&["endpoint", "create", "--network", "red", "--host", "h1", "--ip", "10.30.0.9"]);
+    assert!(!ok && err.contains("already taken") && err.contains("field ip"), "a clear error: {err}");
+    assert!(!err.contains("backtrace"), "{err}");
+    let (ok, out, _) = plexus(&["network", "list", "-o", "json"]);
+    assert!(ok);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["labels"]["team"], "netops");
+    let (ok, _, err) = plexus(&["network", "delete", "red"]);
+    assert!(!ok && err.contains("force"), "{err}");
+    let (ok, _, err) = plexus(&["network", "delete", "red", "--force"]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = plexus(&["cluster", "status"]);
+    assert!(ok && out.contains("Leader"), "{out}");
+    let (ok, _, err) = plexus(&["network", "list", "--api", "http://127.0.0.1:1"]);
+    assert!(!ok && err.contains("no controller answered"), "{err}");
+    let (ok, _, err) = plexus(&["network", "create", "x", "--subnet", "10.0.0.0/24", "--label", "novalue"]);
+    assert!(!ok && err.contains("KEY=VALUE"), "{err}");
+}

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 
-use crate::server::{self, AppState, Member};
+use plexus_api::Member;
+
+use crate::server::{self, AppState};
 use crate::store::{HttpNetwork, LogStore, Raft, SharedState, StateMachine};
 
 /// Errors starting a node.

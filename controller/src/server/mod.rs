@@ -16,8 +16,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use plexus_api::Problem;
-use serde::{Deserialize, Serialize};
+use plexus_api::{ClusterStatus, Member, Problem};
+use serde::Deserialize;
 
 mod resources;
 
@@ -237,36 +237,6 @@ pub(crate) fn if_match(h: &HeaderMap) -> Result<Option<u64>, Response> {
 }
 
 // ---- cluster ----
-
-/// One member of the cluster.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Member {
-    /// Node id.
-    pub id: u64,
-    /// API and Raft address.
-    pub addr: String,
-}
-
-/// `GET /v1/cluster`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    /// The node answering.
-    pub id: u64,
-    /// Its role: Leader, Follower, Candidate, Learner.
-    pub state: String,
-    /// The leader it knows of.
-    pub leader: Option<u64>,
-    /// Current term.
-    pub term: u64,
-    /// Voting members.
-    pub members: Vec<Member>,
-    /// Index of the last entry applied here.
-    pub applied_index: Option<u64>,
-    /// Index of the last entry in this node's log.
-    pub last_log_index: Option<u64>,
-    /// Store revision of the model here.
-    pub revision: u64,
-}
 
 async fn cluster(State(s): St) -> Response {
     let m = s.raft.metrics().borrow().clone();

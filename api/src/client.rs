@@ -1,0 +1,173 @@
+//! A typed HTTP client for the controller's REST API, used by the CLI and the agent. It is
+//! given every controller node's URL and moves on to the next when one does not answer.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{Endpoint, EndpointSpec, Host, HostSpec, Network, NetworkSpec, Problem};
+
+/// One member of the controller cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Member {
+    /// Node id.
+    pub id: u64,
+    /// API and Raft address.
+    pub addr: String,
+}
+
+/// `GET /v1/cluster`: one node's view of the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// The node answering.
+    pub id: u64,
+    /// Its role: Leader, Follower, Candidate, Learner.
+    pub state: String,
+    /// The leader it knows of.
+    pub leader: Option<u64>,
+    /// Current term.
+    pub term: u64,
+    /// Voting members.
+    pub members: Vec<Member>,
+    /// Index of the last entry applied here.
+    pub applied_index: Option<u64>,
+    /// Index of the last entry in this node's log.
+    pub last_log_index: Option<u64>,
+    /// Store revision of the model here.
+    pub revision: u64,
+}
+
+/// Errors of the API client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The controller refused the request.
+    #[error("{} ({}){}", .0.detail, .0.status, .0.field.as_deref().map(|f| format!(" [field {f}]")).unwrap_or_default())]
+    Problem(Problem),
+    /// No controller node answered.
+    #[error("no controller answered: {0}")]
+    Unreachable(String),
+    /// The answer was not what the API documents.
+    #[error("unexpected answer from {url}: {reason}")]
+    Decode {
+        /// The URL.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The URL list is unusable.
+    #[error("invalid API URL {0:?}: use http://HOST:PORT[,http://HOST:PORT…]")]
+    BadUrl(String),
+}
+
+/// The client.
+#[derive(Clone)]
+pub struct Client {
+    bases: Vec<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for `urls`: one or more comma-separated `http://HOST:PORT`.
+    pub fn new(urls: &str) -> Result<Client, ClientError> {
+        let bases: Vec<String> = urls.split(',').map(|u| u.trim().trim_end_matches('/').to_string()).filter(|u| !u.is_empty()).collect();
+        if bases.is_empty() || bases.iter().any(|b| !b.starts_with("http://") && !b.starts_with("https://")) {
+            return Err(ClientError::BadUrl(urls.into()));
+        }
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(30)).build().map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        Ok(Client { bases, http })
+    }
+
+    async fn call<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str, body: Option<&(impl Serialize + ?Sized)>) -> Result<Option<T>, ClientError> {
+        let mut last = String::new();
+        for base in &self.bases {
+            let url = format!("{base}{path}");
+            let mut req = self.http.request(method.clone(), &url);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = format!("{url}: {e}");
+                    continue;
+                }
+            };
+            let status = resp.status();
+            let bytes = resp.bytes().await.map_err(|e| ClientError::Decode { url: url.clone(), reason: e.to_string() })?;
+            if status.as_u16() == 503 {
+                // This node has no quorum or no leader: another may.
+                last = format!("{url}: {}", String::from_utf8_lossy(&bytes));
+                continue;
+            }
+            if !status.is_success() {
+                let p: Problem = serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|_| Problem::new(status.as_u16(), "error", String::from_utf8_lossy(&bytes).into_owned()));
+                return Err(ClientError::Problem(p));
+            }
+            if status.as_u16() == 204 || bytes.is_empty() {
+                return Ok(None);
+            }
+            return serde_json::from_slice(&bytes).map(Some).map_err(|e| ClientError::Decode { url, reason: e.to_string() });
+        }
+        Err(ClientError::Unreachable(last))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call::<T>(reqwest::Method::GET, path, None::<&()>).await?.ok_or_else(|| ClientError::Decode { url: path.into(), reason: "empty body".into() })
+    }
+
+    async fn send<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str, body: &(impl Serialize + ?Sized)) -> Result<T, ClientError> {
+        self.call::<T>(method, path, Some(body)).await?.ok_or_else(|| ClientError::Decode { url: path.into(), reason: "empty body".into() })
+    }
+
+    /// All networks.
+    pub async fn networks(&self) -> Result<Vec<Network>, ClientError> {
+        self.get("/v1/networks").await
+    }
+    /// One network.
+    pub async fn network(&self, name: &str) -> Result<Network, ClientError> {
+        self.get(&format!("/v1/networks/{name}")).await
+    }
+    /// Creates a network.
+    pub async fn create_network(&self, spec: &NetworkSpec) -> Result<Network, ClientError> {
+        self.send(reqwest::Method::POST, "/v1/networks", spec).await
+    }
+    /// Deletes a network (with its endpoints if `force`).
+    pub async fn delete_network(&self, name: &str, force: bool) -> Result<(), ClientError> {
+        self.call::<()>(reqwest::Method::DELETE, &format!("/v1/networks/{name}?force={force}"), None::<&()>).await.map(|_| ())
+    }
+    /// A network's endpoints.
+    pub async fn endpoints(&self, network: &str) -> Result<Vec<Endpoint>, ClientError> {
+        self.get(&format!("/v1/networks/{network}/endpoints")).await
+    }
+    /// Creates an endpoint.
+    pub async fn create_endpoint(&self, network: &str, spec: &EndpointSpec) -> Result<Endpoint, ClientError> {
+        self.send(reqwest::Method::POST, &format!("/v1/networks/{network}/endpoints"), spec).await
+    }
+    /// Deletes an endpoint.
+    pub async fn delete_endpoint(&self, network: &str, id: &str) -> Result<(), ClientError> {
+        self.call::<()>(reqwest::Method::DELETE, &format!("/v1/networks/{network}/endpoints/{id}"), None::<&()>).await.map(|_| ())
+    }
+    /// Registered hosts.
+    pub async fn hosts(&self) -> Result<Vec<Host>, ClientError> {
+        self.get("/v1/hosts").await
+    }
+    /// Registers a host (or heartbeats).
+    pub async fn put_host(&self, spec: &HostSpec) -> Result<Host, ClientError> {
+        self.send(reqwest::Method::PUT, &format!("/v1/hosts/{}", spec.name), spec).await
+    }
+    /// Cluster status as the first reachable node sees it.
+    pub async fn cluster(&self) -> Result<ClusterStatus, ClientError> {
+        self.get("/v1/cluster").await
+    }
+    /// Cluster status from every node given.
+    pub async fn cluster_all(&self) -> Vec<(String, Result<ClusterStatus, ClientError>)> {
+        let mut out = Vec::new();
+        for b in &self.bases {
+            let one = Client { bases: vec![b.clone()], http: self.http.clone() };
+            out.push((b.clone(), one.cluster().await));
+        }
+        out
+    }
+}

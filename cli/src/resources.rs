@@ -1,0 +1,263 @@
+//! `plexus network|endpoint|host|cluster …`: NetOps commands against the REST API.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use plexus_api::{Client, EndpointSpec, IpamMode, NetworkKind, NetworkSpec};
+use serde::Serialize;
+
+/// Where the API is and how to print.
+#[derive(Args, Clone)]
+pub struct ApiOpts {
+    /// Controller API URL(s), comma-separated; the next is tried when one does not answer.
+    #[arg(long, global = true, env = "PLEXUS_API", default_value = "http://127.0.0.1:6543")]
+    api: String,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value = "table")]
+    output: Output,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network.
+    Create {
+        /// Name (DNS label).
+        name: String,
+        /// IPv4 subnet, e.g. 10.10.0.0/24.
+        #[arg(long)]
+        subnet: String,
+        /// Overlay VNI (chosen by the controller if absent).
+        #[arg(long, conflicts_with = "underlay")]
+        vni: Option<u32>,
+        /// Make it an underlay on this physical network.
+        #[arg(long)]
+        underlay: Option<String>,
+        /// VLAN of an underlay.
+        #[arg(long, requires = "underlay")]
+        vlan: Option<u16>,
+        /// Gateway (default: first address).
+        #[arg(long)]
+        gateway: Option<Ipv4Addr>,
+        /// Endpoint MTU.
+        #[arg(long)]
+        mtu: Option<u32>,
+        /// IPAM mode.
+        #[arg(long, default_value = "cluster", value_parser = ["cluster", "host-subnet"])]
+        ipam: String,
+        /// Labels, KEY=VALUE.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// List networks.
+    List,
+    /// Show one network.
+    Show {
+        /// Name.
+        name: String,
+    },
+    /// Delete a network.
+    Delete {
+        /// Name.
+        name: String,
+        /// Delete its endpoints too.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum EndpointCmd {
+    /// Create an endpoint (allocates its address).
+    Create {
+        /// Network.
+        #[arg(long)]
+        network: String,
+        /// Host it lives on.
+        #[arg(long)]
+        host: String,
+        /// Address wanted.
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        /// MAC wanted.
+        #[arg(long)]
+        mac: Option<String>,
+        /// Id wanted.
+        #[arg(long)]
+        id: Option<String>,
+        /// Owner (container id, namespace).
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// List a network's endpoints.
+    List {
+        /// Network.
+        #[arg(long)]
+        network: String,
+    },
+    /// Delete an endpoint.
+    Delete {
+        /// Network.
+        #[arg(long)]
+        network: String,
+        /// Endpoint id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum HostCmd {
+    /// List registered hosts.
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCmd {
+    /// Every node's view: role, leader, term, applied index.
+    Status,
+}
+
+fn print<T: Serialize>(o: Output, v: &T, table: impl FnOnce()) -> anyhow::Result<()> {
+    match o {
+        Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
+        Output::Table => table(),
+    }
+    Ok(())
+}
+
+fn labels(v: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    v.iter()
+        .map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).with_context(|| format!("--label {l:?} is not KEY=VALUE")))
+        .collect()
+}
+
+fn kind_text(k: &NetworkKind) -> String {
+    match k {
+        NetworkKind::Overlay { vni } => format!("overlay vni={}", vni.map(|v| v.to_string()).unwrap_or_default()),
+        NetworkKind::Underlay { physical_network, vlan } => format!("underlay {physical_network}{}", vlan.map(|v| format!(" vlan={v}")).unwrap_or_default()),
+    }
+}
+
+pub async fn network(o: ApiOpts, c: NetworkCmd) -> anyhow::Result<()> {
+    let api = Client::new(&o.api)?;
+    let table = |nets: &[plexus_api::Network]| {
+        println!("{:<20} {:<24} {:<18} {:<15} {:<12} REV", "NAME", "KIND", "SUBNET", "GATEWAY", "IPAM");
+        for n in nets {
+            let ipam = if n.spec.ipam == IpamMode::Cluster { "cluster" } else { "host-subnet" };
+            let gw = n.spec.gateway.map(|g| g.to_string()).unwrap_or_default();
+            println!("{:<20} {:<24} {:<18} {:<15} {:<12} {}", n.spec.name, kind_text(&n.spec.kind), n.spec.subnet, gw, ipam, n.revision);
+        }
+    };
+    match c {
+        NetworkCmd::Create { name, subnet, vni, underlay, vlan, gateway, mtu, ipam, labels: l } => {
+            let kind = match underlay {
+                Some(p) => NetworkKind::Underlay { physical_network: p, vlan },
+                None => NetworkKind::Overlay { vni },
+            };
+            let ipam = if ipam == "host-subnet" { IpamMode::HostSubnet } else { IpamMode::Cluster };
+            let spec = NetworkSpec { name, kind, subnet, gateway, mtu, ipam, labels: labels(&l)? };
+            let n = api.create_network(&spec).await?;
+            print(o.output, &n, || table(std::slice::from_ref(&n)))?;
+        }
+        NetworkCmd::List => {
+            let v = api.networks().await?;
+            print(o.output, &v, || table(&v))?;
+        }
+        NetworkCmd::Show { name } => {
+            let n = api.network(&name).await?;
+            print(o.output, &n, || table(std::slice::from_ref(&n)))?;
+        }
+        NetworkCmd::Delete { name, force } => {
+            api.delete_network(&name, force).await?;
+            println!("network {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+pub async fn endpoint(o: ApiOpts, c: EndpointCmd) -> anyhow::Result<()> {
+    let api = Client::new(&o.api)?;
+    let table = |eps: &[plexus_api::Endpoint]| {
+        println!("{:<16} {:<16} {:<12} {:<18} {:<18} OWNER", "ID", "NETWORK", "HOST", "IP", "MAC");
+        for e in eps {
+            println!("{:<16} {:<16} {:<12} {:<18} {:<18} {}", e.id, e.network, e.host, format!("{}/{}", e.ip, e.prefix_len), e.mac, e.owner.as_deref().unwrap_or("-"));
+        }
+    };
+    match c {
+        EndpointCmd::Create { network, host, ip, mac, id, owner } => {
+            let e = api.create_endpoint(&network, &EndpointSpec { id, host, ip, mac, owner, labels: BTreeMap::new() }).await?;
+            print(o.output, &e, || table(std::slice::from_ref(&e)))?;
+        }
+        EndpointCmd::List { network } => {
+            let v = api.endpoints(&network).await?;
+            print(o.output, &v, || table(&v))?;
+        }
+        EndpointCmd::Delete { network, id } => {
+            api.delete_endpoint(&network, &id).await?;
+            println!("endpoint {id} deleted from {network}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn host(o: ApiOpts, c: HostCmd) -> anyhow::Result<()> {
+    let api = Client::new(&o.api)?;
+    match c {
+        HostCmd::List => {
+            let v = api.hosts().await?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            print(o.output, &v, || {
+                println!("{:<16} {:<16} {:<7} {:<17} LAST SEEN", "NAME", "TUNNEL IP", "ENCAP", "DATAPATH ID");
+                for h in &v {
+                    let ago = now.saturating_sub(h.last_seen_ms) as f64 / 1000.0;
+                    println!("{:<16} {:<16} {:<7} {:<17} {ago:.0}s ago", h.spec.name, h.spec.tunnel_ip, format!("{:?}", h.spec.encap).to_lowercase(), h.datapath_id);
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn cluster(o: ApiOpts, c: ClusterCmd) -> anyhow::Result<()> {
+    let api = Client::new(&o.api)?;
+    match c {
+        ClusterCmd::Status => {
+            let all = api.cluster_all().await;
+            if all.iter().all(|(_, r)| r.is_err()) {
+                let why: Vec<String> = all.iter().map(|(u, r)| format!("{u}: {}", r.as_ref().err().map(|e| e.to_string()).unwrap_or_default())).collect();
+                bail!("no controller answered:\n  {}", why.join("\n  "));
+            }
+            let ok: Vec<&plexus_api::ClusterStatus> = all.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
+            print(o.output, &ok, || {
+                if let Some(first) = ok.first() {
+                    let members: Vec<String> = first.members.iter().map(|m| format!("{}={}", m.id, m.addr)).collect();
+                    println!("members: {}", members.join(", "));
+                    println!("leader:  {}", first.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into()));
+                }
+                println!("{:<28} {:<4} {:<10} {:<6} {:<8} {:<8} REVISION", "API", "ID", "STATE", "TERM", "APPLIED", "LOG");
+                for (url, r) in &all {
+                    match r {
+                        Ok(s) => println!(
+                            "{url:<28} {:<4} {:<10} {:<6} {:<8} {:<8} {}",
+                            s.id,
+                            s.state,
+                            s.term,
+                            s.applied_index.map(|i| i.to_string()).unwrap_or_default(),
+                            s.last_log_index.map(|i| i.to_string()).unwrap_or_default(),
+                            s.revision
+                        ),
+                        Err(e) => println!("{url:<28} unreachable: {e}"),
+                    }
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
