@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Endpoint, EndpointSpec, Host, HostSpec, Network, NetworkSpec, Problem};
 
 /// One member of the controller cluster.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Member {
     /// Node id.
     pub id: u64,
@@ -18,7 +18,7 @@ pub struct Member {
 }
 
 /// `GET /v1/cluster`: one node's view of the cluster.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ClusterStatus {
     /// The node answering.
     pub id: u64,

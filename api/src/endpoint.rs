@@ -9,7 +9,7 @@ use crate::network::check_name;
 use crate::problem::FieldError;
 
 /// What a client sends to create an endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
     /// An id of the client's choosing (e.g. a container id prefix); generated if absent.
@@ -19,6 +19,7 @@ pub struct EndpointSpec {
     pub host: String,
     /// The address wanted (the Pipework case); allocated from the subnet if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Ipv4)]
     pub ip: Option<Ipv4Addr>,
     /// The MAC wanted (unicast, `aa:bb:cc:dd:ee:ff`); derived from the address if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,7 +33,7 @@ pub struct EndpointSpec {
 }
 
 /// A stored endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Endpoint {
     /// Id, unique in the network.
     pub id: String,
@@ -41,10 +42,12 @@ pub struct Endpoint {
     /// Host name.
     pub host: String,
     /// Address.
+    #[schema(value_type = String, format = Ipv4)]
     pub ip: Ipv4Addr,
     /// Prefix length of the network's subnet.
     pub prefix_len: u8,
     /// Gateway of the network.
+    #[schema(value_type = String, format = Ipv4)]
     pub gateway: Ipv4Addr,
     /// MAC address.
     pub mac: String,
@@ -59,7 +62,7 @@ pub struct Endpoint {
 }
 
 /// Tunnel encapsulation of a host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Encap {
     /// VXLAN (UDP 4789).
@@ -70,12 +73,13 @@ pub enum Encap {
 }
 
 /// What an agent sends to register its host (and, repeated, as its heartbeat).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostSpec {
     /// Host name (DNS label).
     pub name: String,
     /// Underlay address tunnels reach the host at.
+    #[schema(value_type = String, format = Ipv4)]
     pub tunnel_ip: Ipv4Addr,
     /// Encapsulation.
     #[serde(default)]
@@ -86,7 +90,7 @@ pub struct HostSpec {
 }
 
 /// A registered host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Host {
     /// What the agent registered.
     #[serde(flatten)]

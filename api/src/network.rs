@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::problem::FieldError;
 
 /// How addresses are handed out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum IpamMode {
     /// The controller assigns every address.
@@ -20,7 +20,7 @@ pub enum IpamMode {
 }
 
 /// Overlay or underlay.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum NetworkKind {
     /// A virtual L2 network carried in tunnels with this VNI (1..=16777215).
@@ -40,7 +40,7 @@ pub enum NetworkKind {
 }
 
 /// What a client sends to create or replace a network.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     /// DNS label: 1 to 63 lowercase letters, digits and '-', not starting or ending with '-'.
@@ -51,6 +51,7 @@ pub struct NetworkSpec {
     pub subnet: String,
     /// Gateway address inside the subnet; the first host address if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Ipv4)]
     pub gateway: Option<Ipv4Addr>,
     /// MTU of endpoints (576..=9000); derived from the underlay if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,7 +65,7 @@ pub struct NetworkSpec {
 }
 
 /// A stored network: the spec as accepted (defaults filled in) and its revision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Network {
     /// The spec, with `vni` and `gateway` decided.
     #[serde(flatten)]

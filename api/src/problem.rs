@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One invalid field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, utoipa::ToSchema)]
 #[error("{field}: {reason}")]
 pub struct FieldError {
     /// The field, as a JSON path into the request (`subnet`, `kind.vni`).
@@ -20,7 +20,7 @@ impl FieldError {
 }
 
 /// An RFC 7807 `application/problem+json` document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A URI naming the kind of problem (`about:blank` when the status says it all).
     #[serde(rename = "type")]

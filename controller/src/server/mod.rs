@@ -12,7 +12,9 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use axum::{Json, Router};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -45,29 +47,61 @@ pub struct AppState {
 /// Largest Raft RPC accepted (catch-up batches and snapshots are big).
 pub const MAX_RAFT_BODY: usize = 256 << 20;
 
-/// The router of one node.
+/// The router of one node, and the OpenAPI document describing exactly its routes: both
+/// come from the same `#[utoipa::path]` declarations, so neither can list a route the other
+/// lacks.
 pub fn router(st: AppState) -> Router {
-    let raft = Router::new()
-        .route("/raft/append", post(raft_append))
-        .route("/raft/vote", post(raft_vote))
-        .route("/raft/snapshot", post(raft_snapshot))
-        .layer(DefaultBodyLimit::max(MAX_RAFT_BODY));
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/v1/cluster", get(cluster))
-        .route("/v1/cluster/members", post(add_member))
-        .route("/metrics", get(metrics))
-        .route("/v1/networks", get(list_networks).post(create_network))
-        .route("/v1/networks/{name}", get(get_network).put(put_network).delete(delete_network))
-        .route("/v1/networks/{name}/endpoints", get(list_endpoints).post(create_endpoint))
-        .route("/v1/networks/{name}/endpoints/{id}", get(get_endpoint).delete(delete_endpoint))
-        .route("/v1/hosts", get(list_hosts))
-        .route("/v1/hosts/{name}", get(get_host).put(put_host))
+    let (router, doc) = routes().split_for_parts();
+    let _ = DOC.set(doc);
+    router
         .fallback(|| async { problem(Problem::new(404, "not found", "no such route")) })
+        .with_state(Arc::new(st))
+}
+
+/// The OpenAPI document alone (for `plexus controller openapi` and tests).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Plexus controller API", description = "Networks, endpoints and hosts of a Plexus software-defined network."),
+    tags((name = "networks"), (name = "endpoints"), (name = "hosts"), (name = "cluster"), (name = "internal", description = "Between controller nodes"))
+)]
+struct ApiDoc;
+
+static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+
+/// The OpenAPI 3.1 document of this API, generated from the handlers' declarations.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "cluster", responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+async fn openapi_json() -> Response {
+    match DOC.get() {
+        Some(d) => Json(d.clone()).into_response(),
+        None => problem(Problem::new(500, "no document", "the OpenAPI document was not built")),
+    }
+}
+
+fn routes() -> OpenApiRouter<Arc<AppState>> {
+    let raft = OpenApiRouter::new()
+        .routes(routes!(raft_append))
+        .routes(routes!(raft_vote))
+        .routes(routes!(raft_snapshot))
+        .layer(DefaultBodyLimit::max(MAX_RAFT_BODY));
+    OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(openapi_json))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(cluster))
+        .routes(routes!(add_member))
+        .routes(routes!(list_networks, create_network))
+        .routes(routes!(get_network, put_network, delete_network))
+        .routes(routes!(list_endpoints, create_endpoint))
+        .routes(routes!(get_endpoint, delete_endpoint))
+        .routes(routes!(list_hosts))
+        .routes(routes!(get_host, put_host))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .merge(raft)
-        .with_state(Arc::new(st))
 }
 
 pub(crate) type St = State<Arc<AppState>>;
@@ -94,14 +128,17 @@ pub(crate) fn unavailable(detail: impl Into<String>) -> Response {
 
 // ---- Raft RPCs ----
 
+#[utoipa::path(post, path = "/raft/append", tag = "internal", request_body(content = Object, description = "openraft AppendEntriesRequest"), responses((status = 200, description = "openraft result", body = Object)))]
 async fn raft_append(State(s): St, Json(req): Json<AppendEntriesRequest<TypeConfig>>) -> Response {
     Json(s.raft.append_entries(req).await).into_response()
 }
 
+#[utoipa::path(post, path = "/raft/vote", tag = "internal", request_body(content = Object, description = "openraft VoteRequest"), responses((status = 200, description = "openraft result", body = Object)))]
 async fn raft_vote(State(s): St, Json(req): Json<VoteRequest<u64>>) -> Response {
     Json(s.raft.vote(req).await).into_response()
 }
 
+#[utoipa::path(post, path = "/raft/snapshot", tag = "internal", request_body(content = Object, description = "openraft InstallSnapshotRequest"), responses((status = 200, description = "openraft result", body = Object)))]
 async fn raft_snapshot(State(s): St, Json(req): Json<InstallSnapshotRequest<TypeConfig>>) -> Response {
     Json(s.raft.install_snapshot(req).await).into_response()
 }
@@ -238,6 +275,7 @@ pub(crate) fn if_match(h: &HeaderMap) -> Result<Option<u64>, Response> {
 
 // ---- cluster ----
 
+#[utoipa::path(get, path = "/v1/cluster", tag = "cluster", responses((status = 200, description = "This node's view of the cluster", body = ClusterStatus)))]
 async fn cluster(State(s): St) -> Response {
     let m = s.raft.metrics().borrow().clone();
     let members = m.membership_config.membership().nodes().map(|(id, n)| Member { id: *id, addr: n.addr.clone() }).collect();
@@ -255,6 +293,7 @@ async fn cluster(State(s): St) -> Response {
     .into_response()
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "cluster", responses((status = 200, description = "A leader is known and state applied", body = String), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 async fn readyz(State(s): St) -> Response {
     let m = s.raft.metrics().borrow().clone();
     match m.current_leader {
@@ -263,6 +302,7 @@ async fn readyz(State(s): St) -> Response {
     }
 }
 
+#[utoipa::path(post, path = "/v1/cluster/members", tag = "cluster", request_body = Member, responses((status = 200, description = "The node is a voting member", body = Member), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 async fn add_member(State(s): St, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
@@ -290,7 +330,14 @@ async fn add_member(State(s): St, req: Request) -> Response {
 static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "cluster", responses((status = 200, description = "Alive", body = String)))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
 /// Prometheus text exposition of the node's Raft and store state.
+#[utoipa::path(get, path = "/metrics", tag = "cluster", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 async fn metrics(State(s): St) -> Response {
     use std::fmt::Write;
     let m = s.raft.metrics().borrow().clone();

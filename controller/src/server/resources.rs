@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, Request};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use plexus_api::{EndpointSpec, HostSpec, NetworkSpec, Problem};
+use plexus_api::{Endpoint, EndpointSpec, Host, HostSpec, Network, NetworkSpec, Problem};
 use serde::Deserialize;
 
 use super::{if_match, parse, problem, route_read, route_write, ReadOpts, St};
@@ -31,6 +31,8 @@ macro_rules! header_or_return {
 
 // ---- networks ----
 
+#[utoipa::path(post, path = "/v1/networks", tag = "networks", request_body = NetworkSpec,
+    responses((status = 201, description = "Created", body = Network), (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Name, VNI or VLAN taken", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create_network(s: St, req: Request) -> Response {
     let im = header_or_return!(if_match(req.headers()));
     route_write(&s, req, |b| {
@@ -41,6 +43,9 @@ pub(crate) async fn create_network(s: St, req: Request) -> Response {
     .await
 }
 
+#[utoipa::path(put, path = "/v1/networks/{name}", tag = "networks", request_body = NetworkSpec,
+    params(("name" = String, Path, description = "Network name"), ("If-Match" = Option<String>, Header, description = "Revision the network must be at")),
+    responses((status = 200, description = "Created or replaced (idempotent)", body = Network), (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 412, description = "Revision mismatch", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn put_network(s: St, Path(name): Path<String>, req: Request) -> Response {
     let im = header_or_return!(if_match(req.headers()));
     route_write(&s, req, move |b| {
@@ -55,16 +60,22 @@ pub(crate) async fn put_network(s: St, Path(name): Path<String>, req: Request) -
 }
 
 #[derive(Deserialize)]
+#[allow(dead_code)]
 pub(crate) struct DeleteOpts {
     #[serde(default)]
     force: bool,
 }
 
+#[utoipa::path(delete, path = "/v1/networks/{name}", tag = "networks",
+    params(("name" = String, Path, description = "Network name"), ("force" = Option<bool>, Query, description = "Delete its endpoints too"), ("If-Match" = Option<String>, Header, description = "Revision the network must be at")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such network", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Endpoints remain", body = Problem, content_type = "application/problem+json"), (status = 412, description = "Revision mismatch", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn delete_network(s: St, Path(name): Path<String>, Query(o): Query<DeleteOpts>, req: Request) -> Response {
     let im = header_or_return!(if_match(req.headers()));
     route_write(&s, req, move |_| Ok(Command::DeleteNetwork { name, if_match: im, force: o.force }), StatusCode::NO_CONTENT).await
 }
 
+#[utoipa::path(get, path = "/v1/networks", tag = "networks", params(("local" = Option<bool>, Query, description = "Answer from this node's replica instead of the leader")),
+    responses((status = 200, description = "All networks", body = [Network]), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_networks(s: St, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(r) = route_read(&s, &o, &uri, &headers).await {
         return r;
@@ -73,6 +84,8 @@ pub(crate) async fn list_networks(s: St, Query(o): Query<ReadOpts>, uri: Uri, he
     Json(st.model.networks.values().cloned().collect::<Vec<_>>()).into_response()
 }
 
+#[utoipa::path(get, path = "/v1/networks/{name}", tag = "networks", params(("name" = String, Path, description = "Network name"), ("local" = Option<bool>, Query, description = "Answer from this node's replica instead of the leader")),
+    responses((status = 200, description = "The network (ETag: its revision)", body = Network), (status = 404, description = "No such network", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_network(s: St, Path(name): Path<String>, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(r) = route_read(&s, &o, &uri, &headers).await {
         return r;
@@ -85,6 +98,9 @@ pub(crate) async fn get_network(s: St, Path(name): Path<String>, Query(o): Query
 
 // ---- endpoints ----
 
+#[utoipa::path(post, path = "/v1/networks/{name}/endpoints", tag = "endpoints", request_body = EndpointSpec,
+    params(("name" = String, Path, description = "Network name")),
+    responses((status = 201, description = "Created, address allocated", body = Endpoint), (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such network", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Address, MAC or id taken, or subnet exhausted", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create_endpoint(s: St, Path(network): Path<String>, req: Request) -> Response {
     route_write(&s, req, move |b| {
         let spec: EndpointSpec = parse(&b)?;
@@ -94,10 +110,15 @@ pub(crate) async fn create_endpoint(s: St, Path(network): Path<String>, req: Req
     .await
 }
 
+#[utoipa::path(delete, path = "/v1/networks/{name}/endpoints/{id}", tag = "endpoints",
+    params(("name" = String, Path, description = "Network name"), ("id" = String, Path, description = "Endpoint id")),
+    responses((status = 204, description = "Deleted, address freed"), (status = 404, description = "No such endpoint", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn delete_endpoint(s: St, Path((network, id)): Path<(String, String)>, req: Request) -> Response {
     route_write(&s, req, move |_| Ok(Command::DeleteEndpoint { network, id }), StatusCode::NO_CONTENT).await
 }
 
+#[utoipa::path(get, path = "/v1/networks/{name}/endpoints", tag = "endpoints", params(("name" = String, Path, description = "Network name"), ("local" = Option<bool>, Query, description = "Answer from this node's replica instead of the leader")),
+    responses((status = 200, description = "The network's endpoints", body = [Endpoint]), (status = 404, description = "No such network", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_endpoints(s: St, Path(network): Path<String>, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(r) = route_read(&s, &o, &uri, &headers).await {
         return r;
@@ -109,6 +130,9 @@ pub(crate) async fn list_endpoints(s: St, Path(network): Path<String>, Query(o):
     Json(st.model.endpoints.get(&network).map(|m| m.values().cloned().collect::<Vec<_>>()).unwrap_or_default()).into_response()
 }
 
+#[utoipa::path(get, path = "/v1/networks/{name}/endpoints/{id}", tag = "endpoints",
+    params(("name" = String, Path, description = "Network name"), ("id" = String, Path, description = "Endpoint id"), ("local" = Option<bool>, Query, description = "Answer from this node's replica instead of the leader")),
+    responses((status = 200, description = "The endpoint", body = Endpoint), (status = 404, description = "No such endpoint", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_endpoint(s: St, Path((network, id)): Path<(String, String)>, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(r) = route_read(&s, &o, &uri, &headers).await {
         return r;
@@ -121,6 +145,9 @@ pub(crate) async fn get_endpoint(s: St, Path((network, id)): Path<(String, Strin
 
 // ---- hosts ----
 
+#[utoipa::path(put, path = "/v1/hosts/{name}", tag = "hosts", request_body = HostSpec,
+    params(("name" = String, Path, description = "Host name")),
+    responses((status = 200, description = "Registered; repeating it is the heartbeat", body = Host), (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Tunnel address taken", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn put_host(s: St, Path(name): Path<String>, req: Request) -> Response {
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     route_write(&s, req, move |b| {
@@ -134,6 +161,8 @@ pub(crate) async fn put_host(s: St, Path(name): Path<String>, req: Request) -> R
     .await
 }
 
+#[utoipa::path(get, path = "/v1/hosts", tag = "hosts", params(("local" = Option<bool>, Query, description = "Answer from this node's replica instead of the leader")),
+    responses((status = 200, description = "Registered hosts", body = [Host]), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_hosts(s: St, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(r) = route_read(&s, &o, &uri, &headers).await {
         return r;
@@ -141,6 +170,8 @@ pub(crate) async fn list_hosts(s: St, Query(o): Query<ReadOpts>, uri: Uri, heade
     Json(s.state.read().await.model.hosts.values().cloned().collect::<Vec<_>>()).into_response()
 }
 
+#[utoipa::path(get, path = "/v1/hosts/{name}", tag = "hosts", params(("name" = String, Path, description = "Host name"), ("local" = Option<bool>, Query, description = "Answer from this node's replica instead of the leader")),
+    responses((status = 200, description = "The host", body = Host), (status = 404, description = "No such host", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_host(s: St, Path(name): Path<String>, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(r) = route_read(&s, &o, &uri, &headers).await {
         return r;
