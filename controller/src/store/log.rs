@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogId, LogState, RaftLogReader, Vote};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{io_err, StorageError, TypeConfig};
 
@@ -45,9 +45,12 @@ impl LogStore {
         serde_json::from_slice(v.value()).map(Some).map_err(|e| logs_err(ErrorVerb::Read, e))
     }
 
-    fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError> {
+    fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T, durable: bool) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(value).map_err(|e| logs_err(ErrorVerb::Write, e))?;
-        let w = self.db.begin_write().map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        let mut w = self.db.begin_write().map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        if !durable {
+            w.set_durability(Durability::None).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        }
         {
             let mut t = w.open_table(META).map_err(|e| logs_err(ErrorVerb::Write, e))?;
             t.insert(key, bytes.as_slice()).map_err(|e| logs_err(ErrorVerb::Write, e))?;
@@ -96,7 +99,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
-        self.put_meta("vote", vote).map_err(|_| io_err(ErrorSubject::Vote, ErrorVerb::Write, "saving the vote failed"))
+        self.put_meta("vote", vote, true).map_err(|_| io_err(ErrorSubject::Vote, ErrorVerb::Write, "saving the vote failed"))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
@@ -104,7 +107,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
-        self.put_meta("committed", &committed)
+        // Only a hint for re-applying after a restart (the leader tells the commit index
+        // anyway), so it rides on the next durable commit instead of costing an fsync.
+        self.put_meta("committed", &committed, false)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
@@ -143,7 +148,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
-        self.put_meta("last_purged", &log_id)?;
+        self.put_meta("last_purged", &log_id, true)?;
         let w = self.db.begin_write().map_err(|e| logs_err(ErrorVerb::Delete, e))?;
         {
             let mut t = w.open_table(LOGS).map_err(|e| logs_err(ErrorVerb::Delete, e))?;

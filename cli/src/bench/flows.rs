@@ -1,40 +1,13 @@
-//! `plexus bench …`: figures with a baseline measured in the same run.
+//! `plexus bench flows`: flow programming through the codec against `ovs-ofctl`.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand};
 use plexus_agent::lab::{wire, Lab, LabConfig};
 use plexus_ovs::openflow::{Action, Connection, ConnectionOptions, Field, FlowMod, FlowStatsRequest, Match, Message};
 use plexus_ovs::ovsdb::BridgeSpec;
-
-#[derive(Args)]
-pub struct BenchCmd {
-    #[command(subcommand)]
-    cmd: Sub,
-}
-
-#[derive(Subcommand)]
-enum Sub {
-    /// Flow programming into a fresh netdev bridge: Plexus's codec (one bundle) against
-    /// `ovs-ofctl --bundle add-flows` with the same flows.
-    Flows {
-        /// Flows per run.
-        #[arg(long, default_value_t = 100_000)]
-        flows: u32,
-        /// Runs of each method (the median is reported).
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-    },
-}
-
-pub async fn run(c: BenchCmd) -> anyhow::Result<()> {
-    match c.cmd {
-        Sub::Flows { flows, runs } => flows_bench(flows, runs).await,
-    }
-}
 
 const BR: &str = "br-bench";
 
@@ -47,12 +20,8 @@ fn flow(i: u32) -> (FlowMod, String) {
     (fm, text)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
-async fn flows_bench(n: u32, runs: usize) -> anyhow::Result<()> {
+pub async fn run(n: u32, runs: usize) -> anyhow::Result<()> {
     if runs == 0 || n == 0 {
         bail!("--flows and --runs must be at least 1");
     }
@@ -126,7 +95,7 @@ async fn flows_bench(n: u32, runs: usize) -> anyhow::Result<()> {
         theirs.push(dt2);
         eprintln!("run {run}: plexus codec {dt:.3} s, ovs-ofctl {dt2:.3} s");
     }
-    let (a, b) = (median(ours), median(theirs));
+    let (a, b) = (super::median(ours), super::median(theirs));
     println!("flow programming, {n} flows into a fresh netdev bridge (median of {runs}):");
     println!("  plexus codec (bundle + commit):   {a:.3} s  {:>9.0} flows/s", n as f64 / a);
     println!("  ovs-ofctl --bundle add-flows:     {b:.3} s  {:>9.0} flows/s", n as f64 / b);

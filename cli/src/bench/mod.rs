@@ -1,0 +1,63 @@
+//! `plexus bench …`: figures, each with a baseline measured in the same run.
+
+mod flows;
+mod store;
+
+use clap::{Args, Subcommand};
+
+#[derive(Args)]
+pub struct BenchCmd {
+    #[command(subcommand)]
+    cmd: Sub,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// Flow programming into a fresh netdev bridge: Plexus's codec (one bundle) against
+    /// `ovs-ofctl --bundle add-flows` with the same flows.
+    Flows {
+        /// Flows per run.
+        #[arg(long, default_value_t = 100_000)]
+        flows: u32,
+        /// Runs of each method (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// The replicated store: committed writes per second and latency for a 1-node and a
+    /// 3-node cluster with 1, 16 and 64 writes in flight (~256-byte bodies, sent to the
+    /// leader), and endpoint creations per second; against this disk's durable commits.
+    Store {
+        /// Writes per case (in-flight 1 does a quarter of them).
+        #[arg(long, default_value_t = 2000)]
+        writes: usize,
+    },
+}
+
+pub async fn run(c: BenchCmd) -> anyhow::Result<()> {
+    match c.cmd {
+        Sub::Flows { flows, runs } => {
+            if runs == 0 || flows == 0 {
+                anyhow::bail!("--flows and --runs must be at least 1");
+            }
+            flows::run(flows, runs).await
+        }
+        Sub::Store { writes } => {
+            if writes < 64 {
+                anyhow::bail!("--writes must be at least 64");
+            }
+            store::run(writes).await
+        }
+    }
+}
+
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
