@@ -233,6 +233,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         ("GET", "/v1/networks/{name}/endpoints"),
         ("GET", "/v1/networks/{name}/endpoints/{id}"),
         ("GET", "/v1/openapi.json"),
+        ("GET", "/v1/watch"),
         ("POST", "/raft/append"),
         ("POST", "/raft/snapshot"),
         ("POST", "/raft/vote"),
@@ -246,7 +247,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
     assert_eq!(listed, want);
     // Every documented route is served (the fallback answers "no such route" otherwise).
     for (method, path) in &listed {
-        let concrete = path.replace("{name}", "nope").replace("{id}", "nope");
+        let concrete = path.replace("{name}", "nope").replace("{id}", "nope").replace("/v1/watch", "/v1/watch?since=0&timeout=0");
         let (s, _, p) = api.send(method, &concrete, Some("{}".into()), &[]).await;
         assert_ne!(s, 405, "{method} {path}");
         assert!(p["detail"] != "no such route", "{method} {path} is documented but not served");
@@ -256,4 +257,33 @@ async fn the_openapi_document_validates_and_lists_every_route() {
     for schema in ["Network", "NetworkSpec", "Endpoint", "EndpointSpec", "Host", "HostSpec", "Problem", "ClusterStatus"] {
         assert!(text.contains(&format!("\"{schema}\"")), "schema {schema} is documented");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_returns_changes_as_they_are_committed() {
+    let api = Api::start(9).await;
+    let rev = api.c.get(1, "/v1/cluster").await.unwrap()["revision"].as_u64().unwrap();
+    let url = api.c.url(1, &format!("/v1/watch?since={rev}&timeout=20"));
+    let http = api.c.http.clone();
+    let waiting = tokio::spawn(async move { http.get(url).send().await.unwrap().json::<Value>().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the watch waits for a change");
+    api.ok("POST", "/v1/networks", net("w1", "10.40.0.0/24")).await;
+    let got = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("the watch answers at once").unwrap();
+    let changes = got["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{got}");
+    assert_eq!((changes[0]["kind"].as_str(), changes[0]["key"].as_str()), (Some("network"), Some("w1")));
+    assert_eq!(changes[0]["object"]["subnet"], "10.40.0.0/24");
+    let rev2 = got["revision"].as_u64().unwrap();
+    assert!(rev2 > rev);
+    // Deletes come through too, and a watch from an old revision gets everything since.
+    assert_eq!(api.send("DELETE", "/v1/networks/w1", None, &[]).await.0, 204);
+    let all = api.c.get(1, &format!("/v1/watch?since={rev}&timeout=0")).await.unwrap();
+    let kinds: Vec<(String, bool)> = all["changes"].as_array().unwrap().iter().map(|c| (c["key"].as_str().unwrap().to_string(), c["object"].is_null())).collect();
+    assert_eq!(kinds, vec![("w1".to_string(), false), ("w1".to_string(), true)]);
+    // Nothing new: an empty answer after the timeout, with the current revision.
+    let none = api.c.get(1, &format!("/v1/watch?since={}&timeout=1", all["revision"])).await.unwrap();
+    assert_eq!(none["changes"].as_array().map(Vec::len), Some(0));
+    let (s, _, _) = api.send("GET", "/v1/watch", None, &[]).await;
+    assert_eq!(s, 400, "since is required");
 }

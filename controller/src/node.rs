@@ -99,6 +99,7 @@ impl Node {
         let log = LogStore::open(&cfg.data_dir).map_err(|e| dd(&e))?;
         let sm = StateMachine::open(&cfg.data_dir).map_err(|e| dd(&e))?;
         let state = sm.state();
+        let revisions = sm.revisions();
         let config = openraft::Config {
             cluster_name: "plexus".into(),
             heartbeat_interval: 100,
@@ -115,7 +116,7 @@ impl Node {
         let addr = listener.local_addr().map_err(|e| NodeError::Listen { addr: cfg.listen, reason: e.to_string() })?;
         let advertise = cfg.advertise.clone().unwrap_or_else(|| addr.to_string());
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(1)).build().unwrap_or_default();
-        let app = server::router(AppState { id: cfg.id, raft: raft.clone(), state: state.clone(), http: http.clone() });
+        let app = server::router(AppState { id: cfg.id, raft: raft.clone(), state: state.clone(), revisions, http: http.clone() });
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "http server stopped");

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use plexus_api::endpoint::format_mac;
 use plexus_api::{Endpoint, EndpointSpec, IpamMode};
 
-use super::{Model, Refusal};
+use super::{Model, Object, Refusal};
 
 /// The MAC an endpoint gets when it asks for none: `0a:58` and its IPv4 address, unique in
 /// the network because the address is.
@@ -86,7 +86,8 @@ impl Model {
             labels: spec.labels,
             revision: self.revision,
         };
-        self.endpoints.entry(network.to_string()).or_default().insert(id, ep.clone());
+        self.endpoints.entry(network.to_string()).or_default().insert(id.clone(), ep.clone());
+        self.record("endpoint", format!("{network}/{id}"), Some(Object::Endpoint(ep.clone())));
         Ok(ep)
     }
 
@@ -99,6 +100,7 @@ impl Model {
             self.endpoints.remove(network);
         }
         self.revision += 1;
+        self.record("endpoint", format!("{network}/{id}"), None);
         Ok(())
     }
 }

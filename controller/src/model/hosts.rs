@@ -2,7 +2,7 @@
 
 use plexus_api::{Host, HostSpec};
 
-use super::{Model, Refusal};
+use super::{Model, Object, Refusal};
 
 /// A datapath id stable for a host's name (FNV-1a), never 0.
 pub fn datapath_id(name: &str) -> String {
@@ -25,6 +25,9 @@ impl Model {
         };
         let host = Host { datapath_id: datapath_id(&spec.name), spec, last_seen_ms: now_ms, revision };
         self.hosts.insert(host.spec.name.clone(), host.clone());
+        if changed {
+            self.record("host", host.spec.name.clone(), Some(Object::Host(host.clone())));
+        }
         Ok(host)
     }
 }

@@ -7,7 +7,7 @@ mod endpoints;
 mod hosts;
 mod networks;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use plexus_api::{Endpoint, EndpointSpec, FieldError, Host, HostSpec, Network, NetworkSpec};
 use serde::{Deserialize, Serialize};
@@ -84,7 +84,7 @@ impl From<FieldError> for Refusal {
 }
 
 /// An object a command produced.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Object {
     /// A network.
@@ -111,6 +111,25 @@ pub struct Model {
     pub hosts: BTreeMap<String, Host>,
     /// Counter for generated endpoint ids.
     pub next_endpoint: u64,
+    /// The most recent changes, oldest first, for watchers.
+    pub changes: VecDeque<Change>,
+}
+
+/// How many changes the model keeps for watchers; one further behind must list again.
+pub const CHANGES_KEPT: usize = 10_000;
+
+/// One change, as a watcher sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Change {
+    /// The revision the change produced.
+    pub revision: u64,
+    /// `network`, `endpoint` or `host`.
+    pub kind: String,
+    /// Its key: the name, or `network/id` for endpoints.
+    pub key: String,
+    /// The object after the change; absent when it was deleted.
+    #[schema(value_type = Option<Object>)]
+    pub object: Option<Object>,
 }
 
 impl Model {
@@ -125,6 +144,26 @@ impl Model {
         }
     }
 
+    /// Records a change at the current revision.
+    pub(crate) fn record(&mut self, kind: &str, key: String, object: Option<Object>) {
+        self.changes.push_back(Change { revision: self.revision, kind: kind.into(), key, object });
+        while self.changes.len() > CHANGES_KEPT {
+            self.changes.pop_front();
+        }
+    }
+
+    /// Changes after `since`, or `None` if some of them are no longer kept.
+    pub fn changes_since(&self, since: u64) -> Option<Vec<Change>> {
+        if let Some(first) = self.changes.front() {
+            if since + 1 < first.revision {
+                return None;
+            }
+        } else if since < self.revision {
+            return None;
+        }
+        Some(self.changes.iter().filter(|c| c.revision > since).cloned().collect())
+    }
+
     /// Every endpoint of every network.
     pub fn all_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
         self.endpoints.values().flat_map(|m| m.values())
@@ -135,5 +174,32 @@ pub(crate) fn check_revision(current: u64, if_match: Option<u64>) -> Result<(), 
     match if_match {
         Some(r) if r != current => Err(Refusal::new(412, None, format!("revision is {current}, not {r}"))),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(i: u32) -> Command {
+        let spec = HostSpec { name: format!("h{i}"), tunnel_ip: std::net::Ipv4Addr::from(0x0a00_0000 + i), encap: Default::default(), labels: Default::default() };
+        Command::PutHost { spec, now_ms: 0 }
+    }
+
+    #[test]
+    fn watchers_too_far_behind_are_told_to_list_again() {
+        let mut m = Model::default();
+        assert_eq!(m.changes_since(0), Some(vec![]));
+        for i in 0..(CHANGES_KEPT as u32 + 5) {
+            m.apply(host(i)).unwrap();
+        }
+        assert_eq!(m.changes.len(), CHANGES_KEPT);
+        assert_eq!(m.changes_since(0), None, "revisions 1..=5 are gone");
+        assert_eq!(m.changes_since(5).map(|c| c.len()), Some(CHANGES_KEPT));
+        assert_eq!(m.changes_since(m.revision).map(|c| c.len()), Some(0));
+        // A heartbeat that changes nothing is not a change.
+        let rev = m.revision;
+        m.apply(host(3)).unwrap();
+        assert_eq!(m.revision, rev);
     }
 }

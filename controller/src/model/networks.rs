@@ -2,7 +2,7 @@
 
 use plexus_api::{Network, NetworkKind, NetworkSpec};
 
-use super::{check_revision, Model, Refusal};
+use super::{check_revision, Model, Object, Refusal};
 
 /// Overlay VNIs the controller picks from when a network names none.
 pub const AUTO_VNI_START: u32 = 1000;
@@ -18,8 +18,12 @@ impl Model {
             return Err(Refusal::new(409, None, format!("network {name} still has {eps} endpoint(s); delete them first or pass ?force=true")));
         }
         self.networks.remove(name);
-        self.endpoints.remove(name);
+        let gone = self.endpoints.remove(name).unwrap_or_default();
         self.revision += 1;
+        for id in gone.keys() {
+            self.record("endpoint", format!("{name}/{id}"), None);
+        }
+        self.record("network", name.to_string(), None);
         Ok(())
     }
 
@@ -71,6 +75,7 @@ impl Model {
         self.revision += 1;
         let n = Network { spec, revision: self.revision };
         self.networks.insert(n.spec.name.clone(), n.clone());
+        self.record("network", n.spec.name.clone(), Some(Object::Network(n.clone())));
         Ok(n)
     }
 }

@@ -39,6 +39,8 @@ pub struct AppState {
     pub raft: Raft,
     /// The replicated state.
     pub state: SharedState,
+    /// The model's revision as this node applies entries.
+    pub revisions: tokio::sync::watch::Receiver<u64>,
     /// For forwarding to the leader.
     pub http: reqwest::Client,
 }
@@ -65,7 +67,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Plexus controller API", description = "Networks, endpoints and hosts of a Plexus software-defined network."),
-    tags((name = "networks"), (name = "endpoints"), (name = "hosts"), (name = "cluster"), (name = "internal", description = "Between controller nodes"))
+    tags((name = "networks"), (name = "endpoints"), (name = "hosts"), (name = "cluster"), (name = "watch"), (name = "internal", description = "Between controller nodes"))
 )]
 struct ApiDoc;
 
@@ -97,6 +99,7 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(get_network, put_network, delete_network))
         .routes(routes!(list_endpoints, create_endpoint))
         .routes(routes!(get_endpoint, delete_endpoint))
+        .routes(routes!(watch))
         .routes(routes!(list_hosts))
         .routes(routes!(get_host, put_host))
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -10,7 +10,7 @@ use plexus_api::{Endpoint, EndpointSpec, Host, HostSpec, Network, NetworkSpec, P
 use serde::Deserialize;
 
 use super::{if_match, parse, problem, route_read, route_write, ReadOpts, St};
-use crate::model::Command;
+use crate::model::{Change, Command};
 
 fn not_found(field: &str, detail: String) -> Response {
     problem(Problem { field: Some(field.into()), ..Problem::new(404, "not found", detail) })
@@ -179,5 +179,59 @@ pub(crate) async fn get_host(s: St, Path(name): Path<String>, Query(o): Query<Re
     match s.state.read().await.model.hosts.get(&name) {
         Some(h) => Json(h.clone()).into_response(),
         None => not_found("name", format!("no host named {name}")),
+    }
+}
+
+// ---- watch ----
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct WatchOpts {
+    /// The revision the client has seen; changes after it are returned.
+    since: u64,
+    /// Seconds to wait for a change before answering with none (at most 300).
+    #[serde(default = "default_wait")]
+    timeout: u64,
+}
+
+fn default_wait() -> u64 {
+    30
+}
+
+/// What a watch returns.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct WatchResponse {
+    /// The revision this node has applied; the next watch passes it as `since`.
+    revision: u64,
+    /// Changes after `since`, oldest first.
+    changes: Vec<Change>,
+}
+
+#[utoipa::path(get, path = "/v1/watch", tag = "watch", params(WatchOpts),
+    responses((status = 200, description = "Changes after `since` (empty if none came before the timeout)", body = WatchResponse),
+              (status = 410, description = "`since` is older than the changes kept: list everything again", body = Problem, content_type = "application/problem+json")))]
+/// Long-poll for changes, answered from this node's replica so agents can watch any node.
+pub(crate) async fn watch(s: St, Query(o): Query<WatchOpts>) -> Response {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(o.timeout.min(300));
+    let mut rx = s.revisions.clone();
+    loop {
+        {
+            let st = s.state.read().await;
+            match st.model.changes_since(o.since) {
+                None => {
+                    return problem(Problem::new(410, "gone", format!("changes after revision {} are no longer kept; list everything and watch from revision {}", o.since, st.model.revision)))
+                }
+                Some(changes) if !changes.is_empty() => return Json(WatchResponse { revision: st.model.revision, changes }).into_response(),
+                Some(_) => {}
+            }
+            rx.borrow_and_update();
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => {
+                let revision = s.state.read().await.model.revision;
+                return Json(WatchResponse { revision, changes: Vec::new() }).into_response();
+            }
+        }
     }
 }

@@ -41,6 +41,7 @@ struct StoredSnapshot {
 pub struct StateMachine {
     state: SharedState,
     db: Arc<Database>,
+    revision: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
@@ -54,9 +55,10 @@ impl StateMachine {
         let w = db.begin_write().map_err(|e| sm_err(ErrorVerb::Write, e))?;
         w.open_table(SNAP).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         w.commit().map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        let sm = StateMachine { state: Arc::new(RwLock::new(SmData::default())), db: Arc::new(db) };
+        let sm = StateMachine { state: Arc::new(RwLock::new(SmData::default())), db: Arc::new(db), revision: Arc::new(tokio::sync::watch::channel(0).0) };
         if let Some(s) = sm.stored()? {
             let data: SmData = serde_json::from_slice(&s.data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            sm.revision.send_replace(data.model.revision);
             sm.state.try_write().map(|mut st| *st = data).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         }
         Ok(sm)
@@ -65,6 +67,11 @@ impl StateMachine {
     /// The shared state, for readers.
     pub fn state(&self) -> SharedState {
         self.state.clone()
+    }
+
+    /// Follows the model's revision as entries are applied (for watchers).
+    pub fn revisions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revision.subscribe()
     }
 
     fn stored(&self) -> Result<Option<StoredSnapshot>, StorageError> {
@@ -128,6 +135,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
         }
+        self.revision.send_replace(st.model.revision);
         Ok(out)
     }
 
@@ -143,7 +151,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let new: SmData = serde_json::from_slice(&data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         self.store(&StoredSnapshot { meta: meta.clone(), data })?;
+        let rev = new.model.revision;
         *self.state.write().await = new;
+        self.revision.send_replace(rev);
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed");
         Ok(())
     }
