@@ -9,9 +9,11 @@ pub mod endpoint;
 mod lab;
 pub mod network;
 pub mod problem;
+pub mod routing;
 
 pub use client::{Client, ClientError, ClusterStatus, Member};
 pub use endpoint::{Encap, Endpoint, EndpointSpec, Host, HostSpec};
 pub use lab::{LabHostStatus, LabStatus};
 pub use network::{IpamMode, Network, NetworkKind, NetworkSpec};
 pub use problem::{FieldError, Problem};
+pub use routing::{DefaultAction, Direction, Policy, PolicySpec, Protocol, Router, RouterSpec, Rule};

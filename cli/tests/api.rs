@@ -61,6 +61,10 @@ async fn bad_requests_get_a_problem_document_naming_the_field_and_change_nothing
     api.ok("PUT", "/v1/hosts/h1", json!({"name": "h1", "tunnel_ip": "192.0.2.11"})).await;
     api.ok("POST", "/v1/networks", json!({"name": "red", "kind": {"type": "overlay", "vni": 500}, "subnet": "10.10.0.0/24"})).await;
     api.ok("POST", "/v1/networks/red/endpoints", json!({"id": "c1", "host": "h1", "ip": "10.10.0.42"})).await;
+    api.ok("POST", "/v1/networks", net("wide", "10.10.0.0/16")).await;
+    api.ok("POST", "/v1/networks", net("other", "10.12.0.0/24")).await;
+    api.ok("POST", "/v1/routers", json!({"name": "r1", "networks": ["red", "other"]})).await;
+    api.ok("POST", "/v1/policies", json!({"name": "p1", "network": "red", "default": "deny", "rules": [{"direction": "ingress", "protocol": "tcp", "ports": [22, 22], "peer": "10.12.0.0/24"}]})).await;
     let before = api.snapshot().await;
 
     let big = format!("{{\"name\":\"x\",\"kind\":{{\"type\":\"overlay\"}},\"subnet\":\"10.9.0.0/24\",\"labels\":{{\"a\":\"{}\"}}}}", "x".repeat(100_000));
@@ -109,6 +113,18 @@ async fn bad_requests_get_a_problem_document_naming_the_field_and_change_nothing
         ("PUT", "/v1/hosts/h2", n(json!({"name": "h3", "tunnel_ip": "192.0.2.13"})), vec![], 422, Some("name")),
         ("PUT", "/v1/hosts/h2", n(json!({"name": "h2", "tunnel_ip": "192.0.2.11"})), vec![], 409, Some("tunnel_ip")),
         ("GET", "/v1/nonsense", None, vec![], 404, None),
+        ("POST", "/v1/routers", n(json!({"name": "r2", "networks": ["red", "wide"]})), vec![], 422, Some("networks")),
+        ("PUT", "/v1/networks/other", n(net("other", "10.10.0.0/20")), vec![], 422, Some("subnet")),
+        ("POST", "/v1/routers", n(json!({"name": "r2", "networks": ["red", "nope"]})), vec![], 422, Some("networks")),
+        ("POST", "/v1/routers", n(json!({"name": "r2", "networks": ["red", "red"]})), vec![], 422, Some("networks")),
+        ("POST", "/v1/routers", n(json!({"name": "r1", "networks": ["red"]})), vec![], 409, Some("name")),
+        ("DELETE", "/v1/networks/other", None, vec![], 409, None),
+        ("POST", "/v1/policies", n(json!({"name": "p2", "network": "nope"})), vec![], 422, Some("network")),
+        ("POST", "/v1/policies", n(json!({"name": "p2", "network": "red", "rules": [{"direction": "ingress", "peer": "10.0.0.0/8", "ports": [80, 80]}]})), vec![], 422, Some("rules[0].ports")),
+        ("POST", "/v1/policies", n(json!({"name": "p2", "network": "red", "rules": [{"direction": "ingress", "protocol": "udp", "peer": "10.0.0.0/8", "ports": [90, 80]}]})), vec![], 422, Some("rules[0].ports")),
+        ("POST", "/v1/policies", n(json!({"name": "p2", "network": "red", "rules": [{"direction": "sideways", "peer": "10.0.0.0/8"}]})), vec![], 400, None),
+        ("POST", "/v1/policies", n(json!({"name": "p2", "network": "red", "rules": [{"direction": "egress", "peer": "10.0.0.0"}]})), vec![], 422, Some("rules[0].peer")),
+        ("DELETE", "/v1/routers/nope", None, vec![], 404, Some("name")),
     ];
     assert!(cases.len() >= 25);
     for (method, path, body, headers, status, field) in cases {
@@ -222,6 +238,8 @@ async fn the_openapi_document_validates_and_lists_every_route() {
     let want = [
         ("DELETE", "/v1/networks/{name}"),
         ("DELETE", "/v1/networks/{name}/endpoints/{id}"),
+        ("DELETE", "/v1/policies/{name}"),
+        ("DELETE", "/v1/routers/{name}"),
         ("GET", "/healthz"),
         ("GET", "/metrics"),
         ("GET", "/readyz"),
@@ -233,6 +251,10 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         ("GET", "/v1/networks/{name}/endpoints"),
         ("GET", "/v1/networks/{name}/endpoints/{id}"),
         ("GET", "/v1/openapi.json"),
+        ("GET", "/v1/policies"),
+        ("GET", "/v1/policies/{name}"),
+        ("GET", "/v1/routers"),
+        ("GET", "/v1/routers/{name}"),
         ("GET", "/v1/watch"),
         ("POST", "/raft/append"),
         ("POST", "/raft/snapshot"),
@@ -240,8 +262,12 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         ("POST", "/v1/cluster/members"),
         ("POST", "/v1/networks"),
         ("POST", "/v1/networks/{name}/endpoints"),
+        ("POST", "/v1/policies"),
+        ("POST", "/v1/routers"),
         ("PUT", "/v1/hosts/{name}"),
         ("PUT", "/v1/networks/{name}"),
+        ("PUT", "/v1/policies/{name}"),
+        ("PUT", "/v1/routers/{name}"),
     ];
     let want: Vec<(String, String)> = want.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     assert_eq!(listed, want);

@@ -6,10 +6,11 @@
 mod endpoints;
 mod hosts;
 mod networks;
+mod routing;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use plexus_api::{Endpoint, EndpointSpec, FieldError, Host, HostSpec, Network, NetworkSpec};
+use plexus_api::{Endpoint, EndpointSpec, FieldError, Host, HostSpec, Network, NetworkSpec, Policy, PolicySpec, Router, RouterSpec};
 use serde::{Deserialize, Serialize};
 
 pub use networks::AUTO_VNI_START;
@@ -48,6 +49,34 @@ pub enum Command {
         network: String,
         /// Endpoint id.
         id: String,
+    },
+    /// Creates or replaces a router.
+    PutRouter {
+        /// The spec.
+        spec: RouterSpec,
+        /// Refuse if a router of that name exists.
+        create: bool,
+        /// Refuse unless the router is at this revision.
+        if_match: Option<u64>,
+    },
+    /// Deletes a router.
+    DeleteRouter {
+        /// Its name.
+        name: String,
+    },
+    /// Creates or replaces a policy.
+    PutPolicy {
+        /// The spec.
+        spec: PolicySpec,
+        /// Refuse if a policy of that name exists.
+        create: bool,
+        /// Refuse unless the policy is at this revision.
+        if_match: Option<u64>,
+    },
+    /// Deletes a policy.
+    DeletePolicy {
+        /// Its name.
+        name: String,
     },
     /// Registers a host or records its heartbeat.
     PutHost {
@@ -93,6 +122,10 @@ pub enum Object {
     Endpoint(Endpoint),
     /// A host.
     Host(Host),
+    /// A router.
+    Router(Router),
+    /// A policy.
+    Policy(Policy),
 }
 
 /// The outcome of applying a command: the object as it now is (None after a delete).
@@ -109,6 +142,10 @@ pub struct Model {
     pub endpoints: BTreeMap<String, BTreeMap<String, Endpoint>>,
     /// Hosts by name.
     pub hosts: BTreeMap<String, Host>,
+    /// Routers by name.
+    pub routers: BTreeMap<String, Router>,
+    /// Policies by name.
+    pub policies: BTreeMap<String, Policy>,
     /// Counter for generated endpoint ids.
     pub next_endpoint: u64,
     /// The most recent changes, oldest first, for watchers.
@@ -123,7 +160,7 @@ pub const CHANGES_KEPT: usize = 10_000;
 pub struct Change {
     /// The revision the change produced.
     pub revision: u64,
-    /// `network`, `endpoint` or `host`.
+    /// `network`, `endpoint`, `host`, `router` or `policy`.
     pub kind: String,
     /// Its key: the name, or `network/id` for endpoints.
     pub key: String,
@@ -141,6 +178,10 @@ impl Model {
             Command::CreateEndpoint { network, spec } => self.create_endpoint(&network, spec).map(|e| Some(Object::Endpoint(e))),
             Command::DeleteEndpoint { network, id } => self.delete_endpoint(&network, &id).map(|_| None),
             Command::PutHost { spec, now_ms } => self.put_host(spec, now_ms).map(|h| Some(Object::Host(h))),
+            Command::PutRouter { spec, create, if_match } => self.put_router(spec, create, if_match).map(|r| Some(Object::Router(r))),
+            Command::DeleteRouter { name } => self.delete_router(&name).map(|_| None),
+            Command::PutPolicy { spec, create, if_match } => self.put_policy(spec, create, if_match).map(|p| Some(Object::Policy(p))),
+            Command::DeletePolicy { name } => self.delete_policy(&name).map(|_| None),
         }
     }
 

@@ -13,6 +13,13 @@ impl Model {
             return Err(Refusal::new(404, Some("name"), format!("no network named {name}")));
         };
         check_revision(n.revision, if_match)?;
+        if let Some(r) = self.routers.values().find(|r| r.spec.networks.iter().any(|n| n == name)) {
+            return Err(Refusal::new(409, None, format!("router {} routes network {name}; change the router first", r.spec.name)));
+        }
+        let policies: Vec<String> = self.policies.values().filter(|p| p.spec.network == name).map(|p| p.spec.name.clone()).collect();
+        if !policies.is_empty() && !force {
+            return Err(Refusal::new(409, None, format!("policies {} govern network {name}; delete them first or pass ?force=true", policies.join(", "))));
+        }
         let eps = self.endpoints.get(name).map(|m| m.len()).unwrap_or(0);
         if eps > 0 && !force {
             return Err(Refusal::new(409, None, format!("network {name} still has {eps} endpoint(s); delete them first or pass ?force=true")));
@@ -22,6 +29,10 @@ impl Model {
         self.revision += 1;
         for id in gone.keys() {
             self.record("endpoint", format!("{name}/{id}"), None);
+        }
+        for p in policies {
+            self.policies.remove(&p);
+            self.record("policy", p, None);
         }
         self.record("network", name.to_string(), None);
         Ok(())
@@ -70,6 +81,9 @@ impl Model {
             }
             if n.spec.subnet != spec.subnet && self.endpoints.get(&spec.name).is_some_and(|m| !m.is_empty()) {
                 return Err(Refusal::new(409, Some("subnet"), "the subnet cannot change while the network has endpoints"));
+            }
+            if n.spec.subnet != spec.subnet {
+                self.check_domain(&self.domain_of(&spec.name), Some((&spec.name, &spec.subnet)), "subnet")?;
             }
         }
         self.revision += 1;

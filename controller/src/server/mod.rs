@@ -21,8 +21,10 @@ use plexus_api::{ClusterStatus, Member, Problem};
 use serde::Deserialize;
 
 mod resources;
+mod routing;
 
 use resources::*;
+use routing::*;
 
 use crate::model::{Command, Refusal};
 use crate::store::{Raft, SharedState, TypeConfig};
@@ -67,7 +69,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Plexus controller API", description = "Networks, endpoints and hosts of a Plexus software-defined network."),
-    tags((name = "networks"), (name = "endpoints"), (name = "hosts"), (name = "cluster"), (name = "watch"), (name = "internal", description = "Between controller nodes"))
+    tags((name = "networks"), (name = "endpoints"), (name = "hosts"), (name = "cluster"), (name = "routing"), (name = "watch"), (name = "internal", description = "Between controller nodes"))
 )]
 struct ApiDoc;
 
@@ -99,6 +101,10 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(get_network, put_network, delete_network))
         .routes(routes!(list_endpoints, create_endpoint))
         .routes(routes!(get_endpoint, delete_endpoint))
+        .routes(routes!(list_routers, create_router))
+        .routes(routes!(get_router, put_router, delete_router))
+        .routes(routes!(list_policies, create_policy))
+        .routes(routes!(get_policy, put_policy, delete_policy))
         .routes(routes!(watch))
         .routes(routes!(list_hosts))
         .routes(routes!(get_host, put_host))

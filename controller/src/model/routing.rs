@@ -1,0 +1,132 @@
+//! Routers and policies. Networks joined by routers form a routing domain; inside one,
+//! subnets must not overlap (two networks apart may reuse a subnet: they never meet).
+
+use std::collections::BTreeSet;
+
+use plexus_api::network::Cidr;
+use plexus_api::{Policy, PolicySpec, Router, RouterSpec};
+
+use super::{check_revision, Model, Object, Refusal};
+
+impl Model {
+    /// The networks reachable from `start` through routers (`replace` stands in for the
+    /// router of the same name, as if it were already stored).
+    fn domain(&self, start: &[String], replace: Option<&RouterSpec>) -> BTreeSet<String> {
+        let routers: Vec<&RouterSpec> = self
+            .routers
+            .values()
+            .map(|r| &r.spec)
+            .filter(|r| replace.is_none_or(|x| x.name != r.name))
+            .chain(replace)
+            .collect();
+        let mut seen: BTreeSet<String> = start.iter().cloned().collect();
+        loop {
+            let before = seen.len();
+            for r in &routers {
+                if r.networks.iter().any(|n| seen.contains(n)) {
+                    seen.extend(r.networks.iter().cloned());
+                }
+            }
+            if seen.len() == before {
+                return seen;
+            }
+        }
+    }
+
+    /// Refuses a domain in which two subnets overlap; `subnet_of` may override a network's
+    /// subnet (a PUT that changes it).
+    pub(crate) fn check_domain(&self, domain: &BTreeSet<String>, override_net: Option<(&str, &str)>, field: &str) -> Result<(), Refusal> {
+        let mut subnets: Vec<(String, String, Cidr)> = Vec::new();
+        for name in domain {
+            let subnet = match override_net {
+                Some((n, s)) if n == name => s.to_string(),
+                _ => match self.networks.get(name) {
+                    Some(n) => n.spec.subnet.clone(),
+                    None => continue,
+                },
+            };
+            if let Ok(c) = Cidr::parse(&subnet) {
+                if let Some((other, os, _)) = subnets.iter().find(|(_, _, oc)| oc.overlaps(&c)) {
+                    return Err(Refusal::new(
+                        422,
+                        Some(field),
+                        format!("subnet {subnet} of {name} overlaps {os} of {other}, and routers join them into one routing domain"),
+                    ));
+                }
+                subnets.push((name.clone(), subnet, c));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn put_router(&mut self, spec: RouterSpec, create: bool, if_match: Option<u64>) -> Result<Router, Refusal> {
+        let spec = spec.validated()?;
+        if let Some(r) = self.routers.get(&spec.name) {
+            if create {
+                return Err(Refusal::new(409, Some("name"), format!("router {} already exists", spec.name)));
+            }
+            check_revision(r.revision, if_match)?;
+            if r.spec == spec {
+                return Ok(r.clone());
+            }
+        } else if if_match.is_some() {
+            return Err(Refusal::new(412, None, format!("router {} does not exist", spec.name)));
+        }
+        if let Some(missing) = spec.networks.iter().find(|n| !self.networks.contains_key(*n)) {
+            return Err(Refusal::new(422, Some("networks"), format!("no network named {missing}")));
+        }
+        let domain = self.domain(&spec.networks, Some(&spec));
+        self.check_domain(&domain, None, "networks")?;
+        self.revision += 1;
+        let r = Router { spec, revision: self.revision };
+        self.routers.insert(r.spec.name.clone(), r.clone());
+        self.record("router", r.spec.name.clone(), Some(Object::Router(r.clone())));
+        Ok(r)
+    }
+
+    pub(crate) fn delete_router(&mut self, name: &str) -> Result<(), Refusal> {
+        if self.routers.remove(name).is_none() {
+            return Err(Refusal::new(404, Some("name"), format!("no router named {name}")));
+        }
+        self.revision += 1;
+        self.record("router", name.to_string(), None);
+        Ok(())
+    }
+
+    pub(crate) fn put_policy(&mut self, spec: PolicySpec, create: bool, if_match: Option<u64>) -> Result<Policy, Refusal> {
+        let spec = spec.validated()?;
+        if let Some(p) = self.policies.get(&spec.name) {
+            if create {
+                return Err(Refusal::new(409, Some("name"), format!("policy {} already exists", spec.name)));
+            }
+            check_revision(p.revision, if_match)?;
+            if p.spec == spec {
+                return Ok(p.clone());
+            }
+        } else if if_match.is_some() {
+            return Err(Refusal::new(412, None, format!("policy {} does not exist", spec.name)));
+        }
+        if !self.networks.contains_key(&spec.network) {
+            return Err(Refusal::new(422, Some("network"), format!("no network named {}", spec.network)));
+        }
+        self.revision += 1;
+        let p = Policy { spec, revision: self.revision };
+        self.policies.insert(p.spec.name.clone(), p.clone());
+        self.record("policy", p.spec.name.clone(), Some(Object::Policy(p.clone())));
+        Ok(p)
+    }
+
+    pub(crate) fn delete_policy(&mut self, name: &str) -> Result<(), Refusal> {
+        if self.policies.remove(name).is_none() {
+            return Err(Refusal::new(404, Some("name"), format!("no policy named {name}")));
+        }
+        self.revision += 1;
+        self.record("policy", name.to_string(), None);
+        Ok(())
+    }
+
+    /// The network's routing domain (itself included).
+    pub(crate) fn domain_of(&self, network: &str) -> BTreeSet<String> {
+        self.domain(&[network.to_string()], None)
+    }
+}
