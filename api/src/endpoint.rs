@@ -61,6 +61,19 @@ pub struct Endpoint {
     pub revision: u64,
 }
 
+/// A host's lease of a block of a host-subnet network (Flannel-style).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Lease {
+    /// Network name.
+    pub network: String,
+    /// Host name.
+    pub host: String,
+    /// The block, in CIDR form.
+    pub block: String,
+    /// When it expires unless the host heartbeats (ms since the epoch).
+    pub expires_ms: u64,
+}
+
 /// Tunnel encapsulation of a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -59,6 +59,13 @@ pub struct NetworkSpec {
     /// Address assignment.
     #[serde(default)]
     pub ipam: IpamMode,
+    /// host-subnet IPAM: prefix length of each host's block (default: the subnet's + 8, at
+    /// most 28).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_prefix: Option<u8>,
+    /// host-subnet IPAM: seconds a lease lasts without a heartbeat from its host (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ttl_seconds: Option<u32>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -167,6 +174,28 @@ impl NetworkSpec {
                 }
             }
             _ => {}
+        }
+        match self.ipam {
+            IpamMode::Cluster => {
+                if self.host_prefix.is_some() || self.lease_ttl_seconds.is_some() {
+                    return Err(FieldError::new("ipam", "host_prefix and lease_ttl_seconds apply to host-subnet IPAM only"));
+                }
+            }
+            IpamMode::HostSubnet => {
+                let hp = self.host_prefix.unwrap_or((c.len + 8).min(28));
+                if hp <= c.len || hp > 30 {
+                    return Err(FieldError::new("host_prefix", format!("/{hp} must be longer than the subnet's /{} and at most /30", c.len)));
+                }
+                if c.contains(gw) && u32::from(gw) & (u32::MAX << (32 - hp)) != u32::from(c.addr) {
+                    return Err(FieldError::new("gateway", format!("with host-subnet IPAM the gateway must lie in the first /{hp} block")));
+                }
+                let ttl = self.lease_ttl_seconds.unwrap_or(300);
+                if !(1..=86_400).contains(&ttl) {
+                    return Err(FieldError::new("lease_ttl_seconds", format!("{ttl} is outside 1..=86400")));
+                }
+                self.host_prefix = Some(hp);
+                self.lease_ttl_seconds = Some(ttl);
+            }
         }
         for k in self.labels.keys() {
             if k.is_empty() || k.len() > 63 {

@@ -162,7 +162,7 @@ pub async fn network(o: ApiOpts, c: NetworkCmd) -> anyhow::Result<()> {
                 None => NetworkKind::Overlay { vni },
             };
             let ipam = if ipam == "host-subnet" { IpamMode::HostSubnet } else { IpamMode::Cluster };
-            let spec = NetworkSpec { name, kind, subnet, gateway, mtu, ipam, labels: labels(&l)? };
+            let spec = NetworkSpec { name, kind, subnet, gateway, mtu, ipam, host_prefix: None, lease_ttl_seconds: None, labels: labels(&l)? };
             let n = api.create_network(&spec).await?;
             print(o.output, &n, || table(std::slice::from_ref(&n)))?;
         }

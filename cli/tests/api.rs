@@ -250,6 +250,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         ("GET", "/v1/networks/{name}"),
         ("GET", "/v1/networks/{name}/endpoints"),
         ("GET", "/v1/networks/{name}/endpoints/{id}"),
+        ("GET", "/v1/networks/{name}/leases"),
         ("GET", "/v1/openapi.json"),
         ("GET", "/v1/policies"),
         ("GET", "/v1/policies/{name}"),
@@ -312,4 +313,39 @@ async fn a_watch_returns_changes_as_they_are_committed() {
     assert_eq!(none["changes"].as_array().map(Vec::len), Some(0));
     let (s, _, _) = api.send("GET", "/v1/watch", None, &[]).await;
     assert_eq!(s, 400, "since is required");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_subnet_leases_are_kept_by_heartbeats_and_reclaimed_after_expiry() {
+    let api = Api::start(10).await;
+    for (h, ip) in [("h1", "192.0.2.1"), ("h2", "192.0.2.2"), ("h3", "192.0.2.3")] {
+        api.ok("PUT", &format!("/v1/hosts/{h}"), json!({"name": h, "tunnel_ip": ip})).await;
+    }
+    api.ok("POST", "/v1/networks", json!({"name": "flat", "kind": {"type": "overlay"}, "subnet": "10.60.0.0/22", "ipam": "host-subnet", "host_prefix": 24, "lease_ttl_seconds": 2})).await;
+    let ep = |h: &str| json!({"host": h});
+    let a = api.ok("POST", "/v1/networks/flat/endpoints", ep("h1")).await;
+    assert_eq!(a["ip"], "10.60.0.2", "h1 leases the first /24 (the gateway .1 is in it)");
+    let b = api.ok("POST", "/v1/networks/flat/endpoints", ep("h2")).await;
+    assert_eq!(b["ip"], "10.60.1.1", "h2 gets the next block");
+    assert_eq!(api.ok("POST", "/v1/networks/flat/endpoints", ep("h1")).await["ip"], "10.60.0.3", "h1 stays in its block");
+    let (s, _, p) = api.send("POST", "/v1/networks/flat/endpoints", Some(json!({"host": "h1", "ip": "10.60.1.9"}).to_string()), &[]).await;
+    assert_eq!((s, p["field"].as_str()), (422, Some("ip")), "an address in another host's block is refused: {p}");
+    let leases = api.c.get(1, "/v1/networks/flat/leases").await.unwrap();
+    assert_eq!(leases.as_array().unwrap().len(), 2);
+    // h2 goes away: its endpoint is deleted and it stops heartbeating. h1 keeps heartbeating.
+    let id = b["id"].as_str().unwrap();
+    assert_eq!(api.send("DELETE", &format!("/v1/networks/flat/endpoints/{id}"), None, &[]).await.0, 204);
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        api.ok("PUT", "/v1/hosts/h1", json!({"name": "h1", "tunnel_ip": "192.0.2.1"})).await;
+    }
+    // h2's lease expired with its block empty: h3 may take it. h1's lease held.
+    let c = api.ok("POST", "/v1/networks/flat/endpoints", ep("h3")).await;
+    assert_eq!(c["ip"], "10.60.1.1", "the expired, empty block is reclaimed");
+    assert_eq!(api.ok("POST", "/v1/networks/flat/endpoints", ep("h1")).await["ip"], "10.60.0.4", "a heartbeating host keeps its block");
+    let leases = api.c.get(1, "/v1/networks/flat/leases").await.unwrap();
+    let holders: Vec<(&str, &str)> = leases.as_array().unwrap().iter().map(|l| (l["host"].as_str().unwrap(), l["block"].as_str().unwrap())).collect();
+    assert_eq!(holders, vec![("h1", "10.60.0.0/24"), ("h3", "10.60.1.0/24")]);
+    let (s, _, p) = api.send("POST", "/v1/networks", Some(json!({"name": "bad", "kind": {"type": "overlay"}, "subnet": "10.61.0.0/24", "ipam": "host-subnet", "host_prefix": 20}).to_string()), &[]).await;
+    assert_eq!((s, p["field"].as_str()), (422, Some("host_prefix")), "{p}");
 }

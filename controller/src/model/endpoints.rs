@@ -17,7 +17,7 @@ pub fn mac_for(ip: Ipv4Addr) -> String {
 }
 
 impl Model {
-    pub(crate) fn create_endpoint(&mut self, network: &str, spec: EndpointSpec) -> Result<Endpoint, Refusal> {
+    pub(crate) fn create_endpoint(&mut self, network: &str, spec: EndpointSpec, now_ms: u64) -> Result<Endpoint, Refusal> {
         let spec = spec.validated()?;
         let Some(net) = self.networks.get(network) else {
             return Err(Refusal::new(404, Some("network"), format!("no network named {network}")));
@@ -25,11 +25,21 @@ impl Model {
         if !self.hosts.contains_key(&spec.host) {
             return Err(Refusal::new(422, Some("host"), format!("host {} is not registered", spec.host)));
         }
-        if net.spec.ipam == IpamMode::HostSubnet {
-            return Err(Refusal::new(501, Some("ipam"), format!("network {network} uses host-subnet IPAM, which is not available yet")));
-        }
         let (Some(cidr), Some(gw)) = (net.spec.cidr(), net.spec.gateway) else {
             return Err(Refusal::new(500, None, format!("network {network} has no valid subnet")));
+        };
+        // The range addresses come from: the whole subnet, or the host's leased block.
+        let (mut first, mut last) = (u32::from(cidr.addr) + 1, u32::from(cidr.broadcast()) - 1);
+        let mut block_text = None;
+        if net.spec.ipam == IpamMode::HostSubnet {
+            let block = self.lease_for(network, &spec.host, now_ms)?;
+            // Leave each block's first and last address unused, as a per-host /N would.
+            first = first.max(u32::from(block.addr) + 1);
+            last = last.min(u32::from(block.broadcast()) - 1);
+            block_text = Some(format!("{}/{}", block.addr, block.len));
+        }
+        let Some(net) = self.networks.get(network) else {
+            return Err(Refusal::new(404, Some("network"), format!("no network named {network}")));
         };
         let eps = self.endpoints.get(network);
         if let Some(id) = &spec.id {
@@ -38,7 +48,6 @@ impl Model {
             }
         }
         let used: BTreeSet<u32> = eps.into_iter().flat_map(|m| m.values()).map(|e| u32::from(e.ip)).collect();
-        let (first, last) = (u32::from(cidr.addr) + 1, u32::from(cidr.broadcast()) - 1);
         let ip = match spec.ip {
             Some(ip) => {
                 if !cidr.contains(ip) {
@@ -48,7 +57,10 @@ impl Model {
                     return Err(Refusal::new(409, Some("ip"), format!("{ip} is the gateway of {network}")));
                 }
                 if !(first..=last).contains(&u32::from(ip)) {
-                    return Err(Refusal::new(422, Some("ip"), format!("{ip} is the network or broadcast address of {}", net.spec.subnet)));
+                    return Err(Refusal::new(422, Some("ip"), match &block_text {
+                        Some(b) => format!("{ip} is outside {b}, the block {} leases in {network}", spec.host),
+                        None => format!("{ip} is the network or broadcast address of {}", net.spec.subnet),
+                    }));
                 }
                 if used.contains(&u32::from(ip)) {
                     return Err(Refusal::new(409, Some("ip"), format!("{ip} is already taken in {network}")));
@@ -58,7 +70,8 @@ impl Model {
             None => match (first..=last).find(|a| *a != u32::from(gw) && !used.contains(a)) {
                 Some(a) => Ipv4Addr::from(a),
                 None => {
-                    return Err(Refusal::new(409, Some("ip"), format!("no address left in {} ({} endpoints use all of it)", net.spec.subnet, used.len())))
+                    let range = block_text.clone().unwrap_or_else(|| net.spec.subnet.clone());
+                    return Err(Refusal::new(409, Some("ip"), format!("no address left in {range} ({} endpoints use all of it)", used.len())));
                 }
             },
         };

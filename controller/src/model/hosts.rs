@@ -23,6 +23,7 @@ impl Model {
         } else {
             self.hosts.get(&spec.name).map(|h| h.revision).unwrap_or(self.revision)
         };
+        self.renew_leases(&spec.name, now_ms);
         let host = Host { datapath_id: datapath_id(&spec.name), spec, last_seen_ms: now_ms, revision };
         self.hosts.insert(host.spec.name.clone(), host.clone());
         if changed {

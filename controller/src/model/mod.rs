@@ -5,12 +5,13 @@
 
 mod endpoints;
 mod hosts;
+mod leases;
 mod networks;
 mod routing;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use plexus_api::{Endpoint, EndpointSpec, FieldError, Host, HostSpec, Network, NetworkSpec, Policy, PolicySpec, Router, RouterSpec};
+use plexus_api::{Endpoint, EndpointSpec, FieldError, Host, HostSpec, Lease, Network, NetworkSpec, Policy, PolicySpec, Router, RouterSpec};
 use serde::{Deserialize, Serialize};
 
 pub use networks::AUTO_VNI_START;
@@ -42,6 +43,8 @@ pub enum Command {
         network: String,
         /// The validated spec.
         spec: EndpointSpec,
+        /// When the API node received it (for host-subnet leases).
+        now_ms: u64,
     },
     /// Deletes an endpoint, freeing its address.
     DeleteEndpoint {
@@ -146,6 +149,8 @@ pub struct Model {
     pub routers: BTreeMap<String, Router>,
     /// Policies by name.
     pub policies: BTreeMap<String, Policy>,
+    /// host-subnet leases by network, then host.
+    pub leases: BTreeMap<String, BTreeMap<String, Lease>>,
     /// Counter for generated endpoint ids.
     pub next_endpoint: u64,
     /// The most recent changes, oldest first, for watchers.
@@ -175,7 +180,18 @@ impl Model {
         match cmd {
             Command::PutNetwork { spec, create, if_match } => self.put_network(spec, create, if_match).map(|n| Some(Object::Network(n))),
             Command::DeleteNetwork { name, if_match, force } => self.delete_network(&name, if_match, force).map(|_| None),
-            Command::CreateEndpoint { network, spec } => self.create_endpoint(&network, spec).map(|e| Some(Object::Endpoint(e))),
+            Command::CreateEndpoint { network, spec, now_ms } => {
+                // A refused endpoint must not leave a lease behind.
+                let leases = self.leases.get(&network).cloned();
+                let r = self.create_endpoint(&network, spec, now_ms);
+                if r.is_err() {
+                    match leases {
+                        Some(l) => self.leases.insert(network, l),
+                        None => self.leases.remove(&network),
+                    };
+                }
+                r.map(|e| Some(Object::Endpoint(e)))
+            }
             Command::DeleteEndpoint { network, id } => self.delete_endpoint(&network, &id).map(|_| None),
             Command::PutHost { spec, now_ms } => self.put_host(spec, now_ms).map(|h| Some(Object::Host(h))),
             Command::PutRouter { spec, create, if_match } => self.put_router(spec, create, if_match).map(|r| Some(Object::Router(r))),

@@ -25,6 +25,7 @@ impl Model {
             return Err(Refusal::new(409, None, format!("network {name} still has {eps} endpoint(s); delete them first or pass ?force=true")));
         }
         self.networks.remove(name);
+        self.leases.remove(name);
         let gone = self.endpoints.remove(name).unwrap_or_default();
         self.revision += 1;
         for id in gone.keys() {

@@ -101,6 +101,7 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(get_network, put_network, delete_network))
         .routes(routes!(list_endpoints, create_endpoint))
         .routes(routes!(get_endpoint, delete_endpoint))
+        .routes(routes!(list_leases))
         .routes(routes!(list_routers, create_router))
         .routes(routes!(get_router, put_router, delete_router))
         .routes(routes!(list_policies, create_policy))
@@ -186,6 +187,10 @@ async fn forward(s: &AppState, addr: &str, method: Method, uri: &str, headers: &
     }
 }
 
+/// A leader whose last acknowledgement from a majority is older than this is cut off
+/// (the election timeout's lower bound).
+const QUORUM_LOST_MS: u64 = 400;
+
 /// How long a write may wait for a majority before the client is told there is none.
 const QUORUM_WAIT: Duration = Duration::from_secs(3);
 
@@ -193,6 +198,12 @@ const QUORUM_WAIT: Duration = Duration::from_secs(3);
 /// majority must not appear to accept writes: it first proves it still leads (a round of
 /// heartbeats answered by a majority) and gives up after [`QUORUM_WAIT`].
 async fn write(s: &AppState, cmd: Command, ok_status: StatusCode) -> Response {
+    // Heartbeats go out every 100 ms; a leader no majority has answered for longer than an
+    // election timeout is cut off, and says so before it proposes anything.
+    let since_ack = s.raft.metrics().borrow().millis_since_quorum_ack;
+    if let Some(ms) = since_ack.filter(|ms| *ms > QUORUM_LOST_MS) {
+        return unavailable(format!("no majority of the cluster has answered this node for {ms} ms: it is cut off; nothing was written"));
+    }
     match tokio::time::timeout(QUORUM_WAIT, s.raft.ensure_linearizable()).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return unavailable(format!("this node cannot confirm it leads a majority of the cluster; nothing was written: {e}")),

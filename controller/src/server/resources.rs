@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, Request};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use plexus_api::{Endpoint, EndpointSpec, Host, HostSpec, Network, NetworkSpec, Problem};
+use plexus_api::{Endpoint, EndpointSpec, Host, HostSpec, Lease, Network, NetworkSpec, Problem};
 use serde::Deserialize;
 
 use super::{if_match, parse, problem, route_read, route_write, ReadOpts, St};
@@ -27,6 +27,11 @@ macro_rules! header_or_return {
             Err(r) => return r,
         }
     };
+}
+
+/// The time stamped into commands: the state machine must not read clocks itself.
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 // ---- networks ----
@@ -102,10 +107,11 @@ pub(crate) async fn get_network(s: St, Path(name): Path<String>, Query(o): Query
     params(("name" = String, Path, description = "Network name")),
     responses((status = 201, description = "Created, address allocated", body = Endpoint), (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such network", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Address, MAC or id taken, or subnet exhausted", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create_endpoint(s: St, Path(network): Path<String>, req: Request) -> Response {
+    let now_ms = now_ms();
     route_write(&s, req, move |b| {
         let spec: EndpointSpec = parse(&b)?;
         let spec = spec.validated().map_err(|e| problem(Problem::invalid(&e)))?;
-        Ok(Command::CreateEndpoint { network, spec })
+        Ok(Command::CreateEndpoint { network, spec, now_ms })
     }, StatusCode::CREATED)
     .await
 }
@@ -143,13 +149,26 @@ pub(crate) async fn get_endpoint(s: St, Path((network, id)): Path<(String, Strin
     }
 }
 
+#[utoipa::path(get, path = "/v1/networks/{name}/leases", tag = "endpoints", params(("name" = String, Path, description = "Network name"), ("local" = Option<bool>, Query, description = "Answer from this node's replica")),
+    responses((status = 200, description = "host-subnet leases of the network", body = [Lease]), (status = 404, description = "No such network", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn list_leases(s: St, Path(network): Path<String>, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Err(r) = route_read(&s, &o, &uri, &headers).await {
+        return r;
+    }
+    let st = s.state.read().await;
+    if !st.model.networks.contains_key(&network) {
+        return not_found("network", format!("no network named {network}"));
+    }
+    Json(st.model.leases.get(&network).map(|m| m.values().cloned().collect::<Vec<_>>()).unwrap_or_default()).into_response()
+}
+
 // ---- hosts ----
 
 #[utoipa::path(put, path = "/v1/hosts/{name}", tag = "hosts", request_body = HostSpec,
     params(("name" = String, Path, description = "Host name")),
     responses((status = 200, description = "Registered; repeating it is the heartbeat", body = Host), (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Tunnel address taken", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn put_host(s: St, Path(name): Path<String>, req: Request) -> Response {
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let now_ms = now_ms();
     route_write(&s, req, move |b| {
         let spec: HostSpec = parse(&b)?;
         if spec.name != name {
