@@ -30,12 +30,19 @@ pub struct ClusterStatus {
     pub term: u64,
     /// Voting members.
     pub members: Vec<Member>,
+    /// Non-voting members catching up.
+    #[serde(default)]
+    pub learners: Vec<Member>,
     /// Index of the last entry applied here.
     pub applied_index: Option<u64>,
     /// Index of the last entry in this node's log.
     pub last_log_index: Option<u64>,
     /// Store revision of the model here.
     pub revision: u64,
+    /// Index of the last log entry in this node's snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Index up to which this node's log has been compacted away.
+    pub purged_index: Option<u64>,
 }
 
 /// Errors of the API client.
@@ -161,6 +168,16 @@ impl Client {
     pub async fn cluster(&self) -> Result<ClusterStatus, ClientError> {
         self.get("/v1/cluster").await
     }
+    /// Adds a node to the cluster (it must be running, started with `--join` or alone).
+    pub async fn add_member(&self, id: u64, addr: &str) -> Result<Member, ClientError> {
+        self.send(reqwest::Method::POST, "/v1/cluster/members", &Member { id, addr: addr.into() }).await
+    }
+
+    /// Removes a node from the cluster.
+    pub async fn remove_member(&self, id: u64) -> Result<(), ClientError> {
+        self.call::<()>(reqwest::Method::DELETE, &format!("/v1/cluster/members/{id}"), None::<&()>).await.map(|_| ())
+    }
+
     /// Cluster status from every node given.
     pub async fn cluster_all(&self) -> Vec<(String, Result<ClusterStatus, ClientError>)> {
         let mut out = Vec::new();

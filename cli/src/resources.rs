@@ -122,6 +122,20 @@ pub enum HostCmd {
 pub enum ClusterCmd {
     /// Every node's view: role, leader, term, applied index.
     Status,
+    /// Make a running node (started alone or with --join) a voting member.
+    AddNode {
+        /// Its id.
+        #[arg(long)]
+        id: u64,
+        /// Its API address, HOST:PORT.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Remove a node from the cluster.
+    RemoveNode {
+        /// Its id.
+        id: u64,
+    },
 }
 
 fn print<T: Serialize>(o: Output, v: &T, table: impl FnOnce()) -> anyhow::Result<()> {
@@ -228,6 +242,14 @@ pub async fn host(o: ApiOpts, c: HostCmd) -> anyhow::Result<()> {
 pub async fn cluster(o: ApiOpts, c: ClusterCmd) -> anyhow::Result<()> {
     let api = Client::new(&o.api)?;
     match c {
+        ClusterCmd::AddNode { id, addr } => {
+            let m = api.add_member(id, &addr).await?;
+            println!("node {} ({}) is a member", m.id, m.addr);
+        }
+        ClusterCmd::RemoveNode { id } => {
+            api.remove_member(id).await?;
+            println!("node {id} removed from the cluster");
+        }
         ClusterCmd::Status => {
             let all = api.cluster_all().await;
             if all.iter().all(|(_, r)| r.is_err()) {

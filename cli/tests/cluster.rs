@@ -147,3 +147,51 @@ async fn a_node_cut_off_from_the_majority_refuses_writes() {
     let names: Vec<String> = c.get(1, "/v1/networks").await.unwrap().as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_string()).collect();
     assert!(!names.contains(&"during".to_string()), "the refused write did not happen: {names:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_join_and_leave_a_live_cluster_and_catch_up_from_a_snapshot() {
+    let mut c = Cluster::empty(3, 5);
+    // Alone, a node is a one-node cluster (the embedded default).
+    c.spawn(1, &["--snapshot-every", "40"]);
+    c.leader(&[1]).await;
+    for k in 0..100 {
+        assert_eq!(create(&c, 1, &format!("s{k}")).await, 201);
+    }
+    let st = c.get(1, "/v1/cluster").await.unwrap();
+    assert!(st["snapshot_index"].as_u64().unwrap_or(0) >= 40, "a snapshot was taken: {st}");
+    assert!(st["purged_index"].as_u64().is_some(), "the log was compacted: {st}");
+    // Two more nodes join through node 1; the log they need is gone, so they start from
+    // the snapshot.
+    let a1 = c.addrs[0].clone();
+    c.spawn(2, &["--join", &a1, "--snapshot-every", "40"]);
+    c.spawn(3, &["--join", &a1, "--snapshot-every", "40"]);
+    let t = Instant::now();
+    loop {
+        let m = c.get(1, "/v1/cluster").await.unwrap()["members"].as_array().map(Vec::len);
+        if m == Some(3) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "nodes did not join");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lists = c.converged(&[1, 2, 3], 100).await;
+    assert_eq!(lists[0], lists[1]);
+    assert_eq!(lists[0], lists[2]);
+    // Node 2 leaves, through the CLI; the other two carry on.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
+        .args(["cluster", "remove-node", "2", "--api", &format!("http://{}", c.addrs[2])])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.signal(2, libc::SIGKILL);
+    let members: Vec<u64> = c.get(1, "/v1/cluster").await.unwrap()["members"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    assert_eq!(members, [1, 3]);
+    assert_eq!(create(&c, 3, "after-leave").await, 201);
+    // Node 1 restarts from its snapshot and log, without --join: it is still a member.
+    c.signal(1, libc::SIGKILL);
+    c.spawn(1, &["--snapshot-every", "40"]);
+    c.leader(&[1, 3]).await;
+    let lists = c.converged(&[1, 3], 101).await;
+    assert_eq!(lists[0], lists[1]);
+    assert_eq!(lists[0].as_array().unwrap().len(), 101);
+}

@@ -69,6 +69,8 @@ pub struct NodeConfig {
     pub peers: BTreeMap<u64, String>,
     /// Join an existing cluster through any of its nodes.
     pub join: Option<String>,
+    /// Take a snapshot (and compact the log) every this many entries.
+    pub snapshot_every: u64,
 }
 
 /// A running node.
@@ -105,8 +107,9 @@ impl Node {
             heartbeat_interval: 100,
             election_timeout_min: 400,
             election_timeout_max: 800,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
-            max_in_snapshot_log_to_keep: 1000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: (cfg.snapshot_every / 5).max(1),
+            purge_batch_size: 1,
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(|e| NodeError::Raft(e.to_string()))?);

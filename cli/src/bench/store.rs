@@ -26,6 +26,7 @@ impl Cluster {
                 peers: BTreeMap::new(),
                 // The first node forms a cluster; the others join it live (a membership change).
                 join: nodes.first().map(|n| n.addr.to_string()),
+                snapshot_every: 5000,
             };
             nodes.push(Node::start(cfg).await?);
         }

@@ -20,11 +20,7 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(n: usize, tag: u8) -> Cluster {
-        let pid = std::process::id();
-        let addrs: Vec<String> = (1..=n).map(|i| format!("127.{}.{}.{}:7000", (pid >> 8) & 0xff, pid & 0xff, tag as usize * 10 + i)).collect();
-        let dir = std::env::temp_dir().join(format!("plexus-cluster-{pid}-{tag}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut c = Cluster { procs: (0..n).map(|_| None).collect(), addrs, dir, http: reqwest::Client::new() };
+        let mut c = Cluster::empty(n, tag);
         for i in 1..=n {
             c.start(i);
         }
@@ -33,15 +29,27 @@ impl Cluster {
 
     pub fn start(&mut self, i: usize) {
         let peers: Vec<String> = self.addrs.iter().enumerate().map(|(j, a)| format!("{}={a}", j + 1)).collect();
-        let log = std::fs::File::create(self.dir.join(format!("node{i}.log"))).ok();
+        self.spawn(i, &["--peers", &peers.join(",")]);
+    }
+
+    /// A cluster whose nodes the test starts itself with [`Cluster::spawn`].
+    pub fn empty(n: usize, tag: u8) -> Cluster {
+        let pid = std::process::id();
+        let addrs: Vec<String> = (1..=n).map(|i| format!("127.{}.{}.{}:7000", (pid >> 8) & 0xff, pid & 0xff, tag as usize * 10 + i)).collect();
+        let dir = std::env::temp_dir().join(format!("plexus-cluster-{pid}-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        Cluster { procs: (0..n).map(|_| None).collect(), addrs, dir, http: reqwest::Client::new() }
+    }
+
+    /// Starts node `i` with extra arguments.
+    pub fn spawn(&mut self, i: usize, extra: &[&str]) {
         let _ = std::fs::create_dir_all(&self.dir);
-        let log = log.or_else(|| std::fs::File::create(self.dir.join(format!("node{i}.log"))).ok()).expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("node{i}.log"))).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_plexus"))
             .args(["controller", "--id", &i.to_string(), "--listen", &self.addrs[i - 1]])
             .arg("--data-dir")
             .arg(self.dir.join(format!("node{i}")))
-            .arg("--peers")
-            .arg(peers.join(","))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -97,6 +97,7 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(metrics))
         .routes(routes!(cluster))
         .routes(routes!(add_member))
+        .routes(routes!(remove_member))
         .routes(routes!(list_networks, create_network))
         .routes(routes!(get_network, put_network, delete_network))
         .routes(routes!(list_endpoints, create_endpoint))
@@ -297,7 +298,10 @@ pub(crate) fn if_match(h: &HeaderMap) -> Result<Option<u64>, Response> {
 #[utoipa::path(get, path = "/v1/cluster", tag = "cluster", responses((status = 200, description = "This node's view of the cluster", body = ClusterStatus)))]
 async fn cluster(State(s): St) -> Response {
     let m = s.raft.metrics().borrow().clone();
-    let members = m.membership_config.membership().nodes().map(|(id, n)| Member { id: *id, addr: n.addr.clone() }).collect();
+    let mc = m.membership_config.membership();
+    let voters: std::collections::BTreeSet<u64> = mc.voter_ids().collect();
+    let members = mc.nodes().filter(|(id, _)| voters.contains(id)).map(|(id, n)| Member { id: *id, addr: n.addr.clone() }).collect();
+    let learners = mc.nodes().filter(|(id, _)| !voters.contains(id)).map(|(id, n)| Member { id: *id, addr: n.addr.clone() }).collect();
     let revision = s.state.read().await.model.revision;
     Json(ClusterStatus {
         id: s.id,
@@ -305,9 +309,12 @@ async fn cluster(State(s): St) -> Response {
         leader: m.current_leader,
         term: m.current_term,
         members,
+        learners,
         applied_index: m.last_applied.map(|l| l.index),
         last_log_index: m.last_log_index,
         revision,
+        snapshot_index: m.snapshot.map(|l| l.index),
+        purged_index: m.purged.map(|l| l.index),
     })
     .into_response()
 }
@@ -339,8 +346,10 @@ async fn add_member(State(s): St, req: Request) -> Response {
     if let Err(e) = s.raft.add_learner(m.id, openraft::BasicNode { addr: m.addr.clone() }, true).await {
         return unavailable(format!("adding node {} as learner: {e}", m.id));
     }
-    let voters: std::collections::BTreeSet<u64> = s.raft.metrics().borrow().membership_config.membership().voter_ids().chain([m.id]).collect();
-    match s.raft.change_membership(voters, false).await {
+    // Relative to the membership the leader has when it applies the change, so two nodes
+    // joining at once cannot undo each other.
+    let change = openraft::ChangeMembers::AddVoterIds([m.id].into_iter().collect());
+    match s.raft.change_membership(change, false).await {
         Ok(_) => (StatusCode::OK, Json(m)).into_response(),
         Err(e) => unavailable(format!("promoting node {}: {e}", m.id)),
     }
@@ -376,4 +385,28 @@ async fn metrics(State(s): St) -> Response {
     let _ = writeln!(out, "# HELP plexus_api_writes_total Writes this node committed as leader.\n# TYPE plexus_api_writes_total counter\nplexus_api_writes_total {}", WRITES.load(std::sync::atomic::Ordering::Relaxed));
     let _ = writeln!(out, "# HELP plexus_api_refused_total Writes the model refused.\n# TYPE plexus_api_refused_total counter\nplexus_api_refused_total {}", REFUSED.load(std::sync::atomic::Ordering::Relaxed));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[utoipa::path(delete, path = "/v1/cluster/members/{id}", tag = "cluster", params(("id" = u64, Path, description = "Node id")),
+    responses((status = 204, description = "The node is no longer a member"), (status = 404, description = "Not a member", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "The last member cannot go", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
+async fn remove_member(State(s): St, axum::extract::Path(id): axum::extract::Path<u64>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    match leader_addr(&s).await {
+        Err(r) => return r,
+        Ok(Some(addr)) => return forward(&s, &addr, parts.method, &format!("/v1/cluster/members/{id}"), &parts.headers, Bytes::new()).await,
+        Ok(None) => {}
+    }
+    let voters: std::collections::BTreeSet<u64> = s.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+    if !voters.contains(&id) {
+        return problem(Problem { field: Some("id".into()), ..Problem::new(404, "not found", format!("node {id} is not a member")) });
+    }
+    if voters.len() == 1 {
+        return problem(Problem { field: Some("id".into()), ..Problem::new(422, "invalid request", "the last member of a cluster cannot be removed") });
+    }
+    let change = openraft::ChangeMembers::RemoveVoters([id].into_iter().collect());
+    match s.raft.change_membership(change, false).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => unavailable(format!("removing node {id}: {e}")),
+    }
 }
