@@ -236,6 +236,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
     }
     listed.sort();
     let want = [
+        ("DELETE", "/v1/cluster/members/{id}"),
         ("DELETE", "/v1/networks/{name}"),
         ("DELETE", "/v1/networks/{name}/endpoints/{id}"),
         ("DELETE", "/v1/policies/{name}"),
