@@ -104,9 +104,11 @@ impl Node {
         let revisions = sm.revisions();
         let config = openraft::Config {
             cluster_name: "plexus".into(),
-            heartbeat_interval: 100,
-            election_timeout_min: 400,
-            election_timeout_max: 800,
+            // Loaded two-core machines delay heartbeats by hundreds of milliseconds; shorter
+            // timeouts than these cause needless elections there.
+            heartbeat_interval: 150,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every.max(1)),
             max_in_snapshot_log_to_keep: (cfg.snapshot_every / 5).max(1),
             purge_batch_size: 1,

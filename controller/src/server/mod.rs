@@ -188,9 +188,9 @@ async fn forward(s: &AppState, addr: &str, method: Method, uri: &str, headers: &
     }
 }
 
-/// A leader whose last acknowledgement from a majority is older than this is cut off
-/// (the election timeout's lower bound).
-const QUORUM_LOST_MS: u64 = 400;
+/// A leader whose last acknowledgement from a majority is older than this is cut off: by
+/// then the others have started an election (the election timeout's upper bound).
+const QUORUM_LOST_MS: u64 = 2000;
 
 /// How long a write may wait for a majority before the client is told there is none.
 const QUORUM_WAIT: Duration = Duration::from_secs(3);
@@ -199,8 +199,8 @@ const QUORUM_WAIT: Duration = Duration::from_secs(3);
 /// majority must not appear to accept writes: it first proves it still leads (a round of
 /// heartbeats answered by a majority) and gives up after [`QUORUM_WAIT`].
 async fn write(s: &AppState, cmd: Command, ok_status: StatusCode) -> Response {
-    // Heartbeats go out every 100 ms; a leader no majority has answered for longer than an
-    // election timeout is cut off, and says so before it proposes anything.
+    // A leader no majority has answered for longer than an election timeout is cut off,
+    // and says so before it proposes anything.
     let since_ack = s.raft.metrics().borrow().millis_since_quorum_ack;
     if let Some(ms) = since_ack.filter(|ms| *ms > QUORUM_LOST_MS) {
         return unavailable(format!("no majority of the cluster has answered this node for {ms} ms: it is cut off; nothing was written"));
