@@ -227,6 +227,21 @@ impl Model {
     }
 }
 
+/// The rules every create-or-replace follows: a create refuses an existing object, `If-Match`
+/// must name the stored revision (and an object that exists). Returns whether the stored
+/// object already equals the spec, in which case nothing changes.
+pub(crate) fn put_rules<S: PartialEq>(what: &str, name: &str, stored: Option<(&S, u64)>, spec: &S, create: bool, if_match: Option<u64>) -> Result<bool, Refusal> {
+    match stored {
+        Some(_) if create => Err(Refusal::new(409, Some("name"), format!("{what} {name} already exists"))),
+        Some((s, rev)) => {
+            check_revision(rev, if_match)?;
+            Ok(s == spec)
+        }
+        None if if_match.is_some() => Err(Refusal::new(412, None, format!("{what} {name} does not exist"))),
+        None => Ok(false),
+    }
+}
+
 pub(crate) fn check_revision(current: u64, if_match: Option<u64>) -> Result<(), Refusal> {
     match if_match {
         Some(r) if r != current => Err(Refusal::new(412, None, format!("revision is {current}, not {r}"))),

@@ -2,7 +2,7 @@
 
 use plexus_api::{Network, NetworkKind, NetworkSpec};
 
-use super::{check_revision, Model, Object, Refusal};
+use super::{check_revision, put_rules, Model, Object, Refusal};
 
 /// Overlay VNIs the controller picks from when a network names none.
 pub const AUTO_VNI_START: u32 = 1000;
@@ -42,12 +42,8 @@ impl Model {
     pub(crate) fn put_network(&mut self, spec: NetworkSpec, create: bool, if_match: Option<u64>) -> Result<Network, Refusal> {
         let mut spec = spec.validated()?;
         let existing = self.networks.get(&spec.name);
-        match existing {
-            Some(_) if create => return Err(Refusal::new(409, Some("name"), format!("network {} already exists", spec.name))),
-            Some(n) => check_revision(n.revision, if_match)?,
-            None if if_match.is_some() => return Err(Refusal::new(412, None, format!("network {} does not exist", spec.name))),
-            None => {}
-        }
+        // Whether it is unchanged is decided below, once the VNI is filled in.
+        put_rules("network", &spec.name, existing.map(|n| (&n.spec, n.revision)), &spec, create, if_match)?;
         let others = || self.networks.values().filter(|n| n.spec.name != spec.name);
         match &mut spec.kind {
             NetworkKind::Overlay { vni } => {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use plexus_api::network::Cidr;
 use plexus_api::{Policy, PolicySpec, Router, RouterSpec};
 
-use super::{check_revision, Model, Object, Refusal};
+use super::{put_rules, Model, Object, Refusal};
 
 impl Model {
     /// The networks reachable from `start` through routers (`replace` stands in for the
@@ -61,16 +61,9 @@ impl Model {
 
     pub(crate) fn put_router(&mut self, spec: RouterSpec, create: bool, if_match: Option<u64>) -> Result<Router, Refusal> {
         let spec = spec.validated()?;
-        if let Some(r) = self.routers.get(&spec.name) {
-            if create {
-                return Err(Refusal::new(409, Some("name"), format!("router {} already exists", spec.name)));
-            }
-            check_revision(r.revision, if_match)?;
-            if r.spec == spec {
-                return Ok(r.clone());
-            }
-        } else if if_match.is_some() {
-            return Err(Refusal::new(412, None, format!("router {} does not exist", spec.name)));
+        let stored = self.routers.get(&spec.name);
+        if put_rules("router", &spec.name, stored.map(|r| (&r.spec, r.revision)), &spec, create, if_match)? {
+            return Ok(stored.cloned().unwrap_or(Router { spec, revision: self.revision }));
         }
         if let Some(missing) = spec.networks.iter().find(|n| !self.networks.contains_key(*n)) {
             return Err(Refusal::new(422, Some("networks"), format!("no network named {missing}")));
@@ -95,16 +88,9 @@ impl Model {
 
     pub(crate) fn put_policy(&mut self, spec: PolicySpec, create: bool, if_match: Option<u64>) -> Result<Policy, Refusal> {
         let spec = spec.validated()?;
-        if let Some(p) = self.policies.get(&spec.name) {
-            if create {
-                return Err(Refusal::new(409, Some("name"), format!("policy {} already exists", spec.name)));
-            }
-            check_revision(p.revision, if_match)?;
-            if p.spec == spec {
-                return Ok(p.clone());
-            }
-        } else if if_match.is_some() {
-            return Err(Refusal::new(412, None, format!("policy {} does not exist", spec.name)));
+        let stored = self.policies.get(&spec.name);
+        if put_rules("policy", &spec.name, stored.map(|p| (&p.spec, p.revision)), &spec, create, if_match)? {
+            return Ok(stored.cloned().unwrap_or(Policy { spec, revision: self.revision }));
         }
         if !self.networks.contains_key(&spec.network) {
             return Err(Refusal::new(422, Some("network"), format!("no network named {}", spec.network)));
