@@ -418,3 +418,28 @@ async fn packet_out_through_the_pipeline_comes_back_as_packet_in() {
     assert_eq!(pin.cookie, 0xc0ffee);
     assert_eq!(pin.match_.get(Field::Reg(2)).map(|f| f.value), Some(0xbeef), "registers travel with the packet: {:?}", pin.match_);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn we_connect_to_a_switch_listening_on_tcp() {
+    let lab = lab('o', 1);
+    let h = &lab.hosts[0];
+    let (vs, _mgmt, _ev) = bridge(h, "br0").await;
+    // A passive target: the switch listens on its own loopback; we dial from inside.
+    let port = plexus_agent::netns::bind_tcp(&h.netns, "127.0.0.1:0".parse().unwrap()).unwrap().local_addr().unwrap().port();
+    vs.set_controllers("br0", &[format!("ptcp:{port}:127.0.0.1")]).await.unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut stream = None;
+    for _ in 0..100 {
+        if let Ok(s) = plexus_agent::netns::connect_tcp(&h.netns, addr) {
+            stream = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = stream.expect("the switch listens on ptcp");
+    s.set_nonblocking(true).unwrap();
+    let (c, _e) = Connection::handshake(Stream::Tcp(tokio::net::TcpStream::from_std(s).unwrap()), ConnectionOptions::default()).await.unwrap();
+    assert_eq!(c.datapath_id(), 0xabc);
+    c.send_checked(&[Message::FlowMod(FlowMod::add(0, 7, Match::new().in_port(1)).apply(vec![Action::output(2)]))]).await.unwrap();
+    assert_eq!(dump_flows(h, "br0"), vec!["priority=7,in_port=1 actions=output:2"]);
+}
