@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod flows;
 pub mod model;
 pub mod store;
 pub mod node;

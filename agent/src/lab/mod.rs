@@ -299,6 +299,12 @@ impl Lab {
     /// inside with `ip/24` and MTU `mtu`, and `NAME` in the host namespace, left for the
     /// caller to plug into a bridge. TX offload is off on both ends.
     pub fn add_container(&self, host: &LabHost, name: &str, ip_addr: Ipv4Addr, mtu: u32) -> Result<Container, LabError> {
+        self.add_container_with(host, name, ip_addr, 24, None, mtu)
+    }
+
+    /// Like [`Lab::add_container`], with the prefix length and the MAC address an endpoint
+    /// was given (`aa:bb:cc:dd:ee:ff`).
+    pub fn add_container_with(&self, host: &LabHost, name: &str, ip_addr: Ipv4Addr, prefix_len: u8, mac: Option<&str>, mtu: u32) -> Result<Container, LabError> {
         check_name("container name", name, 12)?;
         let netns = format!("{NS_PREFIX}{}-{name}", self.name);
         ip(None, &["netns", "add", &netns])?;
@@ -306,7 +312,10 @@ impl Lab {
             ip(Some(&netns), &["link", "set", "lo", "up"])?;
             ip(Some(&netns), &["link", "add", "eth0", "mtu", &mtu.to_string(), "type", "veth", "peer", "name", name, "mtu", &mtu.to_string()])?;
             ip(Some(&netns), &["link", "set", name, "netns", &host.netns])?;
-            ip(Some(&netns), &["addr", "add", &format!("{ip_addr}/24"), "dev", "eth0"])?;
+            if let Some(m) = mac {
+                ip(Some(&netns), &["link", "set", "eth0", "address", m])?;
+            }
+            ip(Some(&netns), &["addr", "add", &format!("{ip_addr}/{prefix_len}"), "dev", "eth0"])?;
             ip(Some(&netns), &["link", "set", "eth0", "up"])?;
             ip(Some(&host.netns), &["link", "set", name, "up"])?;
             tx_offload_off(&netns, "eth0")?;

@@ -1,0 +1,6 @@
+//! Flows: the pipeline's layout and the compiler from the model to each switch's flows.
+
+pub mod compile;
+pub mod pipeline;
+
+pub use compile::{compile, cookie, CookieKind, SwitchView};
