@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use plexus_agent::lab::{probe, wire, Container, Lab};
 use plexus_api::{EndpointSpec, HostSpec, NetworkKind, NetworkSpec};
-use plexus_controller::flows::{compile, SwitchView};
+use plexus_controller::flows::{compile, reconcile, SwitchView};
 use plexus_controller::model::{Command, Model, Object};
 use plexus_ovs::openflow::Message;
 use plexus_tests::*;
@@ -49,11 +49,10 @@ fn model_for(lab: &Lab, eps: &[(&str, &str, &str)]) -> (Model, Vec<(String, Stri
     (m, placed)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn compiled_flows_join_a_network_across_hosts_and_keep_networks_apart() {
-    let lab = lab('p', 3);
-    let eps = [("r1", "red", "h1"), ("r2", "red", "h2"), ("r3", "red", "h3"), ("b1", "blue", "h1"), ("b3", "blue", "h3")];
-    let (model, endpoints) = model_for(&lab, &eps);
+/// Hosts prepared for tunnels, one container per endpoint with the address and MAC the model
+/// gave it, plugged into `br-int`.
+async fn setup(lab: &Lab, model: &Model, endpoints: &[(String, String, plexus_api::Endpoint)]) -> (BTreeMap<String, Placed>, BTreeMap<String, SwitchView>) {
+    let _ = model;
     let mut placed: BTreeMap<String, Placed> = BTreeMap::new();
     let mut views = BTreeMap::new();
     for h in &lab.hosts {
@@ -67,6 +66,15 @@ async fn compiled_flows_join_a_network_across_hosts_and_keep_networks_apart() {
         }
         views.insert(h.name.clone(), SwitchView { host: h.name.clone(), tunnel_port, ports });
     }
+    (placed, views)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compiled_flows_join_a_network_across_hosts_and_keep_networks_apart() {
+    let lab = lab('p', 3);
+    let eps = [("r1", "red", "h1"), ("r2", "red", "h2"), ("r3", "red", "h3"), ("b1", "blue", "h1"), ("b3", "blue", "h3")];
+    let (model, endpoints) = model_for(&lab, &eps);
+    let (placed, views) = setup(&lab, &model, &endpoints).await;
     for h in &lab.hosts {
         let flows = compile(&model, &views[&h.name]);
         let of = wire::openflow(h).await.unwrap();
@@ -115,4 +123,82 @@ async fn compiled_flows_join_a_network_across_hosts_and_keep_networks_apart() {
     let arp_table = plexus_controller::flows::pipeline::table("arp-responder");
     let answered: u64 = of.dump_flows(Default::default()).await.unwrap().iter().filter(|f| f.table_id == arp_table && f.priority == 100).map(|f| f.packet_count).sum();
     assert!(answered > 0, "ARP requests were answered in the switch");
+}
+
+async fn wait_ping(from: String, to: Ipv4Addr) -> bool {
+    tokio::task::spawn_blocking(move || probe::wait_ping(&from, to, Duration::from_secs(10)).is_ok()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconciliation_sends_only_the_difference_and_undoes_tampering() {
+    let lab = lab('p', 3);
+    let eps = [("r1", "red", "h1"), ("r3", "red", "h3")];
+    let (mut model, endpoints) = model_for(&lab, &eps);
+    let (placed, mut views) = setup(&lab, &model, &endpoints).await;
+    let conns = {
+        let mut v = BTreeMap::new();
+        for h in &lab.hosts {
+            v.insert(h.name.clone(), wire::openflow(h).await.unwrap());
+        }
+        v
+    };
+    for h in &lab.hosts {
+        let d = reconcile(&conns[&h.name], &compile(&model, &views[&h.name])).await.unwrap();
+        assert!(d.delete.is_empty() && d.modify.is_empty(), "a fresh switch only gets adds: {d:?}");
+    }
+    let (r1, r3ip) = (placed["r1"].container.netns.clone(), placed["r3"].ip);
+    assert!(wait_ping(r1.clone(), r3ip).await, "r1 reaches r3");
+    // Compiled flows are exactly what the switch reports back: nothing left to do.
+    for h in &lab.hosts {
+        let d = reconcile(&conns[&h.name], &compile(&model, &views[&h.name])).await.unwrap();
+        assert!(d.is_empty(), "{}: {d:?}", h.name);
+    }
+    // Someone deletes a Plexus flow and adds a foreign one: both are put right, and the
+    // flows nobody touched keep their counters.
+    let h1 = &lab.hosts[0];
+    let mgmt = format!("unix:{}", h1.ovs.mgmt_sock(wire::BR_INT).display());
+    let before = conns["h1"].dump_flows(Default::default()).await.unwrap();
+    let counted: u64 = before.iter().map(|f| f.packet_count).sum();
+    assert!(counted > 0);
+    let r3mac = plexus_ovs::openflow::mac_u128(plexus_api::endpoint::parse_mac("mac", &placed["r3"].mac).unwrap());
+    let victim = before.iter().find(|f| f.match_.get(plexus_ovs::openflow::Field::EthDst).is_some_and(|m| m.value == r3mac)).expect("h1's flow towards r3").clone();
+    run("ovs-ofctl", &["-O", "OpenFlow13", "del-flows", &mgmt, &format!("table={},reg0={:#x},dl_dst={}", victim.table_id, model_vni(&model), placed["r3"].mac)]);
+    run("ovs-ofctl", &["-O", "OpenFlow13", "add-flow", &mgmt, "table=0,priority=7,in_port=99,actions=drop"]);
+    let d = reconcile(&conns["h1"], &compile(&model, &views["h1"])).await.unwrap();
+    assert_eq!((d.add.len(), d.delete.len(), d.modify.len(), d.replace.len()), (1, 1, 0, 0), "{d:?}");
+    assert_eq!(d.add[0].match_, victim.match_);
+    let after = conns["h1"].dump_flows(Default::default()).await.unwrap();
+    for f in before.iter().filter(|f| f.match_ != victim.match_) {
+        let g = after.iter().find(|g| g.table_id == f.table_id && g.priority == f.priority && g.match_ == f.match_).expect("still there");
+        assert!(g.packet_count >= f.packet_count && g.duration_sec >= f.duration_sec, "an untouched flow was not re-added: {f:?} -> {g:?}");
+    }
+    assert!(wait_ping(r1.clone(), r3ip).await, "r1 reaches r3 again");
+
+    // Deleting an endpoint removes its flows from every switch; re-creating it with the same
+    // address brings them back.
+    let r3 = endpoints.iter().find(|(c, _, _)| c == "r3").unwrap().2.clone();
+    model.apply(Command::DeleteEndpoint { network: "red".into(), id: "r3".into() }).unwrap();
+    views.get_mut("h3").unwrap().ports.remove("red/r3");
+    for h in &lab.hosts {
+        reconcile(&conns[&h.name], &compile(&model, &views[&h.name])).await.unwrap();
+        let gone = plexus_controller::flows::cookie(plexus_controller::flows::CookieKind::Endpoint, "red/r3");
+        assert!(conns[&h.name].dump_flows(Default::default()).await.unwrap().iter().all(|f| f.cookie != gone), "r3's flows left {}", h.name);
+    }
+    let out = std::process::Command::new("ip").args(["netns", "exec", &r1, "ping", "-c", "2", "-W", "1", &r3ip.to_string()]).output().unwrap();
+    assert!(!out.status.success(), "r3 is unreachable once deleted");
+    let spec = EndpointSpec { id: Some("r3".into()), host: "h3".into(), ip: Some(r3.ip), mac: None, owner: None, labels: Default::default() };
+    model.apply(Command::CreateEndpoint { network: "red".into(), spec, now_ms: 0 }).unwrap();
+    let port = wire::vswitch(&lab.hosts[2]).await.unwrap().ofport("r3").await.unwrap().unwrap() as u32;
+    views.get_mut("h3").unwrap().ports.insert("red/r3".into(), port);
+    for h in &lab.hosts {
+        reconcile(&conns[&h.name], &compile(&model, &views[&h.name])).await.unwrap();
+    }
+    assert!(wait_ping(r1, r3ip).await, "re-created with the same address, r3 is reachable");
+}
+
+fn model_vni(m: &Model) -> u32 {
+    match &m.networks["red"].spec.kind {
+        NetworkKind::Overlay { vni: Some(v) } => *v,
+        _ => unreachable!(),
+    }
 }

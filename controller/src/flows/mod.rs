@@ -2,5 +2,7 @@
 
 pub mod compile;
 pub mod pipeline;
+pub mod reconcile;
 
 pub use compile::{compile, cookie, CookieKind, SwitchView};
+pub use reconcile::{diff, reconcile, Diff};

@@ -1,0 +1,96 @@
+//! Bringing a switch to its desired flows: read what it holds, send only the difference in
+//! one bundle (so the change is atomic), and leave every flow that is already right alone —
+//! its counters keep counting.
+
+use std::collections::HashMap;
+
+use plexus_ovs::openflow::{Connection, FlowMod, FlowModCommand, FlowStatsRequest, Instruction, Match, Message, OfError, OFPP_ANY};
+
+/// A flow's identity in a table: OpenFlow allows one flow per table, priority and match.
+type Key = (u8, u16, Match);
+
+/// What differs, and so was sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diff {
+    /// Flows the switch lacks.
+    pub add: Vec<FlowMod>,
+    /// Flows whose instructions differ (modified in place, counters kept).
+    pub modify: Vec<FlowMod>,
+    /// Flows whose cookie differs (replaced: a modify cannot change the cookie).
+    pub replace: Vec<FlowMod>,
+    /// Flows the switch has that nobody wants (foreign or stale).
+    pub delete: Vec<FlowMod>,
+}
+
+impl Diff {
+    /// Whether nothing differs.
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.modify.is_empty() && self.replace.is_empty() && self.delete.is_empty()
+    }
+
+    /// The messages that apply the difference.
+    pub fn messages(&self) -> Vec<Message> {
+        let strict = |f: &FlowMod, command| FlowMod { command, out_port: OFPP_ANY, ..f.clone() };
+        let mut v = Vec::new();
+        for f in self.delete.iter().chain(&self.replace) {
+            let mut d = strict(f, FlowModCommand::DeleteStrict);
+            d.instructions.clear();
+            d.cookie_mask = 0;
+            v.push(Message::FlowMod(d));
+        }
+        for f in self.add.iter().chain(&self.replace) {
+            v.push(Message::FlowMod(strict(f, FlowModCommand::Add)));
+        }
+        for f in &self.modify {
+            v.push(Message::FlowMod(strict(f, FlowModCommand::ModifyStrict)));
+        }
+        v
+    }
+}
+
+/// The difference between what a switch holds and what it should hold. Both sides must be
+/// normalized ([`FlowMod::normalized`]; the switch reports flows that way).
+pub fn diff(actual: &[FlowMod], desired: &[FlowMod]) -> Diff {
+    let key = |f: &FlowMod| -> Key { (f.table_id, f.priority, f.match_.clone()) };
+    let have: HashMap<Key, &FlowMod> = actual.iter().map(|f| (key(f), f)).collect();
+    let want: HashMap<Key, &FlowMod> = desired.iter().map(|f| (key(f), f)).collect();
+    let mut d = Diff::default();
+    // Walk the vectors, not the maps, so the messages come out in a stable order.
+    for w in desired {
+        match have.get(&key(w)) {
+            None => d.add.push(w.clone()),
+            Some(h) if h.cookie != w.cookie => d.replace.push(w.clone()),
+            Some(h) if h.instructions != w.instructions => d.modify.push(w.clone()),
+            Some(_) => {}
+        }
+    }
+    for h in actual {
+        if !want.contains_key(&key(h)) {
+            d.delete.push(h.clone());
+        }
+    }
+    d
+}
+
+/// Reads the switch's flows and applies the difference to `desired` in one bundle.
+pub async fn reconcile(conn: &Connection, desired: &[FlowMod]) -> Result<Diff, OfError> {
+    let actual: Vec<FlowMod> = conn
+        .dump_flows(FlowStatsRequest::default())
+        .await?
+        .into_iter()
+        .map(|s| FlowMod {
+            cookie: s.cookie,
+            idle_timeout: s.idle_timeout,
+            hard_timeout: s.hard_timeout,
+            flags: s.flags,
+            instructions: s.instructions.into_iter().filter(|i| !matches!(i, Instruction::ApplyActions(a) if a.is_empty())).collect(),
+            ..FlowMod::add(s.table_id, s.priority, s.match_)
+        })
+        .collect();
+    let d = diff(&actual, desired);
+    if !d.is_empty() {
+        tracing::info!(add = d.add.len(), modify = d.modify.len(), replace = d.replace.len(), delete = d.delete.len(), "reconciling switch");
+        conn.bundle(&d.messages()).await?;
+    }
+    Ok(d)
+}
