@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod endpoint;
+pub mod ids;
 mod lab;
 pub mod network;
 pub mod problem;

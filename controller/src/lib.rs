@@ -7,5 +7,6 @@
 pub mod flows;
 pub mod model;
 pub mod store;
+pub mod switches;
 pub mod node;
 pub mod server;

@@ -166,7 +166,7 @@ fn check_name(field: &'static str, name: &str, max: usize) -> Result<(), LabErro
 /// The underlay /24 for a lab: derived from its name so that labs differ, inside
 /// 100.64.0.0/10 (shared address space) to keep clear of networks people use.
 fn underlay_for(name: &str) -> [u8; 3] {
-    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let h = plexus_api::ids::fnv1a(name);
     [100, 64 + (h % 64) as u8, (h >> 8) as u8]
 }
 

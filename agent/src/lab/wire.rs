@@ -44,7 +44,8 @@ pub async fn prepare_host(host: &LabHost, vs: &VSwitch) -> Result<u32, LabError>
         datapath_type: "netdev".into(),
         fail_mode: Some("secure".into()),
         protocols: vec!["OpenFlow13".into()],
-        datapath_id: Some(0x0000_0000_0000_1000 + u32::from(host.underlay_ip) as u64 % 0x1000),
+        // The id the controller expects for a host of this name.
+        datapath_id: Some(plexus_api::ids::datapath_id(&host.name)),
         other_config: BTreeMap::new(),
         external_ids: BTreeMap::new(),
     };

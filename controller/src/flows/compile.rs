@@ -38,8 +38,7 @@ pub enum CookieKind {
 /// Top byte: the kind; the rest: a hash of the object's key. Deleting by cookie with mask
 /// `u64::MAX` removes exactly one object's flows.
 pub fn cookie(kind: CookieKind, key: &str) -> u64 {
-    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-    ((kind as u64) << 56) | (h & 0x00ff_ffff_ffff_ffff)
+    ((kind as u64) << 56) | (plexus_api::ids::fnv1a(key) & 0x00ff_ffff_ffff_ffff)
 }
 
 /// The gateway's MAC: `0a:58` and its address, like endpoints (no endpoint has that address).

@@ -4,10 +4,9 @@ use plexus_api::{Host, HostSpec};
 
 use super::{Model, Object, Refusal};
 
-/// A datapath id stable for a host's name (FNV-1a), never 0.
+/// The datapath id of a host's `br-int`, as the hex string the API shows.
 pub fn datapath_id(name: &str) -> String {
-    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-    format!("{:016x}", (h & 0x0000_ffff_ffff_ffff).max(1))
+    format!("{:016x}", plexus_api::ids::datapath_id(name))
 }
 
 impl Model {

@@ -5,7 +5,7 @@
 
 mod log;
 mod network;
-mod sm;
+pub mod sm;
 
 use std::io::Cursor;
 

@@ -1,0 +1,115 @@
+//! The switch manager on real switches: they connect to it, and it keeps their flows equal
+//! to what the model says, through model changes, new ports and tampering.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plexus_agent::lab::{probe, wire, Container, Lab, LabHost};
+use plexus_api::ids::port_name;
+use plexus_api::{EndpointSpec, HostSpec, NetworkKind, NetworkSpec};
+use plexus_controller::flows::{cookie, CookieKind};
+use plexus_controller::model::{Command, Object};
+use plexus_controller::store::sm::SmData;
+use plexus_controller::switches::SwitchManager;
+use plexus_ovs::openflow::{Connection, Listener};
+use plexus_tests::*;
+use tokio::sync::{watch, RwLock};
+
+struct World {
+    state: Arc<RwLock<SmData>>,
+    rev: watch::Sender<u64>,
+}
+
+impl World {
+    async fn apply(&self, cmd: Command) -> Option<Object> {
+        let mut st = self.state.write().await;
+        let r = st.model.apply(cmd).expect("command applies");
+        self.rev.send_replace(st.model.revision);
+        r
+    }
+}
+
+async fn endpoint(w: &World, lab: &Lab, host: &LabHost, id: &str) -> (Container, Ipv4Addr) {
+    let spec = EndpointSpec { id: Some(id.into()), host: host.name.clone(), ip: None, mac: None, owner: None, labels: Default::default() };
+    let Some(Object::Endpoint(e)) = w.apply(Command::CreateEndpoint { network: "red".into(), spec, now_ms: 0 }).await else { panic!() };
+    let c = lab.add_container_with(host, &port_name("red", id), e.ip, e.prefix_len, Some(&e.mac), 1450).unwrap();
+    wire::plug(&wire::vswitch(host).await.unwrap(), &c).await.unwrap();
+    (c, e.ip)
+}
+
+async fn ping_ok(from: &Container, to: Ipv4Addr) -> bool {
+    let ns = from.netns.clone();
+    tokio::task::spawn_blocking(move || probe::wait_ping(&ns, to, Duration::from_secs(10)).is_ok()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn switches_are_kept_at_the_flows_the_model_asks_for() {
+    let lab = lab('s', 2);
+    let (h1, h2) = (&lab.hosts[0], &lab.hosts[1]);
+    // The manager listens on the underlay, where every host's switch can reach it.
+    let o = h1.underlay_ip.octets();
+    let ctl_ip = Ipv4Addr::new(o[0], o[1], o[2], 1);
+    run("ip", &["-n", &lab.underlay_netns(), "addr", "add", &format!("{ctl_ip}/24"), "dev", "br0"]);
+    let l = plexus_agent::netns::bind_tcp(&lab.underlay_netns(), SocketAddr::new(ctl_ip.into(), 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (rev, rx) = watch::channel(0);
+    let w = World { state: Arc::new(RwLock::new(SmData::default())), rev };
+    let mgr = SwitchManager::spawn(Listener::from_std(l).unwrap(), w.state.clone(), rx, Duration::from_secs(1));
+
+    for h in [h1, h2] {
+        w.apply(Command::PutHost { spec: HostSpec { name: h.name.clone(), tunnel_ip: h.underlay_ip, encap: Default::default(), labels: Default::default() }, now_ms: 0 }).await;
+    }
+    let spec = NetworkSpec { name: "red".into(), kind: NetworkKind::Overlay { vni: None }, subnet: "10.10.0.0/24".into(), gateway: None, mtu: None, ipam: Default::default(), host_prefix: None, lease_ttl_seconds: None, labels: Default::default() };
+    w.apply(Command::PutNetwork { spec, create: true, if_match: None }).await;
+    for h in [h1, h2] {
+        let vs = wire::vswitch(h).await.unwrap();
+        wire::prepare_host(h, &vs).await.unwrap();
+        vs.set_controllers(wire::BR_INT, &[format!("tcp:{ctl_ip}:{port}")]).await.unwrap();
+    }
+    let (e1, _) = endpoint(&w, &lab, h1, "e1").await;
+    let (_e2, ip2) = endpoint(&w, &lab, h2, "e2").await;
+    assert!(ping_ok(&e1, ip2).await, "the manager programmed both switches");
+    let st = mgr.status();
+    assert_eq!(st.len(), 2, "{st:?}");
+    assert!(st.values().all(|s| s.connected && s.in_sync && s.host.is_some() && s.desired_flows > 0), "{st:#?}");
+
+    // A new endpoint: its port appears (port status), the model changes, and it is reachable.
+    let (_e3, ip3) = endpoint(&w, &lab, h2, "e3").await;
+    assert!(ping_ok(&e1, ip3).await, "a new endpoint is reachable");
+
+    // A deleted endpoint's flows leave every switch within a second.
+    let conns = [wire::openflow(h1).await.unwrap(), wire::openflow(h2).await.unwrap()];
+    let gone = cookie(CookieKind::Endpoint, "red/e3");
+    let t = Instant::now();
+    w.apply(Command::DeleteEndpoint { network: "red".into(), id: "e3".into() }).await;
+    loop {
+        let mut left = 0;
+        for c in &conns {
+            left += c.dump_flows(Default::default()).await.unwrap().iter().filter(|f| f.cookie == gone).count();
+        }
+        if left == 0 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(1), "{left} flows of e3 still there after {:?}", t.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("endpoint flows gone from both switches after {:?}", t.elapsed());
+
+    // Tampering is undone by the audit.
+    let mgmt = format!("unix:{}", h1.ovs.mgmt_sock(wire::BR_INT).display());
+    let desired = count(&conns[0]).await;
+    run("ovs-ofctl", &["-O", "OpenFlow13", "del-flows", &mgmt, "table=50"]);
+    run("ovs-ofctl", &["-O", "OpenFlow13", "add-flow", &mgmt, "table=0,priority=9,in_port=77,actions=drop"]);
+    let t = Instant::now();
+    while count(&conns[0]).await != desired || dump_flows(h1, wire::BR_INT).iter().any(|f| f.contains("in_port=77")) {
+        assert!(t.elapsed() < Duration::from_secs(5), "the audit did not restore h1's flows");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ping_ok(&e1, ip2).await, "traffic flows again");
+    assert!(mgr.status().values().any(|s| s.corrections >= 1));
+}
+
+async fn count(c: &Connection) -> usize {
+    c.dump_flows(Default::default()).await.unwrap().len()
+}
