@@ -31,6 +31,9 @@ pub struct ControllerCmd {
     /// Snapshot the state and compact the log every this many entries.
     #[arg(long, default_value_t = 5000)]
     snapshot_every: u64,
+    /// Where switches connect over OpenFlow, e.g. 0.0.0.0:6653.
+    #[arg(long)]
+    openflow_listen: Option<SocketAddr>,
 }
 
 fn parse_peers(v: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
@@ -49,7 +52,7 @@ fn parse_peers(v: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
 }
 
 pub async fn run(c: ControllerCmd) -> anyhow::Result<()> {
-    let cfg = NodeConfig { id: c.id, listen: c.listen, advertise: c.advertise, data_dir: c.data_dir, peers: parse_peers(&c.peers)?, join: c.join, snapshot_every: c.snapshot_every };
+    let cfg = NodeConfig { id: c.id, listen: c.listen, advertise: c.advertise, data_dir: c.data_dir, peers: parse_peers(&c.peers)?, join: c.join, snapshot_every: c.snapshot_every, openflow_listen: c.openflow_listen };
     let node = Node::start(cfg).await?;
     println!("plexus controller {} listening on http://{}", c.id, node.addr);
     tokio::signal::ctrl_c().await?;

@@ -247,6 +247,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         ("GET", "/v1/cluster"),
         ("GET", "/v1/hosts"),
         ("GET", "/v1/hosts/{name}"),
+        ("GET", "/v1/hosts/{name}/flows"),
         ("GET", "/v1/networks"),
         ("GET", "/v1/networks/{name}"),
         ("GET", "/v1/networks/{name}/endpoints"),

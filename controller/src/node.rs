@@ -71,6 +71,8 @@ pub struct NodeConfig {
     pub join: Option<String>,
     /// Take a snapshot (and compact the log) every this many entries.
     pub snapshot_every: u64,
+    /// Where switches connect over OpenFlow (none: this node programs no switch).
+    pub openflow_listen: Option<SocketAddr>,
 }
 
 /// A running node.
@@ -121,7 +123,15 @@ impl Node {
         let addr = listener.local_addr().map_err(|e| NodeError::Listen { addr: cfg.listen, reason: e.to_string() })?;
         let advertise = cfg.advertise.clone().unwrap_or_else(|| addr.to_string());
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(1)).build().unwrap_or_default();
-        let app = server::router(AppState { id: cfg.id, raft: raft.clone(), state: state.clone(), revisions, http: http.clone() });
+        let switches = match cfg.openflow_listen {
+            Some(a) => {
+                let l = plexus_ovs::openflow::Listener::bind_tcp(a).await.map_err(|e| NodeError::Listen { addr: a, reason: e.to_string() })?;
+                tracing::info!(addr = ?l.local_addr(), "switches connect here over OpenFlow");
+                Some(crate::switches::SwitchManager::spawn(l, state.clone(), revisions.clone(), Duration::from_secs(10)))
+            }
+            None => None,
+        };
+        let app = server::router(AppState { id: cfg.id, raft: raft.clone(), state: state.clone(), revisions, http: http.clone(), switches });
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "http server stopped");

@@ -27,6 +27,7 @@ impl Cluster {
                 // The first node forms a cluster; the others join it live (a membership change).
                 join: nodes.first().map(|n| n.addr.to_string()),
                 snapshot_every: 5000,
+                openflow_listen: None,
             };
             nodes.push(Node::start(cfg).await?);
         }

@@ -45,6 +45,8 @@ pub struct AppState {
     pub revisions: tokio::sync::watch::Receiver<u64>,
     /// For forwarding to the leader.
     pub http: reqwest::Client,
+    /// The switches this node programs, if it listens for them.
+    pub switches: Option<Arc<crate::switches::SwitchManager>>,
 }
 
 /// Largest Raft RPC accepted (catch-up batches and snapshots are big).
@@ -110,6 +112,7 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(watch))
         .routes(routes!(list_hosts))
         .routes(routes!(get_host, put_host))
+        .routes(routes!(host_flows))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .merge(raft)
 }

@@ -254,3 +254,20 @@ pub(crate) async fn watch(s: St, Query(o): Query<WatchOpts>) -> Response {
         }
     }
 }
+
+#[utoipa::path(get, path = "/v1/hosts/{name}/flows", tag = "hosts", params(("name" = String, Path, description = "Host name")),
+    responses((status = 200, description = "The state of the host's switch as this node programs it", body = crate::switches::SwitchStatus),
+              (status = 404, description = "No such host, or its switch never connected to this node", body = Problem, content_type = "application/problem+json")))]
+/// The state of a host's switch: connected, in sync, desired flows, last corrections, last error.
+pub(crate) async fn host_flows(s: St, Path(name): Path<String>) -> Response {
+    let Some(dpid) = s.state.read().await.model.hosts.get(&name).map(|h| h.datapath_id.clone()) else {
+        return not_found("name", format!("no host named {name}"));
+    };
+    let Some(mgr) = &s.switches else {
+        return not_found("name", "this node does not program switches (no --openflow-listen)".into());
+    };
+    match mgr.status().remove(&dpid) {
+        Some(st) => Json(st).into_response(),
+        None => not_found("name", format!("the switch of host {name} (datapath id {dpid}) has not connected to this node")),
+    }
+}
