@@ -5,5 +5,6 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod lab;
 pub mod netns;

@@ -1,6 +1,7 @@
 //! `plexus`: one binary for every Plexus role. The foundation provides the lab and the flow
 //! programming benchmark; the controller, agent and network commands join it in later issues.
 
+mod agent;
 mod bench;
 mod controller;
 mod lab;
@@ -24,6 +25,8 @@ enum Cmd {
     Lab(lab::LabCmd),
     /// Measure Plexus against baselines measured in the same run.
     Bench(bench::BenchCmd),
+    /// Run the host agent: register, heartbeat, keep the host's switch configured.
+    Agent(agent::AgentCmd),
     /// Run a controller node (alone it is a one-node cluster).
     Controller(controller::ControllerCmd),
     /// Create, list, show and delete networks.
@@ -78,6 +81,7 @@ fn run() -> anyhow::Result<()> {
             Cmd::Lab(c) => lab::run(c).await,
             Cmd::Bench(c) => bench::run(c).await,
             Cmd::Controller(c) => controller::run(c).await,
+            Cmd::Agent(c) => agent::run(c).await,
             Cmd::Network { api, cmd } => resources::network(api, cmd).await,
             Cmd::Endpoint { api, cmd } => resources::endpoint(api, cmd).await,
             Cmd::Host { api, cmd } => resources::host(api, cmd).await,

@@ -290,6 +290,21 @@ impl VSwitch {
     /// Sets the bridge's OpenFlow controller targets (replacing any others). Controllers
     /// reconnect within a second, so a failed-over controller is picked up quickly.
     pub async fn set_controllers(&self, bridge: &str, targets: &[String]) -> Result<(), OvsdbError> {
+        // Replacing identical rows would still be a change every monitor reports: skip it.
+        if let Some(b) = self.select("Bridge", vec![Condition::eq("name", bridge)], &["controller"]).await?.first() {
+            let mut have = Vec::new();
+            for u in b.uuids("controller") {
+                if let Some(r) = self.select("Controller", vec![Condition::uuid(&u)], &["target"]).await?.first() {
+                    have.extend(r.str("target"));
+                }
+            }
+            let mut want = targets.to_vec();
+            have.sort();
+            want.sort();
+            if have == want {
+                return Ok(());
+            }
+        }
         let mut ops: Vec<Operation> = targets
             .iter()
             .enumerate()

@@ -1,0 +1,158 @@
+//! The host agent: registers its host with the controller and heartbeats, and makes the
+//! host's Open vSwitch what Plexus needs — `br-int` with the tunnel port and the controller
+//! targets, and for the userspace datapath `br-phy` holding the underlay interface and its
+//! address. It re-checks the switch whenever OVSDB reports a change, and periodically, and
+//! puts back whatever drifted.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use plexus_api::{Client, Encap, HostSpec};
+use plexus_ovs::ovsdb::{BridgeSpec, Client as Ovsdb, ClientOptions, InterfaceType, MonitorRequest, PortSpec, Target, VSwitch};
+
+/// The integration bridge.
+pub const BR_INT: &str = "br-int";
+/// The underlay bridge of the userspace datapath.
+pub const BR_PHY: &str = "br-phy";
+
+/// Agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Host name (as registered).
+    pub name: String,
+    /// Controller API URL(s).
+    pub controller: String,
+    /// OpenFlow targets of every controller node, e.g. `tcp:10.0.0.1:6653`.
+    pub openflow: Vec<String>,
+    /// This host's OVSDB.
+    pub ovsdb: Target,
+    /// Underlay address tunnels use.
+    pub tunnel_ip: Ipv4Addr,
+    /// Its prefix length (for moving it onto `br-phy`).
+    pub tunnel_prefix: u8,
+    /// `system` (kernel datapath, the default) or `netdev` (userspace).
+    pub datapath_type: String,
+    /// Encapsulation.
+    pub encap: Encap,
+    /// With `netdev`: the underlay interface to put on `br-phy` (its address moves there).
+    pub underlay_iface: Option<String>,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+}
+
+/// Errors of the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// OVSDB refused or failed.
+    #[error("ovsdb: {0}")]
+    Ovsdb(#[from] plexus_ovs::ovsdb::OvsdbError),
+    /// The controller refused.
+    #[error("controller: {0}")]
+    Controller(#[from] plexus_api::ClientError),
+    /// A system command failed.
+    #[error("{0}")]
+    System(String),
+}
+
+/// The tunnel port's name for an encapsulation.
+pub fn tunnel_port(encap: Encap) -> &'static str {
+    match encap {
+        Encap::Vxlan => "vxlan0",
+        Encap::Geneve => "geneve0",
+    }
+}
+
+/// Makes the switch what the agent needs; idempotent, so it doubles as drift repair.
+pub async fn ensure_switch(cfg: &AgentConfig, vs: &VSwitch) -> Result<(), AgentError> {
+    if let (true, Some(iface)) = (cfg.datapath_type == "netdev", &cfg.underlay_iface) {
+        vs.ensure_bridge(&BridgeSpec { name: BR_PHY.into(), datapath_type: "netdev".into(), ..Default::default() }).await?;
+        vs.add_port(BR_PHY, &PortSpec::new(iface, InterfaceType::System)).await?;
+        // The userspace datapath routes tunnels through the address on br-phy.
+        let addr = format!("{}/{}", cfg.tunnel_ip, cfg.tunnel_prefix);
+        let has = std::process::Command::new("ip").args(["-o", "addr", "show", "dev", BR_PHY]).output().map(|o| String::from_utf8_lossy(&o.stdout).contains(&addr)).unwrap_or(false);
+        if !has {
+            let run = |args: &[&str]| -> Result<(), AgentError> {
+                let o = std::process::Command::new("ip").args(args).output().map_err(|e| AgentError::System(format!("ip {args:?}: {e}")))?;
+                if o.status.success() {
+                    Ok(())
+                } else {
+                    Err(AgentError::System(format!("ip {args:?}: {}", String::from_utf8_lossy(&o.stderr).trim())))
+                }
+            };
+            vs.wait_ofport(iface, Duration::from_secs(10)).await?;
+            run(&["addr", "flush", "dev", iface])?;
+            run(&["addr", "replace", &addr, "dev", BR_PHY])?;
+            run(&["link", "set", BR_PHY, "up"])?;
+            tracing::info!(%addr, "underlay address moved to br-phy");
+        }
+    }
+    let int = BridgeSpec {
+        name: BR_INT.into(),
+        datapath_type: cfg.datapath_type.clone(),
+        fail_mode: Some("secure".into()),
+        protocols: vec!["OpenFlow13".into()],
+        datapath_id: Some(plexus_api::ids::datapath_id(&cfg.name)),
+        other_config: BTreeMap::new(),
+        external_ids: BTreeMap::from([("plexus-host".to_string(), cfg.name.clone())]),
+    };
+    vs.ensure_bridge(&int).await?;
+    let kind = match cfg.encap {
+        Encap::Vxlan => InterfaceType::Vxlan,
+        Encap::Geneve => InterfaceType::Geneve,
+    };
+    vs.add_port(BR_INT, &PortSpec::new(tunnel_port(cfg.encap), kind).option("remote_ip", "flow").option("key", "flow")).await?;
+    vs.set_controllers(BR_INT, &cfg.openflow).await?;
+    Ok(())
+}
+
+/// Runs the agent until the process ends.
+pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
+    let api = Client::new(&cfg.controller)?;
+    let ovsdb = Ovsdb::start(cfg.ovsdb.clone(), ClientOptions::default());
+    ovsdb.wait_connected(Duration::from_secs(30)).await?;
+    let vs = VSwitch::new(ovsdb.clone());
+    let spec = HostSpec { name: cfg.name.clone(), tunnel_ip: cfg.tunnel_ip, encap: cfg.encap, labels: BTreeMap::new() };
+    // Register first: the controller identifies the switch by the datapath id it expects.
+    loop {
+        match api.put_host(&spec).await {
+            Ok(h) => {
+                tracing::info!(host = %cfg.name, datapath_id = %h.datapath_id, "registered with the controller");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot register yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    ensure_switch(&cfg, &vs).await?;
+    let mut monitor = ovsdb
+        .monitor("Open_vSwitch", vec![MonitorRequest::all("Bridge"), MonitorRequest::all("Port"), MonitorRequest::all("Controller")])
+        .await?;
+    let mut beat = tokio::time::interval(cfg.heartbeat);
+    let mut audit = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = beat.tick() => {
+                if let Err(e) = api.put_host(&spec).await {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+            }
+            batch = monitor.next() => {
+                if batch.is_none() {
+                    return Err(AgentError::System("the OVSDB monitor ended".into()));
+                }
+                // Something changed in the switch's configuration: make sure it is still ours.
+                if let Err(e) = ensure_switch(&cfg, &vs).await {
+                    tracing::warn!(error = %e, "repairing the switch failed; will retry");
+                }
+            }
+            _ = audit.tick() => {
+                if let Err(e) = ensure_switch(&cfg, &vs).await {
+                    tracing::warn!(error = %e, "switch audit failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! `plexus agent`: run the host agent.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use plexus_agent::agent::{self, AgentConfig};
+use plexus_api::Encap;
+
+#[derive(Args)]
+pub struct AgentCmd {
+    /// This host's name (DNS label).
+    #[arg(long)]
+    name: String,
+    /// Controller API URL(s), comma-separated.
+    #[arg(long, env = "PLEXUS_API")]
+    controller: String,
+    /// OpenFlow target of every controller node, e.g. tcp:10.0.0.1:6653 (repeat or comma-separate).
+    #[arg(long = "openflow", value_delimiter = ',', required = true)]
+    openflow: Vec<String>,
+    /// This host's OVSDB.
+    #[arg(long, default_value = "unix:/var/run/openvswitch/db.sock")]
+    ovsdb: String,
+    /// Underlay address tunnels use, with its prefix length: 10.0.0.11/24.
+    #[arg(long)]
+    tunnel_ip: String,
+    /// Datapath: system (kernel) or netdev (userspace).
+    #[arg(long, default_value = "system", value_parser = ["system", "netdev"])]
+    datapath_type: String,
+    /// With netdev: the underlay interface to put on br-phy.
+    #[arg(long)]
+    underlay_iface: Option<String>,
+    /// Encapsulation.
+    #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "geneve"])]
+    encap: String,
+    /// Heartbeat period, seconds.
+    #[arg(long, default_value_t = 5)]
+    heartbeat: u64,
+}
+
+pub async fn run(c: AgentCmd) -> anyhow::Result<()> {
+    let (ip, len) = c.tunnel_ip.split_once('/').with_context(|| format!("--tunnel-ip {:?} needs a prefix length, e.g. 10.0.0.11/24", c.tunnel_ip))?;
+    let tunnel_ip: Ipv4Addr = ip.parse().with_context(|| format!("--tunnel-ip: {ip:?} is not an IPv4 address"))?;
+    let tunnel_prefix: u8 = len.parse().ok().filter(|l| *l <= 32).with_context(|| format!("--tunnel-ip: prefix length {len:?} is not 0..=32"))?;
+    let cfg = AgentConfig {
+        name: c.name,
+        controller: c.controller,
+        openflow: c.openflow,
+        ovsdb: c.ovsdb.parse().context("--ovsdb")?,
+        tunnel_ip,
+        tunnel_prefix,
+        datapath_type: c.datapath_type,
+        encap: if c.encap == "geneve" { Encap::Geneve } else { Encap::Vxlan },
+        underlay_iface: c.underlay_iface,
+        heartbeat: Duration::from_secs(c.heartbeat.max(1)),
+    };
+    agent::run(cfg).await?;
+    Ok(())
+}
