@@ -26,4 +26,7 @@ pub struct LabStatus {
     pub dir: String,
     /// Hosts.
     pub hosts: Vec<LabHostStatus>,
+    /// The controller's API, if the lab runs a control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use plexus_agent::lab::{probe, wire, Lab, LabConfig};
+use plexus_agent::lab::{probe, Lab, LabConfig};
 
 #[derive(Args)]
 pub struct LabCmd {
@@ -31,6 +31,10 @@ enum Sub {
         /// Start ovs-vswitchd with --enable-dummy (dummy ports for scale tests).
         #[arg(long)]
         enable_dummy: bool,
+        /// Controllers to run (0: OVS only, no control plane; 1: a controller and an agent
+        /// on every host).
+        #[arg(long, default_value_t = 1)]
+        controllers: u8,
     },
     /// Stop a lab and remove everything it made.
     Down,
@@ -40,17 +44,33 @@ enum Sub {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Prove the data plane: a container on the first and one on the last host, wired through
-    /// a VXLAN tunnel by flows Plexus's codec installs; ping and a checked 10 MB TCP stream.
+    /// Show containers talk: a network and an endpoint on the first and the last host through
+    /// the controller, containers plugged in, ping and a checked 10 MB TCP stream.
     Demo,
 }
 
 pub async fn run(c: LabCmd) -> anyhow::Result<()> {
     match c.cmd {
-        Sub::Up { hosts, enable_dummy } => {
+        Sub::Up { hosts, enable_dummy, controllers } => {
+            if controllers > 1 {
+                bail!("--controllers {controllers}: only 0 or 1 for now (a clustered lab control plane comes with controller failover)");
+            }
             let cfg = LabConfig { name: c.name.clone(), hosts, owned: false, enable_dummy };
             let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.with_context(|| format!("lab up {}", c.name))?;
-            print_status(&lab, Output::Table)?;
+            if controllers == 1 {
+                let exe = std::env::current_exe().context("finding the plexus binary")?;
+                let cp = match lab.start_control_plane(&exe) {
+                    Ok(cp) => cp,
+                    Err(e) => {
+                        lab.down();
+                        return Err(e).context("starting the control plane");
+                    }
+                };
+                print_status(&lab, Output::Table)?;
+                println!("export PLEXUS_API={}", cp.api);
+            } else {
+                print_status(&lab, Output::Table)?;
+            }
             println!("lab {} is up; `plexus lab down --name {}` removes it", lab.name, lab.name);
         }
         Sub::Down => {
@@ -75,6 +95,9 @@ fn print_status(lab: &Lab, output: Output) -> anyhow::Result<()> {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&s)?),
         Output::Table => {
+            if let Some(api) = &s.api {
+                println!("controller: {api}");
+            }
             println!("{:<4} {:<20} {:<18} {:<8} OVSDB", "HOST", "NETNS", "UNDERLAY", "OVS");
             for h in &s.hosts {
                 println!("{:<4} {:<20} {:<18} {:<8} {}", h.name, h.netns, h.underlay_ip, if h.running { "running" } else { "DOWN" }, h.ovsdb);
@@ -88,21 +111,52 @@ async fn demo(lab: &Lab) -> anyhow::Result<()> {
     if lab.hosts.len() < 2 {
         bail!("the demo needs a lab of at least 2 hosts (plexus lab up --hosts 3)");
     }
+    let Some(api_url) = lab.status().api else {
+        bail!("lab {} runs no controller: start it with `plexus lab up --controllers 1`", lab.name);
+    };
+    let api = plexus_api::Client::new(&api_url)?;
     let (a, b) = (&lab.hosts[0], &lab.hosts[lab.hosts.len() - 1]);
-    println!("wiring container c1 on {} and c2 on {} through VXLAN 100 ...", a.name, b.name);
-    let (c1, c2) = wire::connect_pair(lab, a, "c1", b, "c2", 100).await?;
-    let (n1, n2, ip2) = (c1.netns.clone(), c2.netns.clone(), c2.ip);
-    let first = tokio::task::spawn_blocking(move || probe::wait_ping(&n1, ip2, Duration::from_secs(10))).await??;
-    println!("first ping reply from c2 after {:.0} ms", first.as_secs_f64() * 1e3);
-    let n1 = c1.netns.clone();
+    // Agents register within a moment of the lab coming up.
+    for _ in 0..100 {
+        if api.hosts().await.map(|h| h.len() == lab.hosts.len()).unwrap_or(false) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let spec = plexus_api::NetworkSpec {
+        name: "demo".into(),
+        kind: plexus_api::NetworkKind::Overlay { vni: None },
+        subnet: "10.77.0.0/24".into(),
+        gateway: None,
+        mtu: None,
+        ipam: Default::default(),
+        host_prefix: None,
+        lease_ttl_seconds: None,
+        labels: Default::default(),
+    };
+    match api.create_network(&spec).await {
+        Ok(n) => println!("network demo created: {} {:?}", n.spec.subnet, n.spec.kind),
+        Err(plexus_api::ClientError::Problem(p)) if p.status == 409 => println!("network demo exists"),
+        Err(e) => return Err(e.into()),
+    }
+    let mut cs = Vec::new();
+    for h in [a, b] {
+        let e = api.create_endpoint("demo", &plexus_api::EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: Some("plexus lab demo".into()), labels: Default::default() }).await?;
+        println!("endpoint {} on {}: {}/{} {}", e.id, e.host, e.ip, e.prefix_len, e.mac);
+        cs.push(lab.attach(&e, 1450).await?);
+    }
+    let (n1, n2, ip2) = (cs[0].netns.clone(), cs[1].netns.clone(), cs[1].ip);
+    let first = tokio::task::spawn_blocking(move || probe::wait_ping(&n1, ip2, Duration::from_secs(20))).await??;
+    println!("first ping reply from {} to {} after {:.0} ms", a.name, b.name, first.as_secs_f64() * 1e3);
+    let n1 = cs[0].netns.clone();
     let got = tokio::task::spawn_blocking(move || probe::ping(&n1, ip2, 5, Duration::from_millis(200))).await??;
-    println!("ping c1 -> c2: {got}/5 replies");
-    let n1 = c1.netns.clone();
+    println!("ping {} -> {}: {got}/5 replies", a.name, b.name);
+    let n1 = cs[0].netns.clone();
     let t = tokio::task::spawn_blocking(move || probe::tcp_transfer(&n1, &n2, ip2, 10 << 20)).await??;
-    println!("TCP c1 -> c2: {} bytes in {:.2} s ({:.0} Mbit/s), intact: {}", t.bytes, t.elapsed.as_secs_f64(), t.mbit_per_s(), t.intact);
+    println!("TCP: {} bytes in {:.2} s ({:.0} Mbit/s), intact: {}", t.bytes, t.elapsed.as_secs_f64(), t.mbit_per_s(), t.intact);
     if got != 5 || !t.intact {
         bail!("the data plane does not work: {got}/5 pings, TCP intact = {}", t.intact);
     }
-    println!("containers on {} and {} talk through Open vSwitch flows programmed by Plexus", a.name, b.name);
+    println!("containers on {} and {} talk through flows the Plexus controller computed and programmed", a.name, b.name);
     Ok(())
 }

@@ -18,6 +18,9 @@ fn lab_up_status_down_leave_nothing_behind() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("status -o json is JSON");
     assert_eq!(v["hosts"].as_array().map(Vec::len), Some(2));
     assert!(v["hosts"].as_array().unwrap().iter().all(|h| h["running"] == true));
+    let api = v["api"].as_str().expect("lab up starts a controller by default").to_string();
+    let (ok, out, err) = plexus(&["cluster", "status", "--api", &api]);
+    assert!(ok && out.contains("Leader"), "the lab's controller answers from the root namespace: {out} {err}");
     let (ok, _, err) = plexus(&["lab", "up", "--hosts", "1", "--name", &name]);
     assert!(!ok && err.contains("already exists"), "a second up is refused clearly: {err}");
     let (ok, _, err) = plexus(&["lab", "down", "--name", &name]);
@@ -25,6 +28,8 @@ fn lab_up_status_down_leave_nothing_behind() {
     let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&ns.stdout).contains(&format!("plx-{name}-")), "namespaces left");
     assert!(!std::path::Path::new("/run/plexus").join(&name).exists());
+    let links = Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&links.stdout).contains(&format!("pl-{name}")), "the underlay link is gone");
     let (ok, _, err) = plexus(&["lab", "status", "--name", &name]);
     assert!(!ok && err.contains("no lab named"), "{err}");
     let (ok, _, err) = plexus(&["lab", "up", "--hosts", "0", "--name", &name]);

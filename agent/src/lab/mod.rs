@@ -7,6 +7,7 @@
 //! created by a test records the test's pid as owner: [`sweep_stale`] removes labs whose
 //! owner has died, so a crashed test leaves nothing behind for long.
 
+mod control;
 mod daemons;
 mod sh;
 pub mod probe;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use control::{ControlPlane, API_PORT, OPENFLOW_PORT};
 pub use daemons::{Daemon, OvsInstance};
 use plexus_api::{LabHostStatus, LabStatus};
 use sh::{in_ns, ip, tx_offload_off};
@@ -331,7 +333,11 @@ impl Lab {
 
     /// What `plexus lab status` shows.
     pub fn status(&self) -> LabStatus {
+        let running = |tag: &str| {
+            std::fs::read_to_string(self.dir.join(format!("{tag}.pid"))).ok().and_then(|s| s.trim().parse::<i32>().ok()).is_some_and(daemons::alive)
+        };
         LabStatus {
+            api: running("controller").then(|| format!("http://{}:{}", self.controller_ip(), API_PORT)),
             name: self.name.clone(),
             dir: self.dir.display().to_string(),
             hosts: self
@@ -356,6 +362,7 @@ impl Lab {
 
     fn teardown(&self) {
         tracing::info!(lab = %self.name, "tearing lab down");
+        self.stop_control_plane();
         for h in &self.hosts {
             h.ovs.stop();
         }
@@ -412,11 +419,26 @@ fn sweep_stale(root: &Path) {
             }
         }
     }
-    let labs = Lab::list_in(root);
+    // A lab writes lab.json before it creates anything, so a namespace or link whose lab.json
+    // does not exist *now* (not when a list was taken: a lab may be starting meanwhile)
+    // belongs to no lab.
+    let has_lab = |lab: &str| root.join(lab).join("lab.json").exists();
+    // Root-namespace veths into the underlays of labs that are gone.
+    if let Ok(out) = std::process::Command::new("ip").args(["-o", "link", "show"]).output() {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some(name) = line.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n)) else { continue };
+            if let Some(lab) = name.strip_prefix("pl-") {
+                if !has_lab(lab) {
+                    tracing::info!(link = %name, "removing the underlay link of no lab");
+                    let _ = ip(None, &["link", "del", name]);
+                }
+            }
+        }
+    }
     for ns in crate::netns::list() {
         let Some(rest) = ns.strip_prefix(NS_PREFIX) else { continue };
         let lab = rest.split('-').next().unwrap_or_default();
-        if !labs.iter().any(|l| l == lab) {
+        if !has_lab(lab) {
             tracing::info!(netns = %ns, "removing namespace of no lab");
             let _ = ip(None, &["netns", "delete", &ns]);
         }

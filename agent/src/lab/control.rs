@@ -1,0 +1,141 @@
+//! A lab's control plane: a controller in the root namespace, joined to the lab's underlay
+//! by a veth (so both the agents and the user's shell reach it), and an agent in every host
+//! namespace. They run as `plexus` processes whose pids the lab records and ends at `down`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::sh::{ip, tx_offload_off};
+use super::{daemons, Lab, LabError};
+
+/// Port of the controller's API.
+pub const API_PORT: u16 = 6543;
+/// Port switches connect to.
+pub const OPENFLOW_PORT: u16 = 6653;
+
+/// Where the control plane answers.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    /// API URL (reachable from the root namespace and from every host).
+    pub api: String,
+    /// OpenFlow target the switches use.
+    pub openflow: String,
+}
+
+impl Lab {
+    /// The controller's address: `.1` of the underlay.
+    pub fn controller_ip(&self) -> Ipv4Addr {
+        let o = self.hosts[0].underlay_ip.octets();
+        Ipv4Addr::new(o[0], o[1], o[2], 1)
+    }
+
+    /// The root-namespace end of the veth into the underlay.
+    pub fn root_link(&self) -> String {
+        format!("pl-{}", self.name)
+    }
+
+    fn spawn(&self, ns: Option<&str>, tag: &str, plexus: &Path, args: &[String]) -> Result<(), LabError> {
+        let log = std::fs::File::create(self.dir.join(format!("{tag}.log"))).map_err(|e| LabError::Io(e.to_string()))?;
+        let mut c = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(plexus);
+                c
+            }
+            None => Command::new(plexus),
+        };
+        let child = c.args(args).env("PLEXUS_LOG", "info,openraft=warn").stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().map_err(|e| LabError::Command { cmd: format!("{} {args:?}", plexus.display()), reason: e.to_string() })?;
+        // `ip netns exec` execs the program: the pid is plexus's own.
+        std::fs::write(self.dir.join(format!("{tag}.pid")), child.id().to_string()).map_err(|e| LabError::Io(e.to_string()))?;
+        tracing::info!(lab = %self.name, %tag, pid = child.id(), "started");
+        Ok(())
+    }
+
+    /// Starts the control plane with the `plexus` binary at `plexus`; returns once the API
+    /// answers.
+    pub fn start_control_plane(&self, plexus: &Path) -> Result<ControlPlane, LabError> {
+        let (ul, link, ctl) = (self.underlay_netns(), self.root_link(), self.controller_ip());
+        ip(Some(&ul), &["link", "add", "root", "type", "veth", "peer", "name", &link])?;
+        ip(Some(&ul), &["link", "set", &link, "netns", "1"])?;
+        ip(Some(&ul), &["link", "set", "root", "master", "br0"])?;
+        ip(Some(&ul), &["link", "set", "root", "up"])?;
+        ip(None, &["addr", "add", &format!("{ctl}/{}", self.underlay_prefix_len()), "dev", &link])?;
+        ip(None, &["link", "set", &link, "up"])?;
+        tx_offload_off(&ul, "root")?;
+        let api = format!("http://{ctl}:{API_PORT}");
+        let openflow = format!("tcp:{ctl}:{OPENFLOW_PORT}");
+        let data = self.dir.join("controller");
+        let s = |v: &str| v.to_string();
+        self.spawn(None, "controller", plexus, &[
+            s("controller"), s("--data-dir"), data.display().to_string(),
+            s("--listen"), format!("{ctl}:{API_PORT}"), s("--openflow-listen"), format!("{ctl}:{OPENFLOW_PORT}"),
+        ])?;
+        wait_port(SocketAddr::new(ctl.into(), API_PORT))?;
+        for h in &self.hosts {
+            self.spawn(Some(&h.netns), &format!("agent-{}", h.name), plexus, &[
+                s("agent"), s("--name"), h.name.clone(), s("--controller"), api.clone(), s("--openflow"), openflow.clone(),
+                s("--ovsdb"), format!("unix:{}", h.ovs.db_sock().display()), s("--tunnel-ip"), format!("{}/{}", h.underlay_ip, self.underlay_prefix_len()),
+                s("--datapath-type"), s("netdev"), s("--underlay-iface"), s("eth0"), s("--heartbeat"), s("2"),
+            ])?;
+        }
+        Ok(ControlPlane { api, openflow })
+    }
+
+    /// Ends the control plane's processes (by their recorded pids) and removes the veth.
+    pub(crate) fn stop_control_plane(&self) {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else { return };
+        for e in dir.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "pid") && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agent-") || n == "controller.pid") {
+                if let Some(pid) = std::fs::read_to_string(&p).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+                    if daemons::alive(pid) {
+                        daemons::kill(pid, libc::SIGTERM);
+                        let t = Instant::now();
+                        while daemons::alive(pid) && t.elapsed() < Duration::from_secs(3) {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        if daemons::alive(pid) {
+                            daemons::kill(pid, libc::SIGKILL);
+                        }
+                    }
+                }
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+        let _ = ip(None, &["link", "del", &self.root_link()]);
+    }
+}
+
+fn wait_port(addr: SocketAddr) -> Result<(), LabError> {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(15) {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(LabError::Command { cmd: format!("controller at {addr}"), reason: "did not answer within 15 s (see controller.log in the lab directory)".into() })
+}
+
+impl Lab {
+    /// Plugs an endpoint the controller created into its host: a container namespace with
+    /// the endpoint's address and MAC, its veth named after the endpoint's port and added to
+    /// `br-int` (the agent made it) with `external_ids` naming the endpoint.
+    pub async fn attach(&self, e: &plexus_api::Endpoint, mtu: u32) -> Result<super::Container, LabError> {
+        let host = self.host(&e.host).ok_or_else(|| LabError::Invalid { field: "host", reason: format!("no host {} in lab {}", e.host, self.name) })?;
+        let vs = super::wire::vswitch(host).await?;
+        let t = Instant::now();
+        while !vs.bridges().await.map_err(|e| LabError::Io(e.to_string()))?.iter().any(|b| b == super::wire::BR_INT) {
+            if t.elapsed() > Duration::from_secs(20) {
+                return Err(LabError::Io(format!("no br-int on {} after 20 s: is its agent running?", host.name)));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let c = self.add_container_with(host, &plexus_api::ids::port_name(&e.network, &e.id), e.ip, e.prefix_len, Some(&e.mac), mtu)?;
+        let spec = plexus_ovs::ovsdb::PortSpec::new(&c.host_if, plexus_ovs::ovsdb::InterfaceType::System).external_id("plexus-endpoint", &format!("{}/{}", e.network, e.id));
+        vs.add_port(super::wire::BR_INT, &spec).await.map_err(|e| LabError::Io(e.to_string()))?;
+        Ok(c)
+    }
+}
