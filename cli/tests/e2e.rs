@@ -57,3 +57,79 @@ async fn agents_and_a_controller_connect_containers_on_three_hosts() {
     let links = String::from_utf8_lossy(&Command::new("ip").args(["-o", "link", "show"]).output().unwrap().stdout).into_owned();
     assert!(!links.contains(&format!(" {link}@")) && !links.contains(&format!(" {link}:")), "{link} left behind");
 }
+
+async fn in_sync(api: &str, host: &str) -> bool {
+    let Ok(r) = reqwest::get(format!("{api}/v1/hosts/{host}/flows")).await else { return false };
+    let Ok(v) = r.json::<serde_json::Value>().await else { return false };
+    v["connected"] == true && v["in_sync"] == true
+}
+
+async fn wait_in_sync(api: &str, hosts: &[&str]) {
+    let t = Instant::now();
+    for h in hosts {
+        while !in_sync(api, h).await {
+            assert!(t.elapsed() < Duration::from_secs(30), "{h}'s switch did not get back in sync");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn ping_n(from: String, to: Ipv4Addr, n: u32) -> tokio::task::JoinHandle<u32> {
+    tokio::task::spawn_blocking(move || probe::ping(&from, to, n, Duration::from_millis(100)).unwrap_or(0))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traffic_survives_and_recovers_from_restarts_of_every_part() {
+    let name = format!("r{}", std::process::id() % 10_000_000);
+    let lab = Lab::up(&LabConfig::owned(&name, 2)).expect("lab");
+    let plexus = Path::new(env!("CARGO_BIN_EXE_plexus"));
+    let cp = lab.start_control_plane(plexus).expect("control plane");
+    let api = Client::new(&cp.api).unwrap();
+    let t = Instant::now();
+    while api.hosts().await.map(|h| h.len()).unwrap_or(0) < 2 {
+        assert!(t.elapsed() < Duration::from_secs(20), "hosts did not register");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    api.create_network(&plexus_api::NetworkSpec {
+        name: "red".into(),
+        kind: plexus_api::NetworkKind::Overlay { vni: None },
+        subnet: "10.10.0.0/24".into(),
+        gateway: None,
+        mtu: None,
+        ipam: Default::default(),
+        host_prefix: None,
+        lease_ttl_seconds: None,
+        labels: Default::default(),
+    })
+    .await
+    .unwrap();
+    let mut cs = Vec::new();
+    for h in &lab.hosts {
+        let e = api.create_endpoint("red", &EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: None, labels: Default::default() }).await.unwrap();
+        cs.push(lab.attach(&e, 1450).await.unwrap());
+    }
+    assert!(ping(cs[0].netns.clone(), cs[1].ip).await.unwrap().is_ok());
+
+    // The controller dies: installed flows keep forwarding (fail_mode secure).
+    assert!(lab.signal_process("controller", libc::SIGKILL));
+    assert_eq!(ping_n(cs[0].netns.clone(), cs[1].ip, 10).await.unwrap(), 10, "endpoints keep talking while the controller is down");
+    lab.start_controller(plexus).unwrap();
+    wait_in_sync(&cp.api, &["h1", "h2"]).await;
+    assert_eq!(ping_n(cs[0].netns.clone(), cs[1].ip, 5).await.unwrap(), 5);
+
+    // An agent restarts: nothing to repair, traffic unaffected.
+    assert!(lab.signal_process("agent-h2", libc::SIGKILL));
+    lab.start_agent("h2", plexus).unwrap();
+    assert_eq!(ping_n(cs[0].netns.clone(), cs[1].ip, 5).await.unwrap(), 5);
+
+    // ovs-vswitchd restarts and comes back empty: the agent restores br-phy's address, the
+    // controller the flows, and the switch ends with exactly the desired flows.
+    let h2 = &lab.hosts[1];
+    assert!(h2.ovs.signal(plexus_agent::lab::Daemon::Vswitchd, libc::SIGKILL));
+    h2.ovs.start_daemon(plexus_agent::lab::Daemon::Vswitchd).unwrap();
+    assert!(ping(cs[0].netns.clone(), cs[1].ip).await.unwrap().is_ok(), "traffic recovers after ovs-vswitchd restarts (logs in {})", lab.dir.display());
+    wait_in_sync(&cp.api, &["h2"]).await;
+    let st: serde_json::Value = reqwest::get(format!("{}/v1/hosts/h2/flows", cp.api)).await.unwrap().json().await.unwrap();
+    let of = plexus_agent::lab::wire::openflow(h2).await.unwrap();
+    assert_eq!(of.dump_flows(Default::default()).await.unwrap().len() as u64, st["desired_flows"].as_u64().unwrap(), "exactly the desired flows, no leftovers");
+}

@@ -64,23 +64,54 @@ impl Lab {
         ip(None, &["addr", "add", &format!("{ctl}/{}", self.underlay_prefix_len()), "dev", &link])?;
         ip(None, &["link", "set", &link, "up"])?;
         tx_offload_off(&ul, "root")?;
-        let api = format!("http://{ctl}:{API_PORT}");
-        let openflow = format!("tcp:{ctl}:{OPENFLOW_PORT}");
-        let data = self.dir.join("controller");
-        let s = |v: &str| v.to_string();
-        self.spawn(None, "controller", plexus, &[
-            s("controller"), s("--data-dir"), data.display().to_string(),
-            s("--listen"), format!("{ctl}:{API_PORT}"), s("--openflow-listen"), format!("{ctl}:{OPENFLOW_PORT}"),
-        ])?;
-        wait_port(SocketAddr::new(ctl.into(), API_PORT))?;
+        self.start_controller(plexus)?;
         for h in &self.hosts {
-            self.spawn(Some(&h.netns), &format!("agent-{}", h.name), plexus, &[
-                s("agent"), s("--name"), h.name.clone(), s("--controller"), api.clone(), s("--openflow"), openflow.clone(),
-                s("--ovsdb"), format!("unix:{}", h.ovs.db_sock().display()), s("--tunnel-ip"), format!("{}/{}", h.underlay_ip, self.underlay_prefix_len()),
-                s("--datapath-type"), s("netdev"), s("--underlay-iface"), s("eth0"), s("--heartbeat"), s("2"),
-            ])?;
+            self.start_agent(&h.name, plexus)?;
         }
-        Ok(ControlPlane { api, openflow })
+        Ok(self.control_plane())
+    }
+
+    /// Where the control plane answers.
+    pub fn control_plane(&self) -> ControlPlane {
+        let ctl = self.controller_ip();
+        ControlPlane { api: format!("http://{ctl}:{API_PORT}"), openflow: format!("tcp:{ctl}:{OPENFLOW_PORT}") }
+    }
+
+    /// Starts (or restarts) the controller from its data directory; returns once it answers.
+    pub fn start_controller(&self, plexus: &Path) -> Result<(), LabError> {
+        let ctl = self.controller_ip();
+        let data = self.dir.join("controller");
+        let args = ["controller".to_string(), "--data-dir".into(), data.display().to_string(), "--listen".into(), format!("{ctl}:{API_PORT}"), "--openflow-listen".into(), format!("{ctl}:{OPENFLOW_PORT}")];
+        self.spawn(None, "controller", plexus, &args)?;
+        wait_port(SocketAddr::new(ctl.into(), API_PORT))
+    }
+
+    /// Starts (or restarts) the agent of host `name`.
+    pub fn start_agent(&self, name: &str, plexus: &Path) -> Result<(), LabError> {
+        let h = self.host(name).ok_or_else(|| LabError::Invalid { field: "host", reason: format!("no host {name}") })?;
+        let cp = self.control_plane();
+        let args = [
+            "agent".to_string(), "--name".into(), h.name.clone(), "--controller".into(), cp.api, "--openflow".into(), cp.openflow,
+            "--ovsdb".into(), format!("unix:{}", h.ovs.db_sock().display()), "--tunnel-ip".into(), format!("{}/{}", h.underlay_ip, self.underlay_prefix_len()),
+            "--datapath-type".into(), "netdev".into(), "--underlay-iface".into(), "eth0".into(), "--heartbeat".into(), "2".into(),
+        ];
+        self.spawn(Some(&h.netns), &format!("agent-{name}"), plexus, &args)
+    }
+
+    /// Kills a control-plane process (`controller` or `agent-hN`) with `signal`, by its
+    /// recorded pid; returns whether it ran.
+    pub fn signal_process(&self, tag: &str, signal: i32) -> bool {
+        let p = self.dir.join(format!("{tag}.pid"));
+        let Some(pid) = std::fs::read_to_string(&p).ok().and_then(|s| s.trim().parse::<i32>().ok()) else { return false };
+        if !daemons::alive(pid) {
+            return false;
+        }
+        daemons::kill(pid, signal);
+        let t = Instant::now();
+        while signal == libc::SIGKILL && daemons::alive(pid) && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
     }
 
     /// Ends the control plane's processes (by their recorded pids) and removes the veth.
