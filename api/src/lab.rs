@@ -26,6 +26,9 @@ pub struct LabStatus {
     pub dir: String,
     /// Hosts.
     pub hosts: Vec<LabHostStatus>,
+    /// Container namespaces (`plx-LAB-NAME`), by NAME.
+    #[serde(default)]
+    pub containers: Vec<String>,
     /// The controller's API, if the lab runs a control plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<String>,

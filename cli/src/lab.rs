@@ -47,6 +47,29 @@ enum Sub {
     /// Show containers talk: a network and an endpoint on the first and the last host through
     /// the controller, containers plugged in, ping and a checked 10 MB TCP stream.
     Demo,
+    /// Make a container namespace on a host and attach it to a network through the controller.
+    Run {
+        /// Host (h1, h2, …).
+        host: String,
+        /// Container name (1 to 12 lowercase letters or digits).
+        #[arg(value_name = "NAME")]
+        container: String,
+        /// Network.
+        #[arg(long)]
+        network: String,
+        /// Address wanted.
+        #[arg(long)]
+        ip: Option<std::net::Ipv4Addr>,
+    },
+    /// Run a command inside a container: plexus lab exec NAME -- CMD ARGS…
+    Exec {
+        /// Container name.
+        #[arg(value_name = "NAME")]
+        container: String,
+        /// The command.
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
 }
 
 pub async fn run(c: LabCmd) -> anyhow::Result<()> {
@@ -86,6 +109,32 @@ pub async fn run(c: LabCmd) -> anyhow::Result<()> {
             print_status(&Lab::load(&c.name)?, output)?;
         }
         Sub::Demo => demo(&Lab::load(&c.name)?).await?,
+        Sub::Run { host, container: name, network, ip } => {
+            let lab = Lab::load(&c.name)?;
+            let Some(api_url) = lab.status().api else { bail!("lab {} runs no controller", lab.name) };
+            let api = plexus_api::Client::new(&api_url)?;
+            if lab.host(&host).is_none() {
+                bail!("lab {} has no host {host}", lab.name);
+            }
+            let e = api.create_endpoint(&network, &plexus_api::EndpointSpec { id: Some(name.clone()), host, ip, mac: None, owner: Some(format!("lab container {name}")), labels: Default::default() }).await?;
+            match lab.attach(&e, &name, 1450).await {
+                Ok(ct) => println!("{name}: {}/{} {} on {} in network {network} (namespace {})", e.ip, e.prefix_len, e.mac, e.host, ct.netns),
+                Err(err) => {
+                    // Leave no endpoint behind for a container that could not be made.
+                    let _ = api.delete_endpoint(&network, &e.id).await;
+                    return Err(err.into());
+                }
+            }
+        }
+        Sub::Exec { container: name, cmd } => {
+            let lab = Lab::load(&c.name)?;
+            if !lab.status().containers.contains(&name) {
+                bail!("lab {} has no container {name}", lab.name);
+            }
+            let ns = format!("plx-{}-{name}", lab.name);
+            let st = std::process::Command::new("ip").args(["netns", "exec", &ns]).args(&cmd).status().with_context(|| format!("running {cmd:?}"))?;
+            std::process::exit(st.code().unwrap_or(1));
+        }
     }
     Ok(())
 }
@@ -140,10 +189,10 @@ async fn demo(lab: &Lab) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     }
     let mut cs = Vec::new();
-    for h in [a, b] {
+    for (h, cname) in [(a, "c1"), (b, "c2")] {
         let e = api.create_endpoint("demo", &plexus_api::EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: Some("plexus lab demo".into()), labels: Default::default() }).await?;
         println!("endpoint {} on {}: {}/{} {}", e.id, e.host, e.ip, e.prefix_len, e.mac);
-        cs.push(lab.attach(&e, 1450).await?);
+        cs.push(lab.attach(&e, cname, 1450).await?);
     }
     let (n1, n2, ip2) = (cs[0].netns.clone(), cs[1].netns.clone(), cs[1].ip);
     let first = tokio::task::spawn_blocking(move || probe::wait_ping(&n1, ip2, Duration::from_secs(20))).await??;

@@ -29,7 +29,7 @@ async fn agents_and_a_controller_connect_containers_on_three_hosts() {
     let mut cs = Vec::new();
     for h in &lab.hosts {
         let e = api.create_endpoint("red", &EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: None, labels: Default::default() }).await.unwrap();
-        cs.push(lab.attach(&e, 1450).await.unwrap());
+        cs.push(lab.attach(&e, &format!("c{}", cs.len() + 1), 1450).await.unwrap());
     }
     for (a, b) in [(0, 1), (0, 2), (1, 2)] {
         let ok = ping(cs[a].netns.clone(), cs[b].ip).await.unwrap();
@@ -106,7 +106,7 @@ async fn traffic_survives_and_recovers_from_restarts_of_every_part() {
     let mut cs = Vec::new();
     for h in &lab.hosts {
         let e = api.create_endpoint("red", &EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: None, labels: Default::default() }).await.unwrap();
-        cs.push(lab.attach(&e, 1450).await.unwrap());
+        cs.push(lab.attach(&e, &format!("c{}", cs.len() + 1), 1450).await.unwrap());
     }
     assert!(ping(cs[0].netns.clone(), cs[1].ip).await.unwrap().is_ok());
 

@@ -151,10 +151,10 @@ fn wait_port(addr: SocketAddr) -> Result<(), LabError> {
 }
 
 impl Lab {
-    /// Plugs an endpoint the controller created into its host: a container namespace with
-    /// the endpoint's address and MAC, its veth named after the endpoint's port and added to
-    /// `br-int` (the agent made it) with `external_ids` naming the endpoint.
-    pub async fn attach(&self, e: &plexus_api::Endpoint, mtu: u32) -> Result<super::Container, LabError> {
+    /// Plugs an endpoint the controller created into its host: a container namespace
+    /// `plx-LAB-NAME` with the endpoint's address and MAC, its veth named after the endpoint's
+    /// port and added to `br-int` (the agent made it) with `external_ids` naming the endpoint.
+    pub async fn attach(&self, e: &plexus_api::Endpoint, name: &str, mtu: u32) -> Result<super::Container, LabError> {
         let host = self.host(&e.host).ok_or_else(|| LabError::Invalid { field: "host", reason: format!("no host {} in lab {}", e.host, self.name) })?;
         let vs = super::wire::vswitch(host).await?;
         let t = Instant::now();
@@ -164,7 +164,11 @@ impl Lab {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let c = self.add_container_with(host, &plexus_api::ids::port_name(&e.network, &e.id), e.ip, e.prefix_len, Some(&e.mac), mtu)?;
+        let mut c = self.add_container_with(host, name, e.ip, e.prefix_len, Some(&e.mac), mtu)?;
+        // The switch manager finds the endpoint's port by this name.
+        let port = plexus_api::ids::port_name(&e.network, &e.id);
+        super::sh::ip(Some(&host.netns), &["link", "set", &c.host_if, "name", &port])?;
+        c.host_if = port;
         let spec = plexus_ovs::ovsdb::PortSpec::new(&c.host_if, plexus_ovs::ovsdb::InterfaceType::System).external_id("plexus-endpoint", &format!("{}/{}", e.network, e.id));
         vs.add_port(super::wire::BR_INT, &spec).await.map_err(|e| LabError::Io(e.to_string()))?;
         Ok(c)

@@ -336,7 +336,12 @@ impl Lab {
         let running = |tag: &str| {
             std::fs::read_to_string(self.dir.join(format!("{tag}.pid"))).ok().and_then(|s| s.trim().parse::<i32>().ok()).is_some_and(daemons::alive)
         };
+        let fixed: Vec<String> = self.hosts.iter().map(|h| h.netns.clone()).chain([self.underlay_netns()]).collect();
+        let prefix = format!("{NS_PREFIX}{}-", self.name);
+        let mut containers: Vec<String> = netns_of(&self.name).filter(|n| !fixed.contains(n)).map(|n| n[prefix.len()..].to_string()).collect();
+        containers.sort();
         LabStatus {
+            containers,
             api: running("controller").then(|| format!("http://{}:{}", self.controller_ip(), API_PORT)),
             name: self.name.clone(),
             dir: self.dir.display().to_string(),
