@@ -118,11 +118,40 @@ async fn compiled_flows_join_a_network_across_hosts_and_keep_networks_apart() {
         _ => unreachable!(),
     };
     assert!(h2_flows.iter().all(|f| !f.contains(&format!("reg0={blue_vni:#x}")) && !f.contains(&format!("tun_id={blue_vni:#x}"))), "{h2_flows:#?}");
-    // ARP was answered on the local switch: the responder's flows on h1 counted requests.
-    let of = wire::openflow(&lab.hosts[0]).await.unwrap();
+    // ARP is answered on the local switch and never reaches the tunnel: while r2 resolves
+    // r3 afresh, h2's responder counts the request and its broadcast flow (the only way a
+    // broadcast leaves for a tunnel) counts nothing.
+    let of2 = wire::openflow(&lab.hosts[1]).await.unwrap();
     let arp_table = plexus_controller::flows::pipeline::table("arp-responder");
-    let answered: u64 = of.dump_flows(Default::default()).await.unwrap().iter().filter(|f| f.table_id == arp_table && f.priority == 100).map(|f| f.packet_count).sum();
-    assert!(answered > 0, "ARP requests were answered in the switch");
+    let l2 = plexus_controller::flows::pipeline::table("l2-lookup");
+    let counters = |flows: &[plexus_ovs::openflow::FlowStats]| {
+        let arp: u64 = flows.iter().filter(|f| f.table_id == arp_table && f.priority == 100).map(|f| f.packet_count).sum();
+        let bcast: u64 = flows.iter().filter(|f| f.table_id == l2 && f.priority == 50).map(|f| f.packet_count).sum();
+        (arp, bcast)
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = counters(&of2.dump_flows(Default::default()).await.unwrap());
+    let r2 = ns("r2");
+    run("ip", &["netns", "exec", &r2, "ip", "neigh", "flush", "all"]);
+    assert_eq!(ping(r2.clone(), ip("r3"), 2).await.unwrap(), 2);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = counters(&of2.dump_flows(Default::default()).await.unwrap());
+    assert!(after.0 > before.0, "h2 answered the ARP request itself: {before:?} -> {after:?}");
+    assert_eq!(after.1, before.1, "no broadcast left h2 for the tunnel: {before:?} -> {after:?}");
+
+    // Broadcast in blue reaches h3 (which has a blue endpoint) and never h2 (which has none).
+    let rx = |h: &plexus_agent::lab::LabHost| -> u64 {
+        let out = run("ovs-ofctl", &["-O", "OpenFlow13", "dump-ports", &format!("unix:{}", h.ovs.mgmt_sock(wire::BR_INT).display()), "vxlan0"]);
+        out.split("rx pkts=").nth(1).and_then(|r| r.split(',').next()).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (h2_before, h3_before) = (rx(&lab.hosts[1]), rx(&lab.hosts[2]));
+    let b1 = ns("b1");
+    let _ = std::process::Command::new("ip").args(["netns", "exec", &b1, "ping", "-b", "-c", "20", "-i", "0.05", "-W", "1", "10.10.0.255"]).output();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (h2_after, h3_after) = (rx(&lab.hosts[1]), rx(&lab.hosts[2]));
+    assert!(h3_after >= h3_before + 20, "blue broadcast reached h3: {h3_before} -> {h3_after}");
+    assert_eq!(h2_after, h2_before, "blue broadcast never reached h2, which has no blue endpoint");
 }
 
 async fn wait_ping(from: String, to: Ipv4Addr) -> bool {
