@@ -143,6 +143,21 @@ pub fn check_name(field: &str, name: &str) -> Result<(), FieldError> {
 }
 
 impl NetworkSpec {
+    /// An overlay network with a controller-chosen VNI, cluster IPAM and defaults for the rest.
+    pub fn overlay(name: &str, subnet: &str) -> NetworkSpec {
+        NetworkSpec {
+            name: name.into(),
+            kind: NetworkKind::Overlay { vni: None },
+            subnet: subnet.into(),
+            gateway: None,
+            mtu: None,
+            ipam: IpamMode::Cluster,
+            host_prefix: None,
+            lease_ttl_seconds: None,
+            labels: BTreeMap::new(),
+        }
+    }
+
     /// Checks everything that does not depend on other networks, and fills in the gateway.
     pub fn validated(mut self) -> Result<NetworkSpec, FieldError> {
         check_name("name", &self.name)?;

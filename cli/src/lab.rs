@@ -172,17 +172,7 @@ async fn demo(lab: &Lab) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let spec = plexus_api::NetworkSpec {
-        name: "demo".into(),
-        kind: plexus_api::NetworkKind::Overlay { vni: None },
-        subnet: "10.77.0.0/24".into(),
-        gateway: None,
-        mtu: None,
-        ipam: Default::default(),
-        host_prefix: None,
-        lease_ttl_seconds: None,
-        labels: Default::default(),
-    };
+    let spec = plexus_api::NetworkSpec::overlay("demo", "10.77.0.0/24");
     match api.create_network(&spec).await {
         Ok(n) => println!("network demo created: {} {:?}", n.spec.subnet, n.spec.kind),
         Err(plexus_api::ClientError::Problem(p)) if p.status == 409 => println!("network demo exists"),

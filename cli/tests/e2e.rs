@@ -90,17 +90,7 @@ async fn traffic_survives_and_recovers_from_restarts_of_every_part() {
         assert!(t.elapsed() < Duration::from_secs(20), "hosts did not register");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    api.create_network(&plexus_api::NetworkSpec {
-        name: "red".into(),
-        kind: plexus_api::NetworkKind::Overlay { vni: None },
-        subnet: "10.10.0.0/24".into(),
-        gateway: None,
-        mtu: None,
-        ipam: Default::default(),
-        host_prefix: None,
-        lease_ttl_seconds: None,
-        labels: Default::default(),
-    })
+    api.create_network(&plexus_api::NetworkSpec::overlay("red", "10.10.0.0/24"))
     .await
     .unwrap();
     let mut cs = Vec::new();

@@ -25,17 +25,7 @@ fn model_for(lab: &Lab, eps: &[(&str, &str, &str)]) -> (Model, Vec<(String, Stri
         m.apply(Command::PutHost { spec, now_ms: 0 }).unwrap();
     }
     for net in ["red", "blue"] {
-        let spec = NetworkSpec {
-            name: net.into(),
-            kind: NetworkKind::Overlay { vni: None },
-            subnet: "10.10.0.0/24".into(),
-            gateway: None,
-            mtu: None,
-            ipam: Default::default(),
-            host_prefix: None,
-            lease_ttl_seconds: None,
-            labels: Default::default(),
-        };
+        let spec = NetworkSpec::overlay(net, "10.10.0.0/24");
         m.apply(Command::PutNetwork { spec, create: true, if_match: None }).unwrap();
     }
     let mut placed = Vec::new();

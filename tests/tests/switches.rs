@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use plexus_agent::lab::{probe, wire, Container, Lab, LabHost};
 use plexus_api::ids::port_name;
-use plexus_api::{EndpointSpec, HostSpec, NetworkKind, NetworkSpec};
+use plexus_api::{EndpointSpec, HostSpec, NetworkSpec};
 use plexus_controller::flows::{cookie, CookieKind};
 use plexus_controller::model::{Command, Object};
 use plexus_controller::store::sm::SmData;
@@ -60,7 +60,7 @@ async fn switches_are_kept_at_the_flows_the_model_asks_for() {
     for h in [h1, h2] {
         w.apply(Command::PutHost { spec: HostSpec { name: h.name.clone(), tunnel_ip: h.underlay_ip, encap: Default::default(), labels: Default::default() }, now_ms: 0 }).await;
     }
-    let spec = NetworkSpec { name: "red".into(), kind: NetworkKind::Overlay { vni: None }, subnet: "10.10.0.0/24".into(), gateway: None, mtu: None, ipam: Default::default(), host_prefix: None, lease_ttl_seconds: None, labels: Default::default() };
+    let spec = NetworkSpec::overlay("red", "10.10.0.0/24");
     w.apply(Command::PutNetwork { spec, create: true, if_match: None }).await;
     for h in [h1, h2] {
         let vs = wire::vswitch(h).await.unwrap();

@@ -188,17 +188,7 @@ mod tests {
             let spec = HostSpec { name: h.to_string(), tunnel_ip: Ipv4Addr::new(192, 0, 2, i as u8 + 1), encap: Default::default(), labels: Default::default() };
             m.apply(Command::PutHost { spec, now_ms: 0 }).unwrap();
         }
-        let spec = NetworkSpec {
-            name: "red".into(),
-            kind: NetworkKind::Overlay { vni: Some(7) },
-            subnet: "10.1.0.0/24".into(),
-            gateway: None,
-            mtu: None,
-            ipam: Default::default(),
-            host_prefix: None,
-            lease_ttl_seconds: None,
-            labels: Default::default(),
-        };
+        let spec = NetworkSpec { kind: NetworkKind::Overlay { vni: Some(7) }, ..NetworkSpec::overlay("red", "10.1.0.0/24") };
         m.apply(Command::PutNetwork { spec, create: true, if_match: None }).unwrap();
         for (id, h) in [("a", "h1"), ("b", "h1"), ("c", "h2")] {
             let spec = EndpointSpec { id: Some(id.into()), host: h.into(), ip: None, mac: None, owner: None, labels: Default::default() };
