@@ -7,9 +7,20 @@ fn plexus(args: &[&str]) -> (bool, String, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// CLI labs are not owned by the process that made them: take them down even if the test
+/// fails half way.
+struct Down(String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_plexus")).args(["lab", "down", "--name", &self.0]).output();
+    }
+}
+
 #[test]
 fn lab_up_status_down_leave_nothing_behind() {
     let name = format!("cli{}", std::process::id() % 1_000_000);
+    let _down = Down(name.clone());
     let (ok, out, err) = plexus(&["lab", "up", "--hosts", "2", "--name", &name]);
     assert!(ok, "lab up failed: {err}");
     assert!(out.contains("h2") && out.contains("running"), "{out}");
