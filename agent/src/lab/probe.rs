@@ -92,3 +92,15 @@ pub fn tcp_transfer(from: &str, to: &str, to_ip: Ipv4Addr, bytes: usize) -> Resu
     let (n, intact) = receiver.join().map_err(|_| LabError::Io("receiver panicked".into()))?.map_err(io)?;
     Ok(Transfer { bytes: n, intact: intact && n == bytes, elapsed: t.elapsed() })
 }
+
+/// Time until the first echo reply from `dst`, pinging every 10 ms (one `ping` process, so
+/// the figure is not rounded to a ping timeout).
+pub fn first_reply(ns: &str, dst: Ipv4Addr, timeout: Duration) -> Result<Duration, LabError> {
+    let t = Instant::now();
+    let out = netns::exec(ns, &["ping", "-n", "-q", "-c", "1", "-i", "0.01", "-w", &timeout.as_secs().max(1).to_string(), &dst.to_string()])
+        .map_err(|e| LabError::Command { cmd: "ping".into(), reason: format!("{e} (install iputils-ping)") })?;
+    if !out.status.success() {
+        return Err(LabError::Command { cmd: format!("ping {dst} from {ns}"), reason: format!("no reply within {timeout:?}") });
+    }
+    Ok(t.elapsed())
+}

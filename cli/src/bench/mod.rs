@@ -1,5 +1,6 @@
 //! `plexus bench …`: figures, each with a baseline measured in the same run.
 
+mod converge;
 mod flows;
 mod store;
 
@@ -31,6 +32,13 @@ enum Sub {
         #[arg(long, default_value_t = 2000)]
         writes: usize,
     },
+    /// Convergence: from the API call creating two endpoints on two hosts (containers
+    /// already plugged in) to the first ping reply between them; median of N rounds.
+    Converge {
+        /// Rounds.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
 }
 
 pub async fn run(c: BenchCmd) -> anyhow::Result<()> {
@@ -40,6 +48,12 @@ pub async fn run(c: BenchCmd) -> anyhow::Result<()> {
                 anyhow::bail!("--flows and --runs must be at least 1");
             }
             flows::run(flows, runs).await
+        }
+        Sub::Converge { rounds } => {
+            if rounds == 0 || rounds > 1000 {
+                anyhow::bail!("--rounds must be 1..=1000");
+            }
+            converge::run(rounds).await
         }
         Sub::Store { writes } => {
             if writes < 64 {

@@ -1,0 +1,71 @@
+//! `plexus bench converge`: how long from the API call that creates two endpoints (their
+//! containers already plugged in, on two hosts) to the first ping between them, against the
+//! round trip of the API call alone.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use plexus_agent::lab::{probe, Lab, LabConfig};
+use plexus_api::{Client, EndpointSpec, NetworkSpec};
+
+pub async fn run(rounds: usize) -> anyhow::Result<()> {
+    let name = format!("bc{}", std::process::id() % 10_000_000);
+    let cfg = LabConfig::owned(&name, 2);
+    let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.context("starting a 2-host lab")?;
+    let cp = lab.start_control_plane(&std::env::current_exe()?).context("starting the control plane")?;
+    let api = Client::new(&cp.api)?;
+    let t = Instant::now();
+    while api.hosts().await.map(|h| h.len()).unwrap_or(0) < 2 {
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!("the agents did not register");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    api.create_network(&NetworkSpec::overlay("bench", "10.88.0.0/16")).await?;
+    let (h1, h2) = (lab.hosts[0].clone(), lab.hosts[1].clone());
+    let (mut converge, mut api_only) = (Vec::new(), Vec::new());
+    eprintln!("{rounds} rounds: create two endpoints through the API, time the first ping between them ...");
+    for i in 0..rounds {
+        // Endpoints with chosen ids, addresses and MACs, so their containers can be plugged in
+        // before the API call (what a runtime does before it asks for the network).
+        let mk = |h: &str, k: u8| {
+            let ip = Ipv4Addr::new(10, 88, (i / 100) as u8 + 1, (i % 100) as u8 * 2 + k + 1);
+            let o = ip.octets();
+            let mac = format!("02:88:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]);
+            (EndpointSpec { id: Some(format!("c{i}x{k}")), host: h.to_string(), ip: Some(ip), mac: Some(mac), owner: None, labels: Default::default() }, ip)
+        };
+        let ((sa, ipa), (sb, ipb)) = (mk(&h1.name, 0), mk(&h2.name, 1));
+        let mut cs = Vec::new();
+        for s in [&sa, &sb] {
+            let e = plexus_api::Endpoint {
+                id: s.id.clone().unwrap_or_default(),
+                network: "bench".into(),
+                host: s.host.clone(),
+                ip: s.ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                prefix_len: 16,
+                gateway: Ipv4Addr::new(10, 88, 0, 1),
+                mac: s.mac.clone().unwrap_or_default(),
+                owner: None,
+                labels: Default::default(),
+                revision: 0,
+            };
+            cs.push(lab.attach(&e, &format!("b{i}x{}", cs.len()), 1450).await?);
+        }
+        let ns = cs[0].netns.clone();
+        let t = Instant::now();
+        api.create_endpoint("bench", &sa).await?;
+        api.create_endpoint("bench", &sb).await?;
+        let api_rtt = t.elapsed();
+        let _ = ipa;
+        let first = tokio::task::spawn_blocking(move || probe::first_reply(&ns, ipb, Duration::from_secs(20))).await??;
+        converge.push((api_rtt + first).as_secs_f64() * 1e3);
+        api_only.push(api_rtt.as_secs_f64() * 1e3);
+    }
+    let (c, a) = (super::median(converge), super::median(api_only));
+    println!("convergence over {rounds} rounds (2 hosts, userspace datapath):");
+    println!("  API call creating the two endpoints:              median {a:.1} ms");
+    println!("  API call to the first ping reply between them:    median {c:.1} ms ({:.1}x the API call alone)", c / a);
+    drop(lab);
+    Ok(())
+}
