@@ -149,11 +149,6 @@ impl OvsInstance {
     pub fn running(&self) -> bool {
         self.pid(Daemon::OvsdbServer).is_some() && self.pid(Daemon::Vswitchd).is_some()
     }
-
-    /// Path of a daemon's log.
-    pub fn log(&self, d: Daemon) -> PathBuf {
-        self.rundir.join(format!("{}.log", d.name()))
-    }
 }
 
 /// Whether a process exists (and is not a zombie).

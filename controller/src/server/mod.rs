@@ -240,22 +240,41 @@ async fn write(s: &AppState, cmd: Command, ok_status: StatusCode) -> Response {
 }
 
 /// Runs a write here if this node leads, else forwards it.
-pub(crate) async fn route_write(s: &AppState, req: Request, cmd: impl FnOnce(Bytes) -> Result<Command, Response>, ok: StatusCode) -> Response {
+/// Splits a write request into its head and body, refusing an oversize body.
+async fn read_body(req: Request) -> Result<(axum::http::request::Parts, Bytes), Response> {
     let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return problem(Problem::new(413, "request body too large", format!("bodies are limited to {MAX_BODY} bytes")));
-    };
+    match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => Ok((parts, b)),
+        Err(_) => Err(problem(Problem::new(413, "request body too large", format!("bodies are limited to {MAX_BODY} bytes")))),
+    }
+}
+
+/// Every write runs on the leader: `None` if this node is it, else the answer — the
+/// leader's, relayed, or why there is none. A request already forwarded once is not
+/// forwarded again, so two nodes that disagree about the leader cannot bounce it.
+async fn at_leader(s: &AppState, parts: &axum::http::request::Parts, bytes: &Bytes) -> Option<Response> {
     match leader_addr(s).await {
-        Err(r) => r,
-        Ok(Some(addr)) if parts.headers.get("x-plexus-forwarded").is_none() => {
+        Err(r) => Some(r),
+        Ok(None) => None,
+        Ok(Some(_)) if parts.headers.get("x-plexus-forwarded").is_some() => Some(unavailable("leadership is changing; retry")),
+        Ok(Some(addr)) => {
             let uri = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-            forward(s, &addr, parts.method, uri, &parts.headers, bytes).await
+            Some(forward(s, &addr, parts.method.clone(), uri, &parts.headers, bytes.clone()).await)
         }
-        Ok(Some(_)) => unavailable("leadership is changing; retry"),
-        Ok(None) => match cmd(bytes) {
-            Ok(c) => write(s, c, ok).await,
-            Err(r) => r,
-        },
+    }
+}
+
+pub(crate) async fn route_write(s: &AppState, req: Request, cmd: impl FnOnce(Bytes) -> Result<Command, Response>, ok: StatusCode) -> Response {
+    let (parts, bytes) = match read_body(req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if let Some(r) = at_leader(s, &parts, &bytes).await {
+        return r;
+    }
+    match cmd(bytes) {
+        Ok(c) => write(s, c, ok).await,
+        Err(r) => r,
     }
 }
 
@@ -333,18 +352,16 @@ async fn readyz(State(s): St) -> Response {
 
 #[utoipa::path(post, path = "/v1/cluster/members", tag = "cluster", request_body = Member, responses((status = 200, description = "The node is a voting member", body = Member), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 async fn add_member(State(s): St, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return problem(Problem::new(413, "request body too large", "too large"));
+    let (parts, bytes) = match read_body(req).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let m: Member = match parse(&bytes) {
         Ok(m) => m,
         Err(r) => return r,
     };
-    match leader_addr(&s).await {
-        Err(r) => return r,
-        Ok(Some(addr)) => return forward(&s, &addr, parts.method, "/v1/cluster/members", &parts.headers, bytes).await,
-        Ok(None) => {}
+    if let Some(r) = at_leader(&s, &parts, &bytes).await {
+        return r;
     }
     if let Err(e) = s.raft.add_learner(m.id, openraft::BasicNode { addr: m.addr.clone() }, true).await {
         return unavailable(format!("adding node {} as learner: {e}", m.id));
@@ -395,10 +412,8 @@ async fn metrics(State(s): St) -> Response {
               (status = 422, description = "The last member cannot go", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 async fn remove_member(State(s): St, axum::extract::Path(id): axum::extract::Path<u64>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
-    match leader_addr(&s).await {
-        Err(r) => return r,
-        Ok(Some(addr)) => return forward(&s, &addr, parts.method, &format!("/v1/cluster/members/{id}"), &parts.headers, Bytes::new()).await,
-        Ok(None) => {}
+    if let Some(r) = at_leader(&s, &parts, &Bytes::new()).await {
+        return r;
     }
     let voters: std::collections::BTreeSet<u64> = s.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
     if !voters.contains(&id) {

@@ -65,7 +65,6 @@ pub(crate) async fn put_network(s: St, Path(name): Path<String>, req: Request) -
 }
 
 #[derive(Deserialize)]
-#[allow(dead_code)]
 pub(crate) struct DeleteOpts {
     #[serde(default)]
     force: bool,

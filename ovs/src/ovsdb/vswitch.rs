@@ -277,12 +277,10 @@ impl VSwitch {
     pub async fn ports(&self, bridge: &str) -> Result<Vec<String>, OvsdbError> {
         let rows = self.select("Bridge", vec![Condition::eq("name", bridge)], &["ports"]).await?;
         let Some(b) = rows.first() else { return Err(OvsdbError::NotFound(format!("bridge {bridge} does not exist"))) };
-        let mut names = Vec::new();
-        for u in b.uuids("ports") {
-            if let Some(r) = self.select("Port", vec![Condition::uuid(&u)], &["name"]).await?.first() {
-                names.extend(r.str("name"));
-            }
-        }
+        // One select of every port, not one per port: bridges can have thousands.
+        let mine: std::collections::BTreeSet<String> = b.uuids("ports").into_iter().collect();
+        let all = self.select("Port", vec![], &["_uuid", "name"]).await?;
+        let mut names: Vec<String> = all.iter().filter(|r| r.uuids("_uuid").iter().any(|u| mine.contains(u))).filter_map(|r| r.str("name")).collect();
         names.sort();
         Ok(names)
     }
@@ -292,12 +290,9 @@ impl VSwitch {
     pub async fn set_controllers(&self, bridge: &str, targets: &[String]) -> Result<(), OvsdbError> {
         // Replacing identical rows would still be a change every monitor reports: skip it.
         if let Some(b) = self.select("Bridge", vec![Condition::eq("name", bridge)], &["controller"]).await?.first() {
-            let mut have = Vec::new();
-            for u in b.uuids("controller") {
-                if let Some(r) = self.select("Controller", vec![Condition::uuid(&u)], &["target"]).await?.first() {
-                    have.extend(r.str("target"));
-                }
-            }
+            let mine: std::collections::BTreeSet<String> = b.uuids("controller").into_iter().collect();
+            let all = self.select("Controller", vec![], &["_uuid", "target"]).await?;
+            let mut have: Vec<String> = all.iter().filter(|r| r.uuids("_uuid").iter().any(|u| mine.contains(u))).filter_map(|r| r.str("target")).collect();
             let mut want = targets.to_vec();
             have.sort();
             want.sort();
