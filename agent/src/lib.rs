@@ -6,5 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod attach;
 pub mod lab;
 pub mod netns;
+pub mod plumb;

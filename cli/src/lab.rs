@@ -35,6 +35,9 @@ enum Sub {
         /// on every host).
         #[arg(long, default_value_t = 1)]
         controllers: u8,
+        /// Encapsulation between hosts.
+        #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "geneve"])]
+        encap: String,
     },
     /// Stop a lab and remove everything it made.
     Down,
@@ -74,11 +77,12 @@ enum Sub {
 
 pub async fn run(c: LabCmd) -> anyhow::Result<()> {
     match c.cmd {
-        Sub::Up { hosts, enable_dummy, controllers } => {
+        Sub::Up { hosts, enable_dummy, controllers, encap } => {
             if controllers > 1 {
                 bail!("--controllers {controllers}: only 0 or 1 for now (a clustered lab control plane comes with controller failover)");
             }
-            let cfg = LabConfig { name: c.name.clone(), hosts, owned: false, enable_dummy };
+            let encap = if encap == "geneve" { plexus_api::Encap::Geneve } else { plexus_api::Encap::Vxlan };
+            let cfg = LabConfig { name: c.name.clone(), hosts, owned: false, enable_dummy, encap };
             let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.with_context(|| format!("lab up {}", c.name))?;
             if controllers == 1 {
                 let exe = std::env::current_exe().context("finding the plexus binary")?;

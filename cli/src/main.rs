@@ -2,6 +2,7 @@
 //! programming benchmark; the controller, agent and network commands join it in later issues.
 
 mod agent;
+mod attach;
 mod bench;
 mod controller;
 mod lab;
@@ -29,6 +30,10 @@ enum Cmd {
     Agent(agent::AgentCmd),
     /// Run a controller node (alone it is a one-node cluster).
     Controller(controller::ControllerCmd),
+    /// Attach a container's network namespace to a network (Pipework for Plexus).
+    Attach(attach::AttachCmd),
+    /// Detach an endpoint: its port, its veth and the endpoint itself.
+    Detach(attach::DetachCmd),
     /// Create, list, show and delete networks.
     Network {
         #[command(flatten)]
@@ -82,6 +87,8 @@ fn run() -> anyhow::Result<()> {
             Cmd::Bench(c) => bench::run(c).await,
             Cmd::Controller(c) => controller::run(c).await,
             Cmd::Agent(c) => agent::run(c).await,
+            Cmd::Attach(c) => attach::attach(c).await,
+            Cmd::Detach(c) => attach::detach(c).await,
             Cmd::Network { api, cmd } => resources::network(api, cmd).await,
             Cmd::Endpoint { api, cmd } => resources::endpoint(api, cmd).await,
             Cmd::Host { api, cmd } => resources::host(api, cmd).await,

@@ -55,6 +55,14 @@ pub enum AgentError {
     System(String),
 }
 
+/// An encapsulation's name on the command line and in OVS (`vxlan`, `geneve`).
+pub fn encap_name(encap: Encap) -> &'static str {
+    match encap {
+        Encap::Vxlan => "vxlan",
+        Encap::Geneve => "geneve",
+    }
+}
+
 /// The tunnel port's name for an encapsulation.
 pub fn tunnel_port(encap: Encap) -> &'static str {
     match encap {

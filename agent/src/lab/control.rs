@@ -94,6 +94,7 @@ impl Lab {
             "agent".to_string(), "--name".into(), h.name.clone(), "--controller".into(), cp.api, "--openflow".into(), cp.openflow,
             "--ovsdb".into(), format!("unix:{}", h.ovs.db_sock().display()), "--tunnel-ip".into(), format!("{}/{}", h.underlay_ip, self.underlay_prefix_len()),
             "--datapath-type".into(), "netdev".into(), "--underlay-iface".into(), "eth0".into(), "--heartbeat".into(), "2".into(),
+            "--encap".into(), crate::agent::encap_name(self.encap).into(),
         ];
         self.spawn(Some(&h.netns), &format!("agent-{name}"), plexus, &args)
     }
@@ -164,13 +165,16 @@ impl Lab {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let mut c = self.add_container_with(host, name, e.ip, e.prefix_len, Some(&e.mac), mtu)?;
-        // The switch manager finds the endpoint's port by this name.
-        let port = plexus_api::ids::port_name(&e.network, &e.id);
-        super::sh::ip(Some(&host.netns), &["link", "set", &c.host_if, "name", &port])?;
-        c.host_if = port;
-        let spec = plexus_ovs::ovsdb::PortSpec::new(&c.host_if, plexus_ovs::ovsdb::InterfaceType::System).external_id("plexus-endpoint", &format!("{}/{}", e.network, e.id));
-        vs.add_port(super::wire::BR_INT, &spec).await.map_err(|e| LabError::Io(e.to_string()))?;
-        Ok(c)
+        let netns = self.new_container_netns(name)?;
+        match crate::attach::plug(&vs, e, Some(crate::netns::path(&host.netns)), crate::netns::path(&netns), "eth0", mtu).await {
+            Ok((port, _)) => {
+                let mac = plexus_api::endpoint::parse_mac("mac", &e.mac).unwrap_or_default();
+                Ok(super::Container { netns, host_if: port, ip: e.ip, mac })
+            }
+            Err(err) => {
+                let _ = ip(None, &["netns", "delete", &netns]);
+                Err(LabError::Io(format!("attaching {name}: {err}")))
+            }
+        }
     }
 }

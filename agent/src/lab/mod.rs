@@ -89,12 +89,14 @@ pub struct LabConfig {
     pub owned: bool,
     /// Start ovs-vswitchd with `--enable-dummy`.
     pub enable_dummy: bool,
+    /// Encapsulation the hosts' agents register.
+    pub encap: plexus_api::Encap,
 }
 
 impl LabConfig {
     /// A lab owned by this process (torn down on drop).
     pub fn owned(name: &str, hosts: usize) -> LabConfig {
-        LabConfig { name: name.into(), hosts, owned: true, enable_dummy: false }
+        LabConfig { name: name.into(), hosts, owned: true, enable_dummy: false, encap: plexus_api::Encap::Vxlan }
     }
 }
 
@@ -105,6 +107,8 @@ struct LabState {
     owner_pid: Option<u32>,
     underlay: [u8; 3],
     enable_dummy: bool,
+    #[serde(default)]
+    encap: plexus_api::Encap,
 }
 
 /// One lab host.
@@ -155,6 +159,8 @@ pub struct Lab {
     pub dir: PathBuf,
     /// Hosts.
     pub hosts: Vec<LabHost>,
+    /// Encapsulation the hosts' agents register.
+    pub encap: plexus_api::Encap,
     owned: bool,
 }
 
@@ -193,6 +199,7 @@ impl Lab {
             owner_pid: cfg.owned.then(std::process::id),
             underlay: underlay_for(&cfg.name),
             enable_dummy: cfg.enable_dummy,
+            encap: cfg.encap,
         };
         // The state file goes first: whoever finds our namespaces can then find the owner.
         let json = serde_json::to_vec_pretty(&state).map_err(|e| LabError::Io(e.to_string()))?;
@@ -253,7 +260,7 @@ impl Lab {
                 }
             })
             .collect();
-        Lab { name: s.name, dir, hosts, owned: s.owner_pid.is_some() }
+        Lab { name: s.name, dir, hosts, owned: s.owner_pid.is_some(), encap: s.encap }
     }
 
     /// The underlay switch's namespace.
@@ -305,30 +312,39 @@ impl Lab {
     }
 
     /// Like [`Lab::add_container`], with the prefix length and the MAC address an endpoint
-    /// was given (`aa:bb:cc:dd:ee:ff`).
+    /// was given (`aa:bb:cc:dd:ee:ff`). The veth is plumbed over netlink ([`crate::plumb`]);
+    /// TX checksum offload is off on both ends (the lab's switches are userspace).
     pub fn add_container_with(&self, host: &LabHost, name: &str, ip_addr: Ipv4Addr, prefix_len: u8, mac: Option<&str>, mtu: u32) -> Result<Container, LabError> {
+        let mac = mac.map(|m| plexus_api::endpoint::parse_mac("mac", m).map_err(|e| LabError::Invalid { field: "mac", reason: e.to_string() })).transpose()?;
+        let netns = self.new_container_netns(name)?;
+        let mac = mac.unwrap_or_else(|| crate::plumb::mac_for(&netns));
+        let p = crate::plumb::Plumbing {
+            host_netns: Some(crate::netns::path(&host.netns)),
+            netns: crate::netns::path(&netns),
+            ifname: "eth0".into(),
+            host_if: name.to_string(),
+            mac,
+            ip: ip_addr,
+            prefix_len,
+            gateway: None,
+            mtu,
+            checksum_offload_off: true,
+        };
+        match crate::plumb::plumb(&p) {
+            Ok(_) => Ok(Container { netns, host_if: name.to_string(), ip: ip_addr, mac }),
+            Err(e) => {
+                let _ = ip(None, &["netns", "delete", &netns]);
+                Err(LabError::Io(format!("plumbing container {name}: {e}")))
+            }
+        }
+    }
+
+    /// Makes the empty namespace `plx-LAB-NAME` of a new container.
+    pub(crate) fn new_container_netns(&self, name: &str) -> Result<String, LabError> {
         check_name("container name", name, 12)?;
         let netns = format!("{NS_PREFIX}{}-{name}", self.name);
         ip(None, &["netns", "add", &netns])?;
-        let built = (|| {
-            ip(Some(&netns), &["link", "set", "lo", "up"])?;
-            ip(Some(&netns), &["link", "add", "eth0", "mtu", &mtu.to_string(), "type", "veth", "peer", "name", name, "mtu", &mtu.to_string()])?;
-            ip(Some(&netns), &["link", "set", name, "netns", &host.netns])?;
-            if let Some(m) = mac {
-                ip(Some(&netns), &["link", "set", "eth0", "address", m])?;
-            }
-            ip(Some(&netns), &["addr", "add", &format!("{ip_addr}/{prefix_len}"), "dev", "eth0"])?;
-            ip(Some(&netns), &["link", "set", "eth0", "up"])?;
-            ip(Some(&host.netns), &["link", "set", name, "up"])?;
-            tx_offload_off(&netns, "eth0")?;
-            tx_offload_off(&host.netns, name)?;
-            let mac = read_mac(&netns, "eth0")?;
-            Ok(Container { netns: netns.clone(), host_if: name.to_string(), ip: ip_addr, mac })
-        })();
-        if built.is_err() {
-            let _ = ip(None, &["netns", "delete", &netns]);
-        }
-        built
+        Ok(netns)
     }
 
     /// What `plexus lab status` shows.
@@ -394,19 +410,6 @@ impl Drop for Lab {
 fn netns_of(name: &str) -> impl Iterator<Item = String> {
     let prefix = format!("{NS_PREFIX}{name}-");
     crate::netns::list().into_iter().filter(move |n| n.starts_with(&prefix))
-}
-
-fn read_mac(ns: &str, dev: &str) -> Result<[u8; 6], LabError> {
-    let out = in_ns(ns, &["cat", &format!("/sys/class/net/{dev}/address")])?;
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = out.trim().split(':').collect();
-    if parts.len() != 6 {
-        return Err(LabError::Io(format!("unexpected MAC {out:?} of {dev}")));
-    }
-    for (m, p) in mac.iter_mut().zip(parts) {
-        *m = u8::from_str_radix(p, 16).map_err(|e| LabError::Io(format!("MAC of {dev}: {e}")))?;
-    }
-    Ok(mac)
 }
 
 /// Removes labs whose owning process has died, and `plx-*` namespaces that belong to no lab

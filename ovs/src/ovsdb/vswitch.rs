@@ -201,6 +201,12 @@ impl VSwitch {
         Ok(self.select("Bridge", vec![], &["name"]).await?.iter().filter_map(|r| r.str("name")).collect())
     }
 
+    /// A bridge's datapath type (`system`, `netdev`; empty means `system`), `None` when there
+    /// is no such bridge.
+    pub async fn datapath_type(&self, bridge: &str) -> Result<Option<String>, OvsdbError> {
+        Ok(self.select("Bridge", vec![Condition::eq("name", bridge)], &["datapath_type"]).await?.first().map(|r| r.str("datapath_type").unwrap_or_default()))
+    }
+
     fn iface_row(spec: &PortSpec) -> Map<String, Value> {
         let mut row = Map::new();
         row.insert("name".into(), json!(spec.name));

@@ -1,0 +1,168 @@
+//! Attaching a container's namespace to a Plexus network, and detaching it: the endpoint made
+//! through the controller's API, the veth plumbed over netlink ([`crate::plumb`]), and its host
+//! end added to `br-int` with `external_ids` naming the endpoint, so the switch manager knows
+//! the port. Each step undoes the earlier ones when a later one fails.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use plexus_api::{Client, Endpoint, EndpointSpec};
+use plexus_ovs::ovsdb::{InterfaceType, PortSpec, VSwitch};
+
+use crate::agent::BR_INT;
+use crate::plumb::{self, Plumbing, ENCAP_OVERHEAD};
+
+/// The `external_ids` key naming a port's endpoint (`NETWORK/ID`).
+pub const ENDPOINT_KEY: &str = "plexus-endpoint";
+
+/// What to attach.
+#[derive(Debug, Clone)]
+pub struct AttachRequest {
+    /// Network name.
+    pub network: String,
+    /// This host's registered name.
+    pub host: String,
+    /// Endpoint id wanted (generated when `None`).
+    pub id: Option<String>,
+    /// Address wanted (from IPAM when `None`).
+    pub ip: Option<Ipv4Addr>,
+    /// MAC address wanted (derived when `None`).
+    pub mac: Option<String>,
+    /// Interface name inside the container.
+    pub ifname: String,
+    /// The container's network namespace.
+    pub netns: PathBuf,
+    /// MTU; `None` means the underlay's MTU minus the encapsulation's overhead.
+    pub mtu: Option<u32>,
+    /// Who asked (recorded as the endpoint's owner).
+    pub owner: String,
+}
+
+/// What [`attach`] made.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    /// The endpoint.
+    pub endpoint: Endpoint,
+    /// Its OVS port (the veth's host end).
+    pub port: String,
+    /// MTU given to the interface.
+    pub mtu: u32,
+    /// Whether the container got its default route through this interface.
+    pub default_route: bool,
+}
+
+/// What [`detach`] found and removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Detached {
+    /// The OVS port was removed.
+    pub port: bool,
+    /// The veth was removed.
+    pub veth: bool,
+    /// The endpoint was deleted.
+    pub endpoint: bool,
+}
+
+/// Errors of attaching and detaching.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The controller refused or could not be reached.
+    #[error("controller: {0}")]
+    Api(#[from] plexus_api::ClientError),
+    /// OVSDB failed.
+    #[error("ovsdb: {0}")]
+    Ovsdb(#[from] plexus_ovs::ovsdb::OvsdbError),
+    /// Netlink failed.
+    #[error("{0}")]
+    Plumb(#[from] plumb::PlumbError),
+    /// A request field is unusable.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The MTU for containers on `host`: its tunnel interface's MTU (1500 when no interface in
+/// this namespace holds the tunnel address) less the encapsulation's overhead.
+pub fn container_mtu(tunnel_ip: Ipv4Addr) -> Result<u32, AttachError> {
+    let underlay = plumb::mtu_of_address(tunnel_ip)?.unwrap_or_else(|| {
+        tracing::info!(%tunnel_ip, "no interface here holds the tunnel address; assuming an underlay MTU of 1500");
+        1500
+    });
+    Ok(underlay.saturating_sub(ENCAP_OVERHEAD).max(68))
+}
+
+/// Creates the endpoint through the API and plugs it in; on any failure nothing is left
+/// behind, neither the endpoint nor a veth nor a port.
+pub async fn attach(api: &Client, vs: &VSwitch, req: &AttachRequest) -> Result<Attached, AttachError> {
+    // Check everything local before the controller allocates anything.
+    if !req.netns.exists() {
+        return Err(AttachError::Invalid { field: "netns", reason: format!("{} does not exist", req.netns.display()) });
+    }
+    if vs.datapath_type(BR_INT).await?.is_none() {
+        return Err(AttachError::Invalid { field: "host", reason: format!("this host's switch has no {BR_INT}: is the Plexus agent running?") });
+    }
+    let hosts = api.hosts().await?;
+    let Some(host) = hosts.iter().find(|h| h.spec.name == req.host) else {
+        return Err(AttachError::Invalid { field: "host", reason: format!("no host {:?} is registered with the controller (is its agent running? --host names it)", req.host) });
+    };
+    let mtu = match req.mtu {
+        Some(m) => m,
+        None => container_mtu(host.spec.tunnel_ip)?,
+    };
+    let spec = EndpointSpec { id: req.id.clone(), host: req.host.clone(), ip: req.ip, mac: req.mac.clone(), owner: Some(req.owner.clone()), labels: Default::default() };
+    let endpoint = api.create_endpoint(&req.network, &spec).await?;
+    tracing::info!(network = %endpoint.network, id = %endpoint.id, ip = %endpoint.ip, "endpoint created");
+    match plug(vs, &endpoint, None, req.netns.clone(), &req.ifname, mtu).await {
+        Ok((port, default_route)) => Ok(Attached { endpoint, port, mtu, default_route }),
+        Err(e) => {
+            if let Err(de) = api.delete_endpoint(&endpoint.network, &endpoint.id).await {
+                tracing::warn!(error = %de, id = %endpoint.id, "could not delete the endpoint of a failed attach");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Plumbs an existing endpoint into `netns` and adds its port to `br-int`; returns the port
+/// and whether the default route was added. Undoes the veth when the port cannot be added.
+pub async fn plug(vs: &VSwitch, e: &Endpoint, host_netns: Option<PathBuf>, netns: PathBuf, ifname: &str, mtu: u32) -> Result<(String, bool), AttachError> {
+    let port = plexus_api::ids::port_name(&e.network, &e.id);
+    let mac = plexus_api::endpoint::parse_mac("mac", &e.mac).map_err(|err| AttachError::Invalid { field: "mac", reason: err.to_string() })?;
+    let checksum_offload_off = vs.datapath_type(BR_INT).await?.as_deref() == Some("netdev");
+    let p = Plumbing { host_netns: host_netns.clone(), netns, ifname: ifname.into(), host_if: port.clone(), mac, ip: e.ip, prefix_len: e.prefix_len, gateway: Some(e.gateway), mtu, checksum_offload_off };
+    let plumbed = tokio::task::spawn_blocking(move || plumb::plumb(&p)).await.map_err(|err| AttachError::Invalid { field: "netns", reason: err.to_string() })??;
+    let spec = PortSpec::new(&port, InterfaceType::System).external_id(ENDPOINT_KEY, &format!("{}/{}", e.network, e.id));
+    let added = async {
+        vs.add_port(BR_INT, &spec).await?;
+        vs.wait_ofport(&port, Duration::from_secs(10)).await?;
+        Ok::<_, AttachError>(())
+    };
+    if let Err(err) = added.await {
+        let _ = vs.delete_port(BR_INT, &port).await;
+        let p2 = port.clone();
+        let _ = tokio::task::spawn_blocking(move || plumb::unplumb(host_netns.as_deref(), &p2)).await;
+        return Err(err);
+    }
+    tracing::info!(%port, ifname, mtu, "endpoint plugged in");
+    Ok((port, plumbed.default_route))
+}
+
+/// Unplugs an endpoint and deletes it: the OVS port, the veth (and with it the container's
+/// interface) and the endpoint. Whatever is already gone is skipped, so a repeated or
+/// interrupted detach can simply be run again.
+pub async fn detach(api: &Client, vs: &VSwitch, network: &str, id: &str) -> Result<Detached, AttachError> {
+    let port = plexus_api::ids::port_name(network, id);
+    let mut d = Detached { port: vs.delete_port(BR_INT, &port).await?, ..Default::default() };
+    let p2 = port.clone();
+    d.veth = tokio::task::spawn_blocking(move || plumb::unplumb(None, &p2)).await.map_err(|err| AttachError::Invalid { field: "port", reason: err.to_string() })??;
+    d.endpoint = match api.delete_endpoint(network, id).await {
+        Ok(()) => true,
+        Err(plexus_api::ClientError::Problem(p)) if p.status == 404 => false,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(d)
+}

@@ -1,0 +1,321 @@
+//! Endpoint plumbing, the Pipework feature: a veth pair whose one end goes into a container's
+//! network namespace under the name the user asked for, with the endpoint's MAC, address, MTU
+//! and (for its first interface) a default route via the network's gateway. Everything is done
+//! over rtnetlink; the other end stays in the host's namespace, ready to be added to `br-int`.
+//!
+//! Each step that touches a namespace runs on a thread of its own that has entered that
+//! namespace, with a netlink socket opened there, so the calling thread's namespace never
+//! changes. A failure part-way removes the veth again: a failed attach leaves nothing behind.
+
+use std::fs::File;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::route::RouteAttribute;
+use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+/// Bytes VXLAN or Geneve (without options) over IPv4 add to a frame: outer IPv4 (20), UDP (8),
+/// the tunnel header (8) and the inner Ethernet header (14).
+pub const ENCAP_OVERHEAD: u32 = 50;
+
+/// What to build for one endpoint.
+#[derive(Debug, Clone)]
+pub struct Plumbing {
+    /// The host's namespace, where the host end stays; `None` for the caller's own.
+    pub host_netns: Option<PathBuf>,
+    /// The container's namespace: `/proc/PID/ns/net`, `/run/netns/NAME`, or a bind mount.
+    pub netns: PathBuf,
+    /// Interface name inside the container.
+    pub ifname: String,
+    /// The host end's name (the OVS port's name).
+    pub host_if: String,
+    /// MAC address of the container's interface.
+    pub mac: [u8; 6],
+    /// Address.
+    pub ip: Ipv4Addr,
+    /// Prefix length.
+    pub prefix_len: u8,
+    /// Gateway for a default route, added only when the container has no default route yet
+    /// (so only its first interface gets one).
+    pub gateway: Option<Ipv4Addr>,
+    /// MTU of both ends.
+    pub mtu: u32,
+    /// Turn TX checksum offload off on both ends. The userspace datapath needs this: it
+    /// forwards veth frames whose checksum the kernel left for hardware that never fills it.
+    pub checksum_offload_off: bool,
+}
+
+/// What [`plumb`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plumbed {
+    /// Whether the default route was added.
+    pub default_route: bool,
+}
+
+/// Errors of plumbing.
+#[derive(Debug, thiserror::Error)]
+pub enum PlumbError {
+    /// A namespace file cannot be opened.
+    #[error("network namespace {path}: {err}")]
+    Netns {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        err: std::io::Error,
+    },
+    /// An argument is unusable.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A netlink request failed.
+    #[error("{step}: {err}")]
+    Netlink {
+        /// What was being done.
+        step: String,
+        /// The kernel's answer.
+        err: String,
+    },
+}
+
+fn nl(step: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> PlumbError {
+    let step = step.into();
+    move |e| PlumbError::Netlink { err: describe(&e), step }
+}
+
+/// The kernel's errno as text where there is one ("File exists" beats "NetlinkError(…)").
+fn describe(e: &rtnetlink::Error) -> String {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn check_ifname(field: &'static str, name: &str) -> Result<(), PlumbError> {
+    let ok = !name.is_empty() && name.len() <= 15 && name != "." && name != ".." && !name.contains(['/', ':']) && !name.chars().any(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(PlumbError::Invalid { field, reason: format!("{name:?} is not an interface name (1 to 15 characters, no '/', ':' or spaces)") })
+    }
+}
+
+fn open_ns(path: &Path) -> Result<File, PlumbError> {
+    let f = File::open(path).map_err(|err| PlumbError::Netns { path: path.to_path_buf(), err })?;
+    // A regular file here would let setns fail later with a less helpful message.
+    let meta = f.metadata().map_err(|err| PlumbError::Netns { path: path.to_path_buf(), err })?;
+    if meta.is_dir() {
+        return Err(PlumbError::Netns { path: path.to_path_buf(), err: std::io::Error::other("is a directory, not a namespace") });
+    }
+    Ok(f)
+}
+
+/// Runs `f` with a netlink handle opened inside `ns` (the caller's namespace for `None`), on a
+/// thread of its own with its own runtime: callers may be async or not.
+fn netlink_in<T, F, Fut>(ns: Option<&Path>, f: F) -> Result<T, PlumbError>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, PlumbError>>,
+{
+    let ns_file = ns.map(open_ns).transpose()?;
+    let ns_path = ns.map(Path::to_path_buf);
+    std::thread::spawn(move || -> Result<T, PlumbError> {
+        if let (Some(file), Some(path)) = (&ns_file, &ns_path) {
+            // SAFETY: setns changes only this thread's network namespace; the fd stays valid
+            // for the call because `file` outlives it.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(PlumbError::Netns { path: path.clone(), err: std::io::Error::last_os_error() });
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| PlumbError::Netlink { step: "starting a runtime".into(), err: e.to_string() })?;
+        rt.block_on(async move {
+            let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| PlumbError::Netlink { step: "opening a netlink socket".into(), err: e.to_string() })?;
+            tokio::spawn(conn);
+            f(handle).await
+        })
+    })
+    .join()
+    .map_err(|_| PlumbError::Netlink { step: "netlink worker".into(), err: "panicked".into() })?
+}
+
+async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>, PlumbError> {
+    match h.link().get().match_name(name).execute().try_next().await {
+        Ok(Some(m)) => Ok(Some(m.header.index)),
+        Ok(None) => Ok(None),
+        Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => Ok(None),
+        Err(e) => Err(nl(format!("looking up {name}"))(e)),
+    }
+}
+
+/// Turns TX checksum offload off on `dev` in the calling thread's namespace (SIOCETHTOOL).
+fn tx_checksum_off(dev: &str) -> Result<(), PlumbError> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut EthtoolValue,
+        _pad: [u8; 16],
+    }
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    let mut value = EthtoolValue { cmd: ETHTOOL_STXCSUM, data: 0 };
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: &mut value, _pad: [0; 16] };
+    req.name[..dev.len()].copy_from_slice(dev.as_bytes());
+    let err = |e: std::io::Error| PlumbError::Netlink { step: format!("turning TX checksum offload off on {dev}"), err: e.to_string() };
+    // SAFETY: a plain datagram socket, closed by OwnedFd; the ioctl reads `req` and writes
+    // only through `req.data`, which points at `value`, alive for the call.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(err(std::io::Error::last_os_error()));
+        }
+        let fd = <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd);
+        if libc::ioctl(fd.as_raw_fd(), SIOCETHTOOL as _, &mut req) != 0 {
+            return Err(err(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Builds the veth pair and configures the container's end. On failure nothing is left.
+pub fn plumb(p: &Plumbing) -> Result<Plumbed, PlumbError> {
+    check_ifname("ifname", &p.ifname)?;
+    check_ifname("host_if", &p.host_if)?;
+    if p.prefix_len > 32 {
+        return Err(PlumbError::Invalid { field: "prefix_len", reason: format!("{} is more than 32", p.prefix_len) });
+    }
+    if !(68..=65535).contains(&p.mtu) {
+        return Err(PlumbError::Invalid { field: "mtu", reason: format!("{} is outside 68..=65535", p.mtu) });
+    }
+    let container = open_ns(&p.netns)?;
+    // The peer is created in the host's namespace first, under a name unique there.
+    let peer = format!("t{}", &p.host_if[1.min(p.host_if.len())..]);
+    let peer = if peer == p.host_if { format!("{}t", &p.host_if[..p.host_if.len().min(14)]) } else { peer };
+    let (host_if, mtu, off) = (p.host_if.clone(), p.mtu, p.checksum_offload_off);
+    let peer2 = peer.clone();
+    netlink_in(p.host_netns.as_deref(), move |h| async move {
+        // A leftover of an earlier, interrupted attach of the same endpoint.
+        if let Some(i) = link_index(&h, &host_if).await? {
+            tracing::info!(%host_if, "removing a stale veth");
+            h.link().del(i).execute().await.map_err(nl(format!("removing stale {host_if}")))?;
+        }
+        h.link().add(LinkVeth::new(&host_if, &peer2).mtu(mtu).build()).execute().await.map_err(nl(format!("creating veth {host_if}")))?;
+        let configure = async {
+            let hi = link_index(&h, &host_if).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {host_if}"), err: "vanished".into() })?;
+            let pi = link_index(&h, &peer2).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {peer2}"), err: "vanished".into() })?;
+            if off {
+                tx_checksum_off(&host_if)?;
+                tx_checksum_off(&peer2)?;
+            }
+            h.link().set(LinkUnspec::new_with_index(hi).up().build()).execute().await.map_err(nl(format!("bringing {host_if} up")))?;
+            h.link().set(LinkUnspec::new_with_index(pi).setns_by_fd(container.as_raw_fd()).build()).execute().await.map_err(nl("moving the veth into the container's namespace"))?;
+            Ok(())
+        };
+        let r = configure.await;
+        if r.is_err() {
+            remove_link(&h, &host_if).await;
+        }
+        r
+    })?;
+    let (ifname, mac, ip, prefix, gateway) = (p.ifname.clone(), p.mac, p.ip, p.prefix_len, p.gateway);
+    let inside = netlink_in(Some(&p.netns), move |h| async move {
+        let lo = link_index(&h, "lo").await?.ok_or_else(|| PlumbError::Netlink { step: "finding lo".into(), err: "missing".into() })?;
+        h.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await.map_err(nl("bringing lo up"))?;
+        if link_index(&h, &ifname).await?.is_some() {
+            return Err(PlumbError::Invalid { field: "ifname", reason: format!("the container already has an interface {ifname}") });
+        }
+        let pi = link_index(&h, &peer).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {peer} in the container"), err: "missing".into() })?;
+        h.link().set(LinkUnspec::new_with_index(pi).name(ifname.clone()).address(mac.to_vec()).mtu(mtu).build()).execute().await.map_err(nl(format!("naming the container's interface {ifname}")))?;
+        h.address().add(pi, IpAddr::V4(ip), prefix).execute().await.map_err(nl(format!("adding {ip}/{prefix} to {ifname}")))?;
+        h.link().set(LinkUnspec::new_with_index(pi).up().build()).execute().await.map_err(nl(format!("bringing {ifname} up")))?;
+        let mut default_route = false;
+        if let Some(gw) = gateway {
+            if !has_default_route(&h).await? {
+                let r = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(Ipv4Addr::UNSPECIFIED, 0).gateway(gw).output_interface(pi).build();
+                h.route().add(r).execute().await.map_err(nl(format!("adding the default route via {gw}")))?;
+                default_route = true;
+            }
+        }
+        Ok(Plumbed { default_route })
+    });
+    if inside.is_err() {
+        let host_if = p.host_if.clone();
+        let _ = netlink_in(p.host_netns.as_deref(), move |h| async move {
+            remove_link(&h, &host_if).await;
+            Ok(())
+        });
+    }
+    inside
+}
+
+async fn remove_link(h: &Handle, name: &str) -> bool {
+    match link_index(h, name).await {
+        Ok(Some(i)) => h.link().del(i).execute().await.is_ok(),
+        _ => false,
+    }
+}
+
+async fn has_default_route(h: &Handle) -> Result<bool, PlumbError> {
+    let mut routes = h.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+    while let Some(r) = routes.try_next().await.map_err(nl("listing routes"))? {
+        let main = r.attributes.iter().all(|a| !matches!(a, RouteAttribute::Table(t) if *t != 254)) && r.header.table == 254;
+        if main && r.header.destination_prefix_length == 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Removes the host end of an endpoint's veth (the kernel removes the container's end with
+/// it). Returns whether there was one.
+pub fn unplumb(host_netns: Option<&Path>, host_if: &str) -> Result<bool, PlumbError> {
+    check_ifname("host_if", host_if)?;
+    let name = host_if.to_string();
+    netlink_in(host_netns, move |h| async move {
+        match link_index(&h, &name).await? {
+            Some(i) => {
+                h.link().del(i).execute().await.map_err(nl(format!("removing {name}")))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    })
+}
+
+/// The MTU of the interface holding `addr` in the caller's namespace (the underlay's MTU when
+/// `addr` is the tunnel address), if any interface holds it.
+pub fn mtu_of_address(addr: Ipv4Addr) -> Result<Option<u32>, PlumbError> {
+    netlink_in(None, move |h| async move {
+        let mut addrs = h.address().get().execute();
+        let mut index = None;
+        while let Some(a) = addrs.try_next().await.map_err(nl("listing addresses"))? {
+            if a.attributes.iter().any(|x| matches!(x, AddressAttribute::Address(IpAddr::V4(v)) | AddressAttribute::Local(IpAddr::V4(v)) if *v == addr)) {
+                index = Some(a.header.index);
+                break;
+            }
+        }
+        let Some(i) = index else { return Ok(None) };
+        let mut links = h.link().get().match_index(i).execute();
+        let link = links.try_next().await.map_err(nl("reading the underlay interface"))?;
+        Ok(link.and_then(|l| l.attributes.iter().find_map(|a| if let LinkAttribute::Mtu(m) = a { Some(*m) } else { None })))
+    })
+}
+
+/// The MAC address a name hashes to: locally administered, unicast, stable.
+pub fn mac_for(name: &str) -> [u8; 6] {
+    let h = plexus_api::ids::fnv1a(name).to_be_bytes();
+    [0x02, h[3], h[4], h[5], h[6], h[7]]
+}
