@@ -11,7 +11,7 @@ use plexus_ovs::openflow::{Connection, ConnectionOptions, Events, Listener, Mess
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::flows::{compile, reconcile, SwitchView};
+use crate::flows::{apply, diff, reconcile, DesiredFlows, SwitchView};
 use crate::store::SharedState;
 
 /// Names of the flow-based tunnel ports the agent creates, one per encapsulation.
@@ -32,12 +32,34 @@ pub struct SwitchStatus {
     pub in_sync: bool,
     /// Flows desired for it.
     pub desired_flows: usize,
-    /// Changes sent by the last pass that found a difference: adds, modifies, replaces, deletes.
-    pub last_changes: [usize; 4],
-    /// Passes that had to change something.
+    /// Full passes that found the switch holding something else than it should (a new
+    /// session, tampering undone by the audit).
     pub corrections: u64,
     /// The last error, if the last pass failed.
     pub last_error: Option<String>,
+    /// The model revision its flows reflect.
+    pub revision: u64,
+    /// Local endpoints whose port the switch has.
+    pub plugged: usize,
+    /// The last pass that changed something.
+    pub last_pass: Option<PassStats>,
+}
+
+/// What one pass over a switch did.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct PassStats {
+    /// Everything was compiled and the switch's flows read back (connect, audit, or a change
+    /// the change log cannot narrow down); otherwise only the touched units were compiled and
+    /// their difference sent.
+    pub full: bool,
+    /// Units compiled.
+    pub units: usize,
+    /// Microseconds spent compiling (and, for a full pass, nothing else).
+    pub compile_us: u64,
+    /// Flow changes sent.
+    pub flows_sent: usize,
+    /// Milliseconds the whole pass took, including the switch's answer.
+    pub ms: f64,
 }
 
 /// Keeps switches in their desired state.
@@ -97,23 +119,35 @@ impl SwitchManager {
         };
         let mut revisions = self.revisions.clone();
         let mut audit = tokio::time::interval(self.audit_every);
+        audit.tick().await;
+        // What the switch was last given; `None` makes the next pass a full one.
+        let mut desired: Option<DesiredFlows> = None;
+        let mut full = true;
+        let port_event = |ports: &mut HashMap<String, u32>, ev: plexus_ovs::openflow::Event| {
+            if let Message::PortStatus(ps) = ev.message {
+                if ps.reason == 1 {
+                    ports.remove(&ps.port.name);
+                } else {
+                    ports.insert(ps.port.name, ps.port.port_no);
+                }
+            }
+        };
         loop {
-            self.pass(&conn, &dpid, &ports).await;
+            revisions.borrow_and_update();
+            self.pass(&conn, &dpid, &ports, &mut desired, full).await;
+            full = false;
             tokio::select! {
                 r = revisions.changed() => if r.is_err() { break },
-                _ = audit.tick() => {}
+                _ = audit.tick() => full = true,
                 ev = events.recv() => match ev {
                     None => break,
-                    Some(ev) => {
-                        if let Message::PortStatus(ps) = ev.message {
-                            if ps.reason == 1 {
-                                ports.remove(&ps.port.name);
-                            } else {
-                                ports.insert(ps.port.name, ps.port.port_no);
-                            }
-                        }
-                    }
+                    Some(ev) => port_event(&mut ports, ev),
                 },
+            }
+            // Whatever else is already queued joins this pass: a burst of port changes or
+            // model changes costs one pass, not one each.
+            while let Ok(ev) = events.try_recv() {
+                port_event(&mut ports, ev);
             }
         }
         let why = conn.closed_reason().unwrap_or_else(|| "closed".into());
@@ -121,10 +155,12 @@ impl SwitchManager {
         self.update(&dpid, |s| s.connected = false);
     }
 
-    /// Compiles the switch's flows from the current model and reconciles.
-    async fn pass(&self, conn: &Connection, dpid: &str, ports: &HashMap<String, u32>) {
+    /// Brings the switch to the current model: a full pass compiles everything and diffs
+    /// against the flows read from the switch; otherwise only what changed is compiled and its
+    /// difference sent.
+    async fn pass(&self, conn: &Connection, dpid: &str, ports: &HashMap<String, u32>, desired: &mut Option<DesiredFlows>, full: bool) {
         let t = Instant::now();
-        let (host, desired) = {
+        let (host, plugged, update) = {
             let st = self.state.read().await;
             let model = &st.model;
             let Some(host) = model.hosts.values().find(|h| h.datapath_id == dpid) else {
@@ -146,20 +182,46 @@ impl SwitchManager {
                     }
                 }
             }
+            let plugged = eports.len();
             let view = SwitchView { host: host.spec.name.clone(), tunnel_port, ports: eports };
-            (host.spec.name.clone(), compile(model, &view))
+            let update = match desired.as_mut() {
+                Some(d) if !full => Some(d.update(model, &view)),
+                _ => {
+                    *desired = Some(DesiredFlows::new(model, &view));
+                    None
+                }
+            };
+            (host.spec.name.clone(), plugged, update)
         };
-        let res = reconcile(conn, &desired).await;
+        let Some(d) = desired.as_ref() else { return };
+        let compile_us = t.elapsed().as_micros() as u64;
+        let (revision, len) = (d.revision(), d.len());
+        let res = match &update {
+            Some(u) if u.units == 0 => Ok(0),
+            Some(u) => {
+                let delta = diff(&u.old, &u.new);
+                let n = delta.add.len() + delta.modify.len() + delta.replace.len() + delta.delete.len();
+                apply(conn, &delta).await.map(|_| n)
+            }
+            None => reconcile(conn, &d.flows()).await.map(|d| d.add.len() + d.modify.len() + d.replace.len() + d.delete.len()),
+        };
+        if res.is_err() {
+            // The switch's state is unknown now: read it back next time.
+            *desired = None;
+        }
+        let stats = PassStats { full: update.is_none(), units: update.as_ref().map_or(0, |u| u.units), compile_us, flows_sent: *res.as_ref().unwrap_or(&0), ms: t.elapsed().as_secs_f64() * 1e3 };
         self.update(dpid, |s| {
             s.host = Some(host.clone());
-            s.desired_flows = desired.len();
+            s.desired_flows = len;
+            s.plugged = plugged;
             match &res {
-                Ok(d) => {
+                Ok(n) => {
                     s.in_sync = true;
                     s.last_error = None;
-                    if !d.is_empty() {
-                        s.corrections += 1;
-                        s.last_changes = [d.add.len(), d.modify.len(), d.replace.len(), d.delete.len()];
+                    s.revision = revision;
+                    if *n > 0 {
+                        s.corrections += u64::from(stats.full);
+                        s.last_pass = Some(stats.clone());
                     }
                 }
                 Err(e) => {
@@ -168,9 +230,9 @@ impl SwitchManager {
                 }
             }
         });
-        if let Ok(d) = &res {
-            if !d.is_empty() {
-                tracing::info!(%host, %dpid, ms = t.elapsed().as_millis() as u64, "switch reconciled");
+        if let Ok(n) = res {
+            if n > 0 {
+                tracing::debug!(%host, %dpid, full = stats.full, units = stats.units, flows = n, ms = stats.ms, "switch programmed");
             }
         }
     }

@@ -71,99 +71,71 @@ fn to_tunnel(vni: u32, dst: Ipv4Addr, port: u32) -> Vec<Action> {
     vec![Action::set_field(Field::TunnelId, vni as u64), Action::set_tun_dst(dst), Action::output(port)]
 }
 
+/// What a group of flows comes from. A switch's desired flows are the union of its units';
+/// a change to the model recompiles only the units it touches ([`affected`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Unit {
+    /// The pipeline's own glue.
+    Glue,
+    /// A network's shared flows on this switch: tunnel classification, gateway ARP, ARP
+    /// defaults, broadcast.
+    Network(String),
+    /// One endpoint's flows (`network/id`): port classification and security and unicast for
+    /// a local one; ARP answer and unicast to the tunnel for a remote one.
+    Endpoint(String),
+}
+
 /// The desired flows of the switch `view` describes, normalized (as the switch reports them).
 pub fn compile(model: &Model, view: &SwitchView) -> Vec<FlowMod> {
-    let mut out = Vec::new();
-    let glue = cookie(CookieKind::Pipeline, "pipeline");
-    // Stages without features yet pass packets on.
-    for t in ["egress-policy", "routing"] {
-        out.push(FlowMod::add(table(t), 0, Match::new()).cookie(glue).goto(next(t)));
-    }
-    for (name, net) in &model.networks {
-        let NetworkKind::Overlay { vni: Some(vni) } = net.spec.kind else { continue };
-        let Some(eps) = model.endpoints.get(name) else { continue };
-        let local: Vec<(&Endpoint, u32, [u8; 6])> = eps
-            .values()
-            .filter(|e| e.host == view.host)
-            .filter_map(|e| Some((e, *view.ports.get(&format!("{name}/{}", e.id))?, mac_of(e)?)))
-            .collect();
-        if local.is_empty() {
-            // A switch with no endpoint in a network carries none of its flows: broadcast
-            // never reaches it either.
-            continue;
-        }
-        let ncookie = cookie(CookieKind::Network, name);
-        let net_match = || Match::new().reg(REG_NETWORK, vni);
-        let remote_hosts: BTreeSet<Ipv4Addr> = eps
-            .values()
-            .filter(|e| e.host != view.host)
-            .filter_map(|e| model.hosts.get(&e.host).map(|h| h.spec.tunnel_ip))
-            .collect();
+    compile_units(model, view).into_values().flatten().collect()
+}
 
-        // Classify: which network, and whether from a tunnel.
-        out.push(
-            FlowMod::add(table("classify"), 100, Match::new().in_port(view.tunnel_port).tunnel_id(vni as u64))
-                .cookie(ncookie)
-                .apply(vec![Action::set_field(Field::Reg(REG_NETWORK), vni), Action::set_field(Field::Reg(REG_FROM_TUNNEL), 1u32)])
-                .goto(table("l2-lookup")),
-        );
-        for (e, port, mac) in &local {
-            let c = cookie(CookieKind::Endpoint, &format!("{name}/{}", e.id));
-            out.push(
-                FlowMod::add(table("classify"), 100, Match::new().in_port(*port))
-                    .cookie(c)
-                    .apply(vec![Action::set_field(Field::Reg(REG_NETWORK), vni)])
-                    .goto(table("port-security")),
-            );
-            // Port security: only its own MAC and address, for IPv4 and ARP.
-            let base = || Match::new().in_port(*port).eth_src(*mac);
-            out.push(FlowMod::add(table("port-security"), 100, base().ipv4_src(e.ip)).cookie(c).goto(next("port-security")));
-            out.push(
-                FlowMod::add(table("port-security"), 100, base().with(Field::ArpSpa, u32::from(e.ip)).with(Field::ArpSha, mac_u128(*mac)))
-                    .cookie(c)
-                    .goto(next("port-security")),
-            );
-            // Unicast to it.
-            out.push(FlowMod::add(table("l2-lookup"), 100, net_match().eth_dst(*mac)).cookie(c).apply(vec![Action::output(*port)]));
-        }
-
-        // ARP for every endpoint of the network and its gateway, answered here.
-        let arp_req = |ip: Ipv4Addr| net_match().with(Field::ArpOp, 1u16).with(Field::ArpTpa, u32::from(ip));
+/// Every unit's flows on the switch `view` describes; units without flows are left out.
+pub fn compile_units(model: &Model, view: &SwitchView) -> BTreeMap<Unit, Vec<FlowMod>> {
+    let mut units = BTreeMap::new();
+    units.insert(Unit::Glue, normalized(glue()));
+    for (name, eps) in &model.endpoints {
+        let Some(vni) = carries(model, view, name) else { continue };
+        units.insert(Unit::Network(name.clone()), normalized(network_flows(model, view, name, vni)));
         for e in eps.values() {
-            if let Some(mac) = mac_of(e) {
-                let c = cookie(CookieKind::Endpoint, &format!("{name}/{}", e.id));
-                out.push(FlowMod::add(table("arp-responder"), 100, arp_req(e.ip)).cookie(c).apply(arp_reply(e.ip, mac)));
+            let f = normalized(endpoint_flows(model, view, e, vni));
+            if !f.is_empty() {
+                units.insert(Unit::Endpoint(format!("{name}/{}", e.id)), f);
             }
         }
-        if let Some(gw) = net.spec.gateway {
-            out.push(FlowMod::add(table("arp-responder"), 100, arp_req(gw)).cookie(ncookie).apply(arp_reply(gw, gateway_mac(gw))));
-        }
-        // Other ARP requests are dropped, never flooded: every address is known.
-        out.push(FlowMod::add(table("arp-responder"), 50, net_match().with(Field::ArpOp, 1u16)).cookie(ncookie));
-        out.push(FlowMod::add(table("arp-responder"), 0, net_match()).cookie(ncookie).goto(next("arp-responder")));
-
-        // Unicast to remote endpoints: through the tunnel to their host.
-        for e in eps.values().filter(|e| e.host != view.host) {
-            let (Some(mac), Some(h)) = (mac_of(e), model.hosts.get(&e.host)) else { continue };
-            let c = cookie(CookieKind::Endpoint, &format!("{name}/{}", e.id));
-            out.push(
-                FlowMod::add(table("l2-lookup"), 100, net_match().reg(REG_FROM_TUNNEL, 0).eth_dst(mac))
-                    .cookie(c)
-                    .apply(to_tunnel(vni, h.spec.tunnel_ip, view.tunnel_port)),
-            );
-        }
-        // Broadcast and multicast: local ports, plus one copy per host with endpoints here;
-        // what came from a tunnel goes to local ports only.
-        let bcast = |from_tunnel: u32| net_match().reg(REG_FROM_TUNNEL, from_tunnel).set(MatchField { field: Field::EthDst, value: BROADCAST_BIT, mask: Some(BROADCAST_BIT) });
-        let locals: Vec<Action> = local.iter().map(|(_, p, _)| Action::output(*p)).collect();
-        let mut flood = locals.clone();
-        for h in &remote_hosts {
-            flood.extend(to_tunnel(vni, *h, view.tunnel_port));
-        }
-        out.push(FlowMod::add(table("l2-lookup"), 50, bcast(0)).cookie(ncookie).apply(flood));
-        out.push(FlowMod::add(table("l2-lookup"), 50, bcast(1)).cookie(ncookie).apply(locals));
     }
-    out.into_iter()
+    units
+}
+
+/// The networks a switch carries: overlays in which it has a plugged-in endpoint. A switch
+/// with no endpoint in a network carries none of its flows; broadcast never reaches it either.
+fn carries(model: &Model, view: &SwitchView, network: &str) -> Option<u32> {
+    let NetworkKind::Overlay { vni: Some(vni) } = model.networks.get(network)?.spec.kind else { return None };
+    let prefix = format!("{network}/");
+    let local = view.ports.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).any(|(k, _)| {
+        let id = &k[prefix.len()..];
+        model.endpoints.get(network).and_then(|e| e.get(id)).is_some_and(|e| e.host == view.host)
+    });
+    local.then_some(vni)
+}
+
+/// The flows of one unit, normalized.
+pub fn compile_unit(model: &Model, view: &SwitchView, unit: &Unit) -> Vec<FlowMod> {
+    let out = match unit {
+        Unit::Glue => glue(),
+        Unit::Network(name) => carries(model, view, name).map(|vni| network_flows(model, view, name, vni)).unwrap_or_default(),
+        Unit::Endpoint(key) => {
+            let Some((net, id)) = key.split_once('/') else { return Vec::new() };
+            let Some(e) = model.endpoints.get(net).and_then(|eps| eps.get(id)) else { return Vec::new() };
+            carries(model, view, net).map(|vni| endpoint_flows(model, view, e, vni)).unwrap_or_default()
+        }
+    };
+    normalized(out)
+}
+
+fn normalized(flows: Vec<FlowMod>) -> Vec<FlowMod> {
+    flows
+        .into_iter()
         .filter_map(|f| match f.normalized() {
             Ok(f) => Some(f),
             Err(e) => {
@@ -173,6 +145,113 @@ pub fn compile(model: &Model, view: &SwitchView) -> Vec<FlowMod> {
             }
         })
         .collect()
+}
+
+/// The units a model change can touch on a switch, given the change's kind and key; `None`
+/// when it may touch anything (a host's tunnel address, a network's settings). Besides these,
+/// a unit's network gaining or losing its last local endpoint touches all of its units; the
+/// caller checks that with the network unit's before and after.
+pub fn affected(kind: &str, key: &str) -> Option<Vec<Unit>> {
+    match kind {
+        "endpoint" => {
+            let net = key.split_once('/').map(|(n, _)| n)?;
+            Some(vec![Unit::Network(net.to_string()), Unit::Endpoint(key.to_string())])
+        }
+        // No flows come from these yet.
+        "router" | "policy" => Some(vec![]),
+        _ => None,
+    }
+}
+
+fn glue() -> Vec<FlowMod> {
+    let glue = cookie(CookieKind::Pipeline, "pipeline");
+    // Stages without features yet pass packets on.
+    ["egress-policy", "routing"].iter().map(|t| FlowMod::add(table(t), 0, Match::new()).cookie(glue).goto(next(t))).collect()
+}
+
+fn net_match(vni: u32) -> Match {
+    Match::new().reg(REG_NETWORK, vni)
+}
+
+fn arp_request(vni: u32, ip: Ipv4Addr) -> Match {
+    net_match(vni).with(Field::ArpOp, 1u16).with(Field::ArpTpa, u32::from(ip))
+}
+
+fn network_flows(model: &Model, view: &SwitchView, name: &str, vni: u32) -> Vec<FlowMod> {
+    let mut out = Vec::new();
+    let Some(net) = model.networks.get(name) else { return out };
+    let empty = BTreeMap::new();
+    let eps = model.endpoints.get(name).unwrap_or(&empty);
+    let ncookie = cookie(CookieKind::Network, name);
+    // Classify: which network, and whether from a tunnel.
+    out.push(
+        FlowMod::add(table("classify"), 100, Match::new().in_port(view.tunnel_port).tunnel_id(vni as u64))
+            .cookie(ncookie)
+            .apply(vec![Action::set_field(Field::Reg(REG_NETWORK), vni), Action::set_field(Field::Reg(REG_FROM_TUNNEL), 1u32)])
+            .goto(table("l2-lookup")),
+    );
+    if let Some(gw) = net.spec.gateway {
+        out.push(FlowMod::add(table("arp-responder"), 100, arp_request(vni, gw)).cookie(ncookie).apply(arp_reply(gw, gateway_mac(gw))));
+    }
+    // Other ARP requests are dropped, never flooded: every address is known.
+    out.push(FlowMod::add(table("arp-responder"), 50, net_match(vni).with(Field::ArpOp, 1u16)).cookie(ncookie));
+    out.push(FlowMod::add(table("arp-responder"), 0, net_match(vni)).cookie(ncookie).goto(next("arp-responder")));
+    // Broadcast and multicast: local ports, plus one copy per host with endpoints here; what
+    // came from a tunnel goes to local ports only.
+    let mut locals = Vec::new();
+    let mut remote_hosts = BTreeSet::new();
+    for e in eps.values() {
+        if e.host == view.host {
+            if let Some(p) = view.ports.get(&format!("{name}/{}", e.id)) {
+                locals.push(Action::output(*p));
+            }
+        } else if let Some(h) = model.hosts.get(&e.host) {
+            remote_hosts.insert(h.spec.tunnel_ip);
+        }
+    }
+    let bcast = |from_tunnel: u32| net_match(vni).reg(REG_FROM_TUNNEL, from_tunnel).set(MatchField { field: Field::EthDst, value: BROADCAST_BIT, mask: Some(BROADCAST_BIT) });
+    let mut flood = locals.clone();
+    for h in &remote_hosts {
+        flood.extend(to_tunnel(vni, *h, view.tunnel_port));
+    }
+    out.push(FlowMod::add(table("l2-lookup"), 50, bcast(0)).cookie(ncookie).apply(flood));
+    out.push(FlowMod::add(table("l2-lookup"), 50, bcast(1)).cookie(ncookie).apply(locals));
+    out
+}
+
+fn endpoint_flows(model: &Model, view: &SwitchView, e: &Endpoint, vni: u32) -> Vec<FlowMod> {
+    let mut out = Vec::new();
+    let Some(mac) = mac_of(e) else { return out };
+    let key = format!("{}/{}", e.network, e.id);
+    let c = cookie(CookieKind::Endpoint, &key);
+    // ARP for every endpoint of the network, answered here.
+    out.push(FlowMod::add(table("arp-responder"), 100, arp_request(vni, e.ip)).cookie(c).apply(arp_reply(e.ip, mac)));
+    if e.host == view.host {
+        let Some(port) = view.ports.get(&key).copied() else { return out };
+        out.push(
+            FlowMod::add(table("classify"), 100, Match::new().in_port(port))
+                .cookie(c)
+                .apply(vec![Action::set_field(Field::Reg(REG_NETWORK), vni)])
+                .goto(table("port-security")),
+        );
+        // Port security: only its own MAC and address, for IPv4 and ARP.
+        let base = || Match::new().in_port(port).eth_src(mac);
+        out.push(FlowMod::add(table("port-security"), 100, base().ipv4_src(e.ip)).cookie(c).goto(next("port-security")));
+        out.push(
+            FlowMod::add(table("port-security"), 100, base().with(Field::ArpSpa, u32::from(e.ip)).with(Field::ArpSha, mac_u128(mac)))
+                .cookie(c)
+                .goto(next("port-security")),
+        );
+        out.push(FlowMod::add(table("l2-lookup"), 100, net_match(vni).eth_dst(mac)).cookie(c).apply(vec![Action::output(port)]));
+    } else if let Some(h) = model.hosts.get(&e.host) {
+        // Unicast to a remote endpoint: through the tunnel to its host.
+        out.push(
+            FlowMod::add(table("l2-lookup"), 100, net_match(vni).reg(REG_FROM_TUNNEL, 0).eth_dst(mac))
+                .cookie(c)
+                .apply(to_tunnel(vni, h.spec.tunnel_ip, view.tunnel_port)),
+        );
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! Flows: the pipeline's layout and the compiler from the model to each switch's flows.
 
 pub mod compile;
+pub mod desired;
 pub mod pipeline;
 pub mod reconcile;
 
-pub use compile::{compile, cookie, CookieKind, SwitchView};
-pub use reconcile::{diff, reconcile, Diff};
+pub use compile::{affected, compile, compile_unit, compile_units, cookie, CookieKind, SwitchView, Unit};
+pub use desired::{DesiredFlows, Update};
+pub use reconcile::{apply, diff, reconcile, Diff};

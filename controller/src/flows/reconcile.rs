@@ -72,6 +72,16 @@ pub fn diff(actual: &[FlowMod], desired: &[FlowMod]) -> Diff {
     d
 }
 
+/// Sends a difference computed without reading the switch (the switch is trusted to hold
+/// what it was last given), in one bundle.
+pub async fn apply(conn: &Connection, d: &Diff) -> Result<(), OfError> {
+    if !d.is_empty() {
+        tracing::debug!(add = d.add.len(), modify = d.modify.len(), replace = d.replace.len(), delete = d.delete.len(), "sending a change");
+        conn.bundle(&d.messages()).await?;
+    }
+    Ok(())
+}
+
 /// Reads the switch's flows and applies the difference to `desired` in one bundle.
 pub async fn reconcile(conn: &Connection, desired: &[FlowMod]) -> Result<Diff, OfError> {
     let actual: Vec<FlowMod> = conn

@@ -257,7 +257,7 @@ pub(crate) async fn watch(s: St, Query(o): Query<WatchOpts>) -> Response {
 #[utoipa::path(get, path = "/v1/hosts/{name}/flows", tag = "hosts", params(("name" = String, Path, description = "Host name")),
     responses((status = 200, description = "The state of the host's switch as this node programs it", body = crate::switches::SwitchStatus),
               (status = 404, description = "No such host, or its switch never connected to this node", body = Problem, content_type = "application/problem+json")))]
-/// The state of a host's switch: connected, in sync, desired flows, last corrections, last error.
+/// The state of a host's switch: connected, in sync, desired flows, the revision they reflect, the last pass, the last error.
 pub(crate) async fn host_flows(s: St, Path(name): Path<String>) -> Response {
     let Some(dpid) = s.state.read().await.model.hosts.get(&name).map(|h| h.datapath_id.clone()) else {
         return not_found("name", format!("no host named {name}"));
