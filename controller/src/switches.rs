@@ -19,6 +19,11 @@ pub const TUNNEL_PORTS: [&str; 2] = ["vxlan0", "geneve0"];
 
 pub use plexus_api::ids::port_name;
 
+/// Changes arriving during one pass that make a burst.
+const BURST: u64 = 3;
+/// How long a pass in a burst waits for more of it.
+const BURST_WAIT: Duration = Duration::from_millis(50);
+
 /// What the manager knows of one switch (`GET /v1/hosts/{name}/flows`).
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct SwitchStatus {
@@ -43,6 +48,8 @@ pub struct SwitchStatus {
     pub plugged: usize,
     /// The last pass that changed something.
     pub last_pass: Option<PassStats>,
+    /// The last full pass (connect or audit), changes or not.
+    pub last_full: Option<PassStats>,
 }
 
 /// What one pass over a switch did.
@@ -54,12 +61,46 @@ pub struct PassStats {
     pub full: bool,
     /// Units compiled.
     pub units: usize,
-    /// Microseconds spent compiling (and, for a full pass, nothing else).
+    /// Microseconds until the flows were compiled: reading the model, matching endpoints to
+    /// the switch's ports, compiling.
     pub compile_us: u64,
     /// Flow changes sent.
     pub flows_sent: usize,
     /// Milliseconds the whole pass took, including the switch's answer.
     pub ms: f64,
+    /// The model revision it brought the switch to.
+    pub revision: u64,
+}
+
+/// Which endpoint of one host each OVS port name belongs to, kept up to date from the
+/// model's change log so that matching a switch's ports to endpoints costs what the switch
+/// has, not what the whole model has.
+#[derive(Default)]
+struct PortIndex {
+    host: String,
+    revision: Option<u64>,
+    by_port: HashMap<String, String>,
+}
+
+impl PortIndex {
+    fn refresh(&mut self, model: &crate::model::Model, host: &str) {
+        let incremental = self.host == host && self.revision.is_some_and(|r| model.has_changes_since(r));
+        if incremental {
+            for c in model.changes_after(self.revision.unwrap_or_default()).filter(|c| c.kind == "endpoint") {
+                let Some((net, id)) = c.key.split_once('/') else { continue };
+                let local = model.endpoints.get(net).and_then(|e| e.get(id)).is_some_and(|e| e.host == host);
+                if local {
+                    self.by_port.insert(port_name(net, id), c.key.clone());
+                } else {
+                    self.by_port.remove(&port_name(net, id));
+                }
+            }
+        } else {
+            self.host = host.to_string();
+            self.by_port = model.all_endpoints().filter(|e| e.host == host).map(|e| (port_name(&e.network, &e.id), format!("{}/{}", e.network, e.id))).collect();
+        }
+        self.revision = Some(model.revision);
+    }
 }
 
 /// Keeps switches in their desired state.
@@ -122,6 +163,7 @@ impl SwitchManager {
         audit.tick().await;
         // What the switch was last given; `None` makes the next pass a full one.
         let mut desired: Option<DesiredFlows> = None;
+        let mut index = PortIndex::default();
         let mut full = true;
         let port_event = |ports: &mut HashMap<String, u32>, ev: plexus_ovs::openflow::Event| {
             if let Message::PortStatus(ps) = ev.message {
@@ -133,9 +175,15 @@ impl SwitchManager {
             }
         };
         loop {
-            revisions.borrow_and_update();
-            self.pass(&conn, &dpid, &ports, &mut desired, full).await;
+            let started_at = *revisions.borrow_and_update();
+            self.pass(&conn, &dpid, &ports, &mut desired, &mut index, full).await;
             full = false;
+            // Changes that arrived while the pass ran. Several mean a burst (a batch being
+            // created): waiting a little lets more of it join the next pass, so a batch costs
+            // a few passes, not one each. A lone change, or two in a row, goes out at once.
+            if revisions.borrow().saturating_sub(started_at) >= BURST {
+                tokio::time::sleep(BURST_WAIT).await;
+            }
             tokio::select! {
                 r = revisions.changed() => if r.is_err() { break },
                 _ = audit.tick() => full = true,
@@ -144,8 +192,6 @@ impl SwitchManager {
                     Some(ev) => port_event(&mut ports, ev),
                 },
             }
-            // Whatever else is already queued joins this pass: a burst of port changes or
-            // model changes costs one pass, not one each.
             while let Ok(ev) = events.try_recv() {
                 port_event(&mut ports, ev);
             }
@@ -158,7 +204,7 @@ impl SwitchManager {
     /// Brings the switch to the current model: a full pass compiles everything and diffs
     /// against the flows read from the switch; otherwise only what changed is compiled and its
     /// difference sent.
-    async fn pass(&self, conn: &Connection, dpid: &str, ports: &HashMap<String, u32>, desired: &mut Option<DesiredFlows>, full: bool) {
+    async fn pass(&self, conn: &Connection, dpid: &str, ports: &HashMap<String, u32>, desired: &mut Option<DesiredFlows>, index: &mut PortIndex, full: bool) {
         let t = Instant::now();
         let (host, plugged, update) = {
             let st = self.state.read().await;
@@ -174,14 +220,11 @@ impl SwitchManager {
                 self.update(dpid, |s| s.last_error = Some("the switch has no tunnel port yet".into()));
                 return;
             };
-            let mut eports = BTreeMap::new();
-            for (net, eps) in &model.endpoints {
-                for e in eps.values().filter(|e| e.host == host.spec.name) {
-                    if let Some(p) = ports.get(&port_name(net, &e.id)) {
-                        eports.insert(format!("{net}/{}", e.id), *p);
-                    }
-                }
+            if full {
+                *index = PortIndex::default();
             }
+            index.refresh(model, &host.spec.name);
+            let eports: BTreeMap<String, u32> = ports.iter().filter_map(|(name, p)| Some((index.by_port.get(name)?.clone(), *p))).collect();
             let plugged = eports.len();
             let view = SwitchView { host: host.spec.name.clone(), tunnel_port, ports: eports };
             let update = match desired.as_mut() {
@@ -209,7 +252,7 @@ impl SwitchManager {
             // The switch's state is unknown now: read it back next time.
             *desired = None;
         }
-        let stats = PassStats { full: update.is_none(), units: update.as_ref().map_or(0, |u| u.units), compile_us, flows_sent: *res.as_ref().unwrap_or(&0), ms: t.elapsed().as_secs_f64() * 1e3 };
+        let stats = PassStats { full: update.is_none(), units: update.as_ref().map_or(0, |u| u.units), compile_us, flows_sent: *res.as_ref().unwrap_or(&0), ms: t.elapsed().as_secs_f64() * 1e3, revision };
         self.update(dpid, |s| {
             s.host = Some(host.clone());
             s.desired_flows = len;
@@ -222,6 +265,9 @@ impl SwitchManager {
                     if *n > 0 {
                         s.corrections += u64::from(stats.full);
                         s.last_pass = Some(stats.clone());
+                    }
+                    if stats.full {
+                        s.last_full = Some(stats.clone());
                     }
                 }
                 Err(e) => {

@@ -89,6 +89,9 @@ pub async fn ensure_switch(cfg: &AgentConfig, vs: &VSwitch) -> Result<(), AgentE
                 }
             };
             vs.wait_ofport(iface, Duration::from_secs(10)).await?;
+            // br-phy's own device appears when OVS has opened it; until then the address
+            // has nowhere to go, and the underlay interface must keep it.
+            vs.wait_ofport(BR_PHY, Duration::from_secs(10)).await?;
             run(&["addr", "flush", "dev", iface])?;
             run(&["addr", "replace", &addr, "dev", BR_PHY])?;
             run(&["link", "set", BR_PHY, "up"])?;
@@ -134,7 +137,13 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             }
         }
     }
-    ensure_switch(&cfg, &vs).await?;
+    // A switch that is still starting up is waited for, not given up on.
+    let mut wait = Duration::from_millis(100);
+    while let Err(e) = ensure_switch(&cfg, &vs).await {
+        tracing::warn!(error = %e, "cannot configure the switch yet; retrying");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
     let mut monitor = ovsdb
         .monitor("Open_vSwitch", vec![MonitorRequest::all("Bridge"), MonitorRequest::all("Port"), MonitorRequest::all("Controller")])
         .await?;

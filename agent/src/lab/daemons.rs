@@ -84,7 +84,7 @@ impl OvsInstance {
             Daemon::Vswitchd => {
                 c.arg(format!("unix:{}", self.db_sock().display()));
                 if self.enable_dummy {
-                    c.arg("--enable-dummy=override");
+                    c.arg("--enable-dummy");
                 }
             }
         }

@@ -2,6 +2,7 @@
 
 mod converge;
 mod flows;
+mod scale;
 mod store;
 
 use clap::{Args, Subcommand};
@@ -32,6 +33,17 @@ enum Sub {
         #[arg(long, default_value_t = 2000)]
         writes: usize,
     },
+    /// Scale: one network with N endpoints over 3 hosts (dummy ports) created in one batch:
+    /// time until every switch holds its full flow set, flows per switch, controller memory
+    /// and CPU; then the cost of one endpoint change at that size, incremental against full.
+    Scale {
+        /// Endpoint counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+        endpoints: Vec<usize>,
+        /// Single-endpoint changes to time at each size (the median is reported).
+        #[arg(long, default_value_t = 20)]
+        changes: usize,
+    },
     /// Convergence: from the API call creating two endpoints on two hosts (containers
     /// already plugged in) to the first ping reply between them; median of N rounds.
     Converge {
@@ -54,6 +66,14 @@ pub async fn run(c: BenchCmd) -> anyhow::Result<()> {
                 anyhow::bail!("--rounds must be 1..=1000");
             }
             converge::run(rounds).await
+        }
+        Sub::Scale { endpoints, changes } => {
+            if endpoints.is_empty() || endpoints.iter().any(|&n| n == 0 || n > 9_000) || changes == 0 {
+                // One host's broadcast flow lists its local ports; past ~3,500 it outgrows an
+                // OpenFlow message (64 KiB).
+                anyhow::bail!("--endpoints must be 1..=9000 each, --changes at least 1");
+            }
+            scale::run(&endpoints, changes).await
         }
         Sub::Store { writes } => {
             if writes < 64 {

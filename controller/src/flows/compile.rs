@@ -19,7 +19,8 @@ pub struct SwitchView {
     pub host: String,
     /// OpenFlow port of the flow-based tunnel.
     pub tunnel_port: u32,
-    /// OpenFlow port of each local endpoint that is plugged in, by `network/id`.
+    /// OpenFlow port of each endpoint of this host that is plugged in, by `network/id`; only
+    /// endpoints that exist and live on this host.
     pub ports: BTreeMap<String, u32>,
 }
 
@@ -107,15 +108,13 @@ pub fn compile_units(model: &Model, view: &SwitchView) -> BTreeMap<Unit, Vec<Flo
     units
 }
 
-/// The networks a switch carries: overlays in which it has a plugged-in endpoint. A switch
-/// with no endpoint in a network carries none of its flows; broadcast never reaches it either.
-fn carries(model: &Model, view: &SwitchView, network: &str) -> Option<u32> {
+/// The VNI of `network` if the switch carries it: an overlay in which the switch has a
+/// plugged-in endpoint. A switch with no endpoint in a network carries none of its flows;
+/// broadcast never reaches it either.
+pub(crate) fn carries(model: &Model, view: &SwitchView, network: &str) -> Option<u32> {
     let NetworkKind::Overlay { vni: Some(vni) } = model.networks.get(network)?.spec.kind else { return None };
     let prefix = format!("{network}/");
-    let local = view.ports.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).any(|(k, _)| {
-        let id = &k[prefix.len()..];
-        model.endpoints.get(network).and_then(|e| e.get(id)).is_some_and(|e| e.host == view.host)
-    });
+    let local = view.ports.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix));
     local.then_some(vni)
 }
 
@@ -198,17 +197,22 @@ fn network_flows(model: &Model, view: &SwitchView, name: &str, vni: u32) -> Vec<
     out.push(FlowMod::add(table("arp-responder"), 0, net_match(vni)).cookie(ncookie).goto(next("arp-responder")));
     // Broadcast and multicast: local ports, plus one copy per host with endpoints here; what
     // came from a tunnel goes to local ports only.
-    let mut locals = Vec::new();
-    let mut remote_hosts = BTreeSet::new();
+    // Local ports come from the switch's (few) ports; remote hosts from one pass over the
+    // network's endpoints that allocates nothing.
+    let prefix = format!("{name}/");
+    let locals: Vec<Action> = view
+        .ports
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(_, p)| Action::output(*p))
+        .collect();
+    let mut remote: Vec<&str> = Vec::new();
     for e in eps.values() {
-        if e.host == view.host {
-            if let Some(p) = view.ports.get(&format!("{name}/{}", e.id)) {
-                locals.push(Action::output(*p));
-            }
-        } else if let Some(h) = model.hosts.get(&e.host) {
-            remote_hosts.insert(h.spec.tunnel_ip);
+        if e.host != view.host && !remote.contains(&e.host.as_str()) {
+            remote.push(&e.host);
         }
     }
+    let remote_hosts: BTreeSet<Ipv4Addr> = remote.iter().filter_map(|h| model.hosts.get(*h).map(|h| h.spec.tunnel_ip)).collect();
     let bcast = |from_tunnel: u32| net_match(vni).reg(REG_FROM_TUNNEL, from_tunnel).set(MatchField { field: Field::EthDst, value: BROADCAST_BIT, mask: Some(BROADCAST_BIT) });
     let mut flood = locals.clone();
     for h in &remote_hosts {

@@ -1,7 +1,7 @@
 //! Endpoints and cluster-mode IPAM: an address is handed out by the state machine, so it is
 //! never given twice, whichever node received the request and however leadership moves.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use plexus_api::endpoint::format_mac;
@@ -16,7 +16,43 @@ pub fn mac_for(ip: Ipv4Addr) -> String {
     format_mac([0x0a, 0x58, o[0], o[1], o[2], o[3]])
 }
 
+/// Addresses and MACs in use, by network: derived from the endpoints so that allocating one
+/// costs a lookup, not a pass over the network. Not stored (snapshots carry the endpoints
+/// only); rebuilt for a network the first time it is needed after a load.
+#[derive(Debug, Clone, Default)]
+pub struct UsedIndex(HashMap<String, Used>);
+
+#[derive(Debug, Clone, Default)]
+struct Used {
+    ips: BTreeSet<u32>,
+    macs: HashSet<String>,
+}
+
+impl PartialEq for UsedIndex {
+    /// Derived data: two models with the same endpoints are equal whatever their indexes hold.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 impl Model {
+    fn used(&mut self, network: &str) -> &mut Used {
+        let eps = &self.endpoints;
+        self.used.0.entry(network.to_string()).or_insert_with(|| {
+            let mut u = Used::default();
+            for e in eps.get(network).into_iter().flat_map(|m| m.values()) {
+                u.ips.insert(u32::from(e.ip));
+                u.macs.insert(e.mac.clone());
+            }
+            u
+        })
+    }
+
+    /// Forgets a network's index (its endpoints went wholesale).
+    pub(crate) fn forget_used(&mut self, network: &str) {
+        self.used.0.remove(network);
+    }
+
     pub(crate) fn create_endpoint(&mut self, network: &str, spec: EndpointSpec, now_ms: u64) -> Result<Endpoint, Refusal> {
         let spec = spec.validated()?;
         let Some(net) = self.networks.get(network) else {
@@ -41,13 +77,13 @@ impl Model {
         let Some(net) = self.networks.get(network) else {
             return Err(Refusal::new(404, Some("network"), format!("no network named {network}")));
         };
-        let eps = self.endpoints.get(network);
         if let Some(id) = &spec.id {
-            if eps.is_some_and(|m| m.contains_key(id)) {
+            if self.endpoints.get(network).is_some_and(|m| m.contains_key(id)) {
                 return Err(Refusal::new(409, Some("id"), format!("endpoint {id} already exists in {network}")));
             }
         }
-        let used: BTreeSet<u32> = eps.into_iter().flat_map(|m| m.values()).map(|e| u32::from(e.ip)).collect();
+        let net = net.clone();
+        let used = &self.used(network).ips;
         let ip = match spec.ip {
             Some(ip) => {
                 if !cidr.contains(ip) {
@@ -67,7 +103,7 @@ impl Model {
                 }
                 ip
             }
-            None => match (first..=last).find(|a| *a != u32::from(gw) && !used.contains(a)) {
+            None => match first_free(used, first, last, u32::from(gw)) {
                 Some(a) => Ipv4Addr::from(a),
                 None => {
                     let range = block_text.clone().unwrap_or_else(|| net.spec.subnet.clone());
@@ -76,7 +112,7 @@ impl Model {
             },
         };
         let mac = spec.mac.clone().unwrap_or_else(|| mac_for(ip));
-        if self.endpoints.get(network).is_some_and(|m| m.values().any(|e| e.mac == mac)) {
+        if self.used(network).macs.contains(&mac) {
             return Err(Refusal::new(409, Some("mac"), format!("{mac} is already used in {network}")));
         }
         let id = match spec.id {
@@ -99,6 +135,9 @@ impl Model {
             labels: spec.labels,
             revision: self.revision,
         };
+        let u = self.used(network);
+        u.ips.insert(u32::from(ip));
+        u.macs.insert(ep.mac.clone());
         self.endpoints.entry(network.to_string()).or_default().insert(id.clone(), ep.clone());
         self.record("endpoint", format!("{network}/{id}"), Some(Object::Endpoint(ep.clone())));
         Ok(ep)
@@ -106,9 +145,12 @@ impl Model {
 
     pub(crate) fn delete_endpoint(&mut self, network: &str, id: &str) -> Result<(), Refusal> {
         let removed = self.endpoints.get_mut(network).and_then(|m| m.remove(id));
-        if removed.is_none() {
+        let Some(removed) = removed else {
             return Err(Refusal::new(404, Some("id"), format!("no endpoint {id} in network {network}")));
-        }
+        };
+        let u = self.used(network);
+        u.ips.remove(&u32::from(removed.ip));
+        u.macs.remove(&removed.mac);
         if self.endpoints.get(network).is_some_and(|m| m.is_empty()) {
             self.endpoints.remove(network);
         }
@@ -116,4 +158,22 @@ impl Model {
         self.record("endpoint", format!("{network}/{id}"), None);
         Ok(())
     }
+}
+
+/// The lowest address in `first..=last` that is neither used nor the gateway: a walk over the
+/// used addresses in order, which stops at the first gap.
+fn first_free(used: &BTreeSet<u32>, first: u32, last: u32, gw: u32) -> Option<u32> {
+    let mut a = first;
+    let mut taken = used.range(first..=last).peekable();
+    while a <= last {
+        if a == gw || taken.peek() == Some(&&a) {
+            if taken.peek() == Some(&&a) {
+                taken.next();
+            }
+            a = a.checked_add(1)?;
+            continue;
+        }
+        return Some(a);
+    }
+    None
 }

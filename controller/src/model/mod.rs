@@ -155,6 +155,9 @@ pub struct Model {
     pub next_endpoint: u64,
     /// The most recent changes, oldest first, for watchers.
     pub changes: VecDeque<Change>,
+    /// Addresses and MACs in use (derived, not stored).
+    #[serde(skip)]
+    pub(crate) used: endpoints::UsedIndex,
 }
 
 /// How many changes the model keeps for watchers; one further behind must list again.
@@ -218,7 +221,21 @@ impl Model {
         } else if since < self.revision {
             return None;
         }
-        Some(self.changes.iter().filter(|c| c.revision > since).cloned().collect())
+        Some(self.changes_after(since).cloned().collect())
+    }
+
+    /// The kept changes after `since` (revisions only grow, so this is a binary search).
+    pub fn changes_after(&self, since: u64) -> impl Iterator<Item = &Change> {
+        let start = self.changes.partition_point(|c| c.revision <= since);
+        self.changes.range(start..)
+    }
+
+    /// Whether every change after `since` is still kept.
+    pub fn has_changes_since(&self, since: u64) -> bool {
+        match self.changes.front() {
+            Some(first) => since + 1 >= first.revision,
+            None => since >= self.revision,
+        }
     }
 
     /// Every endpoint of every network.

@@ -27,6 +27,7 @@ impl Model {
         self.networks.remove(name);
         self.leases.remove(name);
         let gone = self.endpoints.remove(name).unwrap_or_default();
+        self.forget_used(name);
         self.revision += 1;
         for id in gone.keys() {
             self.record("endpoint", format!("{name}/{id}"), None);

@@ -238,29 +238,47 @@ impl VSwitch {
             self.client.transact(DB, &ops).await?;
             return Ok(());
         }
-        let ops = [
-            // Fails the whole transaction if the bridge is missing, instead of inserting a
-            // port nothing refers to (which the server would silently collect).
-            Operation::Wait {
-                table: "Bridge".into(),
-                conditions: vec![Condition::eq("name", bridge)],
-                columns: vec!["name".into()],
-                until: "==",
-                rows: vec![json_map(json!({"name": bridge}))],
-                timeout_ms: Some(0),
-            },
-            Operation::Insert { table: "Interface".into(), row: Self::iface_row(spec), uuid_name: Some("iface".into()) },
-            Operation::Insert {
+        self.insert_ports(bridge, std::slice::from_ref(spec)).await
+    }
+
+    /// Adds many new ports to a bridge in one transaction (ports that exist already are left
+    /// as they are). Fails with [`OvsdbError::NotFound`] if the bridge does not exist.
+    pub async fn add_ports(&self, bridge: &str, specs: &[PortSpec]) -> Result<(), OvsdbError> {
+        for s in specs {
+            check_name("port name", &s.name)?;
+        }
+        let existing: std::collections::HashSet<String> = self.select("Port", vec![], &["name"]).await?.iter().filter_map(|r| r.str("name")).collect();
+        let new: Vec<PortSpec> = specs.iter().filter(|s| !existing.contains(&s.name)).cloned().collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        self.insert_ports(bridge, &new).await
+    }
+
+    async fn insert_ports(&self, bridge: &str, specs: &[PortSpec]) -> Result<(), OvsdbError> {
+        // The wait fails the whole transaction if the bridge is missing, instead of inserting
+        // ports nothing refers to (which the server would silently collect).
+        let mut ops = vec![Operation::Wait {
+            table: "Bridge".into(),
+            conditions: vec![Condition::eq("name", bridge)],
+            columns: vec!["name".into()],
+            until: "==",
+            rows: vec![json_map(json!({"name": bridge}))],
+            timeout_ms: Some(0),
+        }];
+        for (i, spec) in specs.iter().enumerate() {
+            ops.push(Operation::Insert { table: "Interface".into(), row: Self::iface_row(spec), uuid_name: Some(format!("iface{i}")) });
+            ops.push(Operation::Insert {
                 table: "Port".into(),
-                row: json_map(json!({"name": spec.name, "interfaces": named_uuid("iface"), "external_ids": string_map(&spec.external_ids)})),
-                uuid_name: Some("port".into()),
-            },
-            Operation::Mutate {
-                table: "Bridge".into(),
-                conditions: vec![Condition::eq("name", bridge)],
-                mutations: vec![Mutation::insert("ports", set([named_uuid("port")]))],
-            },
-        ];
+                row: json_map(json!({"name": spec.name, "interfaces": named_uuid(&format!("iface{i}")), "external_ids": string_map(&spec.external_ids)})),
+                uuid_name: Some(format!("port{i}")),
+            });
+        }
+        ops.push(Operation::Mutate {
+            table: "Bridge".into(),
+            conditions: vec![Condition::eq("name", bridge)],
+            mutations: vec![Mutation::insert("ports", set((0..specs.len()).map(|i| named_uuid(&format!("port{i}")))))],
+        });
         match self.client.transact(DB, &ops).await {
             Err(OvsdbError::Transaction { op_index: Some(0), .. }) => Err(OvsdbError::NotFound(format!("bridge {bridge} does not exist"))),
             other => other.map(|_| ()),

@@ -1,0 +1,244 @@
+//! `plexus bench scale`: one network with N endpoints spread over three hosts, their ports
+//! OVS `dummy` interfaces (ovs-vswitchd --enable-dummy), created in one batch: how long until
+//! every switch holds its full desired flow set, how many flows that is, and what the
+//! controller spends in memory and CPU. Then the cost of one endpoint change at that size:
+//! the incremental pass against the full compile of the same switch.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use plexus_agent::lab::{wire, Lab, LabConfig};
+use plexus_api::{Client, EndpointSpec, NetworkSpec};
+use plexus_ovs::ovsdb::{InterfaceType, PortSpec};
+
+/// Concurrent API calls while creating the batch.
+const IN_FLIGHT: usize = 16;
+
+pub async fn run(sizes: &[usize], changes: usize) -> anyhow::Result<()> {
+    for &n in sizes {
+        one(n, changes).await.with_context(|| format!("scale with {n} endpoints"))?;
+    }
+    Ok(())
+}
+
+/// Resident memory (KiB) and CPU seconds (user + system) of a process.
+fn usage(pid: i32) -> anyhow::Result<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading the controller's /proc status")?;
+    let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which may hold spaces: utime and stime are 14th and 15th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok((rss, ticks as f64 / hz))
+}
+
+async fn statuses(api: &str, hosts: &[String]) -> BTreeMap<String, serde_json::Value> {
+    let mut m = BTreeMap::new();
+    for h in hosts {
+        if let Ok(r) = reqwest::get(format!("{api}/v1/hosts/{h}/flows")).await {
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                m.insert(h.clone(), v);
+            }
+        }
+    }
+    m
+}
+
+/// Waits until every switch is in sync at `revision` or later with `plugged[h]` local ports.
+async fn wait_programmed(api: &str, plugged: &BTreeMap<String, usize>, revision: u64, timeout: Duration) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+    let hosts: Vec<String> = plugged.keys().cloned().collect();
+    let t = Instant::now();
+    loop {
+        let st = statuses(api, &hosts).await;
+        let done = hosts.iter().all(|h| {
+            st.get(h).is_some_and(|s| s["in_sync"] == true && s["revision"].as_u64().unwrap_or(0) >= revision && s["plugged"].as_u64() == Some(plugged[h] as u64))
+        });
+        if done {
+            return Ok(st);
+        }
+        if t.elapsed() > timeout {
+            bail!("switches not programmed after {timeout:?}: {}", serde_json::to_string(&st)?);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
+    let name = format!("bs{}", std::process::id() % 10_000_000);
+    let cfg = LabConfig { enable_dummy: true, ..LabConfig::owned(&name, 3) };
+    let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.context("starting a 3-host lab with dummy ports")?;
+    let cp = lab.start_control_plane(&std::env::current_exe()?).context("starting the control plane")?;
+    let pid: i32 = std::fs::read_to_string(lab.dir.join("controller.pid"))?.trim().parse()?;
+    let api = Client::new(&cp.api)?;
+    let hosts: Vec<String> = lab.hosts.iter().map(|h| h.name.clone()).collect();
+    let t = Instant::now();
+    loop {
+        let st = statuses(&cp.api, &hosts).await;
+        if st.len() == hosts.len() && st.values().all(|s| s["in_sync"] == true) {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!("the switches did not connect: {st:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    api.create_network(&NetworkSpec::overlay("scale", "10.96.0.0/18")).await?;
+    let (rss0, cpu0) = usage(pid)?;
+    eprintln!("{n} endpoints over {} hosts: creating them through the API and their dummy ports in OVS ...", hosts.len());
+    let spec = |i: usize| EndpointSpec { id: Some(format!("e{i}")), host: hosts[i % hosts.len()].clone(), ip: None, mac: None, owner: None, labels: Default::default() };
+    let mut plugged: BTreeMap<String, usize> = hosts.iter().map(|h| (h.clone(), 0)).collect();
+    for i in 0..n {
+        *plugged.entry(hosts[i % hosts.len()].clone()).or_default() += 1;
+    }
+    let t0 = Instant::now();
+    // The ports, one OVSDB transaction per host, while the API creates the endpoints.
+    let mut port_tasks = Vec::new();
+    for (k, h) in lab.hosts.iter().enumerate() {
+        let h = h.clone();
+        let specs: Vec<PortSpec> = (k..n)
+            .step_by(lab.hosts.len())
+            .map(|i| PortSpec::new(&plexus_api::ids::port_name("scale", &format!("e{i}")), InterfaceType::Dummy).external_id("plexus-endpoint", &format!("scale/e{i}")))
+            .collect();
+        port_tasks.push(tokio::spawn(async move {
+            let vs = wire::vswitch(&h).await?;
+            vs.add_ports(wire::BR_INT, &specs).await.map_err(|e| anyhow::anyhow!("{}: adding ports: {e}", h.name))
+        }));
+    }
+    let mut next = 0;
+    let mut inflight = tokio::task::JoinSet::new();
+    let mut revision = 0;
+    while next < n || !inflight.is_empty() {
+        while next < n && inflight.len() < IN_FLIGHT {
+            let (api, s) = (api.clone(), spec(next));
+            inflight.spawn(async move { api.create_endpoint("scale", &s).await });
+            next += 1;
+        }
+        if let Some(r) = inflight.join_next().await {
+            revision = revision.max(r??.revision);
+        }
+    }
+    let api_time = t0.elapsed();
+    for t in port_tasks {
+        t.await??;
+    }
+    let ports_time = t0.elapsed();
+    let st = wait_programmed(&cp.api, &plugged, revision, Duration::from_secs(300)).await?;
+    let full_time = t0.elapsed();
+    let (rss1, cpu1) = usage(pid)?;
+    // What the switches hold, read back from them.
+    let mut held = BTreeMap::new();
+    for h in &lab.hosts {
+        let of = wire::openflow(h).await?;
+        held.insert(h.name.clone(), of.dump_flows(Default::default()).await?.len());
+    }
+    println!("scale: one network, {n} endpoints over {} hosts (dummy ports, userspace datapath), {IN_FLIGHT} API calls in flight", hosts.len());
+    println!("  API calls done after                       {:>8.2} s  ({:.0} endpoints/s)", api_time.as_secs_f64(), n as f64 / api_time.as_secs_f64());
+    println!("  ports added to OVS after                   {:>8.2} s", ports_time.as_secs_f64());
+    println!("  every switch holds its full flow set after {:>8.2} s  ({:.2}x the API calls alone)", full_time.as_secs_f64(), full_time.as_secs_f64() / api_time.as_secs_f64());
+    for h in &hosts {
+        let desired = st[h]["desired_flows"].as_u64().unwrap_or(0);
+        println!("  {h}: {desired} flows desired, {} held ({} local endpoints)", held[h], plugged[h]);
+        if held[h] as u64 != desired {
+            bail!("{h} holds {} flows, {desired} desired", held[h]);
+        }
+    }
+    println!("  controller: RSS {:.1} MiB (idle with an empty network: {:.1} MiB), CPU {:.2} s for the batch", rss1 as f64 / 1024.0, rss0 as f64 / 1024.0, cpu1 - cpu0);
+
+    // The same switch compiled whole: the audit's full pass at this revision.
+    let probe_host = hosts[0].clone();
+    let t = Instant::now();
+    let full = loop {
+        let st = statuses(&cp.api, std::slice::from_ref(&probe_host)).await;
+        let f = &st[&probe_host]["last_full"];
+        if f["revision"].as_u64().unwrap_or(0) >= revision {
+            break f.clone();
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!("no audit pass at revision {revision} within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // One endpoint change at a time: created on h1 (its port first), then deleted.
+    let vs = wire::vswitch(&lab.hosts[0]).await?;
+    let (mut apply_ms, mut compile_us, mut units, mut sent) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut plug1 = plugged.clone();
+    for i in 0..changes {
+        let id = format!("x{i}");
+        let port = plexus_api::ids::port_name("scale", &id);
+        vs.add_port(wire::BR_INT, &PortSpec::new(&port, InterfaceType::Dummy).external_id("plexus-endpoint", &format!("scale/{id}"))).await?;
+        vs.wait_ofport(&port, Duration::from_secs(10)).await?;
+        // Let the port's own pass (a port without an endpoint changes nothing) go by.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t = Instant::now();
+        let e = api.create_endpoint("scale", &EndpointSpec { id: Some(id.clone()), host: probe_host.clone(), ip: None, mac: None, owner: None, labels: Default::default() }).await?;
+        *plug1.entry(probe_host.clone()).or_default() += 1;
+        let st = wait_programmed(&cp.api, &plug1, e.revision, Duration::from_secs(30)).await?;
+        apply_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let p = &st[&probe_host]["last_pass"];
+        compile_us.push(p["compile_us"].as_f64().unwrap_or(0.0));
+        units.push(p["units"].as_f64().unwrap_or(0.0));
+        sent.push(p["flows_sent"].as_f64().unwrap_or(0.0));
+        api.delete_endpoint("scale", &id).await?;
+        vs.delete_port(wire::BR_INT, &port).await?;
+        *plug1.entry(probe_host.clone()).or_default() -= 1;
+    }
+    let full_us = full["compile_us"].as_f64().unwrap_or(0.0);
+    let (c, a) = (super::median(compile_us), super::median(apply_ms));
+    drop(vs);
+    drop(lab);
+    let (pure_full, pure_incr) = compile_cost(n, changes);
+    println!("one endpoint change at {n} endpoints (created on {probe_host}), median of {changes}:");
+    println!("  units compiled {:.0}, flows sent {:.0}", super::median(units), super::median(sent));
+    println!("  in the live controller: {c:.0} µs from wake-up to flows compiled (its full pass: {full_us:.0} µs, {:.0}x more)", full_us / c.max(1.0));
+    println!("  compiler alone, in this process: {pure_incr:.0} µs incremental vs {pure_full:.0} µs full ({:.0}x)", pure_full / pure_incr.max(1.0));
+    println!("  API call to every switch in sync: {a:.1} ms");
+    Ok(())
+}
+
+/// The compiler alone on a model like the lab's, with no I/O and no other load: the median
+/// time (µs) to compile h1's switch whole, and to bring it up to date after one endpoint
+/// change (created with its port, or deleted with it).
+fn compile_cost(n: usize, changes: usize) -> (f64, f64) {
+    use plexus_controller::flows::{DesiredFlows, SwitchView};
+    use plexus_controller::model::{Command, Model};
+    let mut m = Model::default();
+    for i in 0..3u8 {
+        let spec = plexus_api::HostSpec { name: format!("h{}", i + 1), tunnel_ip: std::net::Ipv4Addr::new(192, 0, 2, i + 1), encap: Default::default(), labels: Default::default() };
+        let _ = m.apply(Command::PutHost { spec, now_ms: 0 });
+    }
+    let _ = m.apply(Command::PutNetwork { spec: NetworkSpec::overlay("scale", "10.96.0.0/18"), create: true, if_match: None });
+    let mut view = SwitchView { host: "h1".into(), tunnel_port: 1, ports: Default::default() };
+    let ep = |id: String, host: &str| Command::CreateEndpoint { network: "scale".into(), spec: EndpointSpec { id: Some(id), host: host.into(), ip: None, mac: None, owner: None, labels: Default::default() }, now_ms: 0 };
+    for i in 0..n {
+        let _ = m.apply(ep(format!("e{i}"), &format!("h{}", i % 3 + 1)));
+        if i % 3 == 0 {
+            view.ports.insert(format!("scale/e{i}"), 10 + i as u32);
+        }
+    }
+    let mut full = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        std::hint::black_box(DesiredFlows::new(&m, &view));
+        full.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let mut d = DesiredFlows::new(&m, &view);
+    let mut incr = Vec::new();
+    for i in 0..changes {
+        let id = format!("x{i}");
+        let _ = m.apply(ep(id.clone(), "h1"));
+        view.ports.insert(format!("scale/{id}"), 100_000 + i as u32);
+        let t = Instant::now();
+        std::hint::black_box(d.update(&m, &view));
+        incr.push(t.elapsed().as_secs_f64() * 1e6);
+        let _ = m.apply(Command::DeleteEndpoint { network: "scale".into(), id: id.clone() });
+        view.ports.remove(&format!("scale/{id}"));
+        let t = Instant::now();
+        std::hint::black_box(d.update(&m, &view));
+        incr.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    (super::median(full), super::median(incr))
+}
