@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod attach;
+pub mod docker;
 pub mod lab;
 pub mod netns;
 pub mod plumb;

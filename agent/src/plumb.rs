@@ -319,3 +319,37 @@ pub fn mac_for(name: &str) -> [u8; 6] {
     let h = plexus_api::ids::fnv1a(name).to_be_bytes();
     [0x02, h[3], h[4], h[5], h[6], h[7]]
 }
+
+/// A veth pair in the caller's namespace for a runtime that moves one end into the container
+/// itself (Docker's `Join`): `host_if` up, `peer` with `mac`, both with `mtu`. On failure
+/// nothing is left.
+pub fn veth_pair(host_if: &str, peer: &str, mac: [u8; 6], mtu: u32, checksum_offload_off: bool) -> Result<(), PlumbError> {
+    check_ifname("host_if", host_if)?;
+    check_ifname("peer", peer)?;
+    let (host_if, peer) = (host_if.to_string(), peer.to_string());
+    netlink_in(None, move |h| async move {
+        for name in [&host_if, &peer] {
+            if let Some(i) = link_index(&h, name).await? {
+                tracing::info!(%name, "removing a stale veth");
+                h.link().del(i).execute().await.map_err(nl(format!("removing stale {name}")))?;
+            }
+        }
+        h.link().add(LinkVeth::new(&host_if, &peer).mtu(mtu).build()).execute().await.map_err(nl(format!("creating veth {host_if}")))?;
+        let configure = async {
+            let hi = link_index(&h, &host_if).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {host_if}"), err: "vanished".into() })?;
+            let pi = link_index(&h, &peer).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {peer}"), err: "vanished".into() })?;
+            if checksum_offload_off {
+                tx_checksum_off(&host_if)?;
+                tx_checksum_off(&peer)?;
+            }
+            h.link().set(LinkUnspec::new_with_index(pi).address(mac.to_vec()).mtu(mtu).build()).execute().await.map_err(nl(format!("setting {peer}'s MAC")))?;
+            h.link().set(LinkUnspec::new_with_index(hi).up().build()).execute().await.map_err(nl(format!("bringing {host_if} up")))?;
+            Ok(())
+        };
+        let r = configure.await;
+        if r.is_err() {
+            remove_link(&h, &host_if).await;
+        }
+        r
+    })
+}

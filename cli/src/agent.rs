@@ -37,6 +37,19 @@ pub struct AgentCmd {
     /// Heartbeat period, seconds.
     #[arg(long, default_value_t = 5)]
     heartbeat: u64,
+    /// Serve Docker's network and IPAM plugin protocols, and show Plexus networks in the
+    /// local Docker.
+    #[arg(long)]
+    docker: bool,
+    /// Where Docker looks for plugin sockets.
+    #[arg(long, default_value = "/run/docker/plugins")]
+    docker_plugin_dir: std::path::PathBuf,
+    /// The Docker engine's API socket.
+    #[arg(long, default_value = "/var/run/docker.sock")]
+    docker_socket: String,
+    /// Where the agent keeps its state (the Docker plugin's links).
+    #[arg(long, default_value = "/var/lib/plexus/agent")]
+    state_dir: std::path::PathBuf,
 }
 
 pub async fn run(c: AgentCmd) -> anyhow::Result<()> {
@@ -54,6 +67,7 @@ pub async fn run(c: AgentCmd) -> anyhow::Result<()> {
         encap: if c.encap == "geneve" { Encap::Geneve } else { Encap::Vxlan },
         underlay_iface: c.underlay_iface,
         heartbeat: Duration::from_secs(c.heartbeat.max(1)),
+        docker: c.docker.then(|| plexus_agent::docker::DockerConfig { plugin_dir: c.docker_plugin_dir, docker_socket: c.docker_socket, state_dir: c.state_dir, ..Default::default() }),
     };
     agent::run(cfg).await?;
     Ok(())

@@ -38,6 +38,10 @@ enum Sub {
         /// Encapsulation between hosts.
         #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "geneve"])]
         encap: String,
+        /// Add this machine's Docker as a host (needs a running dockerd): its own OVS and an
+        /// agent serving Docker's plugin protocols in the root namespace.
+        #[arg(long)]
+        docker: bool,
     },
     /// Stop a lab and remove everything it made.
     Down,
@@ -77,12 +81,15 @@ enum Sub {
 
 pub async fn run(c: LabCmd) -> anyhow::Result<()> {
     match c.cmd {
-        Sub::Up { hosts, enable_dummy, controllers, encap } => {
+        Sub::Up { hosts, enable_dummy, controllers, encap, docker } => {
             if controllers > 1 {
                 bail!("--controllers {controllers}: only 0 or 1 for now (a clustered lab control plane comes with controller failover)");
             }
             let encap = if encap == "geneve" { plexus_api::Encap::Geneve } else { plexus_api::Encap::Vxlan };
-            let cfg = LabConfig { name: c.name.clone(), hosts, owned: false, enable_dummy, encap };
+            if docker && controllers == 0 {
+                bail!("--docker needs a controller (--controllers 1)");
+            }
+            let cfg = LabConfig { name: c.name.clone(), hosts, owned: false, enable_dummy, encap, docker };
             let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.with_context(|| format!("lab up {}", c.name))?;
             if controllers == 1 {
                 let exe = std::env::current_exe().context("finding the plexus binary")?;

@@ -39,6 +39,8 @@ pub struct AgentConfig {
     pub underlay_iface: Option<String>,
     /// Heartbeat period.
     pub heartbeat: Duration,
+    /// Serve Docker's plugin protocols and mirror networks into the local Docker.
+    pub docker: Option<crate::docker::DockerConfig>,
 }
 
 /// Errors of the agent.
@@ -143,6 +145,16 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         tracing::warn!(error = %e, "cannot configure the switch yet; retrying");
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
+    }
+    if let Some(d) = cfg.docker.clone() {
+        let ip = cfg.tunnel_ip;
+        let mtu = tokio::task::spawn_blocking(move || crate::attach::container_mtu(ip)).await.map_err(|e| AgentError::System(e.to_string()))?.map_err(|e| AgentError::System(e.to_string()))?;
+        let (host, api, vs, netdev) = (cfg.name.clone(), api.clone(), vs.clone(), cfg.datapath_type == "netdev");
+        tokio::spawn(async move {
+            if let Err(e) = crate::docker::run(d, host, api, vs, mtu, netdev).await {
+                tracing::error!(error = %e, "the Docker plugin stopped");
+            }
+        });
     }
     let mut monitor = ovsdb
         .monitor("Open_vSwitch", vec![MonitorRequest::all("Bridge"), MonitorRequest::all("Port"), MonitorRequest::all("Controller")])

@@ -14,6 +14,10 @@ use super::{daemons, Lab, LabError};
 pub const API_PORT: u16 = 6543;
 /// Port switches connect to.
 pub const OPENFLOW_PORT: u16 = 6653;
+/// The Docker host's name.
+pub const DOCKER_HOST: &str = "docker";
+/// Where Docker discovers plugins.
+pub const PLUGIN_DIR: &str = "/run/docker/plugins";
 
 /// Where the control plane answers.
 #[derive(Debug, Clone)]
@@ -68,7 +72,66 @@ impl Lab {
         for h in &self.hosts {
             self.start_agent(&h.name, plexus)?;
         }
+        if self.docker {
+            self.start_docker_host(plexus)?;
+        }
         Ok(self.control_plane())
+    }
+
+    /// The Docker host: this machine's root namespace, with an OVS instance of its own (run
+    /// directory in the lab's) and an agent serving Docker's plugin protocols. It shares the
+    /// controller's link into the underlay: its `br-phy` takes that link and the `.1`
+    /// address, so the root namespace keeps one way into the underlay.
+    pub fn docker_host(&self) -> Option<super::LabHost> {
+        self.docker.then(|| super::LabHost {
+            name: DOCKER_HOST.into(),
+            netns: String::new(),
+            underlay_ip: self.controller_ip(),
+            ovs: super::OvsInstance { netns: String::new(), rundir: self.dir.join(DOCKER_HOST), enable_dummy: false },
+        })
+    }
+
+    fn start_docker_host(&self, plexus: &Path) -> Result<(), LabError> {
+        let sock = Path::new(PLUGIN_DIR).join("plexus.sock");
+        if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+            return Err(LabError::Invalid { field: "docker", reason: format!("another Plexus agent serves Docker on {} (one lab with --docker at a time)", sock.display()) });
+        }
+        let out = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output().map_err(|e| LabError::Command { cmd: "docker version".into(), reason: format!("{e} (install docker.io)") })?;
+        if !out.status.success() {
+            return Err(LabError::Command { cmd: "docker version".into(), reason: format!("no Docker engine answers: {} (start dockerd)", String::from_utf8_lossy(&out.stderr).trim()) });
+        }
+        let h = self.docker_host().ok_or_else(|| LabError::Invalid { field: "docker", reason: "not a Docker lab".into() })?;
+        h.ovs.start()?;
+        let cp = self.control_plane();
+        let args = [
+            "agent".to_string(), "--name".into(), h.name.clone(), "--controller".into(), cp.api, "--openflow".into(), cp.openflow,
+            "--ovsdb".into(), format!("unix:{}", h.ovs.db_sock().display()), "--tunnel-ip".into(), format!("{}/{}", h.underlay_ip, self.underlay_prefix_len()),
+            "--datapath-type".into(), "netdev".into(), "--underlay-iface".into(), self.root_link(), "--heartbeat".into(), "2".into(),
+            "--encap".into(), crate::agent::encap_name(self.encap).into(),
+            "--docker".into(), "--docker-plugin-dir".into(), PLUGIN_DIR.into(), "--state-dir".into(), self.dir.join("docker-agent").display().to_string(),
+        ];
+        self.spawn(None, &format!("agent-{DOCKER_HOST}"), plexus, &args)?;
+        let t = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            if t.elapsed() > Duration::from_secs(20) {
+                return Err(LabError::Io(format!("the Docker host's agent did not serve {} within 20 s (see agent-{DOCKER_HOST}.log)", sock.display())));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Gives Docker back as it was: every network of the Plexus driver goes (its containers
+    /// disconnected first), with the controller already stopped so that nothing mirrors
+    /// them back.
+    fn clean_docker(&self) {
+        let docker = |args: &[&str]| Command::new("docker").args(args).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        for net in docker(&["network", "ls", "-q", "--filter", "driver=plexus"]).split_whitespace() {
+            for c in docker(&["network", "inspect", "-f", "{{range $k, $v := .Containers}}{{$k}} {{end}}", net]).split_whitespace() {
+                docker(&["network", "disconnect", "-f", net, c]);
+            }
+            docker(&["network", "rm", net]);
+        }
     }
 
     /// Where the control plane answers.
@@ -117,26 +180,49 @@ impl Lab {
 
     /// Ends the control plane's processes (by their recorded pids) and removes the veth.
     pub(crate) fn stop_control_plane(&self) {
+        if self.docker {
+            self.stop_pidfile(&self.dir.join("controller.pid"));
+            self.clean_docker();
+        }
         let Ok(dir) = std::fs::read_dir(&self.dir) else { return };
         for e in dir.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "pid") && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agent-") || n == "controller.pid") {
-                if let Some(pid) = std::fs::read_to_string(&p).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
-                    if daemons::alive(pid) {
-                        daemons::kill(pid, libc::SIGTERM);
-                        let t = Instant::now();
-                        while daemons::alive(pid) && t.elapsed() < Duration::from_secs(3) {
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        if daemons::alive(pid) {
-                            daemons::kill(pid, libc::SIGKILL);
-                        }
-                    }
-                }
-                let _ = std::fs::remove_file(&p);
+                self.stop_pidfile(&p);
             }
         }
+        if let Some(h) = self.docker_host() {
+            h.ovs.stop();
+            // The userspace datapath's taps are persistent: in a host's namespace they go
+            // with it, in the root namespace they must be removed.
+            for tap in ["br-int", "br-phy", "ovs-netdev"] {
+                let d = Command::new("ip").args(["-d", "link", "show", tap]).output().map(|o| String::from_utf8_lossy(&o.stdout).contains("tun type tap")).unwrap_or(false);
+                if d {
+                    let _ = ip(None, &["link", "del", tap]);
+                }
+            }
+            let _ = std::fs::remove_file(Path::new(PLUGIN_DIR).join("plexus.sock"));
+        }
         let _ = ip(None, &["link", "del", &self.root_link()]);
+    }
+}
+
+impl Lab {
+    /// Ends the process a pid file names (SIGTERM, then SIGKILL after 3 s) and removes the file.
+    fn stop_pidfile(&self, p: &Path) {
+        if let Some(pid) = std::fs::read_to_string(p).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+            if daemons::alive(pid) {
+                daemons::kill(pid, libc::SIGTERM);
+                let t = Instant::now();
+                while daemons::alive(pid) && t.elapsed() < Duration::from_secs(3) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if daemons::alive(pid) {
+                    daemons::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        let _ = std::fs::remove_file(p);
     }
 }
 

@@ -31,7 +31,7 @@ impl Daemon {
 /// Paths of one host's OVS instance.
 #[derive(Debug, Clone)]
 pub struct OvsInstance {
-    /// Network namespace the daemons run in.
+    /// Network namespace the daemons run in; empty for the root namespace.
     pub netns: String,
     /// Run directory: database, sockets, pid files, logs, bridge `.mgmt` sockets.
     pub rundir: PathBuf,
@@ -63,8 +63,13 @@ impl OvsInstance {
     }
 
     fn daemon_cmd(&self, d: Daemon) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.netns, d.name()]);
+        let mut c = if self.netns.is_empty() {
+            Command::new(d.name())
+        } else {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &self.netns, d.name()]);
+            c
+        };
         self.env(&mut c);
         let r = self.rundir.display();
         let common = [

@@ -91,12 +91,15 @@ pub struct LabConfig {
     pub enable_dummy: bool,
     /// Encapsulation the hosts' agents register.
     pub encap: plexus_api::Encap,
+    /// Add this machine's own Docker as a host: an OVS instance and an agent with the Docker
+    /// plugin in the root namespace.
+    pub docker: bool,
 }
 
 impl LabConfig {
     /// A lab owned by this process (torn down on drop).
     pub fn owned(name: &str, hosts: usize) -> LabConfig {
-        LabConfig { name: name.into(), hosts, owned: true, enable_dummy: false, encap: plexus_api::Encap::Vxlan }
+        LabConfig { name: name.into(), hosts, owned: true, enable_dummy: false, encap: plexus_api::Encap::Vxlan, docker: false }
     }
 }
 
@@ -109,6 +112,8 @@ struct LabState {
     enable_dummy: bool,
     #[serde(default)]
     encap: plexus_api::Encap,
+    #[serde(default)]
+    docker: bool,
 }
 
 /// One lab host.
@@ -161,6 +166,8 @@ pub struct Lab {
     pub hosts: Vec<LabHost>,
     /// Encapsulation the hosts' agents register.
     pub encap: plexus_api::Encap,
+    /// Whether this machine's Docker is one of the lab's hosts ([`Lab::docker_host`]).
+    pub docker: bool,
     owned: bool,
 }
 
@@ -200,6 +207,7 @@ impl Lab {
             underlay: underlay_for(&cfg.name),
             enable_dummy: cfg.enable_dummy,
             encap: cfg.encap,
+            docker: cfg.docker,
         };
         // The state file goes first: whoever finds our namespaces can then find the owner.
         let json = serde_json::to_vec_pretty(&state).map_err(|e| LabError::Io(e.to_string()))?;
@@ -260,7 +268,7 @@ impl Lab {
                 }
             })
             .collect();
-        Lab { name: s.name, dir, hosts, owned: s.owner_pid.is_some(), encap: s.encap }
+        Lab { name: s.name, dir, hosts, owned: s.owner_pid.is_some(), encap: s.encap, docker: s.docker }
     }
 
     /// The underlay switch's namespace.

@@ -1,0 +1,104 @@
+//! The few Docker Engine API calls the agent makes (through bollard): reading networks, and
+//! creating and removing the Docker networks that mirror Plexus networks.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
+use bollard::Docker;
+
+use super::protocol::NETWORK_OPTION;
+
+/// Label on Docker networks the agent made to mirror a Plexus network.
+pub const MIRROR_LABEL: &str = "plexus.mirror";
+/// The plugin's name: Docker's driver and IPAM driver name.
+pub const DRIVER: &str = "plexus";
+
+/// A Docker network, as far as the agent cares.
+#[derive(Debug, Clone)]
+pub struct DockerNetwork {
+    /// Docker's id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Driver.
+    pub driver: String,
+    /// Labels.
+    pub labels: HashMap<String, String>,
+    /// Containers attached.
+    pub containers: usize,
+}
+
+/// A handle on the local Docker engine.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+impl Engine {
+    /// Connects to the engine's socket (`unix:///var/run/docker.sock` style paths).
+    pub fn connect(socket: &str) -> Result<Engine, bollard::errors::Error> {
+        // 1.41 (Docker 20.10, Debian 12's docker.io) is served by every engine since: newer
+        // ones accept older versions down to 1.24, older ones refuse newer.
+        let docker = Docker::connect_with_socket(socket, 30, &bollard::ClientVersion { major_version: 1, minor_version: 41 })?;
+        Ok(Engine { docker })
+    }
+
+    /// Whether the engine answers.
+    pub async fn ping(&self) -> Result<(), bollard::errors::Error> {
+        self.docker.ping().await.map(|_| ())
+    }
+
+    /// Every network.
+    pub async fn networks(&self) -> Result<Vec<DockerNetwork>, bollard::errors::Error> {
+        let mut out = Vec::new();
+        for n in self.docker.list_networks(None).await? {
+            let id = n.id.unwrap_or_default();
+            // The list leaves containers out; inspect fills them in.
+            let containers = match self.docker.inspect_network(&id, None).await {
+                Ok(i) => i.containers.map(|c| c.len()).unwrap_or(0),
+                Err(_) => 0,
+            };
+            out.push(DockerNetwork { id, name: n.name.unwrap_or_default(), driver: n.driver.unwrap_or_default(), labels: n.labels.unwrap_or_default(), containers });
+        }
+        Ok(out)
+    }
+
+    /// The name of network `id`, once Docker shows it (it does only after the driver's
+    /// `CreateNetwork` returned).
+    pub async fn wait_network_name(&self, id: &str, timeout: Duration) -> Option<String> {
+        let t = Instant::now();
+        while t.elapsed() < timeout {
+            if let Ok(n) = self.docker.inspect_network(id, None).await {
+                if let Some(name) = n.name {
+                    return Some(name);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Creates the Docker network that stands for Plexus network `name`.
+    pub async fn create_mirror(&self, name: &str, subnet: &str, gateway: Option<std::net::Ipv4Addr>, host: &str) -> Result<(), bollard::errors::Error> {
+        let opts = HashMap::from([(NETWORK_OPTION.to_string(), name.to_string())]);
+        let req = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some(DRIVER.into()),
+            ipam: Some(Ipam {
+                driver: Some(DRIVER.into()),
+                config: Some(vec![IpamConfig { subnet: Some(subnet.into()), gateway: gateway.map(|g| g.to_string()), ..Default::default() }]),
+                options: Some(opts.clone()),
+            }),
+            options: Some(opts),
+            labels: Some(HashMap::from([(MIRROR_LABEL.to_string(), host.to_string())])),
+            ..Default::default()
+        };
+        self.docker.create_network(req).await.map(|_| ())
+    }
+
+    /// Removes a network.
+    pub async fn remove_network(&self, id: &str) -> Result<(), bollard::errors::Error> {
+        self.docker.remove_network(id).await
+    }
+}

@@ -1,0 +1,371 @@
+//! The plugin's handlers: Docker's network and IPAM driver calls turned into Plexus API calls
+//! and host plumbing. Every handler checks its request before it changes anything, and a
+//! failed `Join` removes what it made.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State as AxState;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use plexus_api::{Client, ClientError, EndpointSpec, NetworkSpec};
+use plexus_ovs::ovsdb::{InterfaceType, PortSpec, VSwitch};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+
+use super::engine::Engine;
+use super::protocol::*;
+use super::state::{EndpointLink, NetworkLink, StateFile};
+use crate::agent::BR_INT;
+use crate::attach::ENDPOINT_KEY;
+use crate::plumb;
+
+/// The `external_ids` key naming a port's Docker endpoint.
+pub const DOCKER_ENDPOINT_KEY: &str = "plexus-docker-endpoint";
+
+/// What the handlers share.
+pub struct Plugin {
+    /// The controller.
+    pub api: Client,
+    /// This host's switch.
+    pub vs: VSwitch,
+    /// This host's registered name.
+    pub host: String,
+    /// MTU of container interfaces.
+    pub mtu: u32,
+    /// The userspace datapath needs TX checksum offload off on veths.
+    pub checksum_offload_off: bool,
+    /// What is remembered.
+    pub state: StateFile,
+    /// The local Docker engine.
+    pub engine: Engine,
+}
+
+/// A failure shown to the Docker user.
+#[derive(Debug)]
+pub struct PluginError(String);
+
+impl<E: std::fmt::Display> From<E> for PluginError {
+    fn from(e: E) -> Self {
+        PluginError(e.to_string())
+    }
+}
+
+fn fail(msg: impl Into<String>) -> PluginError {
+    PluginError(msg.into())
+}
+
+/// What the controller said, in words for `docker`'s user.
+fn api_err(what: &str, e: ClientError) -> PluginError {
+    match e {
+        ClientError::Problem(p) => fail(format!("plexus: {what}: {}", p.detail)),
+        other => fail(format!("plexus: {what}: the Plexus controller is unreachable ({other})")),
+    }
+}
+
+type Reply = Result<serde_json::Value, PluginError>;
+
+fn reply(r: Reply) -> Response {
+    let body = match r {
+        Ok(v) => v,
+        Err(PluginError(e)) => {
+            tracing::warn!(error = %e, "plugin call refused");
+            serde_json::to_value(ErrorResponse { err: e }).unwrap_or_default()
+        }
+    };
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
+}
+
+fn parse<T: DeserializeOwned>(method: &str, body: &Bytes) -> Result<T, PluginError> {
+    // Docker sends an empty body for calls without arguments.
+    let body: &[u8] = if body.is_empty() { b"{}" } else { body };
+    serde_json::from_slice(body).map_err(|e| fail(format!("{method}: invalid request: {e}")))
+}
+
+fn ok<T: Serialize>(v: T) -> Reply {
+    Ok(serde_json::to_value(v)?)
+}
+
+macro_rules! handler {
+    ($name:literal, $f:ident) => {
+        post(|AxState(p): AxState<Arc<Plugin>>, body: Bytes| async move {
+            tracing::debug!(method = $name, body = %String::from_utf8_lossy(&body), "plugin call");
+            reply(async { $f(&p, parse($name, &body)?).await }.await)
+        })
+    };
+}
+
+/// The routes Docker calls.
+pub fn router(p: Arc<Plugin>) -> Router {
+    Router::new()
+        .route("/Plugin.Activate", post(|| async { reply(ok(Activate { implements: vec!["NetworkDriver", "IpamDriver"] })) }))
+        .route("/NetworkDriver.GetCapabilities", post(|| async { reply(ok(Capabilities { scope: "local", connectivity_scope: "global" })) }))
+        .route("/NetworkDriver.CreateNetwork", handler!("CreateNetwork", create_network))
+        .route("/NetworkDriver.DeleteNetwork", handler!("DeleteNetwork", delete_network))
+        .route("/NetworkDriver.CreateEndpoint", handler!("CreateEndpoint", create_endpoint))
+        .route("/NetworkDriver.EndpointOperInfo", post(|| async { reply(Ok(json!({"Value": {}}))) }))
+        .route("/NetworkDriver.DeleteEndpoint", handler!("DeleteEndpoint", delete_endpoint))
+        .route("/NetworkDriver.Join", handler!("Join", join))
+        .route("/NetworkDriver.Leave", handler!("Leave", leave))
+        .route("/NetworkDriver.DiscoverNew", post(|| async { reply(Ok(json!({}))) }))
+        .route("/NetworkDriver.DiscoverDelete", post(|| async { reply(Ok(json!({}))) }))
+        .route("/NetworkDriver.ProgramExternalConnectivity", post(|| async { reply(Ok(json!({}))) }))
+        .route("/NetworkDriver.RevokeExternalConnectivity", post(|| async { reply(Ok(json!({}))) }))
+        .route("/NetworkDriver.AllocateNetwork", post(|| async { reply(Ok(json!({}))) }))
+        .route("/NetworkDriver.FreeNetwork", post(|| async { reply(Ok(json!({}))) }))
+        .route("/IpamDriver.GetCapabilities", post(|| async { reply(Ok(json!({"RequiresMACAddress": true, "RequiresRequestReplay": false}))) }))
+        .route("/IpamDriver.GetDefaultAddressSpaces", post(|| async { reply(ok(AddressSpaces { local: "plexus", global: "plexus-global" })) }))
+        .route("/IpamDriver.RequestPool", handler!("RequestPool", request_pool))
+        .route("/IpamDriver.ReleasePool", handler!("ReleasePool", release_pool))
+        .route("/IpamDriver.RequestAddress", handler!("RequestAddress", request_address))
+        .route("/IpamDriver.ReleaseAddress", handler!("ReleaseAddress", release_address))
+        .with_state(p)
+}
+
+/// A pool id: `NAME@SUBNET` for a named Plexus network, `?NONCE@SUBNET` for one whose name
+/// Docker has not told us yet.
+fn split_pool(pool_id: &str) -> Result<(&str, &str), PluginError> {
+    pool_id.split_once('@').ok_or_else(|| fail(format!("pool {pool_id:?} was not made by Plexus")))
+}
+
+fn cidr_len(subnet: &str) -> Result<u8, PluginError> {
+    subnet.split_once('/').and_then(|(_, l)| l.parse().ok()).ok_or_else(|| fail(format!("{subnet:?} is not a subnet")))
+}
+
+fn first_host(subnet: &str) -> Result<Ipv4Addr, PluginError> {
+    let (a, _) = subnet.split_once('/').ok_or_else(|| fail(format!("{subnet:?} is not a subnet")))?;
+    let a: Ipv4Addr = a.parse().map_err(|_| fail(format!("{subnet:?} is not an IPv4 subnet")))?;
+    Ok(Ipv4Addr::from(u32::from(a) + 1))
+}
+
+async fn request_pool(p: &Plugin, r: RequestPool) -> Reply {
+    if r.v6 {
+        return Err(fail("plexus: Plexus networks are IPv4 only; leave out --ipv6"));
+    }
+    if let Some(name) = r.options.get(NETWORK_OPTION) {
+        let n = p.api.network(name).await.map_err(|e| api_err(&format!("network {name}"), e))?;
+        if !r.pool.is_empty() && r.pool != n.spec.subnet {
+            return Err(fail(format!("plexus: --subnet {} differs from network {name}'s subnet {}", r.pool, n.spec.subnet)));
+        }
+        return ok(PoolResponse { pool_id: format!("{name}@{}", n.spec.subnet), pool: n.spec.subnet, data: BTreeMap::new() });
+    }
+    if r.pool.is_empty() {
+        return Err(fail("plexus: give the network a --subnet (or --ipam-opt plexus.network=NAME for an existing Plexus network)"));
+    }
+    cidr_len(&r.pool)?;
+    let nonce = format!("{:016x}", plexus_api::ids::fnv1a(&format!("{}{:?}", r.pool, std::time::SystemTime::now())));
+    let pool_id = format!("?{nonce}@{}", r.pool);
+    p.state.update(|s| s.pools.insert(pool_id.clone(), None))?;
+    ok(PoolResponse { pool_id, pool: r.pool, data: BTreeMap::new() })
+}
+
+async fn release_pool(p: &Plugin, r: PoolRef) -> Reply {
+    p.state.update(|s| s.pools.remove(&r.pool_id))?;
+    Ok(json!({}))
+}
+
+/// The Plexus network behind a pool, once known.
+fn pool_network(p: &Plugin, pool_id: &str) -> Result<String, PluginError> {
+    let (name, _) = split_pool(pool_id)?;
+    if !name.starts_with('?') {
+        return Ok(name.to_string());
+    }
+    p.state.get().pools.get(pool_id).cloned().flatten().ok_or_else(|| fail("plexus: the network is still being set up; try again in a moment"))
+}
+
+async fn request_address(p: &Plugin, r: AddressRequest) -> Reply {
+    let (_, subnet) = split_pool(&r.pool_id)?;
+    let len = cidr_len(subnet)?;
+    let wanted: Option<Ipv4Addr> = match r.address.as_str() {
+        "" => None,
+        a => Some(a.split('/').next().unwrap_or(a).parse().map_err(|_| fail(format!("plexus: {a:?} is not an IPv4 address")))?),
+    };
+    if r.options.get(REQUEST_ADDRESS_TYPE).map(String::as_str) == Some(GATEWAY_REQUEST) {
+        // The gateway is the Plexus network's; it answers ARP on every switch.
+        let gw = match pool_network(p, &r.pool_id) {
+            Ok(name) => p.api.network(&name).await.map_err(|e| api_err(&format!("network {name}"), e))?.spec.gateway.unwrap_or(first_host(subnet)?),
+            Err(_) => wanted.unwrap_or(first_host(subnet)?),
+        };
+        if wanted.is_some_and(|w| w != gw) {
+            return Err(fail(format!("plexus: the gateway of this network is {gw}")));
+        }
+        return ok(AddressResponse { address: format!("{gw}/{len}"), data: BTreeMap::new() });
+    }
+    let network = pool_network(p, &r.pool_id)?;
+    let spec = EndpointSpec { id: None, host: p.host.clone(), ip: wanted, mac: r.options.get(MAC_OPTION).filter(|m| !m.is_empty()).cloned(), owner: Some(format!("docker ipam on {}", p.host)), labels: Default::default() };
+    let e = p.api.create_endpoint(&network, &spec).await.map_err(|e| api_err(&format!("an address in {network}"), e))?;
+    ok(AddressResponse { address: format!("{}/{}", e.ip, e.prefix_len), data: BTreeMap::new() })
+}
+
+async fn release_address(p: &Plugin, r: AddressRequest) -> Reply {
+    let Ok(network) = pool_network(p, &r.pool_id) else { return Ok(json!({})) };
+    let ip: Option<Ipv4Addr> = r.address.split('/').next().and_then(|a| a.parse().ok());
+    let eps = match p.api.endpoints(&network).await {
+        Ok(e) => e,
+        Err(ClientError::Problem(pr)) if pr.status == 404 => return Ok(json!({})),
+        Err(e) => return Err(api_err("releasing an address", e)),
+    };
+    for e in eps.iter().filter(|e| Some(e.ip) == ip && e.owner.as_deref().is_some_and(|o| o.starts_with("docker"))) {
+        match p.api.delete_endpoint(&network, &e.id).await {
+            Ok(()) => tracing::info!(%network, id = %e.id, ip = %e.ip, "address released"),
+            Err(ClientError::Problem(pr)) if pr.status == 404 => {}
+            Err(err) => return Err(api_err("releasing an address", err)),
+        }
+    }
+    Ok(json!({}))
+}
+
+async fn create_network(p: &Arc<Plugin>, r: CreateNetwork) -> Reply {
+    let v4 = r.ipv4_data.first().cloned().unwrap_or_default();
+    if let Some(name) = named_network(&r.options) {
+        let origin = match p.api.network(&name).await {
+            Ok(_) => false,
+            Err(ClientError::Problem(pr)) if pr.status == 404 => {
+                if v4.pool.is_empty() {
+                    return Err(fail(format!("plexus: no network {name}; give --subnet to create it")));
+                }
+                p.api.create_network(&NetworkSpec::overlay(&name, &v4.pool)).await.map_err(|e| api_err(&format!("creating network {name}"), e))?;
+                true
+            }
+            Err(e) => return Err(api_err(&format!("network {name}"), e)),
+        };
+        p.state.update(|s| s.networks.insert(r.network_id.clone(), NetworkLink { plexus: name, origin }))?;
+        return Ok(json!({}));
+    }
+    if v4.pool.is_empty() {
+        return Err(fail("plexus: give the network a --subnet"));
+    }
+    // Docker names the network only after this call returns: learn the name from it then,
+    // and make the Plexus network of that name.
+    let network_id = r.network_id.clone();
+    let pool = v4.pool.clone();
+    let gw = v4.gateway.split('/').next().and_then(|g| g.parse::<Ipv4Addr>().ok());
+    let pending: Option<String> = p.state.get().pools.iter().find(|(id, n)| n.is_none() && id.ends_with(&format!("@{pool}"))).map(|(id, _)| id.clone());
+    let p = p.clone();
+    tokio::spawn(async move {
+        let Some(name) = p.engine.wait_network_name(&network_id, Duration::from_secs(10)).await else {
+            tracing::warn!(%network_id, "Docker never showed the network; no Plexus network made for it");
+            return;
+        };
+        let spec = NetworkSpec { gateway: gw, ..NetworkSpec::overlay(&name, &pool) };
+        match p.api.create_network(&spec).await {
+            Ok(_) => tracing::info!(%name, %pool, "Plexus network created for a Docker network"),
+            Err(ClientError::Problem(pr)) if pr.status == 409 => tracing::info!(%name, "a Plexus network of that name exists; using it"),
+            Err(e) => {
+                tracing::warn!(%name, error = %e, "cannot create the Plexus network");
+                return;
+            }
+        }
+        let _ = p.state.update(|s| {
+            s.networks.insert(network_id, NetworkLink { plexus: name.clone(), origin: true });
+            if let Some(pid) = pending {
+                s.pools.insert(pid, Some(name));
+            }
+        });
+    });
+    Ok(json!({}))
+}
+
+async fn delete_network(p: &Plugin, r: NetworkRef) -> Reply {
+    let link = p.state.update(|s| s.networks.remove(&r.network_id))?;
+    if let Some(NetworkLink { plexus, origin: true }) = link {
+        match p.api.delete_network(&plexus, false).await {
+            Ok(()) => tracing::info!(network = %plexus, "Plexus network removed with its Docker network"),
+            Err(ClientError::Problem(pr)) if pr.status == 404 => {}
+            Err(e) => tracing::warn!(network = %plexus, error = %e, "the Plexus network stays"),
+        }
+    }
+    Ok(json!({}))
+}
+
+fn network_of(p: &Plugin, network_id: &str) -> Result<String, PluginError> {
+    p.state.get().networks.get(network_id).map(|l| l.plexus.clone()).ok_or_else(|| fail(format!("plexus: unknown network {network_id}; is it a Plexus network?")))
+}
+
+async fn create_endpoint(p: &Plugin, r: CreateEndpoint) -> Reply {
+    let network = network_of(p, &r.network_id)?;
+    let iface = r.interface.unwrap_or_default();
+    let ip: Ipv4Addr = iface.address.split('/').next().and_then(|a| a.parse().ok()).ok_or_else(|| fail("plexus: the endpoint has no IPv4 address (create the network with --ipam-driver plexus)"))?;
+    let eps = p.api.endpoints(&network).await.map_err(|e| api_err(&format!("endpoints of {network}"), e))?;
+    let (e, ipam) = match eps.into_iter().find(|e| e.ip == ip) {
+        Some(e) if e.host == p.host && e.owner.as_deref().is_some_and(|o| o.starts_with("docker ipam")) => (e, true),
+        Some(e) => return Err(fail(format!("plexus: {ip} is already taken in {network} (endpoint {} on {})", e.id, e.host))),
+        None => {
+            let spec = EndpointSpec { id: None, host: p.host.clone(), ip: Some(ip), mac: Some(iface.mac_address.clone()).filter(|m| !m.is_empty()), owner: Some(format!("docker on {}", p.host)), labels: Default::default() };
+            (p.api.create_endpoint(&network, &spec).await.map_err(|e| api_err(&format!("an endpoint in {network}"), e))?, false)
+        }
+    };
+    if !iface.mac_address.is_empty() && !iface.mac_address.eq_ignore_ascii_case(&e.mac) {
+        return Err(fail(format!("plexus: MAC {} asked for, but {ip} has {}", iface.mac_address, e.mac)));
+    }
+    p.state.update(|s| s.endpoints.insert(r.endpoint_id.clone(), EndpointLink { network, id: e.id.clone(), ipam }))?;
+    let mac = if iface.mac_address.is_empty() { e.mac } else { String::new() };
+    Ok(json!({"Interface": Interface { mac_address: mac, ..Default::default() }}))
+}
+
+fn endpoint_of(p: &Plugin, endpoint_id: &str) -> Result<EndpointLink, PluginError> {
+    p.state.get().endpoints.get(endpoint_id).cloned().ok_or_else(|| fail(format!("plexus: unknown endpoint {endpoint_id}")))
+}
+
+/// Names of the veth pair of an endpoint: the OVS port and the end Docker moves.
+fn veth_names(l: &EndpointLink) -> (String, String) {
+    let port = plexus_api::ids::port_name(&l.network, &l.id);
+    let peer = format!("t{}", &port[1..]);
+    (port, peer)
+}
+
+async fn unplug(p: &Plugin, port: &str) -> Result<(), PluginError> {
+    p.vs.delete_port(BR_INT, port).await?;
+    let port = port.to_string();
+    tokio::task::spawn_blocking(move || plumb::unplumb(None, &port)).await??;
+    Ok(())
+}
+
+async fn join(p: &Plugin, r: Join) -> Reply {
+    let link = endpoint_of(p, &r.endpoint_id)?;
+    let eps = p.api.endpoints(&link.network).await.map_err(|e| api_err(&format!("endpoints of {}", link.network), e))?;
+    let e = eps.into_iter().find(|e| e.id == link.id).ok_or_else(|| fail(format!("plexus: endpoint {} of {} is gone", link.id, link.network)))?;
+    let mac = plexus_api::endpoint::parse_mac("mac", &e.mac)?;
+    let (port, peer) = veth_names(&link);
+    let (pp, pe, mtu, off) = (port.clone(), peer.clone(), p.mtu, p.checksum_offload_off);
+    tokio::task::spawn_blocking(move || plumb::veth_pair(&pp, &pe, mac, mtu, off)).await??;
+    let spec = PortSpec::new(&port, InterfaceType::System).external_id(ENDPOINT_KEY, &format!("{}/{}", link.network, link.id)).external_id(DOCKER_ENDPOINT_KEY, &r.endpoint_id);
+    let plugged = async {
+        p.vs.add_port(BR_INT, &spec).await?;
+        p.vs.wait_ofport(&port, Duration::from_secs(10)).await?;
+        Ok::<_, PluginError>(())
+    };
+    if let Err(err) = plugged.await {
+        let _ = unplug(p, &port).await;
+        return Err(err);
+    }
+    tracing::info!(network = %link.network, id = %link.id, %port, sandbox = %r.sandbox_key, "joined");
+    ok(JoinResponse { interface_name: InterfaceName { src_name: peer, dst_prefix: "eth".into() }, gateway: e.gateway.to_string() })
+}
+
+async fn leave(p: &Plugin, r: EndpointRef) -> Reply {
+    let link = endpoint_of(p, &r.endpoint_id)?;
+    unplug(p, &veth_names(&link).0).await?;
+    Ok(json!({}))
+}
+
+async fn delete_endpoint(p: &Plugin, r: EndpointRef) -> Reply {
+    let Some(link) = p.state.get().endpoints.get(&r.endpoint_id).cloned() else { return Ok(json!({})) };
+    // Leave normally did this; after a crash it may not have.
+    unplug(p, &veth_names(&link).0).await?;
+    if !link.ipam {
+        match p.api.delete_endpoint(&link.network, &link.id).await {
+            Ok(()) => {}
+            Err(ClientError::Problem(pr)) if pr.status == 404 => {}
+            Err(e) => return Err(api_err("deleting the endpoint", e)),
+        }
+    }
+    p.state.update(|s| s.endpoints.remove(&r.endpoint_id))?;
+    Ok(json!({}))
+}

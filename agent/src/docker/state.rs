@@ -1,0 +1,77 @@
+//! What the plugin must remember across agent restarts: which Plexus network each Docker
+//! network stands for, which Plexus endpoint each Docker endpoint is, and pools handed out
+//! before their network was named. Kept in one JSON file, replaced atomically on every change.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// A Docker network's Plexus network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkLink {
+    /// The Plexus network's name.
+    pub plexus: String,
+    /// The Plexus network was created through this host's Docker (and goes with it).
+    pub origin: bool,
+}
+
+/// A Docker endpoint's Plexus endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointLink {
+    /// Plexus network.
+    pub network: String,
+    /// Plexus endpoint id.
+    pub id: String,
+    /// Its address came from our IPAM driver (which releases it), not from Docker's.
+    pub ipam: bool,
+}
+
+/// Everything remembered.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    /// By Docker network id.
+    pub networks: BTreeMap<String, NetworkLink>,
+    /// By Docker endpoint id.
+    pub endpoints: BTreeMap<String, EndpointLink>,
+    /// Pools requested without a network name, by pool id: the Plexus network once known.
+    pub pools: BTreeMap<String, Option<String>>,
+}
+
+/// The state and the file it lives in.
+#[derive(Debug)]
+pub struct StateFile {
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+impl StateFile {
+    /// Loads the file, or starts empty if there is none.
+    pub fn open(path: PathBuf) -> std::io::Result<StateFile> {
+        let state = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(e),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(StateFile { path, state: Mutex::new(state) })
+    }
+
+    /// A copy of the state.
+    pub fn get(&self) -> State {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Changes the state and writes it out before returning.
+    pub fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> std::io::Result<T> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let out = f(&mut s);
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&*s).map_err(std::io::Error::other)?)?;
+        std::fs::rename(&tmp, &self.path)?;
+        Ok(out)
+    }
+}

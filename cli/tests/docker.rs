@@ -1,0 +1,192 @@
+//! Plexus as Docker's network and IPAM plugin, against a real dockerd: a lab of two namespace
+//! hosts plus this machine's Docker as a third host.
+//!
+//! Needs a running dockerd (`scripts/test` starts one) and Debian's busybox-static (for the
+//! test image, made with `docker import`). Only one lab at a time can serve Docker (the plugin
+//! socket is the machine's), so these tests run one at a time (`.config/nextest.toml`).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use plexus_agent::lab::{probe, Lab, LabConfig};
+use plexus_api::{Client, NetworkSpec};
+
+const PLEXUS: &str = env!("CARGO_BIN_EXE_plexus");
+const IMAGE: &str = "plexus-test:busybox";
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).output().expect("running docker (install docker.io)")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = docker(args);
+    assert!(o.status.success(), "docker {args:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Makes sure a Docker engine answers and the test image exists (built from busybox-static).
+pub fn prerequisites() {
+    let v = docker(&["version", "--format", "{{.Server.Version}}"]);
+    assert!(v.status.success(), "no Docker engine answers: {} — start dockerd (scripts/test does)", text(&v));
+    if docker(&["image", "inspect", IMAGE]).status.success() {
+        return;
+    }
+    let bb = Path::new("/bin/busybox");
+    assert!(bb.exists(), "/bin/busybox is missing: apt-get install busybox-static");
+    let root = std::env::temp_dir().join(format!("plexus-image-{}", std::process::id()));
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy(bb, root.join("bin/busybox")).unwrap();
+    for c in ["sh", "ping", "ip", "sleep", "cat", "nc", "ls"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(c)).unwrap();
+    }
+    let tar = root.with_extension("tar");
+    assert!(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
+    ok(&["import", &tar.display().to_string(), IMAGE]);
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_file(&tar);
+}
+
+/// Removes the containers it names when dropped, even when the test fails.
+struct Containers(Vec<String>);
+
+impl Containers {
+    fn run(&mut self, name: &str, args: &[&str]) -> String {
+        self.0.push(name.to_string());
+        let mut a = vec!["run", "-d", "--name", name];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&[IMAGE, "sleep", "100000"]);
+        ok(&a)
+    }
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            let _ = docker(&["rm", "-f", c]);
+        }
+    }
+}
+
+fn ip_of(c: &str, net: &str) -> Ipv4Addr {
+    ok(&["inspect", "-f", &format!("{{{{.NetworkSettings.Networks.{net}.IPAddress}}}}"), c]).parse().unwrap_or_else(|_| panic!("{c} has no address on {net}"))
+}
+
+fn ping(c: &str, to: Ipv4Addr) -> bool {
+    // A few tries: the first may race the flows of an endpoint made a moment ago.
+    (0..10).any(|_| docker(&["exec", c, "ping", "-c", "1", "-W", "1", &to.to_string()]).status.success())
+}
+
+fn no_ping(c: &str, to: Ipv4Addr) -> bool {
+    !docker(&["exec", c, "ping", "-c", "2", "-W", "1", &to.to_string()]).status.success()
+}
+
+async fn wait_docker_network(name: &str) {
+    let t = Instant::now();
+    while !docker(&["network", "inspect", name]).status.success() {
+        assert!(t.elapsed() < Duration::from_secs(20), "Docker never showed network {name}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn leftovers(lab: &Lab) -> (Vec<String>, Vec<String>) {
+    let h = lab.docker_host().unwrap();
+    let ports = Command::new("ovs-vsctl").arg(format!("--db=unix:{}", h.ovs.db_sock().display())).args(["list-ports", "br-int"]).output().unwrap();
+    let ports: Vec<String> = String::from_utf8_lossy(&ports.stdout).lines().filter(|p| *p != "vxlan0").map(str::to_string).collect();
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    let veths: Vec<String> = String::from_utf8_lossy(&links.stdout)
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().split('@').next().unwrap_or("").to_string()))
+        .filter(|n| n.len() == 12 && (n.starts_with('p') || n.starts_with('t')) && n[1..].bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    (ports, veths)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_containers_join_plexus_networks_across_hosts() {
+    prerequisites();
+    let name = format!("d{}", std::process::id() % 10_000_000);
+    let lab = Lab::up(&LabConfig { docker: true, ..LabConfig::owned(&name, 2) }).expect("lab");
+    let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane with a Docker host");
+    let api = Client::new(&cp.api).unwrap();
+    let t = Instant::now();
+    while api.hosts().await.map(|h| h.len()).unwrap_or(0) < 3 {
+        assert!(t.elapsed() < Duration::from_secs(20), "hosts did not register (logs in {})", lab.dir.display());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let tag = &name;
+    let mut cs = Containers(Vec::new());
+    let (c1, c2, c3, c4) = (format!("{tag}c1"), format!("{tag}c2"), format!("{tag}c3"), format!("{tag}c4"));
+
+    // A network made through the API shows in Docker by itself; containers on it and a
+    // namespace container on h1 all talk; --ip is honoured.
+    api.create_network(&NetworkSpec::overlay("red", "10.20.0.0/24")).await.unwrap();
+    wait_docker_network("red").await;
+    cs.run(&c1, &["--network", "red"]);
+    cs.run(&c2, &["--network", "red", "--ip", "10.20.0.50"]);
+    assert_eq!(ip_of(&c2, "red"), Ipv4Addr::new(10, 20, 0, 50));
+    let e = api.create_endpoint("red", &plexus_api::EndpointSpec { id: Some("n1".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() }).await.unwrap();
+    let n1 = lab.attach(&e, "n1", 1450).await.unwrap();
+    let (ip1, ip2) = (ip_of(&c1, "red"), ip_of(&c2, "red"));
+    assert!(ping(&c1, ip2), "c1 -> c2 on the Docker host");
+    assert!(ping(&c1, n1.ip), "c1 (Docker) -> n1 (h1)");
+    let ns = n1.netns.clone();
+    let r = tokio::task::spawn_blocking(move || probe::wait_ping(&ns, ip2, Duration::from_secs(10))).await.unwrap();
+    assert!(r.is_ok(), "n1 (h1) -> c2 (Docker): {r:?}");
+    let docker_eps: Vec<_> = api.endpoints("red").await.unwrap().into_iter().filter(|e| e.host == "docker").collect();
+    assert_eq!(docker_eps.len(), 2, "Docker's containers are Plexus endpoints: {docker_eps:?}");
+
+    // A network made through Docker becomes a Plexus network; same subnet, kept apart.
+    ok(&["network", "create", "-d", "plexus", "--ipam-driver", "plexus", "--subnet", "10.20.0.0/24", "blue"]);
+    let t = Instant::now();
+    while api.network("blue").await.is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "docker network create did not make a Plexus network");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cs.run(&c3, &["--network", "blue", "--ip", "10.20.0.60"]);
+    // Addresses red does not use, so that a reply could only come from red.
+    cs.run(&c4, &["--network", "blue", "--ip", "10.20.0.61"]);
+    assert!(ping(&c3, ip_of(&c4, "blue")), "blue containers talk");
+    assert!(no_ping(&c3, ip2) && no_ping(&c3, ip1) && no_ping(&c3, n1.ip), "blue reaches no red endpoint");
+
+    // docker network connect: a working second interface; disconnect removes it and its flows.
+    api.create_network(&NetworkSpec::overlay("green", "10.30.0.0/24")).await.unwrap();
+    wait_docker_network("green").await;
+    let e = api.create_endpoint("green", &plexus_api::EndpointSpec { id: Some("n2".into()), host: "h2".into(), ip: None, mac: None, owner: None, labels: Default::default() }).await.unwrap();
+    let n2 = lab.attach(&e, "n2", 1450).await.unwrap();
+    ok(&["network", "connect", "green", &c1]);
+    let g1 = ip_of(&c1, "green");
+    assert!(ok(&["exec", &c1, "ip", "-o", "-4", "addr"]).contains(&format!("{g1}/24")));
+    assert!(ping(&c1, n2.ip), "c1's second interface reaches n2 on h2");
+    ok(&["network", "disconnect", "green", &c1]);
+    assert!(!ok(&["exec", &c1, "ip", "-o", "-4", "addr"]).contains(&g1.to_string()));
+    assert!(api.endpoints("green").await.unwrap().iter().all(|e| e.host != "docker"), "the endpoint went with the disconnect");
+    let ns = n2.netns.clone();
+    assert_eq!(tokio::task::spawn_blocking(move || probe::ping(&ns, g1, 2, Duration::from_millis(200)).unwrap_or(9)).await.unwrap(), 0);
+
+    // docker rm -f of every container leaves no veth, port, endpoint or address behind.
+    drop(cs);
+    let t = Instant::now();
+    loop {
+        let (ports, veths) = leftovers(&lab);
+        let mut eps = Vec::new();
+        for n in ["red", "blue", "green"] {
+            eps.extend(api.endpoints(n).await.unwrap().into_iter().filter(|e| e.host == "docker"));
+        }
+        if ports.is_empty() && veths.is_empty() && eps.is_empty() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "left behind: ports {ports:?}, veths {veths:?}, endpoints {eps:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Taking the lab down gives Docker back as it was.
+    drop(lab);
+    let nets = ok(&["network", "ls", "--filter", "driver=plexus", "-q"]);
+    assert!(nets.is_empty(), "Docker networks left: {nets}");
+    assert!(!Path::new("/run/docker/plugins/plexus.sock").exists());
+}
