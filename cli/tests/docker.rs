@@ -16,8 +16,14 @@ use plexus_api::{Client, NetworkSpec};
 const PLEXUS: &str = env!("CARGO_BIN_EXE_plexus");
 const IMAGE: &str = "plexus-test:busybox";
 
+/// Debian's client matches Debian's engine; a newer client elsewhere on PATH refuses some
+/// flags (--mac-address) against an older engine.
+fn docker_cmd() -> Command {
+    Command::new(if Path::new("/usr/bin/docker").exists() { "/usr/bin/docker" } else { "docker" })
+}
+
 fn docker(args: &[&str]) -> Output {
-    Command::new("docker").args(args).output().expect("running docker (install docker.io)")
+    docker_cmd().args(args).output().expect("running docker (install docker.io)")
 }
 
 fn text(o: &Output) -> String {
@@ -128,8 +134,9 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
     api.create_network(&NetworkSpec::overlay("red", "10.20.0.0/24")).await.unwrap();
     wait_docker_network("red").await;
     cs.run(&c1, &["--network", "red"]);
-    cs.run(&c2, &["--network", "red", "--ip", "10.20.0.50"]);
+    cs.run(&c2, &["--network", "red", "--ip", "10.20.0.50", "--mac-address", "02:00:00:aa:bb:cc"]);
     assert_eq!(ip_of(&c2, "red"), Ipv4Addr::new(10, 20, 0, 50));
+    assert_eq!(ok(&["exec", &c2, "cat", "/sys/class/net/eth0/address"]), "02:00:00:aa:bb:cc");
     let e = api.create_endpoint("red", &plexus_api::EndpointSpec { id: Some("n1".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() }).await.unwrap();
     let n1 = lab.attach(&e, "n1", 1450).await.unwrap();
     let (ip1, ip2) = (ip_of(&c1, "red"), ip_of(&c2, "red"));
@@ -140,6 +147,7 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
     assert!(r.is_ok(), "n1 (h1) -> c2 (Docker): {r:?}");
     let docker_eps: Vec<_> = api.endpoints("red").await.unwrap().into_iter().filter(|e| e.host == "docker").collect();
     assert_eq!(docker_eps.len(), 2, "Docker's containers are Plexus endpoints: {docker_eps:?}");
+    assert!(docker_eps.iter().any(|e| e.ip == ip2 && e.mac == "02:00:00:aa:bb:cc"), "{docker_eps:?}");
 
     // A network made through Docker becomes a Plexus network; same subnet, kept apart.
     ok(&["network", "create", "-d", "plexus", "--ipam-driver", "plexus", "--subnet", "10.20.0.0/24", "blue"]);
@@ -189,4 +197,114 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
     let nets = ok(&["network", "ls", "--filter", "driver=plexus", "-q"]);
     assert!(nets.is_empty(), "Docker networks left: {nets}");
     assert!(!Path::new("/run/docker/plugins/plexus.sock").exists());
+}
+
+/// Starts `docker run` and returns its result once it ends.
+fn docker_run_bg(args: Vec<String>) -> std::thread::JoinHandle<Output> {
+    std::thread::spawn(move || docker_cmd().args(&args).output().expect("docker"))
+}
+
+fn docker_leftovers_gone(lab: &Lab, what: &str) {
+    let (ports, veths) = leftovers(lab);
+    assert!(ports.is_empty() && veths.is_empty(), "{what}: left ports {ports:?}, veths {veths:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_sees_clear_errors_and_a_failed_start_leaks_nothing() {
+    prerequisites();
+    let name = format!("e{}", std::process::id() % 10_000_000);
+    let lab = Lab::up(&LabConfig { docker: true, ..LabConfig::owned(&name, 1) }).expect("lab");
+    let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane with a Docker host");
+    let api = Client::new(&cp.api).unwrap();
+    api.create_network(&NetworkSpec::overlay("red", "10.20.0.0/24")).await.unwrap();
+    wait_docker_network("red").await;
+    let mut cs = Containers(Vec::new());
+    let (c1, c2, c3) = (format!("{name}c1"), format!("{name}c2"), format!("{name}c3"));
+    cs.run(&c1, &["--network", "red", "--ip", "10.20.0.50"]);
+    let docker_eps = || async { api.endpoints("red").await.unwrap().into_iter().filter(|e| e.host == "docker").count() };
+
+    // An address that is taken: Docker shows the controller's reason, nothing is left.
+    cs.0.push(c2.clone());
+    let o = docker(&["run", "-d", "--name", &c2, "--network", "red", "--ip", "10.20.0.50", IMAGE, "sleep", "100000"]);
+    assert!(!o.status.success() && text(&o).contains("10.20.0.50 is already taken in red"), "{}", text(&o));
+    assert_eq!(docker_eps().await, 1);
+    let _ = docker(&["rm", "-f", &c2]);
+
+    // The controller down: a clear error; back up, the same command works.
+    assert!(lab.signal_process("controller", libc::SIGKILL));
+    let o = docker(&["run", "-d", "--name", &c2, "--network", "red", IMAGE, "sleep", "100000"]);
+    assert!(!o.status.success() && text(&o).contains("Plexus controller is unreachable"), "{}", text(&o));
+    lab.start_controller(Path::new(PLEXUS)).unwrap();
+    let _ = docker(&["rm", "-f", &c2]);
+    cs.run(&c2, &["--network", "red"]);
+    assert!(ping(&c2, Ipv4Addr::new(10, 20, 0, 50)));
+
+    // The agent dies while Docker waits on it to start a container: the start fails, and
+    // nothing of that container is left; with the agent back the same command works.
+    let (ports, veths) = leftovers(&lab);
+    assert!(lab.signal_process("agent-docker", libc::SIGSTOP));
+    cs.0.push(c3.clone());
+    let run: Vec<String> = ["run", "-d", "--name", &c3, "--network", "red", IMAGE, "sleep", "100000"].iter().map(|s| s.to_string()).collect();
+    let pending = docker_run_bg(run.clone());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(lab.signal_process("agent-docker", libc::SIGKILL));
+    let o = tokio::task::spawn_blocking(move || pending.join().unwrap()).await.unwrap();
+    assert!(!o.status.success(), "the start should fail without the plugin: {}", text(&o));
+    assert!(text(&o).contains("plexus"), "the error names the plugin: {}", text(&o));
+    assert_eq!(leftovers(&lab), (ports, veths), "a failed start left something");
+    assert_eq!(docker_eps().await, 2, "a failed start left an endpoint");
+    lab.start_docker_agent(Path::new(PLEXUS)).unwrap();
+    let _ = docker(&["rm", "-f", &c3]);
+    let o = docker(&run.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "with the agent back: {}", text(&o));
+    assert!(ping(&c3, Ipv4Addr::new(10, 20, 0, 50)));
+    drop(cs);
+    let t = Instant::now();
+    while !leftovers(&lab).0.is_empty() || docker_eps().await > 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "left after rm -f: {:?}", leftovers(&lab));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    docker_leftovers_gone(&lab, "after rm -f");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connectivity_comes_back_after_dockerd_restarts() {
+    prerequisites();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/dockerd");
+    assert!(Path::new("/run/plexus-test-dockerd.pid").exists(), "this test restarts dockerd, so it must have been started by `scripts/dockerd start` (scripts/test does)");
+    let name = format!("r{}", std::process::id() % 10_000_000);
+    let lab = Lab::up(&LabConfig { docker: true, ..LabConfig::owned(&name, 1) }).expect("lab");
+    let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane with a Docker host");
+    let api = Client::new(&cp.api).unwrap();
+    api.create_network(&NetworkSpec::overlay("red", "10.20.0.0/24")).await.unwrap();
+    wait_docker_network("red").await;
+    let e = api.create_endpoint("red", &plexus_api::EndpointSpec { id: Some("n1".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() }).await.unwrap();
+    let n1 = lab.attach(&e, "n1", 1450).await.unwrap();
+    let mut cs = Containers(Vec::new());
+    let c1 = format!("{name}c1");
+    cs.run(&c1, &["--network", "red", "--restart", "always"]);
+    assert!(ping(&c1, n1.ip), "before the restart");
+    let o = Command::new(&script).arg("restart").output().unwrap();
+    assert!(o.status.success(), "scripts/dockerd restart: {}", text(&o));
+    let t = Instant::now();
+    while ok(&["inspect", "-f", "{{.State.Running}}", &c1]) != "true" {
+        assert!(t.elapsed() < Duration::from_secs(30), "{c1} did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if !ping(&c1, n1.ip) {
+        let log = std::fs::read_to_string(lab.dir.join("agent-docker.log")).unwrap_or_default();
+        panic!(
+            "connectivity is not back after dockerd restarted: {}\n{:?}\n{:?}\nagent log tail:\n{}",
+            text(&docker(&["exec", &c1, "ip", "-o", "addr"])),
+            leftovers(&lab),
+            api.endpoints("red").await.unwrap(),
+            log.lines().rev().take(15).collect::<Vec<_>>().join("\n")
+        );
+    }
+    // The container's old endpoint went; only its new one is left.
+    let t = Instant::now();
+    while leftovers(&lab).0.len() != 1 || api.endpoints("red").await.unwrap().iter().filter(|e| e.host == "docker").count() != 1 {
+        assert!(t.elapsed() < Duration::from_secs(10), "stale pieces after the restart: {:?}", leftovers(&lab));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -76,7 +76,7 @@ fn reply(r: Reply) -> Response {
         Ok(v) => v,
         Err(PluginError(e)) => {
             tracing::warn!(error = %e, "plugin call refused");
-            serde_json::to_value(ErrorResponse { err: e }).unwrap_or_default()
+            serde_json::to_value(ErrorResponse { error: e.clone(), err: e }).unwrap_or_default()
         }
     };
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
@@ -119,7 +119,10 @@ pub fn router(p: Arc<Plugin>) -> Router {
         .route("/NetworkDriver.RevokeExternalConnectivity", post(|| async { reply(Ok(json!({}))) }))
         .route("/NetworkDriver.AllocateNetwork", post(|| async { reply(Ok(json!({}))) }))
         .route("/NetworkDriver.FreeNetwork", post(|| async { reply(Ok(json!({}))) }))
-        .route("/IpamDriver.GetCapabilities", post(|| async { reply(Ok(json!({"RequiresMACAddress": true, "RequiresRequestReplay": false}))) }))
+        // No MAC from Docker by default: an endpoint then gets the MAC its address maps to, so an
+        // address used again (a container restarted) keeps its MAC and its peers' ARP caches
+        // stay right. A MAC asked for with --mac-address still reaches CreateEndpoint.
+        .route("/IpamDriver.GetCapabilities", post(|| async { reply(Ok(json!({"RequiresMACAddress": false, "RequiresRequestReplay": false}))) }))
         .route("/IpamDriver.GetDefaultAddressSpaces", post(|| async { reply(ok(AddressSpaces { local: "plexus", global: "plexus-global" })) }))
         .route("/IpamDriver.RequestPool", handler!("RequestPool", request_pool))
         .route("/IpamDriver.ReleasePool", handler!("ReleasePool", release_pool))
@@ -293,17 +296,25 @@ async fn create_endpoint(p: &Plugin, r: CreateEndpoint) -> Reply {
     let iface = r.interface.unwrap_or_default();
     let ip: Ipv4Addr = iface.address.split('/').next().and_then(|a| a.parse().ok()).ok_or_else(|| fail("plexus: the endpoint has no IPv4 address (create the network with --ipam-driver plexus)"))?;
     let eps = p.api.endpoints(&network).await.map_err(|e| api_err(&format!("endpoints of {network}"), e))?;
-    let (e, ipam) = match eps.into_iter().find(|e| e.ip == ip) {
-        Some(e) if e.host == p.host && e.owner.as_deref().is_some_and(|o| o.starts_with("docker ipam")) => (e, true),
-        Some(e) => return Err(fail(format!("plexus: {ip} is already taken in {network} (endpoint {} on {})", e.id, e.host))),
-        None => {
-            let spec = EndpointSpec { id: None, host: p.host.clone(), ip: Some(ip), mac: Some(iface.mac_address.clone()).filter(|m| !m.is_empty()), owner: Some(format!("docker on {}", p.host)), labels: Default::default() };
-            (p.api.create_endpoint(&network, &spec).await.map_err(|e| api_err(&format!("an endpoint in {network}"), e))?, false)
-        }
+    let asked_mac = Some(iface.mac_address.clone()).filter(|m| !m.is_empty());
+    let create = |owner: String| {
+        let spec = EndpointSpec { id: None, host: p.host.clone(), ip: Some(ip), mac: asked_mac.clone(), owner: Some(owner), labels: Default::default() };
+        let (api, network) = (p.api.clone(), network.clone());
+        async move { api.create_endpoint(&network, &spec).await.map_err(|e| api_err(&format!("an endpoint in {network}"), e)) }
     };
-    if !iface.mac_address.is_empty() && !iface.mac_address.eq_ignore_ascii_case(&e.mac) {
-        return Err(fail(format!("plexus: MAC {} asked for, but {ip} has {}", iface.mac_address, e.mac)));
-    }
+    let (e, ipam) = match eps.into_iter().find(|e| e.ip == ip) {
+        Some(e) if e.host == p.host && e.owner.as_deref().is_some_and(|o| o.starts_with("docker ipam")) => {
+            if asked_mac.as_deref().is_some_and(|m| !m.eq_ignore_ascii_case(&e.mac)) {
+                // Our own reservation, made before the MAC was known: make it again with it.
+                p.api.delete_endpoint(&network, &e.id).await.map_err(|err| api_err("re-creating the endpoint", err))?;
+                (create(format!("docker ipam on {}", p.host)).await?, true)
+            } else {
+                (e, true)
+            }
+        }
+        Some(e) => return Err(fail(format!("plexus: {ip} is already taken in {network} (endpoint {} on {})", e.id, e.host))),
+        None => (create(format!("docker on {}", p.host)).await?, false),
+    };
     p.state.update(|s| s.endpoints.insert(r.endpoint_id.clone(), EndpointLink { network, id: e.id.clone(), ipam }))?;
     let mac = if iface.mac_address.is_empty() { e.mac } else { String::new() };
     Ok(json!({"Interface": Interface { mac_address: mac, ..Default::default() }}))

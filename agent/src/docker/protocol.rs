@@ -22,12 +22,16 @@ pub const GATEWAY_REQUEST: &str = "com.docker.network.gateway";
 /// IPAM option carrying the MAC a container asked for (`--mac-address`).
 pub const MAC_OPTION: &str = "com.docker.network.endpoint.macaddress";
 
-/// A failure as Docker reads it.
+/// A failure as Docker reads it: the network driver API calls the field `Err`, the IPAM
+/// API `Error`; both are set.
 #[derive(Debug, Serialize)]
 pub struct ErrorResponse {
-    /// The message `docker` shows.
+    /// The message `docker` shows (network driver calls).
     #[serde(rename = "Err")]
     pub err: String,
+    /// The same (IPAM calls).
+    #[serde(rename = "Error")]
+    pub error: String,
 }
 
 /// `/Plugin.Activate`.
@@ -71,10 +75,10 @@ pub struct CreateNetwork {
     #[serde(rename = "NetworkID")]
     pub network_id: String,
     /// Options, driver options under [`GENERIC`].
-    #[serde(rename = "Options", default)]
+    #[serde(rename = "Options", default, deserialize_with = "null_as_default")]
     pub options: BTreeMap<String, Value>,
     /// IPv4 data.
-    #[serde(rename = "IPv4Data", default)]
+    #[serde(rename = "IPv4Data", default, deserialize_with = "null_as_default")]
     pub ipv4_data: Vec<IpData>,
 }
 
@@ -180,7 +184,7 @@ pub struct RequestPool {
     #[serde(default)]
     pub pool: String,
     /// `--ipam-opt` options.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub options: BTreeMap<String, String>,
     /// Whether this is the IPv6 pool.
     #[serde(default, rename = "V6")]
@@ -219,7 +223,7 @@ pub struct AddressRequest {
     #[serde(rename = "Address", default)]
     pub address: String,
     /// Options ([`REQUEST_ADDRESS_TYPE`], [`MAC_OPTION`]).
-    #[serde(rename = "Options", default)]
+    #[serde(rename = "Options", default, deserialize_with = "null_as_default")]
     pub options: BTreeMap<String, String>,
 }
 
@@ -232,6 +236,11 @@ pub struct AddressResponse {
     /// Nothing.
     #[serde(rename = "Data")]
     pub data: BTreeMap<String, String>,
+}
+
+/// Go sends `null` for an empty map or list.
+fn null_as_default<'de, D: serde::Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// The Plexus network a set of Docker options names, if any: `-o plexus.network=NAME`.

@@ -102,6 +102,14 @@ impl Lab {
         }
         let h = self.docker_host().ok_or_else(|| LabError::Invalid { field: "docker", reason: "not a Docker lab".into() })?;
         h.ovs.start()?;
+        self.start_docker_agent(plexus)
+    }
+
+    /// Starts (or restarts) the Docker host's agent; returns once it serves the plugin socket.
+    pub fn start_docker_agent(&self, plexus: &Path) -> Result<(), LabError> {
+        let h = self.docker_host().ok_or_else(|| LabError::Invalid { field: "docker", reason: "not a Docker lab".into() })?;
+        let sock = Path::new(PLUGIN_DIR).join("plexus.sock");
+        let _ = std::fs::remove_file(&sock);
         let cp = self.control_plane();
         let args = [
             "agent".to_string(), "--name".into(), h.name.clone(), "--controller".into(), cp.api, "--openflow".into(), cp.openflow,
