@@ -14,12 +14,10 @@ use plexus_agent::lab::{probe, Lab, LabConfig};
 use plexus_api::{Client, NetworkSpec};
 
 const PLEXUS: &str = env!("CARGO_BIN_EXE_plexus");
-const IMAGE: &str = "plexus-test:busybox";
+const IMAGE: &str = plexus_agent::lab::control::TEST_IMAGE;
 
-/// Debian's client matches Debian's engine; a newer client elsewhere on PATH refuses some
-/// flags (--mac-address) against an older engine.
 fn docker_cmd() -> Command {
-    Command::new(if Path::new("/usr/bin/docker").exists() { "/usr/bin/docker" } else { "docker" })
+    plexus_agent::lab::control::docker_client()
 }
 
 fn docker(args: &[&str]) -> Output {
@@ -39,23 +37,8 @@ fn ok(args: &[&str]) -> String {
 /// Makes sure a Docker engine answers and the test image exists (built from busybox-static).
 pub fn prerequisites() {
     let v = docker(&["version", "--format", "{{.Server.Version}}"]);
-    assert!(v.status.success(), "no Docker engine answers: {} — start dockerd (scripts/test does)", text(&v));
-    if docker(&["image", "inspect", IMAGE]).status.success() {
-        return;
-    }
-    let bb = Path::new("/bin/busybox");
-    assert!(bb.exists(), "/bin/busybox is missing: apt-get install busybox-static");
-    let root = std::env::temp_dir().join(format!("plexus-image-{}", std::process::id()));
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy(bb, root.join("bin/busybox")).unwrap();
-    for c in ["sh", "ping", "ip", "sleep", "cat", "nc", "ls"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(c)).unwrap();
-    }
-    let tar = root.with_extension("tar");
-    assert!(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
-    ok(&["import", &tar.display().to_string(), IMAGE]);
-    let _ = std::fs::remove_dir_all(&root);
-    let _ = std::fs::remove_file(&tar);
+    assert!(v.status.success(), "no Docker engine answers: {} — start dockerd (scripts/dockerd start)", text(&v));
+    plexus_agent::lab::control::ensure_test_image().expect("the test image");
 }
 
 /// Removes the containers it names when dropped, even when the test fails.
@@ -307,4 +290,47 @@ async fn connectivity_comes_back_after_dockerd_restarts() {
         assert!(t.elapsed() < Duration::from_secs(10), "stale pieces after the restart: {:?}", leftovers(&lab));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_runs_as_a_sidecar_container() {
+    prerequisites();
+    let name = format!("s{}", std::process::id() % 10_000_000);
+    let tag = format!("plexus-agent:{name}");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/agent-image");
+    let o = Command::new(&script).args([PLEXUS, &tag]).output().unwrap();
+    assert!(o.status.success(), "scripts/agent-image: {}", text(&o));
+    struct Image(String);
+    impl Drop for Image {
+        fn drop(&mut self) {
+            let _ = docker(&["rmi", "-f", &self.0]);
+        }
+    }
+    let _image = Image(tag.clone());
+    let lab = Lab::up(&LabConfig { docker: true, ..LabConfig::owned(&name, 1) }).expect("lab");
+    let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane with a Docker host");
+    let api = Client::new(&cp.api).unwrap();
+    // The Docker host's agent moves from a process into a container on the same host: host
+    // network and pid namespace, the OVS, plugin and Docker sockets mounted.
+    assert!(lab.signal_process("agent-docker", libc::SIGTERM));
+    let mut cs = Containers(Vec::new());
+    let agent = format!("{name}agent");
+    cs.0.push(agent.clone());
+    let mut run = vec![
+        "run".to_string(), "-d".into(), "--name".into(), agent.clone(), "--network".into(), "host".into(), "--pid".into(), "host".into(), "--cap-add".into(), "NET_ADMIN".into(), "--cap-add".into(), "SYS_ADMIN".into(),
+        "-v".into(), "/run/plexus:/run/plexus".into(), "-v".into(), "/run/docker/plugins:/run/docker/plugins".into(), "-v".into(), "/var/run/docker.sock:/var/run/docker.sock".into(), tag.clone(),
+    ];
+    run.extend(lab.docker_agent_args().unwrap().into_iter().skip(1));
+    let o = docker(&run.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    lab.wait_plugin().unwrap_or_else(|e| panic!("{e}: {}", text(&docker(&["logs", &agent]))));
+    api.create_network(&NetworkSpec::overlay("red", "10.20.0.0/24")).await.unwrap();
+    wait_docker_network("red").await;
+    let e = api.create_endpoint("red", &plexus_api::EndpointSpec { id: Some("n1".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() }).await.unwrap();
+    let n1 = lab.attach(&e, "n1", 1450).await.unwrap();
+    let c1 = format!("{name}c1");
+    cs.run(&c1, &["--network", "red"]);
+    assert!(ping(&c1, n1.ip), "a container plugged in by the containerized agent reaches h1");
+    let _ = docker(&["rm", "-f", &c1]);
+    drop(cs);
 }

@@ -91,6 +91,20 @@ impl Lab {
         })
     }
 
+    /// The Docker host agent's arguments (after `plexus`), for running it as a process or
+    /// as a container.
+    pub fn docker_agent_args(&self) -> Result<Vec<String>, LabError> {
+        let h = self.docker_host().ok_or_else(|| LabError::Invalid { field: "docker", reason: "not a Docker lab".into() })?;
+        let cp = self.control_plane();
+        Ok(vec![
+            "agent".to_string(), "--name".into(), h.name.clone(), "--controller".into(), cp.api, "--openflow".into(), cp.openflow,
+            "--ovsdb".into(), format!("unix:{}", h.ovs.db_sock().display()), "--tunnel-ip".into(), format!("{}/{}", h.underlay_ip, self.underlay_prefix_len()),
+            "--datapath-type".into(), "netdev".into(), "--underlay-iface".into(), self.root_link(), "--heartbeat".into(), "2".into(),
+            "--encap".into(), crate::agent::encap_name(self.encap).into(),
+            "--docker".into(), "--docker-plugin-dir".into(), PLUGIN_DIR.into(), "--state-dir".into(), self.dir.join("docker-agent").display().to_string(),
+        ])
+    }
+
     fn start_docker_host(&self, plexus: &Path) -> Result<(), LabError> {
         let sock = Path::new(PLUGIN_DIR).join("plexus.sock");
         if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
@@ -107,18 +121,16 @@ impl Lab {
 
     /// Starts (or restarts) the Docker host's agent; returns once it serves the plugin socket.
     pub fn start_docker_agent(&self, plexus: &Path) -> Result<(), LabError> {
-        let h = self.docker_host().ok_or_else(|| LabError::Invalid { field: "docker", reason: "not a Docker lab".into() })?;
         let sock = Path::new(PLUGIN_DIR).join("plexus.sock");
         let _ = std::fs::remove_file(&sock);
-        let cp = self.control_plane();
-        let args = [
-            "agent".to_string(), "--name".into(), h.name.clone(), "--controller".into(), cp.api, "--openflow".into(), cp.openflow,
-            "--ovsdb".into(), format!("unix:{}", h.ovs.db_sock().display()), "--tunnel-ip".into(), format!("{}/{}", h.underlay_ip, self.underlay_prefix_len()),
-            "--datapath-type".into(), "netdev".into(), "--underlay-iface".into(), self.root_link(), "--heartbeat".into(), "2".into(),
-            "--encap".into(), crate::agent::encap_name(self.encap).into(),
-            "--docker".into(), "--docker-plugin-dir".into(), PLUGIN_DIR.into(), "--state-dir".into(), self.dir.join("docker-agent").display().to_string(),
-        ];
+        let args = self.docker_agent_args()?;
         self.spawn(None, &format!("agent-{DOCKER_HOST}"), plexus, &args)?;
+        self.wait_plugin()
+    }
+
+    /// Waits until something serves the plugin socket.
+    pub fn wait_plugin(&self) -> Result<(), LabError> {
+        let sock = Path::new(PLUGIN_DIR).join("plexus.sock");
         let t = Instant::now();
         while std::os::unix::net::UnixStream::connect(&sock).is_err() {
             if t.elapsed() > Duration::from_secs(20) {
@@ -270,5 +282,44 @@ impl Lab {
                 Err(LabError::Io(format!("attaching {name}: {err}")))
             }
         }
+    }
+}
+
+/// The image lab and test containers run: busybox (Debian's static build) imported as a
+/// one-layer image, since nothing can be pulled here.
+pub const TEST_IMAGE: &str = "plexus-test:busybox";
+
+/// The Docker client to run: Debian's matches Debian's engine (a newer client elsewhere on
+/// PATH refuses some flags, such as --mac-address, against an older engine).
+pub fn docker_client() -> Command {
+    Command::new(if Path::new("/usr/bin/docker").exists() { "/usr/bin/docker" } else { "docker" })
+}
+
+/// Makes [`TEST_IMAGE`] if the engine lacks it.
+pub fn ensure_test_image() -> Result<(), LabError> {
+    let has = docker_client().args(["image", "inspect", TEST_IMAGE]).output().map_err(|e| LabError::Command { cmd: "docker".into(), reason: format!("{e} (install docker.io)") })?;
+    if has.status.success() {
+        return Ok(());
+    }
+    let bb = Path::new("/bin/busybox");
+    if !bb.exists() {
+        return Err(LabError::Command { cmd: "/bin/busybox".into(), reason: "missing: apt-get install busybox-static".into() });
+    }
+    let io = |e: std::io::Error| LabError::Io(e.to_string());
+    let root = std::env::temp_dir().join(format!("plexus-image-{}", std::process::id()));
+    std::fs::create_dir_all(root.join("bin")).map_err(io)?;
+    std::fs::copy(bb, root.join("bin/busybox")).map_err(io)?;
+    for c in ["sh", "ping", "ip", "sleep", "cat", "nc", "ls"] {
+        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(c));
+    }
+    let tar = root.with_extension("tar");
+    let made = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().map_err(io)?.success()
+        && docker_client().arg("import").arg(&tar).arg(TEST_IMAGE).output().map_err(io)?.status.success();
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_file(&tar);
+    if made {
+        Ok(())
+    } else {
+        Err(LabError::Command { cmd: format!("docker import {TEST_IMAGE}"), reason: "failed".into() })
     }
 }

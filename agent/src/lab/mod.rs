@@ -7,7 +7,7 @@
 //! created by a test records the test's pid as owner: [`sweep_stale`] removes labs whose
 //! owner has died, so a crashed test leaves nothing behind for long.
 
-mod control;
+pub mod control;
 mod daemons;
 mod sh;
 pub mod probe;

@@ -1,6 +1,7 @@
 //! `plexus bench …`: figures, each with a baseline measured in the same run.
 
 mod converge;
+mod docker;
 mod flows;
 mod scale;
 mod store;
@@ -44,6 +45,13 @@ enum Sub {
         #[arg(long, default_value_t = 20)]
         changes: usize,
     },
+    /// Docker: `docker run` to the first ping reply, a container on a Plexus network pinging
+    /// another host against one on Docker's bridge pinging the same host; medians of N.
+    Docker {
+        /// Rounds of each.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
     /// Convergence: from the API call creating two endpoints on two hosts (containers
     /// already plugged in) to the first ping reply between them; median of N rounds.
     Converge {
@@ -74,6 +82,12 @@ pub async fn run(c: BenchCmd) -> anyhow::Result<()> {
                 anyhow::bail!("--endpoints must be 1..=9000 each, --changes at least 1");
             }
             scale::run(&endpoints, changes).await
+        }
+        Sub::Docker { rounds } => {
+            if rounds == 0 || rounds > 1000 {
+                anyhow::bail!("--rounds must be 1..=1000");
+            }
+            docker::run(rounds).await
         }
         Sub::Store { writes } => {
             if writes < 64 {
