@@ -17,6 +17,18 @@ pub struct Member {
     pub addr: String,
 }
 
+/// Which controller node masters a host's switch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Mastership {
+    /// The host.
+    pub host: String,
+    /// The node that masters its switch.
+    pub node: u64,
+    /// OpenFlow role generation id of that choice: it only grows, so a switch refuses an
+    /// older master.
+    pub generation: u64,
+}
+
 /// `GET /v1/cluster`: one node's view of the cluster.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ClusterStatus {
@@ -43,6 +55,9 @@ pub struct ClusterStatus {
     pub snapshot_index: Option<u64>,
     /// Index up to which this node's log has been compacted away.
     pub purged_index: Option<u64>,
+    /// Which node masters which switch.
+    #[serde(default)]
+    pub masters: Vec<Mastership>,
 }
 
 /// Errors of the API client.

@@ -12,7 +12,7 @@ pub mod network;
 pub mod problem;
 pub mod routing;
 
-pub use client::{Client, ClientError, ClusterStatus, Member};
+pub use client::{Client, ClientError, ClusterStatus, Mastership, Member};
 pub use endpoint::{Encap, Endpoint, EndpointSpec, Host, HostSpec, Lease};
 pub use lab::{LabHostStatus, LabStatus};
 pub use network::{IpamMode, Network, NetworkKind, NetworkSpec};

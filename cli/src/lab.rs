@@ -32,7 +32,7 @@ enum Sub {
         #[arg(long)]
         enable_dummy: bool,
         /// Controllers to run (0: OVS only, no control plane; 1: a controller and an agent
-        /// on every host).
+        /// on every host; 3: a Raft cluster, each node in a namespace of its own).
         #[arg(long, default_value_t = 1)]
         controllers: u8,
         /// Encapsulation between hosts.
@@ -82,16 +82,16 @@ enum Sub {
 pub async fn run(c: LabCmd) -> anyhow::Result<()> {
     match c.cmd {
         Sub::Up { hosts, enable_dummy, controllers, encap, docker } => {
-            if controllers > 1 {
-                bail!("--controllers {controllers}: only 0 or 1 for now (a clustered lab control plane comes with controller failover)");
+            if ![0, 1, 3].contains(&controllers) {
+                bail!("--controllers {controllers}: 0, 1 or 3");
             }
             let encap = if encap == "geneve" { plexus_api::Encap::Geneve } else { plexus_api::Encap::Vxlan };
             if docker && controllers == 0 {
                 bail!("--docker needs a controller (--controllers 1)");
             }
-            let cfg = LabConfig { name: c.name.clone(), hosts, owned: false, enable_dummy, encap, docker };
+            let cfg = LabConfig { name: c.name.clone(), hosts, owned: false, enable_dummy, encap, docker, controllers: controllers.max(1) };
             let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.with_context(|| format!("lab up {}", c.name))?;
-            if controllers == 1 {
+            if controllers > 0 {
                 let exe = std::env::current_exe().context("finding the plexus binary")?;
                 let cp = match lab.start_control_plane(&exe) {
                     Ok(cp) => cp,

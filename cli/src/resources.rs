@@ -262,6 +262,12 @@ pub async fn cluster(o: ApiOpts, c: ClusterCmd) -> anyhow::Result<()> {
                     let members: Vec<String> = first.members.iter().map(|m| format!("{}={}", m.id, m.addr)).collect();
                     println!("members: {}", members.join(", "));
                     println!("leader:  {}", first.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into()));
+                    // The leader's view of mastership is the authoritative one.
+                    let lead = ok.iter().find(|s| Some(s.id) == s.leader).unwrap_or(first);
+                    if !lead.masters.is_empty() {
+                        let m: Vec<String> = lead.masters.iter().map(|m| format!("{}→{} (gen {})", m.host, m.node, m.generation)).collect();
+                        println!("masters: {}", m.join(", "));
+                    }
                 }
                 println!("{:<28} {:<4} {:<10} {:<6} {:<8} {:<8} REVISION", "API", "ID", "STATE", "TERM", "APPLIED", "LOG");
                 for (url, r) in &all {

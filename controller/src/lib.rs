@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod flows;
+pub mod mastership;
 pub mod model;
 pub mod store;
 pub mod switches;

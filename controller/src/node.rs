@@ -123,15 +123,17 @@ impl Node {
         let addr = listener.local_addr().map_err(|e| NodeError::Listen { addr: cfg.listen, reason: e.to_string() })?;
         let advertise = cfg.advertise.clone().unwrap_or_else(|| addr.to_string());
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(1)).build().unwrap_or_default();
+        let lease = crate::mastership::Lease::new(cfg.id, raft.clone());
         let switches = match cfg.openflow_listen {
             Some(a) => {
                 let l = plexus_ovs::openflow::Listener::bind_tcp(a).await.map_err(|e| NodeError::Listen { addr: a, reason: e.to_string() })?;
                 tracing::info!(addr = ?l.local_addr(), "switches connect here over OpenFlow");
-                Some(crate::switches::SwitchManager::spawn(l, state.clone(), revisions.clone(), Duration::from_secs(10)))
+                crate::mastership::spawn_assigner(cfg.id, raft.clone(), state.clone(), http.clone());
+                Some(crate::switches::SwitchManager::spawn(l, state.clone(), revisions.clone(), Duration::from_secs(10), Some(lease.clone())))
             }
             None => None,
         };
-        let app = server::router(AppState { id: cfg.id, raft: raft.clone(), state: state.clone(), revisions, http: http.clone(), switches });
+        let app = server::router(AppState { id: cfg.id, raft: raft.clone(), state: state.clone(), revisions, http: http.clone(), switches, lease });
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "http server stopped");

@@ -12,6 +12,8 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::flows::{apply, diff, reconcile, DesiredFlows, SwitchView};
+use crate::mastership::Lease;
+use plexus_ovs::openflow::Role;
 use crate::store::SharedState;
 
 /// Names of the flow-based tunnel ports the agent creates, one per encapsulation.
@@ -50,6 +52,9 @@ pub struct SwitchStatus {
     pub last_pass: Option<PassStats>,
     /// The last full pass (connect or audit), changes or not.
     pub last_full: Option<PassStats>,
+    /// This node's OpenFlow role on the switch: `master` (with the generation id), `slave`,
+    /// or `equal` for a node outside a cluster.
+    pub role: String,
 }
 
 /// What one pass over a switch did.
@@ -109,12 +114,20 @@ pub struct SwitchManager {
     revisions: watch::Receiver<u64>,
     audit_every: Duration,
     status: Mutex<BTreeMap<String, SwitchStatus>>,
+    lease: Option<Arc<Lease>>,
 }
 
+/// How often a node re-checks whether it should master its switches.
+const ROLE_CHECK: Duration = Duration::from_millis(200);
+/// How long a role request may take.
+const ROLE_WAIT: Duration = Duration::from_millis(500);
+
 impl SwitchManager {
-    /// Starts accepting switches on `listener`.
-    pub fn spawn(listener: Listener, state: SharedState, revisions: watch::Receiver<u64>, audit_every: Duration) -> Arc<SwitchManager> {
-        let m = Arc::new(SwitchManager { state, revisions, audit_every, status: Mutex::new(BTreeMap::new()) });
+    /// Starts accepting switches on `listener`. With a `lease` (a clustered node) it programs
+    /// only the switches the cluster assigned to it, as OpenFlow master, and only while the
+    /// lease holds; without one it programs every switch that connects.
+    pub fn spawn(listener: Listener, state: SharedState, revisions: watch::Receiver<u64>, audit_every: Duration, lease: Option<Arc<Lease>>) -> Arc<SwitchManager> {
+        let m = Arc::new(SwitchManager { state, revisions, audit_every, status: Mutex::new(BTreeMap::new()), lease });
         let mm = m.clone();
         tokio::spawn(async move {
             loop {
@@ -174,10 +187,25 @@ impl SwitchManager {
                 }
             }
         };
+        let mut role_check = tokio::time::interval(ROLE_CHECK);
+        // The generation this node masters the switch at, if it does.
+        let mut mastered: Option<u64> = None;
+        let mut need_pass = true;
         loop {
             let started_at = *revisions.borrow_and_update();
-            self.pass(&conn, &dpid, &ports, &mut desired, &mut index, full).await;
-            full = false;
+            let (acting, promoted) = self.take_role(&conn, &dpid, &mut mastered).await;
+            if promoted {
+                // A new master trusts nothing: it reads the switch back, and changes only
+                // what differs.
+                full = true;
+                need_pass = true;
+                desired = None;
+            }
+            if acting && need_pass {
+                self.pass(&conn, &dpid, &ports, &mut desired, &mut index, full).await;
+                full = false;
+            }
+            need_pass = false;
             // Changes that arrived while the pass ran. Several mean a burst (a batch being
             // created): waiting a little lets more of it join the next pass, so a batch costs
             // a few passes, not one each. A lone change, or two in a row, goes out at once.
@@ -185,20 +213,70 @@ impl SwitchManager {
                 tokio::time::sleep(BURST_WAIT).await;
             }
             tokio::select! {
-                r = revisions.changed() => if r.is_err() { break },
-                _ = audit.tick() => full = true,
+                r = revisions.changed() => if r.is_err() { break } else { need_pass = true },
+                _ = audit.tick() => { full = true; need_pass = true }
+                _ = role_check.tick() => {}
                 ev = events.recv() => match ev {
                     None => break,
-                    Some(ev) => port_event(&mut ports, ev),
+                    Some(ev) => { port_event(&mut ports, ev); need_pass = true }
                 },
             }
             while let Ok(ev) = events.try_recv() {
                 port_event(&mut ports, ev);
+                need_pass = true;
             }
         }
         let why = conn.closed_reason().unwrap_or_else(|| "closed".into());
         tracing::info!(%dpid, reason = %why, "switch disconnected");
         self.update(&dpid, |s| s.connected = false);
+    }
+
+    /// Settles this node's role on the switch: master when the cluster assigned the switch to
+    /// this node and the lease holds, slave otherwise. Returns whether to program it, and
+    /// whether this node just became its master.
+    async fn take_role(&self, conn: &Connection, dpid: &str, mastered: &mut Option<u64>) -> (bool, bool) {
+        let Some(lease) = &self.lease else {
+            self.update(dpid, |s| s.role = "equal".into());
+            return (true, false);
+        };
+        let assigned = {
+            let st = self.state.read().await;
+            st.model.hosts.values().find(|h| h.datapath_id == dpid).and_then(|h| st.model.masters.get(&h.spec.name).copied())
+        };
+        let should = assigned.filter(|(node, _)| *node == lease.id() && lease.holds()).map(|(_, g)| g);
+        match (should, *mastered) {
+            (Some(g), Some(m)) if g == m => (true, false),
+            (Some(g), _) => match tokio::time::timeout(ROLE_WAIT, conn.set_role(Role::Master, g)).await.unwrap_or(Err(plexus_ovs::openflow::OfError::Timeout("role request"))) {
+                Ok(_) => {
+                    tracing::info!(%dpid, generation = g, "master of the switch");
+                    *mastered = Some(g);
+                    self.update(dpid, |s| s.role = format!("master (generation {g})"));
+                    (true, true)
+                }
+                Err(e) => {
+                    // Most likely a newer generation is out there: that master wins.
+                    tracing::warn!(%dpid, generation = g, error = %e, "the switch refused this node as master");
+                    *mastered = None;
+                    self.update(dpid, |s| s.role = "slave".into());
+                    (false, false)
+                }
+            },
+            (None, Some(m)) => {
+                // Stop first, then tell the switch (which a cut-off node may not reach).
+                tracing::info!(%dpid, "no longer master of the switch");
+                *mastered = None;
+                self.update(dpid, |s| s.role = "slave".into());
+                let g = assigned.map_or(m, |(_, g)| g.max(m));
+                if let Ok(Err(e)) = tokio::time::timeout(ROLE_WAIT, conn.set_role(Role::Slave, g)).await {
+                    tracing::debug!(%dpid, error = %e, "stepping down to slave");
+                }
+                (false, false)
+            }
+            (None, None) => {
+                self.update(dpid, |s| s.role = "slave".into());
+                (false, false)
+            }
+        }
     }
 
     /// Brings the switch to the current model: a full pass compiles everything and diffs

@@ -55,7 +55,7 @@ async fn switches_are_kept_at_the_flows_the_model_asks_for() {
     let port = l.local_addr().unwrap().port();
     let (rev, rx) = watch::channel(0);
     let w = World { state: Arc::new(RwLock::new(SmData::default())), rev };
-    let mgr = SwitchManager::spawn(Listener::from_std(l).unwrap(), w.state.clone(), rx, Duration::from_secs(1));
+    let mgr = SwitchManager::spawn(Listener::from_std(l).unwrap(), w.state.clone(), rx, Duration::from_secs(1), None);
 
     for h in [h1, h2] {
         w.apply(Command::PutHost { spec: HostSpec { name: h.name.clone(), tunnel_ip: h.underlay_ip, encap: Default::default(), labels: Default::default() }, now_ms: 0 }).await;

@@ -68,6 +68,9 @@ impl Lab {
         ip(None, &["addr", "add", &format!("{ctl}/{}", self.underlay_prefix_len()), "dev", &link])?;
         ip(None, &["link", "set", &link, "up"])?;
         tx_offload_off(&ul, "root")?;
+        if self.controllers > 1 {
+            self.controller_namespaces()?;
+        }
         self.start_controller(plexus)?;
         for h in &self.hosts {
             self.start_agent(&h.name, plexus)?;
@@ -154,19 +157,94 @@ impl Lab {
         }
     }
 
-    /// Where the control plane answers.
+    /// Where the control plane answers: every node's API (comma-separated, as clients take
+    /// them) and OpenFlow target.
     pub fn control_plane(&self) -> ControlPlane {
-        let ctl = self.controller_ip();
-        ControlPlane { api: format!("http://{ctl}:{API_PORT}"), openflow: format!("tcp:{ctl}:{OPENFLOW_PORT}") }
+        let ips = self.controller_ips();
+        ControlPlane {
+            api: ips.iter().map(|ip| format!("http://{ip}:{API_PORT}")).collect::<Vec<_>>().join(","),
+            openflow: ips.iter().map(|ip| format!("tcp:{ip}:{OPENFLOW_PORT}")).collect::<Vec<_>>().join(","),
+        }
     }
 
-    /// Starts (or restarts) the controller from its data directory; returns once it answers.
+    /// The controllers' addresses: `.1` in the root namespace for one controller; `.2`, `.3`,
+    /// `.4` in namespaces of their own (so their traffic can be cut) for three.
+    pub fn controller_ips(&self) -> Vec<Ipv4Addr> {
+        if self.controllers <= 1 {
+            return vec![self.controller_ip()];
+        }
+        let o = self.hosts[0].underlay_ip.octets();
+        (1..=self.controllers).map(|i| Ipv4Addr::new(o[0], o[1], o[2], 1 + i)).collect()
+    }
+
+    /// Controller `i`'s (1-based) namespace in a clustered lab.
+    pub fn controller_netns(&self, i: u8) -> String {
+        format!("{}{}-ctl-{i}", super::NS_PREFIX, self.name)
+    }
+
+    /// The pid-file tag of controller `i` (1-based): `controller` alone, `controller-I` in a
+    /// cluster.
+    pub fn controller_tag(&self, i: u8) -> String {
+        if self.controllers <= 1 {
+            "controller".into()
+        } else {
+            format!("controller-{i}")
+        }
+    }
+
+    /// Starts (or restarts) every controller from its data directory; returns once each
+    /// answers.
     pub fn start_controller(&self, plexus: &Path) -> Result<(), LabError> {
-        let ctl = self.controller_ip();
-        let data = self.dir.join("controller");
-        let args = ["controller".to_string(), "--data-dir".into(), data.display().to_string(), "--listen".into(), format!("{ctl}:{API_PORT}"), "--openflow-listen".into(), format!("{ctl}:{OPENFLOW_PORT}")];
-        self.spawn(None, "controller", plexus, &args)?;
-        wait_port(SocketAddr::new(ctl.into(), API_PORT))
+        // All first, then wait: a cluster's first node has no leader until a majority runs.
+        for i in 1..=self.controllers.max(1) {
+            self.spawn_controller_node(i, plexus)?;
+        }
+        for ip in self.controller_ips() {
+            wait_ready(SocketAddr::new(ip.into(), API_PORT))?;
+        }
+        Ok(())
+    }
+
+    /// Starts (or restarts) controller `i` (1-based); returns once it answers with a leader
+    /// known and its state applied.
+    pub fn start_controller_node(&self, i: u8, plexus: &Path) -> Result<(), LabError> {
+        let ip = self.spawn_controller_node(i, plexus)?;
+        wait_ready(SocketAddr::new(ip.into(), API_PORT))
+    }
+
+    fn spawn_controller_node(&self, i: u8, plexus: &Path) -> Result<Ipv4Addr, LabError> {
+        let ips = self.controller_ips();
+        let ip = *ips.get(usize::from(i) - 1).ok_or_else(|| LabError::Invalid { field: "controller", reason: format!("no controller {i}") })?;
+        let mut args = vec!["controller".to_string(), "--listen".into(), format!("{ip}:{API_PORT}"), "--openflow-listen".into(), format!("{ip}:{OPENFLOW_PORT}")];
+        if self.controllers <= 1 {
+            args.extend(["--data-dir".into(), self.dir.join("controller").display().to_string()]);
+            self.spawn(None, "controller", plexus, &args)?;
+        } else {
+            let peers = ips.iter().enumerate().map(|(k, a)| format!("{}={a}:{API_PORT}", k + 1)).collect::<Vec<_>>().join(",");
+            args.extend(["--id".into(), i.to_string(), "--peers".into(), peers, "--data-dir".into(), self.dir.join(format!("controller-{i}")).display().to_string()]);
+            self.spawn(Some(&self.controller_netns(i)), &self.controller_tag(i), plexus, &args)?;
+        }
+        Ok(ip)
+    }
+
+    /// Makes the namespaces of a clustered lab's controllers, each joined to the underlay.
+    fn controller_namespaces(&self) -> Result<(), LabError> {
+        let ul = self.underlay_netns();
+        for (k, addr) in self.controller_ips().into_iter().enumerate() {
+            let i = k as u8 + 1;
+            let ns = self.controller_netns(i);
+            let peer = format!("ctl{i}");
+            ip(None, &["netns", "add", &ns])?;
+            ip(Some(&ul), &["link", "add", &peer, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+            ip(Some(&ul), &["link", "set", &peer, "master", "br0"])?;
+            ip(Some(&ul), &["link", "set", &peer, "up"])?;
+            ip(Some(&ns), &["addr", "add", &format!("{addr}/{}", self.underlay_prefix_len()), "dev", "eth0"])?;
+            ip(Some(&ns), &["link", "set", "eth0", "up"])?;
+            ip(Some(&ns), &["link", "set", "lo", "up"])?;
+            tx_offload_off(&ul, &peer)?;
+            tx_offload_off(&ns, "eth0")?;
+        }
+        Ok(())
     }
 
     /// Starts (or restarts) the agent of host `name`.
@@ -201,13 +279,15 @@ impl Lab {
     /// Ends the control plane's processes (by their recorded pids) and removes the veth.
     pub(crate) fn stop_control_plane(&self) {
         if self.docker {
-            self.stop_pidfile(&self.dir.join("controller.pid"));
+            for i in 1..=self.controllers.max(1) {
+                self.stop_pidfile(&self.dir.join(format!("{}.pid", self.controller_tag(i))));
+            }
             self.clean_docker();
         }
         let Ok(dir) = std::fs::read_dir(&self.dir) else { return };
         for e in dir.flatten() {
             let p = e.path();
-            if p.extension().is_some_and(|x| x == "pid") && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agent-") || n == "controller.pid") {
+            if p.extension().is_some_and(|x| x == "pid") && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agent-") || n.to_string_lossy().starts_with("controller")) {
                 self.stop_pidfile(&p);
             }
         }
@@ -246,15 +326,22 @@ impl Lab {
     }
 }
 
-fn wait_port(addr: SocketAddr) -> Result<(), LabError> {
+/// Waits until the controller at `addr` answers `/readyz` with 200: a leader known and its
+/// state applied (an open port alone may still be a node that has not formed its cluster).
+fn wait_ready(addr: SocketAddr) -> Result<(), LabError> {
+    use std::io::{Read, Write};
     let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(15) {
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
+    while t.elapsed() < Duration::from_secs(20) {
+        if let Ok(mut c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut head = [0u8; 12];
+            if c.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").is_ok() && c.read_exact(&mut head).is_ok() && head.ends_with(b"200") {
+                return Ok(());
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(LabError::Command { cmd: format!("controller at {addr}"), reason: "did not answer within 15 s (see controller.log in the lab directory)".into() })
+    Err(LabError::Command { cmd: format!("controller at {addr}"), reason: "not ready within 20 s (see its log in the lab directory)".into() })
 }
 
 impl Lab {

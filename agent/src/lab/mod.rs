@@ -94,12 +94,15 @@ pub struct LabConfig {
     /// Add this machine's own Docker as a host: an OVS instance and an agent with the Docker
     /// plugin in the root namespace.
     pub docker: bool,
+    /// Controllers the control plane runs: 1 (in the root namespace) or 3 (a Raft cluster,
+    /// each node in a namespace of its own).
+    pub controllers: u8,
 }
 
 impl LabConfig {
     /// A lab owned by this process (torn down on drop).
     pub fn owned(name: &str, hosts: usize) -> LabConfig {
-        LabConfig { name: name.into(), hosts, owned: true, enable_dummy: false, encap: plexus_api::Encap::Vxlan, docker: false }
+        LabConfig { name: name.into(), hosts, owned: true, enable_dummy: false, encap: plexus_api::Encap::Vxlan, docker: false, controllers: 1 }
     }
 }
 
@@ -114,6 +117,12 @@ struct LabState {
     encap: plexus_api::Encap,
     #[serde(default)]
     docker: bool,
+    #[serde(default = "one")]
+    controllers: u8,
+}
+
+fn one() -> u8 {
+    1
 }
 
 /// One lab host.
@@ -168,6 +177,8 @@ pub struct Lab {
     pub encap: plexus_api::Encap,
     /// Whether this machine's Docker is one of the lab's hosts ([`Lab::docker_host`]).
     pub docker: bool,
+    /// Controllers in the control plane (1 or 3).
+    pub controllers: u8,
     owned: bool,
 }
 
@@ -208,6 +219,7 @@ impl Lab {
             enable_dummy: cfg.enable_dummy,
             encap: cfg.encap,
             docker: cfg.docker,
+            controllers: cfg.controllers,
         };
         // The state file goes first: whoever finds our namespaces can then find the owner.
         let json = serde_json::to_vec_pretty(&state).map_err(|e| LabError::Io(e.to_string()))?;
@@ -268,7 +280,7 @@ impl Lab {
                 }
             })
             .collect();
-        Lab { name: s.name, dir, hosts, owned: s.owner_pid.is_some(), encap: s.encap, docker: s.docker }
+        Lab { name: s.name, dir, hosts, owned: s.owner_pid.is_some(), encap: s.encap, docker: s.docker, controllers: s.controllers }
     }
 
     /// The underlay switch's namespace.
@@ -360,13 +372,14 @@ impl Lab {
         let running = |tag: &str| {
             std::fs::read_to_string(self.dir.join(format!("{tag}.pid"))).ok().and_then(|s| s.trim().parse::<i32>().ok()).is_some_and(daemons::alive)
         };
-        let fixed: Vec<String> = self.hosts.iter().map(|h| h.netns.clone()).chain([self.underlay_netns()]).collect();
+        let ctls = (1..=self.controllers).map(|i| self.controller_netns(i));
+        let fixed: Vec<String> = self.hosts.iter().map(|h| h.netns.clone()).chain([self.underlay_netns()]).chain(ctls).collect();
         let prefix = format!("{NS_PREFIX}{}-", self.name);
         let mut containers: Vec<String> = netns_of(&self.name).filter(|n| !fixed.contains(n)).map(|n| n[prefix.len()..].to_string()).collect();
         containers.sort();
         LabStatus {
             containers,
-            api: running("controller").then(|| format!("http://{}:{}", self.controller_ip(), API_PORT)),
+            api: (1..=self.controllers.max(1)).any(|i| running(&self.controller_tag(i))).then(|| self.control_plane().api),
             name: self.name.clone(),
             dir: self.dir.display().to_string(),
             hosts: self

@@ -157,7 +157,7 @@ pub fn affected(kind: &str, key: &str) -> Option<Vec<Unit>> {
             Some(vec![Unit::Network(net.to_string()), Unit::Endpoint(key.to_string())])
         }
         // No flows come from these yet.
-        "router" | "policy" => Some(vec![]),
+        "router" | "policy" | "mastership" => Some(vec![]),
         _ => None,
     }
 }

@@ -46,6 +46,12 @@ pub enum Command {
         /// When the API node received it (for host-subnet leases).
         now_ms: u64,
     },
+    /// Assigns each host's switch a master node (written by the leader). A host whose node
+    /// changes gets a new generation: the revision of this change.
+    SetMasters {
+        /// Node by host.
+        masters: BTreeMap<String, u64>,
+    },
     /// Deletes an endpoint, freeing its address.
     DeleteEndpoint {
         /// Network name.
@@ -155,6 +161,9 @@ pub struct Model {
     pub next_endpoint: u64,
     /// The most recent changes, oldest first, for watchers.
     pub changes: VecDeque<Change>,
+    /// Which node masters each host's switch, and the generation of that choice.
+    #[serde(default)]
+    pub masters: BTreeMap<String, (u64, u64)>,
     /// Addresses and MACs in use (derived, not stored).
     #[serde(skip)]
     pub(crate) used: endpoints::UsedIndex,
@@ -196,12 +205,31 @@ impl Model {
                 r.map(|e| Some(Object::Endpoint(e)))
             }
             Command::DeleteEndpoint { network, id } => self.delete_endpoint(&network, &id).map(|_| None),
+            Command::SetMasters { masters } => {
+                self.set_masters(masters);
+                Ok(None)
+            }
             Command::PutHost { spec, now_ms } => self.put_host(spec, now_ms).map(|h| Some(Object::Host(h))),
             Command::PutRouter { spec, create, if_match } => self.put_router(spec, create, if_match).map(|r| Some(Object::Router(r))),
             Command::DeleteRouter { name } => self.delete_router(&name).map(|_| None),
             Command::PutPolicy { spec, create, if_match } => self.put_policy(spec, create, if_match).map(|p| Some(Object::Policy(p))),
             Command::DeletePolicy { name } => self.delete_policy(&name).map(|_| None),
         }
+    }
+
+    fn set_masters(&mut self, masters: BTreeMap<String, u64>) {
+        let same = masters.len() == self.masters.len() && masters.iter().all(|(h, n)| self.masters.get(h).is_some_and(|(m, _)| m == n));
+        if same {
+            return;
+        }
+        self.revision += 1;
+        let rev = self.revision;
+        let old = std::mem::take(&mut self.masters);
+        for (host, node) in masters {
+            let kept = old.get(&host).filter(|(m, _)| *m == node).copied();
+            self.masters.insert(host, kept.unwrap_or((node, rev)));
+        }
+        self.record("mastership", String::new(), None);
     }
 
     /// Records a change at the current revision.

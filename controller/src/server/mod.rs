@@ -47,6 +47,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// The switches this node programs, if it listens for them.
     pub switches: Option<Arc<crate::switches::SwitchManager>>,
+    /// This node's proof of being in the majority (renewed by the leader's appends).
+    pub lease: Arc<crate::mastership::Lease>,
 }
 
 /// Largest Raft RPC accepted (catch-up batches and snapshots are big).
@@ -143,7 +145,11 @@ pub(crate) fn unavailable(detail: impl Into<String>) -> Response {
 
 #[utoipa::path(post, path = "/raft/append", tag = "internal", request_body(content = Object, description = "openraft AppendEntriesRequest"), responses((status = 200, description = "openraft result", body = Object)))]
 async fn raft_append(State(s): St, Json(req): Json<AppendEntriesRequest<TypeConfig>>) -> Response {
-    Json(s.raft.append_entries(req).await).into_response()
+    let r = s.raft.append_entries(req).await;
+    if matches!(r, Ok(ref a) if !matches!(a, openraft::raft::AppendEntriesResponse::HigherVote(_))) {
+        s.lease.leader_contact();
+    }
+    Json(r).into_response()
 }
 
 #[utoipa::path(post, path = "/raft/vote", tag = "internal", request_body(content = Object, description = "openraft VoteRequest"), responses((status = 200, description = "openraft result", body = Object)))]
@@ -324,7 +330,11 @@ async fn cluster(State(s): St) -> Response {
     let voters: std::collections::BTreeSet<u64> = mc.voter_ids().collect();
     let members = mc.nodes().filter(|(id, _)| voters.contains(id)).map(|(id, n)| Member { id: *id, addr: n.addr.clone() }).collect();
     let learners = mc.nodes().filter(|(id, _)| !voters.contains(id)).map(|(id, n)| Member { id: *id, addr: n.addr.clone() }).collect();
-    let revision = s.state.read().await.model.revision;
+    let (revision, masters) = {
+        let st = s.state.read().await;
+        let masters = st.model.masters.iter().map(|(h, (n, g))| plexus_api::Mastership { host: h.clone(), node: *n, generation: *g }).collect();
+        (st.model.revision, masters)
+    };
     Json(ClusterStatus {
         id: s.id,
         state: format!("{:?}", m.state),
@@ -337,6 +347,7 @@ async fn cluster(State(s): St) -> Response {
         revision,
         snapshot_index: m.snapshot.map(|l| l.index),
         purged_index: m.purged.map(|l| l.index),
+        masters,
     })
     .into_response()
 }

@@ -1,0 +1,137 @@
+//! Which controller node programs which switch. Every switch has every node as an OpenFlow
+//! target; the leader assigns each one a master among the live nodes and records that in the
+//! replicated state, where the assignment's revision becomes the OpenFlow role generation id.
+//! A node acts as master only while it can prove it is in the majority (its [`Lease`]); the
+//! others keep their sessions as slaves. The switch itself refuses a master request with an
+//! older generation, so two nodes never program one switch even across a partition.
+//!
+//! Assignment is rendezvous hashing of host and node over the live nodes: balanced, and a node
+//! that dies or comes back moves only its own share of the switches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::model::Command;
+use crate::store::{Raft, SharedState};
+
+/// How long a node may go without proof of being in the majority and still act as master.
+pub const LEASE: Duration = Duration::from_millis(1000);
+/// How long the leader waits before it takes an unanswering node for dead. Longer than
+/// [`LEASE`]: a node cut off stops mastering before anybody replaces it.
+pub const DEAD_AFTER: Duration = Duration::from_millis(1500);
+/// How often the leader checks the nodes and the assignment.
+const CHECK_EVERY: Duration = Duration::from_millis(300);
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// This node's proof of being in the majority.
+pub struct Lease {
+    id: u64,
+    raft: Raft,
+    leader_contact_ms: AtomicU64,
+}
+
+impl Lease {
+    /// The lease of node `id`.
+    pub fn new(id: u64, raft: Raft) -> Arc<Lease> {
+        Arc::new(Lease { id, raft, leader_contact_ms: AtomicU64::new(0) })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Notes that the current leader's append (or heartbeat) was accepted just now.
+    pub fn leader_contact(&self) {
+        self.leader_contact_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether this node can prove, now, that it is in the majority: as leader, a majority
+    /// answered its heartbeats within [`LEASE`]; as follower, the leader reached it within
+    /// [`LEASE`].
+    pub fn holds(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if m.current_leader == Some(self.id) {
+            leads_a_majority(&m, self.id)
+        } else {
+            m.current_leader.is_some() && now_ms().saturating_sub(self.leader_contact_ms.load(Ordering::Relaxed)) < LEASE.as_millis() as u64
+        }
+    }
+}
+
+/// Whether node `id` leads and a majority answered it within [`LEASE`] (a cluster of one is
+/// its own majority).
+fn leads_a_majority(m: &openraft::RaftMetrics<u64, openraft::BasicNode>, id: u64) -> bool {
+    if m.current_leader != Some(id) {
+        return false;
+    }
+    let alone = m.membership_config.membership().voter_ids().all(|v| v == id);
+    alone || m.millis_since_quorum_ack.is_some_and(|ms| ms < LEASE.as_millis() as u64)
+}
+
+/// The node a host's switch goes to among `live`: the highest hash of host and node.
+pub fn choose(host: &str, live: &[u64]) -> Option<u64> {
+    live.iter().copied().max_by_key(|n| plexus_api::ids::fnv1a(&format!("{host}/{n}")))
+}
+
+/// On the leader, keeps the assignment of switches to live nodes in the replicated state.
+pub fn spawn_assigner(id: u64, raft: Raft, state: SharedState, http: reqwest::Client) {
+    tokio::spawn(async move {
+        let mut last_ok: HashMap<u64, Instant> = HashMap::new();
+        let mut leading = false;
+        let mut tick = tokio::time::interval(CHECK_EVERY);
+        loop {
+            tick.tick().await;
+            let (is_leader, voters) = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                let mc = m.membership_config.membership();
+                let voters: Vec<(u64, String)> = mc.voter_ids().filter_map(|v| mc.get_node(&v).map(|n| (v, n.addr.clone()))).collect();
+                (leads_a_majority(&m, id), voters)
+            };
+            if !is_leader {
+                leading = false;
+                continue;
+            }
+            if !leading {
+                // A new leader gives every node the benefit of the doubt before it moves
+                // anything: no storm after an election.
+                leading = true;
+                last_ok = voters.iter().map(|(v, _)| (*v, Instant::now())).collect();
+            }
+            let mut probes = tokio::task::JoinSet::new();
+            for (v, addr) in voters.iter().filter(|(v, _)| *v != id) {
+                let (v, url, http) = (*v, format!("http://{addr}/healthz"), http.clone());
+                probes.spawn(async move { (v, http.get(&url).timeout(Duration::from_millis(300)).send().await.is_ok_and(|r| r.status().is_success())) });
+            }
+            while let Some(Ok((v, ok))) = probes.join_next().await {
+                if ok {
+                    last_ok.insert(v, Instant::now());
+                }
+            }
+            let live: Vec<u64> = voters.iter().map(|(v, _)| *v).filter(|v| *v == id || last_ok.get(v).is_some_and(|t| t.elapsed() < DEAD_AFTER)).collect();
+            let (desired, current) = {
+                let st = state.read().await;
+                let desired: BTreeMap<String, u64> = st.model.hosts.keys().filter_map(|h| Some((h.clone(), choose(h, &live)?))).collect();
+                let current: BTreeMap<String, u64> = st.model.masters.iter().map(|(h, (n, _))| (h.clone(), *n)).collect();
+                (desired, current)
+            };
+            if desired == current {
+                continue;
+            }
+            let moved: Vec<String> = desired.iter().filter(|(h, n)| current.get(*h) != Some(n)).map(|(h, n)| format!("{h}→{n}")).collect();
+            tracing::info!(?live, moved = %moved.join(" "), "assigning switch masters");
+            match tokio::time::timeout(Duration::from_secs(2), raft.client_write(Command::SetMasters { masters: desired })).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot record switch masters"),
+                Err(_) => tracing::warn!("recording switch masters timed out"),
+            }
+        }
+    });
+}
