@@ -54,7 +54,7 @@ async fn create_endpoint(api: &Client, host: &str, id: &str) -> plexus_api::Endp
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn killing_a_switch_master_loses_no_ping_and_changes_still_arrive() {
+async fn killing_a_switch_master_or_the_leader_loses_no_ping_and_changes_still_arrive() {
     let name = format!("f{}", std::process::id() % 10_000_000);
     let lab = Lab::up(&LabConfig { controllers: 3, ..LabConfig::owned(&name, 3) }).expect("lab");
     let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("a three-node control plane");
@@ -112,6 +112,25 @@ async fn killing_a_switch_master_loses_no_ping_and_changes_still_arrive() {
     let out = Command::new(PLEXUS).args(["cluster", "status", "--api", &cp.api]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("masters:") && text.contains("h1→"), "{text}");
+
+    // The killed node comes back; then the Raft leader itself is killed, under the same ping.
+    lab.start_controller_node(victim as u8, Path::new(PLEXUS)).unwrap();
+    let leader = api.cluster().await.unwrap().leader.expect("a leader");
+    let pinger = ping_bg(c1.netns.clone(), e3.ip, 120);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(lab.signal_process(&lab.controller_tag(leader as u8), libc::SIGKILL));
+    let e4 = create_endpoint(&api, "h2", "a4").await;
+    lab.attach(&e4, "a4", 1450).await.unwrap();
+    let (ns, to) = (c1.netns.clone(), e4.ip);
+    let r = tokio::task::spawn_blocking(move || probe::wait_ping(&ns, to, Duration::from_secs(15))).await.unwrap();
+    assert!(r.is_ok(), "a change made after the leader died did not arrive: {r:?}");
+    let (sent, received) = tokio::task::spawn_blocking(move || pinger.join().unwrap()).await.unwrap();
+    assert!(sent >= 100 && received == sent, "pings across the leader's death: {received}/{sent}");
+    let t = Instant::now();
+    while masters(&api).await.values().any(|(n, _)| *n == leader) {
+        assert!(t.elapsed() < Duration::from_secs(10), "the dead leader still masters switches");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The role column of a host's Controller rows: how many targets the switch sees as master.

@@ -2,6 +2,7 @@
 
 mod converge;
 mod docker;
+mod failover;
 mod flows;
 mod scale;
 mod store;
@@ -52,6 +53,17 @@ enum Sub {
         #[arg(long, default_value_t = 20)]
         rounds: usize,
     },
+    /// Failover: three controllers, 3 switches x N endpoints; controller memory and CPU, then
+    /// the time from the death of a switch's master to a new master and to a change
+    /// installed on that switch, against the same change with every node alive.
+    Failover {
+        /// Rounds (the median is reported).
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Endpoints on each host.
+        #[arg(long, default_value_t = 200)]
+        endpoints_per_host: usize,
+    },
     /// Convergence: from the API call creating two endpoints on two hosts (containers
     /// already plugged in) to the first ping reply between them; median of N rounds.
     Converge {
@@ -88,6 +100,12 @@ pub async fn run(c: BenchCmd) -> anyhow::Result<()> {
                 anyhow::bail!("--rounds must be 1..=1000");
             }
             docker::run(rounds).await
+        }
+        Sub::Failover { rounds, endpoints_per_host } => {
+            if rounds == 0 || rounds > 100 || endpoints_per_host == 0 || endpoints_per_host > 3000 {
+                anyhow::bail!("--rounds must be 1..=100 and --endpoints-per-host 1..=3000");
+            }
+            failover::run(rounds, endpoints_per_host).await
         }
         Sub::Store { writes } => {
             if writes < 64 {

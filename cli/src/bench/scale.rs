@@ -23,7 +23,7 @@ pub async fn run(sizes: &[usize], changes: usize) -> anyhow::Result<()> {
 }
 
 /// Resident memory (KiB) and CPU seconds (user + system) of a process.
-fn usage(pid: i32) -> anyhow::Result<(u64, f64)> {
+pub(crate) fn usage(pid: i32) -> anyhow::Result<(u64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading the controller's /proc status")?;
     let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;

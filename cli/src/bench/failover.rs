@@ -1,0 +1,145 @@
+//! `plexus bench failover`: a three-node control plane and three hosts with N endpoints each
+//! (dummy ports). First what the controllers cost (memory, CPU for the batch and idle), then
+//! rounds of: kill the master of h1's switch, make a change h1's switch must get, and time
+//! until h1's switch has a new master and until the change is installed on it — against the
+//! same change with every node alive, measured in the same run.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use plexus_agent::lab::{wire, Lab, LabConfig};
+use plexus_api::{Client, EndpointSpec, NetworkSpec};
+use plexus_controller::flows::{cookie, CookieKind};
+use plexus_ovs::ovsdb::{InterfaceType, PortSpec};
+
+use super::scale::usage;
+
+async fn masters(api: &Client) -> BTreeMap<String, u64> {
+    api.cluster().await.map(|c| c.masters.into_iter().map(|m| (m.host, m.node)).collect()).unwrap_or_default()
+}
+
+/// Creates endpoint `id` on `host` with a dummy port, retrying while the cluster has no leader.
+async fn change(lab: &Lab, api: &Client, host: usize, id: &str) -> anyhow::Result<()> {
+    let h = &lab.hosts[host];
+    let vs = wire::vswitch(h).await?;
+    let port = plexus_api::ids::port_name("bench", id);
+    vs.add_port(wire::BR_INT, &PortSpec::new(&port, InterfaceType::Dummy).external_id("plexus-endpoint", &format!("bench/{id}"))).await?;
+    let t = Instant::now();
+    loop {
+        let spec = EndpointSpec { id: Some(id.into()), host: h.name.clone(), ip: None, mac: None, owner: None, labels: Default::default() };
+        match api.create_endpoint("bench", &spec).await {
+            Ok(_) => return Ok(()),
+            Err(e) if t.elapsed() > Duration::from_secs(20) => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Waits until h1's switch holds a flow of endpoint `id`; returns when.
+async fn installed_on_h1(lab: &Lab, id: &str) -> anyhow::Result<Instant> {
+    let of = wire::openflow(&lab.hosts[0]).await?;
+    let c = cookie(CookieKind::Endpoint, &format!("bench/{id}"));
+    let t = Instant::now();
+    loop {
+        if of.dump_flows(Default::default()).await?.iter().any(|f| f.cookie == c) {
+            return Ok(Instant::now());
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!("endpoint {id} never reached h1's switch");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub async fn run(rounds: usize, per_host: usize) -> anyhow::Result<()> {
+    let name = format!("bf{}", std::process::id() % 10_000_000);
+    let cfg = LabConfig { controllers: 3, enable_dummy: true, ..LabConfig::owned(&name, 3) };
+    let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.context("starting a lab with three controllers")?;
+    let cp = lab.start_control_plane(&std::env::current_exe()?).context("starting the control plane")?;
+    let api = Client::new(&cp.api)?;
+    let t = Instant::now();
+    while masters(&api).await.len() < 3 {
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!("the switches got no masters");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    api.create_network(&NetworkSpec::overlay("bench", "10.90.0.0/16")).await?;
+    let pids: Vec<i32> = (1..=3u8).map(|i| std::fs::read_to_string(lab.dir.join(format!("{}.pid", lab.controller_tag(i)))).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)).collect();
+    let before: Vec<(u64, f64)> = pids.iter().map(|p| usage(*p).unwrap_or((0, 0.0))).collect();
+    eprintln!("{} endpoints ({per_host} on each of 3 hosts) ...", 3 * per_host);
+    for (k, h) in lab.hosts.iter().enumerate() {
+        let specs: Vec<PortSpec> = (0..per_host).map(|i| PortSpec::new(&plexus_api::ids::port_name("bench", &format!("e{k}x{i}")), InterfaceType::Dummy).external_id("plexus-endpoint", &format!("bench/e{k}x{i}"))).collect();
+        wire::vswitch(h).await?.add_ports(wire::BR_INT, &specs).await?;
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..per_host {
+            let (api, host) = (api.clone(), h.name.clone());
+            set.spawn(async move { api.create_endpoint("bench", &EndpointSpec { id: Some(format!("e{k}x{i}")), host, ip: None, mac: None, owner: None, labels: Default::default() }).await });
+            if set.len() >= 16 {
+                set.join_next().await.context("endpoint task")???;
+            }
+        }
+        while let Some(r) = set.join_next().await {
+            r??;
+        }
+    }
+    installed_on_h1(&lab, &format!("e2x{}", per_host - 1)).await?;
+    let batch: Vec<(u64, f64)> = pids.iter().map(|p| usage(*p).unwrap_or((0, 0.0))).collect();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle: Vec<(u64, f64)> = pids.iter().map(|p| usage(*p).unwrap_or((0, 0.0))).collect();
+    println!("three controllers, 3 switches x {per_host} endpoints (dummy ports, userspace datapath):");
+    for i in 0..3 {
+        println!(
+            "  node {}: RSS {:.1} MiB, CPU {:.2} s for the batch, {:.1}% of a core idle",
+            i + 1,
+            idle[i].0 as f64 / 1024.0,
+            batch[i].1 - before[i].1,
+            (idle[i].1 - batch[i].1) / 10.0 * 100.0
+        );
+    }
+
+    // The baseline: the same kind of change with every node alive.
+    let mut normal = Vec::new();
+    for r in 0..rounds {
+        let id = format!("n{r}");
+        let t = Instant::now();
+        change(&lab, &api, 1, &id).await?;
+        normal.push((installed_on_h1(&lab, &id).await? - t).as_secs_f64() * 1e3);
+    }
+    eprintln!("{rounds} rounds: kill the master of h1's switch, make a change h1's switch must get ...");
+    let (mut to_master, mut to_change) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let victim = masters(&api).await.get("h1").copied().context("h1 has no master")?;
+        let alive: Vec<String> = lab.controller_ips().iter().enumerate().filter(|(k, _)| *k as u64 + 1 != victim).map(|(_, ip)| format!("http://{ip}:6543")).collect();
+        let majority = Client::new(&alive.join(","))?;
+        let watch = majority.clone();
+        let t = Instant::now();
+        let watcher = tokio::spawn(async move {
+            loop {
+                if masters(&watch).await.get("h1").is_some_and(|n| *n != victim) {
+                    return Some(Instant::now());
+                }
+                if t.elapsed() > Duration::from_secs(30) {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        lab.signal_process(&lab.controller_tag(victim as u8), libc::SIGKILL);
+        let id = format!("f{r}");
+        change(&lab, &majority, 1, &id).await?;
+        let installed = installed_on_h1(&lab, &id).await?;
+        let new_master = watcher.await?.context("h1's switch got no new master")?;
+        to_change.push((installed - t).as_secs_f64() * 1e3);
+        to_master.push((new_master - t).as_secs_f64() * 1e3);
+        lab.start_controller_node(victim as u8, &std::env::current_exe()?).context("restarting the killed node")?;
+    }
+    let (n, m, c) = (super::median(normal), super::median(to_master), super::median(to_change));
+    println!("failover, median of {rounds} (the master of h1's switch killed with SIGKILL):");
+    println!("  a change reaching h1's switch, every node alive:          {n:.0} ms");
+    println!("  death to a new master recorded for h1's switch:           {m:.0} ms");
+    println!("  death to a change made after it installed on h1's switch: {c:.0} ms ({:.0}x the change alone)", c / n.max(1.0));
+    drop(lab);
+    Ok(())
+}
