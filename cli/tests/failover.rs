@@ -67,7 +67,7 @@ async fn killing_a_switch_master_or_the_leader_loses_no_ping_and_changes_still_a
     api.create_network(&NetworkSpec::overlay("red", "10.10.0.0/24")).await.unwrap();
     let (e1, e3) = (create_endpoint(&api, "h1", "a1").await, create_endpoint(&api, "h3", "a3").await);
     let c1 = lab.attach(&e1, "a1", 1450).await.unwrap();
-    lab.attach(&e3, "a3", 1450).await.unwrap();
+    let c3 = lab.attach(&e3, "a3", 1450).await.unwrap();
     let ns = c1.netns.clone();
     let to = e3.ip;
     let r = tokio::task::spawn_blocking(move || probe::wait_ping(&ns, to, Duration::from_secs(20))).await.unwrap();
@@ -90,6 +90,9 @@ async fn killing_a_switch_master_or_the_leader_loses_no_ping_and_changes_still_a
     let r = tokio::task::spawn_blocking(move || probe::wait_ping(&ns, to, Duration::from_secs(15))).await.unwrap();
     assert!(r.is_ok(), "a change made after the kill did not arrive: {r:?} (logs in {})", lab.dir.display());
     eprintln!("new endpoint reachable {:?} after the kill", killed_at.elapsed());
+    let (ns, to) = (c3.netns.clone(), e2.ip);
+    let r = tokio::task::spawn_blocking(move || probe::wait_ping(&ns, to, Duration::from_secs(10))).await.unwrap();
+    assert!(r.is_ok(), "h3 does not reach the endpoint made after the kill: {r:?}");
     let (sent, received) = tokio::task::spawn_blocking(move || pinger.join().unwrap()).await.unwrap();
     assert!(sent >= 100 && received == sent, "pings across the kill: {received}/{sent}");
 
@@ -164,6 +167,7 @@ async fn a_controller_cut_off_stops_mastering_and_the_majority_takes_over() {
     let (ns, to) = (c1.netns.clone(), e3.ip);
     assert!(tokio::task::spawn_blocking(move || probe::wait_ping(&ns, to, Duration::from_secs(20))).await.unwrap().is_ok());
     let (victim, old_gen) = masters(&api).await["h1"];
+    let before = counters(&lab, 0).await;
     let ips = lab.controller_ips();
     // Clients of the majority only: the cut node would make every call wait for a timeout.
     let majority: Vec<String> = (1..=3u64).filter(|n| *n != victim).map(|n| format!("http://{}:6543", ips[n as usize - 1])).collect();
@@ -213,6 +217,12 @@ async fn a_controller_cut_off_stops_mastering_and_the_majority_takes_over() {
     }
     let (sent, received) = tokio::task::spawn_blocking(move || pinger.join().unwrap()).await.unwrap();
     assert!(sent >= 100 && received == sent, "pings across the partition: {received}/{sent}");
+    let after = counters(&lab, 0).await;
+    for (k, v) in &before {
+        if let Some(a) = after.get(k) {
+            assert!(a >= v, "flow {k}: counter went from {v} to {a}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

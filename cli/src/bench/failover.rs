@@ -134,6 +134,15 @@ pub async fn run(rounds: usize, per_host: usize) -> anyhow::Result<()> {
         to_change.push((installed - t).as_secs_f64() * 1e3);
         to_master.push((new_master - t).as_secs_f64() * 1e3);
         lab.start_controller_node(victim as u8, &std::env::current_exe()?).context("restarting the killed node")?;
+        // With every node back, h1's switch returns to its first choice; the next round
+        // starts from there, not from a rebalance still under way.
+        let t = Instant::now();
+        while masters(&api).await.get("h1") != Some(&victim) {
+            if t.elapsed() > Duration::from_secs(20) {
+                bail!("h1's switch did not return to node {victim} after its restart");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     let (n, m, c) = (super::median(normal), super::median(to_master), super::median(to_change));
     println!("failover, median of {rounds} (the master of h1's switch killed with SIGKILL):");
