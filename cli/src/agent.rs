@@ -47,6 +47,9 @@ pub struct AgentCmd {
     /// The Docker engine's API socket.
     #[arg(long, default_value = "/var/run/docker.sock")]
     docker_socket: String,
+    /// Where `/healthz` and `/metrics` answer ("none" to serve neither).
+    #[arg(long, default_value = "127.0.0.1:6544")]
+    listen: String,
     /// Where the agent keeps its state (the Docker plugin's links).
     #[arg(long, default_value = "/var/lib/plexus/agent")]
     state_dir: std::path::PathBuf,
@@ -67,6 +70,7 @@ pub async fn run(c: AgentCmd) -> anyhow::Result<()> {
         encap: if c.encap == "geneve" { Encap::Geneve } else { Encap::Vxlan },
         underlay_iface: c.underlay_iface,
         heartbeat: Duration::from_secs(c.heartbeat.max(1)),
+        listen: if c.listen == "none" { None } else { Some(c.listen.parse().with_context(|| format!("--listen {:?}: not HOST:PORT (or none)", c.listen))?) },
         docker: c.docker.then(|| plexus_agent::docker::DockerConfig { plugin_dir: c.docker_plugin_dir, docker_socket: c.docker_socket, state_dir: c.state_dir, ..Default::default() }),
     };
     agent::run(cfg).await?;

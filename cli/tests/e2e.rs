@@ -9,6 +9,19 @@ use std::time::{Duration, Instant};
 use plexus_agent::lab::{probe, Lab, LabConfig};
 use plexus_api::{Client, EndpointSpec};
 
+/// `GET PATH` from an agent's health port inside its host's namespace: (status line, body).
+fn agent_http(netns: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 6544));
+    let Ok(mut c) = plexus_agent::netns::connect_tcp(netns, addr) else { return (String::new(), String::new()) };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = c.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes());
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+}
+
 fn ping(from: String, to: Ipv4Addr) -> tokio::task::JoinHandle<Result<Duration, plexus_agent::lab::LabError>> {
     tokio::task::spawn_blocking(move || probe::wait_ping(&from, to, Duration::from_secs(20)))
 }
@@ -100,9 +113,25 @@ async fn traffic_survives_and_recovers_from_restarts_of_every_part() {
     }
     assert!(ping(cs[0].netns.clone(), cs[1].ip).await.unwrap().is_ok());
 
+    // Every agent reports itself healthy, with counters.
+    let (status, body) = agent_http(&lab.hosts[0].netns, "/healthz");
+    assert!(status.contains("200"), "{status} {body}");
+    let (_, metrics) = agent_http(&lab.hosts[0].netns, "/metrics");
+    assert!(metrics.contains("plexus_agent_heartbeats_total{result=\"ok\"}") && metrics.contains("plexus_agent_healthy 1"), "{metrics}");
+
     // The controller dies: installed flows keep forwarding (fail_mode secure).
     assert!(lab.signal_process("controller", libc::SIGKILL));
     assert_eq!(ping_n(cs[0].netns.clone(), cs[1].ip, 10).await.unwrap(), 10, "endpoints keep talking while the controller is down");
+    // The agents notice: no heartbeat gets through (their period is 2 s).
+    let t = Instant::now();
+    loop {
+        let (status, body) = agent_http(&lab.hosts[0].netns, "/healthz");
+        if status.contains("503") && body.contains("no heartbeat") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "the agent still says it is healthy: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     lab.start_controller(plexus).unwrap();
     wait_in_sync(&cp.api, &["h1", "h2"]).await;
     assert_eq!(ping_n(cs[0].netns.clone(), cs[1].ip, 5).await.unwrap(), 5);

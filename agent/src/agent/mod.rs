@@ -11,6 +11,8 @@ use std::time::Duration;
 use plexus_api::{Client, Encap, HostSpec};
 use plexus_ovs::ovsdb::{BridgeSpec, Client as Ovsdb, ClientOptions, InterfaceType, MonitorRequest, PortSpec, Target, VSwitch};
 
+pub mod health;
+
 /// The integration bridge.
 pub const BR_INT: &str = "br-int";
 /// The underlay bridge of the userspace datapath.
@@ -41,6 +43,8 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// Serve Docker's plugin protocols and mirror networks into the local Docker.
     pub docker: Option<crate::docker::DockerConfig>,
+    /// Where `/healthz` and `/metrics` answer (none: nowhere).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Errors of the agent.
@@ -122,6 +126,22 @@ pub async fn ensure_switch(cfg: &AgentConfig, vs: &VSwitch) -> Result<(), AgentE
 /// Runs the agent until the process ends.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let api = Client::new(&cfg.controller)?;
+    let health = health::Health::new(cfg.heartbeat);
+    if let Some(addr) = cfg.listen {
+        // Health is worth having, not worth refusing to run for.
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                tracing::info!(%addr, "health and metrics");
+                let h = health.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = health::serve(l, h).await {
+                        tracing::warn!(error = %e, "health server stopped");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(%addr, error = %e, "cannot serve health and metrics"),
+        }
+    }
     let ovsdb = Ovsdb::start(cfg.ovsdb.clone(), ClientOptions::default());
     ovsdb.wait_connected(Duration::from_secs(30)).await?;
     let vs = VSwitch::new(ovsdb.clone());
@@ -130,6 +150,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     loop {
         match api.put_host(&spec).await {
             Ok(h) => {
+                health.registered();
                 tracing::info!(host = %cfg.name, datapath_id = %h.datapath_id, "registered with the controller");
                 break;
             }
@@ -142,6 +163,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     // A switch that is still starting up is waited for, not given up on.
     let mut wait = Duration::from_millis(100);
     while let Err(e) = ensure_switch(&cfg, &vs).await {
+        health.switch_check(false);
         tracing::warn!(error = %e, "cannot configure the switch yet; retrying");
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
@@ -159,12 +181,15 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mut monitor = ovsdb
         .monitor("Open_vSwitch", vec![MonitorRequest::all("Bridge"), MonitorRequest::all("Port"), MonitorRequest::all("Controller")])
         .await?;
+    health.switch_check(true);
     let mut beat = tokio::time::interval(cfg.heartbeat);
     let mut audit = tokio::time::interval(Duration::from_secs(30));
     loop {
         tokio::select! {
             _ = beat.tick() => {
-                if let Err(e) = api.put_host(&spec).await {
+                let r = api.put_host(&spec).await;
+                health.heartbeat(r.is_ok());
+                if let Err(e) = r {
                     tracing::warn!(error = %e, "heartbeat failed");
                 }
             }
@@ -173,12 +198,16 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                     return Err(AgentError::System("the OVSDB monitor ended".into()));
                 }
                 // Something changed in the switch's configuration: make sure it is still ours.
-                if let Err(e) = ensure_switch(&cfg, &vs).await {
+                let r = ensure_switch(&cfg, &vs).await;
+                health.switch_check(r.is_ok());
+                if let Err(e) = r {
                     tracing::warn!(error = %e, "repairing the switch failed; will retry");
                 }
             }
             _ = audit.tick() => {
-                if let Err(e) = ensure_switch(&cfg, &vs).await {
+                let r = ensure_switch(&cfg, &vs).await;
+                health.switch_check(r.is_ok());
+                if let Err(e) = r {
                     tracing::warn!(error = %e, "switch audit failed");
                 }
             }

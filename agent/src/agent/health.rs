@@ -1,0 +1,110 @@
+//! The agent's own health and metrics over HTTP (`--listen`, default `127.0.0.1:6544`):
+//! `/healthz` answers 200 while the agent is registered, its heartbeats reach the controller
+//! and its switch is as it should be, 503 with the reason otherwise; `/metrics` gives the
+//! counters in Prometheus's text format.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// What the agent reports about itself.
+#[derive(Debug, Default)]
+pub struct Health {
+    heartbeat_ms: u64,
+    registered: AtomicBool,
+    switch_ok: AtomicBool,
+    last_heartbeat_ok_ms: AtomicU64,
+    heartbeats_ok: AtomicU64,
+    heartbeats_failed: AtomicU64,
+    switch_checks: AtomicU64,
+    switch_check_failures: AtomicU64,
+}
+
+impl Health {
+    /// Health for an agent that heartbeats every `heartbeat`.
+    pub fn new(heartbeat: Duration) -> Arc<Health> {
+        Arc::new(Health { heartbeat_ms: heartbeat.as_millis() as u64, ..Default::default() })
+    }
+
+    /// The host is registered.
+    pub fn registered(&self) {
+        self.registered.store(true, Ordering::Relaxed);
+        self.last_heartbeat_ok_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// A heartbeat's outcome.
+    pub fn heartbeat(&self, ok: bool) {
+        if ok {
+            self.heartbeats_ok.fetch_add(1, Ordering::Relaxed);
+            self.last_heartbeat_ok_ms.store(now_ms(), Ordering::Relaxed);
+        } else {
+            self.heartbeats_failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A check (and repair) of the switch's configuration.
+    pub fn switch_check(&self, ok: bool) {
+        self.switch_checks.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.switch_check_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        self.switch_ok.store(ok, Ordering::Relaxed);
+    }
+
+    /// Why the agent is not healthy, if it is not.
+    pub fn problem(&self) -> Option<String> {
+        if !self.registered.load(Ordering::Relaxed) {
+            return Some("not registered with the controller yet".into());
+        }
+        let since = now_ms().saturating_sub(self.last_heartbeat_ok_ms.load(Ordering::Relaxed));
+        if since > 3 * self.heartbeat_ms.max(1000) {
+            return Some(format!("no heartbeat has reached the controller for {since} ms"));
+        }
+        if !self.switch_ok.load(Ordering::Relaxed) {
+            return Some("the last check of the switch's configuration failed (see the log)".into());
+        }
+        None
+    }
+
+    fn metrics(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "# TYPE plexus_agent_heartbeats_total counter\nplexus_agent_heartbeats_total{{result=\"ok\"}} {}\nplexus_agent_heartbeats_total{{result=\"failed\"}} {}\n\
+             # TYPE plexus_agent_switch_checks_total counter\nplexus_agent_switch_checks_total {}\n\
+             # TYPE plexus_agent_switch_check_failures_total counter\nplexus_agent_switch_check_failures_total {}\n\
+             # TYPE plexus_agent_healthy gauge\nplexus_agent_healthy {}\n",
+            g(&self.heartbeats_ok),
+            g(&self.heartbeats_failed),
+            g(&self.switch_checks),
+            g(&self.switch_check_failures),
+            u8::from(self.problem().is_none())
+        )
+    }
+}
+
+/// Serves `/healthz` and `/metrics` on `listener`.
+pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Health>) -> std::io::Result<()> {
+    let app = Router::new()
+        .route(
+            "/healthz",
+            get(|State(h): State<Arc<Health>>| async move {
+                match h.problem() {
+                    None => (StatusCode::OK, "ok".to_string()),
+                    Some(p) => (StatusCode::SERVICE_UNAVAILABLE, p),
+                }
+            }),
+        )
+        .route("/metrics", get(|State(h): State<Arc<Health>>| async move { ([("content-type", "text/plain; version=0.0.4")], h.metrics()).into_response() }))
+        .with_state(health);
+    axum::serve(listener, app).await
+}
