@@ -37,6 +37,9 @@ pub struct AttachRequest {
     pub mtu: Option<u32>,
     /// Who asked (recorded as the endpoint's owner).
     pub owner: String,
+    /// `br-int`'s OpenFlow management socket: when given, attach returns only once the
+    /// controller has programmed the new port (so the first packet is not lost).
+    pub mgmt: Option<PathBuf>,
 }
 
 /// What [`attach`] made.
@@ -116,7 +119,7 @@ pub async fn attach(api: &Client, vs: &VSwitch, req: &AttachRequest) -> Result<A
     let spec = EndpointSpec { id: req.id.clone(), host: req.host.clone(), ip: req.ip, mac: req.mac.clone(), owner: Some(req.owner.clone()), labels: Default::default() };
     let endpoint = api.create_endpoint(&req.network, &spec).await?;
     tracing::info!(network = %endpoint.network, id = %endpoint.id, ip = %endpoint.ip, "endpoint created");
-    match plug(vs, &endpoint, None, req.netns.clone(), &req.ifname, mtu).await {
+    match plug(vs, &endpoint, None, req.netns.clone(), &req.ifname, mtu, req.mgmt.clone()).await {
         Ok((port, default_route)) => Ok(Attached { endpoint, port, mtu, default_route }),
         Err(e) => {
             if let Err(de) = api.delete_endpoint(&endpoint.network, &endpoint.id).await {
@@ -129,7 +132,9 @@ pub async fn attach(api: &Client, vs: &VSwitch, req: &AttachRequest) -> Result<A
 
 /// Plumbs an existing endpoint into `netns` and adds its port to `br-int`; returns the port
 /// and whether the default route was added. Undoes the veth when the port cannot be added.
-pub async fn plug(vs: &VSwitch, e: &Endpoint, host_netns: Option<PathBuf>, netns: PathBuf, ifname: &str, mtu: u32) -> Result<(String, bool), AttachError> {
+/// With `mgmt` (`br-int`'s management socket) it also waits, for a few seconds at most, until
+/// the controller has programmed the port.
+pub async fn plug(vs: &VSwitch, e: &Endpoint, host_netns: Option<PathBuf>, netns: PathBuf, ifname: &str, mtu: u32, mgmt: Option<PathBuf>) -> Result<(String, bool), AttachError> {
     let port = plexus_api::ids::port_name(&e.network, &e.id);
     let mac = plexus_api::endpoint::parse_mac("mac", &e.mac).map_err(|err| AttachError::Invalid { field: "mac", reason: err.to_string() })?;
     let checksum_offload_off = vs.datapath_type(BR_INT).await?.as_deref() == Some("netdev");
@@ -138,10 +143,15 @@ pub async fn plug(vs: &VSwitch, e: &Endpoint, host_netns: Option<PathBuf>, netns
     let spec = PortSpec::new(&port, InterfaceType::System).external_id(ENDPOINT_KEY, &format!("{}/{}", e.network, e.id));
     let added = async {
         vs.add_port(BR_INT, &spec).await?;
-        vs.wait_ofport(&port, Duration::from_secs(10)).await?;
-        Ok::<_, AttachError>(())
+        Ok::<_, AttachError>(vs.wait_ofport(&port, Duration::from_secs(10)).await?)
     };
-    if let Err(err) = added.await {
+    let ofport = added.await;
+    if let (Ok(n), Some(m)) = (&ofport, &mgmt) {
+        if !wait_programmed(m, *n, Duration::from_secs(5)).await {
+            tracing::warn!(%port, "the controller has not programmed the port yet; traffic starts once it has");
+        }
+    }
+    if let Err(err) = ofport {
         let _ = vs.delete_port(BR_INT, &port).await;
         let p2 = port.clone();
         let _ = tokio::task::spawn_blocking(move || plumb::unplumb(host_netns.as_deref(), &p2)).await;
@@ -165,4 +175,21 @@ pub async fn detach(api: &Client, vs: &VSwitch, network: &str, id: &str) -> Resu
         Err(e) => return Err(e.into()),
     };
     Ok(d)
+}
+
+/// Whether a flow matching `in_port=ofport` shows on the switch within `timeout`: the
+/// controller has classified the port. Best effort: an unreachable socket counts as no.
+async fn wait_programmed(mgmt: &std::path::Path, ofport: u32, timeout: Duration) -> bool {
+    use plexus_ovs::openflow::{Connection, ConnectionOptions, Field};
+    let Ok((conn, _events)) = Connection::connect_unix(mgmt, ConnectionOptions::default()).await else { return false };
+    let t = std::time::Instant::now();
+    while t.elapsed() < timeout {
+        if let Ok(flows) = conn.dump_flows(Default::default()).await {
+            if flows.iter().any(|f| f.match_.get(Field::InPort).is_some_and(|m| m.value == u128::from(ofport))) {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }

@@ -182,6 +182,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         .monitor("Open_vSwitch", vec![MonitorRequest::all("Bridge"), MonitorRequest::all("Port"), MonitorRequest::all("Controller")])
         .await?;
     health.switch_check(true);
+    let mut touched: BTreeMap<Ipv4Addr, std::time::Instant> = BTreeMap::new();
     let mut beat = tokio::time::interval(cfg.heartbeat);
     let mut audit = tokio::time::interval(Duration::from_secs(30));
     loop {
@@ -191,6 +192,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 health.heartbeat(r.is_ok());
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "heartbeat failed");
+                }
+                if cfg.datapath_type == "netdev" {
+                    touch_peers(&api, &cfg, &mut touched).await;
                 }
             }
             batch = monitor.next() => {
@@ -212,5 +216,23 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 }
             }
         }
+    }
+}
+
+/// The userspace datapath drops a tunnel packet whose remote host's MAC it does not know yet
+/// (it learns MACs by watching ARP on `br-phy`), so the first packet to a new host would be
+/// lost. A datagram from this host's own stack to every other host's tunnel address, at
+/// first sight and then every minute, makes the kernel ARP for it and OVS learn the answer.
+async fn touch_peers(api: &Client, cfg: &AgentConfig, touched: &mut BTreeMap<Ipv4Addr, std::time::Instant>) {
+    let Ok(hosts) = api.hosts().await else { return };
+    let Ok(sock) = std::net::UdpSocket::bind((cfg.tunnel_ip, 0)) else { return };
+    for h in hosts.iter().filter(|h| h.spec.name != cfg.name) {
+        let ip = h.spec.tunnel_ip;
+        if touched.get(&ip).is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+            continue;
+        }
+        // The discard port: nobody answers, the ARP exchange is the point.
+        let _ = sock.send_to(b"plexus", (ip, 9));
+        touched.insert(ip, std::time::Instant::now());
     }
 }

@@ -359,7 +359,7 @@ impl Lab {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let netns = self.new_container_netns(name)?;
-        match crate::attach::plug(&vs, e, Some(crate::netns::path(&host.netns)), crate::netns::path(&netns), "eth0", mtu).await {
+        match crate::attach::plug(&vs, e, Some(crate::netns::path(&host.netns)), crate::netns::path(&netns), "eth0", mtu, Some(host.ovs.mgmt_sock(super::wire::BR_INT))).await {
             Ok((port, _)) => {
                 let mac = plexus_api::endpoint::parse_mac("mac", &e.mac).unwrap_or_default();
                 Ok(super::Container { netns, host_if: port, ip: e.ip, mac })
