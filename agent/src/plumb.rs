@@ -206,30 +206,16 @@ pub fn plumb(p: &Plumbing) -> Result<Plumbed, PlumbError> {
     let peer = if peer == p.host_if { format!("{}t", &p.host_if[..p.host_if.len().min(14)]) } else { peer };
     let (host_if, mtu, off) = (p.host_if.clone(), p.mtu, p.checksum_offload_off);
     let peer2 = peer.clone();
+    let fd = container.as_raw_fd();
     netlink_in(p.host_netns.as_deref(), move |h| async move {
-        // A leftover of an earlier, interrupted attach of the same endpoint.
-        if let Some(i) = link_index(&h, &host_if).await? {
-            tracing::info!(%host_if, "removing a stale veth");
-            h.link().del(i).execute().await.map_err(nl(format!("removing stale {host_if}")))?;
-        }
-        h.link().add(LinkVeth::new(&host_if, &peer2).mtu(mtu).build()).execute().await.map_err(nl(format!("creating veth {host_if}")))?;
-        let configure = async {
-            let hi = link_index(&h, &host_if).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {host_if}"), err: "vanished".into() })?;
-            let pi = link_index(&h, &peer2).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {peer2}"), err: "vanished".into() })?;
-            if off {
-                tx_checksum_off(&host_if)?;
-                tx_checksum_off(&peer2)?;
-            }
-            h.link().set(LinkUnspec::new_with_index(hi).up().build()).execute().await.map_err(nl(format!("bringing {host_if} up")))?;
-            h.link().set(LinkUnspec::new_with_index(pi).setns_by_fd(container.as_raw_fd()).build()).execute().await.map_err(nl("moving the veth into the container's namespace"))?;
-            Ok(())
-        };
-        let r = configure.await;
-        if r.is_err() {
+        let pi = make_pair(&h, &host_if, &peer2, mtu, off).await?;
+        let moved = h.link().set(LinkUnspec::new_with_index(pi).setns_by_fd(fd).build()).execute().await.map_err(nl("moving the veth into the container's namespace"));
+        if moved.is_err() {
             remove_link(&h, &host_if).await;
         }
-        r
+        moved
     })?;
+    drop(container);
     let (ifname, mac, ip, prefix, gateway) = (p.ifname.clone(), p.mac, p.ip, p.prefix_len, p.gateway);
     let inside = netlink_in(Some(&p.netns), move |h| async move {
         let lo = link_index(&h, "lo").await?.ok_or_else(|| PlumbError::Netlink { step: "finding lo".into(), err: "missing".into() })?;
@@ -259,6 +245,34 @@ pub fn plumb(p: &Plumbing) -> Result<Plumbed, PlumbError> {
         });
     }
     inside
+}
+
+/// Creates the veth pair `host_if`–`peer` with `mtu`, removing leftovers of the same names
+/// (an earlier, interrupted attach), and brings the host end up; returns the peer's index.
+/// On failure nothing is left.
+async fn make_pair(h: &Handle, host_if: &str, peer: &str, mtu: u32, checksum_offload_off: bool) -> Result<u32, PlumbError> {
+    for name in [host_if, peer] {
+        if let Some(i) = link_index(h, name).await? {
+            tracing::info!(%name, "removing a stale veth");
+            h.link().del(i).execute().await.map_err(nl(format!("removing stale {name}")))?;
+        }
+    }
+    h.link().add(LinkVeth::new(host_if, peer).mtu(mtu).build()).execute().await.map_err(nl(format!("creating veth {host_if}")))?;
+    let configure = async {
+        let hi = link_index(h, host_if).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {host_if}"), err: "vanished".into() })?;
+        let pi = link_index(h, peer).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {peer}"), err: "vanished".into() })?;
+        if checksum_offload_off {
+            tx_checksum_off(host_if)?;
+            tx_checksum_off(peer)?;
+        }
+        h.link().set(LinkUnspec::new_with_index(hi).up().build()).execute().await.map_err(nl(format!("bringing {host_if} up")))?;
+        Ok(pi)
+    };
+    let r = configure.await;
+    if r.is_err() {
+        remove_link(h, host_if).await;
+    }
+    r
 }
 
 async fn remove_link(h: &Handle, name: &str) -> bool {
@@ -328,28 +342,11 @@ pub fn veth_pair(host_if: &str, peer: &str, mac: [u8; 6], mtu: u32, checksum_off
     check_ifname("peer", peer)?;
     let (host_if, peer) = (host_if.to_string(), peer.to_string());
     netlink_in(None, move |h| async move {
-        for name in [&host_if, &peer] {
-            if let Some(i) = link_index(&h, name).await? {
-                tracing::info!(%name, "removing a stale veth");
-                h.link().del(i).execute().await.map_err(nl(format!("removing stale {name}")))?;
-            }
-        }
-        h.link().add(LinkVeth::new(&host_if, &peer).mtu(mtu).build()).execute().await.map_err(nl(format!("creating veth {host_if}")))?;
-        let configure = async {
-            let hi = link_index(&h, &host_if).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {host_if}"), err: "vanished".into() })?;
-            let pi = link_index(&h, &peer).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {peer}"), err: "vanished".into() })?;
-            if checksum_offload_off {
-                tx_checksum_off(&host_if)?;
-                tx_checksum_off(&peer)?;
-            }
-            h.link().set(LinkUnspec::new_with_index(pi).address(mac.to_vec()).mtu(mtu).build()).execute().await.map_err(nl(format!("setting {peer}'s MAC")))?;
-            h.link().set(LinkUnspec::new_with_index(hi).up().build()).execute().await.map_err(nl(format!("bringing {host_if} up")))?;
-            Ok(())
-        };
-        let r = configure.await;
-        if r.is_err() {
+        let pi = make_pair(&h, &host_if, &peer, mtu, checksum_offload_off).await?;
+        let set = h.link().set(LinkUnspec::new_with_index(pi).address(mac.to_vec()).build()).execute().await.map_err(nl(format!("setting {peer}'s MAC")));
+        if set.is_err() {
             remove_link(&h, &host_if).await;
         }
-        r
+        set
     })
 }

@@ -16,12 +16,8 @@ use plexus_api::{Client, NetworkSpec};
 const PLEXUS: &str = env!("CARGO_BIN_EXE_plexus");
 const IMAGE: &str = plexus_agent::lab::control::TEST_IMAGE;
 
-fn docker_cmd() -> Command {
-    plexus_agent::lab::control::docker_client()
-}
-
 fn docker(args: &[&str]) -> Output {
-    docker_cmd().args(args).output().expect("running docker (install docker.io)")
+    plexus_agent::lab::control::docker_client().args(args).output().expect("running docker (install docker.io)")
 }
 
 fn text(o: &Output) -> String {
@@ -184,7 +180,7 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
 
 /// Starts `docker run` and returns its result once it ends.
 fn docker_run_bg(args: Vec<String>) -> std::thread::JoinHandle<Output> {
-    std::thread::spawn(move || docker_cmd().args(&args).output().expect("docker"))
+    std::thread::spawn(move || plexus_agent::lab::control::docker_client().args(&args).output().expect("docker"))
 }
 
 fn docker_leftovers_gone(lab: &Lab, what: &str) {

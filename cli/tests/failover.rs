@@ -53,9 +53,19 @@ async fn create_endpoint(api: &Client, host: &str, id: &str) -> plexus_api::Endp
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn killing_a_switch_master_or_the_leader_loses_no_ping_and_changes_still_arrive() {
-    let name = format!("f{}", std::process::id() % 10_000_000);
+/// A three-controller lab whose switches all have masters, network red, and containers on
+/// h1 and h3 that ping each other.
+struct World {
+    lab: Lab,
+    cp: plexus_agent::lab::control::ControlPlane,
+    api: Client,
+    e3: plexus_api::Endpoint,
+    c1: plexus_agent::lab::Container,
+    c3: plexus_agent::lab::Container,
+}
+
+async fn world(tag: char) -> World {
+    let name = format!("{tag}{}", std::process::id() % 10_000_000);
     let lab = Lab::up(&LabConfig { controllers: 3, ..LabConfig::owned(&name, 3) }).expect("lab");
     let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("a three-node control plane");
     let api = Client::new(&cp.api).unwrap();
@@ -68,10 +78,15 @@ async fn killing_a_switch_master_or_the_leader_loses_no_ping_and_changes_still_a
     let (e1, e3) = (create_endpoint(&api, "h1", "a1").await, create_endpoint(&api, "h3", "a3").await);
     let c1 = lab.attach(&e1, "a1", 1450).await.unwrap();
     let c3 = lab.attach(&e3, "a3", 1450).await.unwrap();
-    let ns = c1.netns.clone();
-    let to = e3.ip;
+    let (ns, to) = (c1.netns.clone(), e3.ip);
     let r = tokio::task::spawn_blocking(move || probe::wait_ping(&ns, to, Duration::from_secs(20))).await.unwrap();
     assert!(r.is_ok(), "h1 -> h3 before anything is killed: {r:?}");
+    World { lab, cp, api, e3, c1, c3 }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_a_switch_master_or_the_leader_loses_no_ping_and_changes_still_arrive() {
+    let World { lab, cp, api, e3, c1, c3 } = world('f').await;
     let before = counters(&lab, 0).await;
     let m = masters(&api).await;
     let (victim, old_gen) = m["h1"];
@@ -151,21 +166,7 @@ fn iptables(lab: &Lab, node: u8, args: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_controller_cut_off_stops_mastering_and_the_majority_takes_over() {
-    let name = format!("p{}", std::process::id() % 10_000_000);
-    let lab = Lab::up(&LabConfig { controllers: 3, ..LabConfig::owned(&name, 3) }).expect("lab");
-    let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("a three-node control plane");
-    let api = Client::new(&cp.api).unwrap();
-    let t = Instant::now();
-    while masters(&api).await.len() < 3 {
-        assert!(t.elapsed() < Duration::from_secs(30), "switches got no masters (logs in {})", lab.dir.display());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    api.create_network(&NetworkSpec::overlay("red", "10.10.0.0/24")).await.unwrap();
-    let (e1, e3) = (create_endpoint(&api, "h1", "a1").await, create_endpoint(&api, "h3", "a3").await);
-    let c1 = lab.attach(&e1, "a1", 1450).await.unwrap();
-    lab.attach(&e3, "a3", 1450).await.unwrap();
-    let (ns, to) = (c1.netns.clone(), e3.ip);
-    assert!(tokio::task::spawn_blocking(move || probe::wait_ping(&ns, to, Duration::from_secs(20))).await.unwrap().is_ok());
+    let World { lab, api, e3, c1, .. } = world('p').await;
     let (victim, old_gen) = masters(&api).await["h1"];
     let before = counters(&lab, 0).await;
     let ips = lab.controller_ips();
@@ -227,21 +228,7 @@ async fn a_controller_cut_off_stops_mastering_and_the_majority_takes_over() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rolling_restart_of_every_controller_loses_no_ping() {
-    let name = format!("o{}", std::process::id() % 10_000_000);
-    let lab = Lab::up(&LabConfig { controllers: 3, ..LabConfig::owned(&name, 3) }).expect("lab");
-    let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("a three-node control plane");
-    let api = Client::new(&cp.api).unwrap();
-    let t = Instant::now();
-    while masters(&api).await.len() < 3 {
-        assert!(t.elapsed() < Duration::from_secs(30), "switches got no masters (logs in {})", lab.dir.display());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    api.create_network(&NetworkSpec::overlay("red", "10.10.0.0/24")).await.unwrap();
-    let (e1, e3) = (create_endpoint(&api, "h1", "a1").await, create_endpoint(&api, "h3", "a3").await);
-    let c1 = lab.attach(&e1, "a1", 1450).await.unwrap();
-    lab.attach(&e3, "a3", 1450).await.unwrap();
-    let (ns, to) = (c1.netns.clone(), e3.ip);
-    assert!(tokio::task::spawn_blocking(move || probe::wait_ping(&ns, to, Duration::from_secs(20))).await.unwrap().is_ok());
+    let World { lab, api, e3, c1, .. } = world('o').await;
     let before = counters(&lab, 0).await;
     let pinger = ping_bg(c1.netns.clone(), e3.ip, 300);
     let ips = lab.controller_ips();

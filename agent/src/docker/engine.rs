@@ -25,8 +25,6 @@ pub struct DockerNetwork {
     pub driver: String,
     /// Labels.
     pub labels: HashMap<String, String>,
-    /// Containers attached.
-    pub containers: usize,
 }
 
 /// A handle on the local Docker engine.
@@ -53,15 +51,14 @@ impl Engine {
     pub async fn networks(&self) -> Result<Vec<DockerNetwork>, bollard::errors::Error> {
         let mut out = Vec::new();
         for n in self.docker.list_networks(None).await? {
-            let id = n.id.unwrap_or_default();
-            // The list leaves containers out; inspect fills them in.
-            let containers = match self.docker.inspect_network(&id, None).await {
-                Ok(i) => i.containers.map(|c| c.len()).unwrap_or(0),
-                Err(_) => 0,
-            };
-            out.push(DockerNetwork { id, name: n.name.unwrap_or_default(), driver: n.driver.unwrap_or_default(), labels: n.labels.unwrap_or_default(), containers });
+            out.push(DockerNetwork { id: n.id.unwrap_or_default(), name: n.name.unwrap_or_default(), driver: n.driver.unwrap_or_default(), labels: n.labels.unwrap_or_default() });
         }
         Ok(out)
+    }
+
+    /// How many containers network `id` has (the list of networks leaves them out).
+    pub async fn containers(&self, id: &str) -> Result<usize, bollard::errors::Error> {
+        Ok(self.docker.inspect_network(id, None).await?.containers.map(|c| c.len()).unwrap_or(0))
     }
 
     /// The name of network `id`, once Docker shows it (it does only after the driver's

@@ -85,8 +85,9 @@ async fn mirror_once(engine: &engine::Engine, api: &Client, host: &str) -> Resul
         if nets.iter().any(|n| n.spec.name == d.name) {
             continue;
         }
-        if d.containers > 0 {
-            tracing::warn!(network = %d.name, containers = d.containers, "the Plexus network is gone but containers still use its Docker network");
+        let containers = engine.containers(&d.id).await.map_err(|e| e.to_string())?;
+        if containers > 0 {
+            tracing::warn!(network = %d.name, containers, "the Plexus network is gone but containers still use its Docker network");
             continue;
         }
         match engine.remove_network(&d.id).await {
