@@ -349,6 +349,12 @@ impl Lab {
     /// `plx-LAB-NAME` with the endpoint's address and MAC, its veth named after the endpoint's
     /// port and added to `br-int` (the agent made it) with `external_ids` naming the endpoint.
     pub async fn attach(&self, e: &plexus_api::Endpoint, name: &str, mtu: u32) -> Result<super::Container, LabError> {
+        self.attach_with(e, name, mtu, true).await
+    }
+
+    /// Like [`Lab::attach`]; with `wait` false it returns without waiting for the controller
+    /// to program the port (for a container plugged in before its endpoint exists).
+    pub async fn attach_with(&self, e: &plexus_api::Endpoint, name: &str, mtu: u32, wait: bool) -> Result<super::Container, LabError> {
         let host = self.host(&e.host).ok_or_else(|| LabError::Invalid { field: "host", reason: format!("no host {} in lab {}", e.host, self.name) })?;
         let vs = super::wire::vswitch(host).await?;
         let t = Instant::now();
@@ -359,7 +365,7 @@ impl Lab {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let netns = self.new_container_netns(name)?;
-        match crate::attach::plug(&vs, e, Some(crate::netns::path(&host.netns)), crate::netns::path(&netns), "eth0", mtu, Some(host.ovs.mgmt_sock(super::wire::BR_INT))).await {
+        match crate::attach::plug(&vs, e, Some(crate::netns::path(&host.netns)), crate::netns::path(&netns), "eth0", mtu, wait.then(|| host.ovs.mgmt_sock(super::wire::BR_INT))).await {
             Ok((port, _)) => {
                 let mac = plexus_api::endpoint::parse_mac("mac", &e.mac).unwrap_or_default();
                 Ok(super::Container { netns, host_if: port, ip: e.ip, mac })

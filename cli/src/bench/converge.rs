@@ -54,7 +54,8 @@ pub async fn run(rounds: usize) -> anyhow::Result<()> {
                 labels: Default::default(),
                 revision: 0,
             };
-            cs.push(lab.attach(&e, &format!("b{i}x{}", cs.len()), 1450).await?);
+            // The endpoint does not exist yet: nothing to wait for.
+            cs.push(lab.attach_with(&e, &format!("b{i}x{}", cs.len()), 1450, false).await?);
         }
         let ns = cs[0].netns.clone();
         if static_neighbor {
