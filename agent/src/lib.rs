@@ -11,3 +11,4 @@ pub mod docker;
 pub mod lab;
 pub mod netns;
 pub mod plumb;
+pub mod underlay;

@@ -86,7 +86,7 @@ pub enum PlumbError {
     },
 }
 
-fn nl(step: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> PlumbError {
+pub(crate) fn nl(step: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> PlumbError {
     let step = step.into();
     move |e| PlumbError::Netlink { err: describe(&e), step }
 }
@@ -120,7 +120,7 @@ fn open_ns(path: &Path) -> Result<File, PlumbError> {
 
 /// Runs `f` with a netlink handle opened inside `ns` (the caller's namespace for `None`), on a
 /// thread of its own with its own runtime: callers may be async or not.
-fn netlink_in<T, F, Fut>(ns: Option<&Path>, f: F) -> Result<T, PlumbError>
+pub(crate) fn netlink_in<T, F, Fut>(ns: Option<&Path>, f: F) -> Result<T, PlumbError>
 where
     T: Send + 'static,
     F: FnOnce(Handle) -> Fut + Send + 'static,
@@ -147,7 +147,7 @@ where
     .map_err(|_| PlumbError::Netlink { step: "netlink worker".into(), err: "panicked".into() })?
 }
 
-async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>, PlumbError> {
+pub(crate) async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>, PlumbError> {
     match h.link().get().match_name(name).execute().try_next().await {
         Ok(Some(m)) => Ok(Some(m.header.index)),
         Ok(None) => Ok(None),

@@ -95,3 +95,51 @@ fn bad_lab_parameters_are_refused_and_build_nothing() {
     let after = netns::list();
     assert!(after.iter().all(|n| before.contains(n) || !n.contains(&name)), "{after:?}");
 }
+
+/// The MAC a host's OVS sends tunnel packets to for `peer`, from `tnl/neigh/show`.
+fn tunnel_neighbour(host: &plexus_agent::lab::LabHost, peer: std::net::Ipv4Addr) -> Option<String> {
+    let table = host.ovs.appctl(&["tnl/neigh/show"]).expect("ovs-appctl tnl/neigh/show");
+    table.lines().find_map(|l| {
+        let mut cols = l.split_whitespace();
+        (cols.next() == Some(&peer.to_string())).then(|| cols.next().map(str::to_string)).flatten()
+    })
+}
+
+fn mac_of(ns: &str, dev: &str) -> String {
+    let out = run("ip", &["-n", ns, "-o", "link", "show", "dev", dev]);
+    out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).unwrap_or_default().to_string()
+}
+
+/// A peer that met a host before the host's address moved onto `br-phy` learned the underlay
+/// interface's MAC. The host must still be reachable through the tunnel, at once: `br-phy`
+/// wears that same MAC, and the interface answers no ARP of its own that could tell peers
+/// otherwise.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_met_the_host_before_its_address_moved_still_reaches_it() {
+    let lab = lab('m', 2);
+    let (h1, h2) = (&lab.hosts[0], &lab.hosts[1]);
+    let c1 = lab.add_container(h1, "c1", std::net::Ipv4Addr::new(10, 0, 0, 1), 1450).unwrap();
+    let c2 = lab.add_container(h2, "c2", std::net::Ipv4Addr::new(10, 0, 0, 2), 1450).unwrap();
+    let (vs1, vs2) = (wire::vswitch(h1).await.unwrap(), wire::vswitch(h2).await.unwrap());
+    let tun1 = wire::prepare_host(h1, &vs1).await.unwrap();
+    // h1 talks to h2 while h2's address is still on its eth0: h1's kernel and OVS learn it.
+    let (from, to) = (h1.netns.clone(), h2.underlay_ip);
+    tokio::task::spawn_blocking(move || probe::wait_ping(&from, to, Duration::from_secs(5))).await.unwrap().expect("underlay ping h1 -> h2");
+    let early = tunnel_neighbour(h1, h2.underlay_ip).expect("h1's OVS learned h2 from the early ping");
+    assert_eq!(early, mac_of(&h2.netns, "eth0"));
+
+    let tun2 = wire::prepare_host(h2, &vs2).await.unwrap();
+    assert_eq!(mac_of(&h2.netns, "br-phy"), early, "br-phy wears the underlay interface's MAC");
+    for (host, vs, c, tun, remote) in [(h1, &vs1, &c1, tun1, h2.underlay_ip), (h2, &vs2, &c2, tun2, h1.underlay_ip)] {
+        let port = wire::plug(vs, c).await.unwrap();
+        wire::openflow(host).await.unwrap().bundle(&wire::p2p_flows(port, tun, 5002, remote, 0x1)).await.unwrap();
+    }
+    let (n1, ip2) = (c1.netns.clone(), c2.ip);
+    let first = tokio::task::spawn_blocking(move || probe::wait_ping(&n1, ip2, Duration::from_secs(5))).await.unwrap();
+    assert!(first.is_ok(), "c1 -> c2 through the tunnel: {first:?}; h1 sends h2's tunnel packets to {:?}", tunnel_neighbour(h1, h2.underlay_ip));
+    assert_eq!(tunnel_neighbour(h1, h2.underlay_ip).as_deref(), Some(early.as_str()));
+
+    // The host's kernel takes one copy of each frame, through br-phy only.
+    let out = run("ip", &["netns", "exec", &h1.netns, "ping", "-n", "-c", "5", "-i", "0.1", &h2.underlay_ip.to_string()]);
+    assert!(out.contains("5 received") && !out.contains("DUP"), "underlay ping h1 -> h2 after the move: {out}");
+}

@@ -16,7 +16,7 @@ pub mod health;
 /// The integration bridge.
 pub const BR_INT: &str = "br-int";
 /// The underlay bridge of the userspace datapath.
-pub const BR_PHY: &str = "br-phy";
+pub use crate::underlay::BR_PHY;
 
 /// Agent settings.
 #[derive(Debug, Clone)]
@@ -59,6 +59,9 @@ pub enum AgentError {
     /// A system command failed.
     #[error("{0}")]
     System(String),
+    /// The underlay could not be moved onto br-phy.
+    #[error("underlay: {0}")]
+    Underlay(#[from] crate::underlay::UnderlayError),
 }
 
 /// An encapsulation's name on the command line and in OVS (`vxlan`, `geneve`).
@@ -80,29 +83,7 @@ pub fn tunnel_port(encap: Encap) -> &'static str {
 /// Makes the switch what the agent needs; idempotent, so it doubles as drift repair.
 pub async fn ensure_switch(cfg: &AgentConfig, vs: &VSwitch) -> Result<(), AgentError> {
     if let (true, Some(iface)) = (cfg.datapath_type == "netdev", &cfg.underlay_iface) {
-        vs.ensure_bridge(&BridgeSpec { name: BR_PHY.into(), datapath_type: "netdev".into(), ..Default::default() }).await?;
-        vs.add_port(BR_PHY, &PortSpec::new(iface, InterfaceType::System)).await?;
-        // The userspace datapath routes tunnels through the address on br-phy.
-        let addr = format!("{}/{}", cfg.tunnel_ip, cfg.tunnel_prefix);
-        let has = std::process::Command::new("ip").args(["-o", "addr", "show", "dev", BR_PHY]).output().map(|o| String::from_utf8_lossy(&o.stdout).contains(&addr)).unwrap_or(false);
-        if !has {
-            let run = |args: &[&str]| -> Result<(), AgentError> {
-                let o = std::process::Command::new("ip").args(args).output().map_err(|e| AgentError::System(format!("ip {args:?}: {e}")))?;
-                if o.status.success() {
-                    Ok(())
-                } else {
-                    Err(AgentError::System(format!("ip {args:?}: {}", String::from_utf8_lossy(&o.stderr).trim())))
-                }
-            };
-            vs.wait_ofport(iface, Duration::from_secs(10)).await?;
-            // br-phy's own device appears when OVS has opened it; until then the address
-            // has nowhere to go, and the underlay interface must keep it.
-            vs.wait_ofport(BR_PHY, Duration::from_secs(10)).await?;
-            run(&["addr", "flush", "dev", iface])?;
-            run(&["addr", "replace", &addr, "dev", BR_PHY])?;
-            run(&["link", "set", BR_PHY, "up"])?;
-            tracing::info!(%addr, "underlay address moved to br-phy");
-        }
+        crate::underlay::adopt(vs, None, iface, cfg.tunnel_ip, cfg.tunnel_prefix).await?;
     }
     let int = BridgeSpec {
         name: BR_INT.into(),

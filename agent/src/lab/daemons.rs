@@ -150,6 +150,13 @@ impl OvsInstance {
         }
     }
 
+    /// Runs an `ovs-appctl` command against this instance's `ovs-vswitchd` (for example
+    /// `tnl/neigh/show`) and returns what it printed.
+    pub fn appctl(&self, args: &[&str]) -> Result<String, LabError> {
+        let ctl = self.rundir.join(format!("{}.ctl", Daemon::Vswitchd.name()));
+        run(Command::new("ovs-appctl").arg("-t").arg(ctl).args(args))
+    }
+
     /// Whether both daemons run.
     pub fn running(&self) -> bool {
         self.pid(Daemon::OvsdbServer).is_some() && self.pid(Daemon::Vswitchd).is_some()

@@ -9,6 +9,7 @@
 
 pub mod control;
 mod daemons;
+mod postmortem;
 mod sh;
 pub mod probe;
 pub mod wire;
@@ -422,6 +423,9 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         if self.owned {
+            if std::thread::panicking() {
+                postmortem::report(self);
+            }
             self.teardown();
         }
     }

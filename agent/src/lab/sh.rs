@@ -12,6 +12,7 @@ pub(crate) const TOOLS: &[(&str, &str)] = &[
     ("ovsdb-server", "openvswitch-switch"),
     ("ovs-vswitchd", "openvswitch-switch"),
     ("ovs-vsctl", "openvswitch-switch"),
+    ("ovs-appctl", "openvswitch-switch"),
 ];
 
 /// Fails with the package to install if a needed program is missing.

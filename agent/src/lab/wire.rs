@@ -10,13 +10,12 @@ use std::time::Duration;
 use plexus_ovs::openflow::{Action, Connection, ConnectionOptions, Field, FlowMod, Match, Message};
 use plexus_ovs::ovsdb::{BridgeSpec, Client, ClientOptions, InterfaceType, PortSpec, VSwitch};
 
-use super::sh::ip;
 use super::{Container, LabError, LabHost};
 
 /// The integration bridge.
 pub const BR_INT: &str = "br-int";
 /// The bridge holding the underlay interface and address.
-pub const BR_PHY: &str = "br-phy";
+pub use crate::underlay::BR_PHY;
 /// The flow-based VXLAN port.
 pub const VXLAN_PORT: &str = "vxlan0";
 /// VXLAN over IPv4 adds 50 bytes; a 1500-byte underlay leaves 1450 for containers.
@@ -32,13 +31,10 @@ pub async fn vswitch(host: &LabHost) -> Result<VSwitch, LabError> {
     Ok(VSwitch::new(c))
 }
 
-/// Prepares a host for userspace tunnels: `br-phy` (netdev) takes `eth0` and its address,
+/// Prepares a host for userspace tunnels: `br-phy` (netdev) takes `eth0`, its MAC and address,
 /// and `br-int` (netdev, fail_mode secure, OpenFlow 1.3) gets a VXLAN port with
 /// `remote_ip=flow key=flow`. Returns the VXLAN port's OpenFlow number.
 pub async fn prepare_host(host: &LabHost, vs: &VSwitch) -> Result<u32, LabError> {
-    let phy = BridgeSpec { name: BR_PHY.into(), datapath_type: "netdev".into(), ..Default::default() };
-    vs.ensure_bridge(&phy).await.map_err(ovs_err)?;
-    vs.add_port(BR_PHY, &PortSpec::new("eth0", InterfaceType::System)).await.map_err(ovs_err)?;
     let int = BridgeSpec {
         name: BR_INT.into(),
         datapath_type: "netdev".into(),
@@ -52,12 +48,8 @@ pub async fn prepare_host(host: &LabHost, vs: &VSwitch) -> Result<u32, LabError>
     vs.ensure_bridge(&int).await.map_err(ovs_err)?;
     let vx = PortSpec::new(VXLAN_PORT, InterfaceType::Vxlan).option("remote_ip", "flow").option("key", "flow");
     vs.add_port(BR_INT, &vx).await.map_err(ovs_err)?;
-    vs.wait_ofport("eth0", Duration::from_secs(10)).await.map_err(ovs_err)?;
-    // The address moves to br-phy so that OVS's own tunnel routing finds it.
-    let addr = format!("{}/24", host.underlay_ip);
-    ip(Some(&host.netns), &["addr", "flush", "dev", "eth0"])?;
-    ip(Some(&host.netns), &["addr", "replace", &addr, "dev", BR_PHY])?;
-    ip(Some(&host.netns), &["link", "set", BR_PHY, "up"])?;
+    let ns = crate::netns::path(&host.netns);
+    crate::underlay::adopt(vs, Some(&ns), "eth0", host.underlay_ip, 24).await.map_err(ovs_err)?;
     vs.wait_ofport(VXLAN_PORT, Duration::from_secs(10)).await.map_err(ovs_err)
 }
 
