@@ -84,68 +84,98 @@ async fn world(tag: char) -> World {
     World { lab, cp, api, e3, c1, c3 }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn killing_a_switch_master_or_the_leader_loses_no_ping_and_changes_still_arrive() {
-    let World { lab, cp, api, e3, c1, c3 } = world('f').await;
-    let before = counters(&lab, 0).await;
-    let m = masters(&api).await;
-    let (victim, old_gen) = m["h1"];
-    eprintln!("masters before: {m:?}; killing node {victim}, master of h1's switch");
-
+/// Kills node `victim` with SIGKILL while h1 pings h3 ten times a second, then creates
+/// endpoint `id` on h2: h1 and h3 must both reach it, and no ping may be lost.
+async fn kill_under_ping(w: &World, victim: u64, id: &str, what: &str) {
+    eprintln!("masters: {:?}; killing node {victim}, {what}", masters(&w.api).await);
     // 10 pings a second, for 12 seconds, across the kill.
-    let pinger = ping_bg(c1.netns.clone(), e3.ip, 120);
+    let pinger = ping_bg(w.c1.netns.clone(), w.e3.ip, 120);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let killed_at = Instant::now();
-    assert!(lab.signal_process(&lab.controller_tag(victim as u8), libc::SIGKILL));
-    // A change after the kill reaches every switch: a new endpoint on h2 that h1 reaches.
-    let e2 = create_endpoint(&api, "h2", "a2").await;
-    lab.attach(&e2, "a2", 1450).await.unwrap();
-    let ns = c1.netns.clone();
-    let to = e2.ip;
-    let r = tokio::task::spawn_blocking(move || probe::wait_ping(&ns, to, Duration::from_secs(15))).await.unwrap();
-    assert!(r.is_ok(), "a change made after the kill did not arrive: {r:?} (logs in {})", lab.dir.display());
-    eprintln!("new endpoint reachable {:?} after the kill", killed_at.elapsed());
-    let (ns, to) = (c3.netns.clone(), e2.ip);
-    let r = tokio::task::spawn_blocking(move || probe::wait_ping(&ns, to, Duration::from_secs(10))).await.unwrap();
-    assert!(r.is_ok(), "h3 does not reach the endpoint made after the kill: {r:?}");
+    assert!(w.lab.signal_process(&w.lab.controller_tag(victim as u8), libc::SIGKILL));
+    let e = create_endpoint(&w.api, "h2", id).await;
+    w.lab.attach(&e, id, 1450).await.unwrap();
+    for (from, name) in [(w.c1.netns.clone(), "h1"), (w.c3.netns.clone(), "h3")] {
+        let to = e.ip;
+        let r = tokio::task::spawn_blocking(move || probe::wait_ping(&from, to, Duration::from_secs(15))).await.unwrap();
+        assert!(r.is_ok(), "{name} does not reach {id}, made after {what} died: {r:?} (logs in {})", w.lab.dir.display());
+    }
+    eprintln!("{id} reachable from h1 and h3 {:?} after {what} died", killed_at.elapsed());
     let (sent, received) = tokio::task::spawn_blocking(move || pinger.join().unwrap()).await.unwrap();
-    assert!(sent >= 100 && received == sent, "pings across the kill: {received}/{sent}");
+    assert!(sent >= 100 && received == sent, "pings across the death of {what}: {received}/{sent}");
+}
 
-    // h1's switch has another master, at a newer generation; unchanged flows kept counting.
+/// Starts node `n` again and waits until it has a leader and has caught up with the other
+/// nodes: a node answers status reads from its own state, which must be current.
+async fn restart_node(lab: &Lab, n: u8) {
+    lab.start_controller_node(n, Path::new(PLEXUS)).unwrap();
+    let ips = lab.controller_ips();
+    let client = |i: u8| Client::new(&format!("http://{}:6543", ips[i as usize - 1])).unwrap();
+    let me = client(n);
+    let others: Vec<Client> = (1..=3).filter(|i| *i != n).map(client).collect();
     let t = Instant::now();
     loop {
-        let m = masters(&api).await;
-        if m.get("h1").is_some_and(|(n, g)| *n != victim && *g > old_gen) {
-            break;
+        let mut newest = None;
+        for o in &others {
+            if let Ok(c) = o.cluster().await {
+                newest = newest.max(Some(c.revision));
+            }
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "h1's switch was not given a new master: {m:?}");
+        if let (Ok(m), Some(r)) = (me.cluster().await, newest) {
+            if m.leader.is_some() && m.revision >= r {
+                return;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "node {n} did not catch up after its restart (logs in {})", lab.dir.display());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let after = counters(&lab, 0).await;
+}
+
+/// Waits until `host`'s switch has a master other than `dead`, at a generation past `old`.
+async fn wait_new_master(api: &Client, host: &str, dead: u64, old: u64) {
+    let t = Instant::now();
+    loop {
+        let m = masters(api).await;
+        if m.get(host).is_some_and(|(n, g)| *n != dead && *g > old) {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{host}'s switch was not given a new master: {m:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_a_switch_master_or_the_leader_loses_no_ping_and_changes_still_arrive() {
+    let w = world('f').await;
+    let before = counters(&w.lab, 0).await;
+
+    // The master of h1's switch.
+    let (victim, old_gen) = masters(&w.api).await["h1"];
+    kill_under_ping(&w, victim, "a2", "the master of h1's switch").await;
+    wait_new_master(&w.api, "h1", victim, old_gen).await;
+    // Unchanged flows kept counting through the change of master.
+    let after = counters(&w.lab, 0).await;
     let kept: Vec<&String> = before.keys().filter(|k| after.contains_key(*k)).collect();
     assert!(!kept.is_empty());
     for k in kept {
         assert!(after[k] >= before[k], "flow {k}: counter went from {} to {}", before[k], after[k]);
     }
-    let out = Command::new(PLEXUS).args(["cluster", "status", "--api", &cp.api]).output().unwrap();
+    let out = Command::new(PLEXUS).args(["cluster", "status", "--api", &w.cp.api]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("masters:") && text.contains("h1→"), "{text}");
+    restart_node(&w.lab, victim as u8).await;
 
-    // The killed node comes back; then the Raft leader itself is killed, under the same ping.
-    lab.start_controller_node(victim as u8, Path::new(PLEXUS)).unwrap();
-    let leader = api.cluster().await.unwrap().leader.expect("a leader");
-    let pinger = ping_bg(c1.netns.clone(), e3.ip, 120);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(lab.signal_process(&lab.controller_tag(leader as u8), libc::SIGKILL));
-    let e4 = create_endpoint(&api, "h2", "a4").await;
-    lab.attach(&e4, "a4", 1450).await.unwrap();
-    let (ns, to) = (c1.netns.clone(), e4.ip);
-    let r = tokio::task::spawn_blocking(move || probe::wait_ping(&ns, to, Duration::from_secs(15))).await.unwrap();
-    assert!(r.is_ok(), "a change made after the leader died did not arrive: {r:?}");
-    let (sent, received) = tokio::task::spawn_blocking(move || pinger.join().unwrap()).await.unwrap();
-    assert!(sent >= 100 && received == sent, "pings across the leader's death: {received}/{sent}");
+    // The master of h3's switch (with these host names another node than h1's).
+    let (victim, old_gen) = masters(&w.api).await["h3"];
+    kill_under_ping(&w, victim, "a3b", "the master of h3's switch").await;
+    wait_new_master(&w.api, "h3", victim, old_gen).await;
+    restart_node(&w.lab, victim as u8).await;
+
+    // The Raft leader itself.
+    let leader = w.api.cluster().await.unwrap().leader.expect("a leader");
+    kill_under_ping(&w, leader, "a4", "the Raft leader").await;
     let t = Instant::now();
-    while masters(&api).await.values().any(|(n, _)| *n == leader) {
+    while masters(&w.api).await.values().any(|(n, _)| *n == leader) {
         assert!(t.elapsed() < Duration::from_secs(10), "the dead leader still masters switches");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -235,19 +265,7 @@ async fn a_rolling_restart_of_every_controller_loses_no_ping() {
     for node in 1..=3u8 {
         assert!(lab.signal_process(&lab.controller_tag(node), libc::SIGTERM));
         tokio::time::sleep(Duration::from_secs(1)).await;
-        lab.start_controller_node(node, Path::new(PLEXUS)).unwrap();
-        let me = Client::new(&format!("http://{}:6543", ips[node as usize - 1])).unwrap();
-        let t = Instant::now();
-        loop {
-            let (m, l) = (me.cluster().await, api.cluster().await);
-            if let (Ok(m), Ok(l)) = (m, l) {
-                if m.leader.is_some() && m.revision == l.revision {
-                    break;
-                }
-            }
-            assert!(t.elapsed() < Duration::from_secs(20), "node {node} did not catch up after its restart");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        restart_node(&lab, node).await;
     }
     // Every switch in sync under its master.
     let m = masters(&api).await;
