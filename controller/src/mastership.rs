@@ -85,12 +85,18 @@ pub fn spawn_assigner(id: u64, raft: Raft, state: SharedState, http: reqwest::Cl
     tokio::spawn(async move {
         let mut last_ok: HashMap<u64, Instant> = HashMap::new();
         let mut leading = false;
+        // The last other node seen leading: when this node takes over, most likely the one
+        // that died.
+        let mut previous_leader = None;
         let mut tick = tokio::time::interval(CHECK_EVERY);
         loop {
             tick.tick().await;
             let (is_leader, voters) = {
                 let m = raft.metrics();
                 let m = m.borrow();
+                if m.current_leader.is_some_and(|l| l != id) {
+                    previous_leader = m.current_leader;
+                }
                 let mc = m.membership_config.membership();
                 let voters: Vec<(u64, String)> = mc.voter_ids().filter_map(|v| mc.get_node(&v).map(|n| (v, n.addr.clone()))).collect();
                 (leads_a_majority(&m, id), voters)
@@ -101,9 +107,14 @@ pub fn spawn_assigner(id: u64, raft: Raft, state: SharedState, http: reqwest::Cl
             }
             if !leading {
                 // A new leader gives every node the benefit of the doubt before it moves
-                // anything: no storm after an election.
+                // anything: no storm after an election. Not the previous leader, whose
+                // silence is what made this election: it must answer the first probe, or its
+                // switches move at once rather than 1.5 s later.
                 leading = true;
-                last_ok = voters.iter().map(|(v, _)| (*v, Instant::now())).collect();
+                last_ok = voters.iter().filter(|(v, _)| Some(*v) != previous_leader).map(|(v, _)| (*v, Instant::now())).collect();
+                if let Some(p) = previous_leader {
+                    tracing::info!(previous_leader = p, "leading; the previous leader must answer its first probe to keep its switches");
+                }
             }
             let mut probes = tokio::task::JoinSet::new();
             for (v, addr) in voters.iter().filter(|(v, _)| *v != id) {

@@ -115,6 +115,7 @@ pub async fn run(rounds: usize, per_host: usize) -> anyhow::Result<()> {
             Some(v) => v,
             None => masters(&api).await.get("h1").copied().context("h1 has no master")?,
         };
+        let was_leader = api.cluster().await.ok().and_then(|c| c.leader) == Some(victim);
         let alive: Vec<String> = lab.controller_ips().iter().enumerate().filter(|(k, _)| *k as u64 + 1 != victim).map(|(_, ip)| format!("http://{ip}:6543")).collect();
         let majority = Client::new(&alive.join(","))?;
         let watch = majority.clone();
@@ -137,6 +138,12 @@ pub async fn run(rounds: usize, per_host: usize) -> anyhow::Result<()> {
         let new_master = watcher.await?.context("h1's switch got no new master")?;
         to_change.push((installed - t).as_secs_f64() * 1e3);
         to_master.push((new_master - t).as_secs_f64() * 1e3);
+        eprintln!(
+            "  round {r}: node {victim} killed{}: new master after {:.0} ms, change installed after {:.0} ms",
+            if was_leader { " (it was also the Raft leader)" } else { "" },
+            to_master[r],
+            to_change[r]
+        );
         lab.start_controller_node(victim as u8, &std::env::current_exe()?).context("restarting the killed node")?;
         // With every node back, h1's switch returns to its first choice; the next round
         // starts from there, not from a rebalance still under way. The restarted node answers
