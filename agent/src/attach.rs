@@ -180,14 +180,15 @@ pub async fn detach(api: &Client, vs: &VSwitch, network: &str, id: &str) -> Resu
 /// Whether a flow matching `in_port=ofport` shows on the switch within `timeout`: the
 /// controller has classified the port. Best effort: an unreachable socket counts as no.
 async fn wait_programmed(mgmt: &std::path::Path, ofport: u32, timeout: Duration) -> bool {
-    use plexus_ovs::openflow::{Connection, ConnectionOptions, Field};
+    use plexus_ovs::openflow::{Connection, ConnectionOptions, FlowStatsRequest, Match};
     let Ok((conn, _events)) = Connection::connect_unix(mgmt, ConnectionOptions::default()).await else { return false };
+    // The switch picks the port's flows itself: a host with thousands of flows is not read
+    // whole every 20 ms.
+    let req = FlowStatsRequest { match_: Match::new().in_port(ofport), ..Default::default() };
     let t = std::time::Instant::now();
     while t.elapsed() < timeout {
-        if let Ok(flows) = conn.dump_flows(Default::default()).await {
-            if flows.iter().any(|f| f.match_.get(Field::InPort).is_some_and(|m| m.value == u128::from(ofport))) {
-                return true;
-            }
+        if conn.dump_flows(req.clone()).await.is_ok_and(|flows| !flows.is_empty()) {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

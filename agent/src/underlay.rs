@@ -47,12 +47,12 @@ pub enum UnderlayError {
 /// to `br-phy`, in `netns` (the caller's namespace for `None`). Idempotent; returns whether
 /// anything about the address changed.
 pub async fn adopt(vs: &VSwitch, netns: Option<&Path>, iface: &str, addr: Ipv4Addr, prefix: u8) -> Result<bool, UnderlayError> {
-    let mac = link_mac(netns, iface)?;
-    let hwaddr = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let (name, ns) = (iface.to_string(), netns.map(Path::to_path_buf));
+    let mac = off_runtime(move || link_mac(ns.as_deref(), &name)).await?;
     let phy = BridgeSpec {
         name: BR_PHY.into(),
         datapath_type: "netdev".into(),
-        other_config: BTreeMap::from([("hwaddr".to_string(), hwaddr)]),
+        other_config: BTreeMap::from([("hwaddr".to_string(), plexus_api::endpoint::format_mac(mac))]),
         ..Default::default()
     };
     vs.ensure_bridge(&phy).await?;
@@ -61,14 +61,17 @@ pub async fn adopt(vs: &VSwitch, netns: Option<&Path>, iface: &str, addr: Ipv4Ad
     // br-phy's own device appears when OVS has opened it; until then the address has nowhere
     // to go and the interface must keep it.
     vs.wait_ofport(BR_PHY, Duration::from_secs(10)).await?;
-    let (iface, ns) = (iface.to_string(), netns.map(Path::to_path_buf));
-    let moved = tokio::task::spawn_blocking(move || move_address(ns.as_deref(), &iface, mac, addr, prefix))
-        .await
-        .map_err(|e| PlumbError::Netlink { step: "moving the underlay address".into(), err: e.to_string() })??;
+    let (name, ns) = (iface.to_string(), netns.map(Path::to_path_buf));
+    let moved = off_runtime(move || move_address(ns.as_deref(), &name, mac, addr, prefix)).await?;
     if moved {
         tracing::info!(%addr, prefix, "underlay address moved to br-phy");
     }
     Ok(moved)
+}
+
+/// Runs a netlink step (which joins a thread of its own) without holding up the runtime.
+async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> Result<T, PlumbError> + Send + 'static) -> Result<T, PlumbError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| PlumbError::Netlink { step: "netlink worker".into(), err: e.to_string() })?
 }
 
 /// The MAC of `iface` in `netns`.

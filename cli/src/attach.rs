@@ -101,7 +101,7 @@ pub async fn attach(c: AttachCmd) -> anyhow::Result<()> {
     let host = c.host.host()?;
     let (api, vs) = c.host.connect().await?;
     // OVS keeps a bridge's management socket next to its database socket.
-    let mgmt = c.host.ovsdb.strip_prefix("unix:").and_then(|p| std::path::Path::new(p).parent()).map(|d| d.join("br-int.mgmt"));
+    let mgmt = c.host.ovsdb.strip_prefix("unix:").and_then(|p| std::path::Path::new(p).parent()).map(|d| d.join(format!("{}.mgmt", plexus_agent::agent::BR_INT)));
     let req = AttachRequest { network: c.network, host, id: c.id, ip: c.ip, mac: c.mac, ifname: c.ifname, netns, mtu: c.mtu, owner: "plexus attach".into(), mgmt };
     let a = attach::attach(&api, &vs, &req).await?;
     let e = &a.endpoint;

@@ -11,3 +11,9 @@ pub mod store;
 pub mod switches;
 pub mod node;
 pub mod server;
+
+/// Wall-clock milliseconds since the Unix epoch: stamped into commands by the API (the state
+/// machine must not read clocks itself) and kept by the mastership lease.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -11,9 +11,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::model::Command;
+use crate::now_ms;
 use crate::store::{Raft, SharedState};
 
 /// How long a node may go without proof of being in the majority and still act as master.
@@ -23,10 +24,6 @@ pub const LEASE: Duration = Duration::from_millis(1000);
 pub const DEAD_AFTER: Duration = Duration::from_millis(1500);
 /// How often the leader checks the nodes and the assignment.
 const CHECK_EVERY: Duration = Duration::from_millis(300);
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 /// This node's proof of being in the majority.
 pub struct Lease {

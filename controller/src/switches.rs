@@ -157,10 +157,26 @@ impl SwitchManager {
         f(e);
     }
 
+    /// Records this node's role on a switch; a no-op when unchanged, as it mostly is on the
+    /// 200 ms re-check.
+    fn set_role(&self, dpid: &str, role: &str) {
+        self.update(dpid, |s| {
+            if s.role != role {
+                s.role = role.to_string();
+            }
+        });
+    }
+
     async fn serve(&self, conn: Connection, mut events: Events) {
         let dpid = format!("{:016x}", conn.datapath_id());
         tracing::info!(%dpid, "switch connected");
-        self.update(&dpid, |s| s.connected = true);
+        let clustered = self.lease.is_some();
+        self.update(&dpid, |s| {
+            s.connected = true;
+            if !clustered {
+                s.role = "equal".into();
+            }
+        });
         let mut ports: HashMap<String, u32> = match conn.port_desc().await {
             Ok(p) => p.into_iter().map(|p| (p.name, p.port_no)).collect(),
             Err(e) => {
@@ -215,7 +231,8 @@ impl SwitchManager {
             tokio::select! {
                 r = revisions.changed() => if r.is_err() { break } else { need_pass = true },
                 _ = audit.tick() => { full = true; need_pass = true }
-                _ = role_check.tick() => {}
+                // Outside a cluster the role never changes: nothing to re-check.
+                _ = role_check.tick(), if clustered => {}
                 ev = events.recv() => match ev {
                     None => break,
                     Some(ev) => { port_event(&mut ports, ev); need_pass = true }
@@ -235,10 +252,7 @@ impl SwitchManager {
     /// this node and the lease holds, slave otherwise. Returns whether to program it, and
     /// whether this node just became its master.
     async fn take_role(&self, conn: &Connection, dpid: &str, mastered: &mut Option<u64>) -> (bool, bool) {
-        let Some(lease) = &self.lease else {
-            self.update(dpid, |s| s.role = "equal".into());
-            return (true, false);
-        };
+        let Some(lease) = &self.lease else { return (true, false) };
         let assigned = {
             let st = self.state.read().await;
             st.model.hosts.values().find(|h| h.datapath_id == dpid).and_then(|h| st.model.masters.get(&h.spec.name).copied())
@@ -250,14 +264,14 @@ impl SwitchManager {
                 Ok(_) => {
                     tracing::info!(%dpid, generation = g, "master of the switch");
                     *mastered = Some(g);
-                    self.update(dpid, |s| s.role = format!("master (generation {g})"));
+                    self.set_role(dpid, &format!("master (generation {g})"));
                     (true, true)
                 }
                 Err(e) => {
                     // Most likely a newer generation is out there: that master wins.
                     tracing::warn!(%dpid, generation = g, error = %e, "the switch refused this node as master");
                     *mastered = None;
-                    self.update(dpid, |s| s.role = "slave".into());
+                    self.set_role(dpid, "slave");
                     (false, false)
                 }
             },
@@ -265,7 +279,7 @@ impl SwitchManager {
                 // Stop first, then tell the switch (which a cut-off node may not reach).
                 tracing::info!(%dpid, "no longer master of the switch");
                 *mastered = None;
-                self.update(dpid, |s| s.role = "slave".into());
+                self.set_role(dpid, "slave");
                 let g = assigned.map_or(m, |(_, g)| g.max(m));
                 if let Ok(Err(e)) = tokio::time::timeout(ROLE_WAIT, conn.set_role(Role::Slave, g)).await {
                     tracing::debug!(%dpid, error = %e, "stepping down to slave");
@@ -273,7 +287,7 @@ impl SwitchManager {
                 (false, false)
             }
             (None, None) => {
-                self.update(dpid, |s| s.role = "slave".into());
+                self.set_role(dpid, "slave");
                 (false, false)
             }
         }

@@ -206,12 +206,18 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
 /// first sight and then every minute, makes the kernel ARP for it and OVS learn the answer.
 async fn touch_peers(api: &Client, cfg: &AgentConfig, touched: &mut BTreeMap<Ipv4Addr, std::time::Instant>) {
     let Ok(hosts) = api.hosts().await else { return };
+    let due: Vec<Ipv4Addr> = hosts
+        .iter()
+        .filter(|h| h.spec.name != cfg.name)
+        .map(|h| h.spec.tunnel_ip)
+        .filter(|ip| touched.get(ip).is_none_or(|t| t.elapsed() >= Duration::from_secs(60)))
+        .collect();
+    // Most heartbeats find nobody due: no socket for them.
+    if due.is_empty() {
+        return;
+    }
     let Ok(sock) = std::net::UdpSocket::bind((cfg.tunnel_ip, 0)) else { return };
-    for h in hosts.iter().filter(|h| h.spec.name != cfg.name) {
-        let ip = h.spec.tunnel_ip;
-        if touched.get(&ip).is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
-            continue;
-        }
+    for ip in due {
         // The discard port: nobody answers, the ARP exchange is the point.
         let _ = sock.send_to(b"plexus", (ip, 9));
         touched.insert(ip, std::time::Instant::now());

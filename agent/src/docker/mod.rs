@@ -40,6 +40,11 @@ impl Default for DockerConfig {
     }
 }
 
+/// The socket Docker finds the plugin at in `plugin_dir`: named after the driver.
+pub fn plugin_socket(plugin_dir: &std::path::Path) -> PathBuf {
+    plugin_dir.join(format!("{}.sock", engine::DRIVER))
+}
+
 /// Serves the plugin and mirrors networks until the process ends.
 pub async fn run(cfg: DockerConfig, host: String, api: Client, vs: VSwitch, mtu: u32, checksum_offload_off: bool) -> Result<(), AgentError> {
     let sys = |what: &str, e: &dyn std::fmt::Display| AgentError::System(format!("{what}: {e}"));
@@ -47,7 +52,7 @@ pub async fn run(cfg: DockerConfig, host: String, api: Client, vs: VSwitch, mtu:
     let state = state::StateFile::open(cfg.state_dir.join("docker.json")).map_err(|e| sys("plugin state", &e))?;
     let plugin = Arc::new(plugin::Plugin { api: api.clone(), vs, host: host.clone(), mtu, checksum_offload_off, state, engine: engine.clone() });
     std::fs::create_dir_all(&cfg.plugin_dir).map_err(|e| sys(&cfg.plugin_dir.display().to_string(), &e))?;
-    let sock = cfg.plugin_dir.join(format!("{}.sock", engine::DRIVER));
+    let sock = plugin_socket(&cfg.plugin_dir);
     // A socket left by an earlier agent: nobody listens on it any more.
     let _ = std::fs::remove_file(&sock);
     let listener = tokio::net::UnixListener::bind(&sock).map_err(|e| sys(&sock.display().to_string(), &e))?;

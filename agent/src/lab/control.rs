@@ -109,7 +109,7 @@ impl Lab {
     }
 
     fn start_docker_host(&self, plexus: &Path) -> Result<(), LabError> {
-        let sock = Path::new(PLUGIN_DIR).join("plexus.sock");
+        let sock = crate::docker::plugin_socket(Path::new(PLUGIN_DIR));
         if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
             return Err(LabError::Invalid { field: "docker", reason: format!("another Plexus agent serves Docker on {} (one lab with --docker at a time)", sock.display()) });
         }
@@ -124,7 +124,7 @@ impl Lab {
 
     /// Starts (or restarts) the Docker host's agent; returns once it serves the plugin socket.
     pub fn start_docker_agent(&self, plexus: &Path) -> Result<(), LabError> {
-        let sock = Path::new(PLUGIN_DIR).join("plexus.sock");
+        let sock = crate::docker::plugin_socket(Path::new(PLUGIN_DIR));
         let _ = std::fs::remove_file(&sock);
         let args = self.docker_agent_args()?;
         self.spawn(None, &format!("agent-{DOCKER_HOST}"), plexus, &args)?;
@@ -133,7 +133,7 @@ impl Lab {
 
     /// Waits until something serves the plugin socket.
     pub fn wait_plugin(&self) -> Result<(), LabError> {
-        let sock = Path::new(PLUGIN_DIR).join("plexus.sock");
+        let sock = crate::docker::plugin_socket(Path::new(PLUGIN_DIR));
         let t = Instant::now();
         while std::os::unix::net::UnixStream::connect(&sock).is_err() {
             if t.elapsed() > Duration::from_secs(20) {
@@ -301,7 +301,7 @@ impl Lab {
                     let _ = ip(None, &["link", "del", tap]);
                 }
             }
-            let _ = std::fs::remove_file(Path::new(PLUGIN_DIR).join("plexus.sock"));
+            let _ = std::fs::remove_file(crate::docker::plugin_socket(Path::new(PLUGIN_DIR)));
         }
         let _ = ip(None, &["link", "del", &self.root_link()]);
     }

@@ -13,7 +13,7 @@ use plexus_ovs::ovsdb::{BridgeSpec, Client, ClientOptions, InterfaceType, PortSp
 use super::{Container, LabError, LabHost};
 
 /// The integration bridge.
-pub const BR_INT: &str = "br-int";
+pub use crate::agent::BR_INT;
 /// The bridge holding the underlay interface and address.
 pub use crate::underlay::BR_PHY;
 /// The flow-based VXLAN port.

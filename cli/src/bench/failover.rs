@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use plexus_agent::lab::{wire, Lab, LabConfig};
 use plexus_api::{Client, EndpointSpec, NetworkSpec};
 use plexus_controller::flows::{cookie, CookieKind};
+use plexus_ovs::openflow::FlowStatsRequest;
 use plexus_ovs::ovsdb::{InterfaceType, PortSpec};
 
 use super::scale::usage;
@@ -39,10 +40,11 @@ async fn change(lab: &Lab, api: &Client, host: usize, id: &str) -> anyhow::Resul
 /// Waits until h1's switch holds a flow of endpoint `id`; returns when.
 async fn installed_on_h1(lab: &Lab, id: &str) -> anyhow::Result<Instant> {
     let of = wire::openflow(&lab.hosts[0]).await?;
-    let c = cookie(CookieKind::Endpoint, &format!("bench/{id}"));
+    // Only the endpoint's own flows, picked by the switch: not thousands read every 10 ms.
+    let req = FlowStatsRequest { cookie: cookie(CookieKind::Endpoint, &format!("bench/{id}")), cookie_mask: u64::MAX, ..Default::default() };
     let t = Instant::now();
     loop {
-        if of.dump_flows(Default::default()).await?.iter().any(|f| f.cookie == c) {
+        if !of.dump_flows(req.clone()).await?.is_empty() {
             return Ok(Instant::now());
         }
         if t.elapsed() > Duration::from_secs(30) {

@@ -1,6 +1,6 @@
 //! REST handlers for networks, endpoints and hosts.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use crate::now_ms;
 
 use axum::extract::{Path, Query, Request};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
@@ -27,11 +27,6 @@ macro_rules! header_or_return {
             Err(r) => return r,
         }
     };
-}
-
-/// The time stamped into commands: the state machine must not read clocks itself.
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 // ---- networks ----
