@@ -136,7 +136,7 @@ pub async fn attach(api: &Client, vs: &VSwitch, req: &AttachRequest) -> Result<A
 /// the controller has programmed the port.
 pub async fn plug(vs: &VSwitch, e: &Endpoint, host_netns: Option<PathBuf>, netns: PathBuf, ifname: &str, mtu: u32, mgmt: Option<PathBuf>) -> Result<(String, bool), AttachError> {
     let port = plexus_api::ids::port_name(&e.network, &e.id);
-    let mac = plexus_api::endpoint::parse_mac("mac", &e.mac).map_err(|err| AttachError::Invalid { field: "mac", reason: err.to_string() })?;
+    let mac = e.mac.octets();
     let checksum_offload_off = vs.datapath_type(BR_INT).await?.as_deref() == Some("netdev");
     let p = Plumbing { host_netns: host_netns.clone(), netns, ifname: ifname.into(), host_if: port.clone(), mac, ip: e.ip, prefix_len: e.prefix_len, gateway: Some(e.gateway), mtu, checksum_offload_off };
     let plumbed = tokio::task::spawn_blocking(move || plumb::plumb(&p)).await.map_err(|err| AttachError::Invalid { field: "netns", reason: err.to_string() })??;

@@ -52,7 +52,7 @@ pub async fn adopt(vs: &VSwitch, netns: Option<&Path>, iface: &str, addr: Ipv4Ad
     let phy = BridgeSpec {
         name: BR_PHY.into(),
         datapath_type: "netdev".into(),
-        other_config: BTreeMap::from([("hwaddr".to_string(), plexus_api::endpoint::format_mac(mac))]),
+        other_config: BTreeMap::from([("hwaddr".to_string(), plexus_api::mac::format_mac(mac))]),
         ..Default::default()
     };
     vs.ensure_bridge(&phy).await?;

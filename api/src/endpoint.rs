@@ -5,6 +5,8 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::EndpointKey;
+use crate::mac::Mac;
 use crate::network::check_name;
 use crate::problem::FieldError;
 
@@ -50,7 +52,7 @@ pub struct Endpoint {
     #[schema(value_type = String, format = Ipv4)]
     pub gateway: Ipv4Addr,
     /// MAC address.
-    pub mac: String,
+    pub mac: Mac,
     /// Owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
@@ -116,35 +118,37 @@ pub struct Host {
     pub revision: u64,
 }
 
-/// Parses a unicast MAC address.
-pub fn parse_mac(field: &str, s: &str) -> Result<[u8; 6], FieldError> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let bad = || FieldError::new(field, format!("{s:?} is not a MAC address like 02:00:00:00:00:01"));
-    if parts.len() != 6 {
-        return Err(bad());
+impl Endpoint {
+    /// Its key in the model.
+    pub fn key(&self) -> EndpointKey {
+        EndpointKey::new(&self.network, &self.id)
     }
-    let mut m = [0u8; 6];
-    for (b, p) in m.iter_mut().zip(parts) {
-        if p.len() != 2 {
-            return Err(bad());
-        }
-        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    if m[0] & 1 == 1 {
-        return Err(FieldError::new(field, format!("{s} is a multicast address")));
-    }
-    if m == [0; 6] {
-        return Err(FieldError::new(field, "00:00:00:00:00:00 is not a usable address"));
-    }
-    Ok(m)
-}
-
-/// Formats a MAC address.
-pub fn format_mac(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 impl EndpointSpec {
+    /// An endpoint on `host` with everything else left to the controller.
+    pub fn on(host: &str) -> EndpointSpec {
+        EndpointSpec { id: None, host: host.to_string(), ip: None, mac: None, owner: None, labels: BTreeMap::new() }
+    }
+
+    /// With this id.
+    pub fn id(mut self, id: &str) -> EndpointSpec {
+        self.id = Some(id.to_string());
+        self
+    }
+
+    /// With this address.
+    pub fn ip(mut self, ip: Ipv4Addr) -> EndpointSpec {
+        self.ip = Some(ip);
+        self
+    }
+
+    /// With this MAC.
+    pub fn mac(mut self, mac: &str) -> EndpointSpec {
+        self.mac = Some(mac.to_string());
+        self
+    }
+
     /// Checks what does not depend on the network.
     pub fn validated(mut self) -> Result<EndpointSpec, FieldError> {
         if let Some(id) = &self.id {
@@ -154,13 +158,18 @@ impl EndpointSpec {
         }
         check_name("host", &self.host)?;
         if let Some(m) = &self.mac {
-            self.mac = Some(format_mac(parse_mac("mac", m)?));
+            self.mac = Some(Mac::parse("mac", m)?.to_string());
         }
         Ok(self)
     }
 }
 
 impl HostSpec {
+    /// Host `name` reached at `tunnel_ip` over VXLAN, without labels.
+    pub fn new(name: &str, tunnel_ip: Ipv4Addr) -> HostSpec {
+        HostSpec { name: name.to_string(), tunnel_ip, encap: Encap::default(), labels: BTreeMap::new() }
+    }
+
     /// Checks the registration.
     pub fn validated(self) -> Result<HostSpec, FieldError> {
         check_name("name", &self.name)?;

@@ -1,5 +1,11 @@
 //! Identifiers derived from names, computed alike by the controller and the agents so that
-//! neither has to ask the other: a host's datapath id, an endpoint's OVS port name.
+//! neither has to ask the other: a host's datapath id, an endpoint's OVS port name, and the
+//! key that names an endpoint across the whole model.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// FNV-1a, 64 bits: stable across releases and machines (unlike `std`'s hasher).
 pub fn fnv1a(s: &str) -> u64 {
@@ -17,9 +23,85 @@ pub fn port_name(network: &str, id: &str) -> String {
     format!("p{:011x}", fnv1a(&format!("{network}/{id}")) & 0xfff_ffff_ffff)
 }
 
+/// An endpoint's identity in the whole model: its network and its id in that network. Shown
+/// (and stored in OVS's `external_ids`) as `network/id`; network names never hold a `/`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EndpointKey {
+    /// The network's name.
+    pub network: String,
+    /// The endpoint's id in that network.
+    pub id: String,
+}
+
+impl EndpointKey {
+    /// The key of endpoint `id` in `network`.
+    pub fn new(network: impl Into<String>, id: impl Into<String>) -> EndpointKey {
+        EndpointKey { network: network.into(), id: id.into() }
+    }
+
+    /// The smallest key of `network`: where a range over one network's keys starts.
+    pub fn first_in(network: &str) -> EndpointKey {
+        EndpointKey { network: network.to_string(), id: String::new() }
+    }
+
+    /// The endpoint's OVS port name.
+    pub fn port_name(&self) -> String {
+        port_name(&self.network, &self.id)
+    }
+}
+
+impl fmt::Display for EndpointKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.id)
+    }
+}
+
+/// A string that is not `network/id`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an endpoint key of the form network/id")]
+pub struct BadEndpointKey(pub String);
+
+impl FromStr for EndpointKey {
+    type Err = BadEndpointKey;
+
+    fn from_str(s: &str) -> Result<EndpointKey, BadEndpointKey> {
+        match s.split_once('/') {
+            Some((n, id)) if !n.is_empty() && !id.is_empty() => Ok(EndpointKey::new(n, id)),
+            _ => Err(BadEndpointKey(s.to_string())),
+        }
+    }
+}
+
+impl Serialize for EndpointKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EndpointKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<EndpointKey, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_keys_round_trip_and_sort_by_network_first() {
+        let k = EndpointKey::new("red", "c1");
+        assert_eq!(k.to_string(), "red/c1");
+        assert_eq!("red/c1".parse::<EndpointKey>().unwrap(), k);
+        assert_eq!(k.port_name(), port_name("red", "c1"));
+        for bad in ["red", "/c1", "red/", ""] {
+            assert!(bad.parse::<EndpointKey>().is_err(), "{bad}");
+        }
+        assert!(EndpointKey::first_in("red") < EndpointKey::new("red", "0"));
+        assert!(EndpointKey::new("red", "zz") < EndpointKey::first_in("reda"));
+        assert_eq!(serde_json::to_string(&k).unwrap(), "\"red/c1\"");
+    }
 
     #[test]
     fn ids_are_stable_and_fit_device_names() {

@@ -8,13 +8,18 @@ pub mod client;
 pub mod endpoint;
 pub mod ids;
 mod lab;
+pub mod mac;
 pub mod network;
 pub mod problem;
 pub mod routing;
+pub mod valid;
 
 pub use client::{Client, ClientError, ClusterStatus, Mastership, Member};
 pub use endpoint::{Encap, Endpoint, EndpointSpec, Host, HostSpec, Lease};
+pub use ids::EndpointKey;
 pub use lab::{LabHostStatus, LabStatus};
+pub use mac::Mac;
 pub use network::{IpamMode, Network, NetworkKind, NetworkSpec};
 pub use problem::{FieldError, Problem};
+pub use valid::{Valid, Validate};
 pub use routing::{DefaultAction, Direction, Policy, PolicySpec, Protocol, Router, RouterSpec, Rule};

@@ -126,7 +126,7 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
     assert!(r.is_ok(), "n1 (h1) -> c2 (Docker): {r:?}");
     let docker_eps: Vec<_> = api.endpoints("red").await.unwrap().into_iter().filter(|e| e.host == "docker").collect();
     assert_eq!(docker_eps.len(), 2, "Docker's containers are Plexus endpoints: {docker_eps:?}");
-    assert!(docker_eps.iter().any(|e| e.ip == ip2 && e.mac == "02:00:00:aa:bb:cc"), "{docker_eps:?}");
+    assert!(docker_eps.iter().any(|e| e.ip == ip2 && e.mac.to_string() == "02:00:00:aa:bb:cc"), "{docker_eps:?}");
 
     // A network made through Docker becomes a Plexus network; same subnet, kept apart.
     ok(&["network", "create", "-d", "plexus", "--ipam-driver", "plexus", "--subnet", "10.20.0.0/24", "blue"]);

@@ -7,14 +7,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use plexus_ovs::openflow::{Connection, ConnectionOptions, Events, Listener, Message};
+use plexus_ovs::openflow::{Connection, ConnectionOptions, Events, Listener, Message, PortReason};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::flows::{apply, diff, reconcile, DesiredFlows, SwitchView};
+use crate::flows::{apply, reconcile, DesiredFlows, SwitchView};
 use crate::mastership::Lease;
 use plexus_ovs::openflow::Role;
+use crate::model::Subject;
 use crate::store::SharedState;
+use plexus_api::EndpointKey;
 
 /// Names of the flow-based tunnel ports the agent creates, one per encapsulation.
 pub const TUNNEL_PORTS: [&str; 2] = ["vxlan0", "geneve0"];
@@ -80,29 +82,29 @@ pub struct PassStats {
 /// Which endpoint of one host each OVS port name belongs to, kept up to date from the
 /// model's change log so that matching a switch's ports to endpoints costs what the switch
 /// has, not what the whole model has.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct PortIndex {
     host: String,
     revision: Option<u64>,
-    by_port: HashMap<String, String>,
+    by_port: HashMap<String, EndpointKey>,
 }
 
 impl PortIndex {
     fn refresh(&mut self, model: &crate::model::Model, host: &str) {
         let incremental = self.host == host && self.revision.is_some_and(|r| model.has_changes_since(r));
         if incremental {
-            for c in model.changes_after(self.revision.unwrap_or_default()).filter(|c| c.kind == "endpoint") {
-                let Some((net, id)) = c.key.split_once('/') else { continue };
-                let local = model.endpoints.get(net).and_then(|e| e.get(id)).is_some_and(|e| e.host == host);
+            for c in model.changes_after(self.revision.unwrap_or_default()) {
+                let Subject::Endpoint(k) = &c.subject else { continue };
+                let local = model.endpoints.get(&k.network).and_then(|e| e.get(&k.id)).is_some_and(|e| e.host == host);
                 if local {
-                    self.by_port.insert(port_name(net, id), c.key.clone());
+                    self.by_port.insert(k.port_name(), k.clone());
                 } else {
-                    self.by_port.remove(&port_name(net, id));
+                    self.by_port.remove(&k.port_name());
                 }
             }
         } else {
             self.host = host.to_string();
-            self.by_port = model.all_endpoints().filter(|e| e.host == host).map(|e| (port_name(&e.network, &e.id), format!("{}/{}", e.network, e.id))).collect();
+            self.by_port = model.all_endpoints().filter(|e| e.host == host).map(|e| (e.key().port_name(), e.key())).collect();
         }
         self.revision = Some(model.revision);
     }
@@ -196,7 +198,7 @@ impl SwitchManager {
         let mut full = true;
         let port_event = |ports: &mut HashMap<String, u32>, ev: plexus_ovs::openflow::Event| {
             if let Message::PortStatus(ps) = ev.message {
-                if ps.reason == 1 {
+                if ps.reason == PortReason::Delete {
                     ports.remove(&ps.port.name);
                 } else {
                     ports.insert(ps.port.name, ps.port.port_no);
@@ -254,8 +256,8 @@ impl SwitchManager {
     async fn take_role(&self, conn: &Connection, dpid: &str, mastered: &mut Option<u64>) -> (bool, bool) {
         let Some(lease) = &self.lease else { return (true, false) };
         let assigned = {
-            let st = self.state.read().await;
-            st.model.hosts.values().find(|h| h.datapath_id == dpid).and_then(|h| st.model.masters.get(&h.spec.name).copied())
+            let model = self.state.read().await.model.clone();
+            model.host_by_datapath(dpid).and_then(|h| model.masters.get(&h.spec.name).copied())
         };
         let should = assigned.filter(|(node, _)| *node == lease.id() && lease.holds()).map(|(_, g)| g);
         match (should, *mastered) {
@@ -298,10 +300,12 @@ impl SwitchManager {
     /// difference sent.
     async fn pass(&self, conn: &Connection, dpid: &str, ports: &HashMap<String, u32>, desired: &mut Option<DesiredFlows>, index: &mut PortIndex, full: bool) {
         let t = Instant::now();
+        // One snapshot of the model for the whole pass, taken under the lock in O(1) and
+        // compiled from outside it: Raft's apply never waits for a switch's compile.
+        let model = self.state.read().await.model.clone();
         let (host, plugged, update) = {
-            let st = self.state.read().await;
-            let model = &st.model;
-            let Some(host) = model.hosts.values().find(|h| h.datapath_id == dpid) else {
+            let model = &*model;
+            let Some(host) = model.host_by_datapath(dpid) else {
                 self.update(dpid, |s| {
                     s.host = None;
                     s.last_error = Some(format!("no registered host has datapath id {dpid}"));
@@ -316,7 +320,7 @@ impl SwitchManager {
                 *index = PortIndex::default();
             }
             index.refresh(model, &host.spec.name);
-            let eports: BTreeMap<String, u32> = ports.iter().filter_map(|(name, p)| Some((index.by_port.get(name)?.clone(), *p))).collect();
+            let eports: BTreeMap<EndpointKey, u32> = ports.iter().filter_map(|(name, p)| Some((index.by_port.get(name)?.clone(), *p))).collect();
             let plugged = eports.len();
             let view = SwitchView { host: host.spec.name.clone(), tunnel_port, ports: eports };
             let update = match desired.as_mut() {
@@ -332,13 +336,8 @@ impl SwitchManager {
         let compile_us = t.elapsed().as_micros() as u64;
         let (revision, len) = (d.revision(), d.len());
         let res = match &update {
-            Some(u) if u.units == 0 => Ok(0),
-            Some(u) => {
-                let delta = diff(&u.old, &u.new);
-                let n = delta.add.len() + delta.modify.len() + delta.replace.len() + delta.delete.len();
-                apply(conn, &delta).await.map(|_| n)
-            }
-            None => reconcile(conn, &d.flows()).await.map(|d| d.add.len() + d.modify.len() + d.replace.len() + d.delete.len()),
+            Some(u) => apply(conn, &u.diff).await.map(|_| u.diff.len()),
+            None => reconcile(conn, &d.flows()).await.map(|d| d.len()),
         };
         if res.is_err() {
             // The switch's state is unknown now: read it back next time.

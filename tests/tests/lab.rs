@@ -107,7 +107,7 @@ fn tunnel_neighbour(host: &plexus_agent::lab::LabHost, peer: std::net::Ipv4Addr)
 
 fn mac_of(ns: &str, dev: &str) -> String {
     let mac = plexus_agent::underlay::link_mac(Some(&netns::path(ns)), dev).unwrap_or_else(|e| panic!("{dev}'s MAC in {ns}: {e}"));
-    plexus_api::endpoint::format_mac(mac)
+    plexus_api::mac::format_mac(mac)
 }
 
 /// A peer that met a host before the host's address moved onto `br-phy` learned the underlay

@@ -95,6 +95,10 @@ fn showcase() -> Vec<(FlowMod, &'static str)> {
             FlowMod::add(6, 20, Match::new().eth_type(0x0800).with(Field::IpProto, 17u8).with(Field::UdpSrc, 68u16)).apply(vec![]).cookie(0x77),
             "cookie=0x77, table=6, priority=20,udp,tp_src=68 actions=drop",
         ),
+        (
+            FlowMod::add(7, 21, Match::new().reg(2, 3)).apply(vec![Action::output_reg(2)]),
+            "table=7, priority=21,reg2=0x3 actions=output:NXM_NX_REG2[]",
+        ),
     ]
 }
 
@@ -362,7 +366,7 @@ async fn async_messages_during_requests_are_delivered() {
     while seen.len() < 3 {
         let ev = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.expect("port status arrives").unwrap();
         if let Message::PortStatus(ps) = ev.message {
-            if ps.reason == 0 {
+            if ps.reason == PortReason::Add {
                 seen.push(ps.port.name);
             }
         }

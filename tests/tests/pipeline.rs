@@ -6,8 +6,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use plexus_agent::lab::{probe, wire, Container, Lab};
-use plexus_api::{EndpointSpec, HostSpec, NetworkKind, NetworkSpec};
-use plexus_controller::flows::{compile, reconcile, SwitchView};
+use plexus_api::{EndpointKey, EndpointSpec, HostSpec, NetworkKind, NetworkSpec, Valid};
+use plexus_controller::flows::pipeline::priority;
+use plexus_controller::flows::{compile, reconcile, unit_cookie, SwitchView, Table, Unit};
 use plexus_controller::model::{Command, Model, Object};
 use plexus_ovs::openflow::Message;
 use plexus_tests::*;
@@ -21,18 +22,18 @@ struct Placed {
 fn model_for(lab: &Lab, eps: &[(&str, &str, &str)]) -> (Model, Vec<(String, String, plexus_api::Endpoint)>) {
     let mut m = Model::default();
     for h in &lab.hosts {
-        let spec = HostSpec { name: h.name.clone(), tunnel_ip: h.underlay_ip, encap: Default::default(), labels: Default::default() };
+        let spec = Valid::new(HostSpec::new(&h.name, h.underlay_ip)).unwrap();
         m.apply(Command::PutHost { spec, now_ms: 0 }).unwrap();
     }
     for net in ["red", "blue"] {
-        let spec = NetworkSpec::overlay(net, "10.10.0.0/24");
+        let spec = Valid::new(NetworkSpec::overlay(net, "10.10.0.0/24")).unwrap();
         m.apply(Command::PutNetwork { spec, create: true, if_match: None }).unwrap();
     }
     let mut placed = Vec::new();
     for (cname, net, host) in eps {
         // b3 asks for .50: an address (and so a MAC) only blue has.
         let ip = (*cname == "b3").then(|| Ipv4Addr::new(10, 10, 0, 50));
-        let spec = EndpointSpec { id: Some(cname.to_string()), host: host.to_string(), ip, mac: None, owner: None, labels: Default::default() };
+        let spec = Valid::new(EndpointSpec { ip, ..EndpointSpec::on(host).id(cname) }).unwrap();
         let Some(Object::Endpoint(e)) = m.apply(Command::CreateEndpoint { network: net.to_string(), spec, now_ms: 0 }).unwrap() else { panic!() };
         placed.push((cname.to_string(), net.to_string(), e));
     }
@@ -50,9 +51,9 @@ async fn setup(lab: &Lab, model: &Model, endpoints: &[(String, String, plexus_ap
         let tunnel_port = wire::prepare_host(h, &vs).await.unwrap();
         let mut ports = BTreeMap::new();
         for (cname, net, e) in endpoints.iter().filter(|(_, _, e)| e.host == h.name) {
-            let c = lab.add_container_with(h, cname, e.ip, e.prefix_len, Some(&e.mac), 1450).unwrap();
-            ports.insert(format!("{net}/{}", e.id), wire::plug(&vs, &c).await.unwrap());
-            placed.insert(cname.clone(), Placed { container: c, ip: e.ip, mac: e.mac.clone() });
+            let c = lab.add_container_with(h, cname, e.ip, e.prefix_len, Some(&e.mac.to_string()), 1450).unwrap();
+            ports.insert(EndpointKey::new(net, &e.id), wire::plug(&vs, &c).await.unwrap());
+            placed.insert(cname.clone(), Placed { container: c, ip: e.ip, mac: e.mac.to_string() });
         }
         views.insert(h.name.clone(), SwitchView { host: h.name.clone(), tunnel_port, ports });
     }
@@ -112,11 +113,10 @@ async fn compiled_flows_join_a_network_across_hosts_and_keep_networks_apart() {
     // r3 afresh, h2's responder counts the request and its broadcast flow (the only way a
     // broadcast leaves for a tunnel) counts nothing.
     let of2 = wire::openflow(&lab.hosts[1]).await.unwrap();
-    let arp_table = plexus_controller::flows::pipeline::table("arp-responder");
-    let l2 = plexus_controller::flows::pipeline::table("l2-lookup");
+    let (arp_table, l2) = (Table::ArpResponder.id(), Table::L2Lookup.id());
     let counters = |flows: &[plexus_ovs::openflow::FlowStats]| {
-        let arp: u64 = flows.iter().filter(|f| f.table_id == arp_table && f.priority == 100).map(|f| f.packet_count).sum();
-        let bcast: u64 = flows.iter().filter(|f| f.table_id == l2 && f.priority == 50).map(|f| f.packet_count).sum();
+        let arp: u64 = flows.iter().filter(|f| f.table_id == arp_table && f.priority == priority::OBJECT).map(|f| f.packet_count).sum();
+        let bcast: u64 = flows.iter().filter(|f| f.table_id == l2 && f.priority == priority::NETWORK).map(|f| f.packet_count).sum();
         (arp, bcast)
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -179,7 +179,7 @@ async fn reconciliation_sends_only_the_difference_and_undoes_tampering() {
     let before = conns["h1"].dump_flows(Default::default()).await.unwrap();
     let counted: u64 = before.iter().map(|f| f.packet_count).sum();
     assert!(counted > 0);
-    let r3mac = plexus_ovs::openflow::mac_u128(plexus_api::endpoint::parse_mac("mac", &placed["r3"].mac).unwrap());
+    let r3mac = plexus_ovs::openflow::mac_u128(plexus_api::Mac::parse("mac", &placed["r3"].mac).unwrap().octets());
     let victim = before.iter().find(|f| f.match_.get(plexus_ovs::openflow::Field::EthDst).is_some_and(|m| m.value == r3mac)).expect("h1's flow towards r3").clone();
     run("ovs-ofctl", &["-O", "OpenFlow13", "del-flows", &mgmt, &format!("table={},reg0={:#x},dl_dst={}", victim.table_id, model_vni(&model), placed["r3"].mac)]);
     run("ovs-ofctl", &["-O", "OpenFlow13", "add-flow", &mgmt, "table=0,priority=7,in_port=99,actions=drop"]);
@@ -197,18 +197,18 @@ async fn reconciliation_sends_only_the_difference_and_undoes_tampering() {
     // address brings them back.
     let r3 = endpoints.iter().find(|(c, _, _)| c == "r3").unwrap().2.clone();
     model.apply(Command::DeleteEndpoint { network: "red".into(), id: "r3".into() }).unwrap();
-    views.get_mut("h3").unwrap().ports.remove("red/r3");
+    views.get_mut("h3").unwrap().ports.remove(&EndpointKey::new("red", "r3"));
     for h in &lab.hosts {
         reconcile(&conns[&h.name], &compile(&model, &views[&h.name])).await.unwrap();
-        let gone = plexus_controller::flows::cookie(plexus_controller::flows::CookieKind::Endpoint, "red/r3");
+        let gone = unit_cookie(&Unit::Endpoint(EndpointKey::new("red", "r3")));
         assert!(conns[&h.name].dump_flows(Default::default()).await.unwrap().iter().all(|f| f.cookie != gone), "r3's flows left {}", h.name);
     }
     let out = std::process::Command::new("ip").args(["netns", "exec", &r1, "ping", "-c", "2", "-W", "1", &r3ip.to_string()]).output().unwrap();
     assert!(!out.status.success(), "r3 is unreachable once deleted");
-    let spec = EndpointSpec { id: Some("r3".into()), host: "h3".into(), ip: Some(r3.ip), mac: None, owner: None, labels: Default::default() };
+    let spec = Valid::new(EndpointSpec::on("h3").id("r3").ip(r3.ip)).unwrap();
     model.apply(Command::CreateEndpoint { network: "red".into(), spec, now_ms: 0 }).unwrap();
     let port = wire::vswitch(&lab.hosts[2]).await.unwrap().ofport("r3").await.unwrap().unwrap() as u32;
-    views.get_mut("h3").unwrap().ports.insert("red/r3".into(), port);
+    views.get_mut("h3").unwrap().ports.insert(EndpointKey::new("red", "r3"), port);
     for h in &lab.hosts {
         reconcile(&conns[&h.name], &compile(&model, &views[&h.name])).await.unwrap();
     }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use plexus_agent::lab::{probe, wire, Container, Lab, LabHost};
 use plexus_api::ids::port_name;
-use plexus_api::{EndpointSpec, HostSpec, NetworkSpec};
-use plexus_controller::flows::{cookie, CookieKind};
+use plexus_api::{EndpointKey, EndpointSpec, HostSpec, NetworkSpec, Valid};
+use plexus_controller::flows::{unit_cookie, Unit};
 use plexus_controller::model::{Command, Object};
 use plexus_controller::store::sm::SmData;
 use plexus_controller::switches::SwitchManager;
@@ -24,16 +24,16 @@ struct World {
 impl World {
     async fn apply(&self, cmd: Command) -> Option<Object> {
         let mut st = self.state.write().await;
-        let r = st.model.apply(cmd).expect("command applies");
+        let r = Arc::make_mut(&mut st.model).apply(cmd).expect("command applies");
         self.rev.send_replace(st.model.revision);
         r
     }
 }
 
 async fn endpoint(w: &World, lab: &Lab, host: &LabHost, id: &str) -> (Container, Ipv4Addr) {
-    let spec = EndpointSpec { id: Some(id.into()), host: host.name.clone(), ip: None, mac: None, owner: None, labels: Default::default() };
+    let spec = Valid::new(EndpointSpec::on(&host.name).id(id)).unwrap();
     let Some(Object::Endpoint(e)) = w.apply(Command::CreateEndpoint { network: "red".into(), spec, now_ms: 0 }).await else { panic!() };
-    let c = lab.add_container_with(host, &port_name("red", id), e.ip, e.prefix_len, Some(&e.mac), 1450).unwrap();
+    let c = lab.add_container_with(host, &port_name("red", id), e.ip, e.prefix_len, Some(&e.mac.to_string()), 1450).unwrap();
     wire::plug(&wire::vswitch(host).await.unwrap(), &c).await.unwrap();
     (c, e.ip)
 }
@@ -58,9 +58,9 @@ async fn switches_are_kept_at_the_flows_the_model_asks_for() {
     let mgr = SwitchManager::spawn(Listener::from_std(l).unwrap(), w.state.clone(), rx, Duration::from_secs(1), None);
 
     for h in [h1, h2] {
-        w.apply(Command::PutHost { spec: HostSpec { name: h.name.clone(), tunnel_ip: h.underlay_ip, encap: Default::default(), labels: Default::default() }, now_ms: 0 }).await;
+        w.apply(Command::PutHost { spec: Valid::new(HostSpec::new(&h.name, h.underlay_ip)).unwrap(), now_ms: 0 }).await;
     }
-    let spec = NetworkSpec::overlay("red", "10.10.0.0/24");
+    let spec = Valid::new(NetworkSpec::overlay("red", "10.10.0.0/24")).unwrap();
     w.apply(Command::PutNetwork { spec, create: true, if_match: None }).await;
     for h in [h1, h2] {
         let vs = wire::vswitch(h).await.unwrap();
@@ -80,7 +80,7 @@ async fn switches_are_kept_at_the_flows_the_model_asks_for() {
 
     // A deleted endpoint's flows leave every switch within a second.
     let conns = [wire::openflow(h1).await.unwrap(), wire::openflow(h2).await.unwrap()];
-    let gone = cookie(CookieKind::Endpoint, "red/e3");
+    let gone = unit_cookie(&Unit::Endpoint(EndpointKey::new("red", "e3")));
     let t = Instant::now();
     w.apply(Command::DeleteEndpoint { network: "red".into(), id: "e3".into() }).await;
     loop {

@@ -304,7 +304,7 @@ async fn create_endpoint(p: &Plugin, r: CreateEndpoint) -> Reply {
     };
     let (e, ipam) = match eps.into_iter().find(|e| e.ip == ip) {
         Some(e) if e.host == p.host && e.owner.as_deref().is_some_and(|o| o.starts_with("docker ipam")) => {
-            if asked_mac.as_deref().is_some_and(|m| !m.eq_ignore_ascii_case(&e.mac)) {
+            if asked_mac.as_deref().is_some_and(|m| !m.eq_ignore_ascii_case(&e.mac.to_string())) {
                 // Our own reservation, made before the MAC was known: make it again with it.
                 p.api.delete_endpoint(&network, &e.id).await.map_err(|err| api_err("re-creating the endpoint", err))?;
                 (create(format!("docker ipam on {}", p.host)).await?, true)
@@ -316,7 +316,7 @@ async fn create_endpoint(p: &Plugin, r: CreateEndpoint) -> Reply {
         None => (create(format!("docker on {}", p.host)).await?, false),
     };
     p.state.update(|s| s.endpoints.insert(r.endpoint_id.clone(), EndpointLink { network, id: e.id.clone(), ipam }))?;
-    let mac = if iface.mac_address.is_empty() { e.mac } else { String::new() };
+    let mac = if iface.mac_address.is_empty() { e.mac.to_string() } else { String::new() };
     Ok(json!({"Interface": Interface { mac_address: mac, ..Default::default() }}))
 }
 
@@ -342,7 +342,7 @@ async fn join(p: &Plugin, r: Join) -> Reply {
     let link = endpoint_of(p, &r.endpoint_id)?;
     let eps = p.api.endpoints(&link.network).await.map_err(|e| api_err(&format!("endpoints of {}", link.network), e))?;
     let e = eps.into_iter().find(|e| e.id == link.id).ok_or_else(|| fail(format!("plexus: endpoint {} of {} is gone", link.id, link.network)))?;
-    let mac = plexus_api::endpoint::parse_mac("mac", &e.mac)?;
+    let mac = e.mac.octets();
     let (port, peer) = veth_names(&link);
     let (pp, pe, mtu, off) = (port.clone(), peer.clone(), p.mtu, p.checksum_offload_off);
     tokio::task::spawn_blocking(move || plumb::veth_pair(&pp, &pe, mac, mtu, off)).await??;

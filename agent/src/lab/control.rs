@@ -367,7 +367,7 @@ impl Lab {
         let netns = self.new_container_netns(name)?;
         match crate::attach::plug(&vs, e, Some(crate::netns::path(&host.netns)), crate::netns::path(&netns), "eth0", mtu, wait.then(|| host.ovs.mgmt_sock(super::wire::BR_INT))).await {
             Ok((port, _)) => {
-                let mac = plexus_api::endpoint::parse_mac("mac", &e.mac).unwrap_or_default();
+                let mac = e.mac.octets();
                 Ok(super::Container { netns, host_if: port, ip: e.ip, mac })
             }
             Err(err) => {

@@ -336,7 +336,7 @@ impl Lab {
     /// was given (`aa:bb:cc:dd:ee:ff`). The veth is plumbed over netlink ([`crate::plumb`]);
     /// TX checksum offload is off on both ends (the lab's switches are userspace).
     pub fn add_container_with(&self, host: &LabHost, name: &str, ip_addr: Ipv4Addr, prefix_len: u8, mac: Option<&str>, mtu: u32) -> Result<Container, LabError> {
-        let mac = mac.map(|m| plexus_api::endpoint::parse_mac("mac", m).map_err(|e| LabError::Invalid { field: "mac", reason: e.to_string() })).transpose()?;
+        let mac = mac.map(|m| plexus_api::Mac::parse("mac", m).map(plexus_api::Mac::octets).map_err(|e| LabError::Invalid { field: "mac", reason: e.to_string() })).transpose()?;
         let netns = self.new_container_netns(name)?;
         let mac = mac.unwrap_or_else(|| crate::plumb::mac_for(&netns));
         let p = crate::plumb::Plumbing {

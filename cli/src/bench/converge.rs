@@ -49,7 +49,7 @@ pub async fn run(rounds: usize) -> anyhow::Result<()> {
                 ip: s.ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
                 prefix_len: 16,
                 gateway: Ipv4Addr::new(10, 88, 0, 1),
-                mac: s.mac.clone().unwrap_or_default(),
+                mac: plexus_api::Mac::parse("mac", s.mac.as_deref().unwrap_or_default())?,
                 owner: None,
                 labels: Default::default(),
                 revision: 0,

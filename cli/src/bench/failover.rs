@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use plexus_agent::lab::{wire, Lab, LabConfig};
 use plexus_api::{Client, EndpointSpec, NetworkSpec};
-use plexus_controller::flows::{cookie, CookieKind};
+use plexus_api::EndpointKey;
+use plexus_controller::flows::{unit_cookie, Unit};
 use plexus_ovs::openflow::FlowStatsRequest;
 use plexus_ovs::ovsdb::{InterfaceType, PortSpec};
 
@@ -41,7 +42,7 @@ async fn change(lab: &Lab, api: &Client, host: usize, id: &str) -> anyhow::Resul
 async fn installed_on_h1(lab: &Lab, id: &str) -> anyhow::Result<Instant> {
     let of = wire::openflow(&lab.hosts[0]).await?;
     // Only the endpoint's own flows, picked by the switch: not thousands read every 10 ms.
-    let req = FlowStatsRequest { cookie: cookie(CookieKind::Endpoint, &format!("bench/{id}")), cookie_mask: u64::MAX, ..Default::default() };
+    let req = FlowStatsRequest { cookie: unit_cookie(&Unit::Endpoint(EndpointKey::new("bench", id))), cookie_mask: u64::MAX, ..Default::default() };
     let t = Instant::now();
     loop {
         if !of.dump_flows(req.clone()).await?.is_empty() {
@@ -72,7 +73,7 @@ pub async fn run(rounds: usize, per_host: usize) -> anyhow::Result<()> {
     let before: Vec<(u64, f64)> = pids.iter().map(|p| usage(*p).unwrap_or((0, 0.0))).collect();
     eprintln!("{} endpoints ({per_host} on each of 3 hosts) ...", 3 * per_host);
     for (k, h) in lab.hosts.iter().enumerate() {
-        let specs: Vec<PortSpec> = (0..per_host).map(|i| PortSpec::new(&plexus_api::ids::port_name("bench", &format!("e{k}x{i}")), InterfaceType::Dummy).external_id("plexus-endpoint", &format!("bench/e{k}x{i}"))).collect();
+        let specs: Vec<PortSpec> = (0..per_host).map(|i| PortSpec::new(&plexus_api::ids::port_name("bench", &format!("e{k}x{i}")), InterfaceType::Dummy).external_id("plexus-endpoint", &EndpointKey::new("bench", format!("e{k}x{i}")).to_string())).collect();
         wire::vswitch(h).await?.add_ports(wire::BR_INT, &specs).await?;
         let mut set = tokio::task::JoinSet::new();
         for i in 0..per_host {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{bail, Context, Result};
 use plexus_agent::lab::{wire, Lab, LabConfig};
 use plexus_api::{Client, EndpointSpec, NetworkSpec};
 use plexus_ovs::ovsdb::{InterfaceType, PortSpec};
@@ -190,7 +190,7 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
     let (c, a) = (super::median(compile_us), super::median(apply_ms));
     drop(vs);
     drop(lab);
-    let (pure_full, pure_incr) = compile_cost(n, changes);
+    let (pure_full, pure_incr) = compile_cost(n, changes)?;
     println!("one endpoint change at {n} endpoints (created on {probe_host}), median of {changes}:");
     println!("  units compiled {:.0}, flows sent {:.0}", super::median(units), super::median(sent));
     println!("  in the live controller: {c:.0} µs from wake-up to flows compiled (its full pass: {full_us:.0} µs, {:.0}x more)", full_us / c.max(1.0));
@@ -202,21 +202,22 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
 /// The compiler alone on a model like the lab's, with no I/O and no other load: the median
 /// time (µs) to compile h1's switch whole, and to bring it up to date after one endpoint
 /// change (created with its port, or deleted with it).
-fn compile_cost(n: usize, changes: usize) -> (f64, f64) {
+fn compile_cost(n: usize, changes: usize) -> Result<(f64, f64)> {
+    use plexus_api::{EndpointKey, Valid};
     use plexus_controller::flows::{DesiredFlows, SwitchView};
     use plexus_controller::model::{Command, Model};
     let mut m = Model::default();
     for i in 0..3u8 {
-        let spec = plexus_api::HostSpec { name: format!("h{}", i + 1), tunnel_ip: std::net::Ipv4Addr::new(192, 0, 2, i + 1), encap: Default::default(), labels: Default::default() };
+        let spec = Valid::new(plexus_api::HostSpec::new(&format!("h{}", i + 1), std::net::Ipv4Addr::new(192, 0, 2, i + 1)))?;
         let _ = m.apply(Command::PutHost { spec, now_ms: 0 });
     }
-    let _ = m.apply(Command::PutNetwork { spec: NetworkSpec::overlay("scale", "10.96.0.0/18"), create: true, if_match: None });
+    let _ = m.apply(Command::PutNetwork { spec: Valid::new(NetworkSpec::overlay("scale", "10.96.0.0/18"))?, create: true, if_match: None });
     let mut view = SwitchView { host: "h1".into(), tunnel_port: 1, ports: Default::default() };
-    let ep = |id: String, host: &str| Command::CreateEndpoint { network: "scale".into(), spec: EndpointSpec { id: Some(id), host: host.into(), ip: None, mac: None, owner: None, labels: Default::default() }, now_ms: 0 };
+    let ep = |id: &str, host: &str| -> Result<Command> { Ok(Command::CreateEndpoint { network: "scale".into(), spec: Valid::new(EndpointSpec::on(host).id(id))?, now_ms: 0 }) };
     for i in 0..n {
-        let _ = m.apply(ep(format!("e{i}"), &format!("h{}", i % 3 + 1)));
+        let _ = m.apply(ep(&format!("e{i}"), &format!("h{}", i % 3 + 1))?);
         if i % 3 == 0 {
-            view.ports.insert(format!("scale/e{i}"), 10 + i as u32);
+            view.ports.insert(EndpointKey::new("scale", format!("e{i}")), 10 + i as u32);
         }
     }
     let mut full = Vec::new();
@@ -229,16 +230,16 @@ fn compile_cost(n: usize, changes: usize) -> (f64, f64) {
     let mut incr = Vec::new();
     for i in 0..changes {
         let id = format!("x{i}");
-        let _ = m.apply(ep(id.clone(), "h1"));
-        view.ports.insert(format!("scale/{id}"), 100_000 + i as u32);
+        let _ = m.apply(ep(&id, "h1")?);
+        view.ports.insert(EndpointKey::new("scale", &id), 100_000 + i as u32);
         let t = Instant::now();
         std::hint::black_box(d.update(&m, &view));
         incr.push(t.elapsed().as_secs_f64() * 1e6);
         let _ = m.apply(Command::DeleteEndpoint { network: "scale".into(), id: id.clone() });
-        view.ports.remove(&format!("scale/{id}"));
+        view.ports.remove(&EndpointKey::new("scale", &id));
         let t = Instant::now();
         std::hint::black_box(d.update(&m, &view));
         incr.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    (super::median(full), super::median(incr))
+    Ok((super::median(full), super::median(incr)))
 }

@@ -1,27 +1,26 @@
 //! The flow compiler: the desired flows of one switch as a pure function of the model and of
 //! what that switch's ports are. Nothing here talks to a switch; the switch manager diffs the
-//! result against what a switch holds.
+//! result against what a switch holds. The flows themselves come from the pipeline's
+//! [features](super::features); this module decides which units exist and asks them.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::collections::BTreeMap;
 
-use plexus_api::endpoint::parse_mac;
-use plexus_api::{Endpoint, NetworkKind};
-use plexus_ovs::openflow::{mac_u128, Action, Field, FlowMod, Match, MatchField, OFPP_IN_PORT};
+use plexus_api::{EndpointKey, NetworkKind};
+use plexus_ovs::openflow::FlowMod;
 
-use super::pipeline::{next, table, REG_FROM_TUNNEL, REG_NETWORK};
+use super::features::{EndpointCx, Flows, NetworkCx, Place, FEATURES};
 use crate::model::Model;
 
 /// What the compiler needs to know about one switch besides the model.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwitchView {
     /// The host whose `br-int` this is.
     pub host: String,
     /// OpenFlow port of the flow-based tunnel.
     pub tunnel_port: u32,
-    /// OpenFlow port of each endpoint of this host that is plugged in, by `network/id`; only
-    /// endpoints that exist and live on this host.
-    pub ports: BTreeMap<String, u32>,
+    /// OpenFlow port of each endpoint of this host that is plugged in; only endpoints that
+    /// exist and live on this host.
+    pub ports: BTreeMap<EndpointKey, u32>,
 }
 
 /// What a cookie says a flow belongs to (its top byte).
@@ -42,38 +41,17 @@ pub fn cookie(kind: CookieKind, key: &str) -> u64 {
     ((kind as u64) << 56) | (plexus_api::ids::fnv1a(key) & 0x00ff_ffff_ffff_ffff)
 }
 
-/// The gateway's MAC: `0a:58` and its address, like endpoints (no endpoint has that address).
-pub fn gateway_mac(gw: Ipv4Addr) -> [u8; 6] {
-    let o = gw.octets();
-    [0x0a, 0x58, o[0], o[1], o[2], o[3]]
-}
-
-const BROADCAST_BIT: u128 = 0x01_00_00_00_00_00;
-
-fn mac_of(e: &Endpoint) -> Option<[u8; 6]> {
-    parse_mac("mac", &e.mac).ok()
-}
-
-/// An ARP reply built in the switch: the request turned around, answering for `ip`/`mac`.
-fn arp_reply(ip: Ipv4Addr, mac: [u8; 6]) -> Vec<Action> {
-    vec![
-        Action::RegMove { src: Field::EthSrc, src_ofs: 0, dst: Field::EthDst, dst_ofs: 0, n_bits: 48 },
-        Action::set_field(Field::EthSrc, mac_u128(mac)),
-        Action::set_field(Field::ArpOp, 2u16),
-        Action::RegMove { src: Field::ArpSha, src_ofs: 0, dst: Field::ArpTha, dst_ofs: 0, n_bits: 48 },
-        Action::RegMove { src: Field::ArpSpa, src_ofs: 0, dst: Field::ArpTpa, dst_ofs: 0, n_bits: 32 },
-        Action::set_field(Field::ArpSha, mac_u128(mac)),
-        Action::set_field(Field::ArpSpa, u32::from(ip)),
-        Action::output(OFPP_IN_PORT),
-    ]
-}
-
-fn to_tunnel(vni: u32, dst: Ipv4Addr, port: u32) -> Vec<Action> {
-    vec![Action::set_field(Field::TunnelId, vni as u64), Action::set_tun_dst(dst), Action::output(port)]
+/// The cookie of a unit's flows.
+pub fn unit_cookie(unit: &Unit) -> u64 {
+    match unit {
+        Unit::Glue => cookie(CookieKind::Pipeline, "pipeline"),
+        Unit::Network(n) => cookie(CookieKind::Network, n),
+        Unit::Endpoint(k) => cookie(CookieKind::Endpoint, &k.to_string()),
+    }
 }
 
 /// What a group of flows comes from. A switch's desired flows are the union of its units';
-/// a change to the model recompiles only the units it touches ([`affected`]).
+/// a change to the model recompiles only the units it touches ([`super::engine`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Unit {
     /// The pipeline's own glue.
@@ -81,9 +59,9 @@ pub enum Unit {
     /// A network's shared flows on this switch: tunnel classification, gateway ARP, ARP
     /// defaults, broadcast.
     Network(String),
-    /// One endpoint's flows (`network/id`): port classification and security and unicast for
-    /// a local one; ARP answer and unicast to the tunnel for a remote one.
-    Endpoint(String),
+    /// One endpoint's flows: port classification and security and unicast for a local one;
+    /// ARP answer and unicast to the tunnel for a remote one.
+    Endpoint(EndpointKey),
 }
 
 /// The desired flows of the switch `view` describes, normalized (as the switch reports them).
@@ -94,14 +72,18 @@ pub fn compile(model: &Model, view: &SwitchView) -> Vec<FlowMod> {
 /// Every unit's flows on the switch `view` describes; units without flows are left out.
 pub fn compile_units(model: &Model, view: &SwitchView) -> BTreeMap<Unit, Vec<FlowMod>> {
     let mut units = BTreeMap::new();
-    units.insert(Unit::Glue, normalized(glue()));
+    units.insert(Unit::Glue, compile_unit(model, view, &Unit::Glue));
     for (name, eps) in &model.endpoints {
-        let Some(vni) = carries(model, view, name) else { continue };
-        units.insert(Unit::Network(name.clone()), normalized(network_flows(model, view, name, vni)));
-        for e in eps.values() {
-            let f = normalized(endpoint_flows(model, view, e, vni));
+        if carries(model, view, name).is_none() {
+            continue;
+        }
+        let unit = Unit::Network(name.clone());
+        units.insert(unit.clone(), compile_unit(model, view, &unit));
+        for id in eps.keys() {
+            let unit = Unit::Endpoint(EndpointKey::new(name, id));
+            let f = compile_unit(model, view, &unit);
             if !f.is_empty() {
-                units.insert(Unit::Endpoint(format!("{name}/{}", e.id)), f);
+                units.insert(unit, f);
             }
         }
     }
@@ -113,23 +95,44 @@ pub fn compile_units(model: &Model, view: &SwitchView) -> BTreeMap<Unit, Vec<Flo
 /// broadcast never reaches it either.
 pub(crate) fn carries(model: &Model, view: &SwitchView, network: &str) -> Option<u32> {
     let NetworkKind::Overlay { vni: Some(vni) } = model.networks.get(network)?.spec.kind else { return None };
-    let prefix = format!("{network}/");
-    let local = view.ports.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix));
+    let local = view.ports.range(EndpointKey::first_in(network)..).next().is_some_and(|(k, _)| k.network == network);
     local.then_some(vni)
 }
 
 /// The flows of one unit, normalized.
 pub fn compile_unit(model: &Model, view: &SwitchView, unit: &Unit) -> Vec<FlowMod> {
-    let out = match unit {
-        Unit::Glue => glue(),
-        Unit::Network(name) => carries(model, view, name).map(|vni| network_flows(model, view, name, vni)).unwrap_or_default(),
-        Unit::Endpoint(key) => {
-            let Some((net, id)) = key.split_once('/') else { return Vec::new() };
-            let Some(e) = model.endpoints.get(net).and_then(|eps| eps.get(id)) else { return Vec::new() };
-            carries(model, view, net).map(|vni| endpoint_flows(model, view, e, vni)).unwrap_or_default()
+    let mut out = Flows::new(unit_cookie(unit));
+    match unit {
+        Unit::Glue => {
+            for f in FEATURES {
+                out.for_feature(*f);
+                f.glue(&mut out);
+            }
         }
-    };
-    normalized(out)
+        Unit::Network(name) => {
+            let (Some(vni), Some(network)) = (carries(model, view, name), model.networks.get(name)) else { return Vec::new() };
+            let cx = NetworkCx { model, view, network, vni };
+            for f in FEATURES {
+                out.for_feature(*f);
+                f.network(&cx, &mut out);
+            }
+        }
+        Unit::Endpoint(key) => {
+            let Some(endpoint) = model.endpoints.get(&key.network).and_then(|eps| eps.get(&key.id)) else { return Vec::new() };
+            let Some(vni) = carries(model, view, &key.network) else { return Vec::new() };
+            let place = if endpoint.host == view.host {
+                view.ports.get(key).map_or(Place::Unplugged, |p| Place::Local(*p))
+            } else {
+                model.hosts.get(&endpoint.host).map_or(Place::Unknown, Place::Remote)
+            };
+            let cx = EndpointCx { view, endpoint, vni, place };
+            for f in FEATURES {
+                out.for_feature(*f);
+                f.endpoint(&cx, &mut out);
+            }
+        }
+    }
+    normalized(out.into_vec())
 }
 
 fn normalized(flows: Vec<FlowMod>) -> Vec<FlowMod> {
@@ -146,142 +149,27 @@ fn normalized(flows: Vec<FlowMod>) -> Vec<FlowMod> {
         .collect()
 }
 
-/// The units a model change can touch on a switch, given the change's kind and key; `None`
-/// when it may touch anything (a host's tunnel address, a network's settings). Besides these,
-/// a unit's network gaining or losing its last local endpoint touches all of its units; the
-/// caller checks that with the network unit's before and after.
-pub fn affected(kind: &str, key: &str) -> Option<Vec<Unit>> {
-    match kind {
-        "endpoint" => {
-            let net = key.split_once('/').map(|(n, _)| n)?;
-            Some(vec![Unit::Network(net.to_string()), Unit::Endpoint(key.to_string())])
-        }
-        // No flows come from these yet.
-        "router" | "policy" | "mastership" => Some(vec![]),
-        _ => None,
-    }
-}
-
-fn glue() -> Vec<FlowMod> {
-    let glue = cookie(CookieKind::Pipeline, "pipeline");
-    // Stages without features yet pass packets on.
-    ["egress-policy", "routing"].iter().map(|t| FlowMod::add(table(t), 0, Match::new()).cookie(glue).goto(next(t))).collect()
-}
-
-fn net_match(vni: u32) -> Match {
-    Match::new().reg(REG_NETWORK, vni)
-}
-
-fn arp_request(vni: u32, ip: Ipv4Addr) -> Match {
-    net_match(vni).with(Field::ArpOp, 1u16).with(Field::ArpTpa, u32::from(ip))
-}
-
-fn network_flows(model: &Model, view: &SwitchView, name: &str, vni: u32) -> Vec<FlowMod> {
-    let mut out = Vec::new();
-    let Some(net) = model.networks.get(name) else { return out };
-    let empty = BTreeMap::new();
-    let eps = model.endpoints.get(name).unwrap_or(&empty);
-    let ncookie = cookie(CookieKind::Network, name);
-    // Classify: which network, and whether from a tunnel.
-    out.push(
-        FlowMod::add(table("classify"), 100, Match::new().in_port(view.tunnel_port).tunnel_id(vni as u64))
-            .cookie(ncookie)
-            .apply(vec![Action::set_field(Field::Reg(REG_NETWORK), vni), Action::set_field(Field::Reg(REG_FROM_TUNNEL), 1u32)])
-            .goto(table("l2-lookup")),
-    );
-    if let Some(gw) = net.spec.gateway {
-        out.push(FlowMod::add(table("arp-responder"), 100, arp_request(vni, gw)).cookie(ncookie).apply(arp_reply(gw, gateway_mac(gw))));
-    }
-    // Other ARP requests are dropped, never flooded: every address is known.
-    out.push(FlowMod::add(table("arp-responder"), 50, net_match(vni).with(Field::ArpOp, 1u16)).cookie(ncookie));
-    out.push(FlowMod::add(table("arp-responder"), 0, net_match(vni)).cookie(ncookie).goto(next("arp-responder")));
-    // Broadcast and multicast: local ports, plus one copy per host with endpoints here; what
-    // came from a tunnel goes to local ports only.
-    // Local ports come from the switch's (few) ports; remote hosts from one pass over the
-    // network's endpoints that allocates nothing.
-    let prefix = format!("{name}/");
-    let locals: Vec<Action> = view
-        .ports
-        .range(prefix.clone()..)
-        .take_while(|(k, _)| k.starts_with(&prefix))
-        .map(|(_, p)| Action::output(*p))
-        .collect();
-    let mut remote: Vec<&str> = Vec::new();
-    for e in eps.values() {
-        if e.host != view.host && !remote.contains(&e.host.as_str()) {
-            remote.push(&e.host);
-        }
-    }
-    let remote_hosts: BTreeSet<Ipv4Addr> = remote.iter().filter_map(|h| model.hosts.get(*h).map(|h| h.spec.tunnel_ip)).collect();
-    let bcast = |from_tunnel: u32| net_match(vni).reg(REG_FROM_TUNNEL, from_tunnel).set(MatchField { field: Field::EthDst, value: BROADCAST_BIT, mask: Some(BROADCAST_BIT) });
-    let mut flood = locals.clone();
-    for h in &remote_hosts {
-        flood.extend(to_tunnel(vni, *h, view.tunnel_port));
-    }
-    out.push(FlowMod::add(table("l2-lookup"), 50, bcast(0)).cookie(ncookie).apply(flood));
-    out.push(FlowMod::add(table("l2-lookup"), 50, bcast(1)).cookie(ncookie).apply(locals));
-    out
-}
-
-fn endpoint_flows(model: &Model, view: &SwitchView, e: &Endpoint, vni: u32) -> Vec<FlowMod> {
-    let mut out = Vec::new();
-    let Some(mac) = mac_of(e) else { return out };
-    let key = format!("{}/{}", e.network, e.id);
-    let c = cookie(CookieKind::Endpoint, &key);
-    // ARP for every endpoint of the network, answered here.
-    out.push(FlowMod::add(table("arp-responder"), 100, arp_request(vni, e.ip)).cookie(c).apply(arp_reply(e.ip, mac)));
-    if e.host == view.host {
-        let Some(port) = view.ports.get(&key).copied() else { return out };
-        out.push(
-            FlowMod::add(table("classify"), 100, Match::new().in_port(port))
-                .cookie(c)
-                .apply(vec![Action::set_field(Field::Reg(REG_NETWORK), vni)])
-                .goto(table("port-security")),
-        );
-        // Port security: only its own MAC and address, for IPv4 and ARP.
-        let base = || Match::new().in_port(port).eth_src(mac);
-        out.push(FlowMod::add(table("port-security"), 100, base().ipv4_src(e.ip)).cookie(c).goto(next("port-security")));
-        out.push(
-            FlowMod::add(table("port-security"), 100, base().with(Field::ArpSpa, u32::from(e.ip)).with(Field::ArpSha, mac_u128(mac)))
-                .cookie(c)
-                .goto(next("port-security")),
-        );
-        out.push(FlowMod::add(table("l2-lookup"), 100, net_match(vni).eth_dst(mac)).cookie(c).apply(vec![Action::output(port)]));
-    } else if let Some(h) = model.hosts.get(&e.host) {
-        // Unicast to a remote endpoint: through the tunnel to its host.
-        out.push(
-            FlowMod::add(table("l2-lookup"), 100, net_match(vni).reg(REG_FROM_TUNNEL, 0).eth_dst(mac))
-                .cookie(c)
-                .apply(to_tunnel(vni, h.spec.tunnel_ip, view.tunnel_port)),
-        );
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Command;
-    use plexus_api::{EndpointSpec, HostSpec, NetworkSpec};
-    use plexus_ovs::openflow::Instruction;
+    use crate::flows::pipeline::{priority, Origin, Table, REG_FROM_TUNNEL};
+    use crate::model::testing::{endpoint, host, overlay};
+    use plexus_ovs::openflow::{Action, Field, Instruction};
 
     fn model() -> Model {
         let mut m = Model::default();
-        for (i, h) in ["h1", "h2", "h3"].iter().enumerate() {
-            let spec = HostSpec { name: h.to_string(), tunnel_ip: Ipv4Addr::new(192, 0, 2, i as u8 + 1), encap: Default::default(), labels: Default::default() };
-            m.apply(Command::PutHost { spec, now_ms: 0 }).unwrap();
+        for i in 1..=3 {
+            m.apply(host(&format!("h{i}"), i)).unwrap();
         }
-        let spec = NetworkSpec { kind: NetworkKind::Overlay { vni: Some(7) }, ..NetworkSpec::overlay("red", "10.1.0.0/24") };
-        m.apply(Command::PutNetwork { spec, create: true, if_match: None }).unwrap();
+        m.apply(overlay("red", "10.1.0.0/24", Some(7))).unwrap();
         for (id, h) in [("a", "h1"), ("b", "h1"), ("c", "h2")] {
-            let spec = EndpointSpec { id: Some(id.into()), host: h.into(), ip: None, mac: None, owner: None, labels: Default::default() };
-            m.apply(Command::CreateEndpoint { network: "red".into(), spec, now_ms: 0 }).unwrap();
+            m.apply(endpoint("red", id, h)).unwrap();
         }
         m
     }
 
     fn view(host: &str, ports: &[(&str, u32)]) -> SwitchView {
-        SwitchView { host: host.into(), tunnel_port: 1, ports: ports.iter().map(|(k, v)| (k.to_string(), *v)).collect() }
+        SwitchView { host: host.into(), tunnel_port: 1, ports: ports.iter().map(|(k, v)| (EndpointKey::new("red", *k), *v)).collect() }
     }
 
     #[test]
@@ -289,10 +177,14 @@ mod tests {
         let m = model();
         let h3 = compile(&m, &view("h3", &[]));
         assert!(h3.iter().all(|f| f.cookie >> 56 == CookieKind::Pipeline as u64), "h3 holds only the pipeline glue");
-        let h1 = compile(&m, &view("h1", &[("red/a", 5), ("red/b", 6)]));
+        let h1 = compile(&m, &view("h1", &[("a", 5), ("b", 6)]));
         // Broadcast from a local port: both local ports and one copy to h2 only.
-        let flood = h1.iter().find(|f| f.priority == 50 && f.match_.get(Field::Reg(REG_FROM_TUNNEL)).is_some_and(|r| r.value == 0)).unwrap();
-        let Instruction::ApplyActions(acts) = &flood.instructions[0] else { panic!() };
+        let local = Origin::Local.reg_value();
+        let flood = h1
+            .iter()
+            .find(|f| f.table_id == Table::L2Lookup.id() && f.priority == priority::NETWORK && f.match_.get(Field::Reg(REG_FROM_TUNNEL)).is_some_and(|r| r.value == u128::from(local)))
+            .expect("a broadcast flow for local packets");
+        let Some(Instruction::ApplyActions(acts)) = flood.instructions.first() else { panic!("{flood:?}") };
         let tunnels: Vec<&Action> = acts.iter().filter(|a| matches!(a, Action::SetField(mf) if mf.field == Field::TunIpv4Dst)).collect();
         assert_eq!(tunnels.len(), 1, "one copy, to h2: {acts:?}");
         assert!(acts.contains(&Action::output(5)) && acts.contains(&Action::output(6)));
@@ -301,13 +193,27 @@ mod tests {
     #[test]
     fn every_flow_of_an_endpoint_carries_its_cookie() {
         let m = model();
-        let flows = compile(&m, &view("h1", &[("red/a", 5), ("red/b", 6)]));
-        let a = cookie(CookieKind::Endpoint, "red/a");
+        let flows = compile(&m, &view("h1", &[("a", 5), ("b", 6)]));
+        let a = unit_cookie(&Unit::Endpoint(EndpointKey::new("red", "a")));
         let mine: Vec<&FlowMod> = flows.iter().filter(|f| f.cookie == a).collect();
         // classify, two port-security, unicast, ARP answer.
         assert_eq!(mine.len(), 5, "{mine:#?}");
-        assert_ne!(a, cookie(CookieKind::Endpoint, "red/b"));
+        assert_ne!(a, unit_cookie(&Unit::Endpoint(EndpointKey::new("red", "b"))));
         // Compiling twice gives the same flows: the compiler is a function.
-        assert_eq!(flows, compile(&m, &view("h1", &[("red/a", 5), ("red/b", 6)])));
+        assert_eq!(flows, compile(&m, &view("h1", &[("a", 5), ("b", 6)])));
+    }
+
+    #[test]
+    fn tunnelled_packets_go_through_ingress_policy_to_output() {
+        let m = model();
+        let flows = compile(&m, &view("h1", &[("a", 5)]));
+        let from_tunnel = flows.iter().find(|f| f.table_id == Table::Classify.id() && f.match_.get(Field::InPort).is_some_and(|p| p.value == 1)).expect("tunnel classification");
+        assert!(from_tunnel.instructions.contains(&Instruction::GotoTable(Table::L2Lookup.id())), "{from_tunnel:?}");
+        // Unicast to a local port goes on to ingress policy rather than straight out.
+        let uni = flows.iter().find(|f| f.table_id == Table::L2Lookup.id() && f.priority == priority::OBJECT && f.match_.get(Field::Reg(REG_FROM_TUNNEL)).is_none()).expect("unicast to a");
+        assert!(uni.instructions.contains(&Instruction::GotoTable(Table::IngressPolicy.id())), "{uni:?}");
+        for t in [Table::IngressPolicy, Table::Output] {
+            assert!(flows.iter().any(|f| f.table_id == t.id()), "{t} has a flow");
+        }
     }
 }

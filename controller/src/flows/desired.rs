@@ -6,9 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use plexus_api::EndpointKey;
 use plexus_ovs::openflow::FlowMod;
 
-use super::compile::{affected, carries, compile_unit, compile_units, SwitchView, Unit};
+use super::compile::{carries, compile_unit, compile_units, SwitchView, Unit};
+use super::engine::{touched, Input, Touched};
+use super::reconcile::{diff, Diff};
 use crate::model::Model;
 
 /// The desired flows of one switch, by unit, as of a model revision and a view of its ports.
@@ -20,17 +23,15 @@ pub struct DesiredFlows {
     len: usize,
 }
 
-/// What [`DesiredFlows::update`] recompiled.
+/// What [`DesiredFlows::update`] recompiled, and what the switch must be sent.
 #[derive(Debug, Clone, Default)]
 pub struct Update {
     /// Everything was recompiled.
     pub full: bool,
     /// Units recompiled.
     pub units: usize,
-    /// Their flows before.
-    pub old: Vec<FlowMod>,
-    /// Their flows now.
-    pub new: Vec<FlowMod>,
+    /// The difference between the flows before and now.
+    pub diff: Diff,
 }
 
 impl DesiredFlows {
@@ -61,99 +62,101 @@ impl DesiredFlows {
         self.revision
     }
 
-    /// Brings the flows to `model` and `view`, recompiling only what changed.
+    /// Brings the flows to `model` and `view`, recompiling only what changed, and returns the
+    /// difference to send (computed without reading the switch back).
     pub fn update(&mut self, model: &Model, view: &SwitchView) -> Update {
         match self.touched(model, view) {
             Some(units) => {
-                let mut u = Update { units: units.len(), ..Default::default() };
+                let (mut old, mut new) = (Vec::new(), Vec::new());
+                let n = units.len();
                 for unit in units {
-                    let new = compile_unit(model, view, &unit);
-                    if let Some(old) = self.units.remove(&unit) {
-                        self.len -= old.len();
-                        u.old.extend(old);
+                    let flows = compile_unit(model, view, &unit);
+                    if let Some(before) = self.units.remove(&unit) {
+                        self.len -= before.len();
+                        old.extend(before);
                     }
-                    if !new.is_empty() {
-                        self.len += new.len();
-                        u.new.extend(new.iter().cloned());
-                        self.units.insert(unit, new);
+                    if !flows.is_empty() {
+                        self.len += flows.len();
+                        new.extend(flows.iter().cloned());
+                        self.units.insert(unit, flows);
                     }
                 }
                 self.revision = model.revision;
                 self.view = view.clone();
-                u
+                Update { full: false, units: n, diff: diff(&old, &new) }
             }
             None => {
                 let old = self.flows();
                 *self = DesiredFlows::new(model, view);
-                Update { full: true, units: self.units.len(), old, new: self.flows() }
+                Update { full: true, units: self.units.len(), diff: diff(&old, &self.flows()) }
             }
         }
     }
 
     /// The units a move to `model` and `view` touches; `None` for "anything".
     fn touched(&self, model: &Model, view: &SwitchView) -> Option<BTreeSet<Unit>> {
-        if view.host != self.view.host || view.tunnel_port != self.view.tunnel_port {
-            return None;
-        }
-        let mut touched = BTreeSet::new();
-        if !model.has_changes_since(self.revision) {
-            return None;
+        let mut units = BTreeSet::new();
+        let mut add = |t: Touched| match t {
+            Touched::Units(u) => {
+                units.extend(u);
+                Some(())
+            }
+            Touched::Everything => None,
+        };
+        if view.host != self.view.host || view.tunnel_port != self.view.tunnel_port || !model.has_changes_since(self.revision) {
+            add(touched(Input::Switch))?;
         }
         for c in model.changes_after(self.revision) {
-            touched.extend(affected(&c.kind, &c.key)?);
+            add(touched(Input::Model(&c.subject)))?;
         }
-        // A port that came, went or moved touches its endpoint and its network's broadcast.
         if self.view.ports != view.ports {
             for k in changed_keys(&self.view.ports, &view.ports) {
-                let net = k.split_once('/').map(|(n, _)| n.to_string())?;
-                touched.insert(Unit::Network(net));
-                touched.insert(Unit::Endpoint(k.to_string()));
+                add(touched(Input::Port(k)))?;
             }
         }
         // A network this switch starts or stops carrying touches every one of its units.
-        let nets: Vec<String> = touched.iter().filter_map(|u| if let Unit::Network(n) = u { Some(n.clone()) } else { None }).collect();
+        let nets: Vec<String> = units.iter().filter_map(|u| if let Unit::Network(n) = u { Some(n.clone()) } else { None }).collect();
         for net in nets {
             let before = self.units.contains_key(&Unit::Network(net.clone()));
             let after = carries(model, view, &net).is_some();
             if before != after {
-                let prefix = format!("{net}/");
-                touched.extend(self.units.keys().filter(|u| matches!(u, Unit::Endpoint(k) if k.starts_with(&prefix))).cloned());
+                units.extend(self.units.keys().filter(|u| matches!(u, Unit::Endpoint(k) if k.network == net)).cloned());
                 if let Some(eps) = model.endpoints.get(&net) {
-                    touched.extend(eps.keys().map(|id| Unit::Endpoint(format!("{net}/{id}"))));
+                    units.extend(eps.keys().map(|id| Unit::Endpoint(EndpointKey::new(&net, id))));
                 }
             }
         }
-        Some(touched)
+        Some(units)
     }
 }
 
 /// Keys present in one map only or with different values: one walk over both sorted maps.
-fn changed_keys<'a>(a: &'a BTreeMap<String, u32>, b: &'a BTreeMap<String, u32>) -> Vec<&'a str> {
+fn changed_keys<'a>(a: &'a BTreeMap<EndpointKey, u32>, b: &'a BTreeMap<EndpointKey, u32>) -> Vec<&'a EndpointKey> {
     let (mut x, mut y) = (a.iter().peekable(), b.iter().peekable());
     let mut out = Vec::new();
     loop {
         match (x.peek(), y.peek()) {
             (None, None) => return out,
             (Some((k, _)), None) => {
-                out.push(k.as_str());
+                out.push(*k);
                 x.next();
             }
             (None, Some((k, _))) => {
-                out.push(k.as_str());
+                out.push(*k);
                 y.next();
             }
             (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
                 std::cmp::Ordering::Less => {
-                    out.push(ka.as_str());
+                    out.push(*ka);
                     x.next();
                 }
                 std::cmp::Ordering::Greater => {
-                    out.push(kb.as_str());
+                    out.push(*kb);
                     y.next();
                 }
                 std::cmp::Ordering::Equal => {
                     if va != vb {
-                        out.push(ka.as_str());
+                        out.push(*ka);
                     }
                     x.next();
                     y.next();
@@ -167,10 +170,9 @@ fn changed_keys<'a>(a: &'a BTreeMap<String, u32>, b: &'a BTreeMap<String, u32>) 
 mod tests {
     use super::*;
     use crate::flows::compile;
+    use crate::model::testing::{endpoint, host, overlay};
     use crate::model::Command;
-    use plexus_api::{EndpointSpec, HostSpec, NetworkSpec};
     use proptest::prelude::*;
-    use std::net::Ipv4Addr;
 
     fn sorted(mut v: Vec<FlowMod>) -> Vec<String> {
         let mut s: Vec<String> = v.drain(..).map(|f| format!("{f:?}")).collect();
@@ -197,42 +199,45 @@ mod tests {
         ]
     }
 
+    fn net(n: u8) -> &'static str {
+        if n == 0 {
+            "red"
+        } else {
+            "blue"
+        }
+    }
+
     proptest! {
-        /// After any sequence of changes, the incrementally kept flows equal a full compile.
+        /// After any sequence of changes, the incrementally kept flows equal a full compile,
+        /// and the difference each update returns turns the old flows into the new ones.
         #[test]
         fn incremental_updates_equal_a_full_compile(steps in proptest::collection::vec(step(), 1..40)) {
             let mut m = Model::default();
-            let host = |m: &mut Model, i: u8| {
-                let spec = HostSpec { name: format!("h{i}"), tunnel_ip: Ipv4Addr::new(192, 0, 2, i + 1), encap: Default::default(), labels: Default::default() };
-                m.apply(Command::PutHost { spec, now_ms: 0 }).unwrap();
-            };
             for i in 0..3 {
-                host(&mut m, i);
+                m.apply(host(&format!("h{i}"), i + 1)).unwrap();
             }
             for (i, n) in ["red", "blue"].iter().enumerate() {
-                m.apply(Command::PutNetwork { spec: NetworkSpec::overlay(n, &format!("10.{i}.0.0/24")), create: true, if_match: None }).unwrap();
+                m.apply(overlay(n, &format!("10.{i}.0.0/24"), None)).unwrap();
             }
             let mut view = SwitchView { host: "h0".into(), tunnel_port: 1, ports: Default::default() };
             let mut d = DesiredFlows::new(&m, &view);
             let mut hosts = 3;
             for s in steps {
-                let net = |n: u8| if n == 0 { "red" } else { "blue" };
                 match s {
                     Step::Create { net: n, id, host } => {
-                        let spec = EndpointSpec { id: Some(format!("e{id}")), host: format!("h{host}"), ip: None, mac: None, owner: None, labels: Default::default() };
-                        let _ = m.apply(Command::CreateEndpoint { network: net(n).into(), spec, now_ms: 0 });
+                        let _ = m.apply(endpoint(net(n), &format!("e{id}"), &format!("h{host}")));
                     }
                     Step::Delete { net: n, id } => {
                         let _ = m.apply(Command::DeleteEndpoint { network: net(n).into(), id: format!("e{id}") });
                     }
                     Step::Plug { net: n, id } => {
-                        view.ports.insert(format!("{}/e{id}", net(n)), 10 + id as u32 + 10 * n as u32);
+                        view.ports.insert(EndpointKey::new(net(n), format!("e{id}")), 10 + id as u32 + 10 * n as u32);
                     }
                     Step::Unplug { net: n, id } => {
-                        view.ports.remove(&format!("{}/e{id}", net(n)));
+                        view.ports.remove(&EndpointKey::new(net(n), format!("e{id}")));
                     }
                     Step::NewHost => {
-                        host(&mut m, hosts);
+                        m.apply(host(&format!("h{hosts}"), hosts as u32 + 1)).unwrap();
                         hosts += 1;
                     }
                 }
@@ -240,14 +245,20 @@ mod tests {
                 // exist on this host.
                 let seen = SwitchView {
                     ports: view.ports.iter().filter(|(k, _)| {
-                        let (n, id) = k.split_once('/').unwrap();
-                        m.endpoints.get(n).and_then(|e| e.get(id)).is_some_and(|e| e.host == "h0")
+                        m.endpoints.get(&k.network).and_then(|e| e.get(&k.id)).is_some_and(|e| e.host == "h0")
                     }).map(|(k, v)| (k.clone(), *v)).collect(),
                     ..view.clone()
                 };
-                d.update(&m, &seen);
+                let before = d.flows();
+                let u = d.update(&m, &seen);
                 prop_assert_eq!(sorted(d.flows()), sorted(compile(&m, &seen)));
                 prop_assert_eq!(d.len(), d.flows().len());
+                // Applying the returned difference to the old flows gives the new ones.
+                let mut applied: Vec<FlowMod> = before.into_iter().filter(|f| {
+                    !u.diff.delete.iter().chain(&u.diff.replace).chain(&u.diff.modify).any(|g| (g.table_id, g.priority, &g.match_) == (f.table_id, f.priority, &f.match_))
+                }).collect();
+                applied.extend(u.diff.add.iter().chain(&u.diff.replace).chain(&u.diff.modify).cloned());
+                prop_assert_eq!(sorted(applied), sorted(d.flows()));
             }
         }
     }
@@ -255,26 +266,26 @@ mod tests {
     #[test]
     fn one_endpoint_change_recompiles_two_units() {
         let mut m = Model::default();
-        for i in 0..2u8 {
-            let spec = HostSpec { name: format!("h{i}"), tunnel_ip: Ipv4Addr::new(192, 0, 2, i + 1), encap: Default::default(), labels: Default::default() };
-            m.apply(Command::PutHost { spec, now_ms: 0 }).unwrap();
+        for i in 0..2u32 {
+            m.apply(host(&format!("h{i}"), i + 1)).unwrap();
         }
-        m.apply(Command::PutNetwork { spec: NetworkSpec::overlay("red", "10.0.0.0/16"), create: true, if_match: None }).unwrap();
+        m.apply(overlay("red", "10.0.0.0/16", None)).unwrap();
         let mut view = SwitchView { host: "h0".into(), tunnel_port: 1, ports: Default::default() };
         for i in 0..200 {
-            let spec = EndpointSpec { id: Some(format!("e{i}")), host: format!("h{}", i % 2), ip: None, mac: None, owner: None, labels: Default::default() };
-            m.apply(Command::CreateEndpoint { network: "red".into(), spec, now_ms: 0 }).unwrap();
+            m.apply(endpoint("red", &format!("e{i}"), &format!("h{}", i % 2))).unwrap();
             if i % 2 == 0 {
-                view.ports.insert(format!("red/e{i}"), 100 + i);
+                view.ports.insert(EndpointKey::new("red", format!("e{i}")), 100 + i);
             }
         }
         let mut d = DesiredFlows::new(&m, &view);
-        let spec = EndpointSpec { id: Some("new".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() };
-        m.apply(Command::CreateEndpoint { network: "red".into(), spec, now_ms: 0 }).unwrap();
+        m.apply(endpoint("red", "new", "h1")).unwrap();
         let u = d.update(&m, &view);
         assert!(!u.full);
         // The new endpoint's unit and its network's (broadcast) unit.
         assert_eq!(u.units, 2);
+        // Its ARP answer and unicast added, the network's broadcast unchanged (h1 already
+        // had endpoints).
+        assert_eq!((u.diff.add.len(), u.diff.modify.len(), u.diff.replace.len(), u.diff.delete.len()), (2, 0, 0, 0), "{:#?}", u.diff);
         assert_eq!(sorted(d.flows()), sorted(compile(&m, &view)));
     }
 }

@@ -1,10 +1,15 @@
-//! Flows: the pipeline's layout and the compiler from the model to each switch's flows.
+//! Flows: the pipeline's layout, its features, the compiler from the model to each switch's
+//! flows, what a change touches, and bringing a switch to its desired flows.
 
 pub mod compile;
 pub mod desired;
+pub mod engine;
+pub mod features;
 pub mod pipeline;
 pub mod reconcile;
 
-pub use compile::{affected, compile, compile_unit, compile_units, cookie, CookieKind, SwitchView, Unit};
+pub use compile::{compile, compile_unit, compile_units, cookie, unit_cookie, CookieKind, SwitchView, Unit};
 pub use desired::{DesiredFlows, Update};
+pub use features::gateway_mac;
+pub use pipeline::{Origin, Stage, Table};
 pub use reconcile::{apply, diff, reconcile, Diff};

@@ -1,9 +1,14 @@
-//! The OpenFlow pipeline of `br-int`, declared once by name. Tables sit in stages; their
-//! numbers follow from the order declared here and are never written anywhere else, so a
-//! stage added later renumbers nothing by hand.
+//! The OpenFlow pipeline of `br-int`, declared once. Each table is a variant of [`Table`] with
+//! its stage, its miss action and the paths of packets that visit it; its number follows from
+//! the declaration order and is written nowhere else, so a table added later renumbers nothing
+//! by hand and a misspelt table does not compile.
+//!
+//! Two paths run through the pipeline ([`Origin`]): a packet a local endpoint sent visits
+//! every table; a packet that came out of a tunnel was checked and routed by the sending host,
+//! so it skips the sender-side stages but still meets ingress policy before output.
 
 /// A pipeline stage, in packet order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Stage {
     /// Where a packet came from: which endpoint or tunnel, which network.
     Classify,
@@ -12,60 +17,184 @@ pub enum Stage {
     /// ARP answered in the switch.
     Arp,
     /// Egress policy (conntrack).
-    EgressPolicy,
+    EgressSecurity,
     /// L3 between networks of one routing domain.
     Routing,
     /// L2: destination MAC to a local port or a tunnel; broadcast replication.
     Switching,
-    /// Ingress policy (conntrack) and output.
-    IngressPolicy,
+    /// Ingress policy (conntrack).
+    IngressSecurity,
+    /// Sending the packet to the port the switching stage chose.
+    Output,
 }
 
-/// A table of the pipeline.
+/// What a table does with a packet no flow matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Table {
-    /// Its name, for humans and for `plexus` output.
-    pub name: &'static str,
-    /// Its stage.
-    pub stage: Stage,
+pub enum Miss {
+    /// Drop it (OpenFlow 1.3's default): the table only passes what a feature allows.
+    Drop,
+    /// Pass it to the next table on its path: the table only acts on what a feature matches.
+    Next,
 }
 
-/// Every table, in packet order. Numbering: the position times [`TABLE_STRIDE`], which
-/// leaves room for tables inserted later without moving the ones around them.
-pub const TABLES: &[Table] = &[
-    Table { name: "classify", stage: Stage::Classify },
-    Table { name: "port-security", stage: Stage::Validate },
-    Table { name: "arp-responder", stage: Stage::Arp },
-    Table { name: "egress-policy", stage: Stage::EgressPolicy },
-    Table { name: "routing", stage: Stage::Routing },
-    Table { name: "l2-lookup", stage: Stage::Switching },
-    Table { name: "ingress-policy", stage: Stage::IngressPolicy },
-];
+/// Where a packet entered the switch, which decides the tables it visits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// Sent by an endpoint plugged into this switch.
+    Local,
+    /// Received from another host's switch through a tunnel.
+    Tunnel,
+}
 
-/// Spacing between table numbers.
-pub const TABLE_STRIDE: u8 = 10;
+impl Origin {
+    /// Both origins.
+    pub const ALL: [Origin; 2] = [Origin::Local, Origin::Tunnel];
 
-/// The OpenFlow table number of a named table.
-///
-/// # Panics
-/// On a name not in [`TABLES`]: a programming error, caught by every test that compiles
-/// flows.
-pub fn table(name: &str) -> u8 {
-    match TABLES.iter().position(|t| t.name == name) {
-        Some(i) => i as u8 * TABLE_STRIDE,
-        None => panic!("no pipeline table named {name}"),
+    /// The value of [`REG_FROM_TUNNEL`] for packets of this origin.
+    pub const fn reg_value(self) -> u32 {
+        match self {
+            Origin::Local => 0,
+            Origin::Tunnel => 1,
+        }
     }
 }
 
-/// The table after `name` in the pipeline.
-pub fn next(name: &str) -> u8 {
-    table(name) + TABLE_STRIDE
+/// A table of the pipeline. The variants' order is the packet order and gives the numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// Port or tunnel to network; anything unknown is dropped.
+    Classify,
+    /// Source MAC and address of a local endpoint must be its own.
+    PortSecurity,
+    /// ARP requests for known addresses answered in the switch; others dropped.
+    ArpResponder,
+    /// Egress policy.
+    EgressPolicy,
+    /// Routing between the networks of a router.
+    Routing,
+    /// Destination MAC to the output port (kept in [`REG_OUT_PORT`]), or broadcast.
+    L2Lookup,
+    /// Ingress policy, for local and tunnelled packets alike.
+    IngressPolicy,
+    /// Output to the port in [`REG_OUT_PORT`].
+    Output,
+}
+
+/// What the declaration says of one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableSpec {
+    /// Its name, for humans, docs and `plexus` output.
+    pub name: &'static str,
+    /// Its stage.
+    pub stage: Stage,
+    /// What it does with a packet no flow matches.
+    pub miss: Miss,
+    /// Whether packets from tunnels visit it (local packets visit every table).
+    pub tunnel: bool,
+}
+
+/// Spacing between table numbers: room for tables inserted later without moving the others.
+pub const TABLE_STRIDE: u8 = 10;
+
+impl Table {
+    /// Every table, in packet order.
+    pub const ALL: [Table; 8] = [
+        Table::Classify,
+        Table::PortSecurity,
+        Table::ArpResponder,
+        Table::EgressPolicy,
+        Table::Routing,
+        Table::L2Lookup,
+        Table::IngressPolicy,
+        Table::Output,
+    ];
+
+    /// The declaration of this table.
+    pub const fn spec(self) -> TableSpec {
+        const fn t(name: &'static str, stage: Stage, miss: Miss, tunnel: bool) -> TableSpec {
+            TableSpec { name, stage, miss, tunnel }
+        }
+        match self {
+            Table::Classify => t("classify", Stage::Classify, Miss::Drop, true),
+            Table::PortSecurity => t("port-security", Stage::Validate, Miss::Drop, false),
+            Table::ArpResponder => t("arp-responder", Stage::Arp, Miss::Next, false),
+            Table::EgressPolicy => t("egress-policy", Stage::EgressSecurity, Miss::Next, false),
+            Table::Routing => t("routing", Stage::Routing, Miss::Next, false),
+            Table::L2Lookup => t("l2-lookup", Stage::Switching, Miss::Drop, true),
+            Table::IngressPolicy => t("ingress-policy", Stage::IngressSecurity, Miss::Next, true),
+            Table::Output => t("output", Stage::Output, Miss::Drop, true),
+        }
+    }
+
+    /// The OpenFlow table number.
+    pub const fn id(self) -> u8 {
+        self as u8 * TABLE_STRIDE
+    }
+
+    /// Its name.
+    pub const fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// Its stage.
+    pub const fn stage(self) -> Stage {
+        self.spec().stage
+    }
+
+    /// The table an OpenFlow table number names, if any.
+    pub fn from_id(id: u8) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.id() == id)
+    }
+
+    /// The table a name names, if any (for `plexus` input, never for the compiler).
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Whether packets of `origin` visit this table.
+    pub const fn on_path(self, origin: Origin) -> bool {
+        match origin {
+            Origin::Local => true,
+            Origin::Tunnel => self.spec().tunnel,
+        }
+    }
+
+    /// The table a packet of `origin` visits after this one; `None` after the last.
+    pub fn next(self, origin: Origin) -> Option<Table> {
+        Table::ALL.into_iter().filter(|t| *t > self).find(|t| t.on_path(origin))
+    }
+
+    /// The first table after classification for packets of `origin`.
+    pub fn after_classify(origin: Origin) -> Table {
+        // Classify is followed by at least the output table on every path.
+        Table::Classify.next(origin).unwrap_or(Table::Output)
+    }
+}
+
+impl std::fmt::Display for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (table {})", self.name(), self.id())
+    }
+}
+
+/// Flow priorities, by what a flow stands for: more specific objects win.
+pub mod priority {
+    /// A flow for one object's own address or port (an endpoint, a gateway).
+    pub const OBJECT: u16 = 100;
+    /// A network-wide rule (broadcast, ARP requests nobody answers).
+    pub const NETWORK: u16 = 50;
+    /// A switch-wide rule a feature sets (output to the chosen port).
+    pub const DEFAULT: u16 = 10;
+    /// A table's miss flow.
+    pub const MISS: u16 = 0;
 }
 
 /// Register holding the network's VNI once classified.
 pub const REG_NETWORK: u8 = 0;
-/// Register: 1 if the packet came in through a tunnel.
+/// Register: 1 if the packet came in through a tunnel ([`Origin::reg_value`]).
 pub const REG_FROM_TUNNEL: u8 = 1;
+/// Register holding the port the switching stage chose, read by the output table.
+pub const REG_OUT_PORT: u8 = 2;
 
 #[cfg(test)]
 mod tests {
@@ -73,13 +202,28 @@ mod tests {
 
     #[test]
     fn tables_are_numbered_by_declaration_order_and_stages_ascend() {
-        assert_eq!(table("classify"), 0);
-        assert_eq!(table("port-security"), 10);
-        assert_eq!(next("classify"), table("port-security"));
-        assert!(TABLES.windows(2).all(|w| w[0].stage <= w[1].stage));
-        let mut names: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
+        for (i, t) in Table::ALL.iter().enumerate() {
+            assert_eq!(*t as usize, i, "Table::ALL lists {t:?} out of declaration order");
+            assert_eq!(Table::from_id(t.id()), Some(*t));
+            assert_eq!(Table::from_name(t.name()), Some(*t));
+        }
+        assert_eq!(Table::Classify.id(), 0);
+        assert_eq!(Table::PortSecurity.id(), TABLE_STRIDE);
+        assert!(Table::ALL.windows(2).all(|w| w[0].stage() <= w[1].stage()));
+        let mut names: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), TABLES.len());
+        assert_eq!(names.len(), Table::ALL.len());
+    }
+
+    #[test]
+    fn tunnelled_packets_skip_sender_stages_but_meet_ingress_policy() {
+        assert_eq!(Table::after_classify(Origin::Local), Table::PortSecurity);
+        assert_eq!(Table::after_classify(Origin::Tunnel), Table::L2Lookup);
+        assert_eq!(Table::L2Lookup.next(Origin::Tunnel), Some(Table::IngressPolicy));
+        assert_eq!(Table::IngressPolicy.next(Origin::Tunnel), Some(Table::Output));
+        assert_eq!(Table::Output.next(Origin::Local), None);
+        let path: Vec<Table> = std::iter::successors(Some(Table::Classify), |t| t.next(Origin::Tunnel)).collect();
+        assert_eq!(path, [Table::Classify, Table::L2Lookup, Table::IngressPolicy, Table::Output]);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use plexus_ovs::openflow::{Connection, FlowMod, FlowModCommand, FlowStatsRequest, Instruction, Match, Message, OfError, OFPP_ANY};
+use plexus_ovs::openflow::{Connection, FlowMod, FlowModCommand, FlowStats, FlowStatsRequest, Match, Message, OfError, OFPP_ANY};
 
 /// A flow's identity in a table: OpenFlow allows one flow per table, priority and match.
 type Key = (u8, u16, Match);
@@ -23,6 +23,11 @@ pub struct Diff {
 }
 
 impl Diff {
+    /// How many flow changes it holds.
+    pub fn len(&self) -> usize {
+        self.add.len() + self.modify.len() + self.replace.len() + self.delete.len()
+    }
+
     /// Whether nothing differs.
     pub fn is_empty(&self) -> bool {
         self.add.is_empty() && self.modify.is_empty() && self.replace.is_empty() && self.delete.is_empty()
@@ -84,19 +89,7 @@ pub async fn apply(conn: &Connection, d: &Diff) -> Result<(), OfError> {
 
 /// Reads the switch's flows and applies the difference to `desired` in one bundle.
 pub async fn reconcile(conn: &Connection, desired: &[FlowMod]) -> Result<Diff, OfError> {
-    let actual: Vec<FlowMod> = conn
-        .dump_flows(FlowStatsRequest::default())
-        .await?
-        .into_iter()
-        .map(|s| FlowMod {
-            cookie: s.cookie,
-            idle_timeout: s.idle_timeout,
-            hard_timeout: s.hard_timeout,
-            flags: s.flags,
-            instructions: s.instructions.into_iter().filter(|i| !matches!(i, Instruction::ApplyActions(a) if a.is_empty())).collect(),
-            ..FlowMod::add(s.table_id, s.priority, s.match_)
-        })
-        .collect();
+    let actual: Vec<FlowMod> = conn.dump_flows(FlowStatsRequest::default()).await?.iter().map(FlowStats::to_flow_mod).collect();
     let d = diff(&actual, desired);
     if !d.is_empty() {
         tracing::info!(add = d.add.len(), modify = d.modify.len(), replace = d.replace.len(), delete = d.delete.len(), "reconciling switch");

@@ -1,31 +1,23 @@
 //! Endpoints and cluster-mode IPAM: an address is handed out by the state machine, so it is
 //! never given twice, whichever node received the request and however leadership moves.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
-use plexus_api::endpoint::format_mac;
-use plexus_api::{Endpoint, EndpointSpec, IpamMode};
+use plexus_api::{Endpoint, EndpointKey, EndpointSpec, IpamMode, Mac, Valid};
 
-use super::{Model, Object, Refusal};
+use super::{Model, Object, Refusal, Subject};
 
-/// The MAC an endpoint gets when it asks for none: `0a:58` and its IPv4 address, unique in
-/// the network because the address is.
-pub fn mac_for(ip: Ipv4Addr) -> String {
-    let o = ip.octets();
-    format_mac([0x0a, 0x58, o[0], o[1], o[2], o[3]])
-}
 
 /// Addresses and MACs in use, by network: derived from the endpoints so that allocating one
 /// costs a lookup, not a pass over the network. Not stored (snapshots carry the endpoints
 /// only); rebuilt for a network the first time it is needed after a load.
 #[derive(Debug, Clone, Default)]
-pub struct UsedIndex(HashMap<String, Used>);
+pub struct UsedIndex(imbl::HashMap<String, Used>);
 
 #[derive(Debug, Clone, Default)]
 struct Used {
-    ips: BTreeSet<u32>,
-    macs: HashSet<String>,
+    ips: imbl::OrdSet<u32>,
+    macs: imbl::HashSet<Mac>,
 }
 
 impl PartialEq for UsedIndex {
@@ -42,7 +34,7 @@ impl Model {
             let mut u = Used::default();
             for e in eps.get(network).into_iter().flat_map(|m| m.values()) {
                 u.ips.insert(u32::from(e.ip));
-                u.macs.insert(e.mac.clone());
+                u.macs.insert(e.mac);
             }
             u
         })
@@ -53,8 +45,8 @@ impl Model {
         self.used.0.remove(network);
     }
 
-    pub(crate) fn create_endpoint(&mut self, network: &str, spec: EndpointSpec, now_ms: u64) -> Result<Endpoint, Refusal> {
-        let spec = spec.validated()?;
+    pub(crate) fn create_endpoint(&mut self, network: &str, spec: Valid<EndpointSpec>, now_ms: u64) -> Result<Endpoint, Refusal> {
+        let spec = spec.into_inner();
         let Some(net) = self.networks.get(network) else {
             return Err(Refusal::new(404, Some("network"), format!("no network named {network}")));
         };
@@ -111,7 +103,10 @@ impl Model {
                 }
             },
         };
-        let mac = spec.mac.clone().unwrap_or_else(|| mac_for(ip));
+        let mac = match &spec.mac {
+            Some(m) => Mac::parse("mac", m)?,
+            None => Mac::from_ipv4(ip),
+        };
         if self.used(network).macs.contains(&mac) {
             return Err(Refusal::new(409, Some("mac"), format!("{mac} is already used in {network}")));
         }
@@ -137,9 +132,9 @@ impl Model {
         };
         let u = self.used(network);
         u.ips.insert(u32::from(ip));
-        u.macs.insert(ep.mac.clone());
+        u.macs.insert(ep.mac);
         self.endpoints.entry(network.to_string()).or_default().insert(id.clone(), ep.clone());
-        self.record("endpoint", format!("{network}/{id}"), Some(Object::Endpoint(ep.clone())));
+        self.record(Subject::Endpoint(ep.key()), Some(Object::Endpoint(ep.clone())));
         Ok(ep)
     }
 
@@ -155,14 +150,17 @@ impl Model {
             self.endpoints.remove(network);
         }
         self.revision += 1;
-        self.record("endpoint", format!("{network}/{id}"), None);
+        self.record(Subject::Endpoint(EndpointKey::new(network, id)), None);
         Ok(())
     }
 }
 
 /// The lowest address in `first..=last` that is neither used nor the gateway: a walk over the
-/// used addresses in order, which stops at the first gap.
-fn first_free(used: &BTreeSet<u32>, first: u32, last: u32, gw: u32) -> Option<u32> {
+/// used addresses in order, which stops at the first gap. An empty range has none.
+fn first_free(used: &imbl::OrdSet<u32>, first: u32, last: u32, gw: u32) -> Option<u32> {
+    if first > last {
+        return None;
+    }
     let mut a = first;
     let mut taken = used.range(first..=last).peekable();
     while a <= last {
@@ -176,4 +174,52 @@ fn first_free(used: &BTreeSet<u32>, first: u32, last: u32, gw: u32) -> Option<u3
         return Some(a);
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::testing::{endpoint_with, host, overlay};
+    use crate::model::Model;
+
+    fn set(v: &[u32]) -> imbl::OrdSet<u32> {
+        v.iter().copied().collect()
+    }
+
+    #[test]
+    fn first_free_skips_the_gateway_and_used_addresses_and_stops_at_the_end() {
+        assert_eq!(first_free(&set(&[]), 1, 10, 1), Some(2));
+        assert_eq!(first_free(&set(&[2, 3, 5]), 1, 10, 1), Some(4));
+        assert_eq!(first_free(&set(&[2, 3, 4, 5]), 2, 5, 1), None);
+        assert_eq!(first_free(&set(&[9]), 9, 9, 1), None);
+        // Used addresses outside the range do not count.
+        assert_eq!(first_free(&set(&[1, 2, 50]), 3, 10, 0), Some(3));
+        // An empty range (a block outside the subnet) has no address, and no panic.
+        assert_eq!(first_free(&set(&[]), 10, 9, 0), None);
+        assert_eq!(first_free(&set(&[]), u32::MAX, u32::MAX, 0), Some(u32::MAX));
+    }
+
+    #[test]
+    fn addresses_are_never_handed_out_twice_and_freed_ones_come_back() {
+        let mut m = Model::default();
+        m.apply(host("h1", 1)).unwrap();
+        m.apply(overlay("red", "10.9.0.0/29", None)).unwrap();
+        // .1 is the gateway; .2 to .6 are the five host addresses.
+        let mut ips = Vec::new();
+        for i in 0..5 {
+            let Ok(Some(crate::model::Object::Endpoint(e))) = m.apply(endpoint_with("red", EndpointSpec::on("h1").id(&format!("e{i}")))) else { panic!("endpoint {i}") };
+            ips.push(e.ip.to_string());
+        }
+        assert_eq!(ips, ["10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"]);
+        let full = m.apply(endpoint_with("red", EndpointSpec::on("h1"))).unwrap_err();
+        assert_eq!((full.status, full.field.as_deref()), (409, Some("ip")), "{full}");
+        m.apply(crate::model::Command::DeleteEndpoint { network: "red".into(), id: "e2".into() }).unwrap();
+        let Ok(Some(crate::model::Object::Endpoint(e))) = m.apply(endpoint_with("red", EndpointSpec::on("h1"))) else { panic!("reuse") };
+        assert_eq!(e.ip.to_string(), "10.9.0.4");
+        // A MAC another endpoint wears is refused, naming the field.
+        let taken = e.mac.to_string();
+        m.apply(crate::model::Command::DeleteEndpoint { network: "red".into(), id: "e4".into() }).unwrap();
+        let clash = m.apply(endpoint_with("red", EndpointSpec::on("h1").mac(&taken))).unwrap_err();
+        assert_eq!((clash.status, clash.field.as_deref()), (409, Some("mac")), "{clash}");
+    }
 }

@@ -1,8 +1,8 @@
 //! Hosts: registration doubles as heartbeat.
 
-use plexus_api::{Host, HostSpec};
+use plexus_api::{Host, HostSpec, Valid};
 
-use super::{Model, Object, Refusal};
+use super::{Model, Object, Refusal, Subject};
 
 /// The datapath id of a host's `br-int`, as the hex string the API shows.
 pub fn datapath_id(name: &str) -> String {
@@ -10,8 +10,8 @@ pub fn datapath_id(name: &str) -> String {
 }
 
 impl Model {
-    pub(crate) fn put_host(&mut self, spec: HostSpec, now_ms: u64) -> Result<Host, Refusal> {
-        let spec = spec.validated()?;
+    pub(crate) fn put_host(&mut self, spec: Valid<HostSpec>, now_ms: u64) -> Result<Host, Refusal> {
+        let spec = spec.into_inner();
         if let Some(other) = self.hosts.values().find(|h| h.spec.tunnel_ip == spec.tunnel_ip && h.spec.name != spec.name) {
             return Err(Refusal::new(409, Some("tunnel_ip"), format!("{} is the tunnel address of host {}", spec.tunnel_ip, other.spec.name)));
         }
@@ -25,8 +25,9 @@ impl Model {
         self.renew_leases(&spec.name, now_ms);
         let host = Host { datapath_id: datapath_id(&spec.name), spec, last_seen_ms: now_ms, revision };
         self.hosts.insert(host.spec.name.clone(), host.clone());
+        self.by_datapath.insert(host.datapath_id.clone(), host.spec.name.clone());
         if changed {
-            self.record("host", host.spec.name.clone(), Some(Object::Host(host.clone())));
+            self.record(Subject::Host(host.spec.name.clone()), Some(Object::Host(host.clone())));
         }
         Ok(host)
     }

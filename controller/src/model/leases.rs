@@ -48,9 +48,10 @@ impl Model {
 
     /// A heartbeat from `host` renews all its leases.
     pub(crate) fn renew_leases(&mut self, host: &str, now_ms: u64) {
-        for (network, leases) in self.leases.iter_mut() {
-            if let Some(l) = leases.get_mut(host) {
-                let ttl = self.networks.get(network).and_then(|n| n.spec.lease_ttl_seconds).unwrap_or(300) as u64 * 1000;
+        let held: Vec<String> = self.leases.iter().filter(|(_, l)| l.contains_key(host)).map(|(n, _)| n.clone()).collect();
+        for network in held {
+            let ttl = self.networks.get(&network).and_then(|n| n.spec.lease_ttl_seconds).unwrap_or(300) as u64 * 1000;
+            if let Some(l) = self.leases.get_mut(&network).and_then(|m| m.get_mut(host)) {
                 l.expires_ms = now_ms + ttl;
             }
         }

@@ -8,11 +8,18 @@ mod hosts;
 mod leases;
 mod networks;
 mod routing;
+mod subject;
+#[cfg(test)]
+pub(crate) mod testing;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
-use plexus_api::{Endpoint, EndpointSpec, FieldError, Host, HostSpec, Lease, Network, NetworkSpec, Policy, PolicySpec, Router, RouterSpec};
+use imbl::{OrdMap, Vector};
+
+use plexus_api::{Endpoint, EndpointSpec, FieldError, Host, HostSpec, Lease, Network, NetworkSpec, Policy, PolicySpec, Router, RouterSpec, Valid};
 use serde::{Deserialize, Serialize};
+
+pub use subject::{ChangeKind, ChangeRecord, Subject};
 
 pub use networks::AUTO_VNI_START;
 
@@ -22,7 +29,7 @@ pub enum Command {
     /// Creates a network (`create`: refuse if it exists) or replaces it.
     PutNetwork {
         /// The validated spec.
-        spec: NetworkSpec,
+        spec: Valid<NetworkSpec>,
         /// Refuse if a network of that name exists.
         create: bool,
         /// Refuse unless the network is at this revision.
@@ -42,7 +49,7 @@ pub enum Command {
         /// Network name.
         network: String,
         /// The validated spec.
-        spec: EndpointSpec,
+        spec: Valid<EndpointSpec>,
         /// When the API node received it (for host-subnet leases).
         now_ms: u64,
     },
@@ -62,7 +69,7 @@ pub enum Command {
     /// Creates or replaces a router.
     PutRouter {
         /// The spec.
-        spec: RouterSpec,
+        spec: Valid<RouterSpec>,
         /// Refuse if a router of that name exists.
         create: bool,
         /// Refuse unless the router is at this revision.
@@ -76,7 +83,7 @@ pub enum Command {
     /// Creates or replaces a policy.
     PutPolicy {
         /// The spec.
-        spec: PolicySpec,
+        spec: Valid<PolicySpec>,
         /// Refuse if a policy of that name exists.
         create: bool,
         /// Refuse unless the policy is at this revision.
@@ -90,7 +97,7 @@ pub enum Command {
     /// Registers a host or records its heartbeat.
     PutHost {
         /// The validated registration.
-        spec: HostSpec,
+        spec: Valid<HostSpec>,
         /// When the API node received it (ms since the epoch): the state machine must not
         /// read clocks, so the time travels in the command.
         now_ms: u64,
@@ -140,49 +147,52 @@ pub enum Object {
 /// The outcome of applying a command: the object as it now is (None after a delete).
 pub type CommandResult = Result<Option<Object>, Refusal>;
 
-/// Everything the controller knows.
+/// Everything the controller knows. Its maps are persistent (structure-sharing), so a clone
+/// is a snapshot that costs O(1): readers such as the switch manager take one and work from
+/// it while the state machine goes on applying.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Model {
     /// Incremented by every change; each object records the revision of its last change.
     pub revision: u64,
     /// Networks by name.
-    pub networks: BTreeMap<String, Network>,
+    pub networks: OrdMap<String, Network>,
     /// Endpoints by network, then id.
-    pub endpoints: BTreeMap<String, BTreeMap<String, Endpoint>>,
+    pub endpoints: OrdMap<String, OrdMap<String, Endpoint>>,
     /// Hosts by name.
-    pub hosts: BTreeMap<String, Host>,
+    pub hosts: OrdMap<String, Host>,
     /// Routers by name.
-    pub routers: BTreeMap<String, Router>,
+    pub routers: OrdMap<String, Router>,
     /// Policies by name.
-    pub policies: BTreeMap<String, Policy>,
+    pub policies: OrdMap<String, Policy>,
     /// host-subnet leases by network, then host.
-    pub leases: BTreeMap<String, BTreeMap<String, Lease>>,
+    pub leases: OrdMap<String, OrdMap<String, Lease>>,
     /// Counter for generated endpoint ids.
     pub next_endpoint: u64,
     /// The most recent changes, oldest first, for watchers.
-    pub changes: VecDeque<Change>,
+    pub changes: Vector<Change>,
     /// Which node masters each host's switch, and the generation of that choice.
     #[serde(default)]
-    pub masters: BTreeMap<String, (u64, u64)>,
+    pub masters: OrdMap<String, (u64, u64)>,
     /// Addresses and MACs in use (derived, not stored).
     #[serde(skip)]
     pub(crate) used: endpoints::UsedIndex,
+    /// Host names by datapath id (derived, not stored).
+    #[serde(skip)]
+    pub(crate) by_datapath: imbl::HashMap<String, String>,
 }
 
 /// How many changes the model keeps for watchers; one further behind must list again.
 pub const CHANGES_KEPT: usize = 10_000;
 
-/// One change, as a watcher sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// One change, as a watcher sees it: on the wire `{revision, kind, key, object}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "subject::ChangeRecord", try_from = "subject::ChangeRecord")]
 pub struct Change {
     /// The revision the change produced.
     pub revision: u64,
-    /// `network`, `endpoint`, `host`, `router` or `policy`.
-    pub kind: String,
-    /// Its key: the name, or `network/id` for endpoints.
-    pub key: String,
+    /// What changed.
+    pub subject: Subject,
     /// The object after the change; absent when it was deleted.
-    #[schema(value_type = Option<Object>)]
     pub object: Option<Object>,
 }
 
@@ -229,12 +239,12 @@ impl Model {
             let kept = old.get(&host).filter(|(m, _)| *m == node).copied();
             self.masters.insert(host, kept.unwrap_or((node, rev)));
         }
-        self.record("mastership", String::new(), None);
+        self.record(Subject::Mastership, None);
     }
 
     /// Records a change at the current revision.
-    pub(crate) fn record(&mut self, kind: &str, key: String, object: Option<Object>) {
-        self.changes.push_back(Change { revision: self.revision, kind: kind.into(), key, object });
+    pub(crate) fn record(&mut self, subject: Subject, object: Option<Object>) {
+        self.changes.push_back(Change { revision: self.revision, subject, object });
         while self.changes.len() > CHANGES_KEPT {
             self.changes.pop_front();
         }
@@ -254,8 +264,20 @@ impl Model {
 
     /// The kept changes after `since` (revisions only grow, so this is a binary search).
     pub fn changes_after(&self, since: u64) -> impl Iterator<Item = &Change> {
-        let start = self.changes.partition_point(|c| c.revision <= since);
-        self.changes.range(start..)
+        let start = match self.changes.binary_search_by(|c| if c.revision <= since { std::cmp::Ordering::Less } else { std::cmp::Ordering::Greater }) {
+            Ok(i) | Err(i) => i,
+        };
+        self.changes.focus().narrow(start..).into_iter()
+    }
+
+    /// The host whose switch has datapath id `dpid` (hex, as the API shows it).
+    pub fn host_by_datapath(&self, dpid: &str) -> Option<&Host> {
+        match self.by_datapath.get(dpid) {
+            Some(name) => self.hosts.get(name),
+            // The index is derived: after a snapshot load it fills as hosts heartbeat.
+            None if self.by_datapath.len() < self.hosts.len() => self.hosts.values().find(|h| h.datapath_id == dpid),
+            None => None,
+        }
     }
 
     /// Whether every change after `since` is still kept.
@@ -299,8 +321,7 @@ mod tests {
     use super::*;
 
     fn host(i: u32) -> Command {
-        let spec = HostSpec { name: format!("h{i}"), tunnel_ip: std::net::Ipv4Addr::from(0x0a00_0000 + i), encap: Default::default(), labels: Default::default() };
-        Command::PutHost { spec, now_ms: 0 }
+        testing::host(&format!("h{i}"), i)
     }
 
     #[test]

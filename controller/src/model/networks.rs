@@ -1,8 +1,8 @@
 //! Networks: names, VNIs and VLANs decided deterministically.
 
-use plexus_api::{Network, NetworkKind, NetworkSpec};
+use plexus_api::{EndpointKey, Network, NetworkKind, NetworkSpec, Valid};
 
-use super::{check_revision, put_rules, Model, Object, Refusal};
+use super::{check_revision, put_rules, Model, Object, Refusal, Subject};
 
 /// Overlay VNIs the controller picks from when a network names none.
 pub const AUTO_VNI_START: u32 = 1000;
@@ -30,18 +30,18 @@ impl Model {
         self.forget_used(name);
         self.revision += 1;
         for id in gone.keys() {
-            self.record("endpoint", format!("{name}/{id}"), None);
+            self.record(Subject::Endpoint(EndpointKey::new(name, id)), None);
         }
         for p in policies {
             self.policies.remove(&p);
-            self.record("policy", p, None);
+            self.record(Subject::Policy(p), None);
         }
-        self.record("network", name.to_string(), None);
+        self.record(Subject::Network(name.to_string()), None);
         Ok(())
     }
 
-    pub(crate) fn put_network(&mut self, spec: NetworkSpec, create: bool, if_match: Option<u64>) -> Result<Network, Refusal> {
-        let mut spec = spec.validated()?;
+    pub(crate) fn put_network(&mut self, spec: Valid<NetworkSpec>, create: bool, if_match: Option<u64>) -> Result<Network, Refusal> {
+        let mut spec = spec.into_inner();
         let existing = self.networks.get(&spec.name);
         // Whether it is unchanged is decided below, once the VNI is filled in.
         put_rules("network", &spec.name, existing.map(|n| (&n.spec, n.revision)), &spec, create, if_match)?;
@@ -87,7 +87,7 @@ impl Model {
         self.revision += 1;
         let n = Network { spec, revision: self.revision };
         self.networks.insert(n.spec.name.clone(), n.clone());
-        self.record("network", n.spec.name.clone(), Some(Object::Network(n.clone())));
+        self.record(Subject::Network(n.spec.name.clone()), Some(Object::Network(n.clone())));
         Ok(n)
     }
 }

@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 
 use plexus_api::network::Cidr;
-use plexus_api::{Policy, PolicySpec, Router, RouterSpec};
+use plexus_api::{Policy, PolicySpec, Router, RouterSpec, Valid};
 
-use super::{put_rules, Model, Object, Refusal};
+use super::{put_rules, Model, Object, Refusal, Subject};
 
 impl Model {
     /// The networks reachable from `start` through routers (`replace` stands in for the
@@ -59,8 +59,8 @@ impl Model {
         Ok(())
     }
 
-    pub(crate) fn put_router(&mut self, spec: RouterSpec, create: bool, if_match: Option<u64>) -> Result<Router, Refusal> {
-        let spec = spec.validated()?;
+    pub(crate) fn put_router(&mut self, spec: Valid<RouterSpec>, create: bool, if_match: Option<u64>) -> Result<Router, Refusal> {
+        let spec = spec.into_inner();
         let stored = self.routers.get(&spec.name);
         if put_rules("router", &spec.name, stored.map(|r| (&r.spec, r.revision)), &spec, create, if_match)? {
             return Ok(stored.cloned().unwrap_or(Router { spec, revision: self.revision }));
@@ -73,7 +73,7 @@ impl Model {
         self.revision += 1;
         let r = Router { spec, revision: self.revision };
         self.routers.insert(r.spec.name.clone(), r.clone());
-        self.record("router", r.spec.name.clone(), Some(Object::Router(r.clone())));
+        self.record(Subject::Router(r.spec.name.clone()), Some(Object::Router(r.clone())));
         Ok(r)
     }
 
@@ -82,12 +82,12 @@ impl Model {
             return Err(Refusal::new(404, Some("name"), format!("no router named {name}")));
         }
         self.revision += 1;
-        self.record("router", name.to_string(), None);
+        self.record(Subject::Router(name.to_string()), None);
         Ok(())
     }
 
-    pub(crate) fn put_policy(&mut self, spec: PolicySpec, create: bool, if_match: Option<u64>) -> Result<Policy, Refusal> {
-        let spec = spec.validated()?;
+    pub(crate) fn put_policy(&mut self, spec: Valid<PolicySpec>, create: bool, if_match: Option<u64>) -> Result<Policy, Refusal> {
+        let spec = spec.into_inner();
         let stored = self.policies.get(&spec.name);
         if put_rules("policy", &spec.name, stored.map(|p| (&p.spec, p.revision)), &spec, create, if_match)? {
             return Ok(stored.cloned().unwrap_or(Policy { spec, revision: self.revision }));
@@ -98,7 +98,7 @@ impl Model {
         self.revision += 1;
         let p = Policy { spec, revision: self.revision };
         self.policies.insert(p.spec.name.clone(), p.clone());
-        self.record("policy", p.spec.name.clone(), Some(Object::Policy(p.clone())));
+        self.record(Subject::Policy(p.spec.name.clone()), Some(Object::Policy(p.clone())));
         Ok(p)
     }
 
@@ -107,7 +107,7 @@ impl Model {
             return Err(Refusal::new(404, Some("name"), format!("no policy named {name}")));
         }
         self.revision += 1;
-        self.record("policy", name.to_string(), None);
+        self.record(Subject::Policy(name.to_string()), None);
         Ok(())
     }
 

@@ -6,11 +6,11 @@ use axum::extract::{Path, Query, Request};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use plexus_api::{Endpoint, EndpointSpec, Host, HostSpec, Lease, Network, NetworkSpec, Problem};
+use plexus_api::{Endpoint, EndpointSpec, Host, HostSpec, Lease, Network, NetworkSpec, Problem, Valid};
 use serde::Deserialize;
 
 use super::{if_match, parse, problem, route_read, route_write, ReadOpts, St};
-use crate::model::{Change, Command};
+use crate::model::{Change, ChangeRecord, Command};
 
 fn not_found(field: &str, detail: String) -> Response {
     problem(Problem { field: Some(field.into()), ..Problem::new(404, "not found", detail) })
@@ -37,7 +37,7 @@ pub(crate) async fn create_network(s: St, req: Request) -> Response {
     let im = header_or_return!(if_match(req.headers()));
     route_write(&s, req, |b| {
         let spec: NetworkSpec = parse(&b)?;
-        let spec = spec.validated().map_err(|e| problem(Problem::invalid(&e)))?;
+        let spec = Valid::new(spec).map_err(|e| problem(Problem::invalid(&e)))?;
         Ok(Command::PutNetwork { spec, create: true, if_match: im })
     }, StatusCode::CREATED)
     .await
@@ -53,7 +53,7 @@ pub(crate) async fn put_network(s: St, Path(name): Path<String>, req: Request) -
         if spec.name != name {
             return Err(mismatch("name", &spec.name, &name));
         }
-        let spec = spec.validated().map_err(|e| problem(Problem::invalid(&e)))?;
+        let spec = Valid::new(spec).map_err(|e| problem(Problem::invalid(&e)))?;
         Ok(Command::PutNetwork { spec, create: false, if_match: im })
     }, StatusCode::OK)
     .await
@@ -104,7 +104,7 @@ pub(crate) async fn create_endpoint(s: St, Path(network): Path<String>, req: Req
     let now_ms = now_ms();
     route_write(&s, req, move |b| {
         let spec: EndpointSpec = parse(&b)?;
-        let spec = spec.validated().map_err(|e| problem(Problem::invalid(&e)))?;
+        let spec = Valid::new(spec).map_err(|e| problem(Problem::invalid(&e)))?;
         Ok(Command::CreateEndpoint { network, spec, now_ms })
     }, StatusCode::CREATED)
     .await
@@ -168,7 +168,7 @@ pub(crate) async fn put_host(s: St, Path(name): Path<String>, req: Request) -> R
         if spec.name != name {
             return Err(mismatch("name", &spec.name, &name));
         }
-        let spec = spec.validated().map_err(|e| problem(Problem::invalid(&e)))?;
+        let spec = Valid::new(spec).map_err(|e| problem(Problem::invalid(&e)))?;
         Ok(Command::PutHost { spec, now_ms })
     }, StatusCode::OK)
     .await
@@ -217,6 +217,7 @@ pub(crate) struct WatchResponse {
     /// The revision this node has applied; the next watch passes it as `since`.
     revision: u64,
     /// Changes after `since`, oldest first.
+    #[schema(value_type = Vec<ChangeRecord>)]
     changes: Vec<Change>,
 }
 

@@ -4,7 +4,7 @@ use axum::extract::{Path, Query, Request};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use plexus_api::{Policy, PolicySpec, Problem, Router, RouterSpec};
+use plexus_api::{Policy, PolicySpec, Problem, Router, RouterSpec, Valid};
 
 use super::{if_match, parse, problem, route_read, route_write, ReadOpts, St};
 use crate::model::Command;
@@ -30,7 +30,7 @@ const P503: &str = "No leader or no quorum";
 pub(crate) async fn create_router(s: St, req: Request) -> Response {
     route_write(&s, req, |b| {
         let spec: RouterSpec = parse(&b)?;
-        Ok(Command::PutRouter { spec: spec.validated().map_err(invalid)?, create: true, if_match: None })
+        Ok(Command::PutRouter { spec: Valid::new(spec).map_err(invalid)?, create: true, if_match: None })
     }, StatusCode::CREATED)
     .await
 }
@@ -49,7 +49,7 @@ pub(crate) async fn put_router(s: St, Path(name): Path<String>, req: Request) ->
         if spec.name != name {
             return Err(name_mismatch(&spec.name, &name));
         }
-        Ok(Command::PutRouter { spec: spec.validated().map_err(invalid)?, create: false, if_match: im })
+        Ok(Command::PutRouter { spec: Valid::new(spec).map_err(invalid)?, create: false, if_match: im })
     }, StatusCode::OK)
     .await
 }
@@ -87,7 +87,7 @@ pub(crate) async fn get_router(s: St, Path(name): Path<String>, Query(o): Query<
 pub(crate) async fn create_policy(s: St, req: Request) -> Response {
     route_write(&s, req, |b| {
         let spec: PolicySpec = parse(&b)?;
-        Ok(Command::PutPolicy { spec: spec.validated().map_err(invalid)?, create: true, if_match: None })
+        Ok(Command::PutPolicy { spec: Valid::new(spec).map_err(invalid)?, create: true, if_match: None })
     }, StatusCode::CREATED)
     .await
 }
@@ -106,7 +106,7 @@ pub(crate) async fn put_policy(s: St, Path(name): Path<String>, req: Request) ->
         if spec.name != name {
             return Err(name_mismatch(&spec.name, &name));
         }
-        Ok(Command::PutPolicy { spec: spec.validated().map_err(invalid)?, create: false, if_match: im })
+        Ok(Command::PutPolicy { spec: Valid::new(spec).map_err(invalid)?, create: false, if_match: im })
     }, StatusCode::OK)
     .await
 }

@@ -23,8 +23,8 @@ pub struct SmData {
     pub last_applied: Option<LogId<u64>>,
     /// The membership as of that entry.
     pub membership: StoredMembership<u64, openraft::BasicNode>,
-    /// The model.
-    pub model: Model,
+    /// The model: readers clone the `Arc` (or the model, in O(1)) and let go of the lock.
+    pub model: Arc<Model>,
 }
 
 /// The state shared between the state machine and the API.
@@ -128,7 +128,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             st.last_applied = Some(e.log_id);
             match e.payload {
                 EntryPayload::Blank => out.push(Ok(None)),
-                EntryPayload::Normal(cmd) => out.push(st.model.apply(cmd)),
+                // Copies the model only if a reader still holds the previous snapshot, and
+                // then in O(1): its maps share structure.
+                EntryPayload::Normal(cmd) => out.push(Arc::make_mut(&mut st.model).apply(cmd)),
                 EntryPayload::Membership(m) => {
                     st.membership = StoredMembership::new(Some(e.log_id), m);
                     out.push(Ok(None));

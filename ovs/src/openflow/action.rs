@@ -36,6 +36,7 @@ const OFPAT_EXPERIMENTER: u16 = 0xffff;
 const NXAST_REG_MOVE: u16 = 6;
 const NXAST_REG_LOAD: u16 = 7;
 const NXAST_RESUBMIT_TABLE: u16 = 14;
+const NXAST_OUTPUT_REG: u16 = 15;
 const NXAST_LEARN: u16 = 16;
 const NXAST_CT: u16 = 35;
 const NXAST_NAT: u16 = 36;
@@ -78,6 +79,18 @@ pub enum Action {
         in_port: u16,
         /// Table (`RESUBMIT_CURRENT_TABLE` = this one).
         table: u8,
+    },
+    /// Nicira `output:src[ofs..ofs+n_bits-1]`: output to the port a field holds, so that a
+    /// pipeline can decide the port in one table and send in a later one.
+    OutputReg {
+        /// Field holding the port.
+        src: Field,
+        /// First bit.
+        ofs: u16,
+        /// Number of bits.
+        n_bits: u16,
+        /// Bytes to send to the controller, should the port be the controller.
+        max_len: u16,
     },
     /// Nicira `load:value->dst[ofs..ofs+n_bits-1]`.
     RegLoad {
@@ -141,6 +154,10 @@ impl Action {
     /// `set_field:ip->tun_dst`.
     pub fn set_tun_dst(ip: Ipv4Addr) -> Action {
         Action::set_field(Field::TunIpv4Dst, u32::from(ip))
+    }
+    /// `output:src[]`: output to the port a whole (32-bit) register holds.
+    pub fn output_reg(reg: u8) -> Action {
+        Action::OutputReg { src: Field::Reg(reg), ofs: 0, n_bits: 32, max_len: 0 }
     }
     /// `resubmit(,table)`.
     pub fn resubmit(table: u8) -> Action {
@@ -315,6 +332,15 @@ impl Action {
                 out.put_zeros(3);
                 finish(out, start, "resubmit")?;
             }
+            Action::OutputReg { src, ofs, n_bits, max_len } => {
+                check_bits("output_reg", *src, *ofs, *n_bits)?;
+                nx_header(out, NXAST_OUTPUT_REG);
+                out.put_u16((ofs << 6) | (n_bits - 1));
+                out.put_u32(src.nxm_header());
+                out.put_u16(*max_len);
+                out.put_zeros(6);
+                finish(out, start, "output_reg")?;
+            }
             Action::RegLoad { dst, ofs, n_bits, value } => {
                 check_bits("load", *dst, *ofs, *n_bits)?;
                 if *n_bits < 64 && *value >> n_bits != 0 {
@@ -472,6 +498,11 @@ fn decode_nx(b: &mut Reader<'_>) -> Result<Option<Action>, DecodeError> {
     let subtype = b.u16()?;
     Ok(Some(match subtype {
         NXAST_RESUBMIT_TABLE => Action::Resubmit { in_port: b.u16()?, table: b.u8()? },
+        NXAST_OUTPUT_REG => {
+            let ofs_nbits = b.u16()?;
+            let src = field_of(b.u32()?, "output_reg")?;
+            Action::OutputReg { src, ofs: ofs_nbits >> 6, n_bits: (ofs_nbits & 0x3f) + 1, max_len: b.u16()? }
+        }
         NXAST_REG_LOAD => {
             let ofs_nbits = b.u16()?;
             let dst = field_of(b.u32()?, "load")?;

@@ -196,11 +196,46 @@ impl Port {
     }
 }
 
+/// Why a switch sent a port status (`ofp_port_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PortReason {
+    /// The port was added.
+    Add,
+    /// The port was removed.
+    Delete,
+    /// Some attribute of the port changed.
+    Modify,
+    /// A reason OpenFlow 1.3 does not define, kept as sent.
+    Other(u8),
+}
+
+impl From<u8> for PortReason {
+    fn from(v: u8) -> PortReason {
+        match v {
+            0 => PortReason::Add,
+            1 => PortReason::Delete,
+            2 => PortReason::Modify,
+            v => PortReason::Other(v),
+        }
+    }
+}
+
+impl From<PortReason> for u8 {
+    fn from(r: PortReason) -> u8 {
+        match r {
+            PortReason::Add => 0,
+            PortReason::Delete => 1,
+            PortReason::Modify => 2,
+            PortReason::Other(v) => v,
+        }
+    }
+}
+
 /// Port status: why, and the port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortStatus {
-    /// 0 add, 1 delete, 2 modify.
-    pub reason: u8,
+    /// Why it was sent.
+    pub reason: PortReason,
     /// The port.
     pub port: Port,
 }

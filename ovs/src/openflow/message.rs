@@ -213,7 +213,7 @@ impl Message {
                 out.extend_from_slice(&p.data);
             }
             Message::PortStatus(s) => {
-                out.put_u8(s.reason);
+                out.put_u8(s.reason.into());
                 out.put_zeros(7);
                 s.port.encode(out)?;
             }
@@ -367,7 +367,7 @@ impl Message {
             t::PORT_STATUS => {
                 let reason = b.u8()?;
                 b.skip(7)?;
-                Message::PortStatus(PortStatus { reason, port: Port::decode(&mut b)? })
+                Message::PortStatus(PortStatus { reason: reason.into(), port: Port::decode(&mut b)? })
             }
             t::PACKET_OUT => {
                 let buffer_id = b.u32()?;

@@ -21,4 +21,4 @@ pub use instruction::Instruction;
 pub use body::*;
 pub use message::*;
 pub use multipart::*;
-pub use oxm::{mac_u128, Field, Match, MatchField, OFPVID_PRESENT, OXM_CLASS_BASIC, OXM_CLASS_NXM0, OXM_CLASS_NXM1};
+pub use oxm::{mac_u128, Field, Match, MatchField, ARP_REPLY, ARP_REQUEST, OFPVID_PRESENT, OXM_CLASS_BASIC, OXM_CLASS_NXM0, OXM_CLASS_NXM1};

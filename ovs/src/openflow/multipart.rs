@@ -3,7 +3,7 @@
 use super::action::OFPP_ANY;
 use super::error::{DecodeError, EncodeError};
 use super::instruction::{decode_instructions, encode_instructions, Instruction};
-use super::body::Port;
+use super::body::{FlowMod, Port};
 use super::message::{OFPG_ANY, OFPTT_ALL};
 use super::oxm::Match;
 use super::wire::{len16, Put, Reader};
@@ -134,6 +134,22 @@ pub struct FlowStats {
     pub match_: Match,
     /// Instructions.
     pub instructions: Vec<Instruction>,
+}
+
+impl FlowStats {
+    /// The flow-mod that would add this flow as the switch reports it: what a controller
+    /// compares its desired flows with. An empty apply-actions instruction is left out (OVS
+    /// reports a drop flow's `actions=drop` that way, while a flow-mod says it with none).
+    pub fn to_flow_mod(&self) -> FlowMod {
+        FlowMod {
+            cookie: self.cookie,
+            idle_timeout: self.idle_timeout,
+            hard_timeout: self.hard_timeout,
+            flags: self.flags,
+            instructions: self.instructions.iter().filter(|i| !matches!(i, Instruction::ApplyActions(a) if a.is_empty())).cloned().collect(),
+            ..FlowMod::add(self.table_id, self.priority, self.match_.clone())
+        }
+    }
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str, n: usize) -> Result<(), EncodeError> {

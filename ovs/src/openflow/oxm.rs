@@ -16,6 +16,11 @@ pub const OXM_CLASS_NXM0: u16 = 0x0000;
 /// NXM class 1 (Nicira extension fields: registers, tunnels, conntrack).
 pub const OXM_CLASS_NXM1: u16 = 0x0001;
 
+/// `arp_op` of an ARP request.
+pub const ARP_REQUEST: u16 = 1;
+/// `arp_op` of an ARP reply.
+pub const ARP_REPLY: u16 = 2;
+
 /// `vlan_vid` bit meaning "a VLAN tag is present" (OFPVID_PRESENT).
 pub const OFPVID_PRESENT: u16 = 0x1000;
 
