@@ -110,13 +110,23 @@ pub async fn attach(api: &Client, vs: &VSwitch, req: &AttachRequest) -> Result<A
     }
     let hosts = api.hosts().await?;
     let Some(host) = hosts.iter().find(|h| h.spec.name == req.host) else {
-        return Err(AttachError::Invalid { field: "host", reason: format!("no host {:?} is registered with the controller (is its agent running? --host names it)", req.host) });
+        return Err(AttachError::Invalid {
+            field: "host",
+            reason: format!("no host {:?} is registered with the controller (is its agent running? --host names it)", req.host),
+        });
     };
     let mtu = match req.mtu {
         Some(m) => m,
         None => container_mtu(host.spec.tunnel_ip)?,
     };
-    let spec = EndpointSpec { id: req.id.clone(), host: req.host.clone(), ip: req.ip, mac: req.mac.clone(), owner: Some(req.owner.clone()), labels: Default::default() };
+    let spec = EndpointSpec {
+        id: req.id.clone(),
+        host: req.host.clone(),
+        ip: req.ip,
+        mac: req.mac.clone(),
+        owner: Some(req.owner.clone()),
+        labels: Default::default(),
+    };
     let endpoint = api.create_endpoint(&req.network, &spec).await?;
     tracing::info!(network = %endpoint.network, id = %endpoint.id, ip = %endpoint.ip, "endpoint created");
     match plug(vs, &endpoint, None, req.netns.clone(), &req.ifname, mtu, req.mgmt.clone()).await {
@@ -134,12 +144,32 @@ pub async fn attach(api: &Client, vs: &VSwitch, req: &AttachRequest) -> Result<A
 /// and whether the default route was added. Undoes the veth when the port cannot be added.
 /// With `mgmt` (`br-int`'s management socket) it also waits, for a few seconds at most, until
 /// the controller has programmed the port.
-pub async fn plug(vs: &VSwitch, e: &Endpoint, host_netns: Option<PathBuf>, netns: PathBuf, ifname: &str, mtu: u32, mgmt: Option<PathBuf>) -> Result<(String, bool), AttachError> {
+pub async fn plug(
+    vs: &VSwitch,
+    e: &Endpoint,
+    host_netns: Option<PathBuf>,
+    netns: PathBuf,
+    ifname: &str,
+    mtu: u32,
+    mgmt: Option<PathBuf>,
+) -> Result<(String, bool), AttachError> {
     let port = plexus_api::ids::port_name(&e.network, &e.id);
     let mac = e.mac.octets();
     let checksum_offload_off = vs.datapath_type(BR_INT).await?.as_deref() == Some("netdev");
-    let p = Plumbing { host_netns: host_netns.clone(), netns, ifname: ifname.into(), host_if: port.clone(), mac, ip: e.ip, prefix_len: e.prefix_len, gateway: Some(e.gateway), mtu, checksum_offload_off };
-    let plumbed = tokio::task::spawn_blocking(move || plumb::plumb(&p)).await.map_err(|err| AttachError::Invalid { field: "netns", reason: err.to_string() })??;
+    let p = Plumbing {
+        host_netns: host_netns.clone(),
+        netns,
+        ifname: ifname.into(),
+        host_if: port.clone(),
+        mac,
+        ip: e.ip,
+        prefix_len: e.prefix_len,
+        gateway: Some(e.gateway),
+        mtu,
+        checksum_offload_off,
+    };
+    let plumbed =
+        tokio::task::spawn_blocking(move || plumb::plumb(&p)).await.map_err(|err| AttachError::Invalid { field: "netns", reason: err.to_string() })??;
     let spec = PortSpec::new(&port, InterfaceType::System).external_id(ENDPOINT_KEY, &format!("{}/{}", e.network, e.id));
     let added = async {
         vs.add_port(BR_INT, &spec).await?;
@@ -168,7 +198,9 @@ pub async fn detach(api: &Client, vs: &VSwitch, network: &str, id: &str) -> Resu
     let port = plexus_api::ids::port_name(network, id);
     let mut d = Detached { port: vs.delete_port(BR_INT, &port).await?, ..Default::default() };
     let p2 = port.clone();
-    d.veth = tokio::task::spawn_blocking(move || plumb::unplumb(None, &p2)).await.map_err(|err| AttachError::Invalid { field: "port", reason: err.to_string() })??;
+    d.veth = tokio::task::spawn_blocking(move || plumb::unplumb(None, &p2))
+        .await
+        .map_err(|err| AttachError::Invalid { field: "port", reason: err.to_string() })??;
     d.endpoint = match api.delete_endpoint(network, id).await {
         Ok(()) => true,
         Err(plexus_api::ClientError::Problem(p)) if p.status == 404 => false,

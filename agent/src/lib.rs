@@ -3,8 +3,6 @@
 //!
 //! The lab is also the test harness: [`lab::Lab`] tears everything down when dropped.
 
-#![warn(missing_docs)]
-
 pub mod agent;
 pub mod attach;
 pub mod docker;

@@ -58,8 +58,7 @@ pub fn bind_tcp(ns: &str, addr: std::net::SocketAddr) -> Result<std::net::TcpLis
 /// Connects a TCP stream from inside namespace `ns`.
 pub fn connect_tcp(ns: &str, addr: std::net::SocketAddr) -> Result<std::net::TcpStream, NetnsError> {
     let ns2 = ns.to_string();
-    run_in(ns, move || std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5)))?
-        .map_err(|err| NetnsError::Enter { ns: ns2, err })
+    run_in(ns, move || std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5)))?.map_err(|err| NetnsError::Enter { ns: ns2, err })
 }
 
 /// A command that runs inside namespace `ns` (through `ip netns exec`).
@@ -77,7 +76,5 @@ pub fn exec(ns: &str, args: &[&str]) -> std::io::Result<Output> {
 
 /// Names of all named network namespaces.
 pub fn list() -> Vec<String> {
-    std::fs::read_dir("/run/netns")
-        .map(|d| d.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect())
-        .unwrap_or_default()
+    std::fs::read_dir("/run/netns").map(|d| d.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect()).unwrap_or_default()
 }

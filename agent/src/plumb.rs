@@ -136,9 +136,13 @@ where
                 return Err(PlumbError::Netns { path: path.clone(), err: std::io::Error::last_os_error() });
             }
         }
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| PlumbError::Netlink { step: "starting a runtime".into(), err: e.to_string() })?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| PlumbError::Netlink { step: "starting a runtime".into(), err: e.to_string() })?;
         rt.block_on(async move {
-            let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| PlumbError::Netlink { step: "opening a netlink socket".into(), err: e.to_string() })?;
+            let (conn, handle, _) =
+                rtnetlink::new_connection().map_err(|e| PlumbError::Netlink { step: "opening a netlink socket".into(), err: e.to_string() })?;
             tokio::spawn(conn);
             f(handle).await
         })
@@ -209,7 +213,8 @@ pub fn plumb(p: &Plumbing) -> Result<Plumbed, PlumbError> {
     let fd = container.as_raw_fd();
     netlink_in(p.host_netns.as_deref(), move |h| async move {
         let pi = make_pair(&h, &host_if, &peer2, mtu, off).await?;
-        let moved = h.link().set(LinkUnspec::new_with_index(pi).setns_by_fd(fd).build()).execute().await.map_err(nl("moving the veth into the container's namespace"));
+        let moved =
+            h.link().set(LinkUnspec::new_with_index(pi).setns_by_fd(fd).build()).execute().await.map_err(nl("moving the veth into the container's namespace"));
         if moved.is_err() {
             remove_link(&h, &host_if).await;
         }
@@ -224,7 +229,11 @@ pub fn plumb(p: &Plumbing) -> Result<Plumbed, PlumbError> {
             return Err(PlumbError::Invalid { field: "ifname", reason: format!("the container already has an interface {ifname}") });
         }
         let pi = link_index(&h, &peer).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {peer} in the container"), err: "missing".into() })?;
-        h.link().set(LinkUnspec::new_with_index(pi).name(ifname.clone()).address(mac.to_vec()).mtu(mtu).build()).execute().await.map_err(nl(format!("naming the container's interface {ifname}")))?;
+        h.link()
+            .set(LinkUnspec::new_with_index(pi).name(ifname.clone()).address(mac.to_vec()).mtu(mtu).build())
+            .execute()
+            .await
+            .map_err(nl(format!("naming the container's interface {ifname}")))?;
         h.address().add(pi, IpAddr::V4(ip), prefix).execute().await.map_err(nl(format!("adding {ip}/{prefix} to {ifname}")))?;
         h.link().set(LinkUnspec::new_with_index(pi).up().build()).execute().await.map_err(nl(format!("bringing {ifname} up")))?;
         let mut default_route = false;

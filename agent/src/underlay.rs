@@ -125,7 +125,8 @@ fn move_address(netns: Option<&Path>, iface: &str, mac: [u8; 6], addr: Ipv4Addr,
         let mut on_bridge = h.address().get().set_link_index_filter(bi).execute();
         let mut has = false;
         while let Some(a) = on_bridge.try_next().await.map_err(nl(format!("listing {BR_PHY}'s addresses")))? {
-            has |= a.header.prefix_len == prefix && a.attributes.iter().any(|x| matches!(x, AddressAttribute::Local(IpAddr::V4(v)) | AddressAttribute::Address(IpAddr::V4(v)) if *v == addr));
+            has |= a.header.prefix_len == prefix
+                && a.attributes.iter().any(|x| matches!(x, AddressAttribute::Local(IpAddr::V4(v)) | AddressAttribute::Address(IpAddr::V4(v)) if *v == addr));
         }
         if !has {
             h.address().add(bi, IpAddr::V4(addr), prefix).replace().execute().await.map_err(nl(format!("adding {addr}/{prefix} to {BR_PHY}")))?;

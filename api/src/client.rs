@@ -83,7 +83,7 @@ pub enum ClientError {
 }
 
 /// The client.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Client {
     bases: Vec<String>,
     http: reqwest::Client,
@@ -96,7 +96,11 @@ impl Client {
         if bases.is_empty() || bases.iter().any(|b| !b.starts_with("http://") && !b.starts_with("https://")) {
             return Err(ClientError::BadUrl(urls.into()));
         }
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(30)).build().map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
         Ok(Client { bases, http })
     }
 
@@ -123,8 +127,8 @@ impl Client {
                 continue;
             }
             if !status.is_success() {
-                let p: Problem = serde_json::from_slice(&bytes)
-                    .unwrap_or_else(|_| Problem::new(status.as_u16(), "error", String::from_utf8_lossy(&bytes).into_owned()));
+                let p: Problem =
+                    serde_json::from_slice(&bytes).unwrap_or_else(|_| Problem::new(status.as_u16(), "error", String::from_utf8_lossy(&bytes).into_owned()));
                 return Err(ClientError::Problem(p));
             }
             if status.as_u16() == 204 || bytes.is_empty() {

@@ -2,7 +2,6 @@
 //! create (networks, endpoints, …), how it is validated, and what the lab reports.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod client;
 pub mod endpoint;
@@ -21,5 +20,5 @@ pub use lab::{LabHostStatus, LabStatus};
 pub use mac::Mac;
 pub use network::{IpamMode, Network, NetworkKind, NetworkSpec};
 pub use problem::{FieldError, Problem};
-pub use valid::{Valid, Validate};
 pub use routing::{DefaultAction, Direction, Policy, PolicySpec, Protocol, Router, RouterSpec, Rule};
+pub use valid::{Valid, Validate};

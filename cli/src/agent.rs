@@ -9,7 +9,7 @@ use plexus_agent::agent::{self, AgentConfig};
 use plexus_api::Encap;
 
 #[derive(Args)]
-pub struct AgentCmd {
+pub(crate) struct AgentCmd {
     /// This host's name (DNS label).
     #[arg(long)]
     name: String,
@@ -55,7 +55,7 @@ pub struct AgentCmd {
     state_dir: std::path::PathBuf,
 }
 
-pub async fn run(c: AgentCmd) -> anyhow::Result<()> {
+pub(crate) async fn run(c: AgentCmd) -> anyhow::Result<()> {
     let (ip, len) = c.tunnel_ip.split_once('/').with_context(|| format!("--tunnel-ip {:?} needs a prefix length, e.g. 10.0.0.11/24", c.tunnel_ip))?;
     let tunnel_ip: Ipv4Addr = ip.parse().with_context(|| format!("--tunnel-ip: {ip:?} is not an IPv4 address"))?;
     let tunnel_prefix: u8 = len.parse().ok().filter(|l| *l <= 32).with_context(|| format!("--tunnel-ip: prefix length {len:?} is not 0..=32"))?;
@@ -71,7 +71,12 @@ pub async fn run(c: AgentCmd) -> anyhow::Result<()> {
         underlay_iface: c.underlay_iface,
         heartbeat: Duration::from_secs(c.heartbeat.max(1)),
         listen: if c.listen == "none" { None } else { Some(c.listen.parse().with_context(|| format!("--listen {:?}: not HOST:PORT (or none)", c.listen))?) },
-        docker: c.docker.then(|| plexus_agent::docker::DockerConfig { plugin_dir: c.docker_plugin_dir, docker_socket: c.docker_socket, state_dir: c.state_dir, ..Default::default() }),
+        docker: c.docker.then(|| plexus_agent::docker::DockerConfig {
+            plugin_dir: c.docker_plugin_dir,
+            docker_socket: c.docker_socket,
+            state_dir: c.state_dir,
+            ..Default::default()
+        }),
     };
     agent::run(cfg).await?;
     Ok(())

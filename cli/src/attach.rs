@@ -10,7 +10,7 @@ use plexus_ovs::ovsdb::{Client as Ovsdb, ClientOptions, VSwitch};
 
 /// Where the host's pieces are.
 #[derive(Args)]
-pub struct HostOpts {
+pub(crate) struct HostOpts {
     /// Controller API URL(s), comma-separated.
     #[arg(long, env = "PLEXUS_API", default_value = "http://127.0.0.1:6543")]
     api: String,
@@ -25,7 +25,7 @@ pub struct HostOpts {
 /// `plexus attach`.
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["netns", "pid"])))]
-pub struct AttachCmd {
+pub(crate) struct AttachCmd {
     #[command(flatten)]
     host: HostOpts,
     /// The container's network namespace file (/run/netns/NAME, /proc/PID/ns/net, …).
@@ -56,7 +56,7 @@ pub struct AttachCmd {
 
 /// `plexus detach`.
 #[derive(Args)]
-pub struct DetachCmd {
+pub(crate) struct DetachCmd {
     #[command(flatten)]
     host: HostOpts,
     /// Network of the endpoint.
@@ -78,12 +78,14 @@ impl HostOpts {
     async fn connect(&self) -> anyhow::Result<(plexus_api::Client, VSwitch)> {
         let api = plexus_api::Client::new(&self.api).context("--api")?;
         let target = self.ovsdb.parse().context("--ovsdb")?;
-        let db = Ovsdb::connect(target, ClientOptions::default(), std::time::Duration::from_secs(5)).await.with_context(|| format!("connecting to OVSDB at {} (is Open vSwitch running? --ovsdb names it)", self.ovsdb))?;
+        let db = Ovsdb::connect(target, ClientOptions::default(), std::time::Duration::from_secs(5))
+            .await
+            .with_context(|| format!("connecting to OVSDB at {} (is Open vSwitch running? --ovsdb names it)", self.ovsdb))?;
         Ok((api, VSwitch::new(db)))
     }
 }
 
-pub async fn attach(c: AttachCmd) -> anyhow::Result<()> {
+pub(crate) async fn attach(c: AttachCmd) -> anyhow::Result<()> {
     let netns = match (c.netns, c.pid) {
         (Some(p), _) => p,
         (None, Some(pid)) => {
@@ -101,8 +103,10 @@ pub async fn attach(c: AttachCmd) -> anyhow::Result<()> {
     let host = c.host.host()?;
     let (api, vs) = c.host.connect().await?;
     // OVS keeps a bridge's management socket next to its database socket.
-    let mgmt = c.host.ovsdb.strip_prefix("unix:").and_then(|p| std::path::Path::new(p).parent()).map(|d| d.join(format!("{}.mgmt", plexus_agent::agent::BR_INT)));
-    let req = AttachRequest { network: c.network, host, id: c.id, ip: c.ip, mac: c.mac, ifname: c.ifname, netns, mtu: c.mtu, owner: "plexus attach".into(), mgmt };
+    let mgmt =
+        c.host.ovsdb.strip_prefix("unix:").and_then(|p| std::path::Path::new(p).parent()).map(|d| d.join(format!("{}.mgmt", plexus_agent::agent::BR_INT)));
+    let req =
+        AttachRequest { network: c.network, host, id: c.id, ip: c.ip, mac: c.mac, ifname: c.ifname, netns, mtu: c.mtu, owner: "plexus attach".into(), mgmt };
     let a = attach::attach(&api, &vs, &req).await?;
     let e = &a.endpoint;
     println!(
@@ -121,7 +125,7 @@ pub async fn attach(c: AttachCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn detach(c: DetachCmd) -> anyhow::Result<()> {
+pub(crate) async fn detach(c: DetachCmd) -> anyhow::Result<()> {
     let (api, vs) = c.host.connect().await?;
     let d = attach::detach(&api, &vs, &c.network, &c.id).await?;
     if d == attach::Detached::default() {

@@ -9,7 +9,7 @@ use clap::Args;
 use plexus_controller::node::{Node, NodeConfig};
 
 #[derive(Args)]
-pub struct ControllerCmd {
+pub(crate) struct ControllerCmd {
     /// This node's id (1 and up, unique in the cluster).
     #[arg(long, default_value_t = 1)]
     id: u64,
@@ -51,8 +51,17 @@ fn parse_peers(v: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
     Ok(m)
 }
 
-pub async fn run(c: ControllerCmd) -> anyhow::Result<()> {
-    let cfg = NodeConfig { id: c.id, listen: c.listen, advertise: c.advertise, data_dir: c.data_dir, peers: parse_peers(&c.peers)?, join: c.join, snapshot_every: c.snapshot_every, openflow_listen: c.openflow_listen };
+pub(crate) async fn run(c: ControllerCmd) -> anyhow::Result<()> {
+    let cfg = NodeConfig {
+        id: c.id,
+        listen: c.listen,
+        advertise: c.advertise,
+        data_dir: c.data_dir,
+        peers: parse_peers(&c.peers)?,
+        join: c.join,
+        snapshot_every: c.snapshot_every,
+        openflow_listen: c.openflow_listen,
+    };
     let node = Node::start(cfg).await?;
     println!("plexus controller {} listening on http://{}", c.id, node.addr);
     tokio::signal::ctrl_c().await?;

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use plexus_agent::lab::{probe, Lab, LabConfig};
 
 #[derive(Args)]
-pub struct LabCmd {
+pub(crate) struct LabCmd {
     /// Lab name (1 to 10 lowercase letters or digits).
     #[arg(long, global = true, default_value = "lab")]
     name: String,
@@ -79,7 +79,7 @@ enum Sub {
     },
 }
 
-pub async fn run(c: LabCmd) -> anyhow::Result<()> {
+pub(crate) async fn run(c: LabCmd) -> anyhow::Result<()> {
     match c.cmd {
         Sub::Up { hosts, enable_dummy, controllers, encap, docker } => {
             if ![0, 1, 3].contains(&controllers) {
@@ -127,7 +127,19 @@ pub async fn run(c: LabCmd) -> anyhow::Result<()> {
             if lab.host(&host).is_none() {
                 bail!("lab {} has no host {host}", lab.name);
             }
-            let e = api.create_endpoint(&network, &plexus_api::EndpointSpec { id: Some(name.clone()), host, ip, mac: None, owner: Some(format!("lab container {name}")), labels: Default::default() }).await?;
+            let e = api
+                .create_endpoint(
+                    &network,
+                    &plexus_api::EndpointSpec {
+                        id: Some(name.clone()),
+                        host,
+                        ip,
+                        mac: None,
+                        owner: Some(format!("lab container {name}")),
+                        labels: Default::default(),
+                    },
+                )
+                .await?;
             match lab.attach(&e, &name, 1450).await {
                 Ok(ct) => println!("{name}: {}/{} {} on {} in network {network} (namespace {})", e.ip, e.prefix_len, e.mac, e.host, ct.netns),
                 Err(err) => {
@@ -191,7 +203,19 @@ async fn demo(lab: &Lab) -> anyhow::Result<()> {
     }
     let mut cs = Vec::new();
     for (h, cname) in [(a, "c1"), (b, "c2")] {
-        let e = api.create_endpoint("demo", &plexus_api::EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: Some("plexus lab demo".into()), labels: Default::default() }).await?;
+        let e = api
+            .create_endpoint(
+                "demo",
+                &plexus_api::EndpointSpec {
+                    id: None,
+                    host: h.name.clone(),
+                    ip: None,
+                    mac: None,
+                    owner: Some("plexus lab demo".into()),
+                    labels: Default::default(),
+                },
+            )
+            .await?;
         println!("endpoint {} on {}: {}/{} {}", e.id, e.host, e.ip, e.prefix_len, e.mac);
         cs.push(lab.attach(&e, cname, 1450).await?);
     }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 /// Where the API is and how to print.
 #[derive(Args, Clone)]
-pub struct ApiOpts {
+pub(crate) struct ApiOpts {
     /// Controller API URL(s), comma-separated; the next is tried when one does not answer.
     #[arg(long, global = true, env = "PLEXUS_API", default_value = "http://127.0.0.1:6543")]
     api: String,
@@ -26,7 +26,7 @@ enum Output {
 }
 
 #[derive(Subcommand)]
-pub enum NetworkCmd {
+pub(crate) enum NetworkCmd {
     /// Create a network.
     Create {
         /// Name (DNS label).
@@ -74,7 +74,7 @@ pub enum NetworkCmd {
 }
 
 #[derive(Subcommand)]
-pub enum EndpointCmd {
+pub(crate) enum EndpointCmd {
     /// Create an endpoint (allocates its address).
     Create {
         /// Network.
@@ -113,13 +113,13 @@ pub enum EndpointCmd {
 }
 
 #[derive(Subcommand)]
-pub enum HostCmd {
+pub(crate) enum HostCmd {
     /// List registered hosts.
     List,
 }
 
 #[derive(Subcommand)]
-pub enum ClusterCmd {
+pub(crate) enum ClusterCmd {
     /// Every node's view: role, leader, term, applied index.
     Status,
     /// Make a running node (started alone or with --join) a voting member.
@@ -147,9 +147,7 @@ fn print<T: Serialize>(o: Output, v: &T, table: impl FnOnce()) -> anyhow::Result
 }
 
 fn labels(v: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    v.iter()
-        .map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).with_context(|| format!("--label {l:?} is not KEY=VALUE")))
-        .collect()
+    v.iter().map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).with_context(|| format!("--label {l:?} is not KEY=VALUE"))).collect()
 }
 
 fn kind_text(k: &NetworkKind) -> String {
@@ -159,7 +157,7 @@ fn kind_text(k: &NetworkKind) -> String {
     }
 }
 
-pub async fn network(o: ApiOpts, c: NetworkCmd) -> anyhow::Result<()> {
+pub(crate) async fn network(o: ApiOpts, c: NetworkCmd) -> anyhow::Result<()> {
     let api = Client::new(&o.api)?;
     let table = |nets: &[plexus_api::Network]| {
         println!("{:<20} {:<24} {:<18} {:<15} {:<12} REV", "NAME", "KIND", "SUBNET", "GATEWAY", "IPAM");
@@ -196,12 +194,20 @@ pub async fn network(o: ApiOpts, c: NetworkCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn endpoint(o: ApiOpts, c: EndpointCmd) -> anyhow::Result<()> {
+pub(crate) async fn endpoint(o: ApiOpts, c: EndpointCmd) -> anyhow::Result<()> {
     let api = Client::new(&o.api)?;
     let table = |eps: &[plexus_api::Endpoint]| {
         println!("{:<16} {:<16} {:<12} {:<18} {:<18} OWNER", "ID", "NETWORK", "HOST", "IP", "MAC");
         for e in eps {
-            println!("{:<16} {:<16} {:<12} {:<18} {:<18} {}", e.id, e.network, e.host, format!("{}/{}", e.ip, e.prefix_len), e.mac, e.owner.as_deref().unwrap_or("-"));
+            println!(
+                "{:<16} {:<16} {:<12} {:<18} {:<18} {}",
+                e.id,
+                e.network,
+                e.host,
+                format!("{}/{}", e.ip, e.prefix_len),
+                e.mac,
+                e.owner.as_deref().unwrap_or("-")
+            );
         }
     };
     match c {
@@ -221,7 +227,7 @@ pub async fn endpoint(o: ApiOpts, c: EndpointCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn host(o: ApiOpts, c: HostCmd) -> anyhow::Result<()> {
+pub(crate) async fn host(o: ApiOpts, c: HostCmd) -> anyhow::Result<()> {
     let api = Client::new(&o.api)?;
     match c {
         HostCmd::List => {
@@ -231,7 +237,13 @@ pub async fn host(o: ApiOpts, c: HostCmd) -> anyhow::Result<()> {
                 println!("{:<16} {:<16} {:<7} {:<17} LAST SEEN", "NAME", "TUNNEL IP", "ENCAP", "DATAPATH ID");
                 for h in &v {
                     let ago = now.saturating_sub(h.last_seen_ms) as f64 / 1000.0;
-                    println!("{:<16} {:<16} {:<7} {:<17} {ago:.0}s ago", h.spec.name, h.spec.tunnel_ip, format!("{:?}", h.spec.encap).to_lowercase(), h.datapath_id);
+                    println!(
+                        "{:<16} {:<16} {:<7} {:<17} {ago:.0}s ago",
+                        h.spec.name,
+                        h.spec.tunnel_ip,
+                        format!("{:?}", h.spec.encap).to_lowercase(),
+                        h.datapath_id
+                    );
                 }
             })?;
         }
@@ -239,7 +251,7 @@ pub async fn host(o: ApiOpts, c: HostCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn cluster(o: ApiOpts, c: ClusterCmd) -> anyhow::Result<()> {
+pub(crate) async fn cluster(o: ApiOpts, c: ClusterCmd) -> anyhow::Result<()> {
     let api = Client::new(&o.api)?;
     match c {
         ClusterCmd::AddNode { id, addr } => {

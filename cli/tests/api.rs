@@ -70,7 +70,8 @@ async fn bad_requests_get_a_problem_document_naming_the_field_and_change_nothing
     let big = format!("{{\"name\":\"x\",\"kind\":{{\"type\":\"overlay\"}},\"subnet\":\"10.9.0.0/24\",\"labels\":{{\"a\":\"{}\"}}}}", "x".repeat(100_000));
     let n = |v: Value| Some(v.to_string());
     // (method, path, body, headers, status, field named in the problem)
-    let cases: Vec<(&str, &str, Option<String>, Vec<(&str, &str)>, u16, Option<&str>)> = vec![
+    type Case<'a> = (&'a str, &'a str, Option<String>, Vec<(&'a str, &'a str)>, u16, Option<&'a str>);
+    let cases: Vec<Case<'_>> = vec![
         ("POST", "/v1/networks", Some("{\"name\":".into()), vec![], 400, None),
         ("POST", "/v1/networks", n(json!({"name": 5, "kind": {"type": "overlay"}, "subnet": "10.1.0.0/24"})), vec![], 400, None),
         ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "overlay"}, "subnet": "10.1.0.0/24", "colour": "red"})), vec![], 400, None),
@@ -79,8 +80,22 @@ async fn bad_requests_get_a_problem_document_naming_the_field_and_change_nothing
         ("POST", "/v1/networks", n(net("a", "10.1.0.1/24")), vec![], 422, Some("subnet")),
         ("POST", "/v1/networks", n(net("a", "banana")), vec![], 422, Some("subnet")),
         ("POST", "/v1/networks", n(net("a", "10.1.0.0/31")), vec![], 422, Some("subnet")),
-        ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "overlay"}, "subnet": "10.1.0.0/24", "gateway": "10.2.0.1"})), vec![], 422, Some("gateway")),
-        ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "overlay"}, "subnet": "10.1.0.0/24", "gateway": "10.1.0.255"})), vec![], 422, Some("gateway")),
+        (
+            "POST",
+            "/v1/networks",
+            n(json!({"name": "a", "kind": {"type": "overlay"}, "subnet": "10.1.0.0/24", "gateway": "10.2.0.1"})),
+            vec![],
+            422,
+            Some("gateway"),
+        ),
+        (
+            "POST",
+            "/v1/networks",
+            n(json!({"name": "a", "kind": {"type": "overlay"}, "subnet": "10.1.0.0/24", "gateway": "10.1.0.255"})),
+            vec![],
+            422,
+            Some("gateway"),
+        ),
         ("POST", "/v1/networks", n(net("Red_Net", "10.1.0.0/24")), vec![], 422, Some("name")),
         ("POST", "/v1/networks", n(net(&"a".repeat(64), "10.1.0.0/24")), vec![], 422, Some("name")),
         ("POST", "/v1/networks", n(net("red", "10.1.0.0/24")), vec![], 409, Some("name")),
@@ -88,8 +103,22 @@ async fn bad_requests_get_a_problem_document_naming_the_field_and_change_nothing
         ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "overlay", "vni": 16777216}, "subnet": "10.1.0.0/24"})), vec![], 422, Some("kind.vni")),
         ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "overlay", "vni": 500}, "subnet": "10.1.0.0/24"})), vec![], 409, Some("kind.vni")),
         ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "overlay"}, "subnet": "10.1.0.0/24", "mtu": 100})), vec![], 422, Some("mtu")),
-        ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "underlay", "physical_network": "phys", "vlan": 5000}, "subnet": "10.1.0.0/24"})), vec![], 422, Some("kind.vlan")),
-        ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "underlay", "physical_network": "Phys Net"}, "subnet": "10.1.0.0/24"})), vec![], 422, Some("kind.physical_network")),
+        (
+            "POST",
+            "/v1/networks",
+            n(json!({"name": "a", "kind": {"type": "underlay", "physical_network": "phys", "vlan": 5000}, "subnet": "10.1.0.0/24"})),
+            vec![],
+            422,
+            Some("kind.vlan"),
+        ),
+        (
+            "POST",
+            "/v1/networks",
+            n(json!({"name": "a", "kind": {"type": "underlay", "physical_network": "Phys Net"}, "subnet": "10.1.0.0/24"})),
+            vec![],
+            422,
+            Some("kind.physical_network"),
+        ),
         ("POST", "/v1/networks", n(json!({"name": "a", "kind": {"type": "bridge"}, "subnet": "10.1.0.0/24"})), vec![], 400, None),
         ("POST", "/v1/networks", Some(big), vec![], 413, None),
         ("PUT", "/v1/networks/red", n(net("blue", "10.10.0.0/24")), vec![], 422, Some("name")),
@@ -120,10 +149,31 @@ async fn bad_requests_get_a_problem_document_naming_the_field_and_change_nothing
         ("POST", "/v1/routers", n(json!({"name": "r1", "networks": ["red"]})), vec![], 409, Some("name")),
         ("DELETE", "/v1/networks/other", None, vec![], 409, None),
         ("POST", "/v1/policies", n(json!({"name": "p2", "network": "nope"})), vec![], 422, Some("network")),
-        ("POST", "/v1/policies", n(json!({"name": "p2", "network": "red", "rules": [{"direction": "ingress", "peer": "10.0.0.0/8", "ports": [80, 80]}]})), vec![], 422, Some("rules[0].ports")),
-        ("POST", "/v1/policies", n(json!({"name": "p2", "network": "red", "rules": [{"direction": "ingress", "protocol": "udp", "peer": "10.0.0.0/8", "ports": [90, 80]}]})), vec![], 422, Some("rules[0].ports")),
+        (
+            "POST",
+            "/v1/policies",
+            n(json!({"name": "p2", "network": "red", "rules": [{"direction": "ingress", "peer": "10.0.0.0/8", "ports": [80, 80]}]})),
+            vec![],
+            422,
+            Some("rules[0].ports"),
+        ),
+        (
+            "POST",
+            "/v1/policies",
+            n(json!({"name": "p2", "network": "red", "rules": [{"direction": "ingress", "protocol": "udp", "peer": "10.0.0.0/8", "ports": [90, 80]}]})),
+            vec![],
+            422,
+            Some("rules[0].ports"),
+        ),
         ("POST", "/v1/policies", n(json!({"name": "p2", "network": "red", "rules": [{"direction": "sideways", "peer": "10.0.0.0/8"}]})), vec![], 400, None),
-        ("POST", "/v1/policies", n(json!({"name": "p2", "network": "red", "rules": [{"direction": "egress", "peer": "10.0.0.0"}]})), vec![], 422, Some("rules[0].peer")),
+        (
+            "POST",
+            "/v1/policies",
+            n(json!({"name": "p2", "network": "red", "rules": [{"direction": "egress", "peer": "10.0.0.0"}]})),
+            vec![],
+            422,
+            Some("rules[0].peer"),
+        ),
         ("DELETE", "/v1/routers/nope", None, vec![], 404, Some("name")),
     ];
     assert!(cases.len() >= 25);
@@ -174,9 +224,23 @@ async fn addresses_are_allocated_honoured_refused_and_freed() {
     // Conditional writes.
     let n = api.ok("POST", "/v1/networks", json!({"name": "cond", "kind": {"type": "overlay"}, "subnet": "10.21.0.0/24"})).await;
     let rev = n["revision"].as_u64().unwrap().to_string();
-    let (s, _, _) = api.send("PUT", "/v1/networks/cond", Some(json!({"name": "cond", "kind": {"type": "overlay"}, "subnet": "10.21.0.0/24", "mtu": 1400}).to_string()), &[("if-match", &rev)]).await;
+    let (s, _, _) = api
+        .send(
+            "PUT",
+            "/v1/networks/cond",
+            Some(json!({"name": "cond", "kind": {"type": "overlay"}, "subnet": "10.21.0.0/24", "mtu": 1400}).to_string()),
+            &[("if-match", &rev)],
+        )
+        .await;
     assert_eq!(s, 200);
-    let (s, _, _) = api.send("PUT", "/v1/networks/cond", Some(json!({"name": "cond", "kind": {"type": "overlay"}, "subnet": "10.21.0.0/24", "mtu": 1300}).to_string()), &[("if-match", &rev)]).await;
+    let (s, _, _) = api
+        .send(
+            "PUT",
+            "/v1/networks/cond",
+            Some(json!({"name": "cond", "kind": {"type": "overlay"}, "subnet": "10.21.0.0/24", "mtu": 1300}).to_string()),
+            &[("if-match", &rev)],
+        )
+        .await;
     assert_eq!(s, 412, "a stale revision is refused");
     // PUT of the same spec is idempotent: the revision does not move.
     let a = api.ok("PUT", "/v1/networks/cond", json!({"name": "cond", "kind": {"type": "overlay"}, "subnet": "10.21.0.0/24", "mtu": 1400})).await;
@@ -308,7 +372,8 @@ async fn a_watch_returns_changes_as_they_are_committed() {
     // Deletes come through too, and a watch from an old revision gets everything since.
     assert_eq!(api.send("DELETE", "/v1/networks/w1", None, &[]).await.0, 204);
     let all = api.c.get(1, &format!("/v1/watch?since={rev}&timeout=0")).await.unwrap();
-    let kinds: Vec<(String, bool)> = all["changes"].as_array().unwrap().iter().map(|c| (c["key"].as_str().unwrap().to_string(), c["object"].is_null())).collect();
+    let kinds: Vec<(String, bool)> =
+        all["changes"].as_array().unwrap().iter().map(|c| (c["key"].as_str().unwrap().to_string(), c["object"].is_null())).collect();
     assert_eq!(kinds, vec![("w1".to_string(), false), ("w1".to_string(), true)]);
     // Nothing new: an empty answer after the timeout, with the current revision.
     let none = api.c.get(1, &format!("/v1/watch?since={}&timeout=1", all["revision"])).await.unwrap();
@@ -323,7 +388,12 @@ async fn host_subnet_leases_are_kept_by_heartbeats_and_reclaimed_after_expiry() 
     for (h, ip) in [("h1", "192.0.2.1"), ("h2", "192.0.2.2"), ("h3", "192.0.2.3")] {
         api.ok("PUT", &format!("/v1/hosts/{h}"), json!({"name": h, "tunnel_ip": ip})).await;
     }
-    api.ok("POST", "/v1/networks", json!({"name": "flat", "kind": {"type": "overlay"}, "subnet": "10.60.0.0/22", "ipam": "host-subnet", "host_prefix": 24, "lease_ttl_seconds": 2})).await;
+    api.ok(
+        "POST",
+        "/v1/networks",
+        json!({"name": "flat", "kind": {"type": "overlay"}, "subnet": "10.60.0.0/22", "ipam": "host-subnet", "host_prefix": 24, "lease_ttl_seconds": 2}),
+    )
+    .await;
     let ep = |h: &str| json!({"host": h});
     let a = api.ok("POST", "/v1/networks/flat/endpoints", ep("h1")).await;
     assert_eq!(a["ip"], "10.60.0.2", "h1 leases the first /24 (the gateway .1 is in it)");
@@ -348,6 +418,13 @@ async fn host_subnet_leases_are_kept_by_heartbeats_and_reclaimed_after_expiry() 
     let leases = api.c.get(1, "/v1/networks/flat/leases").await.unwrap();
     let holders: Vec<(&str, &str)> = leases.as_array().unwrap().iter().map(|l| (l["host"].as_str().unwrap(), l["block"].as_str().unwrap())).collect();
     assert_eq!(holders, vec![("h1", "10.60.0.0/24"), ("h3", "10.60.1.0/24")]);
-    let (s, _, p) = api.send("POST", "/v1/networks", Some(json!({"name": "bad", "kind": {"type": "overlay"}, "subnet": "10.61.0.0/24", "ipam": "host-subnet", "host_prefix": 20}).to_string()), &[]).await;
+    let (s, _, p) = api
+        .send(
+            "POST",
+            "/v1/networks",
+            Some(json!({"name": "bad", "kind": {"type": "overlay"}, "subnet": "10.61.0.0/24", "ipam": "host-subnet", "host_prefix": 20}).to_string()),
+            &[],
+        )
+        .await;
     assert_eq!((s, p["field"].as_str()), (422, Some("host_prefix")), "{p}");
 }

@@ -116,7 +116,13 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
     cs.run(&c2, &["--network", "red", "--ip", "10.20.0.50", "--mac-address", "02:00:00:aa:bb:cc"]);
     assert_eq!(ip_of(&c2, "red"), Ipv4Addr::new(10, 20, 0, 50));
     assert_eq!(ok(&["exec", &c2, "cat", "/sys/class/net/eth0/address"]), "02:00:00:aa:bb:cc");
-    let e = api.create_endpoint("red", &plexus_api::EndpointSpec { id: Some("n1".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() }).await.unwrap();
+    let e = api
+        .create_endpoint(
+            "red",
+            &plexus_api::EndpointSpec { id: Some("n1".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() },
+        )
+        .await
+        .unwrap();
     let n1 = lab.attach(&e, "n1", 1450).await.unwrap();
     let (ip1, ip2) = (ip_of(&c1, "red"), ip_of(&c2, "red"));
     assert!(ping(&c1, ip2), "c1 -> c2 on the Docker host");
@@ -144,7 +150,13 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
     // docker network connect: a working second interface; disconnect removes it and its flows.
     api.create_network(&NetworkSpec::overlay("green", "10.30.0.0/24")).await.unwrap();
     wait_docker_network("green").await;
-    let e = api.create_endpoint("green", &plexus_api::EndpointSpec { id: Some("n2".into()), host: "h2".into(), ip: None, mac: None, owner: None, labels: Default::default() }).await.unwrap();
+    let e = api
+        .create_endpoint(
+            "green",
+            &plexus_api::EndpointSpec { id: Some("n2".into()), host: "h2".into(), ip: None, mac: None, owner: None, labels: Default::default() },
+        )
+        .await
+        .unwrap();
     let n2 = lab.attach(&e, "n2", 1450).await.unwrap();
     ok(&["network", "connect", "green", &c1]);
     let g1 = ip_of(&c1, "green");
@@ -250,14 +262,23 @@ async fn docker_sees_clear_errors_and_a_failed_start_leaks_nothing() {
 async fn connectivity_comes_back_after_dockerd_restarts() {
     prerequisites();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/dockerd");
-    assert!(Path::new("/run/plexus-test-dockerd.pid").exists(), "this test restarts dockerd, so it must have been started by `scripts/dockerd start` (scripts/test does)");
+    assert!(
+        Path::new("/run/plexus-test-dockerd.pid").exists(),
+        "this test restarts dockerd, so it must have been started by `scripts/dockerd start` (scripts/test does)"
+    );
     let name = format!("r{}", std::process::id() % 10_000_000);
     let lab = Lab::up(&LabConfig { docker: true, ..LabConfig::owned(&name, 1) }).expect("lab");
     let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane with a Docker host");
     let api = Client::new(&cp.api).unwrap();
     api.create_network(&NetworkSpec::overlay("red", "10.20.0.0/24")).await.unwrap();
     wait_docker_network("red").await;
-    let e = api.create_endpoint("red", &plexus_api::EndpointSpec { id: Some("n1".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() }).await.unwrap();
+    let e = api
+        .create_endpoint(
+            "red",
+            &plexus_api::EndpointSpec { id: Some("n1".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() },
+        )
+        .await
+        .unwrap();
     let n1 = lab.attach(&e, "n1", 1450).await.unwrap();
     let mut cs = Containers(Vec::new());
     let c1 = format!("{name}c1");
@@ -313,8 +334,25 @@ async fn the_agent_runs_as_a_sidecar_container() {
     let agent = format!("{name}agent");
     cs.0.push(agent.clone());
     let mut run = vec![
-        "run".to_string(), "-d".into(), "--name".into(), agent.clone(), "--network".into(), "host".into(), "--pid".into(), "host".into(), "--cap-add".into(), "NET_ADMIN".into(), "--cap-add".into(), "SYS_ADMIN".into(),
-        "-v".into(), "/run/plexus:/run/plexus".into(), "-v".into(), "/run/docker/plugins:/run/docker/plugins".into(), "-v".into(), "/var/run/docker.sock:/var/run/docker.sock".into(), tag.clone(),
+        "run".to_string(),
+        "-d".into(),
+        "--name".into(),
+        agent.clone(),
+        "--network".into(),
+        "host".into(),
+        "--pid".into(),
+        "host".into(),
+        "--cap-add".into(),
+        "NET_ADMIN".into(),
+        "--cap-add".into(),
+        "SYS_ADMIN".into(),
+        "-v".into(),
+        "/run/plexus:/run/plexus".into(),
+        "-v".into(),
+        "/run/docker/plugins:/run/docker/plugins".into(),
+        "-v".into(),
+        "/var/run/docker.sock:/var/run/docker.sock".into(),
+        tag.clone(),
     ];
     run.extend(lab.docker_agent_args().unwrap().into_iter().skip(1));
     let o = docker(&run.iter().map(String::as_str).collect::<Vec<_>>());
@@ -322,7 +360,13 @@ async fn the_agent_runs_as_a_sidecar_container() {
     lab.wait_plugin().unwrap_or_else(|e| panic!("{e}: {}", text(&docker(&["logs", &agent]))));
     api.create_network(&NetworkSpec::overlay("red", "10.20.0.0/24")).await.unwrap();
     wait_docker_network("red").await;
-    let e = api.create_endpoint("red", &plexus_api::EndpointSpec { id: Some("n1".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() }).await.unwrap();
+    let e = api
+        .create_endpoint(
+            "red",
+            &plexus_api::EndpointSpec { id: Some("n1".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() },
+        )
+        .await
+        .unwrap();
     let n1 = lab.attach(&e, "n1", 1450).await.unwrap();
     let c1 = format!("{name}c1");
     cs.run(&c1, &["--network", "red"]);

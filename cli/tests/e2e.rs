@@ -41,7 +41,10 @@ async fn agents_and_a_controller_connect_containers_on_three_hosts() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut cs = Vec::new();
     for h in &lab.hosts {
-        let e = api.create_endpoint("red", &EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: None, labels: Default::default() }).await.unwrap();
+        let e = api
+            .create_endpoint("red", &EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: None, labels: Default::default() })
+            .await
+            .unwrap();
         cs.push(lab.attach(&e, &format!("c{}", cs.len() + 1), 1450).await.unwrap());
     }
     for (a, b) in [(0, 1), (0, 2), (1, 2)] {
@@ -59,7 +62,12 @@ async fn agents_and_a_controller_connect_containers_on_three_hosts() {
     let ok = ping(cs[0].netns.clone(), cs[2].ip).await.unwrap();
     assert!(ok.is_ok(), "traffic recovers after the tunnel port is deleted: {ok:?}");
     // Down ends the control plane's processes and removes the root-namespace link.
-    let pids: Vec<i32> = std::fs::read_dir(&lab.dir).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "pid")).filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok()).collect();
+    let pids: Vec<i32> = std::fs::read_dir(&lab.dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+        .collect();
     assert_eq!(pids.len(), 4, "a controller and three agents");
     let link = lab.root_link();
     lab.down();
@@ -103,12 +111,13 @@ async fn traffic_survives_and_recovers_from_restarts_of_every_part() {
         assert!(t.elapsed() < Duration::from_secs(20), "hosts did not register");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    api.create_network(&plexus_api::NetworkSpec::overlay("red", "10.10.0.0/24"))
-    .await
-    .unwrap();
+    api.create_network(&plexus_api::NetworkSpec::overlay("red", "10.10.0.0/24")).await.unwrap();
     let mut cs = Vec::new();
     for h in &lab.hosts {
-        let e = api.create_endpoint("red", &EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: None, labels: Default::default() }).await.unwrap();
+        let e = api
+            .create_endpoint("red", &EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: None, labels: Default::default() })
+            .await
+            .unwrap();
         cs.push(lab.attach(&e, &format!("c{}", cs.len() + 1), 1450).await.unwrap());
     }
     assert!(ping(cs[0].netns.clone(), cs[1].ip).await.unwrap().is_ok());

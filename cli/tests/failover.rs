@@ -15,7 +15,8 @@ const PLEXUS: &str = env!("CARGO_BIN_EXE_plexus");
 /// Pings `count` times at 10 per second from `ns`; returns (sent, received).
 fn ping_bg(ns: String, to: Ipv4Addr, count: u32) -> std::thread::JoinHandle<(u32, u32)> {
     std::thread::spawn(move || {
-        let o = Command::new("ip").args(["netns", "exec", &ns, "ping", "-i", "0.1", "-W", "1", "-c", &count.to_string(), &to.to_string()]).output().expect("ping");
+        let o =
+            Command::new("ip").args(["netns", "exec", &ns, "ping", "-i", "0.1", "-W", "1", "-c", &count.to_string(), &to.to_string()]).output().expect("ping");
         let out = String::from_utf8_lossy(&o.stdout);
         let line = out.lines().find(|l| l.contains("packets transmitted")).unwrap_or_default().to_string();
         let num = |word: &str| line.split(',').find(|p| p.contains(word)).and_then(|p| p.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -33,14 +34,22 @@ async fn masters(api: &Client) -> HashMap<String, (u64, u64)> {
 /// Flow packet counters by (table, priority, match, cookie).
 async fn counters(lab: &Lab, host: usize) -> HashMap<String, u64> {
     let of = wire::openflow(&lab.hosts[host]).await.unwrap();
-    of.dump_flows(Default::default()).await.unwrap().into_iter().map(|f| (format!("{} {} {:?} {:x}", f.table_id, f.priority, f.match_, f.cookie), f.packet_count)).collect()
+    of.dump_flows(Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| (format!("{} {} {:?} {:x}", f.table_id, f.priority, f.match_, f.cookie), f.packet_count))
+        .collect()
 }
 
 async fn create_endpoint(api: &Client, host: &str, id: &str) -> plexus_api::Endpoint {
     // Writes fail while the cluster elects a new leader: try again for a while.
     let t = Instant::now();
     loop {
-        match api.create_endpoint("red", &EndpointSpec { id: Some(id.into()), host: host.into(), ip: None, mac: None, owner: None, labels: Default::default() }).await {
+        match api
+            .create_endpoint("red", &EndpointSpec { id: Some(id.into()), host: host.into(), ip: None, mac: None, owner: None, labels: Default::default() })
+            .await
+        {
             Ok(e) => return e,
             Err(plexus_api::ClientError::Problem(p)) if p.status == 409 => {
                 return api.endpoints("red").await.unwrap().into_iter().find(|e| e.id == id).unwrap();
@@ -184,7 +193,11 @@ async fn killing_a_switch_master_or_the_leader_loses_no_ping_and_changes_still_a
 /// The role column of a host's Controller rows: how many targets the switch sees as master.
 fn switch_masters(lab: &Lab, host: usize) -> usize {
     let h = &lab.hosts[host];
-    let o = Command::new("ovs-vsctl").arg(format!("--db=unix:{}", h.ovs.db_sock().display())).args(["--columns=role", "--bare", "list", "controller"]).output().unwrap();
+    let o = Command::new("ovs-vsctl")
+        .arg(format!("--db=unix:{}", h.ovs.db_sock().display()))
+        .args(["--columns=role", "--bare", "list", "controller"])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&o.stdout).split_whitespace().filter(|r| *r == "master").count()
 }
 
@@ -228,7 +241,10 @@ async fn a_controller_cut_off_stops_mastering_and_the_majority_takes_over() {
     let e2 = create_endpoint(&api, "h2", "a2").await;
     lab.attach(&e2, "a2", 1450).await.unwrap();
     let (ns, to) = (c1.netns.clone(), e2.ip);
-    assert!(tokio::task::spawn_blocking(move || probe::wait_ping(&ns, to, Duration::from_secs(15))).await.unwrap().is_ok(), "a change after the cut did not arrive");
+    assert!(
+        tokio::task::spawn_blocking(move || probe::wait_ping(&ns, to, Duration::from_secs(15))).await.unwrap().is_ok(),
+        "a change after the cut did not arrive"
+    );
     // The cut-off node knew by itself to stop: its lease ran out and it stepped down.
     let log = std::fs::read_to_string(lab.dir.join(format!("{}.log", lab.controller_tag(victim as u8)))).unwrap_or_default();
     assert!(log.contains("no longer master of the switch"), "the cut-off node did not step down:\n{log}");

@@ -2,15 +2,13 @@
 //! holds, and the REST API NetOps and agents use. Flow compilation and switch management
 //! follow in their own modules.
 
-#![warn(missing_docs)]
-
 pub mod flows;
 pub mod mastership;
 pub mod model;
-pub mod store;
-pub mod switches;
 pub mod node;
 pub mod server;
+pub mod store;
+pub mod switches;
 
 /// Wall-clock milliseconds since the Unix epoch: stamped into commands by the API (the state
 /// machine must not read clocks itself) and kept by the mastership lease.

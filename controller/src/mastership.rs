@@ -143,3 +143,10 @@ pub fn spawn_assigner(id: u64, raft: Raft, state: SharedState, http: reqwest::Cl
         }
     });
 }
+
+// openraft's `Raft` has no `Debug`: show what identifies this value.
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("id", &self.id).finish_non_exhaustive()
+    }
+}

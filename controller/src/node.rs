@@ -181,3 +181,10 @@ async fn join(http: &reqwest::Client, via: &str, id: u64, addr: &str) -> Result<
     }
     Err(NodeError::Join { via: via.to_string(), reason: last })
 }
+
+// openraft's `Raft` has no `Debug`: show what identifies this value.
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").finish_non_exhaustive()
+    }
+}

@@ -13,10 +13,10 @@ use tokio::sync::watch;
 
 use crate::flows::{apply, reconcile, DesiredFlows, SwitchView};
 use crate::mastership::Lease;
-use plexus_ovs::openflow::Role;
 use crate::model::Subject;
 use crate::store::SharedState;
 use plexus_api::EndpointKey;
+use plexus_ovs::openflow::Role;
 
 /// Names of the flow-based tunnel ports the agent creates, one per encapsulation.
 pub const TUNNEL_PORTS: [&str; 2] = ["vxlan0", "geneve0"];
@@ -111,6 +111,7 @@ impl PortIndex {
 }
 
 /// Keeps switches in their desired state.
+#[derive(Debug)]
 pub struct SwitchManager {
     state: SharedState,
     revisions: watch::Receiver<u64>,
@@ -128,7 +129,13 @@ impl SwitchManager {
     /// Starts accepting switches on `listener`. With a `lease` (a clustered node) it programs
     /// only the switches the cluster assigned to it, as OpenFlow master, and only while the
     /// lease holds; without one it programs every switch that connects.
-    pub fn spawn(listener: Listener, state: SharedState, revisions: watch::Receiver<u64>, audit_every: Duration, lease: Option<Arc<Lease>>) -> Arc<SwitchManager> {
+    pub fn spawn(
+        listener: Listener,
+        state: SharedState,
+        revisions: watch::Receiver<u64>,
+        audit_every: Duration,
+        lease: Option<Arc<Lease>>,
+    ) -> Arc<SwitchManager> {
         let m = Arc::new(SwitchManager { state, revisions, audit_every, status: Mutex::new(BTreeMap::new()), lease });
         let mm = m.clone();
         tokio::spawn(async move {
@@ -262,7 +269,10 @@ impl SwitchManager {
         let should = assigned.filter(|(node, _)| *node == lease.id() && lease.holds()).map(|(_, g)| g);
         match (should, *mastered) {
             (Some(g), Some(m)) if g == m => (true, false),
-            (Some(g), _) => match tokio::time::timeout(ROLE_WAIT, conn.set_role(Role::Master, g)).await.unwrap_or(Err(plexus_ovs::openflow::OfError::Timeout("role request"))) {
+            (Some(g), _) => match tokio::time::timeout(ROLE_WAIT, conn.set_role(Role::Master, g))
+                .await
+                .unwrap_or(Err(plexus_ovs::openflow::OfError::Timeout("role request")))
+            {
                 Ok(_) => {
                     tracing::info!(%dpid, generation = g, "master of the switch");
                     *mastered = Some(g);
@@ -343,7 +353,14 @@ impl SwitchManager {
             // The switch's state is unknown now: read it back next time.
             *desired = None;
         }
-        let stats = PassStats { full: update.is_none(), units: update.as_ref().map_or(0, |u| u.units), compile_us, flows_sent: *res.as_ref().unwrap_or(&0), ms: t.elapsed().as_secs_f64() * 1e3, revision };
+        let stats = PassStats {
+            full: update.is_none(),
+            units: update.as_ref().map_or(0, |u| u.units),
+            compile_us,
+            flows_sent: *res.as_ref().unwrap_or(&0),
+            ms: t.elapsed().as_secs_f64() * 1e3,
+            revision,
+        };
         self.update(dpid, |s| {
             s.host = Some(host.clone());
             s.desired_flows = len;

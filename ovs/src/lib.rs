@@ -7,7 +7,9 @@
 //!   extensions OVS speaks, and a tokio connection that matches replies to requests by xid.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+// This crate reads bytes from peers: nothing in it may panic on what they send.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
 pub mod openflow;
 pub mod ovsdb;

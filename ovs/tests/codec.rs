@@ -56,10 +56,23 @@ fn every_message() -> Vec<Message> {
         Message::GetConfigRequest,
         Message::GetConfigReply(SwitchConfig { flags: 0, miss_send_len: 0xffff }),
         Message::SetConfig(SwitchConfig { flags: 1, miss_send_len: 128 }),
-        Message::PacketIn(PacketIn { buffer_id: OFP_NO_BUFFER, total_len: 3, reason: 1, table_id: 4, cookie: 9, match_: Match::new().in_port(2).tunnel_id(5), data: vec![1, 2, 3] }),
+        Message::PacketIn(PacketIn {
+            buffer_id: OFP_NO_BUFFER,
+            total_len: 3,
+            reason: 1,
+            table_id: 4,
+            cookie: 9,
+            match_: Match::new().in_port(2).tunnel_id(5),
+            data: vec![1, 2, 3],
+        }),
         Message::PortStatus(PortStatus { reason: PortReason::Modify, port: port() }),
         Message::PortStatus(PortStatus { reason: PortReason::Other(9), port: port() }),
-        Message::PacketOut(PacketOut { buffer_id: OFP_NO_BUFFER, in_port: OFPP_CONTROLLER, actions: vec![Action::output(1), Action::resubmit(2)], data: vec![0xff; 60] }),
+        Message::PacketOut(PacketOut {
+            buffer_id: OFP_NO_BUFFER,
+            in_port: OFPP_CONTROLLER,
+            actions: vec![Action::output(1), Action::resubmit(2)],
+            data: vec![0xff; 60],
+        }),
         Message::FlowMod(fm.clone()),
         Message::FlowMod(FlowMod { command: FlowModCommand::DeleteStrict, ..FlowMod::add(1, 5, Match::new().in_port(1)) }),
         Message::FlowMod(FlowMod::delete_by_cookie(0x100, 0xff00)),
@@ -76,14 +89,29 @@ fn every_message() -> Vec<Message> {
         Message::MultipartRequest(MultipartRequest { flags: 0, body: MultipartRequestBody::PortDesc }),
         Message::MultipartRequest(MultipartRequest {
             flags: 0,
-            body: MultipartRequestBody::Flow(FlowStatsRequest { table_id: 3, cookie: 1, cookie_mask: 0xff, match_: Match::new().in_port(4), ..Default::default() }),
+            body: MultipartRequestBody::Flow(FlowStatsRequest {
+                table_id: 3,
+                cookie: 1,
+                cookie_mask: 0xff,
+                match_: Match::new().in_port(4),
+                ..Default::default()
+            }),
         }),
         Message::MultipartRequest(MultipartRequest { flags: 0, body: MultipartRequestBody::Other { kind: 4, body: vec![0; 8] } }),
         Message::MultipartReply(MultipartReply {
             flags: 0,
-            body: MultipartReplyBody::Desc(Desc { mfr_desc: "Nicira, Inc.".into(), hw_desc: "Open vSwitch".into(), sw_desc: "3.1.0".into(), serial_num: "None".into(), dp_desc: "br-int".into() }),
+            body: MultipartReplyBody::Desc(Desc {
+                mfr_desc: "Nicira, Inc.".into(),
+                hw_desc: "Open vSwitch".into(),
+                sw_desc: "3.1.0".into(),
+                serial_num: "None".into(),
+                dp_desc: "br-int".into(),
+            }),
         }),
-        Message::MultipartReply(MultipartReply { flags: OFPMPF_REPLY_MORE, body: MultipartReplyBody::PortDesc(vec![port(), Port { name: "br-int".into(), port_no: OFPP_LOCAL, ..port() }]) }),
+        Message::MultipartReply(MultipartReply {
+            flags: OFPMPF_REPLY_MORE,
+            body: MultipartReplyBody::PortDesc(vec![port(), Port { name: "br-int".into(), port_no: OFPP_LOCAL, ..port() }]),
+        }),
         Message::MultipartReply(MultipartReply {
             flags: 0,
             body: MultipartReplyBody::Flow(vec![FlowStats {
@@ -222,7 +250,7 @@ proptest! {
     fn matches_round_trip(fields in prop::collection::vec((arb_field(), any::<u128>(), any::<Option<u128>>()), 0..6)) {
         let mut m = Match::new();
         for (f, v, mask) in fields {
-            let max = if f.len() == 16 { u128::MAX } else { (1u128 << (f.len() * 8)) - 1 };
+            let max = if f.width() == 16 { u128::MAX } else { (1u128 << (f.width() * 8)) - 1 };
             m = m.set(MatchField { field: f, value: v & max, mask: mask.map(|x| x & max) });
         }
         // Whatever the codec accepts, it decodes back to exactly what it sent.

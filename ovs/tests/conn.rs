@@ -47,7 +47,20 @@ async fn async_messages_between_request_and_reply_are_not_lost() {
         let (xid, m) = read_msg(&mut sw).await;
         assert_eq!(m, Message::BarrierRequest);
         send(&mut sw, 0, Message::PortStatus(PortStatus { reason: PortReason::Add, port: Port { port_no: 5, name: "p5".into(), ..Default::default() } })).await;
-        send(&mut sw, 0, Message::PacketIn(PacketIn { buffer_id: OFP_NO_BUFFER, total_len: 1, reason: 0, table_id: 0, cookie: 0, match_: Match::new().in_port(5), data: vec![9] })).await;
+        send(
+            &mut sw,
+            0,
+            Message::PacketIn(PacketIn {
+                buffer_id: OFP_NO_BUFFER,
+                total_len: 1,
+                reason: 0,
+                table_id: 0,
+                cookie: 0,
+                match_: Match::new().in_port(5),
+                data: vec![9],
+            }),
+        )
+        .await;
         // An echo from the switch in the middle is answered, not surfaced.
         send(&mut sw, 99, Message::EchoRequest(b"x".to_vec())).await;
         let (exid, echo) = read_msg(&mut sw).await;

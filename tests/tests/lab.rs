@@ -51,7 +51,11 @@ async fn containers_on_h1_and_h3_ping_and_carry_10mb_of_tcp_intact() {
     let prefix = format!("plx-{name}-");
     assert!(netns::list().iter().all(|n| !n.starts_with(&prefix)), "namespaces left: {:?}", netns::list());
     for pid in running {
-        assert!(!std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z")).unwrap_or(true), "process {pid} still runs");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z")).unwrap_or(true),
+            "process {pid} still runs"
+        );
     }
     assert!(!dir.exists(), "state directory left");
     let root_links = run("ip", &["-o", "link", "show"]);

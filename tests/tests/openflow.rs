@@ -155,7 +155,10 @@ fn encoded_messages_decode_in_ovs_ofctl_ofp_print_as_intended() {
         (Message::RoleRequest(RoleMsg { role: Role::Master, generation_id: 7 }), "OFPT_ROLE_REQUEST (OF1.3) (xid=0x42): role=primary generation_id=7"),
         (Message::SetConfig(SwitchConfig { flags: 0, miss_send_len: 128 }), "OFPT_SET_CONFIG (OF1.3) (xid=0x42): frags=normal miss_send_len=128"),
         (group1(), "OFPT_GROUP_MOD (OF1.3) (xid=0x42):\n ADD group_id=1,type=all,bucket=actions=output:1"),
-        (Message::FlowMod(FlowMod::delete_by_cookie(0x100, 0xf00)), "OFPT_FLOW_MOD (OF1.3) (xid=0x42): DEL table:255 priority=0 cookie:0x100/0xf00 actions=drop"),
+        (
+            Message::FlowMod(FlowMod::delete_by_cookie(0x100, 0xf00)),
+            "OFPT_FLOW_MOD (OF1.3) (xid=0x42): DEL table:255 priority=0 cookie:0x100/0xf00 actions=drop",
+        ),
         (
             Message::PacketOut(PacketOut { buffer_id: OFP_NO_BUFFER, in_port: OFPP_CONTROLLER, actions: vec![Action::output(1)], data: vec![] }),
             "OFPT_PACKET_OUT (OF1.3) (xid=0x42): in_port=CONTROLLER actions=output:1 data_len=0",
@@ -193,7 +196,7 @@ async fn a_refused_flow_is_an_error_for_its_own_request_only() {
     let bad_task = tokio::spawn(async move {
         let mut refused = 0;
         for _ in 0..30 {
-            if a.send_checked(&[bad.clone()]).await.is_err() {
+            if a.send_checked(std::slice::from_ref(&bad)).await.is_err() {
                 refused += 1;
             }
         }
@@ -254,9 +257,7 @@ async fn a_bundle_of_10000_flows_commits_atomically() {
     let h = &lab.hosts[0];
     let (_vs, of, _ev) = bridge(h, "br0").await;
     let flows = |base: u32, n: u32| -> Vec<Message> {
-        (0..n)
-            .map(|i| Message::FlowMod(FlowMod::add(0, 100, Match::new().ipv4_dst(Ipv4Addr::from(base + i))).apply(vec![Action::output(1)])))
-            .collect()
+        (0..n).map(|i| Message::FlowMod(FlowMod::add(0, 100, Match::new().ipv4_dst(Ipv4Addr::from(base + i))).apply(vec![Action::output(1)]))).collect()
     };
     of.bundle(&flows(0x0a00_0000, 10_000)).await.expect("bundle commits");
     assert_eq!(dump_flows(h, "br0").len(), 10_000);
@@ -398,14 +399,15 @@ async fn an_idle_session_survives_60s_and_a_dead_switch_is_noticed() {
     h.ovs.signal(Daemon::Vswitchd, libc::SIGCONT);
 }
 
-
 #[tokio::test(flavor = "multi_thread")]
 async fn packet_out_through_the_pipeline_comes_back_as_packet_in() {
     let lab = lab('o', 1);
     let h = &lab.hosts[0];
     let (vs, _mgmt, _ev) = bridge(h, "br0").await;
     let (of, mut events) = controller(h, &vs, "br0", ConnectionOptions::default()).await;
-    let punt = FlowMod::add(0, 10, Match::new().eth_type(0x88b5)).cookie(0xc0ffee).apply(vec![Action::RegLoad { dst: Field::Reg(2), ofs: 0, n_bits: 16, value: 0xbeef }, Action::controller()]);
+    let punt = FlowMod::add(0, 10, Match::new().eth_type(0x88b5))
+        .cookie(0xc0ffee)
+        .apply(vec![Action::RegLoad { dst: Field::Reg(2), ofs: 0, n_bits: 16, value: 0xbeef }, Action::controller()]);
     of.send_checked(&[Message::FlowMod(punt)]).await.unwrap();
     // A frame of the local-experimental ethertype, injected into table 0.
     let mut frame = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x88, 0xb5];

@@ -127,7 +127,11 @@ async fn transact_carries_every_operation() {
         Operation::Comment("plexus test: insert".into()),
         Operation::Insert { table: "Interface".into(), row: obj(json!({"name": "t0", "type": "internal"})), uuid_name: Some("i".into()) },
         Operation::Insert { table: "Port".into(), row: obj(json!({"name": "t0", "interfaces": named_uuid("i")})), uuid_name: Some("p".into()) },
-        Operation::Insert { table: "Bridge".into(), row: obj(json!({"name": "t0", "ports": set([named_uuid("p")]), "datapath_type": "netdev"})), uuid_name: Some("b".into()) },
+        Operation::Insert {
+            table: "Bridge".into(),
+            row: obj(json!({"name": "t0", "ports": set([named_uuid("p")]), "datapath_type": "netdev"})),
+            uuid_name: Some("b".into()),
+        },
         Operation::Mutate { table: "Open_vSwitch".into(), conditions: vec![], mutations: vec![Mutation::insert("bridges", set([named_uuid("b")]))] },
     ];
     let r = c.transact(db, &ins).await.unwrap();
@@ -135,13 +139,21 @@ async fn transact_carries_every_operation() {
     assert_eq!(vsctl(h, &["get", "bridge", "t0", "_uuid"]).trim(), bridge_uuid);
 
     let upd = [
-        Operation::Update { table: "Bridge".into(), conditions: vec![Condition::eq("name", "t0")], row: obj(json!({"external_ids": ["map", [["owner", "plexus"]]]})) },
+        Operation::Update {
+            table: "Bridge".into(),
+            conditions: vec![Condition::eq("name", "t0")],
+            row: obj(json!({"external_ids": ["map", [["owner", "plexus"]]]})),
+        },
         Operation::Mutate {
             table: "Bridge".into(),
             conditions: vec![Condition::uuid(&bridge_uuid)],
             mutations: vec![Mutation::insert("other_config", json!(["map", [["a", "1"], ["b", "2"]]]))],
         },
-        Operation::Mutate { table: "Bridge".into(), conditions: vec![Condition::eq("name", "t0")], mutations: vec![Mutation::delete("other_config", json!(["set", ["a"]]))] },
+        Operation::Mutate {
+            table: "Bridge".into(),
+            conditions: vec![Condition::eq("name", "t0")],
+            mutations: vec![Mutation::delete("other_config", json!(["set", ["a"]]))],
+        },
         Operation::Wait {
             table: "Bridge".into(),
             conditions: vec![Condition::eq("name", "t0")],
@@ -150,7 +162,11 @@ async fn transact_carries_every_operation() {
             rows: vec![obj(json!({"external_ids": ["map", [["owner", "plexus"]]]}))],
             timeout_ms: Some(0),
         },
-        Operation::Select { table: "Bridge".into(), conditions: vec![Condition::eq("name", "t0")], columns: Some(vec!["other_config".into(), "external_ids".into()]) },
+        Operation::Select {
+            table: "Bridge".into(),
+            conditions: vec![Condition::eq("name", "t0")],
+            columns: Some(vec!["other_config".into(), "external_ids".into()]),
+        },
         Operation::Commit { durable: false },
     ];
     let r = c.transact(db, &upd).await.unwrap();
@@ -193,7 +209,10 @@ async fn typed_helpers_build_what_ovs_vsctl_then_shows() {
     let again = vs.ensure_bridge(&netdev("br0")).await.unwrap();
     assert_eq!(vs.bridges().await.unwrap(), vec!["br0"], "idempotent");
     assert_eq!(vsctl(h, &["get", "bridge", "br0", "_uuid"]).trim(), again);
-    assert_eq!(vsctl(h, &["get", "bridge", "br0", "datapath_type", "fail_mode", "protocols", "other_config:datapath-id"]).trim(), "netdev\nsecure\n[OpenFlow13]\n\"0000000000001234\"");
+    assert_eq!(
+        vsctl(h, &["get", "bridge", "br0", "datapath_type", "fail_mode", "protocols", "other_config:datapath-id"]).trim(),
+        "netdev\nsecure\n[OpenFlow13]\n\"0000000000001234\""
+    );
     vs.ensure_bridge(&netdev("br1")).await.unwrap();
 
     h.exec(&["ip", "link", "add", "v0", "type", "veth", "peer", "name", "v0p"]).unwrap();

@@ -95,7 +95,10 @@ async fn compiled_flows_join_a_network_across_hosts_and_keep_networks_apart() {
     // A forged source address or MAC is dropped at the port.
     run("ip", &["netns", "exec", &r1, "ip", "neigh", "del", &b3ip.to_string(), "dev", "eth0"]);
     run("ip", &["netns", "exec", &r1, "ip", "addr", "add", "10.10.0.99/24", "dev", "eth0"]);
-    let out = std::process::Command::new("ip").args(["netns", "exec", &r1, "ping", "-c", "3", "-i", "0.1", "-W", "1", "-I", "10.10.0.99", &ip("r2").to_string()]).output().unwrap();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &r1, "ping", "-c", "3", "-i", "0.1", "-W", "1", "-I", "10.10.0.99", &ip("r2").to_string()])
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "a forged source address is dropped");
     run("ip", &["netns", "exec", &r1, "ip", "addr", "del", "10.10.0.99/24", "dev", "eth0"]);
     run("ip", &["netns", "exec", &r1, "ip", "link", "set", "eth0", "address", "02:00:00:00:66:66"]);
@@ -180,8 +183,12 @@ async fn reconciliation_sends_only_the_difference_and_undoes_tampering() {
     let counted: u64 = before.iter().map(|f| f.packet_count).sum();
     assert!(counted > 0);
     let r3mac = plexus_ovs::openflow::mac_u128(plexus_api::Mac::parse("mac", &placed["r3"].mac).unwrap().octets());
-    let victim = before.iter().find(|f| f.match_.get(plexus_ovs::openflow::Field::EthDst).is_some_and(|m| m.value == r3mac)).expect("h1's flow towards r3").clone();
-    run("ovs-ofctl", &["-O", "OpenFlow13", "del-flows", &mgmt, &format!("table={},reg0={:#x},dl_dst={}", victim.table_id, model_vni(&model), placed["r3"].mac)]);
+    let victim =
+        before.iter().find(|f| f.match_.get(plexus_ovs::openflow::Field::EthDst).is_some_and(|m| m.value == r3mac)).expect("h1's flow towards r3").clone();
+    run(
+        "ovs-ofctl",
+        &["-O", "OpenFlow13", "del-flows", &mgmt, &format!("table={},reg0={:#x},dl_dst={}", victim.table_id, model_vni(&model), placed["r3"].mac)],
+    );
     run("ovs-ofctl", &["-O", "OpenFlow13", "add-flow", &mgmt, "table=0,priority=7,in_port=99,actions=drop"]);
     let d = reconcile(&conns["h1"], &compile(&model, &views["h1"])).await.unwrap();
     assert_eq!((d.add.len(), d.delete.len(), d.modify.len(), d.replace.len()), (1, 1, 0, 0), "{d:?}");

@@ -151,7 +151,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     }
     if let Some(d) = cfg.docker.clone() {
         let ip = cfg.tunnel_ip;
-        let mtu = tokio::task::spawn_blocking(move || crate::attach::container_mtu(ip)).await.map_err(|e| AgentError::System(e.to_string()))?.map_err(|e| AgentError::System(e.to_string()))?;
+        let mtu = tokio::task::spawn_blocking(move || crate::attach::container_mtu(ip))
+            .await
+            .map_err(|e| AgentError::System(e.to_string()))?
+            .map_err(|e| AgentError::System(e.to_string()))?;
         let (host, api, vs, netdev) = (cfg.name.clone(), api.clone(), vs.clone(), cfg.datapath_type == "netdev");
         tokio::spawn(async move {
             if let Err(e) = crate::docker::run(d, host, api, vs, mtu, netdev).await {
@@ -159,9 +162,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             }
         });
     }
-    let mut monitor = ovsdb
-        .monitor("Open_vSwitch", vec![MonitorRequest::all("Bridge"), MonitorRequest::all("Port"), MonitorRequest::all("Controller")])
-        .await?;
+    let mut monitor =
+        ovsdb.monitor("Open_vSwitch", vec![MonitorRequest::all("Bridge"), MonitorRequest::all("Port"), MonitorRequest::all("Controller")]).await?;
     health.switch_check(true);
     let mut touched: BTreeMap<Ipv4Addr, std::time::Instant> = BTreeMap::new();
     let mut beat = tokio::time::interval(cfg.heartbeat);

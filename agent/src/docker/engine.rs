@@ -28,7 +28,7 @@ pub struct DockerNetwork {
 }
 
 /// A handle on the local Docker engine.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Engine {
     docker: Docker,
 }
@@ -51,7 +51,12 @@ impl Engine {
     pub async fn networks(&self) -> Result<Vec<DockerNetwork>, bollard::errors::Error> {
         let mut out = Vec::new();
         for n in self.docker.list_networks(None).await? {
-            out.push(DockerNetwork { id: n.id.unwrap_or_default(), name: n.name.unwrap_or_default(), driver: n.driver.unwrap_or_default(), labels: n.labels.unwrap_or_default() });
+            out.push(DockerNetwork {
+                id: n.id.unwrap_or_default(),
+                name: n.name.unwrap_or_default(),
+                driver: n.driver.unwrap_or_default(),
+                labels: n.labels.unwrap_or_default(),
+            });
         }
         Ok(out)
     }

@@ -36,7 +36,12 @@ pub struct DockerConfig {
 
 impl Default for DockerConfig {
     fn default() -> Self {
-        DockerConfig { plugin_dir: "/run/docker/plugins".into(), docker_socket: "/var/run/docker.sock".into(), state_dir: "/var/lib/plexus/agent".into(), mirror_every: Duration::from_secs(2) }
+        DockerConfig {
+            plugin_dir: "/run/docker/plugins".into(),
+            docker_socket: "/var/run/docker.sock".into(),
+            state_dir: "/var/lib/plexus/agent".into(),
+            mirror_every: Duration::from_secs(2),
+        }
     }
 }
 
@@ -78,7 +83,9 @@ async fn mirror_once(engine: &engine::Engine, api: &Client, host: &str) -> Resul
     let docker = engine.networks().await.map_err(|e| e.to_string())?;
     for n in nets.iter().filter(|n| matches!(n.spec.kind, NetworkKind::Overlay { .. })) {
         match docker.iter().find(|d| d.name == n.spec.name) {
-            Some(d) if d.driver != engine::DRIVER => tracing::warn!(network = %n.spec.name, driver = %d.driver, "a Docker network of that name with another driver hides the Plexus network"),
+            Some(d) if d.driver != engine::DRIVER => {
+                tracing::warn!(network = %n.spec.name, driver = %d.driver, "a Docker network of that name with another driver hides the Plexus network")
+            }
             Some(_) => {}
             None => match engine.create_mirror(&n.spec.name, &n.spec.subnet, n.spec.gateway, host).await {
                 Ok(()) => tracing::info!(network = %n.spec.name, "Plexus network now shows in Docker"),

@@ -30,6 +30,7 @@ use crate::plumb;
 pub const DOCKER_ENDPOINT_KEY: &str = "plexus-docker-endpoint";
 
 /// What the handlers share.
+#[derive(Debug)]
 pub struct Plugin {
     /// The controller.
     pub api: Client,
@@ -201,7 +202,14 @@ async fn request_address(p: &Plugin, r: AddressRequest) -> Reply {
         return ok(AddressResponse { address: format!("{gw}/{len}"), data: BTreeMap::new() });
     }
     let network = pool_network(p, &r.pool_id)?;
-    let spec = EndpointSpec { id: None, host: p.host.clone(), ip: wanted, mac: r.options.get(MAC_OPTION).filter(|m| !m.is_empty()).cloned(), owner: Some(format!("docker ipam on {}", p.host)), labels: Default::default() };
+    let spec = EndpointSpec {
+        id: None,
+        host: p.host.clone(),
+        ip: wanted,
+        mac: r.options.get(MAC_OPTION).filter(|m| !m.is_empty()).cloned(),
+        owner: Some(format!("docker ipam on {}", p.host)),
+        labels: Default::default(),
+    };
     let e = p.api.create_endpoint(&network, &spec).await.map_err(|e| api_err(&format!("an address in {network}"), e))?;
     ok(AddressResponse { address: format!("{}/{}", e.ip, e.prefix_len), data: BTreeMap::new() })
 }
@@ -288,13 +296,23 @@ async fn delete_network(p: &Plugin, r: NetworkRef) -> Reply {
 }
 
 fn network_of(p: &Plugin, network_id: &str) -> Result<String, PluginError> {
-    p.state.get().networks.get(network_id).map(|l| l.plexus.clone()).ok_or_else(|| fail(format!("plexus: unknown network {network_id}; is it a Plexus network?")))
+    p.state
+        .get()
+        .networks
+        .get(network_id)
+        .map(|l| l.plexus.clone())
+        .ok_or_else(|| fail(format!("plexus: unknown network {network_id}; is it a Plexus network?")))
 }
 
 async fn create_endpoint(p: &Plugin, r: CreateEndpoint) -> Reply {
     let network = network_of(p, &r.network_id)?;
     let iface = r.interface.unwrap_or_default();
-    let ip: Ipv4Addr = iface.address.split('/').next().and_then(|a| a.parse().ok()).ok_or_else(|| fail("plexus: the endpoint has no IPv4 address (create the network with --ipam-driver plexus)"))?;
+    let ip: Ipv4Addr = iface
+        .address
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| fail("plexus: the endpoint has no IPv4 address (create the network with --ipam-driver plexus)"))?;
     let eps = p.api.endpoints(&network).await.map_err(|e| api_err(&format!("endpoints of {network}"), e))?;
     let asked_mac = Some(iface.mac_address.clone()).filter(|m| !m.is_empty());
     let create = |owner: String| {
@@ -346,7 +364,9 @@ async fn join(p: &Plugin, r: Join) -> Reply {
     let (port, peer) = veth_names(&link);
     let (pp, pe, mtu, off) = (port.clone(), peer.clone(), p.mtu, p.checksum_offload_off);
     tokio::task::spawn_blocking(move || plumb::veth_pair(&pp, &pe, mac, mtu, off)).await??;
-    let spec = PortSpec::new(&port, InterfaceType::System).external_id(ENDPOINT_KEY, &format!("{}/{}", link.network, link.id)).external_id(DOCKER_ENDPOINT_KEY, &r.endpoint_id);
+    let spec = PortSpec::new(&port, InterfaceType::System)
+        .external_id(ENDPOINT_KEY, &format!("{}/{}", link.network, link.id))
+        .external_id(DOCKER_ENDPOINT_KEY, &r.endpoint_id);
     let plugged = async {
         p.vs.add_port(BR_INT, &spec).await?;
         p.vs.wait_ofport(&port, Duration::from_secs(10)).await?;

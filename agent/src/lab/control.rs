@@ -50,7 +50,14 @@ impl Lab {
             }
             None => Command::new(plexus),
         };
-        let child = c.args(args).env("PLEXUS_LOG", "info,openraft=warn").stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().map_err(|e| LabError::Command { cmd: format!("{} {args:?}", plexus.display()), reason: e.to_string() })?;
+        let child = c
+            .args(args)
+            .env("PLEXUS_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| LabError::Command { cmd: format!("{} {args:?}", plexus.display()), reason: e.to_string() })?;
         // `ip netns exec` execs the program: the pid is plexus's own.
         std::fs::write(self.dir.join(format!("{tag}.pid")), child.id().to_string()).map_err(|e| LabError::Io(e.to_string()))?;
         tracing::info!(lab = %self.name, %tag, pid = child.id(), "started");
@@ -100,22 +107,50 @@ impl Lab {
         let h = self.docker_host().ok_or_else(|| LabError::Invalid { field: "docker", reason: "not a Docker lab".into() })?;
         let cp = self.control_plane();
         Ok(vec![
-            "agent".to_string(), "--name".into(), h.name.clone(), "--controller".into(), cp.api, "--openflow".into(), cp.openflow,
-            "--ovsdb".into(), format!("unix:{}", h.ovs.db_sock().display()), "--tunnel-ip".into(), format!("{}/{}", h.underlay_ip, self.underlay_prefix_len()),
-            "--datapath-type".into(), "netdev".into(), "--underlay-iface".into(), self.root_link(), "--heartbeat".into(), "2".into(),
-            "--encap".into(), crate::agent::encap_name(self.encap).into(),
-            "--docker".into(), "--docker-plugin-dir".into(), PLUGIN_DIR.into(), "--state-dir".into(), self.dir.join("docker-agent").display().to_string(),
+            "agent".to_string(),
+            "--name".into(),
+            h.name.clone(),
+            "--controller".into(),
+            cp.api,
+            "--openflow".into(),
+            cp.openflow,
+            "--ovsdb".into(),
+            format!("unix:{}", h.ovs.db_sock().display()),
+            "--tunnel-ip".into(),
+            format!("{}/{}", h.underlay_ip, self.underlay_prefix_len()),
+            "--datapath-type".into(),
+            "netdev".into(),
+            "--underlay-iface".into(),
+            self.root_link(),
+            "--heartbeat".into(),
+            "2".into(),
+            "--encap".into(),
+            crate::agent::encap_name(self.encap).into(),
+            "--docker".into(),
+            "--docker-plugin-dir".into(),
+            PLUGIN_DIR.into(),
+            "--state-dir".into(),
+            self.dir.join("docker-agent").display().to_string(),
         ])
     }
 
     fn start_docker_host(&self, plexus: &Path) -> Result<(), LabError> {
         let sock = crate::docker::plugin_socket(Path::new(PLUGIN_DIR));
         if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
-            return Err(LabError::Invalid { field: "docker", reason: format!("another Plexus agent serves Docker on {} (one lab with --docker at a time)", sock.display()) });
+            return Err(LabError::Invalid {
+                field: "docker",
+                reason: format!("another Plexus agent serves Docker on {} (one lab with --docker at a time)", sock.display()),
+            });
         }
-        let out = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output().map_err(|e| LabError::Command { cmd: "docker version".into(), reason: format!("{e} (install docker.io)") })?;
+        let out = Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output()
+            .map_err(|e| LabError::Command { cmd: "docker version".into(), reason: format!("{e} (install docker.io)") })?;
         if !out.status.success() {
-            return Err(LabError::Command { cmd: "docker version".into(), reason: format!("no Docker engine answers: {} (start dockerd)", String::from_utf8_lossy(&out.stderr).trim()) });
+            return Err(LabError::Command {
+                cmd: "docker version".into(),
+                reason: format!("no Docker engine answers: {} (start dockerd)", String::from_utf8_lossy(&out.stderr).trim()),
+            });
         }
         let h = self.docker_host().ok_or_else(|| LabError::Invalid { field: "docker", reason: "not a Docker lab".into() })?;
         h.ovs.start()?;
@@ -148,7 +183,15 @@ impl Lab {
     /// disconnected first), with the controller already stopped so that nothing mirrors
     /// them back.
     fn clean_docker(&self) {
-        let docker = |args: &[&str]| Command::new("docker").args(args).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        let docker = |args: &[&str]| {
+            Command::new("docker")
+                .args(args)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
         for net in docker(&["network", "ls", "-q", "--filter", "driver=plexus"]).split_whitespace() {
             for c in docker(&["network", "inspect", "-f", "{{range $k, $v := .Containers}}{{$k}} {{end}}", net]).split_whitespace() {
                 docker(&["network", "disconnect", "-f", net, c]);
@@ -215,13 +258,21 @@ impl Lab {
     fn spawn_controller_node(&self, i: u8, plexus: &Path) -> Result<Ipv4Addr, LabError> {
         let ips = self.controller_ips();
         let ip = *ips.get(usize::from(i) - 1).ok_or_else(|| LabError::Invalid { field: "controller", reason: format!("no controller {i}") })?;
-        let mut args = vec!["controller".to_string(), "--listen".into(), format!("{ip}:{API_PORT}"), "--openflow-listen".into(), format!("{ip}:{OPENFLOW_PORT}")];
+        let mut args =
+            vec!["controller".to_string(), "--listen".into(), format!("{ip}:{API_PORT}"), "--openflow-listen".into(), format!("{ip}:{OPENFLOW_PORT}")];
         if self.controllers <= 1 {
             args.extend(["--data-dir".into(), self.dir.join("controller").display().to_string()]);
             self.spawn(None, "controller", plexus, &args)?;
         } else {
             let peers = ips.iter().enumerate().map(|(k, a)| format!("{}={a}:{API_PORT}", k + 1)).collect::<Vec<_>>().join(",");
-            args.extend(["--id".into(), i.to_string(), "--peers".into(), peers, "--data-dir".into(), self.dir.join(format!("controller-{i}")).display().to_string()]);
+            args.extend([
+                "--id".into(),
+                i.to_string(),
+                "--peers".into(),
+                peers,
+                "--data-dir".into(),
+                self.dir.join(format!("controller-{i}")).display().to_string(),
+            ]);
             self.spawn(Some(&self.controller_netns(i)), &self.controller_tag(i), plexus, &args)?;
         }
         Ok(ip)
@@ -252,10 +303,25 @@ impl Lab {
         let h = self.host(name).ok_or_else(|| LabError::Invalid { field: "host", reason: format!("no host {name}") })?;
         let cp = self.control_plane();
         let args = [
-            "agent".to_string(), "--name".into(), h.name.clone(), "--controller".into(), cp.api, "--openflow".into(), cp.openflow,
-            "--ovsdb".into(), format!("unix:{}", h.ovs.db_sock().display()), "--tunnel-ip".into(), format!("{}/{}", h.underlay_ip, self.underlay_prefix_len()),
-            "--datapath-type".into(), "netdev".into(), "--underlay-iface".into(), "eth0".into(), "--heartbeat".into(), "2".into(),
-            "--encap".into(), crate::agent::encap_name(self.encap).into(),
+            "agent".to_string(),
+            "--name".into(),
+            h.name.clone(),
+            "--controller".into(),
+            cp.api,
+            "--openflow".into(),
+            cp.openflow,
+            "--ovsdb".into(),
+            format!("unix:{}", h.ovs.db_sock().display()),
+            "--tunnel-ip".into(),
+            format!("{}/{}", h.underlay_ip, self.underlay_prefix_len()),
+            "--datapath-type".into(),
+            "netdev".into(),
+            "--underlay-iface".into(),
+            "eth0".into(),
+            "--heartbeat".into(),
+            "2".into(),
+            "--encap".into(),
+            crate::agent::encap_name(self.encap).into(),
         ];
         self.spawn(Some(&h.netns), &format!("agent-{name}"), plexus, &args)
     }
@@ -287,7 +353,9 @@ impl Lab {
         let Ok(dir) = std::fs::read_dir(&self.dir) else { return };
         for e in dir.flatten() {
             let p = e.path();
-            if p.extension().is_some_and(|x| x == "pid") && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agent-") || n.to_string_lossy().starts_with("controller")) {
+            if p.extension().is_some_and(|x| x == "pid")
+                && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agent-") || n.to_string_lossy().starts_with("controller"))
+            {
                 self.stop_pidfile(&p);
             }
         }
@@ -296,7 +364,11 @@ impl Lab {
             // The userspace datapath's taps are persistent: in a host's namespace they go
             // with it, in the root namespace they must be removed.
             for tap in ["br-int", "br-phy", "ovs-netdev"] {
-                let d = Command::new("ip").args(["-d", "link", "show", tap]).output().map(|o| String::from_utf8_lossy(&o.stdout).contains("tun type tap")).unwrap_or(false);
+                let d = Command::new("ip")
+                    .args(["-d", "link", "show", tap])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).contains("tun type tap"))
+                    .unwrap_or(false);
                 if d {
                     let _ = ip(None, &["link", "del", tap]);
                 }
@@ -365,7 +437,17 @@ impl Lab {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let netns = self.new_container_netns(name)?;
-        match crate::attach::plug(&vs, e, Some(crate::netns::path(&host.netns)), crate::netns::path(&netns), "eth0", mtu, wait.then(|| host.ovs.mgmt_sock(super::wire::BR_INT))).await {
+        match crate::attach::plug(
+            &vs,
+            e,
+            Some(crate::netns::path(&host.netns)),
+            crate::netns::path(&netns),
+            "eth0",
+            mtu,
+            wait.then(|| host.ovs.mgmt_sock(super::wire::BR_INT)),
+        )
+        .await
+        {
             Ok((port, _)) => {
                 let mac = e.mac.octets();
                 Ok(super::Container { netns, host_if: port, ip: e.ip, mac })
@@ -390,7 +472,10 @@ pub fn docker_client() -> Command {
 
 /// Makes [`TEST_IMAGE`] if the engine lacks it.
 pub fn ensure_test_image() -> Result<(), LabError> {
-    let has = docker_client().args(["image", "inspect", TEST_IMAGE]).output().map_err(|e| LabError::Command { cmd: "docker".into(), reason: format!("{e} (install docker.io)") })?;
+    let has = docker_client()
+        .args(["image", "inspect", TEST_IMAGE])
+        .output()
+        .map_err(|e| LabError::Command { cmd: "docker".into(), reason: format!("{e} (install docker.io)") })?;
     if has.status.success() {
         return Ok(());
     }

@@ -10,8 +10,8 @@
 pub mod control;
 mod daemons;
 mod postmortem;
-mod sh;
 pub mod probe;
+mod sh;
 pub mod wire;
 
 use std::net::Ipv4Addr;
@@ -256,12 +256,7 @@ impl Lab {
 
     fn list_in(root: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(root)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .filter(|e| e.path().join("lab.json").exists())
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .collect()
-            })
+            .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().join("lab.json").exists()).filter_map(|e| e.file_name().into_string().ok()).collect())
             .unwrap_or_default();
         v.sort();
         v
@@ -335,8 +330,18 @@ impl Lab {
     /// Like [`Lab::add_container`], with the prefix length and the MAC address an endpoint
     /// was given (`aa:bb:cc:dd:ee:ff`). The veth is plumbed over netlink ([`crate::plumb`]);
     /// TX checksum offload is off on both ends (the lab's switches are userspace).
-    pub fn add_container_with(&self, host: &LabHost, name: &str, ip_addr: Ipv4Addr, prefix_len: u8, mac: Option<&str>, mtu: u32) -> Result<Container, LabError> {
-        let mac = mac.map(|m| plexus_api::Mac::parse("mac", m).map(plexus_api::Mac::octets).map_err(|e| LabError::Invalid { field: "mac", reason: e.to_string() })).transpose()?;
+    pub fn add_container_with(
+        &self,
+        host: &LabHost,
+        name: &str,
+        ip_addr: Ipv4Addr,
+        prefix_len: u8,
+        mac: Option<&str>,
+        mtu: u32,
+    ) -> Result<Container, LabError> {
+        let mac = mac
+            .map(|m| plexus_api::Mac::parse("mac", m).map(plexus_api::Mac::octets).map_err(|e| LabError::Invalid { field: "mac", reason: e.to_string() }))
+            .transpose()?;
         let netns = self.new_container_netns(name)?;
         let mac = mac.unwrap_or_else(|| crate::plumb::mac_for(&netns));
         let p = crate::plumb::Plumbing {

@@ -11,11 +11,8 @@ use crate::netns;
 /// Pings `dst` from namespace `ns`: `count` echo requests, `interval` apart; returns how many
 /// were answered.
 pub fn ping(ns: &str, dst: Ipv4Addr, count: u32, interval: Duration) -> Result<u32, LabError> {
-    let out = netns::exec(
-        ns,
-        &["ping", "-n", "-q", "-c", &count.to_string(), "-i", &format!("{:.3}", interval.as_secs_f64()), "-W", "1", &dst.to_string()],
-    )
-    .map_err(|e| LabError::Command { cmd: "ping".into(), reason: format!("{e} (install iputils-ping)") })?;
+    let out = netns::exec(ns, &["ping", "-n", "-q", "-c", &count.to_string(), "-i", &format!("{:.3}", interval.as_secs_f64()), "-W", "1", &dst.to_string()])
+        .map_err(|e| LabError::Command { cmd: "ping".into(), reason: format!("{e} (install iputils-ping)") })?;
     let text = String::from_utf8_lossy(&out.stdout);
     // "3 packets transmitted, 3 received, 0% packet loss"
     let received = text

@@ -41,10 +41,7 @@ pub(crate) fn run(cmd: &mut Command) -> Result<String, LabError> {
     tracing::trace!(cmd = %shown, "lab");
     let out = cmd.output().map_err(|e| LabError::Command { cmd: shown.clone(), reason: e.to_string() })?;
     if !out.status.success() {
-        return Err(LabError::Command {
-            cmd: shown,
-            reason: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
-        });
+        return Err(LabError::Command { cmd: shown, reason: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()) });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

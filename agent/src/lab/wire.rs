@@ -55,9 +55,7 @@ pub async fn prepare_host(host: &LabHost, vs: &VSwitch) -> Result<u32, LabError>
 
 /// Plugs a container's host-side veth into `br-int`; returns its OpenFlow port.
 pub async fn plug(vs: &VSwitch, c: &Container) -> Result<u32, LabError> {
-    vs.add_port(BR_INT, &PortSpec::new(&c.host_if, InterfaceType::System).external_id("plexus-lab", "container"))
-        .await
-        .map_err(ovs_err)?;
+    vs.add_port(BR_INT, &PortSpec::new(&c.host_if, InterfaceType::System).external_id("plexus-lab", "container")).await.map_err(ovs_err)?;
     vs.wait_ofport(&c.host_if, Duration::from_secs(10)).await.map_err(ovs_err)
 }
 
@@ -70,14 +68,12 @@ pub async fn openflow(host: &LabHost) -> Result<Connection, LabError> {
 /// The two flows that join a local port to a remote host through the tunnel with `vni`.
 pub fn p2p_flows(local_port: u32, tunnel_port: u32, vni: u64, remote: Ipv4Addr, cookie: u64) -> Vec<Message> {
     vec![
-        Message::FlowMod(
-            FlowMod::add(0, 100, Match::new().in_port(local_port))
-                .cookie(cookie)
-                .apply(vec![Action::set_field(Field::TunnelId, vni), Action::set_tun_dst(remote), Action::output(tunnel_port)]),
-        ),
-        Message::FlowMod(
-            FlowMod::add(0, 100, Match::new().in_port(tunnel_port).tunnel_id(vni)).cookie(cookie).apply(vec![Action::output(local_port)]),
-        ),
+        Message::FlowMod(FlowMod::add(0, 100, Match::new().in_port(local_port)).cookie(cookie).apply(vec![
+            Action::set_field(Field::TunnelId, vni),
+            Action::set_tun_dst(remote),
+            Action::output(tunnel_port),
+        ])),
+        Message::FlowMod(FlowMod::add(0, 100, Match::new().in_port(tunnel_port).tunnel_id(vni)).cookie(cookie).apply(vec![Action::output(local_port)])),
     ]
 }
 

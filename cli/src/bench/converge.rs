@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use plexus_agent::lab::{probe, Lab, LabConfig};
 use plexus_api::{Client, EndpointSpec, NetworkSpec};
 
-pub async fn run(rounds: usize) -> anyhow::Result<()> {
+pub(super) async fn run(rounds: usize) -> anyhow::Result<()> {
     let name = format!("bc{}", std::process::id() % 10_000_000);
     let cfg = LabConfig::owned(&name, 2);
     let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.context("starting a 2-host lab")?;
@@ -60,7 +60,9 @@ pub async fn run(rounds: usize) -> anyhow::Result<()> {
         let ns = cs[0].netns.clone();
         if static_neighbor {
             let mac = sb.mac.clone().unwrap_or_default();
-            let out = std::process::Command::new("ip").args(["netns", "exec", &ns, "ip", "neigh", "replace", &ipb.to_string(), "lladdr", &mac, "dev", "eth0", "nud", "permanent"]).output()?;
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &ns, "ip", "neigh", "replace", &ipb.to_string(), "lladdr", &mac, "dev", "eth0", "nud", "permanent"])
+                .output()?;
             if !out.status.success() {
                 bail!("setting a neighbor entry: {}", String::from_utf8_lossy(&out.stderr));
             }

@@ -27,7 +27,7 @@ fn run_and_ping(network: &str, target: &str) -> anyhow::Result<f64> {
     Ok(t.elapsed().as_secs_f64() * 1e3)
 }
 
-pub async fn run(rounds: usize) -> anyhow::Result<()> {
+pub(super) async fn run(rounds: usize) -> anyhow::Result<()> {
     docker_ok(&["version"]).context("no Docker engine answers (scripts/dockerd start)")?;
     ensure_test_image().context("making the test image")?;
     let name = format!("bd{}", std::process::id() % 10_000_000);
@@ -44,7 +44,9 @@ pub async fn run(rounds: usize) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The peer on the other host: a namespace container on h1.
-    let e = api.create_endpoint("bench", &EndpointSpec { id: Some("peer".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() }).await?;
+    let e = api
+        .create_endpoint("bench", &EndpointSpec { id: Some("peer".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() })
+        .await?;
     lab.attach(&e, "peer", 1450).await?;
     // The baseline's peer: a container on Docker's bridge.
     let peer = format!("{name}peer");

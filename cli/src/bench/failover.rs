@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use plexus_agent::lab::{wire, Lab, LabConfig};
-use plexus_api::{Client, EndpointSpec, NetworkSpec};
 use plexus_api::EndpointKey;
+use plexus_api::{Client, EndpointSpec, NetworkSpec};
 use plexus_controller::flows::{unit_cookie, Unit};
 use plexus_ovs::openflow::FlowStatsRequest;
 use plexus_ovs::ovsdb::{InterfaceType, PortSpec};
@@ -55,7 +55,7 @@ async fn installed_on_h1(lab: &Lab, id: &str) -> anyhow::Result<Instant> {
     }
 }
 
-pub async fn run(rounds: usize, per_host: usize) -> anyhow::Result<()> {
+pub(super) async fn run(rounds: usize, per_host: usize) -> anyhow::Result<()> {
     let name = format!("bf{}", std::process::id() % 10_000_000);
     let cfg = LabConfig { controllers: 3, enable_dummy: true, ..LabConfig::owned(&name, 3) };
     let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.context("starting a lab with three controllers")?;
@@ -69,16 +69,29 @@ pub async fn run(rounds: usize, per_host: usize) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     api.create_network(&NetworkSpec::overlay("bench", "10.90.0.0/16")).await?;
-    let pids: Vec<i32> = (1..=3u8).map(|i| std::fs::read_to_string(lab.dir.join(format!("{}.pid", lab.controller_tag(i)))).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)).collect();
+    let pids: Vec<i32> = (1..=3u8)
+        .map(|i| std::fs::read_to_string(lab.dir.join(format!("{}.pid", lab.controller_tag(i)))).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0))
+        .collect();
     let before: Vec<(u64, f64)> = pids.iter().map(|p| usage(*p).unwrap_or((0, 0.0))).collect();
     eprintln!("{} endpoints ({per_host} on each of 3 hosts) ...", 3 * per_host);
     for (k, h) in lab.hosts.iter().enumerate() {
-        let specs: Vec<PortSpec> = (0..per_host).map(|i| PortSpec::new(&plexus_api::ids::port_name("bench", &format!("e{k}x{i}")), InterfaceType::Dummy).external_id("plexus-endpoint", &EndpointKey::new("bench", format!("e{k}x{i}")).to_string())).collect();
+        let specs: Vec<PortSpec> = (0..per_host)
+            .map(|i| {
+                PortSpec::new(&plexus_api::ids::port_name("bench", &format!("e{k}x{i}")), InterfaceType::Dummy)
+                    .external_id("plexus-endpoint", &EndpointKey::new("bench", format!("e{k}x{i}")).to_string())
+            })
+            .collect();
         wire::vswitch(h).await?.add_ports(wire::BR_INT, &specs).await?;
         let mut set = tokio::task::JoinSet::new();
         for i in 0..per_host {
             let (api, host) = (api.clone(), h.name.clone());
-            set.spawn(async move { api.create_endpoint("bench", &EndpointSpec { id: Some(format!("e{k}x{i}")), host, ip: None, mac: None, owner: None, labels: Default::default() }).await });
+            set.spawn(async move {
+                api.create_endpoint(
+                    "bench",
+                    &EndpointSpec { id: Some(format!("e{k}x{i}")), host, ip: None, mac: None, owner: None, labels: Default::default() },
+                )
+                .await
+            });
             if set.len() >= 16 {
                 set.join_next().await.context("endpoint task")???;
             }
@@ -119,7 +132,8 @@ pub async fn run(rounds: usize, per_host: usize) -> anyhow::Result<()> {
             None => masters(&api).await.get("h1").copied().context("h1 has no master")?,
         };
         let was_leader = api.cluster().await.ok().and_then(|c| c.leader) == Some(victim);
-        let alive: Vec<String> = lab.controller_ips().iter().enumerate().filter(|(k, _)| *k as u64 + 1 != victim).map(|(_, ip)| format!("http://{ip}:6543")).collect();
+        let alive: Vec<String> =
+            lab.controller_ips().iter().enumerate().filter(|(k, _)| *k as u64 + 1 != victim).map(|(_, ip)| format!("http://{ip}:6543")).collect();
         let majority = Client::new(&alive.join(","))?;
         let watch = majority.clone();
         let t = Instant::now();

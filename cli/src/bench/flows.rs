@@ -20,8 +20,7 @@ fn flow(i: u32) -> (FlowMod, String) {
     (fm, text)
 }
 
-
-pub async fn run(n: u32, runs: usize) -> anyhow::Result<()> {
+pub(super) async fn run(n: u32, runs: usize) -> anyhow::Result<()> {
     if runs == 0 || n == 0 {
         bail!("--flows and --runs must be at least 1");
     }

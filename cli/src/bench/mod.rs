@@ -10,7 +10,7 @@ mod store;
 use clap::{Args, Subcommand};
 
 #[derive(Args)]
-pub struct BenchCmd {
+pub(crate) struct BenchCmd {
     #[command(subcommand)]
     cmd: Sub,
 }
@@ -73,7 +73,7 @@ enum Sub {
     },
 }
 
-pub async fn run(c: BenchCmd) -> anyhow::Result<()> {
+pub(crate) async fn run(c: BenchCmd) -> anyhow::Result<()> {
     match c.cmd {
         Sub::Flows { flows, runs } => {
             if runs == 0 || flows == 0 {

@@ -15,7 +15,7 @@ use plexus_ovs::ovsdb::{InterfaceType, PortSpec};
 /// Concurrent API calls while creating the batch.
 const IN_FLIGHT: usize = 16;
 
-pub async fn run(sizes: &[usize], changes: usize) -> anyhow::Result<()> {
+pub(super) async fn run(sizes: &[usize], changes: usize) -> anyhow::Result<()> {
     for &n in sizes {
         one(n, changes).await.with_context(|| format!("scale with {n} endpoints"))?;
     }
@@ -49,13 +49,19 @@ async fn statuses(api: &str, hosts: &[String]) -> BTreeMap<String, serde_json::V
 }
 
 /// Waits until every switch is in sync at `revision` or later with `plugged[h]` local ports.
-async fn wait_programmed(api: &str, plugged: &BTreeMap<String, usize>, revision: u64, timeout: Duration) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+async fn wait_programmed(
+    api: &str,
+    plugged: &BTreeMap<String, usize>,
+    revision: u64,
+    timeout: Duration,
+) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
     let hosts: Vec<String> = plugged.keys().cloned().collect();
     let t = Instant::now();
     loop {
         let st = statuses(api, &hosts).await;
         let done = hosts.iter().all(|h| {
-            st.get(h).is_some_and(|s| s["in_sync"] == true && s["revision"].as_u64().unwrap_or(0) >= revision && s["plugged"].as_u64() == Some(plugged[h] as u64))
+            st.get(h)
+                .is_some_and(|s| s["in_sync"] == true && s["revision"].as_u64().unwrap_or(0) >= revision && s["plugged"].as_u64() == Some(plugged[h] as u64))
         });
         if done {
             return Ok(st);
@@ -89,7 +95,14 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
     api.create_network(&NetworkSpec::overlay("scale", "10.96.0.0/18")).await?;
     let (rss0, cpu0) = usage(pid)?;
     eprintln!("{n} endpoints over {} hosts: creating them through the API and their dummy ports in OVS ...", hosts.len());
-    let spec = |i: usize| EndpointSpec { id: Some(format!("e{i}")), host: hosts[i % hosts.len()].clone(), ip: None, mac: None, owner: None, labels: Default::default() };
+    let spec = |i: usize| EndpointSpec {
+        id: Some(format!("e{i}")),
+        host: hosts[i % hosts.len()].clone(),
+        ip: None,
+        mac: None,
+        owner: None,
+        labels: Default::default(),
+    };
     let mut plugged: BTreeMap<String, usize> = hosts.iter().map(|h| (h.clone(), 0)).collect();
     for i in 0..n {
         *plugged.entry(hosts[i % hosts.len()].clone()).or_default() += 1;
@@ -101,7 +114,10 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
         let h = h.clone();
         let specs: Vec<PortSpec> = (k..n)
             .step_by(lab.hosts.len())
-            .map(|i| PortSpec::new(&plexus_api::ids::port_name("scale", &format!("e{i}")), InterfaceType::Dummy).external_id("plexus-endpoint", &format!("scale/e{i}")))
+            .map(|i| {
+                PortSpec::new(&plexus_api::ids::port_name("scale", &format!("e{i}")), InterfaceType::Dummy)
+                    .external_id("plexus-endpoint", &format!("scale/e{i}"))
+            })
             .collect();
         port_tasks.push(tokio::spawn(async move {
             let vs = wire::vswitch(&h).await?;
@@ -138,7 +154,11 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
     println!("scale: one network, {n} endpoints over {} hosts (dummy ports, userspace datapath), {IN_FLIGHT} API calls in flight", hosts.len());
     println!("  API calls done after                       {:>8.2} s  ({:.0} endpoints/s)", api_time.as_secs_f64(), n as f64 / api_time.as_secs_f64());
     println!("  ports added to OVS after                   {:>8.2} s", ports_time.as_secs_f64());
-    println!("  every switch holds its full flow set after {:>8.2} s  ({:.2}x the API calls alone)", full_time.as_secs_f64(), full_time.as_secs_f64() / api_time.as_secs_f64());
+    println!(
+        "  every switch holds its full flow set after {:>8.2} s  ({:.2}x the API calls alone)",
+        full_time.as_secs_f64(),
+        full_time.as_secs_f64() / api_time.as_secs_f64()
+    );
     for h in &hosts {
         let desired = st[h]["desired_flows"].as_u64().unwrap_or(0);
         println!("  {h}: {desired} flows desired, {} held ({} local endpoints)", held[h], plugged[h]);
@@ -146,7 +166,12 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
             bail!("{h} holds {} flows, {desired} desired", held[h]);
         }
     }
-    println!("  controller: RSS {:.1} MiB (idle with an empty network: {:.1} MiB), CPU {:.2} s for the batch", rss1 as f64 / 1024.0, rss0 as f64 / 1024.0, cpu1 - cpu0);
+    println!(
+        "  controller: RSS {:.1} MiB (idle with an empty network: {:.1} MiB), CPU {:.2} s for the batch",
+        rss1 as f64 / 1024.0,
+        rss0 as f64 / 1024.0,
+        cpu1 - cpu0
+    );
 
     // The same switch compiled whole: the audit's full pass at this revision.
     let probe_host = hosts[0].clone();
@@ -174,7 +199,12 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
         // Let the port's own pass (a port without an endpoint changes nothing) go by.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let t = Instant::now();
-        let e = api.create_endpoint("scale", &EndpointSpec { id: Some(id.clone()), host: probe_host.clone(), ip: None, mac: None, owner: None, labels: Default::default() }).await?;
+        let e = api
+            .create_endpoint(
+                "scale",
+                &EndpointSpec { id: Some(id.clone()), host: probe_host.clone(), ip: None, mac: None, owner: None, labels: Default::default() },
+            )
+            .await?;
         *plug1.entry(probe_host.clone()).or_default() += 1;
         let st = wait_programmed(&cp.api, &plug1, e.revision, Duration::from_secs(30)).await?;
         apply_ms.push(t.elapsed().as_secs_f64() * 1e3);
@@ -213,7 +243,9 @@ fn compile_cost(n: usize, changes: usize) -> Result<(f64, f64)> {
     }
     let _ = m.apply(Command::PutNetwork { spec: Valid::new(NetworkSpec::overlay("scale", "10.96.0.0/18"))?, create: true, if_match: None });
     let mut view = SwitchView { host: "h1".into(), tunnel_port: 1, ports: Default::default() };
-    let ep = |id: &str, host: &str| -> Result<Command> { Ok(Command::CreateEndpoint { network: "scale".into(), spec: Valid::new(EndpointSpec::on(host).id(id))?, now_ms: 0 }) };
+    let ep = |id: &str, host: &str| -> Result<Command> {
+        Ok(Command::CreateEndpoint { network: "scale".into(), spec: Valid::new(EndpointSpec::on(host).id(id))?, now_ms: 0 })
+    };
     for i in 0..n {
         let _ = m.apply(ep(&format!("e{i}"), &format!("h{}", i % 3 + 1))?);
         if i % 3 == 0 {

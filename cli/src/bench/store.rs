@@ -62,7 +62,12 @@ struct Figures {
 }
 
 /// Sends `n` requests with `in_flight` at a time; `make(i)` gives method, path and body.
-async fn load(url: &str, n: usize, in_flight: usize, make: Arc<dyn Fn(usize) -> (reqwest::Method, String, serde_json::Value) + Send + Sync>) -> anyhow::Result<Figures> {
+async fn load(
+    url: &str,
+    n: usize,
+    in_flight: usize,
+    make: Arc<dyn Fn(usize) -> (reqwest::Method, String, serde_json::Value) + Send + Sync>,
+) -> anyhow::Result<Figures> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(in_flight).build()?;
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t = Instant::now();
@@ -98,7 +103,7 @@ async fn load(url: &str, n: usize, in_flight: usize, make: Arc<dyn Fn(usize) -> 
 
 /// Durable single-row commits per second on this disk: the bound for one write in flight.
 fn fsync_baseline(dir: &Path) -> anyhow::Result<f64> {
-    const T: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("t");
+    const T: redb::TableDefinition<'static, u64, &[u8]> = redb::TableDefinition::new("t");
     let db = redb::Database::create(dir.join("baseline.redb"))?;
     let payload = [7u8; 256];
     let n = 300;
@@ -111,7 +116,7 @@ fn fsync_baseline(dir: &Path) -> anyhow::Result<f64> {
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
-pub async fn run(writes: usize) -> anyhow::Result<()> {
+pub(super) async fn run(writes: usize) -> anyhow::Result<()> {
     let base = std::env::temp_dir().join(format!("plexus-bench-store-{}", std::process::id()));
     std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
     let fsyncs = fsync_baseline(&base)?;
@@ -128,7 +133,11 @@ pub async fn run(writes: usize) -> anyhow::Result<()> {
             // ~256-byte bodies: a network replaced with a new label each time.
             let make = Arc::new(move |i: usize| {
                 let name = format!("{tag}-{}", i % 100);
-                (reqwest::Method::PUT, format!("/v1/networks/{name}"), json!({"name": name, "kind": {"type": "overlay"}, "subnet": "10.0.0.0/24", "labels": {"seq": i.to_string(), "pad": pad}}))
+                (
+                    reqwest::Method::PUT,
+                    format!("/v1/networks/{name}"),
+                    json!({"name": name, "kind": {"type": "overlay"}, "subnet": "10.0.0.0/24", "labels": {"seq": i.to_string(), "pad": pad}}),
+                )
             });
             let f = load(&url, n, in_flight, make).await?;
             println!("{:<8} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>13.2}x", format!("{size}-node"), in_flight, f.per_s, f.p50_ms, f.p99_ms, f.per_s / fsyncs);
@@ -136,10 +145,20 @@ pub async fn run(writes: usize) -> anyhow::Result<()> {
         if size == 3 {
             let http = reqwest::Client::new();
             http.put(format!("{url}/v1/hosts/h1")).json(&json!({"name": "h1", "tunnel_ip": "192.0.2.1"})).send().await?.error_for_status()?;
-            http.post(format!("{url}/v1/networks")).json(&json!({"name": "ipam", "kind": {"type": "overlay"}, "subnet": "10.128.0.0/16"})).send().await?.error_for_status()?;
+            http.post(format!("{url}/v1/networks"))
+                .json(&json!({"name": "ipam", "kind": {"type": "overlay"}, "subnet": "10.128.0.0/16"}))
+                .send()
+                .await?
+                .error_for_status()?;
             let make = Arc::new(|_i: usize| (reqwest::Method::POST, "/v1/networks/ipam/endpoints".to_string(), json!({"host": "h1"})));
             let f = load(&url, writes, 16, make).await?;
-            println!("endpoint creates (address allocation), 3-node, 16 in flight: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {:.2}x baseline", f.per_s, f.p50_ms, f.p99_ms, f.per_s / fsyncs);
+            println!(
+                "endpoint creates (address allocation), 3-node, 16 in flight: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {:.2}x baseline",
+                f.per_s,
+                f.p50_ms,
+                f.p99_ms,
+                f.per_s / fsyncs
+            );
         }
         c.stop().await;
     }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 /// A cluster of controller processes, each on its own loopback address (127.X.Y.id, X.Y from
 /// this test's pid), killed by pid when dropped.
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub procs: Vec<Option<Child>>,
     pub addrs: Vec<String>,
     pub dir: PathBuf,
@@ -19,7 +19,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(n: usize, tag: u8) -> Cluster {
+    pub(crate) fn new(n: usize, tag: u8) -> Cluster {
         let mut c = Cluster::empty(n, tag);
         for i in 1..=n {
             c.start(i);
@@ -27,13 +27,13 @@ impl Cluster {
         c
     }
 
-    pub fn start(&mut self, i: usize) {
+    pub(crate) fn start(&mut self, i: usize) {
         let peers: Vec<String> = self.addrs.iter().enumerate().map(|(j, a)| format!("{}={a}", j + 1)).collect();
         self.spawn(i, &["--peers", &peers.join(",")]);
     }
 
     /// A cluster whose nodes the test starts itself with [`Cluster::spawn`].
-    pub fn empty(n: usize, tag: u8) -> Cluster {
+    pub(crate) fn empty(n: usize, tag: u8) -> Cluster {
         let pid = std::process::id();
         let addrs: Vec<String> = (1..=n).map(|i| format!("127.{}.{}.{}:7000", (pid >> 8) & 0xff, pid & 0xff, tag as usize * 10 + i)).collect();
         let dir = std::env::temp_dir().join(format!("plexus-cluster-{pid}-{tag}"));
@@ -42,7 +42,7 @@ impl Cluster {
     }
 
     /// Starts node `i` with extra arguments.
-    pub fn spawn(&mut self, i: usize, extra: &[&str]) {
+    pub(crate) fn spawn(&mut self, i: usize, extra: &[&str]) {
         let _ = std::fs::create_dir_all(&self.dir);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("node{i}.log"))).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_plexus"))
@@ -57,7 +57,7 @@ impl Cluster {
         self.procs[i - 1] = Some(child);
     }
 
-    pub fn signal(&mut self, i: usize, sig: i32) {
+    pub(crate) fn signal(&mut self, i: usize, sig: i32) {
         if let Some(c) = &self.procs[i - 1] {
             // SAFETY: a pid of a child we spawned and have not yet waited for.
             unsafe { libc::kill(c.id() as i32, sig) };
@@ -69,11 +69,11 @@ impl Cluster {
         }
     }
 
-    pub fn url(&self, i: usize, path: &str) -> String {
+    pub(crate) fn url(&self, i: usize, path: &str) -> String {
         format!("http://{}{path}", self.addrs[i - 1])
     }
 
-    pub async fn get(&self, i: usize, path: &str) -> Option<Value> {
+    pub(crate) async fn get(&self, i: usize, path: &str) -> Option<Value> {
         let r = self.http.get(self.url(i, path)).timeout(Duration::from_secs(5)).send().await.ok()?;
         if !r.status().is_success() {
             return None;
@@ -82,7 +82,7 @@ impl Cluster {
     }
 
     /// Waits until every live node names the same leader; returns it.
-    pub async fn leader(&self, live: &[usize]) -> u64 {
+    pub(crate) async fn leader(&self, live: &[usize]) -> u64 {
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(20) {
             let mut seen = BTreeSet::new();
@@ -106,7 +106,7 @@ impl Cluster {
 
     /// Waits until every node in `live` has applied the model at `revision`, and returns each
     /// one's own (local) list of networks.
-    pub async fn converged(&self, live: &[usize], revision: u64) -> Vec<Value> {
+    pub(crate) async fn converged(&self, live: &[usize], revision: u64) -> Vec<Value> {
         let t = Instant::now();
         loop {
             let mut revs = Vec::new();
@@ -140,4 +140,3 @@ impl Drop for Cluster {
         }
     }
 }
-

@@ -182,7 +182,11 @@ mod tests {
         let local = Origin::Local.reg_value();
         let flood = h1
             .iter()
-            .find(|f| f.table_id == Table::L2Lookup.id() && f.priority == priority::NETWORK && f.match_.get(Field::Reg(REG_FROM_TUNNEL)).is_some_and(|r| r.value == u128::from(local)))
+            .find(|f| {
+                f.table_id == Table::L2Lookup.id()
+                    && f.priority == priority::NETWORK
+                    && f.match_.get(Field::Reg(REG_FROM_TUNNEL)).is_some_and(|r| r.value == u128::from(local))
+            })
             .expect("a broadcast flow for local packets");
         let Some(Instruction::ApplyActions(acts)) = flood.instructions.first() else { panic!("{flood:?}") };
         let tunnels: Vec<&Action> = acts.iter().filter(|a| matches!(a, Action::SetField(mf) if mf.field == Field::TunIpv4Dst)).collect();
@@ -207,10 +211,16 @@ mod tests {
     fn tunnelled_packets_go_through_ingress_policy_to_output() {
         let m = model();
         let flows = compile(&m, &view("h1", &[("a", 5)]));
-        let from_tunnel = flows.iter().find(|f| f.table_id == Table::Classify.id() && f.match_.get(Field::InPort).is_some_and(|p| p.value == 1)).expect("tunnel classification");
+        let from_tunnel = flows
+            .iter()
+            .find(|f| f.table_id == Table::Classify.id() && f.match_.get(Field::InPort).is_some_and(|p| p.value == 1))
+            .expect("tunnel classification");
         assert!(from_tunnel.instructions.contains(&Instruction::GotoTable(Table::L2Lookup.id())), "{from_tunnel:?}");
         // Unicast to a local port goes on to ingress policy rather than straight out.
-        let uni = flows.iter().find(|f| f.table_id == Table::L2Lookup.id() && f.priority == priority::OBJECT && f.match_.get(Field::Reg(REG_FROM_TUNNEL)).is_none()).expect("unicast to a");
+        let uni = flows
+            .iter()
+            .find(|f| f.table_id == Table::L2Lookup.id() && f.priority == priority::OBJECT && f.match_.get(Field::Reg(REG_FROM_TUNNEL)).is_none())
+            .expect("unicast to a");
         assert!(uni.instructions.contains(&Instruction::GotoTable(Table::IngressPolicy.id())), "{uni:?}");
         for t in [Table::IngressPolicy, Table::Output] {
             assert!(flows.iter().any(|f| f.table_id == t.id()), "{t} has a flow");

@@ -255,7 +255,8 @@ impl Feature for Switching {
         let (vni, name) = (cx.vni, cx.network.spec.name.as_str());
         // Local ports come from the switch's (few) ports; remote hosts from one pass over the
         // network's endpoints.
-        let locals: Vec<Action> = cx.view.ports.range(EndpointKey::first_in(name)..).take_while(|(k, _)| k.network == name).map(|(_, p)| Action::output(*p)).collect();
+        let locals: Vec<Action> =
+            cx.view.ports.range(EndpointKey::first_in(name)..).take_while(|(k, _)| k.network == name).map(|(_, p)| Action::output(*p)).collect();
         let remote: BTreeSet<Ipv4Addr> = cx
             .model
             .endpoints
@@ -265,7 +266,9 @@ impl Feature for Switching {
             .filter(|e| e.host != cx.view.host)
             .filter_map(|e| cx.model.hosts.get(&e.host).map(|h| h.spec.tunnel_ip))
             .collect();
-        let bcast = |o: Origin| net_match(vni).reg(REG_FROM_TUNNEL, o.reg_value()).set(MatchField { field: Field::EthDst, value: BROADCAST_BIT, mask: Some(BROADCAST_BIT) });
+        let bcast = |o: Origin| {
+            net_match(vni).reg(REG_FROM_TUNNEL, o.reg_value()).set(MatchField { field: Field::EthDst, value: BROADCAST_BIT, mask: Some(BROADCAST_BIT) })
+        };
         let mut flood = locals.clone();
         for h in &remote {
             flood.extend(to_tunnel(vni, *h));

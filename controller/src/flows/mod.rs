@@ -2,6 +2,7 @@
 //! flows, what a change touches, and bringing a switch to its desired flows.
 
 pub mod compile;
+pub mod describe;
 pub mod desired;
 pub mod engine;
 pub mod features;

@@ -98,16 +98,8 @@ pub const TABLE_STRIDE: u8 = 10;
 
 impl Table {
     /// Every table, in packet order.
-    pub const ALL: [Table; 8] = [
-        Table::Classify,
-        Table::PortSecurity,
-        Table::ArpResponder,
-        Table::EgressPolicy,
-        Table::Routing,
-        Table::L2Lookup,
-        Table::IngressPolicy,
-        Table::Output,
-    ];
+    pub const ALL: [Table; 8] =
+        [Table::Classify, Table::PortSecurity, Table::ArpResponder, Table::EgressPolicy, Table::Routing, Table::L2Lookup, Table::IngressPolicy, Table::Output];
 
     /// The declaration of this table.
     pub const fn spec(self) -> TableSpec {

@@ -7,12 +7,11 @@ use plexus_api::{Endpoint, EndpointKey, EndpointSpec, IpamMode, Mac, Valid};
 
 use super::{Model, Object, Refusal, Subject};
 
-
 /// Addresses and MACs in use, by network: derived from the endpoints so that allocating one
 /// costs a lookup, not a pass over the network. Not stored (snapshots carry the endpoints
 /// only); rebuilt for a network the first time it is needed after a load.
 #[derive(Debug, Clone, Default)]
-pub struct UsedIndex(imbl::HashMap<String, Used>);
+pub(crate) struct UsedIndex(imbl::HashMap<String, Used>);
 
 #[derive(Debug, Clone, Default)]
 struct Used {
@@ -85,10 +84,14 @@ impl Model {
                     return Err(Refusal::new(409, Some("ip"), format!("{ip} is the gateway of {network}")));
                 }
                 if !(first..=last).contains(&u32::from(ip)) {
-                    return Err(Refusal::new(422, Some("ip"), match &block_text {
-                        Some(b) => format!("{ip} is outside {b}, the block {} leases in {network}", spec.host),
-                        None => format!("{ip} is the network or broadcast address of {}", net.spec.subnet),
-                    }));
+                    return Err(Refusal::new(
+                        422,
+                        Some("ip"),
+                        match &block_text {
+                            Some(b) => format!("{ip} is outside {b}, the block {} leases in {network}", spec.host),
+                            None => format!("{ip} is the network or broadcast address of {}", net.spec.subnet),
+                        },
+                    ));
                 }
                 if used.contains(&u32::from(ip)) {
                     return Err(Refusal::new(409, Some("ip"), format!("{ip} is already taken in {network}")));
@@ -207,7 +210,9 @@ mod tests {
         // .1 is the gateway; .2 to .6 are the five host addresses.
         let mut ips = Vec::new();
         for i in 0..5 {
-            let Ok(Some(crate::model::Object::Endpoint(e))) = m.apply(endpoint_with("red", EndpointSpec::on("h1").id(&format!("e{i}")))) else { panic!("endpoint {i}") };
+            let Ok(Some(crate::model::Object::Endpoint(e))) = m.apply(endpoint_with("red", EndpointSpec::on("h1").id(&format!("e{i}")))) else {
+                panic!("endpoint {i}")
+            };
             ips.push(e.ip.to_string());
         }
         assert_eq!(ips, ["10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"]);

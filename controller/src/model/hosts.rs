@@ -5,7 +5,7 @@ use plexus_api::{Host, HostSpec, Valid};
 use super::{Model, Object, Refusal, Subject};
 
 /// The datapath id of a host's `br-int`, as the hex string the API shows.
-pub fn datapath_id(name: &str) -> String {
+pub(super) fn datapath_id(name: &str) -> String {
     format!("{:016x}", plexus_api::ids::datapath_id(name))
 }
 

@@ -297,7 +297,14 @@ impl Model {
 /// The rules every create-or-replace follows: a create refuses an existing object, `If-Match`
 /// must name the stored revision (and an object that exists). Returns whether the stored
 /// object already equals the spec, in which case nothing changes.
-pub(crate) fn put_rules<S: PartialEq>(what: &str, name: &str, stored: Option<(&S, u64)>, spec: &S, create: bool, if_match: Option<u64>) -> Result<bool, Refusal> {
+pub(crate) fn put_rules<S: PartialEq>(
+    what: &str,
+    name: &str,
+    stored: Option<(&S, u64)>,
+    spec: &S,
+    create: bool,
+    if_match: Option<u64>,
+) -> Result<bool, Refusal> {
     match stored {
         Some(_) if create => Err(Refusal::new(409, Some("name"), format!("{what} {name} already exists"))),
         Some((s, rev)) => {

@@ -48,10 +48,12 @@ impl Model {
         let others = || self.networks.values().filter(|n| n.spec.name != spec.name);
         match &mut spec.kind {
             NetworkKind::Overlay { vni } => {
-                let used: Vec<u32> = others().filter_map(|n| match n.spec.kind {
-                    NetworkKind::Overlay { vni } => vni,
-                    _ => None,
-                }).collect();
+                let used: Vec<u32> = others()
+                    .filter_map(|n| match n.spec.kind {
+                        NetworkKind::Overlay { vni } => vni,
+                        _ => None,
+                    })
+                    .collect();
                 match vni {
                     Some(v) if used.contains(v) => return Err(Refusal::new(409, Some("kind.vni"), format!("VNI {v} is used by another network"))),
                     Some(_) => {}
@@ -66,7 +68,8 @@ impl Model {
                 }
             }
             NetworkKind::Underlay { physical_network, vlan } => {
-                let clash = others().any(|n| matches!(&n.spec.kind, NetworkKind::Underlay { physical_network: p, vlan: v } if p == physical_network && v == vlan));
+                let clash =
+                    others().any(|n| matches!(&n.spec.kind, NetworkKind::Underlay { physical_network: p, vlan: v } if p == physical_network && v == vlan));
                 if clash {
                     let what = vlan.map(|v| format!("VLAN {v}")).unwrap_or_else(|| "the untagged network".into());
                     return Err(Refusal::new(409, Some("kind.vlan"), format!("{what} on {physical_network} is used by another network")));

@@ -12,13 +12,7 @@ impl Model {
     /// The networks reachable from `start` through routers (`replace` stands in for the
     /// router of the same name, as if it were already stored).
     fn domain(&self, start: &[String], replace: Option<&RouterSpec>) -> BTreeSet<String> {
-        let routers: Vec<&RouterSpec> = self
-            .routers
-            .values()
-            .map(|r| &r.spec)
-            .filter(|r| replace.is_none_or(|x| x.name != r.name))
-            .chain(replace)
-            .collect();
+        let routers: Vec<&RouterSpec> = self.routers.values().map(|r| &r.spec).filter(|r| replace.is_none_or(|x| x.name != r.name)).chain(replace).collect();
         let mut seen: BTreeSet<String> = start.iter().cloned().collect();
         loop {
             let before = seen.len();

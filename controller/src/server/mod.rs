@@ -12,13 +12,13 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use axum::{Json, Router};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use plexus_api::{ClusterStatus, Member, Problem};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 mod resources;
 mod routing;
@@ -60,9 +60,7 @@ pub const MAX_RAFT_BODY: usize = 256 << 20;
 pub fn router(st: AppState) -> Router {
     let (router, doc) = routes().split_for_parts();
     let _ = DOC.set(doc);
-    router
-        .fallback(|| async { problem(Problem::new(404, "not found", "no such route")) })
-        .with_state(Arc::new(st))
+    router.fallback(|| async { problem(Problem::new(404, "not found", "no such route")) }).with_state(Arc::new(st))
 }
 
 /// The OpenAPI document alone (for `plexus controller openapi` and tests).
@@ -89,11 +87,8 @@ async fn openapi_json() -> Response {
 }
 
 fn routes() -> OpenApiRouter<Arc<AppState>> {
-    let raft = OpenApiRouter::new()
-        .routes(routes!(raft_append))
-        .routes(routes!(raft_vote))
-        .routes(routes!(raft_snapshot))
-        .layer(DefaultBodyLimit::max(MAX_RAFT_BODY));
+    let raft =
+        OpenApiRouter::new().routes(routes!(raft_append)).routes(routes!(raft_vote)).routes(routes!(raft_snapshot)).layer(DefaultBodyLimit::max(MAX_RAFT_BODY));
     OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(openapi_json))
         .routes(routes!(healthz))
@@ -221,7 +216,11 @@ async fn write(s: &AppState, cmd: Command, ok_status: StatusCode) -> Response {
     }
     let res = match tokio::time::timeout(QUORUM_WAIT, s.raft.client_write(cmd)).await {
         Ok(r) => r,
-        Err(_) => return unavailable(format!("the write was not committed within {QUORUM_WAIT:?} (lost quorum?); it may still be applied later, so read before retrying")),
+        Err(_) => {
+            return unavailable(format!(
+                "the write was not committed within {QUORUM_WAIT:?} (lost quorum?); it may still be applied later, so read before retrying"
+            ))
+        }
     };
     match res {
         Ok(r) => match r.data {
@@ -238,9 +237,7 @@ async fn write(s: &AppState, cmd: Command, ok_status: StatusCode) -> Response {
                 refusal(refused)
             }
         },
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            unavailable(format!("leadership moved to {:?} while writing; retry", f.leader_id))
-        }
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => unavailable(format!("leadership moved to {:?} while writing; retry", f.leader_id)),
         Err(e) => unavailable(e.to_string()),
     }
 }
@@ -318,7 +315,9 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, 
 pub(crate) fn if_match(h: &HeaderMap) -> Result<Option<u64>, Response> {
     let Some(v) = h.get(header::IF_MATCH) else { return Ok(None) };
     let s = v.to_str().unwrap_or_default().trim().trim_matches('"');
-    s.parse().map(Some).map_err(|_| problem(Problem { field: Some("If-Match".into()), ..Problem::new(400, "invalid header", format!("If-Match {s:?} is not a revision number")) }))
+    s.parse().map(Some).map_err(|_| {
+        problem(Problem { field: Some("If-Match".into()), ..Problem::new(400, "invalid header", format!("If-Match {s:?} is not a revision number")) })
+    })
 }
 
 // ---- cluster ----
@@ -413,8 +412,16 @@ async fn metrics(State(s): St) -> Response {
     g("plexus_networks", "Networks in the model.", st.model.networks.len() as u64);
     g("plexus_endpoints", "Endpoints in the model.", st.model.all_endpoints().count() as u64);
     g("plexus_hosts", "Registered hosts.", st.model.hosts.len() as u64);
-    let _ = writeln!(out, "# HELP plexus_api_writes_total Writes this node committed as leader.\n# TYPE plexus_api_writes_total counter\nplexus_api_writes_total {}", WRITES.load(std::sync::atomic::Ordering::Relaxed));
-    let _ = writeln!(out, "# HELP plexus_api_refused_total Writes the model refused.\n# TYPE plexus_api_refused_total counter\nplexus_api_refused_total {}", REFUSED.load(std::sync::atomic::Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "# HELP plexus_api_writes_total Writes this node committed as leader.\n# TYPE plexus_api_writes_total counter\nplexus_api_writes_total {}",
+        WRITES.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP plexus_api_refused_total Writes the model refused.\n# TYPE plexus_api_refused_total counter\nplexus_api_refused_total {}",
+        REFUSED.load(std::sync::atomic::Ordering::Relaxed)
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -437,5 +444,12 @@ async fn remove_member(State(s): St, axum::extract::Path(id): axum::extract::Pat
     match s.raft.change_membership(change, false).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => unavailable(format!("removing node {id}: {e}")),
+    }
+}
+
+// openraft's `Raft` has no `Debug`: show what identifies this value.
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("id", &self.id).finish_non_exhaustive()
     }
 }

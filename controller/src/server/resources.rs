@@ -35,11 +35,16 @@ macro_rules! header_or_return {
     responses((status = 201, description = "Created", body = Network), (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Name, VNI or VLAN taken", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create_network(s: St, req: Request) -> Response {
     let im = header_or_return!(if_match(req.headers()));
-    route_write(&s, req, |b| {
-        let spec: NetworkSpec = parse(&b)?;
-        let spec = Valid::new(spec).map_err(|e| problem(Problem::invalid(&e)))?;
-        Ok(Command::PutNetwork { spec, create: true, if_match: im })
-    }, StatusCode::CREATED)
+    route_write(
+        &s,
+        req,
+        |b| {
+            let spec: NetworkSpec = parse(&b)?;
+            let spec = Valid::new(spec).map_err(|e| problem(Problem::invalid(&e)))?;
+            Ok(Command::PutNetwork { spec, create: true, if_match: im })
+        },
+        StatusCode::CREATED,
+    )
     .await
 }
 
@@ -48,14 +53,19 @@ pub(crate) async fn create_network(s: St, req: Request) -> Response {
     responses((status = 200, description = "Created or replaced (idempotent)", body = Network), (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 412, description = "Revision mismatch", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn put_network(s: St, Path(name): Path<String>, req: Request) -> Response {
     let im = header_or_return!(if_match(req.headers()));
-    route_write(&s, req, move |b| {
-        let spec: NetworkSpec = parse(&b)?;
-        if spec.name != name {
-            return Err(mismatch("name", &spec.name, &name));
-        }
-        let spec = Valid::new(spec).map_err(|e| problem(Problem::invalid(&e)))?;
-        Ok(Command::PutNetwork { spec, create: false, if_match: im })
-    }, StatusCode::OK)
+    route_write(
+        &s,
+        req,
+        move |b| {
+            let spec: NetworkSpec = parse(&b)?;
+            if spec.name != name {
+                return Err(mismatch("name", &spec.name, &name));
+            }
+            let spec = Valid::new(spec).map_err(|e| problem(Problem::invalid(&e)))?;
+            Ok(Command::PutNetwork { spec, create: false, if_match: im })
+        },
+        StatusCode::OK,
+    )
     .await
 }
 
@@ -102,11 +112,16 @@ pub(crate) async fn get_network(s: St, Path(name): Path<String>, Query(o): Query
     responses((status = 201, description = "Created, address allocated", body = Endpoint), (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such network", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Address, MAC or id taken, or subnet exhausted", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create_endpoint(s: St, Path(network): Path<String>, req: Request) -> Response {
     let now_ms = now_ms();
-    route_write(&s, req, move |b| {
-        let spec: EndpointSpec = parse(&b)?;
-        let spec = Valid::new(spec).map_err(|e| problem(Problem::invalid(&e)))?;
-        Ok(Command::CreateEndpoint { network, spec, now_ms })
-    }, StatusCode::CREATED)
+    route_write(
+        &s,
+        req,
+        move |b| {
+            let spec: EndpointSpec = parse(&b)?;
+            let spec = Valid::new(spec).map_err(|e| problem(Problem::invalid(&e)))?;
+            Ok(Command::CreateEndpoint { network, spec, now_ms })
+        },
+        StatusCode::CREATED,
+    )
     .await
 }
 
@@ -163,14 +178,19 @@ pub(crate) async fn list_leases(s: St, Path(network): Path<String>, Query(o): Qu
     responses((status = 200, description = "Registered; repeating it is the heartbeat", body = Host), (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Tunnel address taken", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn put_host(s: St, Path(name): Path<String>, req: Request) -> Response {
     let now_ms = now_ms();
-    route_write(&s, req, move |b| {
-        let spec: HostSpec = parse(&b)?;
-        if spec.name != name {
-            return Err(mismatch("name", &spec.name, &name));
-        }
-        let spec = Valid::new(spec).map_err(|e| problem(Problem::invalid(&e)))?;
-        Ok(Command::PutHost { spec, now_ms })
-    }, StatusCode::OK)
+    route_write(
+        &s,
+        req,
+        move |b| {
+            let spec: HostSpec = parse(&b)?;
+            if spec.name != name {
+                return Err(mismatch("name", &spec.name, &name));
+            }
+            let spec = Valid::new(spec).map_err(|e| problem(Problem::invalid(&e)))?;
+            Ok(Command::PutHost { spec, now_ms })
+        },
+        StatusCode::OK,
+    )
     .await
 }
 
@@ -233,7 +253,11 @@ pub(crate) async fn watch(s: St, Query(o): Query<WatchOpts>) -> Response {
             let st = s.state.read().await;
             match st.model.changes_since(o.since) {
                 None => {
-                    return problem(Problem::new(410, "gone", format!("changes after revision {} are no longer kept; list everything and watch from revision {}", o.since, st.model.revision)))
+                    return problem(Problem::new(
+                        410,
+                        "gone",
+                        format!("changes after revision {} are no longer kept; list everything and watch from revision {}", o.since, st.model.revision),
+                    ))
                 }
                 Some(changes) if !changes.is_empty() => return Json(WatchResponse { revision: st.model.revision, changes }).into_response(),
                 Some(_) => {}

@@ -28,10 +28,15 @@ const P503: &str = "No leader or no quorum";
               (status = 422, description = "Invalid field, unknown network, or overlapping subnets in the routing domain", body = Problem, content_type = "application/problem+json"),
               (status = 503, description = P503, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create_router(s: St, req: Request) -> Response {
-    route_write(&s, req, |b| {
-        let spec: RouterSpec = parse(&b)?;
-        Ok(Command::PutRouter { spec: Valid::new(spec).map_err(invalid)?, create: true, if_match: None })
-    }, StatusCode::CREATED)
+    route_write(
+        &s,
+        req,
+        |b| {
+            let spec: RouterSpec = parse(&b)?;
+            Ok(Command::PutRouter { spec: Valid::new(spec).map_err(invalid)?, create: true, if_match: None })
+        },
+        StatusCode::CREATED,
+    )
     .await
 }
 
@@ -44,13 +49,18 @@ pub(crate) async fn put_router(s: St, Path(name): Path<String>, req: Request) ->
         Ok(v) => v,
         Err(r) => return r,
     };
-    route_write(&s, req, move |b| {
-        let spec: RouterSpec = parse(&b)?;
-        if spec.name != name {
-            return Err(name_mismatch(&spec.name, &name));
-        }
-        Ok(Command::PutRouter { spec: Valid::new(spec).map_err(invalid)?, create: false, if_match: im })
-    }, StatusCode::OK)
+    route_write(
+        &s,
+        req,
+        move |b| {
+            let spec: RouterSpec = parse(&b)?;
+            if spec.name != name {
+                return Err(name_mismatch(&spec.name, &name));
+            }
+            Ok(Command::PutRouter { spec: Valid::new(spec).map_err(invalid)?, create: false, if_match: im })
+        },
+        StatusCode::OK,
+    )
     .await
 }
 
@@ -85,10 +95,15 @@ pub(crate) async fn get_router(s: St, Path(name): Path<String>, Query(o): Query<
     responses((status = 201, description = "Created", body = Policy), (status = 422, description = "Invalid field or unknown network", body = Problem, content_type = "application/problem+json"),
               (status = 503, description = P503, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create_policy(s: St, req: Request) -> Response {
-    route_write(&s, req, |b| {
-        let spec: PolicySpec = parse(&b)?;
-        Ok(Command::PutPolicy { spec: Valid::new(spec).map_err(invalid)?, create: true, if_match: None })
-    }, StatusCode::CREATED)
+    route_write(
+        &s,
+        req,
+        |b| {
+            let spec: PolicySpec = parse(&b)?;
+            Ok(Command::PutPolicy { spec: Valid::new(spec).map_err(invalid)?, create: true, if_match: None })
+        },
+        StatusCode::CREATED,
+    )
     .await
 }
 
@@ -101,13 +116,18 @@ pub(crate) async fn put_policy(s: St, Path(name): Path<String>, req: Request) ->
         Ok(v) => v,
         Err(r) => return r,
     };
-    route_write(&s, req, move |b| {
-        let spec: PolicySpec = parse(&b)?;
-        if spec.name != name {
-            return Err(name_mismatch(&spec.name, &name));
-        }
-        Ok(Command::PutPolicy { spec: Valid::new(spec).map_err(invalid)?, create: false, if_match: im })
-    }, StatusCode::OK)
+    route_write(
+        &s,
+        req,
+        move |b| {
+            let spec: PolicySpec = parse(&b)?;
+            if spec.name != name {
+                return Err(name_mismatch(&spec.name, &name));
+            }
+            Ok(Command::PutPolicy { spec: Valid::new(spec).map_err(invalid)?, create: false, if_match: im })
+        },
+        StatusCode::OK,
+    )
     .await
 }
 

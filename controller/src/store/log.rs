@@ -14,11 +14,11 @@ use super::{io_err, StorageError, TypeConfig};
 
 type Entry = openraft::Entry<TypeConfig>;
 
-const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const LOGS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("logs");
+const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
 
 /// The log store. Cheap to clone: clones share the database.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct LogStore {
     db: Arc<Database>,
 }

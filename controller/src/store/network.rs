@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::TypeConfig;
 
 /// Creates one HTTP client per peer.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct HttpNetwork {
     client: reqwest::Client,
 }
@@ -22,7 +22,8 @@ pub struct HttpNetwork {
 impl HttpNetwork {
     /// A network using a shared connection pool.
     pub fn new() -> HttpNetwork {
-        let client = reqwest::Client::builder().connect_timeout(Duration::from_millis(500)).pool_idle_timeout(Duration::from_secs(30)).build().unwrap_or_default();
+        let client =
+            reqwest::Client::builder().connect_timeout(Duration::from_millis(500)).pool_idle_timeout(Duration::from_secs(30)).build().unwrap_or_default();
         HttpNetwork { client }
     }
 }
@@ -34,6 +35,7 @@ impl Default for HttpNetwork {
 }
 
 /// The connection to one peer.
+#[derive(Debug)]
 pub struct Peer {
     target: u64,
     addr: String,

@@ -14,7 +14,7 @@ use tokio::sync::RwLock;
 use super::{io_err, StorageError, TypeConfig};
 use crate::model::{CommandResult, Model};
 
-const SNAP: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+const SNAP: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("snapshot");
 
 /// What every node agrees on, readable by the API.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -37,7 +37,7 @@ struct StoredSnapshot {
 }
 
 /// The state machine.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct StateMachine {
     state: SharedState,
     db: Arc<Database>,

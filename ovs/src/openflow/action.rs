@@ -344,10 +344,7 @@ impl Action {
             Action::RegLoad { dst, ofs, n_bits, value } => {
                 check_bits("load", *dst, *ofs, *n_bits)?;
                 if *n_bits < 64 && *value >> n_bits != 0 {
-                    return Err(EncodeError::Invalid {
-                        what: "load",
-                        reason: format!("value {value:#x} does not fit in {n_bits} bits"),
-                    });
+                    return Err(EncodeError::Invalid { what: "load", reason: format!("value {value:#x} does not fit in {n_bits} bits") });
                 }
                 nx_header(out, NXAST_REG_LOAD);
                 out.put_u16((ofs << 6) | (n_bits - 1));
@@ -431,7 +428,7 @@ impl Action {
                 out.put_u16(0);
                 out.put_u32(*experimenter);
                 out.extend_from_slice(data);
-                if (out.len() - start) % 8 != 0 {
+                if !(out.len() - start).is_multiple_of(8) {
                     return Err(EncodeError::Invalid { what: "experimenter action", reason: "length is not a multiple of 8".into() });
                 }
                 finish(out, start, "experimenter action")?;
@@ -440,7 +437,7 @@ impl Action {
                 out.put_u16(*kind);
                 out.put_u16(0);
                 out.extend_from_slice(data);
-                if (out.len() - start) % 8 != 0 {
+                if !(out.len() - start).is_multiple_of(8) {
                     return Err(EncodeError::Invalid { what: "action", reason: "length is not a multiple of 8".into() });
                 }
                 finish(out, start, "action")?;
@@ -453,7 +450,7 @@ impl Action {
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Action, DecodeError> {
         let kind = r.u16()?;
         let len = r.u16()? as usize;
-        if len < 8 || len % 8 != 0 {
+        if len < 8 || !len.is_multiple_of(8) {
             return Err(DecodeError::BadLength { what: "action", len, reason: "must be a multiple of 8 and at least 8" });
         }
         let mut b = r.sub(len - 4, "action")?;
@@ -520,11 +517,8 @@ fn decode_nx(b: &mut Reader<'_>) -> Result<Option<Action>, DecodeError> {
             let flags = b.u16()?;
             let zone_src = b.u32()?;
             let z = b.u16()?;
-            let zone = if zone_src == 0 {
-                CtZone::Imm(z)
-            } else {
-                CtZone::Field { field: field_of(zone_src, "ct zone")?, ofs: z >> 6, n_bits: (z & 0x3f) + 1 }
-            };
+            let zone =
+                if zone_src == 0 { CtZone::Imm(z) } else { CtZone::Field { field: field_of(zone_src, "ct zone")?, ofs: z >> 6, n_bits: (z & 0x3f) + 1 } };
             let t = b.u8()?;
             b.skip(3)?;
             let alg = b.u16()?;

@@ -93,8 +93,8 @@ impl fmt::Display for ErrorMsg {
         if let Some(e) = self.experimenter {
             write!(f, " experimenter {e:#010x}")?;
         }
-        if self.data.len() >= 2 && self.data[0] == OFP_VERSION {
-            write!(f, " for message type {}", self.data[1])?;
+        if let [OFP_VERSION, t, ..] = self.data.as_slice() {
+            write!(f, " for message type {t}")?;
         }
         Ok(())
     }
@@ -179,7 +179,7 @@ impl Port {
         b.skip(2)?;
         let raw = b.bytes(16)?;
         let end = raw.iter().position(|&c| c == 0).unwrap_or(16);
-        let name = String::from_utf8_lossy(&raw[..end]).into_owned();
+        let name = String::from_utf8_lossy(raw.get(..end).unwrap_or(raw)).into_owned();
         Ok(Port {
             port_no,
             hw_addr,
@@ -439,10 +439,7 @@ impl Role {
     }
     pub(crate) fn from_code(c: u32) -> Result<Self, DecodeError> {
         use Role::*;
-        [NoChange, Equal, Master, Slave]
-            .get(c as usize)
-            .copied()
-            .ok_or_else(|| DecodeError::Invalid { what: "role", reason: format!("unknown role {c}") })
+        [NoChange, Equal, Master, Slave].get(c as usize).copied().ok_or_else(|| DecodeError::Invalid { what: "role", reason: format!("unknown role {c}") })
     }
 }
 
@@ -500,4 +497,3 @@ pub struct BundleAdd {
     /// The message added.
     pub message: Box<Message>,
 }
-

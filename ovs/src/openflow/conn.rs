@@ -15,12 +15,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::error::OfError;
 use super::body::{bundle, BundleAdd, BundleControl, ErrorMsg, Hello, Port, Role, RoleMsg, SwitchFeatures};
+use super::error::OfError;
 use super::message::{frame_len, Message};
 use super::multipart::{FlowStats, FlowStatsRequest, MultipartReply, MultipartReplyBody, MultipartRequest, MultipartRequestBody, OFPMPF_REPLY_MORE};
 
 /// A byte stream to or from a switch.
+#[derive(Debug)]
 pub enum Stream {
     /// TCP (`tcp:IP:PORT` controller targets, `ptcp:` switch listeners).
     Tcp(TcpStream),
@@ -61,11 +62,7 @@ pub struct ConnectionOptions {
 
 impl Default for ConnectionOptions {
     fn default() -> Self {
-        ConnectionOptions {
-            probe_interval: Duration::from_secs(5),
-            handshake_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(60),
-        }
+        ConnectionOptions { probe_interval: Duration::from_secs(5), handshake_timeout: Duration::from_secs(10), request_timeout: Duration::from_secs(60) }
     }
 }
 
@@ -137,6 +134,12 @@ pub struct Connection {
     _guard: Arc<CloseOnDrop>,
 }
 
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("datapath_id", &format_args!("{:016x}", self.datapath_id())).finish_non_exhaustive()
+    }
+}
+
 struct CloseOnDrop(Arc<Shared>);
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
@@ -151,9 +154,7 @@ impl Connection {
     /// Connects to a switch's unix socket (e.g. `RUNDIR/br-int.mgmt`) and performs the
     /// handshake.
     pub async fn connect_unix(path: impl AsRef<Path>, opts: ConnectionOptions) -> Result<(Connection, Events), OfError> {
-        let s = UnixStream::connect(path.as_ref())
-            .await
-            .map_err(|e| OfError::Io(format!("connect {}: {e}", path.as_ref().display())))?;
+        let s = UnixStream::connect(path.as_ref()).await.map_err(|e| OfError::Io(format!("connect {}: {e}", path.as_ref().display())))?;
         Connection::handshake(Stream::Unix(s), opts).await
     }
 
@@ -194,9 +195,7 @@ impl Connection {
                 }
             }
         };
-        let features = tokio::time::timeout(opts.handshake_timeout, fut)
-            .await
-            .map_err(|_| OfError::Timeout("hello and features reply"))??;
+        let features = tokio::time::timeout(opts.handshake_timeout, fut).await.map_err(|_| OfError::Timeout("hello and features reply"))??;
 
         let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(1024);
         let (closed_tx, _) = watch::channel(None);
@@ -258,11 +257,7 @@ impl Connection {
         if let Some(r) = self.shared.closed_reason() {
             return Err(OfError::Closed(r));
         }
-        self.shared
-            .out
-            .send(bytes)
-            .await
-            .map_err(|_| OfError::Closed(self.shared.closed_reason().unwrap_or_else(|| "writer stopped".into())))
+        self.shared.out.send(bytes).await.map_err(|_| OfError::Closed(self.shared.closed_reason().unwrap_or_else(|| "writer stopped".into())))
     }
 
     /// Sends a message without waiting for anything; an error the switch sends for it
@@ -479,7 +474,7 @@ async fn read_frame(rd: &mut ReadHalf, buf: &mut Vec<u8>) -> Result<(u32, Messag
         if n == 0 {
             return Err(OfError::Closed("peer closed the connection".into()));
         }
-        buf.extend_from_slice(&chunk[..n]);
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
 }
 
@@ -533,7 +528,7 @@ async fn reader(mut rd: ReadHalf, mut buf: Vec<u8>, shared: Arc<Shared>, events:
             Ok(0) => break "peer closed the connection".to_string(),
             Ok(n) => {
                 *shared.last_rx.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-                buf.extend_from_slice(&chunk[..n]);
+                buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
             }
             Err(e) => break format!("read failed: {e}"),
         }
@@ -542,7 +537,8 @@ async fn reader(mut rd: ReadHalf, mut buf: Vec<u8>, shared: Arc<Shared>, events:
 }
 
 fn dispatch(frame: &[u8], shared: &Shared, events: &mpsc::UnboundedSender<Event>) {
-    let xid = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    // The caller framed it, so the header is there; a short frame gets xid 0 and fails to decode.
+    let xid = frame.get(4..8).and_then(|b| <[u8; 4]>::try_from(b).ok()).map_or(0, u32::from_be_bytes);
     let msg = match Message::decode(frame) {
         Ok((_, m)) => m,
         Err(e) => {

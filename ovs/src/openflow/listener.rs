@@ -8,6 +8,7 @@ use super::conn::{Connection, ConnectionOptions, Events, Stream};
 use super::error::OfError;
 
 /// Accepts connections from switches (controller side of `tcp:`/`unix:` targets).
+#[derive(Debug)]
 pub enum Listener {
     /// TCP.
     Tcp(TcpListener),

@@ -25,27 +25,27 @@ const ONF_ET_BUNDLE_CONTROL: u32 = 2300;
 const ONF_ET_BUNDLE_ADD_MESSAGE: u32 = 2301;
 
 mod t {
-    pub const HELLO: u8 = 0;
-    pub const ERROR: u8 = 1;
-    pub const ECHO_REQUEST: u8 = 2;
-    pub const ECHO_REPLY: u8 = 3;
-    pub const EXPERIMENTER: u8 = 4;
-    pub const FEATURES_REQUEST: u8 = 5;
-    pub const FEATURES_REPLY: u8 = 6;
-    pub const GET_CONFIG_REQUEST: u8 = 7;
-    pub const GET_CONFIG_REPLY: u8 = 8;
-    pub const SET_CONFIG: u8 = 9;
-    pub const PACKET_IN: u8 = 10;
-    pub const PORT_STATUS: u8 = 12;
-    pub const PACKET_OUT: u8 = 13;
-    pub const FLOW_MOD: u8 = 14;
-    pub const GROUP_MOD: u8 = 15;
-    pub const MULTIPART_REQUEST: u8 = 18;
-    pub const MULTIPART_REPLY: u8 = 19;
-    pub const BARRIER_REQUEST: u8 = 20;
-    pub const BARRIER_REPLY: u8 = 21;
-    pub const ROLE_REQUEST: u8 = 24;
-    pub const ROLE_REPLY: u8 = 25;
+    pub(super) const HELLO: u8 = 0;
+    pub(super) const ERROR: u8 = 1;
+    pub(super) const ECHO_REQUEST: u8 = 2;
+    pub(super) const ECHO_REPLY: u8 = 3;
+    pub(super) const EXPERIMENTER: u8 = 4;
+    pub(super) const FEATURES_REQUEST: u8 = 5;
+    pub(super) const FEATURES_REPLY: u8 = 6;
+    pub(super) const GET_CONFIG_REQUEST: u8 = 7;
+    pub(super) const GET_CONFIG_REPLY: u8 = 8;
+    pub(super) const SET_CONFIG: u8 = 9;
+    pub(super) const PACKET_IN: u8 = 10;
+    pub(super) const PORT_STATUS: u8 = 12;
+    pub(super) const PACKET_OUT: u8 = 13;
+    pub(super) const FLOW_MOD: u8 = 14;
+    pub(super) const GROUP_MOD: u8 = 15;
+    pub(super) const MULTIPART_REQUEST: u8 = 18;
+    pub(super) const MULTIPART_REPLY: u8 = 19;
+    pub(super) const BARRIER_REQUEST: u8 = 20;
+    pub(super) const BARRIER_REPLY: u8 = 21;
+    pub(super) const ROLE_REQUEST: u8 = 24;
+    pub(super) const ROLE_REPLY: u8 = 25;
 }
 
 /// An OpenFlow 1.3 message (the xid travels beside it).
@@ -172,7 +172,9 @@ impl Message {
         header(out, self.msg_type(), xid);
         match self {
             Message::Hello(h) => {
-                out[start] = h.version;
+                if let Some(v) = out.get_mut(start) {
+                    *v = h.version;
+                }
                 if let Some(b) = h.bitmap {
                     out.put_u16(1); // OFPHET_VERSIONBITMAP
                     out.put_u16(8);
@@ -459,7 +461,7 @@ impl Message {
                         if inner.len() < OFP_HEADER_LEN {
                             return Err(DecodeError::Truncated { what: "bundle_add", need: OFP_HEADER_LEN, have: inner.len() });
                         }
-                        let ilen = u16::from_be_bytes([inner[2], inner[3]]) as usize;
+                        let ilen = inner.get(2..4).and_then(|b| <[u8; 2]>::try_from(b).ok()).map_or(0, u16::from_be_bytes) as usize;
                         let (_, message) = Message::decode(b.bytes(ilen.max(OFP_HEADER_LEN).min(inner.len()))?)?;
                         Message::BundleAdd(BundleAdd { bundle_id, flags, message: Box::new(message) })
                     }
@@ -482,7 +484,7 @@ fn decode_hello(version: u8, body: &[u8]) -> Result<Hello, DecodeError> {
             return Err(DecodeError::BadLength { what: "hello element", len, reason: "less than 4" });
         }
         let mut e = r.sub(len - 4, "hello element")?;
-        r.skip(((len + 7) / 8 * 8 - len).min(r.remaining()))?;
+        r.skip((len.div_ceil(8) * 8 - len).min(r.remaining()))?;
         if et == 1 && bitmap.is_none() {
             bitmap = Some(e.u32()?);
         }
@@ -496,7 +498,7 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
     if buf.len() < OFP_HEADER_LEN {
         return Ok(None);
     }
-    let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
+    let len = buf.get(2..4).and_then(|b| <[u8; 2]>::try_from(b).ok()).map_or(0, u16::from_be_bytes) as usize;
     if len < OFP_HEADER_LEN {
         return Err(DecodeError::BadLength { what: "header", len, reason: "less than the 8-byte header" });
     }

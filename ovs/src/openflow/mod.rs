@@ -14,11 +14,11 @@ mod oxm;
 mod wire;
 
 pub use action::*;
+pub use body::*;
 pub use conn::{Connection, ConnectionOptions, Event, Events, RejectReason, Stream};
-pub use listener::Listener;
 pub use error::{DecodeError, EncodeError, OfError};
 pub use instruction::Instruction;
-pub use body::*;
+pub use listener::Listener;
 pub use message::*;
 pub use multipart::*;
 pub use oxm::{mac_u128, Field, Match, MatchField, ARP_REPLY, ARP_REQUEST, OFPVID_PRESENT, OXM_CLASS_BASIC, OXM_CLASS_NXM0, OXM_CLASS_NXM1};

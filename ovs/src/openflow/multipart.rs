@@ -1,9 +1,9 @@
 //! Multipart (statistics and description) requests and replies.
 
 use super::action::OFPP_ANY;
+use super::body::{FlowMod, Port};
 use super::error::{DecodeError, EncodeError};
 use super::instruction::{decode_instructions, encode_instructions, Instruction};
-use super::body::{FlowMod, Port};
 use super::message::{OFPG_ANY, OFPTT_ALL};
 use super::oxm::Match;
 use super::wire::{len16, Put, Reader};
@@ -164,7 +164,7 @@ fn put_str(out: &mut Vec<u8>, s: &str, n: usize) -> Result<(), EncodeError> {
 fn get_str(r: &mut Reader<'_>, n: usize) -> Result<String, DecodeError> {
     let raw = r.bytes(n)?;
     let end = raw.iter().position(|&c| c == 0).unwrap_or(n);
-    Ok(String::from_utf8_lossy(&raw[..end]).into_owned())
+    Ok(String::from_utf8_lossy(raw.get(..end).unwrap_or(raw)).into_owned())
 }
 
 impl MultipartRequest {

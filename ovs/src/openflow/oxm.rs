@@ -68,10 +68,8 @@ impl Field {
     pub fn all() -> Vec<Field> {
         use Field::*;
         let mut v = vec![
-            InPort, Metadata, TunnelId, TunIpv4Src, TunIpv4Dst, CtState, CtZone, CtMark, EthDst,
-            EthSrc, EthType, VlanVid, VlanPcp, IpProto, IpDscp, Ipv4Src, Ipv4Dst, Ipv6Src,
-            Ipv6Dst, TcpSrc, TcpDst, UdpSrc, UdpDst, Icmpv4Type, Icmpv4Code, ArpOp, ArpSpa,
-            ArpTpa, ArpSha, ArpTha,
+            InPort, Metadata, TunnelId, TunIpv4Src, TunIpv4Dst, CtState, CtZone, CtMark, EthDst, EthSrc, EthType, VlanVid, VlanPcp, IpProto, IpDscp, Ipv4Src,
+            Ipv4Dst, Ipv6Src, Ipv6Dst, TcpSrc, TcpDst, UdpSrc, UdpDst, Icmpv4Type, Icmpv4Code, ArpOp, ArpSpa, ArpTpa, ArpSha, ArpTha,
         ];
         v.extend((0..16).map(Reg));
         v
@@ -127,13 +125,13 @@ impl Field {
     }
 
     /// Payload width in bytes.
-    pub fn len(self) -> usize {
+    pub fn width(self) -> usize {
         self.oxm().2 as usize
     }
 
     /// Payload width in bits.
     pub fn bits(self) -> u16 {
-        self.len() as u16 * 8
+        self.width() as u16 * 8
     }
 
     /// The 32-bit NXM/OXM header without mask, as Nicira actions (`move`, `load`, `learn`) name
@@ -179,10 +177,8 @@ impl Field {
     /// The name `ovs-ofctl` uses for the field.
     pub fn name(self) -> &'static str {
         use Field::*;
-        const REGS: [&str; 16] = [
-            "reg0", "reg1", "reg2", "reg3", "reg4", "reg5", "reg6", "reg7", "reg8", "reg9",
-            "reg10", "reg11", "reg12", "reg13", "reg14", "reg15",
-        ];
+        const REGS: [&str; 16] =
+            ["reg0", "reg1", "reg2", "reg3", "reg4", "reg5", "reg6", "reg7", "reg8", "reg9", "reg10", "reg11", "reg12", "reg13", "reg14", "reg15"];
         match self {
             InPort => "in_port",
             Metadata => "metadata",
@@ -211,7 +207,7 @@ impl Field {
             TunnelId => "tun_id",
             TunIpv4Src => "tun_src",
             TunIpv4Dst => "tun_dst",
-            Reg(n) => REGS[(n & 15) as usize],
+            Reg(n) => REGS.get((n & 15) as usize).copied().unwrap_or("reg"),
             CtState => "ct_state",
             CtZone => "ct_zone",
             CtMark => "ct_mark",
@@ -219,7 +215,7 @@ impl Field {
     }
 
     fn max_value(self) -> u128 {
-        match self.len() {
+        match self.width() {
             16 => u128::MAX,
             n => (1u128 << (n * 8)) - 1,
         }
@@ -275,16 +271,14 @@ impl MatchField {
         let fh = r.u8()?;
         let len = r.u8()? as usize;
         let (num, has_mask) = (fh >> 1, fh & 1 == 1);
-        let field = Field::from_oxm(class, num).ok_or_else(|| DecodeError::Invalid {
-            what: "oxm",
-            reason: format!("unknown field class {class:#06x} number {num}"),
-        })?;
-        let want = field.len() * if has_mask { 2 } else { 1 };
+        let field = Field::from_oxm(class, num)
+            .ok_or_else(|| DecodeError::Invalid { what: "oxm", reason: format!("unknown field class {class:#06x} number {num}") })?;
+        let want = field.width() * if has_mask { 2 } else { 1 };
         if len != want {
             return Err(DecodeError::BadLength { what: "oxm", len, reason: "does not match the field's width" });
         }
-        let value = r.uint(field.len())?;
-        let mask = if has_mask { Some(r.uint(field.len())?) } else { None };
+        let value = r.uint(field.width())?;
+        let mask = if has_mask { Some(r.uint(field.width())?) } else { None };
         Ok(MatchField { field, value, mask })
     }
 }
@@ -396,10 +390,7 @@ impl Match {
                 None => m = m.with(IpProto, proto),
                 Some((p, false)) if p == proto => {}
                 Some((p, _)) => {
-                    return Err(EncodeError::Prerequisite {
-                        field: field.name(),
-                        reason: format!("needs nw_proto={proto}, but the match has nw_proto={p}"),
-                    })
+                    return Err(EncodeError::Prerequisite { field: field.name(), reason: format!("needs nw_proto={proto}, but the match has nw_proto={p}") })
                 }
             }
         }
@@ -421,10 +412,7 @@ impl Match {
                     let both: Vec<u128> = prev.iter().copied().filter(|x| req.contains(x)).collect();
                     match both.as_slice() {
                         [] => {
-                            return Err(EncodeError::Prerequisite {
-                                field: f.field.name(),
-                                reason: format!("cannot be matched together with {}", pf.name()),
-                            })
+                            return Err(EncodeError::Prerequisite { field: f.field.name(), reason: format!("cannot be matched together with {}", pf.name()) })
                         }
                         [ETH_IPV4] => Some((f.field, &[ETH_IPV4])),
                         [ETH_IPV6] => Some((f.field, &[ETH_IPV6])),
@@ -443,7 +431,7 @@ impl Match {
                         reason: format!("needs dl_type {}, but the match has dl_type={t:#06x}", eth_list(allowed)),
                     })
                 }
-                None if allowed.len() == 1 => m = m.with(EthType, allowed[0] as u16),
+                None if allowed.len() == 1 => m = m.with(EthType, allowed.first().copied().unwrap_or_default() as u16),
                 None => {
                     return Err(EncodeError::Prerequisite {
                         field: field.name(),
@@ -453,10 +441,7 @@ impl Match {
             }
         }
         if m.get(VlanPcp).is_some() && m.get(VlanVid).is_none_or(|v| v.value & OFPVID_PRESENT as u128 == 0) {
-            return Err(EncodeError::Prerequisite {
-                field: VlanPcp.name(),
-                reason: "needs vlan_vid with the VLAN-present bit (0x1000)".into(),
-            });
+            return Err(EncodeError::Prerequisite { field: VlanPcp.name(), reason: "needs vlan_vid with the VLAN-present bit (0x1000)".into() });
         }
         Ok(m)
     }

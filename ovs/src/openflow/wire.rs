@@ -17,7 +17,7 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.buf.len().saturating_sub(self.pos)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -25,12 +25,16 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.remaining() < n {
-            return Err(DecodeError::Truncated { what: self.what, need: n, have: self.remaining() });
-        }
-        let s = &self.buf[self.pos..self.pos + n];
+        let s = self.pos.checked_add(n).and_then(|end| self.buf.get(self.pos..end));
+        let s = s.ok_or(DecodeError::Truncated { what: self.what, need: n, have: self.remaining() })?;
         self.pos += n;
         Ok(s)
+    }
+
+    /// Exactly `N` bytes, as an array.
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let b = self.bytes(N)?;
+        b.try_into().map_err(|_| DecodeError::Truncated { what: self.what, need: N, have: b.len() })
     }
 
     pub(crate) fn skip(&mut self, n: usize) -> Result<(), DecodeError> {
@@ -38,7 +42,7 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn rest(&mut self) -> &'a [u8] {
-        let s = &self.buf[self.pos..];
+        let s = self.buf.get(self.pos..).unwrap_or_default();
         self.pos = self.buf.len();
         s
     }
@@ -53,17 +57,15 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.bytes(1)?[0])
+        Ok(u8::from_be_bytes(self.array()?))
     }
 
     pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
-        let b = self.bytes(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        Ok(u16::from_be_bytes(self.array()?))
     }
 
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
-        let b = self.bytes(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(u32::from_be_bytes(self.array()?))
     }
 
     pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
@@ -105,7 +107,8 @@ impl Put for Vec<u8> {
         self.extend_from_slice(&v.to_be_bytes())
     }
     fn put_uint(&mut self, v: u128, n: usize) {
-        self.extend_from_slice(&v.to_be_bytes()[16 - n..])
+        let b = v.to_be_bytes();
+        self.extend_from_slice(b.get(16usize.saturating_sub(n)..).unwrap_or(&b))
     }
     fn put_zeros(&mut self, n: usize) {
         self.resize(self.len() + n, 0)
@@ -115,7 +118,11 @@ impl Put for Vec<u8> {
         self.put_zeros((8 - len % 8) % 8)
     }
     fn patch_u16(&mut self, at: usize, v: u16) {
-        self[at..at + 2].copy_from_slice(&v.to_be_bytes())
+        // Callers patch a length field they wrote themselves; out of range would be a bug,
+        // which leaves the buffer as it is rather than panicking.
+        if let Some(s) = self.get_mut(at..at + 2) {
+            s.copy_from_slice(&v.to_be_bytes())
+        }
     }
 }
 

@@ -38,10 +38,7 @@ impl FromStr for Target {
             return Ok(Target::Unix(p.into()));
         }
         if let Some(a) = s.strip_prefix("tcp:") {
-            return a
-                .parse()
-                .map(Target::Tcp)
-                .map_err(|e| OvsdbError::Invalid { field: "target", reason: format!("{a:?} is not IP:PORT ({e})") });
+            return a.parse().map(Target::Tcp).map_err(|e| OvsdbError::Invalid { field: "target", reason: format!("{a:?} is not IP:PORT ({e})") });
         }
         Err(OvsdbError::Invalid { field: "target", reason: format!("{s:?} must start with unix: or tcp: (ssl: is not supported yet)") })
     }
@@ -111,6 +108,12 @@ struct Inner {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("target", &self.inner.target).finish_non_exhaustive()
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         self.task.abort();
@@ -175,10 +178,7 @@ impl Client {
     /// Calls a JSON-RPC method and returns its result.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, OvsdbError> {
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .cmd
-            .send(Cmd::Call { method: method.into(), params, reply: tx })
-            .map_err(|_| OvsdbError::Shutdown)?;
+        self.inner.cmd.send(Cmd::Call { method: method.into(), params, reply: tx }).map_err(|_| OvsdbError::Shutdown)?;
         match tokio::time::timeout(self.inner.opts.request_timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(OvsdbError::Shutdown),
@@ -285,7 +285,7 @@ async fn supervise(target: Target, opts: ClientOptions, mut cmd_rx: mpsc::Unboun
             Err(e) => {
                 attempt += 1;
                 let last_error = format!("connect to {target}: {e}");
-                if attempt == 1 || attempt % 50 == 0 {
+                if attempt == 1 || attempt.is_multiple_of(50) {
                     tracing::debug!(%target, attempt, error = %e, "ovsdb connect failed; retrying");
                 }
                 state.send_replace(ConnState::Connecting { attempt, last_error });
@@ -372,7 +372,7 @@ impl Session<'_> {
                     Ok(n) => {
                         last_rx = Instant::now();
                         echo_sent = None;
-                        framer.push(&chunk[..n]);
+                        framer.push(chunk.get(..n).unwrap_or_default());
                         let mut err = None;
                         loop {
                             match framer.next() {
@@ -385,7 +385,7 @@ impl Session<'_> {
                     }
                 },
                 c = cmd_rx.recv() => {
-                    let Some(c) = c else { return None };
+                    let c = c?;
                     let res = match c {
                         Cmd::Call { method, params, reply } => {
                             let id = self.id();

@@ -13,10 +13,22 @@ pub(crate) enum Incoming {
     Response { id: Value, result: Value, error: Value },
 }
 
-/// Splits a byte buffer into JSON values as they complete.
-#[derive(Default)]
+/// Splits a byte stream into JSON values as they complete. A scanner follows the nesting of
+/// objects, arrays and strings and resumes where it stopped, so a message that arrives in many
+/// chunks is scanned once and parsed once, not re-parsed from its start per chunk.
+#[derive(Debug, Default)]
 pub(crate) struct Framer {
     buf: Vec<u8>,
+    /// Bytes of `buf` already scanned.
+    scanned: usize,
+    /// Where the value being scanned starts, once its first byte was seen.
+    start: Option<usize>,
+    /// Open objects and arrays.
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    /// Bytes scanned since creation: what the tests check to prove each byte is scanned once.
+    work: usize,
 }
 
 /// Largest message accepted; a peer that sends more without completing a value is broken.
@@ -29,27 +41,58 @@ impl Framer {
 
     /// The next complete message, if the buffer holds one.
     pub(crate) fn next(&mut self) -> Result<Option<Incoming>, OvsdbError> {
-        let start = self.buf.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(self.buf.len());
-        if start == self.buf.len() {
-            self.buf.clear();
+        let Some(end) = self.scan()? else {
+            if self.buf.len() > MAX_MESSAGE {
+                return Err(OvsdbError::Protocol(format!("message larger than {MAX_MESSAGE} bytes")));
+            }
             return Ok(None);
-        }
-        let mut it = serde_json::Deserializer::from_slice(&self.buf[start..]).into_iter::<Value>();
-        match it.next() {
-            None => Ok(None),
-            Some(Err(e)) if e.is_eof() => {
-                if self.buf.len() > MAX_MESSAGE {
-                    return Err(OvsdbError::Protocol(format!("message larger than {MAX_MESSAGE} bytes")));
+        };
+        let start = self.start.take().unwrap_or(0);
+        let v = serde_json::from_slice::<Value>(self.buf.get(start..end).unwrap_or_default()).map_err(|e| OvsdbError::Protocol(e.to_string()));
+        self.buf.drain(..end);
+        self.scanned = 0;
+        parse(v?).map(Some)
+    }
+
+    /// Scans on from where the last call stopped; the end of the first complete value, if any.
+    fn scan(&mut self) -> Result<Option<usize>, OvsdbError> {
+        for (i, &b) in self.buf.iter().enumerate().skip(self.scanned) {
+            self.work += 1;
+            if self.start.is_none() {
+                match b {
+                    b' ' | b'\t' | b'\r' | b'\n' => continue,
+                    b'{' | b'[' => {
+                        self.start = Some(i);
+                        self.depth = 1;
+                        continue;
+                    }
+                    _ => return Err(OvsdbError::Protocol(format!("a message must be a JSON object, not one starting with {:?}", b as char))),
                 }
-                Ok(None)
             }
-            Some(Err(e)) => Err(OvsdbError::Protocol(e.to_string())),
-            Some(Ok(v)) => {
-                let used = start + it.byte_offset();
-                self.buf.drain(..used);
-                parse(v).map(Some)
+            if self.in_string {
+                match (self.escaped, b) {
+                    (true, _) => self.escaped = false,
+                    (false, b'\\') => self.escaped = true,
+                    (false, b'"') => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        self.scanned = i + 1;
+                        return Ok(Some(i + 1));
+                    }
+                }
+                _ => {}
             }
         }
+        self.scanned = self.buf.len();
+        Ok(None)
     }
 }
 
@@ -100,5 +143,28 @@ mod tests {
         assert!(matches!(f.next().unwrap(), Some(Incoming::Response { .. })));
         f.push(b"]garbage");
         assert!(f.next().is_err());
+    }
+
+    #[test]
+    fn strings_may_hold_brackets_and_escaped_quotes() {
+        let mut f = Framer::default();
+        f.push(br#"{"method":"x\"}{[","params":["]\\"],"id":null}"#);
+        assert!(matches!(f.next().unwrap(), Some(Incoming::Request { ref method, .. }) if method == r#"x"}{["#));
+    }
+
+    #[test]
+    fn a_message_in_many_small_chunks_is_scanned_once() {
+        let body: String = (0..20_000).map(|i| format!("\"row{i}\",")).collect();
+        let msg = format!(r#"{{"id":1,"result":[{body}"end"],"error":null}}"#);
+        let mut f = Framer::default();
+        let mut got = None;
+        for chunk in msg.as_bytes().chunks(512) {
+            f.push(chunk);
+            if let Some(m) = f.next().unwrap() {
+                got = Some(m);
+            }
+        }
+        assert!(matches!(got, Some(Incoming::Response { ref result, .. }) if result.as_array().map(Vec::len) == Some(20_001)));
+        assert_eq!(f.work, msg.len(), "every byte scanned exactly once");
     }
 }

@@ -69,6 +69,7 @@ impl MonitorRequest {
 }
 
 /// The receiving end of a monitor: batches of row changes, the initial rows first.
+#[derive(Debug)]
 pub struct Monitor {
     pub(crate) rx: mpsc::UnboundedReceiver<Vec<RowUpdate>>,
 }
@@ -124,11 +125,11 @@ impl MonitorState {
     pub(crate) fn request_json(&self) -> Value {
         let mut o = Map::new();
         for r in &self.requests {
-            let mut req = json!({});
+            let mut req = Map::new();
             if let Some(c) = &r.columns {
-                req["columns"] = json!(c);
+                req.insert("columns".into(), json!(c));
             }
-            o.insert(r.table.clone(), json!([req]));
+            o.insert(r.table.clone(), json!([Value::Object(req)]));
         }
         Value::Object(o)
     }
@@ -242,10 +243,14 @@ impl MonitorState {
                 let mut entries = map_entries(&cur);
                 for (k, v) in map_entries(d) {
                     match entries.iter().position(|(ek, _)| *ek == k) {
-                        Some(i) if entries[i].1 == v => {
+                        Some(i) if entries.get(i).is_some_and(|e| e.1 == v) => {
                             entries.remove(i);
                         }
-                        Some(i) => entries[i].1 = v,
+                        Some(i) => {
+                            if let Some(e) = entries.get_mut(i) {
+                                e.1 = v;
+                            }
+                        }
                         None => entries.push((k, v)),
                     }
                 }
@@ -303,7 +308,11 @@ mod tests {
         let mut m = MonitorState::new("db".into(), vec![MonitorRequest::all("T")], schema(), tx).unwrap();
         m.on_initial(&json!({"T": {"u1": {"initial": {"name": "a", "opt": 1, "tags": ["set", ["x", "y"]], "ids": ["map", [["k", "v"], ["z", "1"]]]}}}}), true);
         assert_eq!(rx.try_recv().unwrap().len(), 1);
-        m.on_update(&json!({"T": {"u1": {"modify": {"name": "b", "opt": ["set", [1, 2]], "tags": "x", "ids": ["map", [["k", "v"], ["z", "2"], ["n", "3"]]]}}}}), true).unwrap();
+        m.on_update(
+            &json!({"T": {"u1": {"modify": {"name": "b", "opt": ["set", [1, 2]], "tags": "x", "ids": ["map", [["k", "v"], ["z", "2"], ["n", "3"]]]}}}}),
+            true,
+        )
+        .unwrap();
         let u = rx.try_recv().unwrap().pop().unwrap();
         let new = u.new.unwrap();
         assert_eq!(new.str("name").as_deref(), Some("b"));

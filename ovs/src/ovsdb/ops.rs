@@ -79,14 +79,14 @@ impl Operation {
             Operation::Insert { table, row, uuid_name } => {
                 let mut o = json!({"op": "insert", "table": table, "row": row});
                 if let Some(n) = uuid_name {
-                    o["uuid-name"] = json!(n);
+                    set(&mut o, "uuid-name", json!(n));
                 }
                 o
             }
             Operation::Select { table, conditions, columns } => {
                 let mut o = json!({"op": "select", "table": table, "where": conds(conditions)});
                 if let Some(c) = columns {
-                    o["columns"] = json!(c);
+                    set(&mut o, "columns", json!(c));
                 }
                 o
             }
@@ -99,7 +99,7 @@ impl Operation {
             Operation::Wait { table, conditions, columns, until, rows, timeout_ms } => {
                 let mut o = json!({"op": "wait", "table": table, "where": conds(conditions), "columns": columns, "until": until, "rows": rows});
                 if let Some(t) = timeout_ms {
-                    o["timeout"] = json!(t);
+                    set(&mut o, "timeout", json!(t));
                 }
                 o
             }
@@ -125,12 +125,15 @@ impl OpResult {
     pub(crate) fn from_json(v: &Value) -> OpResult {
         OpResult {
             uuid: v.get("uuid").and_then(|u| super::value::as_uuid(u)).map(str::to_string),
-            rows: v
-                .get("rows")
-                .and_then(Value::as_array)
-                .map(|r| r.iter().filter_map(|x| x.as_object().cloned()).collect())
-                .unwrap_or_default(),
+            rows: v.get("rows").and_then(Value::as_array).map(|r| r.iter().filter_map(|x| x.as_object().cloned()).collect()).unwrap_or_default(),
             count: v.get("count").and_then(Value::as_u64),
         }
+    }
+}
+
+/// Sets a member of a JSON object (a no-op on anything else, which `json!({...})` never is).
+fn set(o: &mut Value, key: &str, v: Value) {
+    if let Some(m) = o.as_object_mut() {
+        m.insert(key.to_string(), v);
     }
 }

@@ -26,43 +26,38 @@ pub fn string_map<'a>(items: impl IntoIterator<Item = (&'a String, &'a String)>)
 
 /// The elements of a set column's value: a bare atom is a one-element set.
 pub fn set_elements(v: &Value) -> Vec<Value> {
-    match v {
-        Value::Array(a) if a.len() == 2 && a[0] == "set" => a[1].as_array().cloned().unwrap_or_default(),
-        other => vec![other.clone()],
+    match tagged(v, "set") {
+        Some(elems) => elems.as_array().cloned().unwrap_or_default(),
+        None => vec![v.clone()],
+    }
+}
+
+/// The payload of `[tag, payload]`, if `v` has that form.
+fn tagged<'a>(v: &'a Value, tag: &str) -> Option<&'a Value> {
+    match v.as_array().map(Vec::as_slice) {
+        Some([t, payload]) if t == tag => Some(payload),
+        _ => None,
     }
 }
 
 /// The entries of a map column's value.
 pub fn map_entries(v: &Value) -> Vec<(Value, Value)> {
-    match v {
-        Value::Array(a) if a.len() == 2 && a[0] == "map" => a[1]
-            .as_array()
-            .map(|pairs| {
-                pairs
-                    .iter()
-                    .filter_map(|p| match p.as_array() {
-                        Some(kv) if kv.len() == 2 => Some((kv[0].clone(), kv[1].clone())),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    }
+    let pairs = tagged(v, "map").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    pairs
+        .iter()
+        .filter_map(|p| match p.as_array().map(Vec::as_slice) {
+            Some([k, v]) => Some((k.clone(), v.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A string-to-string map column as a `BTreeMap`.
 pub fn string_map_of(v: &Value) -> BTreeMap<String, String> {
-    map_entries(v)
-        .into_iter()
-        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
-        .collect()
+    map_entries(v).into_iter().filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string()))).collect()
 }
 
 /// The uuid string of `["uuid", u]`.
 pub fn as_uuid(v: &Value) -> Option<&str> {
-    match v {
-        Value::Array(a) if a.len() == 2 && a[0] == "uuid" => a[1].as_str(),
-        _ => None,
-    }
+    tagged(v, "uuid").and_then(Value::as_str)
 }

@@ -110,7 +110,7 @@ fn check_name(field: &'static str, name: &str) -> Result<(), OvsdbError> {
 }
 
 /// Typed access to the `Open_vSwitch` database.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct VSwitch {
     client: Client,
 }
@@ -179,7 +179,11 @@ impl VSwitch {
         row.insert("ports".into(), set([named_uuid("port")]));
         let ops = [
             Operation::Insert { table: "Interface".into(), row: json_map(json!({"name": spec.name, "type": "internal"})), uuid_name: Some("iface".into()) },
-            Operation::Insert { table: "Port".into(), row: json_map(json!({"name": spec.name, "interfaces": named_uuid("iface")})), uuid_name: Some("port".into()) },
+            Operation::Insert {
+                table: "Port".into(),
+                row: json_map(json!({"name": spec.name, "interfaces": named_uuid("iface")})),
+                uuid_name: Some("port".into()),
+            },
             Operation::Insert { table: "Bridge".into(), row, uuid_name: Some("br".into()) },
             Operation::Mutate { table: "Open_vSwitch".into(), conditions: vec![], mutations: vec![Mutation::insert("bridges", set([named_uuid("br")]))] },
             Operation::Comment(format!("plexus: ensure bridge {}", spec.name)),
