@@ -1,12 +1,11 @@
-//! The Plexus host agent, and the lab: hosts made of network namespaces, each running its own
-//! Open vSwitch, joined by an underlay switch in a namespace of its own.
-//!
-//! The lab is also the test harness: [`lab::Lab`] tears everything down when dropped.
+//! The Plexus host agent: it keeps the host's switch as Plexus needs it (OVSDB), registers the
+//! host with the controller, plugs endpoints into `br-int` (one implementation for `plexus
+//! attach` and Docker), and serves Docker's network and IPAM plugin protocols.
+//! The lab that runs agents on namespaced hosts is a crate of its own, `plexus-lab`.
 
 pub mod agent;
 pub mod attach;
 pub mod docker;
-pub mod lab;
 pub mod netns;
 pub mod plumb;
 pub mod underlay;

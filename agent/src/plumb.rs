@@ -19,9 +19,8 @@ use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::route::RouteAttribute;
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-/// Bytes VXLAN or Geneve (without options) over IPv4 add to a frame: outer IPv4 (20), UDP (8),
-/// the tunnel header (8) and the inner Ethernet header (14).
-pub const ENCAP_OVERHEAD: u32 = 50;
+/// Bytes an encapsulation adds to a frame, whichever the host uses.
+pub const ENCAP_OVERHEAD: u32 = plexus_api::Encap::MAX_OVERHEAD;
 
 /// What to build for one endpoint.
 #[derive(Debug, Clone)]

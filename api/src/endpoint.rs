@@ -87,6 +87,31 @@ pub enum Encap {
     Geneve,
 }
 
+impl Encap {
+    /// Every encapsulation.
+    pub const ALL: [Encap; 2] = [Encap::Vxlan, Encap::Geneve];
+
+    /// The name of the flow-based tunnel port the agent creates on `br-int` for it.
+    pub const fn port_name(self) -> &'static str {
+        match self {
+            Encap::Vxlan => "vxlan0",
+            Encap::Geneve => "geneve0",
+        }
+    }
+
+    /// Bytes it adds to a container's frame over IPv4: outer Ethernet (14), IPv4 (20), UDP
+    /// (8) and its own header (8; Geneve without options).
+    pub const fn overhead(self) -> u32 {
+        match self {
+            Encap::Vxlan | Encap::Geneve => 50,
+        }
+    }
+
+    /// The largest overhead of any encapsulation: what a container's MTU must leave room for
+    /// when the encapsulation is not known.
+    pub const MAX_OVERHEAD: u32 = 50;
+}
+
 /// What an agent sends to register its host (and, repeated, as its heartbeat).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -6,7 +6,6 @@
 pub mod client;
 pub mod endpoint;
 pub mod ids;
-mod lab;
 pub mod mac;
 pub mod network;
 pub mod problem;
@@ -16,7 +15,6 @@ pub mod valid;
 pub use client::{Client, ClientError, ClusterStatus, Mastership, Member};
 pub use endpoint::{Encap, Endpoint, EndpointSpec, Host, HostSpec, Lease};
 pub use ids::EndpointKey;
-pub use lab::{LabHostStatus, LabStatus};
 pub use mac::Mac;
 pub use network::{IpamMode, Network, NetworkKind, NetworkSpec};
 pub use problem::{FieldError, Problem};

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use plexus_agent::lab::{probe, Lab, LabConfig};
+use plexus_lab::{probe, Lab, LabConfig};
 
 #[derive(Args)]
 pub(crate) struct LabCmd {
@@ -140,7 +140,7 @@ pub(crate) async fn run(c: LabCmd) -> anyhow::Result<()> {
                     },
                 )
                 .await?;
-            match lab.attach(&e, &name, 1450).await {
+            match lab.attach(&e, &name, plexus_lab::wire::CONTAINER_MTU).await {
                 Ok(ct) => println!("{name}: {}/{} {} on {} in network {network} (namespace {})", e.ip, e.prefix_len, e.mac, e.host, ct.netns),
                 Err(err) => {
                     // Leave no endpoint behind for a container that could not be made.
@@ -217,7 +217,7 @@ async fn demo(lab: &Lab) -> anyhow::Result<()> {
             )
             .await?;
         println!("endpoint {} on {}: {}/{} {}", e.id, e.host, e.ip, e.prefix_len, e.mac);
-        cs.push(lab.attach(&e, cname, 1450).await?);
+        cs.push(lab.attach(&e, cname, plexus_lab::wire::CONTAINER_MTU).await?);
     }
     let (n1, n2, ip2) = (cs[0].netns.clone(), cs[1].netns.clone(), cs[1].ip);
     let first = tokio::task::spawn_blocking(move || probe::wait_ping(&n1, ip2, Duration::from_secs(20))).await??;

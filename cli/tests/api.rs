@@ -1,10 +1,9 @@
 //! The REST API of a controller: what NetOps send, and what bad input gets back.
 
-mod common;
 
 use std::time::Duration;
 
-use common::Cluster;
+use plexus_tests::Cluster;
 use serde_json::{json, Value};
 
 struct Api {
@@ -13,7 +12,7 @@ struct Api {
 
 impl Api {
     async fn start(tag: u8) -> Api {
-        let c = Cluster::new(1, tag);
+        let c = Cluster::new(env!("CARGO_BIN_EXE_plexus"), 1, tag);
         c.leader(&[1]).await;
         Api { c }
     }
@@ -291,6 +290,21 @@ async fn the_openapi_document_validates_and_lists_every_route() {
     let api = Api::start(8).await;
     let text = api.c.http.get(api.c.url(1, "/v1/openapi.json")).send().await.unwrap().text().await.unwrap();
     let spec = oas3::from_json(&text).expect("a valid OpenAPI 3.1 document");
+    // Every error response is documented as a problem document.
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let mut errors = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, resp) in op["responses"].as_object().into_iter().flatten() {
+                if status.starts_with('4') || status.starts_with('5') {
+                    errors += 1;
+                    let schema = &resp["content"]["application/problem+json"]["schema"]["$ref"];
+                    assert_eq!(schema, "#/components/schemas/Problem", "{method} {path} {status}: {resp}");
+                }
+            }
+        }
+    }
+    assert!(errors >= 40, "only {errors} error responses documented");
     let paths = spec.paths.clone().unwrap_or_default();
     let mut listed = Vec::new();
     for (path, item) in &paths {

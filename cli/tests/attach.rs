@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use plexus_agent::lab::{probe, Lab, LabConfig};
 use plexus_api::{Client, Encap, NetworkSpec};
+use plexus_lab::{probe, Lab, LabConfig};
 
 const PLEXUS: &str = env!("CARGO_BIN_EXE_plexus");
 
@@ -48,7 +48,7 @@ fn new_netns(lab: &Lab, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn attach_plumbs_a_namespace_over_geneve_and_detach_removes_everything() {
-    let name = format!("a{}", std::process::id() % 10_000_000);
+    let name = plexus_tests::unique_name('a');
     let lab = Lab::up(&LabConfig { encap: Encap::Geneve, ..LabConfig::owned(&name, 2) }).expect("lab");
     let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane");
     let api = Client::new(&cp.api).unwrap();

@@ -1,11 +1,10 @@
 //! Controller clusters of real `plexus controller` processes on loopback.
 
-mod common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use plexus_tests::Cluster;
 use serde_json::{json, Value};
 
 fn net(name: &str) -> Value {
@@ -30,7 +29,7 @@ async fn create(c: &Cluster, node: usize, name: &str) -> reqwest::StatusCode {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_writes_spread_over_three_nodes_are_identical_everywhere() {
-    let c = Cluster::new(3, 1);
+    let c = Cluster::new(env!("CARGO_BIN_EXE_plexus"), 3, 1);
     c.leader(&[1, 2, 3]).await;
     let c = std::sync::Arc::new(c);
     let mut tasks = Vec::new();
@@ -68,7 +67,7 @@ async fn a_thousand_writes_spread_over_three_nodes_are_identical_everywhere() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_of_every_node_from_its_data_dir_keeps_the_state() {
-    let mut c = Cluster::new(3, 2);
+    let mut c = Cluster::new(env!("CARGO_BIN_EXE_plexus"), 3, 2);
     c.leader(&[1, 2, 3]).await;
     for k in 0..30 {
         assert_eq!(create(&c, k % 3 + 1, &format!("r{k}")).await, 201);
@@ -96,7 +95,7 @@ async fn create_endpoint(c: &Cluster, node: usize, id: &str) -> reqwest::StatusC
 
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_resume_after_the_leader_is_killed_and_no_address_is_given_twice() {
-    let mut c = Cluster::new(3, 3);
+    let mut c = Cluster::new(env!("CARGO_BIN_EXE_plexus"), 3, 3);
     let leader = c.leader(&[1, 2, 3]).await as usize;
     let ok = |r: reqwest::Response| assert!(r.status().is_success(), "{}", r.status());
     ok(c.http.put(c.url(1, "/v1/hosts/h1")).json(&json!({"name": "h1", "tunnel_ip": "192.0.2.11"})).send().await.unwrap());
@@ -146,7 +145,7 @@ async fn writes_resume_after_the_leader_is_killed_and_no_address_is_given_twice(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_cut_off_from_the_majority_refuses_writes() {
-    let mut c = Cluster::new(3, 4);
+    let mut c = Cluster::new(env!("CARGO_BIN_EXE_plexus"), 3, 4);
     let leader = c.leader(&[1, 2, 3]).await as usize;
     assert_eq!(create(&c, leader, "before").await, 201);
     // Freeze the two others: the leader is now a minority of one.
@@ -171,7 +170,7 @@ async fn a_node_cut_off_from_the_majority_refuses_writes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nodes_join_and_leave_a_live_cluster_and_catch_up_from_a_snapshot() {
-    let mut c = Cluster::empty(3, 5);
+    let mut c = Cluster::empty(env!("CARGO_BIN_EXE_plexus"), 3, 5);
     // Alone, a node is a one-node cluster (the embedded default).
     c.spawn(1, &["--snapshot-every", "40"]);
     c.leader(&[1]).await;

@@ -10,14 +10,14 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use plexus_agent::lab::{probe, Lab, LabConfig};
 use plexus_api::{Client, NetworkSpec};
+use plexus_lab::{probe, Lab, LabConfig};
 
 const PLEXUS: &str = env!("CARGO_BIN_EXE_plexus");
-const IMAGE: &str = plexus_agent::lab::control::TEST_IMAGE;
+const IMAGE: &str = plexus_lab::control::TEST_IMAGE;
 
 fn docker(args: &[&str]) -> Output {
-    plexus_agent::lab::control::docker_client().args(args).output().expect("running docker (install docker.io)")
+    plexus_lab::control::docker_client().args(args).output().expect("running docker (install docker.io)")
 }
 
 fn text(o: &Output) -> String {
@@ -34,7 +34,7 @@ fn ok(args: &[&str]) -> String {
 pub fn prerequisites() {
     let v = docker(&["version", "--format", "{{.Server.Version}}"]);
     assert!(v.status.success(), "no Docker engine answers: {} — start dockerd (scripts/dockerd start)", text(&v));
-    plexus_agent::lab::control::ensure_test_image().expect("the test image");
+    plexus_lab::control::ensure_test_image().expect("the test image");
 }
 
 /// Removes the containers it names when dropped, even when the test fails.
@@ -95,7 +95,7 @@ fn leftovers(lab: &Lab) -> (Vec<String>, Vec<String>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_containers_join_plexus_networks_across_hosts() {
     prerequisites();
-    let name = format!("d{}", std::process::id() % 10_000_000);
+    let name = plexus_tests::unique_name('d');
     let lab = Lab::up(&LabConfig { docker: true, ..LabConfig::owned(&name, 2) }).expect("lab");
     let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane with a Docker host");
     let api = Client::new(&cp.api).unwrap();
@@ -192,7 +192,7 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
 
 /// Starts `docker run` and returns its result once it ends.
 fn docker_run_bg(args: Vec<String>) -> std::thread::JoinHandle<Output> {
-    std::thread::spawn(move || plexus_agent::lab::control::docker_client().args(&args).output().expect("docker"))
+    std::thread::spawn(move || plexus_lab::control::docker_client().args(&args).output().expect("docker"))
 }
 
 fn docker_leftovers_gone(lab: &Lab, what: &str) {
@@ -203,7 +203,7 @@ fn docker_leftovers_gone(lab: &Lab, what: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_sees_clear_errors_and_a_failed_start_leaks_nothing() {
     prerequisites();
-    let name = format!("e{}", std::process::id() % 10_000_000);
+    let name = plexus_tests::unique_name('e');
     let lab = Lab::up(&LabConfig { docker: true, ..LabConfig::owned(&name, 1) }).expect("lab");
     let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane with a Docker host");
     let api = Client::new(&cp.api).unwrap();
@@ -266,7 +266,7 @@ async fn connectivity_comes_back_after_dockerd_restarts() {
         Path::new("/run/plexus-test-dockerd.pid").exists(),
         "this test restarts dockerd, so it must have been started by `scripts/dockerd start` (scripts/test does)"
     );
-    let name = format!("r{}", std::process::id() % 10_000_000);
+    let name = plexus_tests::unique_name('r');
     let lab = Lab::up(&LabConfig { docker: true, ..LabConfig::owned(&name, 1) }).expect("lab");
     let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane with a Docker host");
     let api = Client::new(&cp.api).unwrap();
@@ -312,7 +312,7 @@ async fn connectivity_comes_back_after_dockerd_restarts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_agent_runs_as_a_sidecar_container() {
     prerequisites();
-    let name = format!("s{}", std::process::id() % 10_000_000);
+    let name = plexus_tests::unique_name('s');
     let tag = format!("plexus-agent:{name}");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/agent-image");
     let o = Command::new(&script).args([PLEXUS, &tag]).output().unwrap();

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use plexus_agent::lab::{probe, Lab, LabConfig};
 use plexus_api::{Client, EndpointSpec};
+use plexus_lab::{probe, Lab, LabConfig};
 
 /// `GET PATH` from an agent's health port inside its host's namespace: (status line, body).
 fn agent_http(netns: &str, path: &str) -> (String, String) {
@@ -22,13 +22,13 @@ fn agent_http(netns: &str, path: &str) -> (String, String) {
     (head.lines().next().unwrap_or_default().to_string(), body.to_string())
 }
 
-fn ping(from: String, to: Ipv4Addr) -> tokio::task::JoinHandle<Result<Duration, plexus_agent::lab::LabError>> {
+fn ping(from: String, to: Ipv4Addr) -> tokio::task::JoinHandle<Result<Duration, plexus_lab::LabError>> {
     tokio::task::spawn_blocking(move || probe::wait_ping(&from, to, Duration::from_secs(20)))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn agents_and_a_controller_connect_containers_on_three_hosts() {
-    let name = format!("e{}", std::process::id() % 10_000_000);
+    let name = plexus_tests::unique_name('e');
     let lab = Lab::up(&LabConfig::owned(&name, 3)).expect("lab");
     let cp = lab.start_control_plane(Path::new(env!("CARGO_BIN_EXE_plexus"))).expect("control plane");
     let api = Client::new(&cp.api).unwrap();
@@ -101,7 +101,7 @@ fn ping_n(from: String, to: Ipv4Addr, n: u32) -> tokio::task::JoinHandle<u32> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn traffic_survives_and_recovers_from_restarts_of_every_part() {
-    let name = format!("r{}", std::process::id() % 10_000_000);
+    let name = plexus_tests::unique_name('r');
     let lab = Lab::up(&LabConfig::owned(&name, 2)).expect("lab");
     let plexus = Path::new(env!("CARGO_BIN_EXE_plexus"));
     let cp = lab.start_control_plane(plexus).expect("control plane");
@@ -153,11 +153,11 @@ async fn traffic_survives_and_recovers_from_restarts_of_every_part() {
     // ovs-vswitchd restarts and comes back empty: the agent restores br-phy's address, the
     // controller the flows, and the switch ends with exactly the desired flows.
     let h2 = &lab.hosts[1];
-    assert!(h2.ovs.signal(plexus_agent::lab::Daemon::Vswitchd, libc::SIGKILL));
-    h2.ovs.start_daemon(plexus_agent::lab::Daemon::Vswitchd).unwrap();
+    assert!(h2.ovs.signal(plexus_lab::Daemon::Vswitchd, libc::SIGKILL));
+    h2.ovs.start_daemon(plexus_lab::Daemon::Vswitchd).unwrap();
     assert!(ping(cs[0].netns.clone(), cs[1].ip).await.unwrap().is_ok(), "traffic recovers after ovs-vswitchd restarts (logs in {})", lab.dir.display());
     wait_in_sync(&cp.api, &["h2"]).await;
     let st: serde_json::Value = reqwest::get(format!("{}/v1/hosts/h2/flows", cp.api)).await.unwrap().json().await.unwrap();
-    let of = plexus_agent::lab::wire::openflow(h2).await.unwrap();
+    let of = plexus_lab::wire::openflow(h2).await.unwrap();
     assert_eq!(of.dump_flows(Default::default()).await.unwrap().len() as u64, st["desired_flows"].as_u64().unwrap(), "exactly the desired flows, no leftovers");
 }

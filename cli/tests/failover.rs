@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use plexus_agent::lab::{probe, wire, Lab, LabConfig};
 use plexus_api::{Client, EndpointSpec, NetworkSpec};
+use plexus_lab::{probe, wire, Lab, LabConfig};
 
 const PLEXUS: &str = env!("CARGO_BIN_EXE_plexus");
 
@@ -66,15 +66,15 @@ async fn create_endpoint(api: &Client, host: &str, id: &str) -> plexus_api::Endp
 /// h1 and h3 that ping each other.
 struct World {
     lab: Lab,
-    cp: plexus_agent::lab::control::ControlPlane,
+    cp: plexus_lab::control::ControlPlane,
     api: Client,
     e3: plexus_api::Endpoint,
-    c1: plexus_agent::lab::Container,
-    c3: plexus_agent::lab::Container,
+    c1: plexus_lab::Container,
+    c3: plexus_lab::Container,
 }
 
 async fn world(tag: char) -> World {
-    let name = format!("{tag}{}", std::process::id() % 10_000_000);
+    let name = plexus_tests::unique_name(tag);
     let lab = Lab::up(&LabConfig { controllers: 3, ..LabConfig::owned(&name, 3) }).expect("lab");
     let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("a three-node control plane");
     let api = Client::new(&cp.api).unwrap();

@@ -19,7 +19,7 @@ use plexus_api::EndpointKey;
 use plexus_ovs::openflow::Role;
 
 /// Names of the flow-based tunnel ports the agent creates, one per encapsulation.
-pub const TUNNEL_PORTS: [&str; 2] = ["vxlan0", "geneve0"];
+pub const TUNNEL_PORTS: [&str; 2] = [plexus_api::Encap::ALL[0].port_name(), plexus_api::Encap::ALL[1].port_name()];
 
 pub use plexus_api::ids::port_name;
 

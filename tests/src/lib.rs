@@ -1,13 +1,17 @@
-//! Shared helpers for the end-to-end tests: unique labs, `ovs-ofctl` and `ovs-vsctl` as
-//! independent witnesses of what the switch holds.
+//! The one test-support crate of the workspace: unique labs and names, controller clusters as
+//! processes, `ovs-ofctl` and `ovs-vsctl` as independent witnesses of what a switch holds.
+//! The end-to-end tests in `tests/tests` and the CLI's tests in `cli/tests` both use it.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use plexus_agent::lab::{Lab, LabConfig, LabHost};
+use plexus_lab::{Lab, LabConfig, LabHost};
 use plexus_ovs::openflow::{Connection, ConnectionOptions};
 use plexus_ovs::ovsdb::{BridgeSpec, VSwitch};
+
+mod cluster;
+pub use cluster::Cluster;
 
 /// Logs to the test's output (shown for failing tests).
 pub fn init_tracing() {
@@ -58,7 +62,7 @@ pub fn dump_flows(host: &LabHost, bridge: &str) -> Vec<String> {
 /// A netdev bridge with fail_mode secure speaking OpenFlow 1.3, ready for OpenFlow over its
 /// management socket.
 pub async fn bridge(host: &LabHost, name: &str) -> (VSwitch, Connection, plexus_ovs::openflow::Events) {
-    let vs = plexus_agent::lab::wire::vswitch(host).await.expect("connect to ovsdb-server");
+    let vs = plexus_lab::wire::vswitch(host).await.expect("connect to ovsdb-server");
     let spec = BridgeSpec {
         name: name.into(),
         datapath_type: "netdev".into(),

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use plexus_agent::lab::{probe, wire, Daemon, Lab, LabConfig};
 use plexus_agent::netns;
+use plexus_lab::{probe, wire, Daemon, Lab, LabConfig};
 use plexus_tests::*;
 
 fn pids(lab: &Lab) -> Vec<i32> {
@@ -22,7 +22,7 @@ async fn containers_on_h1_and_h3_ping_and_carry_10mb_of_tcp_intact() {
         let there = probe::ping(&n1, ip3, 5, Duration::from_millis(100))?;
         let back = probe::ping(&n3, ip1, 5, Duration::from_millis(100))?;
         let t = probe::tcp_transfer(&n1, &n3, ip3, 10 << 20)?;
-        Ok::<_, plexus_agent::lab::LabError>((there, back, t))
+        Ok::<_, plexus_lab::LabError>((there, back, t))
     })
     .await
     .unwrap()
@@ -87,13 +87,13 @@ fn bad_lab_parameters_are_refused_and_build_nothing() {
     let before = netns::list();
     for (name, hosts, field) in [("Bad-Name", 1, "lab name"), ("waytoolongname", 1, "lab name"), ("ok", 0, "hosts"), ("ok", 17, "hosts")] {
         match Lab::up(&LabConfig::owned(name, hosts)) {
-            Err(plexus_agent::lab::LabError::Invalid { field: f, .. }) => assert_eq!(f, field),
+            Err(plexus_lab::LabError::Invalid { field: f, .. }) => assert_eq!(f, field),
             other => panic!("{name}/{hosts}: expected an invalid {field}, got {other:?}"),
         }
     }
     let name = unique_name('l');
     let first = Lab::up(&LabConfig::owned(&name, 1)).unwrap();
-    assert!(matches!(Lab::up(&LabConfig::owned(&name, 1)), Err(plexus_agent::lab::LabError::Exists(_))));
+    assert!(matches!(Lab::up(&LabConfig::owned(&name, 1)), Err(plexus_lab::LabError::Exists(_))));
     assert!(first.hosts[0].ovs.running(), "a refused duplicate does not harm the original");
     drop(first);
     let after = netns::list();
@@ -101,7 +101,7 @@ fn bad_lab_parameters_are_refused_and_build_nothing() {
 }
 
 /// The MAC a host's OVS sends tunnel packets to for `peer`, from `tnl/neigh/show`.
-fn tunnel_neighbour(host: &plexus_agent::lab::LabHost, peer: std::net::Ipv4Addr) -> Option<String> {
+fn tunnel_neighbour(host: &plexus_lab::LabHost, peer: std::net::Ipv4Addr) -> Option<String> {
     let table = host.ovs.appctl(&["tnl/neigh/show"]).expect("ovs-appctl tnl/neigh/show");
     table.lines().find_map(|l| {
         let mut cols = l.split_whitespace();

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use plexus_agent::lab::Daemon;
+use plexus_lab::Daemon;
 use plexus_ovs::openflow::*;
 use plexus_tests::*;
 

@@ -2,13 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use plexus_agent::lab::Daemon;
+use plexus_lab::Daemon;
 use plexus_ovs::ovsdb::value::{named_uuid, set, string_map_of};
 use plexus_ovs::ovsdb::*;
 use plexus_tests::*;
 use serde_json::{json, Map, Value};
 
-async fn client(host: &plexus_agent::lab::LabHost, opts: ClientOptions) -> Client {
+async fn client(host: &plexus_lab::LabHost, opts: ClientOptions) -> Client {
     Client::connect(host.ovsdb_target(), opts, Duration::from_secs(10)).await.expect("connect to ovsdb-server")
 }
 

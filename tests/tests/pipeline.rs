@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use plexus_agent::lab::{probe, wire, Container, Lab};
 use plexus_api::{EndpointKey, EndpointSpec, HostSpec, NetworkKind, NetworkSpec, Valid};
 use plexus_controller::flows::pipeline::priority;
 use plexus_controller::flows::{compile, reconcile, unit_cookie, SwitchView, Table, Unit};
 use plexus_controller::model::{Command, Model, Object};
+use plexus_lab::{probe, wire, Container, Lab};
 use plexus_ovs::openflow::Message;
 use plexus_tests::*;
 
@@ -133,7 +133,7 @@ async fn compiled_flows_join_a_network_across_hosts_and_keep_networks_apart() {
     assert_eq!(after.1, before.1, "no broadcast left h2 for the tunnel: {before:?} -> {after:?}");
 
     // Broadcast in blue reaches h3 (which has a blue endpoint) and never h2 (which has none).
-    let rx = |h: &plexus_agent::lab::LabHost| -> u64 {
+    let rx = |h: &plexus_lab::LabHost| -> u64 {
         let out = run("ovs-ofctl", &["-O", "OpenFlow13", "dump-ports", &format!("unix:{}", h.ovs.mgmt_sock(wire::BR_INT).display()), "vxlan0"]);
         out.split("rx pkts=").nth(1).and_then(|r| r.split(',').next()).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
     };

@@ -5,13 +5,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plexus_agent::lab::{probe, wire, Container, Lab, LabHost};
 use plexus_api::ids::port_name;
 use plexus_api::{EndpointKey, EndpointSpec, HostSpec, NetworkSpec, Valid};
 use plexus_controller::flows::{unit_cookie, Unit};
 use plexus_controller::model::{Command, Object};
 use plexus_controller::store::sm::SmData;
 use plexus_controller::switches::SwitchManager;
+use plexus_lab::{probe, wire, Container, Lab, LabHost};
 use plexus_ovs::openflow::{Connection, Listener};
 use plexus_tests::*;
 use tokio::sync::{watch, RwLock};

@@ -74,10 +74,7 @@ pub fn encap_name(encap: Encap) -> &'static str {
 
 /// The tunnel port's name for an encapsulation.
 pub fn tunnel_port(encap: Encap) -> &'static str {
-    match encap {
-        Encap::Vxlan => "vxlan0",
-        Encap::Geneve => "geneve0",
-    }
+    encap.port_name()
 }
 
 /// Makes the switch what the agent needs; idempotent, so it doubles as drift repair.

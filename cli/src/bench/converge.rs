@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use plexus_agent::lab::{probe, Lab, LabConfig};
 use plexus_api::{Client, EndpointSpec, NetworkSpec};
+use plexus_lab::{probe, Lab, LabConfig};
 
 pub(super) async fn run(rounds: usize) -> anyhow::Result<()> {
     let name = format!("bc{}", std::process::id() % 10_000_000);
@@ -55,7 +55,7 @@ pub(super) async fn run(rounds: usize) -> anyhow::Result<()> {
                 revision: 0,
             };
             // The endpoint does not exist yet: nothing to wait for.
-            cs.push(lab.attach_with(&e, &format!("b{i}x{}", cs.len()), 1450, false).await?);
+            cs.push(lab.attach_with(&e, &format!("b{i}x{}", cs.len()), plexus_lab::wire::CONTAINER_MTU, false).await?);
         }
         let ns = cs[0].netns.clone();
         if static_neighbor {

@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use plexus_agent::lab::{Lab, LabConfig};
 use plexus_api::{Client, EndpointSpec, NetworkSpec};
+use plexus_lab::{Lab, LabConfig};
 
-use plexus_agent::lab::control::{docker_client as docker, ensure_test_image, TEST_IMAGE as IMAGE};
+use plexus_lab::control::{docker_client as docker, ensure_test_image, TEST_IMAGE as IMAGE};
 
 fn docker_ok(args: &[&str]) -> anyhow::Result<String> {
     let o = docker().args(args).output().context("running docker")?;
@@ -47,7 +47,7 @@ pub(super) async fn run(rounds: usize) -> anyhow::Result<()> {
     let e = api
         .create_endpoint("bench", &EndpointSpec { id: Some("peer".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() })
         .await?;
-    lab.attach(&e, "peer", 1450).await?;
+    lab.attach(&e, "peer", plexus_lab::wire::CONTAINER_MTU).await?;
     // The baseline's peer: a container on Docker's bridge.
     let peer = format!("{name}peer");
     docker_ok(&["run", "-d", "--name", &peer, IMAGE, "sleep", "100000"])?;

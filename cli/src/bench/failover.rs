@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use plexus_agent::lab::{wire, Lab, LabConfig};
 use plexus_api::EndpointKey;
 use plexus_api::{Client, EndpointSpec, NetworkSpec};
 use plexus_controller::flows::{unit_cookie, Unit};
+use plexus_lab::{wire, Lab, LabConfig};
 use plexus_ovs::openflow::FlowStatsRequest;
 use plexus_ovs::ovsdb::{InterfaceType, PortSpec};
 

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use plexus_agent::lab::{wire, Lab, LabConfig};
+use plexus_lab::{wire, Lab, LabConfig};
 use plexus_ovs::openflow::{Action, Connection, ConnectionOptions, Field, FlowMod, FlowStatsRequest, Match, Message};
 use plexus_ovs::ovsdb::BridgeSpec;
 

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use plexus_agent::lab::{wire, Lab, LabConfig};
 use plexus_api::{Client, EndpointSpec, NetworkSpec};
+use plexus_lab::{wire, Lab, LabConfig};
 use plexus_ovs::ovsdb::{InterfaceType, PortSpec};
 
 /// Concurrent API calls while creating the batch.

@@ -74,20 +74,35 @@ pub fn compile_units(model: &Model, view: &SwitchView) -> BTreeMap<Unit, Vec<Flo
     let mut units = BTreeMap::new();
     units.insert(Unit::Glue, compile_unit(model, view, &Unit::Glue));
     for (name, eps) in &model.endpoints {
-        if carries(model, view, name).is_none() {
-            continue;
-        }
+        let Some(vni) = carries(model, view, name) else { continue };
         let unit = Unit::Network(name.clone());
         units.insert(unit.clone(), compile_unit(model, view, &unit));
-        for id in eps.keys() {
-            let unit = Unit::Endpoint(EndpointKey::new(name, id));
-            let f = compile_unit(model, view, &unit);
+        // The network's endpoints straight from the model: no lookup per endpoint.
+        for endpoint in eps.values() {
+            let unit = Unit::Endpoint(endpoint.key());
+            let f = endpoint_unit(model, view, &unit, endpoint, vni);
             if !f.is_empty() {
                 units.insert(unit, f);
             }
         }
     }
     units
+}
+
+/// The flows of an endpoint's unit, the endpoint and its network's VNI in hand.
+fn endpoint_unit(model: &Model, view: &SwitchView, unit: &Unit, endpoint: &plexus_api::Endpoint, vni: u32) -> Vec<FlowMod> {
+    let mut out = Flows::new(unit_cookie(unit));
+    let place = if endpoint.host == view.host {
+        view.ports.get(&endpoint.key()).map_or(Place::Unplugged, |p| Place::Local(*p))
+    } else {
+        model.hosts.get(&endpoint.host).map_or(Place::Unknown, Place::Remote)
+    };
+    let cx = EndpointCx { view, endpoint, vni, place };
+    for f in FEATURES {
+        out.for_feature(*f);
+        f.endpoint(&cx, &mut out);
+    }
+    normalized(out.into_vec())
 }
 
 /// The VNI of `network` if the switch carries it: an overlay in which the switch has a
@@ -120,16 +135,7 @@ pub fn compile_unit(model: &Model, view: &SwitchView, unit: &Unit) -> Vec<FlowMo
         Unit::Endpoint(key) => {
             let Some(endpoint) = model.endpoints.get(&key.network).and_then(|eps| eps.get(&key.id)) else { return Vec::new() };
             let Some(vni) = carries(model, view, &key.network) else { return Vec::new() };
-            let place = if endpoint.host == view.host {
-                view.ports.get(key).map_or(Place::Unplugged, |p| Place::Local(*p))
-            } else {
-                model.hosts.get(&endpoint.host).map_or(Place::Unknown, Place::Remote)
-            };
-            let cx = EndpointCx { view, endpoint, vni, place };
-            for f in FEATURES {
-                out.for_feature(*f);
-                f.endpoint(&cx, &mut out);
-            }
+            return endpoint_unit(model, view, unit, endpoint, vni);
         }
     }
     normalized(out.into_vec())

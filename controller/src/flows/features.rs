@@ -253,19 +253,12 @@ impl Feature for Switching {
     }
     fn network(&self, cx: &NetworkCx<'_>, out: &mut Flows) {
         let (vni, name) = (cx.vni, cx.network.spec.name.as_str());
-        // Local ports come from the switch's (few) ports; remote hosts from one pass over the
-        // network's endpoints.
+        // Local ports come from the switch's (few) ports; remote hosts from the model's index
+        // of which hosts have endpoints in the network: no pass over its endpoints.
         let locals: Vec<Action> =
             cx.view.ports.range(EndpointKey::first_in(name)..).take_while(|(k, _)| k.network == name).map(|(_, p)| Action::output(*p)).collect();
-        let remote: BTreeSet<Ipv4Addr> = cx
-            .model
-            .endpoints
-            .get(name)
-            .into_iter()
-            .flat_map(|m| m.values())
-            .filter(|e| e.host != cx.view.host)
-            .filter_map(|e| cx.model.hosts.get(&e.host).map(|h| h.spec.tunnel_ip))
-            .collect();
+        let remote: BTreeSet<Ipv4Addr> =
+            cx.model.member_hosts(name).filter(|h| *h != cx.view.host).filter_map(|h| cx.model.hosts.get(h).map(|h| h.spec.tunnel_ip)).collect();
         let bcast = |o: Origin| {
             net_match(vni).reg(REG_FROM_TUNNEL, o.reg_value()).set(MatchField { field: Field::EthDst, value: BROADCAST_BIT, mask: Some(BROADCAST_BIT) })
         };

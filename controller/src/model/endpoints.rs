@@ -137,6 +137,7 @@ impl Model {
         u.ips.insert(u32::from(ip));
         u.macs.insert(ep.mac);
         self.endpoints.entry(network.to_string()).or_default().insert(id.clone(), ep.clone());
+        self.count_member(network, &ep.host, true);
         self.record(Subject::Endpoint(ep.key()), Some(Object::Endpoint(ep.clone())));
         Ok(ep)
     }
@@ -146,6 +147,7 @@ impl Model {
         let Some(removed) = removed else {
             return Err(Refusal::new(404, Some("id"), format!("no endpoint {id} in network {network}")));
         };
+        self.count_member(network, &removed.host, false);
         let u = self.used(network);
         u.ips.remove(&u32::from(removed.ip));
         u.macs.remove(&removed.mac);

@@ -179,6 +179,10 @@ pub struct Model {
     /// Host names by datapath id (derived, not stored).
     #[serde(skip)]
     pub(crate) by_datapath: imbl::HashMap<String, String>,
+    /// How many endpoints each host has in each network, by network then host (derived, not
+    /// stored): the hosts a network's broadcast goes to, without a pass over its endpoints.
+    #[serde(skip)]
+    pub(crate) members: OrdMap<String, OrdMap<String, u32>>,
 }
 
 /// How many changes the model keeps for watchers; one further behind must list again.
@@ -272,11 +276,41 @@ impl Model {
 
     /// The host whose switch has datapath id `dpid` (hex, as the API shows it).
     pub fn host_by_datapath(&self, dpid: &str) -> Option<&Host> {
-        match self.by_datapath.get(dpid) {
-            Some(name) => self.hosts.get(name),
-            // The index is derived: after a snapshot load it fills as hosts heartbeat.
-            None if self.by_datapath.len() < self.hosts.len() => self.hosts.values().find(|h| h.datapath_id == dpid),
-            None => None,
+        self.by_datapath.get(dpid).and_then(|name| self.hosts.get(name))
+    }
+
+    /// The hosts that have endpoints in `network`.
+    pub fn member_hosts(&self, network: &str) -> impl Iterator<Item = &str> {
+        self.members.get(network).into_iter().flat_map(|m| m.keys().map(String::as_str))
+    }
+
+    /// Rebuilds what is derived rather than stored; called on a model loaded from a snapshot.
+    pub fn reindex(&mut self) {
+        self.by_datapath = self.hosts.values().map(|h| (h.datapath_id.clone(), h.spec.name.clone())).collect();
+        self.members = OrdMap::new();
+        let eps: Vec<(String, String)> = self.all_endpoints().map(|e| (e.network.clone(), e.host.clone())).collect();
+        for (network, host) in eps {
+            self.count_member(&network, &host, true);
+        }
+    }
+
+    /// Counts an endpoint of `network` on `host` in or out of the member index.
+    pub(crate) fn count_member(&mut self, network: &str, host: &str, added: bool) {
+        let hosts = self.members.entry(network.to_string()).or_default();
+        let n = hosts.get(host).copied().unwrap_or(0);
+        match (added, n) {
+            (true, n) => {
+                hosts.insert(host.to_string(), n + 1);
+            }
+            (false, 0 | 1) => {
+                hosts.remove(host);
+            }
+            (false, n) => {
+                hosts.insert(host.to_string(), n - 1);
+            }
+        }
+        if hosts.is_empty() {
+            self.members.remove(network);
         }
     }
 
@@ -329,6 +363,28 @@ mod tests {
 
     fn host(i: u32) -> Command {
         testing::host(&format!("h{i}"), i)
+    }
+
+    #[test]
+    fn derived_indexes_kept_on_the_way_equal_those_rebuilt_after_a_load() {
+        let mut m = Model::default();
+        for i in 1..=3 {
+            m.apply(host(i)).unwrap();
+        }
+        m.apply(testing::overlay("red", "10.1.0.0/24", None)).unwrap();
+        m.apply(testing::overlay("blue", "10.2.0.0/24", None)).unwrap();
+        for (net, id, h) in [("red", "a", "h1"), ("red", "b", "h1"), ("red", "c", "h2"), ("blue", "d", "h3")] {
+            m.apply(testing::endpoint(net, id, h)).unwrap();
+        }
+        m.apply(Command::DeleteEndpoint { network: "red".into(), id: "c".into() }).unwrap();
+        m.apply(Command::DeleteNetwork { name: "blue".into(), if_match: None, force: true }).unwrap();
+        assert_eq!(m.member_hosts("red").collect::<Vec<_>>(), ["h1"], "h2's last endpoint left red");
+        assert_eq!(m.member_hosts("blue").count(), 0);
+        let mut loaded: Model = serde_json::from_value(serde_json::to_value(&m).unwrap()).unwrap();
+        assert!(loaded.host_by_datapath(&m.hosts["h1"].datapath_id).is_none(), "derived state is not stored");
+        loaded.reindex();
+        assert_eq!((&loaded.members, &loaded.by_datapath), (&m.members, &m.by_datapath));
+        assert_eq!(loaded.host_by_datapath(&m.hosts["h2"].datapath_id).map(|h| h.spec.name.as_str()), Some("h2"));
     }
 
     #[test]

@@ -28,6 +28,7 @@ impl Model {
         self.leases.remove(name);
         let gone = self.endpoints.remove(name).unwrap_or_default();
         self.forget_used(name);
+        self.members.remove(name);
         self.revision += 1;
         for id in gone.keys() {
             self.record(Subject::Endpoint(EndpointKey::new(name, id)), None);

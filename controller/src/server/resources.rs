@@ -32,7 +32,7 @@ macro_rules! header_or_return {
 // ---- networks ----
 
 #[utoipa::path(post, path = "/v1/networks", tag = "networks", request_body = NetworkSpec,
-    responses((status = 201, description = "Created", body = Network), (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Name, VNI or VLAN taken", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, description = "Created", body = Network), (status = 400, description = "Malformed body"), (status = 409, description = "Name, VNI or VLAN taken"), (status = 413, description = "Body too large"), (status = 422, description = "Invalid field"), (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn create_network(s: St, req: Request) -> Response {
     let im = header_or_return!(if_match(req.headers()));
     route_write(
@@ -50,7 +50,7 @@ pub(crate) async fn create_network(s: St, req: Request) -> Response {
 
 #[utoipa::path(put, path = "/v1/networks/{name}", tag = "networks", request_body = NetworkSpec,
     params(("name" = String, Path, description = "Network name"), ("If-Match" = Option<String>, Header, description = "Revision the network must be at")),
-    responses((status = 200, description = "Created or replaced (idempotent)", body = Network), (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), (status = 412, description = "Revision mismatch", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Created or replaced (idempotent)", body = Network), (status = 400, description = "Malformed body"), (status = 409, description = "Conflict"), (status = 412, description = "Revision mismatch"), (status = 422, description = "Invalid field"), (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn put_network(s: St, Path(name): Path<String>, req: Request) -> Response {
     let im = header_or_return!(if_match(req.headers()));
     route_write(
@@ -77,14 +77,14 @@ pub(crate) struct DeleteOpts {
 
 #[utoipa::path(delete, path = "/v1/networks/{name}", tag = "networks",
     params(("name" = String, Path, description = "Network name"), ("force" = Option<bool>, Query, description = "Delete its endpoints too"), ("If-Match" = Option<String>, Header, description = "Revision the network must be at")),
-    responses((status = 204, description = "Deleted"), (status = 404, description = "No such network", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Endpoints remain", body = Problem, content_type = "application/problem+json"), (status = 412, description = "Revision mismatch", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such network"), (status = 409, description = "Endpoints remain"), (status = 412, description = "Revision mismatch"), (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn delete_network(s: St, Path(name): Path<String>, Query(o): Query<DeleteOpts>, req: Request) -> Response {
     let im = header_or_return!(if_match(req.headers()));
     route_write(&s, req, move |_| Ok(Command::DeleteNetwork { name, if_match: im, force: o.force }), StatusCode::NO_CONTENT).await
 }
 
 #[utoipa::path(get, path = "/v1/networks", tag = "networks", params(("local" = Option<bool>, Query, description = "Answer from this node's replica instead of the leader")),
-    responses((status = 200, description = "All networks", body = [Network]), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "All networks", body = [Network]), (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn list_networks(s: St, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(r) = route_read(&s, &o, &uri, &headers).await {
         return r;
@@ -94,7 +94,7 @@ pub(crate) async fn list_networks(s: St, Query(o): Query<ReadOpts>, uri: Uri, he
 }
 
 #[utoipa::path(get, path = "/v1/networks/{name}", tag = "networks", params(("name" = String, Path, description = "Network name"), ("local" = Option<bool>, Query, description = "Answer from this node's replica instead of the leader")),
-    responses((status = 200, description = "The network (ETag: its revision)", body = Network), (status = 404, description = "No such network", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The network (ETag: its revision)", body = Network), (status = 404, description = "No such network"), (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn get_network(s: St, Path(name): Path<String>, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(r) = route_read(&s, &o, &uri, &headers).await {
         return r;
@@ -109,7 +109,7 @@ pub(crate) async fn get_network(s: St, Path(name): Path<String>, Query(o): Query
 
 #[utoipa::path(post, path = "/v1/networks/{name}/endpoints", tag = "endpoints", request_body = EndpointSpec,
     params(("name" = String, Path, description = "Network name")),
-    responses((status = 201, description = "Created, address allocated", body = Endpoint), (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such network", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Address, MAC or id taken, or subnet exhausted", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, description = "Created, address allocated", body = Endpoint), (status = 400, description = "Malformed body"), (status = 404, description = "No such network"), (status = 409, description = "Address, MAC or id taken, or subnet exhausted"), (status = 422, description = "Invalid field"), (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn create_endpoint(s: St, Path(network): Path<String>, req: Request) -> Response {
     let now_ms = now_ms();
     route_write(
@@ -127,13 +127,13 @@ pub(crate) async fn create_endpoint(s: St, Path(network): Path<String>, req: Req
 
 #[utoipa::path(delete, path = "/v1/networks/{name}/endpoints/{id}", tag = "endpoints",
     params(("name" = String, Path, description = "Network name"), ("id" = String, Path, description = "Endpoint id")),
-    responses((status = 204, description = "Deleted, address freed"), (status = 404, description = "No such endpoint", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "Deleted, address freed"), (status = 404, description = "No such endpoint"), (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn delete_endpoint(s: St, Path((network, id)): Path<(String, String)>, req: Request) -> Response {
     route_write(&s, req, move |_| Ok(Command::DeleteEndpoint { network, id }), StatusCode::NO_CONTENT).await
 }
 
 #[utoipa::path(get, path = "/v1/networks/{name}/endpoints", tag = "endpoints", params(("name" = String, Path, description = "Network name"), ("local" = Option<bool>, Query, description = "Answer from this node's replica instead of the leader")),
-    responses((status = 200, description = "The network's endpoints", body = [Endpoint]), (status = 404, description = "No such network", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The network's endpoints", body = [Endpoint]), (status = 404, description = "No such network"), (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn list_endpoints(s: St, Path(network): Path<String>, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(r) = route_read(&s, &o, &uri, &headers).await {
         return r;
@@ -147,7 +147,7 @@ pub(crate) async fn list_endpoints(s: St, Path(network): Path<String>, Query(o):
 
 #[utoipa::path(get, path = "/v1/networks/{name}/endpoints/{id}", tag = "endpoints",
     params(("name" = String, Path, description = "Network name"), ("id" = String, Path, description = "Endpoint id"), ("local" = Option<bool>, Query, description = "Answer from this node's replica instead of the leader")),
-    responses((status = 200, description = "The endpoint", body = Endpoint), (status = 404, description = "No such endpoint", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The endpoint", body = Endpoint), (status = 404, description = "No such endpoint"), (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn get_endpoint(s: St, Path((network, id)): Path<(String, String)>, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(r) = route_read(&s, &o, &uri, &headers).await {
         return r;
@@ -159,7 +159,7 @@ pub(crate) async fn get_endpoint(s: St, Path((network, id)): Path<(String, Strin
 }
 
 #[utoipa::path(get, path = "/v1/networks/{name}/leases", tag = "endpoints", params(("name" = String, Path, description = "Network name"), ("local" = Option<bool>, Query, description = "Answer from this node's replica")),
-    responses((status = 200, description = "host-subnet leases of the network", body = [Lease]), (status = 404, description = "No such network", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "host-subnet leases of the network", body = [Lease]), (status = 404, description = "No such network")))]
 pub(crate) async fn list_leases(s: St, Path(network): Path<String>, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(r) = route_read(&s, &o, &uri, &headers).await {
         return r;
@@ -175,7 +175,7 @@ pub(crate) async fn list_leases(s: St, Path(network): Path<String>, Query(o): Qu
 
 #[utoipa::path(put, path = "/v1/hosts/{name}", tag = "hosts", request_body = HostSpec,
     params(("name" = String, Path, description = "Host name")),
-    responses((status = 200, description = "Registered; repeating it is the heartbeat", body = Host), (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Tunnel address taken", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Registered; repeating it is the heartbeat", body = Host), (status = 400, description = "Malformed body"), (status = 409, description = "Tunnel address taken"), (status = 422, description = "Invalid field"), (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn put_host(s: St, Path(name): Path<String>, req: Request) -> Response {
     let now_ms = now_ms();
     route_write(
@@ -195,7 +195,7 @@ pub(crate) async fn put_host(s: St, Path(name): Path<String>, req: Request) -> R
 }
 
 #[utoipa::path(get, path = "/v1/hosts", tag = "hosts", params(("local" = Option<bool>, Query, description = "Answer from this node's replica instead of the leader")),
-    responses((status = 200, description = "Registered hosts", body = [Host]), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Registered hosts", body = [Host]), (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn list_hosts(s: St, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(r) = route_read(&s, &o, &uri, &headers).await {
         return r;
@@ -204,7 +204,7 @@ pub(crate) async fn list_hosts(s: St, Query(o): Query<ReadOpts>, uri: Uri, heade
 }
 
 #[utoipa::path(get, path = "/v1/hosts/{name}", tag = "hosts", params(("name" = String, Path, description = "Host name"), ("local" = Option<bool>, Query, description = "Answer from this node's replica instead of the leader")),
-    responses((status = 200, description = "The host", body = Host), (status = 404, description = "No such host", body = Problem, content_type = "application/problem+json"), (status = 503, description = "No leader or no quorum", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The host", body = Host), (status = 404, description = "No such host"), (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn get_host(s: St, Path(name): Path<String>, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(r) = route_read(&s, &o, &uri, &headers).await {
         return r;
@@ -243,7 +243,7 @@ pub(crate) struct WatchResponse {
 
 #[utoipa::path(get, path = "/v1/watch", tag = "watch", params(WatchOpts),
     responses((status = 200, description = "Changes after `since` (empty if none came before the timeout)", body = WatchResponse),
-              (status = 410, description = "`since` is older than the changes kept: list everything again", body = Problem, content_type = "application/problem+json")))]
+              (status = 410, description = "`since` is older than the changes kept: list everything again")))]
 /// Long-poll for changes, answered from this node's replica so agents can watch any node.
 pub(crate) async fn watch(s: St, Query(o): Query<WatchOpts>) -> Response {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(o.timeout.min(300));
@@ -276,7 +276,7 @@ pub(crate) async fn watch(s: St, Query(o): Query<WatchOpts>) -> Response {
 
 #[utoipa::path(get, path = "/v1/hosts/{name}/flows", tag = "hosts", params(("name" = String, Path, description = "Host name")),
     responses((status = 200, description = "The state of the host's switch as this node programs it", body = crate::switches::SwitchStatus),
-              (status = 404, description = "No such host, or its switch never connected to this node", body = Problem, content_type = "application/problem+json")))]
+              (status = 404, description = "No such host, or its switch never connected to this node")))]
 /// The state of a host's switch: connected, in sync, desired flows, the revision they reflect, the last pass, the last error.
 pub(crate) async fn host_flows(s: St, Path(name): Path<String>) -> Response {
     let Some(dpid) = s.state.read().await.model.hosts.get(&name).map(|h| h.datapath_id.clone()) else {

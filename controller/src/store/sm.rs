@@ -57,7 +57,8 @@ impl StateMachine {
         w.commit().map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let sm = StateMachine { state: Arc::new(RwLock::new(SmData::default())), db: Arc::new(db), revision: Arc::new(tokio::sync::watch::channel(0).0) };
         if let Some(s) = sm.stored()? {
-            let data: SmData = serde_json::from_slice(&s.data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            let mut data: SmData = serde_json::from_slice(&s.data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            Arc::make_mut(&mut data.model).reindex();
             sm.revision.send_replace(data.model.revision);
             sm.state.try_write().map(|mut st| *st = data).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         }
@@ -151,7 +152,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta<u64, openraft::BasicNode>, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let new: SmData = serde_json::from_slice(&data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let mut new: SmData = serde_json::from_slice(&data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        Arc::make_mut(&mut new.model).reindex();
         self.store(&StoredSnapshot { meta: meta.clone(), data })?;
         let rev = new.model.revision;
         *self.state.write().await = new;

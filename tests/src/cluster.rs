@@ -1,7 +1,5 @@
 //! Controller processes for tests: each cluster on its own loopback addresses, killed by pid.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,41 +9,51 @@ use serde_json::Value;
 
 /// A cluster of controller processes, each on its own loopback address (127.X.Y.id, X.Y from
 /// this test's pid), killed by pid when dropped.
-pub(crate) struct Cluster {
+#[derive(Debug)]
+pub struct Cluster {
+    /// The `plexus` binary the nodes run.
+    pub bin: PathBuf,
+    /// Each node's process, while it runs (node `i` at index `i - 1`).
     pub procs: Vec<Option<Child>>,
+    /// Each node's address.
     pub addrs: Vec<String>,
+    /// Where the nodes keep their data and logs.
     pub dir: PathBuf,
+    /// A client for their APIs.
     pub http: reqwest::Client,
 }
 
 impl Cluster {
-    pub(crate) fn new(n: usize, tag: u8) -> Cluster {
-        let mut c = Cluster::empty(n, tag);
+    /// A cluster of `n` nodes running `bin` (a test's `env!("CARGO_BIN_EXE_plexus")`), all
+    /// started; `tag` tells apart the clusters of one test process.
+    pub fn new(bin: &str, n: usize, tag: u8) -> Cluster {
+        let mut c = Cluster::empty(bin, n, tag);
         for i in 1..=n {
             c.start(i);
         }
         c
     }
 
-    pub(crate) fn start(&mut self, i: usize) {
+    /// Starts node `i` with the others as peers.
+    pub fn start(&mut self, i: usize) {
         let peers: Vec<String> = self.addrs.iter().enumerate().map(|(j, a)| format!("{}={a}", j + 1)).collect();
         self.spawn(i, &["--peers", &peers.join(",")]);
     }
 
     /// A cluster whose nodes the test starts itself with [`Cluster::spawn`].
-    pub(crate) fn empty(n: usize, tag: u8) -> Cluster {
+    pub fn empty(bin: &str, n: usize, tag: u8) -> Cluster {
         let pid = std::process::id();
         let addrs: Vec<String> = (1..=n).map(|i| format!("127.{}.{}.{}:7000", (pid >> 8) & 0xff, pid & 0xff, tag as usize * 10 + i)).collect();
         let dir = std::env::temp_dir().join(format!("plexus-cluster-{pid}-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
-        Cluster { procs: (0..n).map(|_| None).collect(), addrs, dir, http: reqwest::Client::new() }
+        Cluster { bin: bin.into(), procs: (0..n).map(|_| None).collect(), addrs, dir, http: reqwest::Client::new() }
     }
 
     /// Starts node `i` with extra arguments.
-    pub(crate) fn spawn(&mut self, i: usize, extra: &[&str]) {
+    pub fn spawn(&mut self, i: usize, extra: &[&str]) {
         let _ = std::fs::create_dir_all(&self.dir);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("node{i}.log"))).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_plexus"))
+        let child = Command::new(&self.bin)
             .args(["controller", "--id", &i.to_string(), "--listen", &self.addrs[i - 1]])
             .arg("--data-dir")
             .arg(self.dir.join(format!("node{i}")))
@@ -57,7 +65,8 @@ impl Cluster {
         self.procs[i - 1] = Some(child);
     }
 
-    pub(crate) fn signal(&mut self, i: usize, sig: i32) {
+    /// Sends signal `sig` to node `i` (and reaps it after `SIGKILL`).
+    pub fn signal(&mut self, i: usize, sig: i32) {
         if let Some(c) = &self.procs[i - 1] {
             // SAFETY: a pid of a child we spawned and have not yet waited for.
             unsafe { libc::kill(c.id() as i32, sig) };
@@ -69,11 +78,13 @@ impl Cluster {
         }
     }
 
-    pub(crate) fn url(&self, i: usize, path: &str) -> String {
+    /// The URL of `path` on node `i`.
+    pub fn url(&self, i: usize, path: &str) -> String {
         format!("http://{}{path}", self.addrs[i - 1])
     }
 
-    pub(crate) async fn get(&self, i: usize, path: &str) -> Option<Value> {
+    /// GETs `path` from node `i`; `None` unless it answers 2xx with JSON within 5 s.
+    pub async fn get(&self, i: usize, path: &str) -> Option<Value> {
         let r = self.http.get(self.url(i, path)).timeout(Duration::from_secs(5)).send().await.ok()?;
         if !r.status().is_success() {
             return None;
@@ -82,7 +93,7 @@ impl Cluster {
     }
 
     /// Waits until every live node names the same leader; returns it.
-    pub(crate) async fn leader(&self, live: &[usize]) -> u64 {
+    pub async fn leader(&self, live: &[usize]) -> u64 {
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(20) {
             let mut seen = BTreeSet::new();
@@ -106,7 +117,7 @@ impl Cluster {
 
     /// Waits until every node in `live` has applied the model at `revision`, and returns each
     /// one's own (local) list of networks.
-    pub(crate) async fn converged(&self, live: &[usize], revision: u64) -> Vec<Value> {
+    pub async fn converged(&self, live: &[usize], revision: u64) -> Vec<Value> {
         let t = Instant::now();
         loop {
             let mut revs = Vec::new();

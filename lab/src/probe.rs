@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::LabError;
-use crate::netns;
+use plexus_agent::netns;
 
 /// Pings `dst` from namespace `ns`: `count` echo requests, `interval` apart; returns how many
 /// were answered.

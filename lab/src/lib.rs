@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 
 pub use control::{ControlPlane, API_PORT, OPENFLOW_PORT};
 pub use daemons::{Daemon, OvsInstance};
-use plexus_api::{LabHostStatus, LabStatus};
+mod status;
 use sh::{in_ns, ip, tx_offload_off};
+pub use status::{LabHostStatus, LabStatus};
 
 /// Where labs keep their state unless `PLEXUS_LAB_ROOT` says otherwise. Short, because unix
 /// socket paths (bridge `.mgmt` sockets live here) are limited to 107 bytes.
@@ -328,7 +329,7 @@ impl Lab {
     }
 
     /// Like [`Lab::add_container`], with the prefix length and the MAC address an endpoint
-    /// was given (`aa:bb:cc:dd:ee:ff`). The veth is plumbed over netlink ([`crate::plumb`]);
+    /// was given (`aa:bb:cc:dd:ee:ff`). The veth is plumbed over netlink ([`plexus_agent::plumb`]);
     /// TX checksum offload is off on both ends (the lab's switches are userspace).
     pub fn add_container_with(
         &self,
@@ -343,10 +344,10 @@ impl Lab {
             .map(|m| plexus_api::Mac::parse("mac", m).map(plexus_api::Mac::octets).map_err(|e| LabError::Invalid { field: "mac", reason: e.to_string() }))
             .transpose()?;
         let netns = self.new_container_netns(name)?;
-        let mac = mac.unwrap_or_else(|| crate::plumb::mac_for(&netns));
-        let p = crate::plumb::Plumbing {
-            host_netns: Some(crate::netns::path(&host.netns)),
-            netns: crate::netns::path(&netns),
+        let mac = mac.unwrap_or_else(|| plexus_agent::plumb::mac_for(&netns));
+        let p = plexus_agent::plumb::Plumbing {
+            host_netns: Some(plexus_agent::netns::path(&host.netns)),
+            netns: plexus_agent::netns::path(&netns),
             ifname: "eth0".into(),
             host_if: name.to_string(),
             mac,
@@ -356,7 +357,7 @@ impl Lab {
             mtu,
             checksum_offload_off: true,
         };
-        match crate::plumb::plumb(&p) {
+        match plexus_agent::plumb::plumb(&p) {
             Ok(_) => Ok(Container { netns, host_if: name.to_string(), ip: ip_addr, mac }),
             Err(e) => {
                 let _ = ip(None, &["netns", "delete", &netns]);
@@ -439,7 +440,7 @@ impl Drop for Lab {
 /// Namespaces that belong to lab `name`.
 fn netns_of(name: &str) -> impl Iterator<Item = String> {
     let prefix = format!("{NS_PREFIX}{name}-");
-    crate::netns::list().into_iter().filter(move |n| n.starts_with(&prefix))
+    plexus_agent::netns::list().into_iter().filter(move |n| n.starts_with(&prefix))
 }
 
 /// Removes labs whose owning process has died, and `plx-*` namespaces that belong to no lab
@@ -473,7 +474,7 @@ fn sweep_stale(root: &Path) {
             }
         }
     }
-    for ns in crate::netns::list() {
+    for ns in plexus_agent::netns::list() {
         let Some(rest) = ns.strip_prefix(NS_PREFIX) else { continue };
         let lab = rest.split('-').next().unwrap_or_default();
         if !has_lab(lab) {

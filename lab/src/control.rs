@@ -125,7 +125,7 @@ impl Lab {
             "--heartbeat".into(),
             "2".into(),
             "--encap".into(),
-            crate::agent::encap_name(self.encap).into(),
+            plexus_agent::agent::encap_name(self.encap).into(),
             "--docker".into(),
             "--docker-plugin-dir".into(),
             PLUGIN_DIR.into(),
@@ -135,7 +135,7 @@ impl Lab {
     }
 
     fn start_docker_host(&self, plexus: &Path) -> Result<(), LabError> {
-        let sock = crate::docker::plugin_socket(Path::new(PLUGIN_DIR));
+        let sock = plexus_agent::docker::plugin_socket(Path::new(PLUGIN_DIR));
         if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
             return Err(LabError::Invalid {
                 field: "docker",
@@ -159,7 +159,7 @@ impl Lab {
 
     /// Starts (or restarts) the Docker host's agent; returns once it serves the plugin socket.
     pub fn start_docker_agent(&self, plexus: &Path) -> Result<(), LabError> {
-        let sock = crate::docker::plugin_socket(Path::new(PLUGIN_DIR));
+        let sock = plexus_agent::docker::plugin_socket(Path::new(PLUGIN_DIR));
         let _ = std::fs::remove_file(&sock);
         let args = self.docker_agent_args()?;
         self.spawn(None, &format!("agent-{DOCKER_HOST}"), plexus, &args)?;
@@ -168,7 +168,7 @@ impl Lab {
 
     /// Waits until something serves the plugin socket.
     pub fn wait_plugin(&self) -> Result<(), LabError> {
-        let sock = crate::docker::plugin_socket(Path::new(PLUGIN_DIR));
+        let sock = plexus_agent::docker::plugin_socket(Path::new(PLUGIN_DIR));
         let t = Instant::now();
         while std::os::unix::net::UnixStream::connect(&sock).is_err() {
             if t.elapsed() > Duration::from_secs(20) {
@@ -321,7 +321,7 @@ impl Lab {
             "--heartbeat".into(),
             "2".into(),
             "--encap".into(),
-            crate::agent::encap_name(self.encap).into(),
+            plexus_agent::agent::encap_name(self.encap).into(),
         ];
         self.spawn(Some(&h.netns), &format!("agent-{name}"), plexus, &args)
     }
@@ -373,7 +373,7 @@ impl Lab {
                     let _ = ip(None, &["link", "del", tap]);
                 }
             }
-            let _ = std::fs::remove_file(crate::docker::plugin_socket(Path::new(PLUGIN_DIR)));
+            let _ = std::fs::remove_file(plexus_agent::docker::plugin_socket(Path::new(PLUGIN_DIR)));
         }
         let _ = ip(None, &["link", "del", &self.root_link()]);
     }
@@ -437,11 +437,11 @@ impl Lab {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let netns = self.new_container_netns(name)?;
-        match crate::attach::plug(
+        match plexus_agent::attach::plug(
             &vs,
             e,
-            Some(crate::netns::path(&host.netns)),
-            crate::netns::path(&netns),
+            Some(plexus_agent::netns::path(&host.netns)),
+            plexus_agent::netns::path(&netns),
             "eth0",
             mtu,
             wait.then(|| host.ovs.mgmt_sock(super::wire::BR_INT)),

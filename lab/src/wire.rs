@@ -13,13 +13,13 @@ use plexus_ovs::ovsdb::{BridgeSpec, Client, ClientOptions, InterfaceType, PortSp
 use super::{Container, LabError, LabHost};
 
 /// The integration bridge.
-pub use crate::agent::BR_INT;
+pub use plexus_agent::agent::BR_INT;
 /// The bridge holding the underlay interface and address.
-pub use crate::underlay::BR_PHY;
+pub use plexus_agent::underlay::BR_PHY;
 /// The flow-based VXLAN port.
-pub const VXLAN_PORT: &str = "vxlan0";
-/// VXLAN over IPv4 adds 50 bytes; a 1500-byte underlay leaves 1450 for containers.
-pub const VXLAN_OVERHEAD: u32 = 50;
+pub const VXLAN_PORT: &str = plexus_api::Encap::Vxlan.port_name();
+/// The MTU of the lab's containers: the lab's 1500-byte underlay less VXLAN's overhead.
+pub const CONTAINER_MTU: u32 = 1500 - plexus_api::Encap::Vxlan.overhead();
 
 fn ovs_err(e: impl std::fmt::Display) -> LabError {
     LabError::Command { cmd: "ovs".into(), reason: e.to_string() }
@@ -48,8 +48,8 @@ pub async fn prepare_host(host: &LabHost, vs: &VSwitch) -> Result<u32, LabError>
     vs.ensure_bridge(&int).await.map_err(ovs_err)?;
     let vx = PortSpec::new(VXLAN_PORT, InterfaceType::Vxlan).option("remote_ip", "flow").option("key", "flow");
     vs.add_port(BR_INT, &vx).await.map_err(ovs_err)?;
-    let ns = crate::netns::path(&host.netns);
-    crate::underlay::adopt(vs, Some(&ns), "eth0", host.underlay_ip, 24).await.map_err(ovs_err)?;
+    let ns = plexus_agent::netns::path(&host.netns);
+    plexus_agent::underlay::adopt(vs, Some(&ns), "eth0", host.underlay_ip, 24).await.map_err(ovs_err)?;
     vs.wait_ofport(VXLAN_PORT, Duration::from_secs(10)).await.map_err(ovs_err)
 }
 
@@ -81,7 +81,7 @@ pub fn p2p_flows(local_port: u32, tunnel_port: u32, vni: u64, remote: Ipv4Addr, 
 /// host `b` (addresses `10.0.0.1` and `10.0.0.2`), both hosts prepared for userspace
 /// tunnels, and flows through the codec joining the two over VXLAN `vni`.
 pub async fn connect_pair(lab: &super::Lab, a: &LabHost, name_a: &str, b: &LabHost, name_b: &str, vni: u64) -> Result<(Container, Container), LabError> {
-    let mtu = 1500 - VXLAN_OVERHEAD;
+    let mtu = CONTAINER_MTU;
     let ca = lab.add_container(a, name_a, Ipv4Addr::new(10, 0, 0, 1), mtu)?;
     let cb = lab.add_container(b, name_b, Ipv4Addr::new(10, 0, 0, 2), mtu)?;
     for (host, local, remote) in [(a, &ca, b), (b, &cb, a)] {
