@@ -1,6 +1,5 @@
 //! The REST API of a controller: what NetOps send, and what bad input gets back.
 
-
 use std::time::Duration;
 
 use plexus_tests::Cluster;

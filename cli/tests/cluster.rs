@@ -1,6 +1,5 @@
 //! Controller clusters of real `plexus controller` processes on loopback.
 
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 

@@ -105,8 +105,22 @@ impl Lab {
     /// as a container.
     pub fn docker_agent_args(&self) -> Result<Vec<String>, LabError> {
         let h = self.docker_host().ok_or_else(|| LabError::Invalid { field: "docker", reason: "not a Docker lab".into() })?;
+        let mut args = self.agent_args(&h, &self.root_link());
+        args.extend([
+            "--docker".into(),
+            "--docker-plugin-dir".into(),
+            PLUGIN_DIR.into(),
+            "--state-dir".into(),
+            self.dir.join("docker-agent").display().to_string(),
+        ]);
+        Ok(args)
+    }
+
+    /// The arguments every lab agent runs with: its host, the control plane, its switch, its
+    /// underlay interface, the lab's encapsulation.
+    fn agent_args(&self, h: &super::LabHost, underlay_iface: &str) -> Vec<String> {
         let cp = self.control_plane();
-        Ok(vec![
+        vec![
             "agent".to_string(),
             "--name".into(),
             h.name.clone(),
@@ -121,17 +135,12 @@ impl Lab {
             "--datapath-type".into(),
             "netdev".into(),
             "--underlay-iface".into(),
-            self.root_link(),
+            underlay_iface.into(),
             "--heartbeat".into(),
             "2".into(),
             "--encap".into(),
             plexus_agent::agent::encap_name(self.encap).into(),
-            "--docker".into(),
-            "--docker-plugin-dir".into(),
-            PLUGIN_DIR.into(),
-            "--state-dir".into(),
-            self.dir.join("docker-agent").display().to_string(),
-        ])
+        ]
     }
 
     fn start_docker_host(&self, plexus: &Path) -> Result<(), LabError> {
@@ -301,28 +310,7 @@ impl Lab {
     /// Starts (or restarts) the agent of host `name`.
     pub fn start_agent(&self, name: &str, plexus: &Path) -> Result<(), LabError> {
         let h = self.host(name).ok_or_else(|| LabError::Invalid { field: "host", reason: format!("no host {name}") })?;
-        let cp = self.control_plane();
-        let args = [
-            "agent".to_string(),
-            "--name".into(),
-            h.name.clone(),
-            "--controller".into(),
-            cp.api,
-            "--openflow".into(),
-            cp.openflow,
-            "--ovsdb".into(),
-            format!("unix:{}", h.ovs.db_sock().display()),
-            "--tunnel-ip".into(),
-            format!("{}/{}", h.underlay_ip, self.underlay_prefix_len()),
-            "--datapath-type".into(),
-            "netdev".into(),
-            "--underlay-iface".into(),
-            "eth0".into(),
-            "--heartbeat".into(),
-            "2".into(),
-            "--encap".into(),
-            plexus_agent::agent::encap_name(self.encap).into(),
-        ];
+        let args = self.agent_args(h, "eth0");
         self.spawn(Some(&h.netns), &format!("agent-{name}"), plexus, &args)
     }
 
