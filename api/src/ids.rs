@@ -4,12 +4,18 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// FNV-1a, 64 bits: stable across releases and machines (unlike `std`'s hasher).
 pub fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+/// FNV-1a of the concatenation of `parts`, without building it.
+pub fn fnv1a_parts(parts: &[&str]) -> u64 {
+    parts.iter().flat_map(|p| p.bytes()).fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 /// The datapath id of a host's `br-int`: 48 bits of the name's hash, never 0.
@@ -25,23 +31,25 @@ pub fn port_name(network: &str, id: &str) -> String {
 
 /// An endpoint's identity in the whole model: its network and its id in that network. Shown
 /// (and stored in OVS's `external_ids`) as `network/id`; network names never hold a `/`.
+/// Cloning one costs two reference counts, not two allocations: keys are copied into every
+/// switch's view, index and compile units on every pass.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EndpointKey {
     /// The network's name.
-    pub network: String,
+    pub network: Arc<str>,
     /// The endpoint's id in that network.
-    pub id: String,
+    pub id: Arc<str>,
 }
 
 impl EndpointKey {
     /// The key of endpoint `id` in `network`.
-    pub fn new(network: impl Into<String>, id: impl Into<String>) -> EndpointKey {
-        EndpointKey { network: network.into(), id: id.into() }
+    pub fn new(network: impl AsRef<str>, id: impl AsRef<str>) -> EndpointKey {
+        EndpointKey { network: network.as_ref().into(), id: id.as_ref().into() }
     }
 
     /// The smallest key of `network`: where a range over one network's keys starts.
     pub fn first_in(network: &str) -> EndpointKey {
-        EndpointKey { network: network.to_string(), id: String::new() }
+        EndpointKey { network: network.into(), id: "".into() }
     }
 
     /// The endpoint's OVS port name.
@@ -108,6 +116,7 @@ mod tests {
         // Pinned: agents and controllers of different builds must agree.
         assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a_parts(&["red", "/", "c1"]), fnv1a("red/c1"));
         let p = port_name("red", "ep000001");
         assert_eq!(p.len(), 12);
         assert_ne!(p, port_name("blue", "ep000001"));

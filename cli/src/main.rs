@@ -1,5 +1,5 @@
-//! `plexus`: one binary for every Plexus role. The foundation provides the lab and the flow
-//! programming benchmark; the controller, agent and network commands join it in later issues.
+//! `plexus`: one binary for every Plexus role: `controller`, `agent`, the resource commands
+//! (`network`, `endpoint`, `host`, …), `attach`/`detach`, the `lab`, and the benchmarks.
 
 mod agent;
 mod attach;

@@ -1,6 +1,7 @@
-//! The Plexus controller: a replicated store (openraft, durable in redb), the model it
-//! holds, and the REST API NetOps and agents use. Flow compilation and switch management
-//! follow in their own modules.
+//! The Plexus controller: a replicated store (openraft, durable in redb), the model it holds,
+//! the flow compiler that turns the model into each switch's flows, the switch manager that
+//! keeps switches at those flows, and the REST API NetOps and agents use. The path of one
+//! write through all of them is in `docs/architecture.md`.
 
 pub mod flows;
 pub mod mastership;

@@ -95,7 +95,7 @@ impl PortIndex {
         if incremental {
             for c in model.changes_after(self.revision.unwrap_or_default()) {
                 let Subject::Endpoint(k) = &c.subject else { continue };
-                let local = model.endpoints.get(&k.network).and_then(|e| e.get(&k.id)).is_some_and(|e| e.host == host);
+                let local = model.endpoints.get(&*k.network).and_then(|e| e.get(&*k.id)).is_some_and(|e| e.host == host);
                 if local {
                     self.by_port.insert(k.port_name(), k.clone());
                 } else {
@@ -334,9 +334,9 @@ impl SwitchManager {
             let plugged = eports.len();
             let view = SwitchView { host: host.spec.name.clone(), tunnel_port, ports: eports };
             let update = match desired.as_mut() {
-                Some(d) if !full => Some(d.update(model, &view)),
+                Some(d) if !full => Some(d.update(model, view)),
                 _ => {
-                    *desired = Some(DesiredFlows::new(model, &view));
+                    *desired = Some(DesiredFlows::new(model, view));
                     None
                 }
             };

@@ -1,7 +1,7 @@
 //! Hand wiring of lab hosts through the `ovs` crate alone: the userspace-tunnel arrangement
 //! (underlay address on `br-phy`, a flow-based VXLAN port on `br-int`) and point-to-point
-//! flows between two containers. The agent and the controller do this properly later; the
-//! foundation tests and `plexus lab demo` use it to prove the data plane works.
+//! flows between two containers. The agent and the controller do this for real; tests that
+//! exercise the compiler or the data plane without them use this wiring.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

@@ -49,8 +49,7 @@ pub fn vsctl(host: &LabHost, args: &[&str]) -> String {
     run("ovs-vsctl", &all)
 }
 
-/// The flows `ovs-ofctl dump-flows --no-stats` shows for a bridge (one per line, sorted),
-/// optionally restricted to table `table`.
+/// The flows `ovs-ofctl dump-flows --no-stats` shows for a bridge (one per line, sorted).
 pub fn dump_flows(host: &LabHost, bridge: &str) -> Vec<String> {
     let target = format!("unix:{}", host.ovs.mgmt_sock(bridge).display());
     let out = run("ovs-ofctl", &["-O", "OpenFlow13", "--no-stats", "dump-flows", &target]);

@@ -45,6 +45,9 @@ enum Sub {
         /// Single-endpoint changes to time at each size (the median is reported).
         #[arg(long, default_value_t = 20)]
         changes: usize,
+        /// Only the compiler, in this process: no lab, no controller (seconds, not minutes).
+        #[arg(long)]
+        compiler_only: bool,
     },
     /// Docker: `docker run` to the first ping reply, a container on a Plexus network pinging
     /// another host against one on Docker's bridge pinging the same host; medians of N.
@@ -87,11 +90,14 @@ pub(crate) async fn run(c: BenchCmd) -> anyhow::Result<()> {
             }
             converge::run(rounds).await
         }
-        Sub::Scale { endpoints, changes } => {
+        Sub::Scale { endpoints, changes, compiler_only } => {
             if endpoints.is_empty() || endpoints.iter().any(|&n| n == 0 || n > 9_000) || changes == 0 {
                 // One host's broadcast flow lists its local ports; past ~3,500 it outgrows an
                 // OpenFlow message (64 KiB).
                 anyhow::bail!("--endpoints must be 1..=9000 each, --changes at least 1");
+            }
+            if compiler_only {
+                return scale::compiler_only(&endpoints, changes);
             }
             scale::run(&endpoints, changes).await
         }

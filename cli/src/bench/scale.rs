@@ -22,6 +22,18 @@ pub(super) async fn run(sizes: &[usize], changes: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The compiler alone at each size: what `run` reports as "compiler alone", without the lab.
+pub(super) fn compiler_only(sizes: &[usize], changes: usize) -> anyhow::Result<()> {
+    for &n in sizes {
+        let (full, incr) = compile_cost(n, changes)?;
+        println!(
+            "compiler alone, {n} endpoints over 3 hosts, h1's switch: {incr:.0} µs incremental vs {full:.0} µs full ({:.0}x), medians",
+            full / incr.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
 /// Resident memory (KiB) and CPU seconds (user + system) of a process.
 pub(crate) fn usage(pid: i32) -> anyhow::Result<(u64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading the controller's /proc status")?;
@@ -254,23 +266,26 @@ fn compile_cost(n: usize, changes: usize) -> Result<(f64, f64)> {
     }
     let mut full = Vec::new();
     for _ in 0..5 {
+        let v = view.clone();
         let t = Instant::now();
-        std::hint::black_box(DesiredFlows::new(&m, &view));
+        std::hint::black_box(DesiredFlows::new(&m, v));
         full.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    let mut d = DesiredFlows::new(&m, &view);
+    let mut d = DesiredFlows::new(&m, view.clone());
     let mut incr = Vec::new();
     for i in 0..changes {
         let id = format!("x{i}");
         let _ = m.apply(ep(&id, "h1")?);
         view.ports.insert(EndpointKey::new("scale", &id), 100_000 + i as u32);
+        let v = view.clone();
         let t = Instant::now();
-        std::hint::black_box(d.update(&m, &view));
+        std::hint::black_box(d.update(&m, v));
         incr.push(t.elapsed().as_secs_f64() * 1e6);
         let _ = m.apply(Command::DeleteEndpoint { network: "scale".into(), id: id.clone() });
         view.ports.remove(&EndpointKey::new("scale", &id));
+        let v = view.clone();
         let t = Instant::now();
-        std::hint::black_box(d.update(&m, &view));
+        std::hint::black_box(d.update(&m, v));
         incr.push(t.elapsed().as_secs_f64() * 1e6);
     }
     Ok((super::median(full), super::median(incr)))

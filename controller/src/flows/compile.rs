@@ -38,7 +38,7 @@ pub enum CookieKind {
 /// Top byte: the kind; the rest: a hash of the object's key. Deleting by cookie with mask
 /// `u64::MAX` removes exactly one object's flows.
 pub fn cookie(kind: CookieKind, key: &str) -> u64 {
-    ((kind as u64) << 56) | (plexus_api::ids::fnv1a(key) & 0x00ff_ffff_ffff_ffff)
+    kind_bits(kind) | (plexus_api::ids::fnv1a(key) & HASH_BITS)
 }
 
 /// The cookie of a unit's flows.
@@ -46,8 +46,14 @@ pub fn unit_cookie(unit: &Unit) -> u64 {
     match unit {
         Unit::Glue => cookie(CookieKind::Pipeline, "pipeline"),
         Unit::Network(n) => cookie(CookieKind::Network, n),
-        Unit::Endpoint(k) => cookie(CookieKind::Endpoint, &k.to_string()),
+        Unit::Endpoint(k) => kind_bits(CookieKind::Endpoint) | (plexus_api::ids::fnv1a_parts(&[&k.network, "/", &k.id]) & HASH_BITS),
     }
+}
+
+const HASH_BITS: u64 = 0x00ff_ffff_ffff_ffff;
+
+const fn kind_bits(kind: CookieKind) -> u64 {
+    (kind as u64) << 56
 }
 
 /// What a group of flows comes from. A switch's desired flows are the union of its units';
@@ -93,7 +99,11 @@ pub fn compile_units(model: &Model, view: &SwitchView) -> BTreeMap<Unit, Vec<Flo
 fn endpoint_unit(model: &Model, view: &SwitchView, unit: &Unit, endpoint: &plexus_api::Endpoint, vni: u32) -> Vec<FlowMod> {
     let mut out = Flows::new(unit_cookie(unit));
     let place = if endpoint.host == view.host {
-        view.ports.get(&endpoint.key()).map_or(Place::Unplugged, |p| Place::Local(*p))
+        let port = match unit {
+            Unit::Endpoint(k) => view.ports.get(k),
+            _ => None,
+        };
+        port.map_or(Place::Unplugged, |p| Place::Local(*p))
     } else {
         model.hosts.get(&endpoint.host).map_or(Place::Unknown, Place::Remote)
     };
@@ -110,7 +120,7 @@ fn endpoint_unit(model: &Model, view: &SwitchView, unit: &Unit, endpoint: &plexu
 /// broadcast never reaches it either.
 pub(crate) fn carries(model: &Model, view: &SwitchView, network: &str) -> Option<u32> {
     let NetworkKind::Overlay { vni: Some(vni) } = model.networks.get(network)?.spec.kind else { return None };
-    let local = view.ports.range(EndpointKey::first_in(network)..).next().is_some_and(|(k, _)| k.network == network);
+    let local = view.ports.range(EndpointKey::first_in(network)..).next().is_some_and(|(k, _)| *k.network == *network);
     local.then_some(vni)
 }
 
@@ -133,7 +143,7 @@ pub fn compile_unit(model: &Model, view: &SwitchView, unit: &Unit) -> Vec<FlowMo
             }
         }
         Unit::Endpoint(key) => {
-            let Some(endpoint) = model.endpoints.get(&key.network).and_then(|eps| eps.get(&key.id)) else { return Vec::new() };
+            let Some(endpoint) = model.endpoints.get(&*key.network).and_then(|eps| eps.get(&*key.id)) else { return Vec::new() };
             let Some(vni) = carries(model, view, &key.network) else { return Vec::new() };
             return endpoint_unit(model, view, unit, endpoint, vni);
         }
@@ -209,6 +219,10 @@ mod tests {
         // classify, two port-security, unicast, ARP answer.
         assert_eq!(mine.len(), 5, "{mine:#?}");
         assert_ne!(a, unit_cookie(&Unit::Endpoint(EndpointKey::new("red", "b"))));
+        // Pinned: switches keep flows across controller upgrades, and a cookie that changed
+        // would make every flow look foreign.
+        assert_eq!(a, cookie(CookieKind::Endpoint, "red/a"));
+        assert_eq!(unit_cookie(&Unit::Network("red".into())), cookie(CookieKind::Network, "red"));
         // Compiling twice gives the same flows: the compiler is a function.
         assert_eq!(flows, compile(&m, &view("h1", &[("a", 5), ("b", 6)])));
     }

@@ -35,11 +35,13 @@ pub struct Update {
 }
 
 impl DesiredFlows {
-    /// Compiles every unit.
-    pub fn new(model: &Model, view: &SwitchView) -> DesiredFlows {
-        let units = compile_units(model, view);
+    /// Compiles every unit. The view is kept (to tell what the next update changes), so it is
+    /// taken by value: a switch's view holds all its ports, and cloning it per pass would cost
+    /// what the whole incremental update costs.
+    pub fn new(model: &Model, view: SwitchView) -> DesiredFlows {
+        let units = compile_units(model, &view);
         let len = units.values().map(Vec::len).sum();
-        DesiredFlows { units, revision: model.revision, view: view.clone(), len }
+        DesiredFlows { units, revision: model.revision, view, len }
     }
 
     /// Every desired flow.
@@ -64,26 +66,27 @@ impl DesiredFlows {
 
     /// Brings the flows to `model` and `view`, recompiling only what changed, and returns the
     /// difference to send (computed without reading the switch back).
-    pub fn update(&mut self, model: &Model, view: &SwitchView) -> Update {
-        match self.touched(model, view) {
+    pub fn update(&mut self, model: &Model, view: SwitchView) -> Update {
+        match self.touched(model, &view) {
             Some(units) => {
-                let (mut old, mut new) = (Vec::new(), Vec::new());
+                // Each unit's flows are diffed against what that unit had, so no flow is copied
+                // but those that go into the difference. A flow that moves between two units
+                // becomes a delete and an add, which the bundle applies in that order.
+                let mut d = Diff::default();
                 let n = units.len();
                 for unit in units {
-                    let flows = compile_unit(model, view, &unit);
-                    if let Some(before) = self.units.remove(&unit) {
-                        self.len -= before.len();
-                        old.extend(before);
-                    }
+                    let flows = compile_unit(model, &view, &unit);
+                    let before = self.units.remove(&unit).unwrap_or_default();
+                    self.len -= before.len();
+                    d.extend(diff(&before, &flows));
                     if !flows.is_empty() {
                         self.len += flows.len();
-                        new.extend(flows.iter().cloned());
                         self.units.insert(unit, flows);
                     }
                 }
                 self.revision = model.revision;
-                self.view = view.clone();
-                Update { full: false, units: n, diff: diff(&old, &new) }
+                self.view = view;
+                Update { full: false, units: n, diff: d }
             }
             None => {
                 let old = self.flows();
@@ -120,7 +123,7 @@ impl DesiredFlows {
             let before = self.units.contains_key(&Unit::Network(net.clone()));
             let after = carries(model, view, &net).is_some();
             if before != after {
-                units.extend(self.units.keys().filter(|u| matches!(u, Unit::Endpoint(k) if k.network == net)).cloned());
+                units.extend(self.units.keys().filter(|u| matches!(u, Unit::Endpoint(k) if *k.network == *net)).cloned());
                 if let Some(eps) = model.endpoints.get(&net) {
                     units.extend(eps.keys().map(|id| Unit::Endpoint(EndpointKey::new(&net, id))));
                 }
@@ -220,7 +223,7 @@ mod tests {
                 m.apply(overlay(n, &format!("10.{i}.0.0/24"), None)).unwrap();
             }
             let mut view = SwitchView { host: "h0".into(), tunnel_port: 1, ports: Default::default() };
-            let mut d = DesiredFlows::new(&m, &view);
+            let mut d = DesiredFlows::new(&m, view.clone());
             let mut hosts = 3;
             for s in steps {
                 match s {
@@ -245,12 +248,12 @@ mod tests {
                 // exist on this host.
                 let seen = SwitchView {
                     ports: view.ports.iter().filter(|(k, _)| {
-                        m.endpoints.get(&k.network).and_then(|e| e.get(&k.id)).is_some_and(|e| e.host == "h0")
+                        m.endpoints.get(&*k.network).and_then(|e| e.get(&*k.id)).is_some_and(|e| e.host == "h0")
                     }).map(|(k, v)| (k.clone(), *v)).collect(),
                     ..view.clone()
                 };
                 let before = d.flows();
-                let u = d.update(&m, &seen);
+                let u = d.update(&m, seen.clone());
                 prop_assert_eq!(sorted(d.flows()), sorted(compile(&m, &seen)));
                 prop_assert_eq!(d.len(), d.flows().len());
                 // Applying the returned difference to the old flows gives the new ones.
@@ -277,9 +280,9 @@ mod tests {
                 view.ports.insert(EndpointKey::new("red", format!("e{i}")), 100 + i);
             }
         }
-        let mut d = DesiredFlows::new(&m, &view);
+        let mut d = DesiredFlows::new(&m, view.clone());
         m.apply(endpoint("red", "new", "h1")).unwrap();
-        let u = d.update(&m, &view);
+        let u = d.update(&m, view.clone());
         assert!(!u.full);
         // The new endpoint's unit and its network's (broadcast) unit.
         assert_eq!(u.units, 2);

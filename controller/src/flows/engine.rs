@@ -36,7 +36,7 @@ pub enum Touched {
 pub fn touched(input: Input<'_>) -> Touched {
     match input {
         // An endpoint's own flows, and its network's broadcast (which lists hosts and ports).
-        Input::Model(Subject::Endpoint(k)) | Input::Port(k) => Touched::Units(vec![Unit::Network(k.network.clone()), Unit::Endpoint(k.clone())]),
+        Input::Model(Subject::Endpoint(k)) | Input::Port(k) => Touched::Units(vec![Unit::Network(k.network.to_string()), Unit::Endpoint(k.clone())]),
         // No flows come from these yet; the features that add them add their handler here.
         Input::Model(Subject::Router(_) | Subject::Policy(_) | Subject::Mastership) => Touched::Units(Vec::new()),
         // A network's settings reach every one of its flows, a host's tunnel address every

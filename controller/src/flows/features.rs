@@ -256,7 +256,7 @@ impl Feature for Switching {
         // Local ports come from the switch's (few) ports; remote hosts from the model's index
         // of which hosts have endpoints in the network: no pass over its endpoints.
         let locals: Vec<Action> =
-            cx.view.ports.range(EndpointKey::first_in(name)..).take_while(|(k, _)| k.network == name).map(|(_, p)| Action::output(*p)).collect();
+            cx.view.ports.range(EndpointKey::first_in(name)..).take_while(|(k, _)| *k.network == *name).map(|(_, p)| Action::output(*p)).collect();
         let remote: BTreeSet<Ipv4Addr> =
             cx.model.member_hosts(name).filter(|h| *h != cx.view.host).filter_map(|h| cx.model.hosts.get(h).map(|h| h.spec.tunnel_ip)).collect();
         let bcast = |o: Origin| {

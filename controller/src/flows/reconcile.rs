@@ -28,6 +28,14 @@ impl Diff {
         self.add.len() + self.modify.len() + self.replace.len() + self.delete.len()
     }
 
+    /// Adds another difference (of flows disjoint from this one's).
+    pub fn extend(&mut self, other: Diff) {
+        self.add.extend(other.add);
+        self.modify.extend(other.modify);
+        self.replace.extend(other.replace);
+        self.delete.extend(other.delete);
+    }
+
     /// Whether nothing differs.
     pub fn is_empty(&self) -> bool {
         self.add.is_empty() && self.modify.is_empty() && self.replace.is_empty() && self.delete.is_empty()
@@ -96,4 +104,30 @@ pub async fn reconcile(conn: &Connection, desired: &[FlowMod]) -> Result<Diff, O
         conn.bundle(&d.messages()).await?;
     }
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plexus_ovs::openflow::Action;
+
+    fn flow(prio: u16, port: u32, out: u32, cookie: u64) -> FlowMod {
+        FlowMod::add(0, prio, Match::new().in_port(port)).apply(vec![Action::output(out)]).cookie(cookie)
+    }
+
+    #[test]
+    fn the_diff_sorts_flows_by_what_must_happen_and_leaves_equal_ones_alone() {
+        let have = [flow(1, 1, 9, 1), flow(1, 2, 9, 1), flow(1, 3, 9, 1), flow(1, 4, 9, 1)];
+        let want = [flow(1, 1, 9, 1), flow(1, 2, 8, 1), flow(1, 3, 9, 2), flow(1, 5, 9, 1)];
+        let d = diff(&have, &want);
+        assert_eq!(d.add, [flow(1, 5, 9, 1)]);
+        assert_eq!(d.modify, [flow(1, 2, 8, 1)], "other actions: modified in place");
+        assert_eq!(d.replace, [flow(1, 3, 9, 2)], "another cookie: replaced");
+        assert_eq!(d.delete, [flow(1, 4, 9, 1)]);
+        assert_eq!(d.len(), 4);
+        // Deletes and replaced flows' removals go first, then adds, then modifies.
+        let kinds: Vec<FlowModCommand> = d.messages().iter().filter_map(|m| if let Message::FlowMod(f) = m { Some(f.command) } else { None }).collect();
+        assert_eq!(kinds, [FlowModCommand::DeleteStrict, FlowModCommand::DeleteStrict, FlowModCommand::Add, FlowModCommand::Add, FlowModCommand::ModifyStrict]);
+        assert!(diff(&want, &want).is_empty());
+    }
 }

@@ -61,3 +61,65 @@ impl Model {
 fn subnet_text(c: &Cidr) -> String {
     format!("{}/{}", c.addr, c.len)
 }
+
+#[cfg(test)]
+mod tests {
+    use plexus_api::{EndpointSpec, IpamMode, NetworkSpec, Valid};
+
+    use crate::model::testing::{endpoint_with, host};
+    use crate::model::{Command, Model, Object};
+
+    fn flat(ttl: u32) -> Command {
+        let spec =
+            NetworkSpec { ipam: IpamMode::HostSubnet, host_prefix: Some(26), lease_ttl_seconds: Some(ttl), ..NetworkSpec::overlay("flat", "10.60.0.0/24") };
+        Command::PutNetwork { spec: Valid::new(spec).unwrap(), create: true, if_match: None }
+    }
+
+    fn create(m: &mut Model, host: &str, now_ms: u64) -> Result<std::net::Ipv4Addr, u16> {
+        let Command::CreateEndpoint { network, spec, .. } = endpoint_with("flat", EndpointSpec::on(host)) else { unreachable!() };
+        match m.apply(Command::CreateEndpoint { network, spec, now_ms }) {
+            Ok(Some(Object::Endpoint(e))) => Ok(e.ip),
+            Ok(_) => Err(0),
+            Err(r) => Err(r.status),
+        }
+    }
+
+    #[test]
+    fn a_host_keeps_its_block_and_an_expired_one_moves_only_when_empty() {
+        let mut m = Model::default();
+        for i in 1..=5 {
+            m.apply(host(&format!("h{i}"), i)).unwrap();
+        }
+        m.apply(flat(10)).unwrap();
+        // Four /26 blocks; each host's endpoints come from its own block, and stay there.
+        let a = create(&mut m, "h1", 0).unwrap();
+        let b = create(&mut m, "h2", 0).unwrap();
+        // .1 is the gateway, in h1's block.
+        assert_eq!((a.to_string().as_str(), b.to_string().as_str()), ("10.60.0.2", "10.60.0.65"));
+        assert_eq!(create(&mut m, "h1", 1_000).unwrap().to_string(), "10.60.0.3", "h1 keeps its block");
+        create(&mut m, "h3", 0).unwrap();
+        create(&mut m, "h4", 0).unwrap();
+        // Every block is leased to a live host: h5 gets none, and nothing is left behind.
+        assert_eq!(create(&mut m, "h5", 5_000), Err(409));
+        assert!(!m.leases["flat"].contains_key("h5"));
+        // h2's lease expires but its block still holds an endpoint: it is never handed on.
+        assert_eq!(create(&mut m, "h5", 60_000), Err(409));
+        // Once the endpoint is gone, the expired block goes to h5.
+        let ep = m.endpoints["flat"].values().find(|e| e.host == "h2").unwrap().id.clone();
+        m.apply(Command::DeleteEndpoint { network: "flat".into(), id: ep }).unwrap();
+        assert_eq!(create(&mut m, "h5", 60_000).unwrap().to_string(), "10.60.0.65");
+        assert!(!m.leases["flat"].contains_key("h2"));
+    }
+
+    #[test]
+    fn a_heartbeat_renews_every_lease_of_its_host() {
+        let mut m = Model::default();
+        m.apply(host("h1", 1)).unwrap();
+        m.apply(flat(10)).unwrap();
+        create(&mut m, "h1", 0).unwrap();
+        assert_eq!(m.leases["flat"]["h1"].expires_ms, 10_000);
+        let Command::PutHost { spec, .. } = host("h1", 1) else { unreachable!() };
+        m.apply(Command::PutHost { spec, now_ms: 7_000 }).unwrap();
+        assert_eq!(m.leases["flat"]["h1"].expires_ms, 17_000);
+    }
+}

@@ -95,3 +95,37 @@ impl Model {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use plexus_api::{NetworkKind, NetworkSpec, Valid};
+
+    use super::AUTO_VNI_START;
+    use crate::model::testing::overlay;
+    use crate::model::{Command, Model};
+
+    fn vni(m: &Model, name: &str) -> Option<u32> {
+        match m.networks[name].spec.kind {
+            NetworkKind::Overlay { vni } => vni,
+            NetworkKind::Underlay { .. } => None,
+        }
+    }
+
+    #[test]
+    fn vnis_are_picked_once_kept_on_replace_and_never_shared() {
+        let mut m = Model::default();
+        m.apply(overlay("a", "10.1.0.0/24", None)).unwrap();
+        m.apply(overlay("b", "10.2.0.0/24", Some(AUTO_VNI_START + 1))).unwrap();
+        m.apply(overlay("c", "10.3.0.0/24", None)).unwrap();
+        assert_eq!((vni(&m, "a"), vni(&m, "c")), (Some(AUTO_VNI_START), Some(AUTO_VNI_START + 2)), "the lowest free VNIs, skipping b's");
+        // A replace that names no VNI keeps the one the network has, and changes nothing.
+        let rev = m.revision;
+        let spec = Valid::new(NetworkSpec::overlay("a", "10.1.0.0/24")).unwrap();
+        m.apply(Command::PutNetwork { spec, create: false, if_match: None }).unwrap();
+        assert_eq!((vni(&m, "a"), m.revision), (Some(AUTO_VNI_START), rev));
+        // Another network's VNI is refused, naming the field.
+        let err = m.apply(overlay("d", "10.4.0.0/24", Some(AUTO_VNI_START + 1))).unwrap_err();
+        assert_eq!((err.status, err.field.as_deref()), (409, Some("kind.vni")), "{err}");
+        assert!(!m.networks.contains_key("d"));
+    }
+}

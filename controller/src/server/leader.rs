@@ -100,7 +100,6 @@ async fn write(s: &AppState, cmd: Command, ok_status: StatusCode) -> Response {
     }
 }
 
-/// Runs a write here if this node leads, else forwards it.
 /// Splits a write request into its head and body, refusing an oversize body.
 pub(super) async fn read_body(req: Request) -> Result<(axum::http::request::Parts, Bytes), Response> {
     let (parts, body) = req.into_parts();
