@@ -202,6 +202,7 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
     // One endpoint change at a time: created on h1 (its port first), then deleted.
     let vs = wire::vswitch(&lab.hosts[0]).await?;
     let (mut apply_ms, mut compile_us, mut units, mut sent) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut write_ms, mut pass_ms) = (Vec::new(), Vec::new());
     let mut plug1 = plugged.clone();
     for i in 0..changes {
         let id = format!("x{i}");
@@ -217,9 +218,13 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
                 &EndpointSpec { id: Some(id.clone()), host: probe_host.clone(), ip: None, mac: None, owner: None, labels: Default::default() },
             )
             .await?;
+        write_ms.push(t.elapsed().as_secs_f64() * 1e3);
         *plug1.entry(probe_host.clone()).or_default() += 1;
         let st = wait_programmed(&cp.api, &plug1, e.revision, Duration::from_secs(30)).await?;
         apply_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        // The slowest switch's pass for this change: compile, bundle and barrier.
+        let passes = st.values().map(|s| &s["last_pass"]).filter(|p| p["revision"].as_u64() == Some(e.revision));
+        pass_ms.push(passes.filter_map(|p| p["ms"].as_f64()).fold(0.0, f64::max));
         let p = &st[&probe_host]["last_pass"];
         compile_us.push(p["compile_us"].as_f64().unwrap_or(0.0));
         units.push(p["units"].as_f64().unwrap_or(0.0));
@@ -238,6 +243,11 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
     println!("  in the live controller: {c:.0} µs from wake-up to flows compiled (its full pass: {full_us:.0} µs, {:.0}x more)", full_us / c.max(1.0));
     println!("  compiler alone, in this process: {pure_incr:.0} µs incremental vs {pure_full:.0} µs full ({:.0}x)", pure_full / pure_incr.max(1.0));
     println!("  API call to every switch in sync: {a:.1} ms");
+    println!(
+        "    of which the API call: {:.1} ms; the slowest switch's pass (compile, bundle, barrier): {:.1} ms",
+        super::median(write_ms),
+        super::median(pass_ms)
+    );
     Ok(())
 }
 

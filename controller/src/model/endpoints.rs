@@ -74,7 +74,8 @@ impl Model {
             }
         }
         let net = net.clone();
-        let used = &self.used(network).ips;
+        let wants_derived_mac = spec.mac.is_none();
+        let Used { ips: used, macs } = &*self.used(network);
         let ip = match spec.ip {
             Some(ip) => {
                 if !cidr.contains(ip) {
@@ -98,13 +99,25 @@ impl Model {
                 }
                 ip
             }
-            None => match first_free(used, first, last, u32::from(gw)) {
-                Some(a) => Ipv4Addr::from(a),
-                None => {
-                    let range = block_text.clone().unwrap_or_else(|| net.spec.subnet.clone());
-                    return Err(Refusal::new(409, Some("ip"), format!("no address left in {range} ({} endpoints use all of it)", used.len())));
+            None => {
+                // The first free address whose derived MAC nobody claimed for another address:
+                // a claimed MAC skips one address, it never blocks the network.
+                let mut from = first;
+                loop {
+                    match first_free(used, from, last, u32::from(gw)) {
+                        Some(a) if wants_derived_mac && macs.contains(&Mac::from_ipv4(Ipv4Addr::from(a))) => match a.checked_add(1) {
+                            Some(next) => from = next,
+                            None => break None,
+                        },
+                        found => break found,
+                    }
                 }
-            },
+                .map(Ipv4Addr::from)
+                .ok_or_else(|| {
+                    let range = block_text.clone().unwrap_or_else(|| net.spec.subnet.clone());
+                    Refusal::new(409, Some("ip"), format!("no address left in {range} ({} endpoints use all of it)", used.len()))
+                })?
+            }
         };
         let mac = match &spec.mac {
             Some(m) => Mac::parse("mac", m)?,

@@ -21,9 +21,19 @@ impl Model {
         };
         let ttl_ms = net.spec.lease_ttl_seconds.unwrap_or(300) as u64 * 1000;
         let leases = self.leases.entry(network.to_string()).or_default();
-        if let Some(l) = leases.get_mut(host) {
-            l.expires_ms = now_ms + ttl_ms;
-            return Cidr::parse(&l.block).map_err(|e| Refusal::new(500, None, e));
+        let current = leases.get(host).map(|l| Cidr::parse(&l.block));
+        match current {
+            Some(Ok(b)) if b.len == hp && subnet.contains(b.addr) => {
+                if let Some(l) = leases.get_mut(host) {
+                    l.expires_ms = now_ms + ttl_ms;
+                }
+                return Ok(b);
+            }
+            // A block of another layout (the subnet or host prefix changed since): lease afresh.
+            Some(_) => {
+                leases.remove(host);
+            }
+            None => {}
         }
         let size = 1u32 << (32 - hp);
         let count = 1u32 << (hp - subnet.len);

@@ -7,6 +7,8 @@ mod endpoints;
 mod hosts;
 mod leases;
 mod networks;
+#[cfg(test)]
+mod replicas;
 mod routing;
 mod subject;
 #[cfg(test)]

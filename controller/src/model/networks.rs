@@ -77,16 +77,34 @@ impl Model {
                 }
             }
         }
+        // Whether the way addresses are carved changes: then host-subnet leases of the old
+        // layout mean nothing (and would hand out addresses outside the new subnet).
+        let mut relayout = false;
         if let Some(n) = existing {
             if n.spec == spec {
                 return Ok(n.clone());
             }
-            if n.spec.subnet != spec.subnet && self.endpoints.get(&spec.name).is_some_and(|m| !m.is_empty()) {
+            let eps = self.endpoints.get(&spec.name);
+            let has_endpoints = eps.is_some_and(|m| !m.is_empty());
+            relayout = n.spec.subnet != spec.subnet || n.spec.ipam != spec.ipam || n.spec.host_prefix != spec.host_prefix;
+            if n.spec.subnet != spec.subnet && has_endpoints {
                 return Err(Refusal::new(409, Some("subnet"), "the subnet cannot change while the network has endpoints"));
+            }
+            if relayout && has_endpoints {
+                let field = if n.spec.ipam != spec.ipam { "ipam" } else { "host_prefix" };
+                return Err(Refusal::new(409, Some(field), "the IPAM mode and host prefix cannot change while the network has endpoints"));
+            }
+            if let Some(gw) = spec.gateway.filter(|gw| n.spec.gateway != Some(*gw)) {
+                if let Some(e) = eps.and_then(|m| m.values().find(|e| e.ip == gw)) {
+                    return Err(Refusal::new(409, Some("gateway"), format!("{gw} is the address of endpoint {} in {}", e.id, spec.name)));
+                }
             }
             if n.spec.subnet != spec.subnet {
                 self.check_domain(&self.domain_of(&spec.name), Some((&spec.name, &spec.subnet)), "subnet")?;
             }
+        }
+        if relayout {
+            self.leases.remove(&spec.name);
         }
         self.revision += 1;
         let n = Network { spec, revision: self.revision };
