@@ -441,3 +441,54 @@ async fn host_subnet_leases_are_kept_by_heartbeats_and_reclaimed_after_expiry() 
         .await;
     assert_eq!((s, p["field"].as_str()), (422, Some("host_prefix")), "{p}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_writes_never_reach_the_log_and_every_error_is_a_problem() {
+    let api = Api::start(11).await;
+    api.ok("POST", "/v1/networks", json!({"name": "red", "kind": {"type": "overlay", "vni": 77}, "subnet": "10.70.0.0/24"})).await;
+    let log_index = || async { api.c.get(1, "/v1/cluster").await.and_then(|v| v["last_log_index"].as_u64()) };
+    let before = log_index().await;
+    // Each is refused by the model; none costs a log entry (or an fsync on every node).
+    let refused = [
+        ("POST", "/v1/networks", json!({"name": "red", "kind": {"type": "overlay"}, "subnet": "10.71.0.0/24"}), 409),
+        ("POST", "/v1/networks", json!({"name": "blue", "kind": {"type": "overlay", "vni": 77}, "subnet": "10.72.0.0/24"}), 409),
+        ("POST", "/v1/networks/red/endpoints", json!({"host": "nobody"}), 422),
+        ("POST", "/v1/networks/nope/endpoints", json!({"host": "h1"}), 404),
+        ("POST", "/v1/routers", json!({"name": "r", "networks": ["red", "nope"]}), 422),
+    ];
+    for (method, path, body, status) in refused {
+        let (s, ct, p) = api.send(method, path, Some(body.to_string()), &[]).await;
+        assert_eq!((s, ct.as_str()), (status, "application/problem+json"), "{method} {path}: {p}");
+    }
+    let (s, _, _) = api.send("DELETE", "/v1/networks/nope", None, &[]).await;
+    assert_eq!(s, 404);
+    assert_eq!(log_index().await, before, "a refused write reached the Raft log");
+
+    // Bodies must say they are JSON: 415, and nothing happens.
+    let http = &api.c.http;
+    let body = json!({"name": "green", "kind": {"type": "overlay"}, "subnet": "10.73.0.0/24"}).to_string();
+    for ct in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+        let mut r = http.post(api.c.url(1, "/v1/networks")).body(body.clone());
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let rct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let p: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_eq!((status, rct.as_str()), (415, "application/problem+json"), "content-type {ct:?}: {p}");
+        assert_eq!(p["field"], "Content-Type", "{p}");
+    }
+    assert!(api.c.get(1, "/v1/networks/green").await.is_none(), "a refused body created nothing");
+    // A JSON content type with parameters is JSON.
+    let r = http.post(api.c.url(1, "/v1/networks")).header("content-type", "application/json; charset=utf-8").body(body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+
+    // Errors axum itself raises come back as problem documents too.
+    for (method, path, status) in [("PATCH", "/v1/networks/red", 405), ("GET", "/v1/watch?since=soon", 400), ("GET", "/v1/networks?local=perhaps", 400)] {
+        let (s, ct, p) = api.send(method, path, None, &[]).await;
+        assert_eq!((s, ct.as_str()), (status, "application/problem+json"), "{method} {path}: {p}");
+        assert_eq!(p["status"], status, "{p}");
+        assert!(p["detail"].as_str().is_some_and(|d| !d.is_empty()), "{p}");
+    }
+}

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::health::{REFUSED, WRITES};
 use super::{problem, refusal, unavailable, AppState, MAX_BODY};
-use crate::model::Command;
+use crate::model::{Command, Model};
 
 /// Where the leader is, if this node is not it.
 async fn leader_addr(s: &AppState) -> Result<Option<String>, Response> {
@@ -71,6 +71,17 @@ async fn write(s: &AppState, cmd: Command, ok_status: StatusCode) -> Response {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return unavailable(format!("this node cannot confirm it leads a majority of the cluster; nothing was written: {e}")),
         Err(_) => return unavailable(format!("no majority answered within {QUORUM_WAIT:?}: this node is cut off from the cluster; nothing was written")),
+    }
+    // What the model will refuse is decided here first, on a snapshot of this leader's
+    // replica: a refused write then costs no log entry and no fsync on every node. Should the
+    // state change in between, the log still records the refusal, the same on every node.
+    let dry = {
+        let snapshot = s.state.read().await.model.clone();
+        Model::clone(&snapshot).apply(cmd.clone())
+    };
+    if let Err(refused) = dry {
+        REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return refusal(refused);
     }
     let res = match tokio::time::timeout(QUORUM_WAIT, s.raft.client_write(cmd)).await {
         Ok(r) => r,

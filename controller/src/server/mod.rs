@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -62,7 +62,49 @@ pub struct AppState {
 pub fn router(st: AppState) -> Router {
     let (router, doc) = routes().split_for_parts();
     let _ = DOC.set(with_problem_bodies(doc));
-    router.fallback(|| async { problem(Problem::new(404, "not found", "no such route")) }).with_state(Arc::new(st))
+    router
+        .fallback(|| async { problem(Problem::new(404, "not found", "no such route")) })
+        .method_not_allowed_fallback(|| async { problem(Problem::new(405, "method not allowed", "this route does not take that method")) })
+        .layer(axum::middleware::map_response(problem_for_rejections))
+        .layer(axum::middleware::from_fn(require_json))
+        .with_state(Arc::new(st))
+}
+
+/// Every request body is JSON: one that says otherwise (or says nothing) is refused before
+/// any handler reads it, which also keeps a browser's cross-site form posts out.
+async fn require_json(req: Request, next: axum::middleware::Next) -> Response {
+    let h = req.headers();
+    let length = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let has_body = length.map_or(h.contains_key(header::TRANSFER_ENCODING), |n| n > 0);
+    let json = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if has_body && !json {
+        let got = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("none").to_string();
+        return problem(Problem {
+            field: Some("Content-Type".into()),
+            ..Problem::new(415, "unsupported media type", format!("request bodies must be application/json, not {got}"))
+        });
+    }
+    next.run(req).await
+}
+
+/// The errors axum produces itself (a path or query that does not parse, a body over the
+/// limit) are plain text; every error of this API is a problem document, so they become one.
+async fn problem_for_rejections(resp: Response) -> Response {
+    let status = resp.status();
+    let is_problem = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with(PROBLEM_JSON));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return resp;
+    }
+    let title = status.canonical_reason().unwrap_or("error");
+    let detail = match axum::body::to_bytes(resp.into_body(), 64 * 1024).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
+        _ => title.to_string(),
+    };
+    problem(Problem::new(status.as_u16(), &title.to_lowercase(), detail))
 }
 
 /// The OpenAPI document alone (for `plexus controller openapi` and tests).
