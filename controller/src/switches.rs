@@ -120,6 +120,11 @@ pub struct SwitchManager {
     lease: Option<Arc<Lease>>,
 }
 
+/// How long a peer has to complete the OpenFlow handshake (hello, features).
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+/// Handshakes that may be pending at once.
+const MAX_HANDSHAKES: usize = 256;
+
 /// How often a node re-checks whether it should master its switches.
 const ROLE_CHECK: Duration = Duration::from_millis(200);
 /// How long a role request may take.
@@ -139,17 +144,33 @@ impl SwitchManager {
         let m = Arc::new(SwitchManager { state, revisions, audit_every, status: Mutex::new(BTreeMap::new()), lease });
         let mm = m.clone();
         tokio::spawn(async move {
+            // Each handshake runs in a task of its own with a deadline, so a peer that
+            // connects and says nothing delays nobody; at most MAX_HANDSHAKES are pending, so a
+            // flood of them costs bounded memory (the excess is closed at once).
+            let pending = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
             loop {
-                match listener.accept(ConnectionOptions::default()).await {
-                    Ok((conn, events)) => {
-                        let mm = mm.clone();
-                        tokio::spawn(async move { mm.serve(conn, events).await });
-                    }
+                let (stream, peer) = match listener.accept_stream().await {
+                    Ok(s) => s,
                     Err(e) => {
-                        tracing::warn!(error = %e, "a switch failed the OpenFlow handshake");
+                        tracing::warn!(error = %e, "accepting an OpenFlow connection failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
                     }
-                }
+                };
+                let Ok(permit) = pending.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, "too many OpenFlow handshakes pending; connection closed");
+                    continue;
+                };
+                let mm = mm.clone();
+                tokio::spawn(async move {
+                    let opts = ConnectionOptions { handshake_timeout: HANDSHAKE_DEADLINE, ..ConnectionOptions::default() };
+                    let res = Connection::handshake(stream, opts).await;
+                    drop(permit);
+                    match res {
+                        Ok((conn, events)) => mm.serve(conn, events).await,
+                        Err(e) => tracing::warn!(%peer, error = %e, "a peer failed the OpenFlow handshake"),
+                    }
+                });
             }
         });
         m

@@ -189,7 +189,7 @@ async fn reconciliation_sends_only_the_difference_and_undoes_tampering() {
         "ovs-ofctl",
         &["-O", "OpenFlow13", "del-flows", &mgmt, &format!("table={},reg0={:#x},dl_dst={}", victim.table_id, model_vni(&model), placed["r3"].mac)],
     );
-    run("ovs-ofctl", &["-O", "OpenFlow13", "add-flow", &mgmt, "table=0,priority=7,in_port=99,actions=drop"]);
+    run("ovs-ofctl", &["-O", "OpenFlow13", "add-flow", &mgmt, &format!("table={},priority=7,in_port=99,actions=drop", Table::Classify.id())]);
     let d = reconcile(&conns["h1"], &compile(&model, &views["h1"])).await.unwrap();
     assert_eq!((d.add.len(), d.delete.len(), d.modify.len(), d.replace.len()), (1, 1, 0, 0), "{d:?}");
     assert_eq!(d.add[0].match_, victim.match_);

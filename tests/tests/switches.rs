@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use plexus_api::ids::port_name;
 use plexus_api::{EndpointKey, EndpointSpec, HostSpec, NetworkSpec, Valid};
-use plexus_controller::flows::{unit_cookie, Unit};
+use plexus_controller::flows::{unit_cookie, Table, Unit};
 use plexus_controller::model::{Command, Object};
 use plexus_controller::store::sm::SmData;
 use plexus_controller::switches::SwitchManager;
@@ -105,8 +105,8 @@ async fn switches_are_kept_at_the_flows_the_model_asks_for() {
     // Tampering is undone by the audit.
     let mgmt = format!("unix:{}", h1.ovs.mgmt_sock(wire::BR_INT).display());
     let desired = count(&conns[0]).await;
-    run("ovs-ofctl", &["-O", "OpenFlow13", "del-flows", &mgmt, "table=50"]);
-    run("ovs-ofctl", &["-O", "OpenFlow13", "add-flow", &mgmt, "table=0,priority=9,in_port=77,actions=drop"]);
+    run("ovs-ofctl", &["-O", "OpenFlow13", "del-flows", &mgmt, &format!("table={}", Table::L2Lookup.id())]);
+    run("ovs-ofctl", &["-O", "OpenFlow13", "add-flow", &mgmt, &format!("table={},priority=9,in_port=77,actions=drop", Table::Classify.id())]);
     let t = Instant::now();
     while count(&conns[0]).await != desired || dump_flows(h1, wire::BR_INT).iter().any(|f| f.contains("in_port=77")) {
         assert!(t.elapsed() < Duration::from_secs(5), "the audit did not restore h1's flows");
@@ -118,4 +118,44 @@ async fn switches_are_kept_at_the_flows_the_model_asks_for() {
 
 async fn count(c: &Connection) -> usize {
     c.dump_flows(Default::default()).await.unwrap().len()
+}
+
+/// Peers that connect to the OpenFlow port and say nothing hold up no switch: each handshake
+/// has a task and a deadline of its own. Before, the accept loop ran handshakes one at a time,
+/// so three silent peers delayed a real switch by 30 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_peers_on_the_openflow_port_delay_no_switch() {
+    use std::io::Read;
+    let lab = lab('q', 1);
+    let h1 = &lab.hosts[0];
+    // OVS accepts unix controller targets only in its run directory.
+    let sock = h1.ovs.rundir.join("mgr.sock");
+    let (rev, rx) = watch::channel(0);
+    let w = World { state: Arc::new(RwLock::new(SmData::default())), rev };
+    let mgr = SwitchManager::spawn(Listener::bind_unix(&sock).unwrap(), w.state.clone(), rx, Duration::from_secs(10), None);
+    w.apply(Command::PutHost { spec: Valid::new(HostSpec::new(&h1.name, h1.underlay_ip)).unwrap(), now_ms: 0 }).await;
+    let vs = wire::vswitch(h1).await.unwrap();
+    wire::prepare_host(h1, &vs).await.unwrap();
+    let mut silent: Vec<std::os::unix::net::UnixStream> = (0..3).map(|_| std::os::unix::net::UnixStream::connect(&sock).unwrap()).collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    vs.set_controllers(wire::BR_INT, &[format!("unix:{}", sock.display())]).await.unwrap();
+    while !mgr.status().values().any(|s| s.connected) {
+        assert!(t.elapsed() < Duration::from_secs(3), "the switch was held up behind silent peers: {:?}", mgr.status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("the real switch connected after {:?} with 3 silent peers pending", t.elapsed());
+    // The silent peers themselves are dropped at their deadline.
+    for s in &mut silent {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        // OVS-style peers would get a hello; whatever was sent, the connection then closes.
+        let t = Instant::now();
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(9), "a silent peer was kept past its deadline");
+    }
 }

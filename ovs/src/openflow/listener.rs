@@ -44,13 +44,23 @@ impl Listener {
         }
     }
 
-    /// Accepts one switch and performs the handshake.
+    /// Accepts one switch and performs the handshake, waiting for it. A server should use
+    /// [`Listener::accept_stream`] and run each [`Connection::handshake`] in a task of its
+    /// own: a peer that never says hello would otherwise hold up every switch behind it.
     pub async fn accept(&self, opts: ConnectionOptions) -> Result<(Connection, Events), OfError> {
-        let s = match self {
-            Listener::Tcp(l) => Stream::Tcp(l.accept().await?.0),
-            Listener::Unix(l, _) => Stream::Unix(l.accept().await?.0),
-        };
+        let (s, _) = self.accept_stream().await?;
         Connection::handshake(s, opts).await
+    }
+
+    /// Accepts one connection without reading from it; returns it and who the peer is.
+    pub async fn accept_stream(&self) -> Result<(Stream, String), OfError> {
+        Ok(match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                (Stream::Tcp(s), peer.to_string())
+            }
+            Listener::Unix(l, p) => (Stream::Unix(l.accept().await?.0), p.display().to_string()),
+        })
     }
 }
 
