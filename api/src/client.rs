@@ -89,6 +89,17 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// A builder for any HTTP client in Plexus. Plexus's TLS uses the `ring` provider only, and
+/// reqwest refuses to build a client until a provider is installed, so this installs it first.
+/// Plexus trusts no system roots (its channels are under its own CA), and a minimal container
+/// may have none to load, so the client starts with a TLS configuration that trusts nothing;
+/// a caller that speaks TLS replaces it (`use_preconfigured_tls`) with one holding its CA.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let none = rustls::ClientConfig::builder().with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth();
+    reqwest::Client::builder().use_preconfigured_tls(none)
+}
+
 impl Client {
     /// A client for `urls`: one or more comma-separated `http://HOST:PORT`.
     pub fn new(urls: &str) -> Result<Client, ClientError> {
@@ -96,7 +107,7 @@ impl Client {
         if bases.is_empty() || bases.iter().any(|b| !b.starts_with("http://") && !b.starts_with("https://")) {
             return Err(ClientError::BadUrl(urls.into()));
         }
-        let http = reqwest::Client::builder()
+        let http = http_builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(30))
             .build()
@@ -187,16 +198,6 @@ impl Client {
     pub async fn cluster(&self) -> Result<ClusterStatus, ClientError> {
         self.get("/v1/cluster").await
     }
-    /// Adds a node to the cluster (it must be running, started with `--join` or alone).
-    pub async fn add_member(&self, id: u64, addr: &str) -> Result<Member, ClientError> {
-        self.send(reqwest::Method::POST, "/v1/cluster/members", &Member { id, addr: addr.into() }).await
-    }
-
-    /// Removes a node from the cluster.
-    pub async fn remove_member(&self, id: u64) -> Result<(), ClientError> {
-        self.call::<()>(reqwest::Method::DELETE, &format!("/v1/cluster/members/{id}"), None::<&()>).await.map(|_| ())
-    }
-
     /// Cluster status from every node given.
     pub async fn cluster_all(&self) -> Vec<(String, Result<ClusterStatus, ClientError>)> {
         let mut out = Vec::new();

@@ -13,19 +13,28 @@ pub(crate) struct ControllerCmd {
     /// This node's id (1 and up, unique in the cluster).
     #[arg(long, default_value_t = 1)]
     id: u64,
-    /// Address for the REST API and the Raft traffic between nodes.
+    /// Address for the REST API.
     #[arg(long, default_value = "127.0.0.1:6543")]
     listen: SocketAddr,
-    /// Address other nodes and clients reach this one at (default: --listen).
+    /// Address of the cluster port: Raft, membership and forwarded requests between nodes,
+    /// over mutual TLS with certificates of the cluster's CA.
+    #[arg(long, default_value = "127.0.0.1:6545")]
+    cluster_listen: SocketAddr,
+    /// Cluster address other nodes reach this one at (default: --cluster-listen).
     #[arg(long)]
     advertise: Option<String>,
+    /// The cluster's CA and this node's certificate (default: DATA_DIR/pki). The first node
+    /// makes the CA; give the others a copy of that directory's ca.crt and ca.key (or the
+    /// same directory, on one machine).
+    #[arg(long, env = "PLEXUS_PKI_DIR")]
+    pki_dir: Option<PathBuf>,
     /// Where the Raft log and snapshots are kept.
     #[arg(long)]
     data_dir: PathBuf,
-    /// Static cluster, this node included: ID=HOST:PORT,ID=HOST:PORT,...
+    /// Static cluster, this node included, by cluster address: ID=HOST:PORT,ID=HOST:PORT,...
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
-    /// Join the cluster that the node at HOST:PORT belongs to.
+    /// Join the cluster that the node whose cluster port is HOST:PORT belongs to.
     #[arg(long)]
     join: Option<String>,
     /// Snapshot the state and compact the log every this many entries.
@@ -55,7 +64,9 @@ pub(crate) async fn run(c: ControllerCmd) -> anyhow::Result<()> {
     let cfg = NodeConfig {
         id: c.id,
         listen: c.listen,
+        cluster_listen: c.cluster_listen,
         advertise: c.advertise,
+        pki_dir: c.pki_dir,
         data_dir: c.data_dir,
         peers: parse_peers(&c.peers)?,
         join: c.join,
@@ -63,7 +74,7 @@ pub(crate) async fn run(c: ControllerCmd) -> anyhow::Result<()> {
         openflow_listen: c.openflow_listen,
     };
     let node = Node::start(cfg).await?;
-    println!("plexus controller {} listening on http://{}", c.id, node.addr);
+    println!("plexus controller {} listening on http://{} (cluster port {})", c.id, node.addr, node.cluster_addr);
     tokio::signal::ctrl_c().await?;
     tracing::info!("shutting down");
     node.shutdown().await;

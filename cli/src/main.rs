@@ -65,6 +65,7 @@ enum Cmd {
 }
 
 fn main() {
+    plexus_pki::install_crypto_provider();
     if let Err(e) = run() {
         // The chain of causes, without a backtrace: users read this.
         eprintln!("error: {e:#}");

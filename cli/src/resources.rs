@@ -127,15 +127,48 @@ pub(crate) enum ClusterCmd {
         /// Its id.
         #[arg(long)]
         id: u64,
-        /// Its API address, HOST:PORT.
+        /// Its cluster address, HOST:PORT.
         #[arg(long)]
         addr: String,
+        #[command(flatten)]
+        via: ClusterPort,
     },
     /// Remove a node from the cluster.
     RemoveNode {
         /// Its id.
         id: u64,
+        #[command(flatten)]
+        via: ClusterPort,
     },
+}
+
+/// Membership changes go to a node's cluster port, with a certificate of the cluster's CA.
+#[derive(clap::Args)]
+pub(crate) struct ClusterPort {
+    /// The cluster address (HOST:PORT) of any member.
+    #[arg(long)]
+    cluster: String,
+    /// The cluster's PKI directory (its CA issues this command an operator certificate).
+    #[arg(long, env = "PLEXUS_PKI_DIR")]
+    pki_dir: std::path::PathBuf,
+}
+
+impl ClusterPort {
+    fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let id = plexus_pki::Ca::identity_in(&self.pki_dir, "operator", &[], plexus_pki::Usage::Client)
+            .with_context(|| format!("an operator certificate from {}", self.pki_dir.display()))?;
+        plexus_controller::store::cluster_client(&id).map_err(|e| anyhow::anyhow!("a client for the cluster port: {e}"))
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<()> {
+        let r = req.send().await.with_context(|| format!("the cluster port at {}", self.cluster))?;
+        if !r.status().is_success() {
+            let status = r.status();
+            let p: plexus_api::Problem = r.json().await.unwrap_or_else(|_| plexus_api::Problem::new(status.as_u16(), "error", status.to_string()));
+            bail!("{} ({})", p.detail, p.status);
+        }
+        Ok(())
+    }
 }
 
 fn print<T: Serialize>(o: Output, v: &T, table: impl FnOnce()) -> anyhow::Result<()> {
@@ -254,12 +287,13 @@ pub(crate) async fn host(o: ApiOpts, c: HostCmd) -> anyhow::Result<()> {
 pub(crate) async fn cluster(o: ApiOpts, c: ClusterCmd) -> anyhow::Result<()> {
     let api = Client::new(&o.api)?;
     match c {
-        ClusterCmd::AddNode { id, addr } => {
-            let m = api.add_member(id, &addr).await?;
-            println!("node {} ({}) is a member", m.id, m.addr);
+        ClusterCmd::AddNode { id, addr, via } => {
+            let url = format!("https://{}/cluster/members", via.cluster);
+            via.send(via.client()?.post(url).json(&plexus_api::Member { id, addr: addr.clone() })).await?;
+            println!("node {id} ({addr}) is a member");
         }
-        ClusterCmd::RemoveNode { id } => {
-            api.remove_member(id).await?;
+        ClusterCmd::RemoveNode { id, via } => {
+            via.send(via.client()?.delete(format!("https://{}/cluster/members/{id}", via.cluster))).await?;
             println!("node {id} removed from the cluster");
         }
         ClusterCmd::Status => {

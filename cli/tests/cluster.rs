@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use plexus_tests::Cluster;
+use rustls::pki_types::pem::PemObject;
 use serde_json::{json, Value};
 
 fn net(name: &str) -> Value {
@@ -181,7 +182,7 @@ async fn nodes_join_and_leave_a_live_cluster_and_catch_up_from_a_snapshot() {
     assert!(st["purged_index"].as_u64().is_some(), "the log was compacted: {st}");
     // Two more nodes join through node 1; the log they need is gone, so they start from
     // the snapshot.
-    let a1 = c.addrs[0].clone();
+    let a1 = c.cluster_addrs[0].clone();
     c.spawn(2, &["--join", &a1, "--snapshot-every", "40"]);
     c.spawn(3, &["--join", &a1, "--snapshot-every", "40"]);
     let t = Instant::now();
@@ -198,7 +199,9 @@ async fn nodes_join_and_leave_a_live_cluster_and_catch_up_from_a_snapshot() {
     assert_eq!(lists[0], lists[2]);
     // Node 2 leaves, through the CLI; the other two carry on.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
-        .args(["cluster", "remove-node", "2", "--api", &format!("http://{}", c.addrs[2])])
+        .args(["cluster", "remove-node", "2", "--cluster", &c.cluster_addrs[2]])
+        .arg("--pki-dir")
+        .arg(c.pki_dir())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -213,4 +216,72 @@ async fn nodes_join_and_leave_a_live_cluster_and_catch_up_from_a_snapshot() {
     let lists = c.converged(&[1, 3], 101).await;
     assert_eq!(lists[0], lists[1]);
     assert_eq!(lists[0].as_array().unwrap().len(), 101);
+}
+
+/// A client for a node's cluster port that presents `client` and trusts `roots_from`'s CA.
+fn cluster_client(client: &plexus_pki::Identity, roots_from: &plexus_pki::Identity) -> reqwest::Client {
+    let id = plexus_pki::Identity { ca_pem: roots_from.ca_pem.clone(), ..client.clone() };
+    plexus_controller::store::cluster_client(&id).expect("a cluster client")
+}
+
+/// What an attacker on the network could send, now refused harmlessly: Raft RPCs and
+/// membership changes on the API port (gone), on the cluster port without a certificate or
+/// with one of another CA (no TLS session), and with a valid certificate but a term no honest
+/// peer can have (refused before openraft, which used to panic on it). After each, every node
+/// agrees on a leader, the replicas are identical, and writes go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_raft_messages_and_anonymous_membership_changes_fail_harmlessly() {
+    let c = Cluster::new(env!("CARGO_BIN_EXE_plexus"), 3, 6);
+    c.leader(&[1, 2, 3]).await;
+    assert_eq!(create(&c, 1, "before").await, 201);
+    let absurd = json!({"vote": {"leader_id": {"term": u64::MAX, "node_id": 9}, "committed": true}, "last_log_id": null});
+    let append = json!({"vote": {"leader_id": {"term": u64::MAX, "node_id": 9}, "committed": true}, "prev_log_id": null, "entries": [], "leader_commit": null});
+
+    // The API port serves neither Raft nor membership any more.
+    for (path, body) in [("/raft/vote", &absurd), ("/raft/append", &append), ("/v1/cluster/members", &json!({"id": 9, "addr": "192.0.2.99:7001"}))] {
+        let r = c.http.post(c.url(1, path)).json(body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{path} on the API port");
+    }
+
+    // The cluster port without a client certificate, or with one of another CA.
+    let pki = c.pki_dir();
+    let mine = plexus_pki::Ca::identity_in(&pki, "intruder", &[], plexus_pki::Usage::Client).unwrap();
+    let stranger_dir = c.dir.join("stranger-pki");
+    let stranger = plexus_pki::Ca::identity_in(&stranger_dir, "node-9", &[], plexus_pki::Usage::Node).unwrap();
+    let no_cert = {
+        // Trusts the cluster's CA (so the server is accepted) but has no certificate to show.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from_pem_slice(mine.ca_pem.as_bytes()).unwrap()).unwrap();
+        let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        plexus_api::client::http_builder().use_preconfigured_tls(tls).build().unwrap()
+    };
+    let wrong_ca = cluster_client(&stranger, &mine);
+    for (who, client) in [("no certificate", &no_cert), ("another CA's certificate", &wrong_ca)] {
+        for (path, body) in [("/raft/vote", &absurd), ("/cluster/members", &json!({"id": 9, "addr": "192.0.2.99:7001"}))] {
+            let r = client.post(format!("https://{}{path}", c.cluster_addrs[0])).json(body).send().await;
+            assert!(r.is_err(), "{who} reached {path}: {:?}", r.map(|r| r.status()));
+        }
+    }
+
+    // A valid certificate, but a term no honest peer can send: refused, not applied.
+    let member = cluster_client(&mine, &mine);
+    for (path, body) in [("/raft/vote", &absurd), ("/raft/append", &append)] {
+        for node in 0..3 {
+            let r = member.post(format!("https://{}{path}", c.cluster_addrs[node])).json(body).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 422, "{path} with term u64::MAX on node {}", node + 1);
+        }
+    }
+
+    // Every node still agrees on a leader, writes go on through any node, and the replicas
+    // are identical.
+    c.leader(&[1, 2, 3]).await;
+    for node in 1..=3 {
+        assert_eq!(create(&c, node, &format!("after{node}")).await, 201, "a write through node {node}");
+    }
+    let revision = c.get(1, "/v1/cluster").await.unwrap()["revision"].as_u64().unwrap();
+    let lists = c.converged(&[1, 2, 3], revision).await;
+    assert_eq!(lists[0], lists[1]);
+    assert_eq!(lists[0], lists[2]);
+    let members = c.get(1, "/v1/cluster").await.unwrap()["members"].as_array().map(Vec::len);
+    assert_eq!(members, Some(3), "membership unchanged");
 }

@@ -3,6 +3,7 @@
 //! keeps switches at those flows, and the REST API NetOps and agents use. The path of one
 //! write through all of them is in `docs/architecture.md`.
 
+mod cluster_port;
 pub mod flows;
 pub mod mastership;
 pub mod model;

@@ -115,7 +115,7 @@ pub fn spawn_assigner(id: u64, raft: Raft, state: SharedState, http: reqwest::Cl
             }
             let mut probes = tokio::task::JoinSet::new();
             for (v, addr) in voters.iter().filter(|(v, _)| *v != id) {
-                let (v, url, http) = (*v, format!("http://{addr}/healthz"), http.clone());
+                let (v, url, http) = (*v, format!("https://{addr}/healthz"), http.clone());
                 probes.spawn(async move { (v, http.get(&url).timeout(Duration::from_millis(300)).send().await.is_ok_and(|r| r.status().is_success())) });
             }
             while let Some(Ok((v, ok))) = probes.join_next().await {

@@ -58,16 +58,23 @@ pub enum NodeError {
 pub struct NodeConfig {
     /// Node id, unique in the cluster (1 and up).
     pub id: u64,
-    /// Where the API and Raft RPCs listen.
+    /// Where the REST API listens.
     pub listen: SocketAddr,
-    /// The address other nodes and clients use (defaults to `listen`).
+    /// Where the cluster port listens: Raft, membership and forwarded requests between
+    /// nodes, over mutual TLS.
+    pub cluster_listen: SocketAddr,
+    /// The cluster address other nodes reach this one at (defaults to `cluster_listen`).
     pub advertise: Option<String>,
+    /// Where the cluster's CA and this node's certificate live (`data_dir/pki` if absent).
+    /// A directory without a CA gets one: the first node of a cluster makes it; the others
+    /// must be given the same directory's CA (copied, or shared on one machine).
+    pub pki_dir: Option<PathBuf>,
     /// Where the log and snapshots live.
     pub data_dir: PathBuf,
-    /// A static cluster: every member's id and address, this node included. The member with
+    /// A static cluster: every member's id and cluster address, this node included. The member with
     /// the lowest id forms the cluster on first start.
     pub peers: BTreeMap<u64, String>,
-    /// Join an existing cluster through any of its nodes.
+    /// Join an existing cluster through any of its nodes' cluster address.
     pub join: Option<String>,
     /// Take a snapshot (and compact the log) every this many entries.
     pub snapshot_every: u64,
@@ -81,9 +88,12 @@ pub struct Node {
     pub raft: Raft,
     /// The replicated state.
     pub state: SharedState,
-    /// The address bound.
+    /// The API address bound.
     pub addr: SocketAddr,
+    /// The cluster port bound.
+    pub cluster_addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
+    cluster_server: tokio::task::JoinHandle<()>,
 }
 
 impl Node {
@@ -117,12 +127,21 @@ impl Node {
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(|e| NodeError::Raft(e.to_string()))?);
-        let raft = Raft::new(cfg.id, config, HttpNetwork::new(), log, sm).await.map_err(|e| NodeError::Raft(e.to_string()))?;
+        let cluster_listener =
+            tokio::net::TcpListener::bind(cfg.cluster_listen).await.map_err(|e| NodeError::Listen { addr: cfg.cluster_listen, reason: e.to_string() })?;
+        let cluster_addr = cluster_listener.local_addr().map_err(|e| NodeError::Listen { addr: cfg.cluster_listen, reason: e.to_string() })?;
+        let advertise = cfg.advertise.clone().unwrap_or_else(|| cluster_addr.to_string());
+        // This node's certificate names it and the address its peers dial.
+        let pki_dir = cfg.pki_dir.clone().unwrap_or_else(|| cfg.data_dir.join("pki"));
+        let host = advertise.rsplit_once(':').map_or(advertise.as_str(), |(h, _)| h).trim_matches(['[', ']']).to_string();
+        let identity = plexus_pki::Ca::identity_in(&pki_dir, &format!("node-{}", cfg.id), &[host], plexus_pki::Usage::Node)
+            .map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e.to_string() })?;
+        let tls = identity.server_config().map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e.to_string() })?;
+        let http = crate::store::cluster_client(&identity).map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e })?;
+        let raft = Raft::new(cfg.id, config, HttpNetwork::new(http.clone()), log, sm).await.map_err(|e| NodeError::Raft(e.to_string()))?;
 
         let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| NodeError::Listen { addr: cfg.listen, reason: e.to_string() })?;
         let addr = listener.local_addr().map_err(|e| NodeError::Listen { addr: cfg.listen, reason: e.to_string() })?;
-        let advertise = cfg.advertise.clone().unwrap_or_else(|| addr.to_string());
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(1)).build().unwrap_or_default();
         let lease = crate::mastership::Lease::new(cfg.id, raft.clone());
         let switches = match cfg.openflow_listen {
             Some(a) => {
@@ -133,13 +152,16 @@ impl Node {
             }
             None => None,
         };
-        let app = server::router(AppState { id: cfg.id, raft: raft.clone(), state: state.clone(), revisions, http: http.clone(), switches, lease });
+        let st = AppState { id: cfg.id, raft: raft.clone(), state: state.clone(), revisions, http: http.clone(), switches, lease };
+        let cluster_app = server::cluster_router(st.clone());
+        let app = server::router(st);
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "http server stopped");
             }
         });
-        tracing::info!(id = cfg.id, %addr, data_dir = %cfg.data_dir.display(), "controller node listening");
+        let cluster_server = tokio::spawn(crate::cluster_port::serve(cluster_listener, tls, cluster_app));
+        tracing::info!(id = cfg.id, %addr, %cluster_addr, data_dir = %cfg.data_dir.display(), "controller node listening");
 
         let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
         if !initialized {
@@ -155,18 +177,19 @@ impl Node {
                 tracing::info!(id = cfg.id, members = cfg.peers.len(), "formed the cluster from the static peer list");
             }
         }
-        Ok(Node { raft, state, addr, server })
+        Ok(Node { raft, state, addr, cluster_addr, server, cluster_server })
     }
 
     /// Stops the node (the data directory keeps everything).
     pub async fn shutdown(self) {
         let _ = self.raft.shutdown().await;
         self.server.abort();
+        self.cluster_server.abort();
     }
 }
 
 async fn join(http: &reqwest::Client, via: &str, id: u64, addr: &str) -> Result<(), NodeError> {
-    let url = format!("http://{via}/v1/cluster/members");
+    let url = format!("https://{via}/cluster/members");
     let mut last = String::new();
     for _ in 0..50 {
         match http.post(&url).json(&Member { id, addr: addr.to_string() }).timeout(Duration::from_secs(30)).send().await {

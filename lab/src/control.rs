@@ -3,7 +3,7 @@
 //! namespace. They run as `plexus` processes whose pids the lab records and ends at `down`.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,8 @@ use super::{daemons, Lab, LabError};
 
 /// Port of the controller's API.
 pub const API_PORT: u16 = 6543;
+/// Port of the controller's cluster port (Raft, membership; mutual TLS).
+pub const CLUSTER_PORT: u16 = 6545;
 /// Port switches connect to.
 pub const OPENFLOW_PORT: u16 = 6653;
 /// The Docker host's name.
@@ -209,6 +211,11 @@ impl Lab {
         }
     }
 
+    /// The lab cluster's PKI directory (its CA, the nodes' certificates).
+    pub fn pki_dir(&self) -> PathBuf {
+        self.dir.join("pki")
+    }
+
     /// Where the control plane answers: every node's API (comma-separated, as clients take
     /// them) and OpenFlow target.
     pub fn control_plane(&self) -> ControlPlane {
@@ -267,13 +274,24 @@ impl Lab {
     fn spawn_controller_node(&self, i: u8, plexus: &Path) -> Result<Ipv4Addr, LabError> {
         let ips = self.controller_ips();
         let ip = *ips.get(usize::from(i) - 1).ok_or_else(|| LabError::Invalid { field: "controller", reason: format!("no controller {i}") })?;
-        let mut args =
-            vec!["controller".to_string(), "--listen".into(), format!("{ip}:{API_PORT}"), "--openflow-listen".into(), format!("{ip}:{OPENFLOW_PORT}")];
+        // One CA for the lab's cluster: the first node to start makes it in the lab's
+        // directory, and every node's certificate comes from it.
+        let mut args = vec![
+            "controller".to_string(),
+            "--listen".into(),
+            format!("{ip}:{API_PORT}"),
+            "--cluster-listen".into(),
+            format!("{ip}:{CLUSTER_PORT}"),
+            "--openflow-listen".into(),
+            format!("{ip}:{OPENFLOW_PORT}"),
+            "--pki-dir".into(),
+            self.pki_dir().display().to_string(),
+        ];
         if self.controllers <= 1 {
             args.extend(["--data-dir".into(), self.dir.join("controller").display().to_string()]);
             self.spawn(None, "controller", plexus, &args)?;
         } else {
-            let peers = ips.iter().enumerate().map(|(k, a)| format!("{}={a}:{API_PORT}", k + 1)).collect::<Vec<_>>().join(",");
+            let peers = ips.iter().enumerate().map(|(k, a)| format!("{}={a}:{CLUSTER_PORT}", k + 1)).collect::<Vec<_>>().join(",");
             args.extend([
                 "--id".into(),
                 i.to_string(),

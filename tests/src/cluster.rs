@@ -15,8 +15,10 @@ pub struct Cluster {
     pub bin: PathBuf,
     /// Each node's process, while it runs (node `i` at index `i - 1`).
     pub procs: Vec<Option<Child>>,
-    /// Each node's address.
+    /// Each node's API address.
     pub addrs: Vec<String>,
+    /// Each node's cluster port (mutual TLS).
+    pub cluster_addrs: Vec<String>,
     /// Where the nodes keep their data and logs.
     pub dir: PathBuf,
     /// A client for their APIs.
@@ -36,17 +38,26 @@ impl Cluster {
 
     /// Starts node `i` with the others as peers.
     pub fn start(&mut self, i: usize) {
-        let peers: Vec<String> = self.addrs.iter().enumerate().map(|(j, a)| format!("{}={a}", j + 1)).collect();
+        let peers: Vec<String> = self.cluster_addrs.iter().enumerate().map(|(j, a)| format!("{}={a}", j + 1)).collect();
         self.spawn(i, &["--peers", &peers.join(",")]);
     }
 
     /// A cluster whose nodes the test starts itself with [`Cluster::spawn`].
     pub fn empty(bin: &str, n: usize, tag: u8) -> Cluster {
         let pid = std::process::id();
-        let addrs: Vec<String> = (1..=n).map(|i| format!("127.{}.{}.{}:7000", (pid >> 8) & 0xff, pid & 0xff, tag as usize * 10 + i)).collect();
+        let ip = |i: usize| format!("127.{}.{}.{}", (pid >> 8) & 0xff, pid & 0xff, tag as usize * 10 + i);
+        let addrs: Vec<String> = (1..=n).map(|i| format!("{}:7000", ip(i))).collect();
+        let cluster_addrs: Vec<String> = (1..=n).map(|i| format!("{}:7001", ip(i))).collect();
         let dir = std::env::temp_dir().join(format!("plexus-cluster-{pid}-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
-        Cluster { bin: bin.into(), procs: (0..n).map(|_| None).collect(), addrs, dir, http: reqwest::Client::new() }
+        Cluster {
+            bin: bin.into(),
+            procs: (0..n).map(|_| None).collect(),
+            addrs,
+            cluster_addrs,
+            dir,
+            http: plexus_api::client::http_builder().build().expect("an HTTP client"),
+        }
     }
 
     /// Starts node `i` with extra arguments.
@@ -54,7 +65,9 @@ impl Cluster {
         let _ = std::fs::create_dir_all(&self.dir);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("node{i}.log"))).expect("log file");
         let child = Command::new(&self.bin)
-            .args(["controller", "--id", &i.to_string(), "--listen", &self.addrs[i - 1]])
+            .args(["controller", "--id", &i.to_string(), "--listen", &self.addrs[i - 1], "--cluster-listen", &self.cluster_addrs[i - 1]])
+            .arg("--pki-dir")
+            .arg(self.pki_dir())
             .arg("--data-dir")
             .arg(self.dir.join(format!("node{i}")))
             .args(extra)
@@ -63,6 +76,11 @@ impl Cluster {
             .spawn()
             .expect("start plexus controller");
         self.procs[i - 1] = Some(child);
+    }
+
+    /// The cluster's PKI directory: one CA for all its nodes (the first to start makes it).
+    pub fn pki_dir(&self) -> PathBuf {
+        self.dir.join("pki")
     }
 
     /// Sends signal `sig` to node `i` (and reaps it after `SIGKILL`).

@@ -21,18 +21,21 @@ impl Cluster {
             let cfg = NodeConfig {
                 id,
                 listen: "127.0.0.1:0".parse()?,
+                cluster_listen: "127.0.0.1:0".parse()?,
                 advertise: None,
+                // One CA for the cluster: the first node makes it, the others are issued by it.
+                pki_dir: Some(dir.join("pki")),
                 data_dir: dir.join(format!("node{id}")),
                 peers: BTreeMap::new(),
                 // The first node forms a cluster; the others join it live (a membership change).
-                join: nodes.first().map(|n| n.addr.to_string()),
+                join: nodes.first().map(|n| n.cluster_addr.to_string()),
                 snapshot_every: 5000,
                 openflow_listen: None,
             };
             nodes.push(Node::start(cfg).await?);
         }
         let leader = nodes[0].addr;
-        let http = reqwest::Client::new();
+        let http = plexus_api::client::http_builder().build()?;
         for _ in 0..100 {
             let v: serde_json::Value = http.get(format!("http://{leader}/v1/cluster")).send().await?.json().await?;
             if v["members"].as_array().map(Vec::len) == Some(size) && v["leader"] == 1 {
@@ -143,7 +146,7 @@ pub(super) async fn run(writes: usize) -> anyhow::Result<()> {
             println!("{:<8} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>13.2}x", format!("{size}-node"), in_flight, f.per_s, f.p50_ms, f.p99_ms, f.per_s / fsyncs);
         }
         if size == 3 {
-            let http = reqwest::Client::new();
+            let http = plexus_api::client::http_builder().build()?;
             http.put(format!("{url}/v1/hosts/h1")).json(&json!({"name": "h1", "tunnel_ip": "192.0.2.1"})).send().await?.error_for_status()?;
             http.post(format!("{url}/v1/networks"))
                 .json(&json!({"name": "ipam", "kind": {"type": "overlay"}, "subnet": "10.128.0.0/16"}))

@@ -31,8 +31,11 @@ async fn leader_addr(s: &AppState) -> Result<Option<String>, Response> {
 }
 
 /// Sends the request to the leader as it came and relays the answer.
+/// Sends a request to the leader's cluster port (mutual TLS): API requests under `/forward`,
+/// cluster requests (membership) as they are.
 async fn forward(s: &AppState, addr: &str, method: Method, uri: &str, headers: &HeaderMap, body: Bytes) -> Response {
-    let url = format!("http://{addr}{uri}");
+    let prefix = if uri.starts_with("/cluster/") { "" } else { super::FORWARD_PREFIX };
+    let url = format!("https://{addr}{prefix}{uri}");
     let mut req = s.http.request(method, &url).timeout(Duration::from_secs(10)).body(body);
     for h in [header::CONTENT_TYPE, header::IF_MATCH] {
         if let Some(v) = headers.get(&h) {

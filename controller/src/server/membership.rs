@@ -1,5 +1,6 @@
 //! Cluster membership and status: who the voters are, who leads, which node masters which
-//! switch; adding and removing voters.
+//! switch (on the API); adding and removing voters (on the cluster port only, where every
+//! caller holds a certificate of the cluster's CA).
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
@@ -39,7 +40,6 @@ pub(super) async fn cluster(State(s): St) -> Response {
     .into_response()
 }
 
-#[utoipa::path(post, path = "/v1/cluster/members", tag = "cluster", request_body = Member, responses((status = 200, description = "The node is a voting member", body = Member), (status = 503, description = "No leader or no quorum")))]
 pub(super) async fn add_member(State(s): St, req: Request) -> Response {
     let (parts, bytes) = match read_body(req).await {
         Ok(x) => x,
@@ -64,9 +64,6 @@ pub(super) async fn add_member(State(s): St, req: Request) -> Response {
     }
 }
 
-#[utoipa::path(delete, path = "/v1/cluster/members/{id}", tag = "cluster", params(("id" = u64, Path, description = "Node id")),
-    responses((status = 204, description = "The node is no longer a member"), (status = 404, description = "Not a member"),
-              (status = 422, description = "The last member cannot go"), (status = 503, description = "No leader or no quorum")))]
 pub(super) async fn remove_member(State(s): St, axum::extract::Path(id): axum::extract::Path<u64>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
     if let Some(r) = at_leader(&s, &parts, &Bytes::new()).await {

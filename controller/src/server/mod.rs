@@ -1,4 +1,6 @@
-//! The HTTP server of a controller node: Raft RPCs between nodes, and the versioned REST API.
+//! The HTTP servers of a controller node: the versioned REST API for clients ([`router`]),
+//! and the cluster port between nodes ([`cluster_router`]: Raft RPCs, membership, forwarded
+//! requests), which only peers holding a certificate of the cluster's CA can reach.
 //!
 //! Writes are proposed to Raft on the leader; a follower forwards the request to the leader
 //! as it came, so a client may talk to any node. Reads go to the leader too (which checks it
@@ -11,6 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use plexus_api::Problem;
 use utoipa_axum::router::OpenApiRouter;
@@ -60,6 +63,10 @@ pub struct AppState {
 /// come from the same `#[utoipa::path]` declarations, so neither can list a route the other
 /// lacks.
 pub fn router(st: AppState) -> Router {
+    api_router(Arc::new(st))
+}
+
+fn api_router(st: Arc<AppState>) -> Router {
     let (router, doc) = routes().split_for_parts();
     let _ = DOC.set(with_problem_bodies(doc));
     router
@@ -67,7 +74,7 @@ pub fn router(st: AppState) -> Router {
         .method_not_allowed_fallback(|| async { problem(Problem::new(405, "method not allowed", "this route does not take that method")) })
         .layer(axum::middleware::map_response(problem_for_rejections))
         .layer(axum::middleware::from_fn(require_json))
-        .with_state(Arc::new(st))
+        .with_state(st)
 }
 
 /// Every request body is JSON: one that says otherwise (or says nothing) is refused before
@@ -139,7 +146,7 @@ fn with_problem_bodies(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::Op
 #[openapi(
     info(title = "Plexus controller API", description = "Networks, endpoints and hosts of a Plexus software-defined network."),
     components(schemas(Problem)),
-    tags((name = "networks"), (name = "endpoints"), (name = "hosts"), (name = "cluster"), (name = "routing"), (name = "watch"), (name = "internal", description = "Between controller nodes"))
+    tags((name = "networks"), (name = "endpoints"), (name = "hosts"), (name = "cluster"), (name = "routing"), (name = "watch"))
 )]
 struct ApiDoc;
 
@@ -154,17 +161,38 @@ async fn openapi_json() -> Response {
     }
 }
 
+/// Where the cluster port serves API requests a follower forwards to the leader.
+pub const FORWARD_PREFIX: &str = "/forward";
+
+/// The router of a node's cluster port: Raft RPCs, membership changes, liveness for the
+/// mastership probes, and the API for requests forwarded by followers. Served only over
+/// mutual TLS with certificates of the cluster's CA (see `node.rs`).
+pub fn cluster_router(st: AppState) -> Router {
+    let st = Arc::new(st);
+    let api = api_router(st.clone());
+    let raft = Router::new()
+        .route("/raft/append", post(raft_append))
+        .route("/raft/vote", post(raft_vote))
+        .route("/raft/snapshot", post(raft_snapshot))
+        .layer(DefaultBodyLimit::max(MAX_RAFT_BODY));
+    Router::new()
+        .route("/cluster/members", post(add_member))
+        .route("/cluster/members/{id}", delete(remove_member))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .merge(raft)
+        .with_state(st)
+        .nest_service(FORWARD_PREFIX, api)
+        .fallback(|| async { problem(Problem::new(404, "not found", "no such route on the cluster port")) })
+}
+
 fn routes() -> OpenApiRouter<Arc<AppState>> {
-    let raft =
-        OpenApiRouter::new().routes(routes!(raft_append)).routes(routes!(raft_vote)).routes(routes!(raft_snapshot)).layer(DefaultBodyLimit::max(MAX_RAFT_BODY));
     OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(openapi_json))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))
         .routes(routes!(cluster))
-        .routes(routes!(add_member))
-        .routes(routes!(remove_member))
         .routes(routes!(list_networks, create_network))
         .routes(routes!(get_network, put_network, delete_network))
         .routes(routes!(list_endpoints, create_endpoint))
@@ -179,7 +207,6 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(get_host, put_host))
         .routes(routes!(host_flows))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .merge(raft)
 }
 
 pub(crate) type St = State<Arc<AppState>>;

@@ -10,7 +10,7 @@ pub mod sm;
 use std::io::Cursor;
 
 pub use log::LogStore;
-pub use network::HttpNetwork;
+pub use network::{cluster_client, HttpNetwork};
 pub use sm::{SharedState, StateMachine};
 
 use crate::model::{Command, CommandResult};

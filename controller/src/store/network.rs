@@ -1,5 +1,5 @@
-//! Raft RPCs between controller nodes: JSON over HTTP to each node's API address
-//! (`POST /raft/append|vote|snapshot`). A node that cannot be reached is reported as
+//! Raft RPCs between controller nodes: JSON over HTTPS with mutual TLS to each node's cluster
+//! port (`POST /raft/append|vote|snapshot`). A node that cannot be reached is reported as
 //! unreachable so openraft backs off instead of retrying in a tight loop.
 
 use std::time::Duration;
@@ -20,18 +20,23 @@ pub struct HttpNetwork {
 }
 
 impl HttpNetwork {
-    /// A network using a shared connection pool.
-    pub fn new() -> HttpNetwork {
-        let client =
-            reqwest::Client::builder().connect_timeout(Duration::from_millis(500)).pool_idle_timeout(Duration::from_secs(30)).build().unwrap_or_default();
+    /// A network over `client`, which must present this node's certificate and trust only
+    /// the cluster's CA ([`cluster_client`]).
+    pub fn new(client: reqwest::Client) -> HttpNetwork {
         HttpNetwork { client }
     }
 }
 
-impl Default for HttpNetwork {
-    fn default() -> Self {
-        HttpNetwork::new()
-    }
+/// An HTTPS client for the cluster port: TLS 1.3, the cluster's CA as the only root, `id` as
+/// its client certificate.
+pub fn cluster_client(id: &plexus_pki::Identity) -> Result<reqwest::Client, String> {
+    let tls = id.client_config().map_err(|e| e.to_string())?;
+    plexus_api::client::http_builder()
+        .use_preconfigured_tls(tls)
+        .connect_timeout(Duration::from_millis(500))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// The connection to one peer.
@@ -66,7 +71,7 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("http://{}/raft/{path}", self.addr);
+        let url = format!("https://{}/raft/{path}", self.addr);
         let resp = self.client.post(&url).timeout(option.hard_ttl()).json(req).send().await.map_err(|e| {
             if e.is_connect() {
                 RPCError::Unreachable(Unreachable::new(&Msg(format!("{url}: {e}"))))

@@ -1,0 +1,265 @@
+//! Plexus's own certificates. A cluster has a CA of its own; it issues the certificates its
+//! controller nodes (and, later, agents and operators) present, and every control channel is
+//! TLS 1.3 with both ends proving they hold a certificate of that CA.
+//!
+//! On disk a cluster directory holds `ca.crt`, `ca.key` and one `NAME.crt`/`NAME.key` pair per
+//! identity issued there; keys are written mode 0600 in a directory of mode 0700.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::client::WebPkiServerVerifier;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// What can go wrong making, reading or using certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// A file could not be read or written.
+    #[error("{path}: {reason}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A certificate or key could not be made or parsed.
+    #[error("certificate: {0}")]
+    Cert(String),
+    /// A TLS configuration could not be built from them.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> PkiError {
+    PkiError::Io { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+fn cert(e: impl std::fmt::Display) -> PkiError {
+    PkiError::Cert(e.to_string())
+}
+
+/// The subject every cluster CA has. Certificates chain by signature, not by name, so two
+/// clusters' CAs sharing it trust nothing of each other.
+const CA_NAME: &str = "Plexus cluster CA";
+const CA_CERT: &str = "ca.crt";
+const CA_KEY: &str = "ca.key";
+
+/// Installs the process's TLS crypto provider (ring); harmless when one is installed.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// What a certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    /// Both ends of a channel (a controller node serves and calls its peers).
+    Node,
+    /// Only the calling end (an operator, an agent).
+    Client,
+}
+
+/// A cluster's CA: its certificate and the key that signs what it issues.
+#[derive(Debug)]
+pub struct Ca {
+    cert_pem: String,
+    key: KeyPair,
+}
+
+fn ca_params() -> Result<CertificateParams, PkiError> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(cert)?;
+    p.distinguished_name.push(DnType::CommonName, CA_NAME);
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.not_after = rcgen::date_time_ymd(2046, 1, 1);
+    Ok(p)
+}
+
+/// Writes `contents` to a new file `path` with `mode`; fails if it exists.
+fn write_new(path: &Path, contents: &str, mode: u32) -> Result<(), std::io::Error> {
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    fs::read_to_string(path).map_err(|e| io(path, e))
+}
+
+impl Ca {
+    /// A new CA.
+    pub fn create() -> Result<Ca, PkiError> {
+        let key = KeyPair::generate().map_err(cert)?;
+        let cert_pem = ca_params()?.self_signed(&key).map_err(cert)?.pem();
+        Ok(Ca { cert_pem, key })
+    }
+
+    /// The CA in `dir`, made there first if the directory has none. Several processes may
+    /// race to make it (the nodes of a lab starting at once): one wins, the others read it.
+    pub fn open_or_create(dir: &Path) -> Result<Ca, PkiError> {
+        fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| io(dir, e))?;
+        let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
+        if !key_path.exists() {
+            let ca = Ca::create()?;
+            match write_new(&key_path, &ca.key.serialize_pem(), 0o600) {
+                Ok(()) => {
+                    write_new(&cert_path, &ca.cert_pem, 0o644).map_err(|e| io(&cert_path, e))?;
+                    tracing::info!(dir = %dir.display(), "created a cluster CA");
+                    return Ok(ca);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io(&key_path, e)),
+            }
+        }
+        // Another process is writing it: wait (briefly) for both halves.
+        for _ in 0..100 {
+            if let (Ok(c), Ok(k)) = (fs::read_to_string(&cert_path), fs::read_to_string(&key_path)) {
+                if !c.is_empty() && !k.is_empty() {
+                    return Ca::from_pem(&c, &k);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ca::from_pem(&read(&cert_path)?, &read(&key_path)?)
+    }
+
+    /// A CA from its certificate and key.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca, PkiError> {
+        let key = KeyPair::from_pem(key_pem).map_err(cert)?;
+        CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(cert)?;
+        Ok(Ca { cert_pem: cert_pem.to_string(), key })
+    }
+
+    /// The CA's certificate.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Issues a certificate named `name` (its common name and a DNS name), valid also for
+    /// `sans` (DNS names or IP addresses), for `usage`.
+    pub fn issue(&self, name: &str, sans: &[String], usage: Usage) -> Result<Identity, PkiError> {
+        let mut names = vec![name.to_string()];
+        names.extend(sans.iter().filter(|s| *s != name).cloned());
+        let mut p = CertificateParams::new(names).map_err(cert)?;
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = match usage {
+            Usage::Node => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        };
+        p.not_after = rcgen::date_time_ymd(2045, 1, 1);
+        let key = KeyPair::generate().map_err(cert)?;
+        let issuer = Issuer::new(ca_params()?, &self.key);
+        let c = p.signed_by(&key, &issuer).map_err(cert)?;
+        Ok(Identity { cert_pem: c.pem(), key_pem: key.serialize_pem(), ca_pem: self.cert_pem.clone() })
+    }
+
+    /// The identity `name` in `dir`, issued there (by the CA in `dir`, made if need be) the
+    /// first time it is asked for.
+    pub fn identity_in(dir: &Path, name: &str, sans: &[String], usage: Usage) -> Result<Identity, PkiError> {
+        if let Ok(id) = Identity::load(dir, name) {
+            return Ok(id);
+        }
+        let ca = Ca::open_or_create(dir)?;
+        let id = ca.issue(name, sans, usage)?;
+        id.save(dir, name)?;
+        Ok(id)
+    }
+}
+
+/// A certificate, its key, and the CA that issued it (and that its peers must be issued by).
+#[derive(Clone)]
+pub struct Identity {
+    /// The certificate (PEM).
+    pub cert_pem: String,
+    /// Its private key (PEM).
+    pub key_pem: String,
+    /// The CA's certificate (PEM).
+    pub ca_pem: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Identity").finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// `dir/NAME.crt`, `dir/NAME.key` and `dir/ca.crt`.
+    pub fn load(dir: &Path, name: &str) -> Result<Identity, PkiError> {
+        Ok(Identity { cert_pem: read(&dir.join(format!("{name}.crt")))?, key_pem: read(&dir.join(format!("{name}.key")))?, ca_pem: read(&dir.join(CA_CERT))? })
+    }
+
+    /// Writes `dir/NAME.crt` and `dir/NAME.key` (mode 0600), refusing to replace them.
+    pub fn save(&self, dir: &Path, name: &str) -> Result<(), PkiError> {
+        let (c, k) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        write_new(&k, &self.key_pem, 0o600).map_err(|e| io(&k, e))?;
+        write_new(&c, &self.cert_pem, 0o644).map_err(|e| io(&c, e))
+    }
+
+    fn roots(&self) -> Result<Arc<RootCertStore>, PkiError> {
+        let mut roots = RootCertStore::empty();
+        let ca = CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).map_err(cert)?;
+        roots.add(ca).map_err(|e| PkiError::Tls(e.to_string()))?;
+        Ok(Arc::new(roots))
+    }
+
+    fn chain(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
+        let certs = vec![CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).map_err(cert)?];
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(cert)?;
+        Ok((certs, key))
+    }
+
+    /// TLS 1.3 for a server that admits only clients presenting a certificate of its CA.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, PkiError> {
+        install_crypto_provider();
+        let verifier = WebPkiClientVerifier::builder(self.roots()?).build().map_err(|e| PkiError::Tls(e.to_string()))?;
+        let (certs, key) = self.chain()?;
+        let cfg = ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        Ok(Arc::new(cfg))
+    }
+
+    /// TLS 1.3 for a client that trusts only servers with a certificate of its CA, and
+    /// presents its own.
+    pub fn client_config(&self) -> Result<ClientConfig, PkiError> {
+        install_crypto_provider();
+        let verifier = WebPkiServerVerifier::builder(self.roots()?).build().map_err(|e| PkiError::Tls(e.to_string()))?;
+        let (certs, key) = self.chain()?;
+        ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            .with_webpki_verifier(verifier)
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| PkiError::Tls(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_gets_one_ca_and_identities_it_issues() {
+        let dir = std::env::temp_dir().join(format!("plexus-pki-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let a = Ca::identity_in(&dir, "node-1", &["127.0.0.1".into()], Usage::Node).unwrap();
+        let b = Ca::identity_in(&dir, "node-2", &["127.0.0.2".into()], Usage::Node).unwrap();
+        assert_eq!(a.ca_pem, b.ca_pem, "one CA per directory");
+        assert_eq!(Ca::identity_in(&dir, "node-1", &[], Usage::Node).unwrap().cert_pem, a.cert_pem, "an identity is issued once");
+        let mode = fs::metadata(dir.join("node-1.key")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(a.server_config().is_ok() && b.client_config().is_ok());
+        assert!(!format!("{a:?}").contains("PRIVATE"), "Debug never shows the key");
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
