@@ -16,9 +16,14 @@ pub(crate) struct AgentCmd {
     /// Controller API URL(s), comma-separated.
     #[arg(long, env = "PLEXUS_API")]
     controller: String,
-    /// OpenFlow target of every controller node, e.g. tcp:10.0.0.1:6653 (repeat or comma-separate).
+    /// OpenFlow target of every controller node, e.g. ssl:10.0.0.1:6653 (repeat or comma-separate).
     #[arg(long = "openflow", value_delimiter = ',', required = true)]
     openflow: Vec<String>,
+    /// Where this host's switch certificate (NAME.hosts.plexus.crt, .key) and the cluster's
+    /// ca.crt are, for ssl: targets. With the CA's key there too (a lab), the certificate is
+    /// issued on first start.
+    #[arg(long, env = "PLEXUS_PKI_DIR")]
+    pki_dir: Option<std::path::PathBuf>,
     /// This host's OVSDB.
     #[arg(long, default_value = "unix:/var/run/openvswitch/db.sock")]
     ovsdb: String,
@@ -59,7 +64,22 @@ pub(crate) async fn run(c: AgentCmd) -> anyhow::Result<()> {
     let (ip, len) = c.tunnel_ip.split_once('/').with_context(|| format!("--tunnel-ip {:?} needs a prefix length, e.g. 10.0.0.11/24", c.tunnel_ip))?;
     let tunnel_ip: Ipv4Addr = ip.parse().with_context(|| format!("--tunnel-ip: {ip:?} is not an IPv4 address"))?;
     let tunnel_prefix: u8 = len.parse().ok().filter(|l| *l <= 32).with_context(|| format!("--tunnel-ip: prefix length {len:?} is not 0..=32"))?;
+    let switch_tls = if c.openflow.iter().any(|t| t.starts_with("ssl:")) {
+        let dir = c.pki_dir.as_ref().context("ssl: OpenFlow targets need --pki-dir with this host's switch certificate and the cluster's CA")?;
+        let name = plexus_pki::host_cert_name(&c.name);
+        plexus_pki::Ca::identity_in(dir, &name, &[], plexus_pki::Usage::Client)
+            .with_context(|| format!("the switch certificate {name} in {}", dir.display()))?;
+        let path = |f: String| dir.join(f).display().to_string();
+        Some(plexus_agent::agent::SwitchTls {
+            private_key: path(format!("{name}.key")),
+            certificate: path(format!("{name}.crt")),
+            ca_cert: path("ca.crt".into()),
+        })
+    } else {
+        None
+    };
     let cfg = AgentConfig {
+        switch_tls,
         name: c.name,
         controller: c.controller,
         openflow: c.openflow,

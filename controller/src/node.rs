@@ -148,7 +148,9 @@ impl Node {
                 let l = plexus_ovs::openflow::Listener::bind_tcp(a).await.map_err(|e| NodeError::Listen { addr: a, reason: e.to_string() })?;
                 tracing::info!(addr = ?l.local_addr(), "switches connect here over OpenFlow");
                 crate::mastership::spawn_assigner(cfg.id, raft.clone(), state.clone(), http.clone());
-                Some(crate::switches::SwitchManager::spawn(l, state.clone(), revisions.clone(), Duration::from_secs(10), Some(lease.clone())))
+                // Switches connect with TLS (`ssl:` targets) and a certificate naming their host.
+                let of_tls = identity.server_config().map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e.to_string() })?;
+                Some(crate::switches::SwitchManager::spawn(l, state.clone(), revisions.clone(), Duration::from_secs(10), Some(lease.clone()), Some(of_tls)))
             }
             None => None,
         };

@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use plexus_ovs::openflow::{Connection, ConnectionOptions, Events, Listener, Message, PortReason};
+use plexus_ovs::openflow::{Connection, ConnectionOptions, Events, Listener, Message, PortReason, Stream};
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::flows::{apply, reconcile, DesiredFlows, SwitchView};
 use crate::mastership::Lease;
@@ -113,11 +114,23 @@ impl PortIndex {
 /// Keeps switches in their desired state.
 #[derive(Debug)]
 pub struct SwitchManager {
+    /// With TLS, every switch must present a certificate naming the host its datapath id
+    /// belongs to.
+    tls: bool,
     state: SharedState,
     revisions: watch::Receiver<u64>,
     audit_every: Duration,
     status: Mutex<BTreeMap<String, SwitchStatus>>,
     lease: Option<Arc<Lease>>,
+}
+
+pub use plexus_pki::host_cert_name;
+
+/// Whether `cert` names `host` ([`host_cert_name`]); its chain was checked by TLS already.
+fn names_host(cert: &CertificateDer<'static>, host: &str) -> Result<(), String> {
+    let parsed = tokio_rustls::rustls::server::ParsedCertificate::try_from(cert).map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(host_cert_name(host)).map_err(|e| e.to_string())?;
+    tokio_rustls::rustls::client::verify_server_name(&parsed, &name).map_err(|e| e.to_string())
 }
 
 /// How long a peer has to complete the OpenFlow handshake (hello, features).
@@ -134,14 +147,20 @@ impl SwitchManager {
     /// Starts accepting switches on `listener`. With a `lease` (a clustered node) it programs
     /// only the switches the cluster assigned to it, as OpenFlow master, and only while the
     /// lease holds; without one it programs every switch that connects.
+    ///
+    /// With `tls`, switches connect over TLS (`ssl:` targets) with a certificate of the
+    /// cluster's CA, and one is accepted only if its certificate names the host that its
+    /// datapath id belongs to ([`host_cert_name`]).
     pub fn spawn(
         listener: Listener,
         state: SharedState,
         revisions: watch::Receiver<u64>,
         audit_every: Duration,
         lease: Option<Arc<Lease>>,
+        tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     ) -> Arc<SwitchManager> {
-        let m = Arc::new(SwitchManager { state, revisions, audit_every, status: Mutex::new(BTreeMap::new()), lease });
+        let m = Arc::new(SwitchManager { tls: tls.is_some(), state, revisions, audit_every, status: Mutex::new(BTreeMap::new()), lease });
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let mm = m.clone();
         tokio::spawn(async move {
             // Each handshake runs in a task of its own with a deadline, so a peer that
@@ -161,19 +180,62 @@ impl SwitchManager {
                     tracing::warn!(%peer, "too many OpenFlow handshakes pending; connection closed");
                     continue;
                 };
-                let mm = mm.clone();
+                let (mm, acceptor) = (mm.clone(), acceptor.clone());
                 tokio::spawn(async move {
+                    let (stream, cert) = match (acceptor, stream) {
+                        (None, s) => (s, None),
+                        (Some(a), Stream::Tcp(tcp)) => match tokio::time::timeout(HANDSHAKE_DEADLINE, a.accept(tcp)).await {
+                            Ok(Ok(tls)) => {
+                                let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
+                                (Stream::Other(Box::new(tls)), cert)
+                            }
+                            Ok(Err(e)) => return tracing::warn!(%peer, error = %e, "refused a switch's TLS handshake"),
+                            Err(_) => return tracing::warn!(%peer, "a switch did not finish its TLS handshake in time"),
+                        },
+                        (Some(_), _) => return tracing::warn!(%peer, "TLS is required and this listener is not TCP"),
+                    };
                     let opts = ConnectionOptions { handshake_timeout: HANDSHAKE_DEADLINE, ..ConnectionOptions::default() };
                     let res = Connection::handshake(stream, opts).await;
                     drop(permit);
                     match res {
-                        Ok((conn, events)) => mm.serve(conn, events).await,
+                        Ok((conn, events)) => {
+                            if mm.admits(&conn, cert.as_ref()).await {
+                                mm.serve(conn, events).await
+                            }
+                        }
                         Err(e) => tracing::warn!(%peer, error = %e, "a peer failed the OpenFlow handshake"),
                     }
                 });
             }
         });
         m
+    }
+
+    /// Whether a switch that completed the handshake may be served: without TLS, any; with
+    /// TLS, one whose certificate names the host registered with its datapath id. A refused
+    /// switch is recorded (not programmed) and its connection closed.
+    async fn admits(&self, conn: &Connection, cert: Option<&CertificateDer<'static>>) -> bool {
+        if !self.tls {
+            return true;
+        }
+        let dpid = format!("{:016x}", conn.datapath_id());
+        let host = self.state.read().await.model.host_by_datapath(&dpid).map(|h| h.spec.name.clone());
+        let verdict = match (host, cert) {
+            (None, _) => Err(format!("no registered host has datapath id {dpid}")),
+            (Some(_), None) => Err("no client certificate".to_string()),
+            (Some(h), Some(c)) => names_host(c, &h).map_err(|e| format!("its certificate does not name host {h}: {e}")),
+        };
+        match verdict {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(%dpid, reason = %why, "refused a switch");
+                self.update(&dpid, |s| {
+                    s.connected = false;
+                    s.last_error = Some(format!("refused: {why}"));
+                });
+                false
+            }
+        }
     }
 
     /// Every switch seen, by datapath id.

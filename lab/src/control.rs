@@ -142,6 +142,8 @@ impl Lab {
             "2".into(),
             "--encap".into(),
             plexus_agent::agent::encap_name(self.encap).into(),
+            "--pki-dir".into(),
+            self.pki_dir().display().to_string(),
         ]
     }
 
@@ -222,7 +224,7 @@ impl Lab {
         let ips = self.controller_ips();
         ControlPlane {
             api: ips.iter().map(|ip| format!("http://{ip}:{API_PORT}")).collect::<Vec<_>>().join(","),
-            openflow: ips.iter().map(|ip| format!("tcp:{ip}:{OPENFLOW_PORT}")).collect::<Vec<_>>().join(","),
+            openflow: ips.iter().map(|ip| format!("ssl:{ip}:{OPENFLOW_PORT}")).collect::<Vec<_>>().join(","),
         }
     }
 

@@ -57,6 +57,13 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The name a host's switch certificate carries: `HOST.hosts.plexus`, which no controller
+/// node's or operator's certificate can. The controller accepts a switch only with a
+/// certificate naming the host its datapath id belongs to.
+pub fn host_cert_name(host: &str) -> String {
+    format!("{host}.hosts.plexus")
+}
+
 /// What a certificate is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Usage {

@@ -55,7 +55,7 @@ async fn switches_are_kept_at_the_flows_the_model_asks_for() {
     let port = l.local_addr().unwrap().port();
     let (rev, rx) = watch::channel(0);
     let w = World { state: Arc::new(RwLock::new(SmData::default())), rev };
-    let mgr = SwitchManager::spawn(Listener::from_std(l).unwrap(), w.state.clone(), rx, Duration::from_secs(1), None);
+    let mgr = SwitchManager::spawn(Listener::from_std(l).unwrap(), w.state.clone(), rx, Duration::from_secs(1), None, None);
 
     for h in [h1, h2] {
         w.apply(Command::PutHost { spec: Valid::new(HostSpec::new(&h.name, h.underlay_ip)).unwrap(), now_ms: 0 }).await;
@@ -132,7 +132,7 @@ async fn silent_peers_on_the_openflow_port_delay_no_switch() {
     let sock = h1.ovs.rundir.join("mgr.sock");
     let (rev, rx) = watch::channel(0);
     let w = World { state: Arc::new(RwLock::new(SmData::default())), rev };
-    let mgr = SwitchManager::spawn(Listener::bind_unix(&sock).unwrap(), w.state.clone(), rx, Duration::from_secs(10), None);
+    let mgr = SwitchManager::spawn(Listener::bind_unix(&sock).unwrap(), w.state.clone(), rx, Duration::from_secs(10), None, None);
     w.apply(Command::PutHost { spec: Valid::new(HostSpec::new(&h1.name, h1.underlay_ip)).unwrap(), now_ms: 0 }).await;
     let vs = wire::vswitch(h1).await.unwrap();
     wire::prepare_host(h1, &vs).await.unwrap();
@@ -158,4 +158,96 @@ async fn silent_peers_on_the_openflow_port_delay_no_switch() {
         }
         assert!(t.elapsed() < Duration::from_secs(9), "a silent peer was kept past its deadline");
     }
+}
+
+/// A fake switch: TLS with `client` (trusting `ca`), then the switch's side of the OpenFlow
+/// handshake claiming `dpid`. Returns once the controller closes the session or after `wait`.
+async fn fake_switch(addr: SocketAddr, client: Option<&plexus_pki::Identity>, dpid: u64, wait: Duration) -> Result<(), String> {
+    use plexus_ovs::openflow::{frame_len, Hello, Message, SwitchFeatures};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let Some(id) = client else {
+        // No TLS at all: speak OpenFlow in the clear.
+        let mut tcp = tcp;
+        tcp.write_all(&Message::Hello(Hello::of13()).encode(1).map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
+        // Whatever comes back (a TLS alert), it is not OpenFlow (version 4 in the first byte).
+        let mut buf = [0u8; 64];
+        return match tokio::time::timeout(wait, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 && buf[0] == 4 => Ok(()),
+            Ok(_) => Err("closed without OpenFlow".into()),
+            Err(_) => Err("silence".into()),
+        };
+    };
+    let cfg = Arc::new(id.client_config().map_err(|e| e.to_string())?);
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(addr.ip().to_string()).map_err(|e| e.to_string())?;
+    let mut s = tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+    s.write_all(&Message::Hello(Hello::of13()).encode(1).map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        while let Ok(Some(n)) = frame_len(&buf) {
+            if buf.len() < n {
+                break;
+            }
+            let frame: Vec<u8> = buf.drain(..n).collect();
+            if let Ok((xid, Message::FeaturesRequest)) = Message::decode(&frame) {
+                let f = SwitchFeatures { datapath_id: dpid, n_buffers: 0, n_tables: 254, auxiliary_id: 0, capabilities: 0 };
+                s.write_all(&Message::FeaturesReply(f).encode(xid).map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(0)) => return Err("closed by the controller".into()),
+            Ok(Err(e)) => return Err(format!("closed by the controller: {e}")),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
+/// Posing as a switch takes a certificate of the cluster's CA that names the host whose
+/// datapath id is claimed: without TLS, with another CA's certificate, or with a valid
+/// certificate of another host, the controller closes the session and programs nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_switch_whose_certificate_names_its_host_is_served() {
+    init_tracing();
+    let dir = std::env::temp_dir().join(format!("plexus-of-tls-{}", unique_name('t')));
+    let _ = std::fs::remove_dir_all(&dir);
+    let node = plexus_pki::Ca::identity_in(&dir, "node-1", &["127.0.0.1".into()], plexus_pki::Usage::Node).unwrap();
+    let ghost = plexus_pki::Ca::identity_in(&dir, &plexus_pki::host_cert_name("ghost"), &[], plexus_pki::Usage::Client).unwrap();
+    let other = plexus_pki::Ca::identity_in(&dir, &plexus_pki::host_cert_name("other"), &[], plexus_pki::Usage::Client).unwrap();
+    let stranger = plexus_pki::Ca::identity_in(&dir.join("elsewhere"), &plexus_pki::host_cert_name("ghost"), &[], plexus_pki::Usage::Client).unwrap();
+    // The stranger trusts our CA for the server, but its own certificate is from another CA.
+    let stranger = plexus_pki::Identity { ca_pem: node.ca_pem.clone(), ..stranger };
+
+    let (rev, rx) = watch::channel(0);
+    let w = World { state: Arc::new(RwLock::new(SmData::default())), rev };
+    let l = Listener::bind_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let mgr = SwitchManager::spawn(l, w.state.clone(), rx, Duration::from_secs(10), None, Some(node.server_config().unwrap()));
+    for h in ["ghost", "other"] {
+        let spec = Valid::new(HostSpec::new(h, if h == "ghost" { Ipv4Addr::new(192, 0, 2, 50) } else { Ipv4Addr::new(192, 0, 2, 51) })).unwrap();
+        w.apply(Command::PutHost { spec, now_ms: 0 }).await;
+    }
+    let dpid = plexus_api::ids::datapath_id("ghost");
+    let key = format!("{dpid:016x}");
+    let status = || mgr.status().get(&key).cloned();
+
+    assert!(fake_switch(addr, None, dpid, Duration::from_secs(2)).await.is_err(), "OpenFlow in the clear is answered");
+    let r = fake_switch(addr, Some(&stranger), dpid, Duration::from_secs(2)).await;
+    assert!(r.is_err(), "another CA's certificate got a session: {r:?}");
+    assert!(status().is_none_or(|s| !s.connected), "{:?}", status());
+    let r = fake_switch(addr, Some(&other), dpid, Duration::from_secs(3)).await;
+    assert!(r.as_ref().is_err_and(|e| e.contains("closed by the controller")), "a certificate of host other served ghost's switch: {r:?}");
+    let st = status().expect("the refusal is recorded");
+    assert!(!st.connected && st.last_error.as_deref().is_some_and(|e| e.contains("does not name host ghost")), "{st:?}");
+    // The right certificate is served.
+    let served = tokio::spawn(async move { fake_switch(addr, Some(&ghost), dpid, Duration::from_secs(3)).await });
+    let t = Instant::now();
+    while !status().is_some_and(|s| s.connected) {
+        assert!(t.elapsed() < Duration::from_secs(3), "ghost's own certificate was refused: {:?}", status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = served.await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

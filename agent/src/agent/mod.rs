@@ -45,6 +45,8 @@ pub struct AgentConfig {
     pub docker: Option<crate::docker::DockerConfig>,
     /// Where `/healthz` and `/metrics` answer (none: nowhere).
     pub listen: Option<std::net::SocketAddr>,
+    /// The identity OVS presents on `ssl:` OpenFlow targets (needed with any).
+    pub switch_tls: Option<SwitchTls>,
 }
 
 /// Errors of the agent.
@@ -97,8 +99,22 @@ pub async fn ensure_switch(cfg: &AgentConfig, vs: &VSwitch) -> Result<(), AgentE
         Encap::Geneve => InterfaceType::Geneve,
     };
     vs.add_port(BR_INT, &PortSpec::new(tunnel_port(cfg.encap), kind).option("remote_ip", "flow").option("key", "flow")).await?;
+    if let Some(t) = &cfg.switch_tls {
+        vs.set_ssl(&t.private_key, &t.certificate, &t.ca_cert).await?;
+    }
     vs.set_controllers(BR_INT, &cfg.openflow).await?;
     Ok(())
+}
+
+/// Files `ovs-vswitchd` reads for its one TLS identity (the `SSL` table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchTls {
+    /// Its private key.
+    pub private_key: String,
+    /// Its certificate, naming this host.
+    pub certificate: String,
+    /// The CA controllers' certificates must chain to.
+    pub ca_cert: String,
 }
 
 /// Runs the agent until the process ends.

@@ -20,13 +20,28 @@ use super::error::OfError;
 use super::message::{frame_len, Message};
 use super::multipart::{FlowStats, FlowStatsRequest, MultipartReply, MultipartReplyBody, MultipartRequest, MultipartRequestBody, OFPMPF_REPLY_MORE};
 
+/// Any byte stream a caller wraps itself (TLS for `ssl:` controller targets).
+pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Transport for T {}
+
 /// A byte stream to or from a switch.
-#[derive(Debug)]
 pub enum Stream {
     /// TCP (`tcp:IP:PORT` controller targets, `ptcp:` switch listeners).
     Tcp(TcpStream),
     /// Unix socket (the bridge's `.mgmt` socket, `unix:PATH` controller targets).
     Unix(UnixStream),
+    /// A stream the caller set up, such as a TLS session over TCP.
+    Other(Box<dyn Transport>),
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stream::Tcp(s) => f.debug_tuple("Tcp").field(s).finish(),
+            Stream::Unix(s) => f.debug_tuple("Unix").field(s).finish(),
+            Stream::Other(_) => f.write_str("Other"),
+        }
+    }
 }
 
 type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
@@ -42,6 +57,10 @@ impl Stream {
             }
             Stream::Unix(s) => {
                 let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Stream::Other(s) => {
+                let (r, w) = tokio::io::split(s);
                 (Box::new(r), Box::new(w))
             }
         }

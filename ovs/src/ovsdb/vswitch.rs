@@ -349,6 +349,27 @@ impl VSwitch {
         Ok(())
     }
 
+    /// Sets the one identity `ovs-vswitchd` uses for `ssl:` targets (like `ovs-vsctl set-ssl`):
+    /// its private key, its certificate, and the CA a controller's certificate must chain to.
+    /// Paths are as `ovs-vswitchd` sees them. Idempotent.
+    pub async fn set_ssl(&self, private_key: &str, certificate: &str, ca_cert: &str) -> Result<(), OvsdbError> {
+        let want = json!({"private_key": private_key, "certificate": certificate, "ca_cert": ca_cert});
+        let rows = self.select("SSL", vec![], &["private_key", "certificate", "ca_cert"]).await?;
+        let same = |r: &Row| {
+            r.str("private_key").as_deref() == Some(private_key)
+                && r.str("certificate").as_deref() == Some(certificate)
+                && r.str("ca_cert").as_deref() == Some(ca_cert)
+        };
+        if rows.len() == 1 && rows.iter().all(same) {
+            return Ok(());
+        }
+        let ops = vec![
+            Operation::Insert { table: "SSL".into(), row: json_map(want), uuid_name: Some("ssl".into()) },
+            Operation::Update { table: "Open_vSwitch".into(), conditions: vec![], row: json_map(json!({"ssl": named_uuid("ssl")})) },
+        ];
+        self.client.transact(DB, &ops).await.map(|_| ())
+    }
+
     /// The OpenFlow port number of an interface: `None` while OVS has not assigned one yet,
     /// `Some(-1)` if OVS failed to open it.
     pub async fn ofport(&self, iface: &str) -> Result<Option<i64>, OvsdbError> {
