@@ -1,6 +1,6 @@
 //! The REST API of a controller: what NetOps send, and what bad input gets back.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use plexus_tests::Cluster;
 use serde_json::{json, Value};
@@ -485,5 +485,42 @@ async fn refused_writes_never_reach_the_log_and_every_error_is_a_problem() {
         assert_eq!((s, ct.as_str()), (status, "application/problem+json"), "{method} {path}: {p}");
         assert_eq!(p["status"], status, "{p}");
         assert!(p["detail"].as_str().is_some_and(|d| !d.is_empty()), "{p}");
+    }
+}
+
+/// Slow clients hold nothing for long: connections that never finish their headers are
+/// closed after the header deadline (they used to be held for a minute), and meanwhile the
+/// API answers everyone else at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_connections_are_dropped_and_block_no_one() {
+    use std::io::{Read, Write};
+    let api = Api::start(12).await;
+    let addr = api.c.addrs[0].clone();
+    let mut stalled: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /v1/cluster HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s
+        })
+        .collect();
+    let t = Instant::now();
+    let (s, _, v) = api.send("GET", "/v1/cluster", None, &[]).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(t.elapsed() < Duration::from_secs(5), "200 stalled connections delayed a request by {:?}", t.elapsed());
+    // Each stalled connection is closed by the server, within the header deadline and a margin.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for (i, c) in stalled.iter_mut().enumerate() {
+        let mut buf = [0u8; 256];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "stalled connection {i} was still held after 15 s");
+            c.set_read_timeout(Some(left)).unwrap();
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
+            }
+        }
     }
 }

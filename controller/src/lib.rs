@@ -3,11 +3,11 @@
 //! keeps switches at those flows, and the REST API NetOps and agents use. The path of one
 //! write through all of them is in `docs/architecture.md`.
 
-mod cluster_port;
 pub mod flows;
 pub mod mastership;
 pub mod model;
 pub mod node;
+mod serve;
 pub mod server;
 pub mod store;
 pub mod switches;

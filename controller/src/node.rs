@@ -157,12 +157,8 @@ impl Node {
         let st = AppState { id: cfg.id, raft: raft.clone(), state: state.clone(), revisions, http: http.clone(), switches, lease };
         let cluster_app = server::cluster_router(st.clone());
         let app = server::router(st);
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "http server stopped");
-            }
-        });
-        let cluster_server = tokio::spawn(crate::cluster_port::serve(cluster_listener, tls, cluster_app));
+        let server = tokio::spawn(crate::serve::serve(listener, None, app));
+        let cluster_server = tokio::spawn(crate::serve::serve(cluster_listener, Some(tls), cluster_app));
         tracing::info!(id = cfg.id, %addr, %cluster_addr, data_dir = %cfg.data_dir.display(), "controller node listening");
 
         let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;

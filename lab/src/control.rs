@@ -87,6 +87,10 @@ impl Lab {
         if self.docker {
             self.start_docker_host(plexus)?;
         }
+        // Usable means every host's agent has registered: a `lab run` right after must find
+        // its host.
+        let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
+        wait_registered(SocketAddr::new(self.controller_ips().first().copied().unwrap_or(ctl).into(), API_PORT), &names)?;
         Ok(self.control_plane())
     }
 
@@ -422,6 +426,31 @@ fn wait_ready(addr: SocketAddr) -> Result<(), LabError> {
         std::thread::sleep(Duration::from_millis(100));
     }
     Err(LabError::Command { cmd: format!("controller at {addr}"), reason: "not ready within 20 s (see its log in the lab directory)".into() })
+}
+
+/// Waits until every host in `names` is registered with the controller at `addr`.
+fn wait_registered(addr: SocketAddr, names: &[&str]) -> Result<(), LabError> {
+    use std::io::{Read, Write};
+    let t = Instant::now();
+    let mut missing: Vec<&str> = names.to_vec();
+    while t.elapsed() < Duration::from_secs(30) {
+        if let Ok(mut c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut body = String::new();
+            if c.write_all(b"GET /v1/hosts HTTP/1.0\r\n\r\n").is_ok() && c.read_to_string(&mut body).is_ok() {
+                let hosts = body.split_once("\r\n\r\n").and_then(|(_, b)| serde_json::from_str::<Vec<plexus_api::Host>>(b).ok()).unwrap_or_default();
+                missing.retain(|n| !hosts.iter().any(|h| h.spec.name == *n));
+                if missing.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(LabError::Command {
+        cmd: format!("agents of {}", missing.join(", ")),
+        reason: "not registered within 30 s (see their logs in the lab directory)".into(),
+    })
 }
 
 impl Lab {

@@ -114,12 +114,17 @@ async fn write(s: &AppState, cmd: Command, ok_status: StatusCode) -> Response {
     }
 }
 
-/// Splits a write request into its head and body, refusing an oversize body.
+/// How long a client has to send a request's body once its headers are in.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Splits a write request into its head and body, refusing an oversize body and one that
+/// does not arrive in time.
 pub(super) async fn read_body(req: Request) -> Result<(axum::http::request::Parts, Bytes), Response> {
     let (parts, body) = req.into_parts();
-    match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(b) => Ok((parts, b)),
-        Err(_) => Err(problem(Problem::new(413, "request body too large", format!("bodies are limited to {MAX_BODY} bytes")))),
+    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(b)) => Ok((parts, b)),
+        Ok(Err(_)) => Err(problem(Problem::new(413, "request body too large", format!("bodies are limited to {MAX_BODY} bytes")))),
+        Err(_) => Err(problem(Problem::new(408, "request timeout", format!("the body did not arrive within {BODY_READ_TIMEOUT:?}")))),
     }
 }
 
