@@ -155,7 +155,7 @@ pub(crate) struct ClusterPort {
 
 impl ClusterPort {
     fn client(&self) -> anyhow::Result<reqwest::Client> {
-        let id = plexus_pki::Ca::identity_in(&self.pki_dir, "operator", &[], plexus_pki::Usage::Client)
+        let id = plexus_pki::Ca::identity_in(&self.pki_dir, "operator", &[], plexus_pki::Usage::Operator)
             .with_context(|| format!("an operator certificate from {}", self.pki_dir.display()))?;
         plexus_controller::store::cluster_client(&id).map_err(|e| anyhow::anyhow!("a client for the cluster port: {e}"))
     }

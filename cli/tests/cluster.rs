@@ -225,9 +225,9 @@ fn cluster_client(client: &plexus_pki::Identity, roots_from: &plexus_pki::Identi
 }
 
 /// What an attacker on the network could send, now refused harmlessly: Raft RPCs and
-/// membership changes on the API port (gone), on the cluster port without a certificate or
-/// with one of another CA (no TLS session), and with a valid certificate but a term no honest
-/// peer can have (refused before openraft, which used to panic on it). After each, every node
+/// membership changes on the API port (gone), on the cluster port without a certificate,
+/// with one of another CA or with a host's switch certificate (no TLS session), and with a
+/// valid certificate but a term no honest peer can have (refused before openraft, which used to panic on it). After each, every node
 /// agrees on a leader, the replicas are identical, and writes go on.
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_raft_messages_and_anonymous_membership_changes_fail_harmlessly() {
@@ -245,7 +245,9 @@ async fn forged_raft_messages_and_anonymous_membership_changes_fail_harmlessly()
 
     // The cluster port without a client certificate, or with one of another CA.
     let pki = c.pki_dir();
-    let mine = plexus_pki::Ca::identity_in(&pki, "intruder", &[], plexus_pki::Usage::Client).unwrap();
+    let mine = plexus_pki::Ca::identity_in(&pki, "intruder", &[], plexus_pki::Usage::Operator).unwrap();
+    // A host's switch certificate, from the same CA: good for OpenFlow, not for the cluster.
+    let host = plexus_pki::Ca::identity_in(&pki, &plexus_pki::host_cert_name("h9"), &[], plexus_pki::Usage::Client).unwrap();
     let stranger_dir = c.dir.join("stranger-pki");
     let stranger = plexus_pki::Ca::identity_in(&stranger_dir, "node-9", &[], plexus_pki::Usage::Node).unwrap();
     let no_cert = {
@@ -256,7 +258,8 @@ async fn forged_raft_messages_and_anonymous_membership_changes_fail_harmlessly()
         plexus_api::client::http_builder().use_preconfigured_tls(tls).build().unwrap()
     };
     let wrong_ca = cluster_client(&stranger, &mine);
-    for (who, client) in [("no certificate", &no_cert), ("another CA's certificate", &wrong_ca)] {
+    let switch_cert = cluster_client(&host, &mine);
+    for (who, client) in [("no certificate", &no_cert), ("another CA's certificate", &wrong_ca), ("a host's switch certificate", &switch_cert)] {
         for (path, body) in [("/raft/vote", &absurd), ("/cluster/members", &json!({"id": 9, "addr": "192.0.2.99:7001"}))] {
             let r = client.post(format!("https://{}{path}", c.cluster_addrs[0])).json(body).send().await;
             assert!(r.is_err(), "{who} reached {path}: {:?}", r.map(|r| r.status()));

@@ -136,7 +136,7 @@ impl Node {
         let host = advertise.rsplit_once(':').map_or(advertise.as_str(), |(h, _)| h).trim_matches(['[', ']']).to_string();
         let identity = plexus_pki::Ca::identity_in(&pki_dir, &format!("node-{}", cfg.id), &[host], plexus_pki::Usage::Node)
             .map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e.to_string() })?;
-        let tls = identity.server_config().map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e.to_string() })?;
+        let tls = identity.server_config(Some(plexus_pki::CLUSTER_ROLE)).map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e.to_string() })?;
         let http = crate::store::cluster_client(&identity).map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e })?;
         let raft = Raft::new(cfg.id, config, HttpNetwork::new(http.clone()), log, sm).await.map_err(|e| NodeError::Raft(e.to_string()))?;
 
@@ -149,7 +149,7 @@ impl Node {
                 tracing::info!(addr = ?l.local_addr(), "switches connect here over OpenFlow");
                 crate::mastership::spawn_assigner(cfg.id, raft.clone(), state.clone(), http.clone());
                 // Switches connect with TLS (`ssl:` targets) and a certificate naming their host.
-                let of_tls = identity.server_config().map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e.to_string() })?;
+                let of_tls = identity.server_config(None).map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e.to_string() })?;
                 Some(crate::switches::SwitchManager::spawn(l, state.clone(), revisions.clone(), Duration::from_secs(10), Some(lease.clone()), Some(of_tls)))
             }
             None => None,

@@ -220,6 +220,7 @@ impl SwitchManager {
         }
         let dpid = format!("{:016x}", conn.datapath_id());
         let host = self.state.read().await.model.host_by_datapath(&dpid).map(|h| h.spec.name.clone());
+        let known = host.is_some();
         let verdict = match (host, cert) {
             (None, _) => Err(format!("no registered host has datapath id {dpid}")),
             (Some(_), None) => Err("no client certificate".to_string()),
@@ -229,10 +230,14 @@ impl SwitchManager {
             Ok(()) => true,
             Err(why) => {
                 tracing::warn!(%dpid, reason = %why, "refused a switch");
-                self.update(&dpid, |s| {
-                    s.connected = false;
-                    s.last_error = Some(format!("refused: {why}"));
-                });
+                // Recorded only for a registered host's datapath id: a peer cycling through
+                // made-up ids must not grow the status table.
+                if known {
+                    self.update(&dpid, |s| {
+                        s.connected = false;
+                        s.last_error = Some(format!("refused: {why}"));
+                    });
+                }
                 false
             }
         }

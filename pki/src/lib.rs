@@ -13,11 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::client::WebPkiServerVerifier;
-use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 /// What can go wrong making, reading or using certificates.
 #[derive(Debug, thiserror::Error)]
@@ -64,12 +66,19 @@ pub fn host_cert_name(host: &str) -> String {
     format!("{host}.hosts.plexus")
 }
 
+/// The name every certificate allowed on the cluster port carries besides its own: controller
+/// nodes' and operators'. A host's switch certificate, issued by the same CA, lacks it, so a
+/// host that is taken over cannot speak Raft or change the membership.
+pub const CLUSTER_ROLE: &str = "cluster.plexus";
+
 /// What a certificate is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Usage {
-    /// Both ends of a channel (a controller node serves and calls its peers).
+    /// A controller node: serves and calls its peers on the cluster port.
     Node,
-    /// Only the calling end (an operator, an agent).
+    /// An operator: calls the cluster port (membership changes).
+    Operator,
+    /// Only the calling end, and not on the cluster port (a host's switch).
     Client,
 }
 
@@ -155,12 +164,15 @@ impl Ca {
     pub fn issue(&self, name: &str, sans: &[String], usage: Usage) -> Result<Identity, PkiError> {
         let mut names = vec![name.to_string()];
         names.extend(sans.iter().filter(|s| *s != name).cloned());
+        if usage != Usage::Client {
+            names.push(CLUSTER_ROLE.to_string());
+        }
         let mut p = CertificateParams::new(names).map_err(cert)?;
         p.distinguished_name.push(DnType::CommonName, name);
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = match usage {
             Usage::Node => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
-            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Usage::Operator | Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
         p.not_after = rcgen::date_time_ymd(2045, 1, 1);
         let key = KeyPair::generate().map_err(cert)?;
@@ -226,10 +238,17 @@ impl Identity {
         Ok((certs, key))
     }
 
-    /// TLS 1.3 for a server that admits only clients presenting a certificate of its CA.
-    pub fn server_config(&self) -> Result<Arc<ServerConfig>, PkiError> {
+    /// TLS 1.3 for a server that admits only clients presenting a certificate of its CA and,
+    /// with `role`, naming that role too ([`CLUSTER_ROLE`] on the cluster port): a client
+    /// without it never gets a session.
+    pub fn server_config(&self, role: Option<&str>) -> Result<Arc<ServerConfig>, PkiError> {
         install_crypto_provider();
-        let verifier = WebPkiClientVerifier::builder(self.roots()?).build().map_err(|e| PkiError::Tls(e.to_string()))?;
+        let chain = WebPkiClientVerifier::builder(self.roots()?).build().map_err(|e| PkiError::Tls(e.to_string()))?;
+        let role = role.map(|r| ServerName::try_from(r.to_string())).transpose().map_err(|e| PkiError::Tls(e.to_string()))?;
+        let verifier: Arc<dyn ClientCertVerifier> = match role {
+            Some(role) => Arc::new(RoleVerifier { chain, role }),
+            None => chain,
+        };
         let (certs, key) = self.chain()?;
         let cfg = ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
             .with_client_cert_verifier(verifier)
@@ -251,6 +270,43 @@ impl Identity {
     }
 }
 
+/// The CA's chain check, then the role's name on the client's certificate.
+#[derive(Debug)]
+struct RoleVerifier {
+    chain: Arc<dyn ClientCertVerifier>,
+    role: ServerName<'static>,
+}
+
+impl ClientCertVerifier for RoleVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let ok = self.chain.verify_client_cert(end_entity, intermediates, now)?;
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_name(&parsed, &self.role)?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,7 +321,7 @@ mod tests {
         assert_eq!(Ca::identity_in(&dir, "node-1", &[], Usage::Node).unwrap().cert_pem, a.cert_pem, "an identity is issued once");
         let mode = fs::metadata(dir.join("node-1.key")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(a.server_config().is_ok() && b.client_config().is_ok());
+        assert!(a.server_config(Some(CLUSTER_ROLE)).is_ok() && b.client_config().is_ok());
         assert!(!format!("{a:?}").contains("PRIVATE"), "Debug never shows the key");
         let _ = fs::remove_dir_all(&dir);
     }

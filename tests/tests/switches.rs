@@ -224,7 +224,7 @@ async fn only_a_switch_whose_certificate_names_its_host_is_served() {
     let w = World { state: Arc::new(RwLock::new(SmData::default())), rev };
     let l = Listener::bind_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = l.local_addr().unwrap();
-    let mgr = SwitchManager::spawn(l, w.state.clone(), rx, Duration::from_secs(10), None, Some(node.server_config().unwrap()));
+    let mgr = SwitchManager::spawn(l, w.state.clone(), rx, Duration::from_secs(10), None, Some(node.server_config(None).unwrap()));
     for h in ["ghost", "other"] {
         let spec = Valid::new(HostSpec::new(h, if h == "ghost" { Ipv4Addr::new(192, 0, 2, 50) } else { Ipv4Addr::new(192, 0, 2, 51) })).unwrap();
         w.apply(Command::PutHost { spec, now_ms: 0 }).await;
@@ -241,6 +241,13 @@ async fn only_a_switch_whose_certificate_names_its_host_is_served() {
     assert!(r.as_ref().is_err_and(|e| e.contains("closed by the controller")), "a certificate of host other served ghost's switch: {r:?}");
     let st = status().expect("the refusal is recorded");
     assert!(!st.connected && st.last_error.as_deref().is_some_and(|e| e.contains("does not name host ghost")), "{st:?}");
+    // Made-up datapath ids are refused without leaving anything behind.
+    for made_up in 0xdead_0000u64..0xdead_0005 {
+        let r = fake_switch(addr, Some(&ghost), made_up, Duration::from_secs(3)).await;
+        assert!(r.as_ref().is_err_and(|e| e.contains("closed by the controller")), "{r:?}");
+    }
+    let recorded: Vec<String> = (0xdead_0000u64..0xdead_0005).map(|d| format!("{d:016x}")).filter(|k| mgr.status().contains_key(k)).collect();
+    assert!(recorded.is_empty(), "refused made-up ids were recorded: {recorded:?}");
     // The right certificate is served.
     let served = tokio::spawn(async move { fake_switch(addr, Some(&ghost), dpid, Duration::from_secs(3)).await });
     let t = Instant::now();
