@@ -11,7 +11,7 @@ use plexus_api::{Client, Endpoint, EndpointSpec};
 use plexus_ovs::ovsdb::{InterfaceType, PortSpec, VSwitch};
 
 use crate::agent::BR_INT;
-use crate::plumb::{self, Plumbing, ENCAP_OVERHEAD};
+use crate::plumb::{self, Plumbing};
 
 /// The `external_ids` key naming a port's endpoint (`NETWORK/ID`).
 pub const ENDPOINT_KEY: &str = "plexus-endpoint";
@@ -95,7 +95,7 @@ pub fn container_mtu(tunnel_ip: Ipv4Addr) -> Result<u32, AttachError> {
         tracing::info!(%tunnel_ip, "no interface here holds the tunnel address; assuming an underlay MTU of 1500");
         1500
     });
-    Ok(underlay.saturating_sub(ENCAP_OVERHEAD).max(68))
+    Ok(underlay.saturating_sub(plexus_api::Encap::MAX_OVERHEAD).max(68))
 }
 
 /// Creates the endpoint through the API and plugs it in; on any failure nothing is left

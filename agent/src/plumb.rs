@@ -19,9 +19,6 @@ use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::route::RouteAttribute;
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-/// Bytes an encapsulation adds to a frame, whichever the host uses.
-pub const ENCAP_OVERHEAD: u32 = plexus_api::Encap::MAX_OVERHEAD;
-
 /// What to build for one endpoint.
 #[derive(Debug, Clone)]
 pub struct Plumbing {

@@ -6,8 +6,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 /// FNV-1a, 64 bits: stable across releases and machines (unlike `std`'s hasher).
 pub fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
@@ -80,18 +78,7 @@ impl FromStr for EndpointKey {
     }
 }
 
-impl Serialize for EndpointKey {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for EndpointKey {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<EndpointKey, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+crate::serde_as_str!(EndpointKey);
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,27 @@
 
 #![forbid(unsafe_code)]
 
+/// Serializes a type as its `Display` text and deserializes it through its `FromStr`, so
+/// that the wire form and the parser (with its error naming the field) are the type's own.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! serde_as_str {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
+                let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod client;
 pub mod endpoint;
 pub mod ids;

@@ -3,8 +3,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use crate::problem::FieldError;
 
 /// A unicast MAC address (never multicast, never all zeros): what an endpoint may wear.
@@ -77,18 +75,7 @@ impl FromStr for Mac {
     }
 }
 
-impl Serialize for Mac {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Mac {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Mac::parse("mac", &s).map_err(serde::de::Error::custom)
-    }
-}
+crate::serde_as_str!(Mac);
 
 impl utoipa::PartialSchema for Mac {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {

@@ -116,13 +116,7 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
     cs.run(&c2, &["--network", "red", "--ip", "10.20.0.50", "--mac-address", "02:00:00:aa:bb:cc"]);
     assert_eq!(ip_of(&c2, "red"), Ipv4Addr::new(10, 20, 0, 50));
     assert_eq!(ok(&["exec", &c2, "cat", "/sys/class/net/eth0/address"]), "02:00:00:aa:bb:cc");
-    let e = api
-        .create_endpoint(
-            "red",
-            &plexus_api::EndpointSpec { id: Some("n1".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() },
-        )
-        .await
-        .unwrap();
+    let e = api.create_endpoint("red", &plexus_api::EndpointSpec::on("h1").id("n1")).await.unwrap();
     let n1 = lab.attach(&e, "n1", 1450).await.unwrap();
     let (ip1, ip2) = (ip_of(&c1, "red"), ip_of(&c2, "red"));
     assert!(ping(&c1, ip2), "c1 -> c2 on the Docker host");
@@ -150,13 +144,7 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
     // docker network connect: a working second interface; disconnect removes it and its flows.
     api.create_network(&NetworkSpec::overlay("green", "10.30.0.0/24")).await.unwrap();
     wait_docker_network("green").await;
-    let e = api
-        .create_endpoint(
-            "green",
-            &plexus_api::EndpointSpec { id: Some("n2".into()), host: "h2".into(), ip: None, mac: None, owner: None, labels: Default::default() },
-        )
-        .await
-        .unwrap();
+    let e = api.create_endpoint("green", &plexus_api::EndpointSpec::on("h2").id("n2")).await.unwrap();
     let n2 = lab.attach(&e, "n2", 1450).await.unwrap();
     ok(&["network", "connect", "green", &c1]);
     let g1 = ip_of(&c1, "green");
@@ -272,13 +260,7 @@ async fn connectivity_comes_back_after_dockerd_restarts() {
     let api = Client::new(&cp.api).unwrap();
     api.create_network(&NetworkSpec::overlay("red", "10.20.0.0/24")).await.unwrap();
     wait_docker_network("red").await;
-    let e = api
-        .create_endpoint(
-            "red",
-            &plexus_api::EndpointSpec { id: Some("n1".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() },
-        )
-        .await
-        .unwrap();
+    let e = api.create_endpoint("red", &plexus_api::EndpointSpec::on("h1").id("n1")).await.unwrap();
     let n1 = lab.attach(&e, "n1", 1450).await.unwrap();
     let mut cs = Containers(Vec::new());
     let c1 = format!("{name}c1");
@@ -360,13 +342,7 @@ async fn the_agent_runs_as_a_sidecar_container() {
     lab.wait_plugin().unwrap_or_else(|e| panic!("{e}: {}", text(&docker(&["logs", &agent]))));
     api.create_network(&NetworkSpec::overlay("red", "10.20.0.0/24")).await.unwrap();
     wait_docker_network("red").await;
-    let e = api
-        .create_endpoint(
-            "red",
-            &plexus_api::EndpointSpec { id: Some("n1".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() },
-        )
-        .await
-        .unwrap();
+    let e = api.create_endpoint("red", &plexus_api::EndpointSpec::on("h1").id("n1")).await.unwrap();
     let n1 = lab.attach(&e, "n1", 1450).await.unwrap();
     let c1 = format!("{name}c1");
     cs.run(&c1, &["--network", "red"]);

@@ -134,7 +134,11 @@ impl Node {
         // This node's certificate names it and the address its peers dial.
         let pki_dir = cfg.pki_dir.clone().unwrap_or_else(|| cfg.data_dir.join("pki"));
         let host = advertise.rsplit_once(':').map_or(advertise.as_str(), |(h, _)| h).trim_matches(['[', ']']).to_string();
-        let identity = plexus_pki::Ca::identity_in(&pki_dir, &format!("node-{}", cfg.id), &[host], plexus_pki::Usage::Node)
+        // File I/O, and a short wait when another node is writing the CA: off the runtime.
+        let name = format!("node-{}", cfg.id);
+        let identity = tokio::task::spawn_blocking(move || plexus_pki::Ca::identity_in(&pki_dir, &name, &[host], plexus_pki::Usage::Node))
+            .await
+            .map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e.to_string() })?
             .map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e.to_string() })?;
         let tls = identity.server_config(Some(plexus_pki::CLUSTER_ROLE)).map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e.to_string() })?;
         let http = crate::store::cluster_client(&identity).map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e })?;

@@ -410,18 +410,27 @@ impl Lab {
     }
 }
 
+/// A bare HTTP/1.0 GET of `path` at `addr` (the lab waits on controllers without an async
+/// runtime): the status code and the body, or `None` if nothing answered.
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    c.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).ok()?;
+    let mut text = String::new();
+    c.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
 /// Waits until the controller at `addr` answers `/readyz` with 200: a leader known and its
 /// state applied (an open port alone may still be a node that has not formed its cluster).
 fn wait_ready(addr: SocketAddr) -> Result<(), LabError> {
-    use std::io::{Read, Write};
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(20) {
-        if let Ok(mut c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut head = [0u8; 12];
-            if c.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").is_ok() && c.read_exact(&mut head).is_ok() && head.ends_with(b"200") {
-                return Ok(());
-            }
+        if http_get(addr, "/readyz").is_some_and(|(status, _)| status == 200) {
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -430,19 +439,14 @@ fn wait_ready(addr: SocketAddr) -> Result<(), LabError> {
 
 /// Waits until every host in `names` is registered with the controller at `addr`.
 fn wait_registered(addr: SocketAddr, names: &[&str]) -> Result<(), LabError> {
-    use std::io::{Read, Write};
     let t = Instant::now();
     let mut missing: Vec<&str> = names.to_vec();
     while t.elapsed() < Duration::from_secs(30) {
-        if let Ok(mut c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut body = String::new();
-            if c.write_all(b"GET /v1/hosts HTTP/1.0\r\n\r\n").is_ok() && c.read_to_string(&mut body).is_ok() {
-                let hosts = body.split_once("\r\n\r\n").and_then(|(_, b)| serde_json::from_str::<Vec<plexus_api::Host>>(b).ok()).unwrap_or_default();
-                missing.retain(|n| !hosts.iter().any(|h| h.spec.name == *n));
-                if missing.is_empty() {
-                    return Ok(());
-                }
+        if let Some((200, body)) = http_get(addr, "/v1/hosts") {
+            let hosts = serde_json::from_str::<Vec<plexus_api::Host>>(&body).unwrap_or_default();
+            missing.retain(|n| !hosts.iter().any(|h| h.spec.name == *n));
+            if missing.is_empty() {
+                return Ok(());
             }
         }
         std::thread::sleep(Duration::from_millis(100));

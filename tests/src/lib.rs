@@ -10,6 +10,7 @@ use plexus_lab::{Lab, LabConfig, LabHost};
 use plexus_ovs::openflow::{Connection, ConnectionOptions};
 use plexus_ovs::ovsdb::{BridgeSpec, VSwitch};
 
+pub mod api;
 mod cluster;
 pub use cluster::Cluster;
 

@@ -74,11 +74,6 @@ pub fn encap_name(encap: Encap) -> &'static str {
     }
 }
 
-/// The tunnel port's name for an encapsulation.
-pub fn tunnel_port(encap: Encap) -> &'static str {
-    encap.port_name()
-}
-
 /// Makes the switch what the agent needs; idempotent, so it doubles as drift repair.
 pub async fn ensure_switch(cfg: &AgentConfig, vs: &VSwitch) -> Result<(), AgentError> {
     if let (true, Some(iface)) = (cfg.datapath_type == "netdev", &cfg.underlay_iface) {
@@ -98,7 +93,7 @@ pub async fn ensure_switch(cfg: &AgentConfig, vs: &VSwitch) -> Result<(), AgentE
         Encap::Vxlan => InterfaceType::Vxlan,
         Encap::Geneve => InterfaceType::Geneve,
     };
-    vs.add_port(BR_INT, &PortSpec::new(tunnel_port(cfg.encap), kind).option("remote_ip", "flow").option("key", "flow")).await?;
+    vs.add_port(BR_INT, &PortSpec::new(cfg.encap.port_name(), kind).option("remote_ip", "flow").option("key", "flow")).await?;
     if let Some(t) = &cfg.switch_tls {
         vs.set_ssl(&t.private_key, &t.certificate, &t.ca_cert).await?;
     }

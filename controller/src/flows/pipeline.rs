@@ -138,11 +138,6 @@ impl Table {
         Table::ALL.into_iter().find(|t| t.id() == id)
     }
 
-    /// The table a name names, if any (for `plexus` input, never for the compiler).
-    pub fn from_name(name: &str) -> Option<Table> {
-        Table::ALL.into_iter().find(|t| t.name() == name)
-    }
-
     /// Whether packets of `origin` visit this table.
     pub const fn on_path(self, origin: Origin) -> bool {
         match origin {
@@ -197,7 +192,6 @@ mod tests {
         for (i, t) in Table::ALL.iter().enumerate() {
             assert_eq!(*t as usize, i, "Table::ALL lists {t:?} out of declaration order");
             assert_eq!(Table::from_id(t.id()), Some(*t));
-            assert_eq!(Table::from_name(t.name()), Some(*t));
         }
         assert_eq!(Table::Classify.id(), 0);
         assert_eq!(Table::PortSecurity.id(), TABLE_STRIDE);

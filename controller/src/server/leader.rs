@@ -31,10 +31,9 @@ async fn leader_addr(s: &AppState) -> Result<Option<String>, Response> {
 }
 
 /// Sends the request to the leader as it came and relays the answer.
-/// Sends a request to the leader's cluster port (mutual TLS): API requests under `/forward`,
-/// cluster requests (membership) as they are.
-async fn forward(s: &AppState, addr: &str, method: Method, uri: &str, headers: &HeaderMap, body: Bytes) -> Response {
-    let prefix = if uri.starts_with("/cluster/") { "" } else { super::FORWARD_PREFIX };
+/// Sends a request to the leader's cluster port (mutual TLS) at `prefix` + `uri`: API requests
+/// under [`super::FORWARD_PREFIX`], cluster requests (membership) at their own path.
+async fn forward(s: &AppState, addr: &str, prefix: &str, method: Method, uri: &str, headers: &HeaderMap, body: Bytes) -> Response {
     let url = format!("https://{addr}{prefix}{uri}");
     let mut req = s.http.request(method, &url).timeout(Duration::from_secs(10)).body(body);
     for h in [header::CONTENT_TYPE, header::IF_MATCH] {
@@ -131,14 +130,16 @@ pub(super) async fn read_body(req: Request) -> Result<(axum::http::request::Part
 /// Every write runs on the leader: `None` if this node is it, else the answer — the
 /// leader's, relayed, or why there is none. A request already forwarded once is not
 /// forwarded again, so two nodes that disagree about the leader cannot bounce it.
-pub(super) async fn at_leader(s: &AppState, parts: &axum::http::request::Parts, bytes: &Bytes) -> Option<Response> {
+/// `prefix` is where the leader's cluster port serves this request ([`super::FORWARD_PREFIX`]
+/// for the API, empty for cluster requests).
+pub(super) async fn at_leader(s: &AppState, prefix: &str, parts: &axum::http::request::Parts, bytes: &Bytes) -> Option<Response> {
     match leader_addr(s).await {
         Err(r) => Some(r),
         Ok(None) => None,
         Ok(Some(_)) if parts.headers.get("x-plexus-forwarded").is_some() => Some(unavailable("leadership is changing; retry")),
         Ok(Some(addr)) => {
             let uri = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-            Some(forward(s, &addr, parts.method.clone(), uri, &parts.headers, bytes.clone()).await)
+            Some(forward(s, &addr, prefix, parts.method.clone(), uri, &parts.headers, bytes.clone()).await)
         }
     }
 }
@@ -148,7 +149,7 @@ pub(crate) async fn route_write(s: &AppState, req: Request, cmd: impl FnOnce(Byt
         Ok(x) => x,
         Err(r) => return r,
     };
-    if let Some(r) = at_leader(s, &parts, &bytes).await {
+    if let Some(r) = at_leader(s, super::FORWARD_PREFIX, &parts, &bytes).await {
         return r;
     }
     match cmd(bytes) {
@@ -176,7 +177,7 @@ pub(crate) async fn route_read(s: &AppState, opts: &ReadOpts, uri: &Uri, headers
         },
         Some(addr) => {
             let uri = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-            Err(forward(s, &addr, Method::GET, uri, headers, Bytes::new()).await)
+            Err(forward(s, &addr, super::FORWARD_PREFIX, Method::GET, uri, headers, Bytes::new()).await)
         }
     }
 }

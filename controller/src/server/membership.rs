@@ -49,7 +49,7 @@ pub(super) async fn add_member(State(s): St, req: Request) -> Response {
         Ok(m) => m,
         Err(r) => return r,
     };
-    if let Some(r) = at_leader(&s, &parts, &bytes).await {
+    if let Some(r) = at_leader(&s, "", &parts, &bytes).await {
         return r;
     }
     if let Err(e) = s.raft.add_learner(m.id, openraft::BasicNode { addr: m.addr.clone() }, true).await {
@@ -66,7 +66,7 @@ pub(super) async fn add_member(State(s): St, req: Request) -> Response {
 
 pub(super) async fn remove_member(State(s): St, axum::extract::Path(id): axum::extract::Path<u64>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
-    if let Some(r) = at_leader(&s, &parts, &Bytes::new()).await {
+    if let Some(r) = at_leader(&s, "", &parts, &Bytes::new()).await {
         return r;
     }
     let voters: std::collections::BTreeSet<u64> = s.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
