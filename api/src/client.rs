@@ -78,8 +78,11 @@ pub enum ClientError {
         reason: String,
     },
     /// The URL list is unusable.
-    #[error("invalid API URL {0:?}: use http://HOST:PORT[,http://HOST:PORT…]")]
+    #[error("invalid API URL {0:?}: use https://HOST:PORT[,https://HOST:PORT…]")]
     BadUrl(String),
+    /// The CA or the token cannot be used.
+    #[error("credentials: {0}")]
+    Credentials(String),
 }
 
 /// The client.
@@ -100,14 +103,61 @@ pub fn http_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder().use_preconfigured_tls(none)
 }
 
+/// What a client proves and trusts: the cluster's CA (whose certificates the API's HTTPS
+/// server presents) and a bearer token.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// The cluster CA's certificate (PEM): the only issuer the client trusts.
+    pub ca_pem: Option<String>,
+    /// The bearer token sent with every request.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Credentials").field("ca", &self.ca_pem.is_some()).field("token", &self.token.is_some()).finish()
+    }
+}
+
+impl Credentials {
+    /// From the CA file at `ca` and the token `token` (as the CLI takes them, from flags or
+    /// `PLEXUS_CA` and `PLEXUS_TOKEN`).
+    pub fn from_files(ca: Option<&std::path::Path>, token: Option<&str>) -> Result<Credentials, ClientError> {
+        let ca_pem = ca.map(|p| std::fs::read_to_string(p).map_err(|e| ClientError::Credentials(format!("CA file {}: {e}", p.display())))).transpose()?;
+        let token = token.map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
+        Ok(Credentials { ca_pem, token })
+    }
+
+    /// An HTTP client that trusts only the CA (if given) and sends the token (if given).
+    pub fn http(&self) -> Result<reqwest::ClientBuilder, ClientError> {
+        let mut b = http_builder();
+        if let Some(ca) = &self.ca_pem {
+            let tls = plexus_pki::api_client_config(ca).map_err(|e| ClientError::Credentials(e.to_string()))?;
+            b = b.use_preconfigured_tls(tls);
+        }
+        if let Some(t) = &self.token {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|_| ClientError::Credentials("the token holds characters no HTTP header may".into()))?;
+            v.set_sensitive(true);
+            b = b.default_headers(reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, v)]));
+        }
+        Ok(b)
+    }
+}
+
 impl Client {
-    /// A client for `urls`: one or more comma-separated `http://HOST:PORT`.
-    pub fn new(urls: &str) -> Result<Client, ClientError> {
+    /// A client for `urls` (one or more comma-separated `https://HOST:PORT`) with `creds`.
+    pub fn new(urls: &str, creds: &Credentials) -> Result<Client, ClientError> {
         let bases: Vec<String> = urls.split(',').map(|u| u.trim().trim_end_matches('/').to_string()).filter(|u| !u.is_empty()).collect();
         if bases.is_empty() || bases.iter().any(|b| !b.starts_with("http://") && !b.starts_with("https://")) {
             return Err(ClientError::BadUrl(urls.into()));
         }
-        let http = http_builder()
+        if bases.iter().any(|b| b.starts_with("https://")) && creds.ca_pem.is_none() {
+            return Err(ClientError::Credentials("an https:// API needs the cluster's CA certificate: give --ca or PLEXUS_CA".into()));
+        }
+        let http = creds
+            .http()?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(30))
             .build()

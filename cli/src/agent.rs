@@ -16,6 +16,13 @@ pub(crate) struct AgentCmd {
     /// Controller API URL(s), comma-separated.
     #[arg(long, env = "PLEXUS_API")]
     controller: String,
+    /// This host's agent token (`plexus pki token --role agent:NAME`): it may register and
+    /// heartbeat this host only.
+    #[arg(long, env = "PLEXUS_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The cluster CA's certificate (default: ca.crt in --pki-dir).
+    #[arg(long, env = "PLEXUS_CA")]
+    ca: Option<std::path::PathBuf>,
     /// OpenFlow target of every controller node, e.g. ssl:10.0.0.1:6653 (repeat or comma-separate).
     #[arg(long = "openflow", value_delimiter = ',', required = true)]
     openflow: Vec<String>,
@@ -78,7 +85,10 @@ pub(crate) async fn run(c: AgentCmd) -> anyhow::Result<()> {
     } else {
         None
     };
+    let ca = c.ca.clone().or_else(|| c.pki_dir.as_ref().map(|d| d.join("ca.crt")));
+    let credentials = plexus_api::Credentials::from_files(ca.as_deref(), Some(&c.token)).context("--ca/--token")?;
     let cfg = AgentConfig {
+        credentials,
         switch_tls,
         name: c.name,
         controller: c.controller,

@@ -12,8 +12,10 @@ use plexus_ovs::ovsdb::{Client as Ovsdb, ClientOptions, VSwitch};
 #[derive(Args)]
 pub(crate) struct HostOpts {
     /// Controller API URL(s), comma-separated.
-    #[arg(long, env = "PLEXUS_API", default_value = "http://127.0.0.1:6543")]
+    #[arg(long, env = "PLEXUS_API", default_value = "https://127.0.0.1:6543")]
     api: String,
+    #[command(flatten)]
+    auth: crate::resources::AuthOpts,
     /// This host's name as its agent registered it (default: the system's host name).
     #[arg(long, env = "PLEXUS_HOST")]
     host: Option<String>,
@@ -76,7 +78,7 @@ impl HostOpts {
     }
 
     async fn connect(&self) -> anyhow::Result<(plexus_api::Client, VSwitch)> {
-        let api = plexus_api::Client::new(&self.api).context("--api")?;
+        let api = self.auth.client(&self.api)?;
         let target = self.ovsdb.parse().context("--ovsdb")?;
         let db = Ovsdb::connect(target, ClientOptions::default(), std::time::Duration::from_secs(5))
             .await

@@ -43,6 +43,13 @@ pub(crate) struct ControllerCmd {
     /// Where switches connect over OpenFlow, e.g. 0.0.0.0:6653.
     #[arg(long)]
     openflow_listen: Option<SocketAddr>,
+    /// Serve the API over plain HTTP, not HTTPS: refused unless --listen is a loopback
+    /// address. Tokens then cross it in the clear.
+    #[arg(long)]
+    insecure_http: bool,
+    /// A further name (DNS name or IP address) for the API's certificate; repeat for more.
+    #[arg(long = "api-name")]
+    api_names: Vec<String>,
 }
 
 fn parse_peers(v: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
@@ -72,9 +79,12 @@ pub(crate) async fn run(c: ControllerCmd) -> anyhow::Result<()> {
         join: c.join,
         snapshot_every: c.snapshot_every,
         openflow_listen: c.openflow_listen,
+        insecure_http: c.insecure_http,
+        api_names: c.api_names,
     };
     let node = Node::start(cfg).await?;
-    println!("plexus controller {} listening on http://{} (cluster port {})", c.id, node.addr, node.cluster_addr);
+    let scheme = if c.insecure_http { "http" } else { "https" };
+    println!("plexus controller {} listening on {scheme}://{} (cluster port {})", c.id, node.addr, node.cluster_addr);
     tokio::signal::ctrl_c().await?;
     tracing::info!("shutting down");
     node.shutdown().await;

@@ -101,7 +101,7 @@ pub(crate) async fn run(c: LabCmd) -> anyhow::Result<()> {
                     }
                 };
                 print_status(&lab, Output::Table)?;
-                println!("export PLEXUS_API={}", cp.api);
+                println!("# for the CLI in this shell (the token is the lab cluster's admin):\n{}", cp.exports()?);
             } else {
                 print_status(&lab, Output::Table)?;
             }
@@ -122,8 +122,10 @@ pub(crate) async fn run(c: LabCmd) -> anyhow::Result<()> {
         Sub::Demo => demo(&Lab::load(&c.name)?).await?,
         Sub::Run { host, container: name, network, ip } => {
             let lab = Lab::load(&c.name)?;
-            let Some(api_url) = lab.status().api else { bail!("lab {} runs no controller", lab.name) };
-            let api = plexus_api::Client::new(&api_url)?;
+            if lab.status().api.is_none() {
+                bail!("lab {} runs no controller", lab.name);
+            }
+            let api = lab.control_plane().client()?;
             if lab.host(&host).is_none() {
                 bail!("lab {} has no host {host}", lab.name);
             }
@@ -183,10 +185,10 @@ async fn demo(lab: &Lab) -> anyhow::Result<()> {
     if lab.hosts.len() < 2 {
         bail!("the demo needs a lab of at least 2 hosts (plexus lab up --hosts 3)");
     }
-    let Some(api_url) = lab.status().api else {
+    if lab.status().api.is_none() {
         bail!("lab {} runs no controller: start it with `plexus lab up --controllers 1`", lab.name);
-    };
-    let api = plexus_api::Client::new(&api_url)?;
+    }
+    let api = lab.control_plane().client()?;
     let (a, b) = (&lab.hosts[0], &lab.hosts[lab.hosts.len() - 1]);
     // Agents register within a moment of the lab coming up.
     for _ in 0..100 {

@@ -6,6 +6,7 @@ mod attach;
 mod bench;
 mod controller;
 mod lab;
+mod pki;
 mod resources;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ enum Cmd {
     Agent(agent::AgentCmd),
     /// Run a controller node (alone it is a one-node cluster).
     Controller(controller::ControllerCmd),
+    /// Issue and rotate the cluster's credentials: API tokens, certificates.
+    Pki(pki::PkiCmd),
     /// Attach a container's network namespace to a network (Pipework for Plexus).
     Attach(attach::AttachCmd),
     /// Detach an endpoint: its port, its veth and the endpoint itself.
@@ -84,6 +87,7 @@ fn run() -> anyhow::Result<()> {
             Cmd::Bench(c) => bench::run(c).await,
             Cmd::Controller(c) => controller::run(c).await,
             Cmd::Agent(c) => agent::run(c).await,
+            Cmd::Pki(c) => pki::run(c),
             Cmd::Attach(c) => attach::attach(c).await,
             Cmd::Detach(c) => attach::detach(c).await,
             Cmd::Network { api, cmd } => resources::network(api, cmd).await,

@@ -12,11 +12,33 @@ use serde::Serialize;
 #[derive(Args, Clone)]
 pub(crate) struct ApiOpts {
     /// Controller API URL(s), comma-separated; the next is tried when one does not answer.
-    #[arg(long, global = true, env = "PLEXUS_API", default_value = "http://127.0.0.1:6543")]
+    #[arg(long, global = true, env = "PLEXUS_API", default_value = "https://127.0.0.1:6543")]
     api: String,
+    #[command(flatten)]
+    auth: AuthOpts,
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value = "table")]
     output: Output,
+}
+
+/// The credentials every API call carries.
+#[derive(Args, Clone)]
+pub(crate) struct AuthOpts {
+    /// The cluster CA's certificate (ca.crt in the controller's PKI directory): the only
+    /// issuer the API's certificate is trusted from.
+    #[arg(long, global = true, env = "PLEXUS_CA")]
+    ca: Option<std::path::PathBuf>,
+    /// A bearer token (`plexus pki token` issues one; `plexus lab up` prints an admin's).
+    #[arg(long, global = true, env = "PLEXUS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl AuthOpts {
+    /// A client for `api` with these credentials.
+    pub(crate) fn client(&self, api: &str) -> anyhow::Result<Client> {
+        let creds = plexus_api::Credentials::from_files(self.ca.as_deref(), self.token.as_deref()).context("--ca/--token")?;
+        Client::new(api, &creds).context("--api")
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -191,7 +213,7 @@ fn kind_text(k: &NetworkKind) -> String {
 }
 
 pub(crate) async fn network(o: ApiOpts, c: NetworkCmd) -> anyhow::Result<()> {
-    let api = Client::new(&o.api)?;
+    let api = o.auth.client(&o.api)?;
     let table = |nets: &[plexus_api::Network]| {
         println!("{:<20} {:<24} {:<18} {:<15} {:<12} REV", "NAME", "KIND", "SUBNET", "GATEWAY", "IPAM");
         for n in nets {
@@ -228,7 +250,7 @@ pub(crate) async fn network(o: ApiOpts, c: NetworkCmd) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn endpoint(o: ApiOpts, c: EndpointCmd) -> anyhow::Result<()> {
-    let api = Client::new(&o.api)?;
+    let api = o.auth.client(&o.api)?;
     let table = |eps: &[plexus_api::Endpoint]| {
         println!("{:<16} {:<16} {:<12} {:<18} {:<18} OWNER", "ID", "NETWORK", "HOST", "IP", "MAC");
         for e in eps {
@@ -261,7 +283,7 @@ pub(crate) async fn endpoint(o: ApiOpts, c: EndpointCmd) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn host(o: ApiOpts, c: HostCmd) -> anyhow::Result<()> {
-    let api = Client::new(&o.api)?;
+    let api = o.auth.client(&o.api)?;
     match c {
         HostCmd::List => {
             let v = api.hosts().await?;
@@ -285,7 +307,6 @@ pub(crate) async fn host(o: ApiOpts, c: HostCmd) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn cluster(o: ApiOpts, c: ClusterCmd) -> anyhow::Result<()> {
-    let api = Client::new(&o.api)?;
     match c {
         ClusterCmd::AddNode { id, addr, via } => {
             let url = format!("https://{}/cluster/members", via.cluster);
@@ -297,7 +318,7 @@ pub(crate) async fn cluster(o: ApiOpts, c: ClusterCmd) -> anyhow::Result<()> {
             println!("node {id} removed from the cluster");
         }
         ClusterCmd::Status => {
-            let all = api.cluster_all().await;
+            let all = o.auth.client(&o.api)?.cluster_all().await;
             if all.iter().all(|(_, r)| r.is_err()) {
                 let why: Vec<String> = all.iter().map(|(u, r)| format!("{u}: {}", r.as_ref().err().map(|e| e.to_string()).unwrap_or_default())).collect();
                 bail!("no controller answered:\n  {}", why.join("\n  "));

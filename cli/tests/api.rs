@@ -70,9 +70,9 @@ async fn addresses_are_allocated_honoured_refused_and_freed() {
 async fn the_cli_manages_networks_and_endpoints() {
     let api = Api::start(env!("CARGO_BIN_EXE_plexus"), 7).await;
     api.ok("PUT", "/v1/hosts/h1", json!({"name": "h1", "tunnel_ip": "192.0.2.11"})).await;
-    let url = api.c.url(1, "");
+    let envs = api.c.envs(1);
     let plexus = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_plexus")).args(args).env("PLEXUS_API", &url).output().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_plexus")).args(args).envs(envs.clone()).output().unwrap();
         (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
     let (ok, out, err) = plexus(&["network", "create", "red", "--subnet", "10.30.0.0/24", "--vni", "42", "--label", "team=netops"]);

@@ -7,18 +7,18 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use plexus_api::{Client, Encap, NetworkSpec};
-use plexus_lab::{probe, Lab, LabConfig};
+use plexus_api::{Encap, NetworkSpec};
+use plexus_lab::{probe, ControlPlane, Lab, LabConfig};
 
 const PLEXUS: &str = env!("CARGO_BIN_EXE_plexus");
 
 /// Runs `plexus ARGS` inside host `h`'s namespace, pointed at that host's OVSDB and the API.
-fn plexus_on(lab: &Lab, h: &str, api: &str, args: &[&str]) -> Output {
+fn plexus_on(lab: &Lab, h: &str, cp: &ControlPlane, args: &[&str]) -> Output {
     let host = lab.host(h).unwrap();
     Command::new("ip")
         .args(["netns", "exec", &host.netns, PLEXUS])
         .args(args)
-        .env("PLEXUS_API", api)
+        .envs(cp.envs().unwrap())
         .env("PLEXUS_HOST", h)
         .env("PLEXUS_OVSDB", format!("unix:{}", host.ovs.db_sock().display()))
         .output()
@@ -51,7 +51,7 @@ async fn attach_plumbs_a_namespace_over_geneve_and_detach_removes_everything() {
     let name = plexus_tests::unique_name('a');
     let lab = Lab::up(&LabConfig { encap: Encap::Geneve, ..LabConfig::owned(&name, 2) }).expect("lab");
     let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane");
-    let api = Client::new(&cp.api).unwrap();
+    let api = cp.client().unwrap();
     let t = Instant::now();
     while api.hosts().await.map(|h| h.len()).unwrap_or(0) < 2 {
         assert!(t.elapsed() < Duration::from_secs(20), "hosts did not register (logs in {})", lab.dir.display());
@@ -68,13 +68,13 @@ async fn attach_plumbs_a_namespace_over_geneve_and_detach_removes_everything() {
     let (c1, c2) = (new_netns(&lab, "c1"), new_netns(&lab, "c2"));
     let (p1, p2) = (format!("/run/netns/{c1}"), format!("/run/netns/{c2}"));
 
-    let o = plexus_on(&lab, "h1", &cp.api, &["attach", "--netns", &p1, "--network", "red", "--id", "c1"]);
+    let o = plexus_on(&lab, "h1", &cp, &["attach", "--netns", &p1, "--network", "red", "--id", "c1"]);
     assert!(o.status.success(), "attach c1: {}", text(&o));
     assert!(text(&o).contains("default route via 10.30.0.1"), "{}", text(&o));
-    let o = plexus_on(&lab, "h2", &cp.api, &["attach", "--netns", &p2, "--network", "red", "--ip", "10.30.0.77", "--id", "c2"]);
+    let o = plexus_on(&lab, "h2", &cp, &["attach", "--netns", &p2, "--network", "red", "--ip", "10.30.0.77", "--id", "c2"]);
     assert!(o.status.success(), "attach c2: {}", text(&o));
     // A second interface on another network: named as asked, no second default route.
-    let o = plexus_on(&lab, "h1", &cp.api, &["attach", "--netns", &p1, "--network", "blue", "--ifname", "eth1", "--id", "c1b"]);
+    let o = plexus_on(&lab, "h1", &cp, &["attach", "--netns", &p1, "--network", "blue", "--ifname", "eth1", "--id", "c1b"]);
     assert!(o.status.success(), "attach c1 to blue: {}", text(&o));
     assert!(!text(&o).contains("default route"), "{}", text(&o));
 
@@ -104,7 +104,7 @@ async fn attach_plumbs_a_namespace_over_geneve_and_detach_removes_everything() {
         (&["attach", "--netns", &p1, "--network", "red", "--ip", "10.30.0.77"], "10.30.0.77"),
     ];
     for (args, want) in bad {
-        let o = plexus_on(&lab, "h1", &cp.api, args);
+        let o = plexus_on(&lab, "h1", &cp, args);
         assert!(!o.status.success() && text(&o).contains(want), "{args:?} should fail naming {want:?}: {}", text(&o));
     }
     assert_eq!(api.endpoints("red").await.unwrap().len(), 2, "failed attaches left endpoints");
@@ -113,7 +113,7 @@ async fn attach_plumbs_a_namespace_over_geneve_and_detach_removes_everything() {
 
     // Detach: port, veth, the container's interface and the endpoint go; traffic stops.
     let port = plexus_api::ids::port_name("red", "c2");
-    let o = plexus_on(&lab, "h2", &cp.api, &["detach", "--network", "red", "c2"]);
+    let o = plexus_on(&lab, "h2", &cp, &["detach", "--network", "red", "c2"]);
     assert!(o.status.success(), "detach: {}", text(&o));
     assert!(!vsctl(&lab, "h2", &["list-ports", "br-int"]).contains(&port));
     assert!(!sh(&lab.hosts[1].netns, &["ip", "-o", "link"]).contains(&port));
@@ -121,10 +121,10 @@ async fn attach_plumbs_a_namespace_over_geneve_and_detach_removes_everything() {
     assert!(api.endpoints("red").await.unwrap().iter().all(|e| e.id != "c2"));
     let n1 = c1.clone();
     assert_eq!(tokio::task::spawn_blocking(move || probe::ping(&n1, to, 2, Duration::from_millis(200)).unwrap_or(9)).await.unwrap(), 0);
-    let o = plexus_on(&lab, "h2", &cp.api, &["detach", "--network", "red", "c2"]);
+    let o = plexus_on(&lab, "h2", &cp, &["detach", "--network", "red", "c2"]);
     assert!(!o.status.success() && text(&o).contains("nothing to detach"), "{}", text(&o));
     // Re-attaching with the same address works.
-    let o = plexus_on(&lab, "h2", &cp.api, &["attach", "--netns", &p2, "--network", "red", "--ip", "10.30.0.77", "--id", "c2"]);
+    let o = plexus_on(&lab, "h2", &cp, &["attach", "--netns", &p2, "--network", "red", "--ip", "10.30.0.77", "--id", "c2"]);
     assert!(o.status.success(), "re-attach c2: {}", text(&o));
     let n1 = c1.clone();
     let r = tokio::task::spawn_blocking(move || probe::wait_ping(&n1, to, Duration::from_secs(20))).await.unwrap();

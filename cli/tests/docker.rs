@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use plexus_api::{Client, NetworkSpec};
+use plexus_api::NetworkSpec;
 use plexus_lab::{probe, Lab, LabConfig};
 
 const PLEXUS: &str = env!("CARGO_BIN_EXE_plexus");
@@ -98,7 +98,7 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
     let name = plexus_tests::unique_name('d');
     let lab = Lab::up(&LabConfig { docker: true, ..LabConfig::owned(&name, 2) }).expect("lab");
     let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane with a Docker host");
-    let api = Client::new(&cp.api).unwrap();
+    let api = cp.client().unwrap();
     let t = Instant::now();
     while api.hosts().await.map(|h| h.len()).unwrap_or(0) < 3 {
         assert!(t.elapsed() < Duration::from_secs(20), "hosts did not register (logs in {})", lab.dir.display());
@@ -194,7 +194,7 @@ async fn docker_sees_clear_errors_and_a_failed_start_leaks_nothing() {
     let name = plexus_tests::unique_name('e');
     let lab = Lab::up(&LabConfig { docker: true, ..LabConfig::owned(&name, 1) }).expect("lab");
     let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane with a Docker host");
-    let api = Client::new(&cp.api).unwrap();
+    let api = cp.client().unwrap();
     api.create_network(&NetworkSpec::overlay("red", "10.20.0.0/24")).await.unwrap();
     wait_docker_network("red").await;
     let mut cs = Containers(Vec::new());
@@ -257,7 +257,7 @@ async fn connectivity_comes_back_after_dockerd_restarts() {
     let name = plexus_tests::unique_name('r');
     let lab = Lab::up(&LabConfig { docker: true, ..LabConfig::owned(&name, 1) }).expect("lab");
     let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane with a Docker host");
-    let api = Client::new(&cp.api).unwrap();
+    let api = cp.client().unwrap();
     api.create_network(&NetworkSpec::overlay("red", "10.20.0.0/24")).await.unwrap();
     wait_docker_network("red").await;
     let e = api.create_endpoint("red", &plexus_api::EndpointSpec::on("h1").id("n1")).await.unwrap();
@@ -308,7 +308,7 @@ async fn the_agent_runs_as_a_sidecar_container() {
     let _image = Image(tag.clone());
     let lab = Lab::up(&LabConfig { docker: true, ..LabConfig::owned(&name, 1) }).expect("lab");
     let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane with a Docker host");
-    let api = Client::new(&cp.api).unwrap();
+    let api = cp.client().unwrap();
     // The Docker host's agent moves from a process into a container on the same host: host
     // network and pid namespace, the OVS, plugin and Docker sockets mounted.
     assert!(lab.signal_process("agent-docker", libc::SIGTERM));

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use plexus_api::{Client, EndpointSpec};
-use plexus_lab::{probe, Lab, LabConfig};
+use plexus_api::EndpointSpec;
+use plexus_lab::{probe, ControlPlane, Lab, LabConfig};
 
 /// `GET PATH` from an agent's health port inside its host's namespace: (status line, body).
 fn agent_http(netns: &str, path: &str) -> (String, String) {
@@ -31,13 +31,14 @@ async fn agents_and_a_controller_connect_containers_on_three_hosts() {
     let name = plexus_tests::unique_name('e');
     let lab = Lab::up(&LabConfig::owned(&name, 3)).expect("lab");
     let cp = lab.start_control_plane(Path::new(env!("CARGO_BIN_EXE_plexus"))).expect("control plane");
-    let api = Client::new(&cp.api).unwrap();
+    let api = cp.client().unwrap();
     let t = Instant::now();
     while api.hosts().await.map(|h| h.len()).unwrap_or(0) < 3 {
         assert!(t.elapsed() < Duration::from_secs(20), "hosts did not register (logs in {})", lab.dir.display());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_plexus")).args(["network", "create", "red", "--subnet", "10.10.0.0/24", "--api", &cp.api]).output().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_plexus")).args(["network", "create", "red", "--subnet", "10.10.0.0/24"]).envs(cp.envs().unwrap()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut cs = Vec::new();
     for h in &lab.hosts {
@@ -52,7 +53,7 @@ async fn agents_and_a_controller_connect_containers_on_three_hosts() {
         assert!(ok.is_ok(), "h{} -> h{}: {ok:?} (logs in {})", a + 1, b + 1, lab.dir.display());
     }
     for h in &lab.hosts {
-        let st: serde_json::Value = reqwest::get(format!("{}/v1/hosts/{}/flows", cp.api, h.name)).await.unwrap().json().await.unwrap();
+        let st: serde_json::Value = cp.http().unwrap().get(format!("{}/v1/hosts/{}/flows", cp.api, h.name)).send().await.unwrap().json().await.unwrap();
         assert_eq!((st["connected"].as_bool(), st["in_sync"].as_bool()), (Some(true), Some(true)), "{st}");
     }
     // Someone deletes the tunnel port: the agent puts it back and traffic recovers.
@@ -79,16 +80,16 @@ async fn agents_and_a_controller_connect_containers_on_three_hosts() {
     assert!(!links.contains(&format!(" {link}@")) && !links.contains(&format!(" {link}:")), "{link} left behind");
 }
 
-async fn in_sync(api: &str, host: &str) -> bool {
-    let Ok(r) = reqwest::get(format!("{api}/v1/hosts/{host}/flows")).await else { return false };
+async fn in_sync(cp: &ControlPlane, host: &str) -> bool {
+    let Ok(r) = cp.http().unwrap().get(format!("{}/v1/hosts/{host}/flows", cp.api)).send().await else { return false };
     let Ok(v) = r.json::<serde_json::Value>().await else { return false };
     v["connected"] == true && v["in_sync"] == true
 }
 
-async fn wait_in_sync(api: &str, hosts: &[&str]) {
+async fn wait_in_sync(cp: &ControlPlane, hosts: &[&str]) {
     let t = Instant::now();
     for h in hosts {
-        while !in_sync(api, h).await {
+        while !in_sync(cp, h).await {
             assert!(t.elapsed() < Duration::from_secs(30), "{h}'s switch did not get back in sync");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -105,7 +106,7 @@ async fn traffic_survives_and_recovers_from_restarts_of_every_part() {
     let lab = Lab::up(&LabConfig::owned(&name, 2)).expect("lab");
     let plexus = Path::new(env!("CARGO_BIN_EXE_plexus"));
     let cp = lab.start_control_plane(plexus).expect("control plane");
-    let api = Client::new(&cp.api).unwrap();
+    let api = cp.client().unwrap();
     let t = Instant::now();
     while api.hosts().await.map(|h| h.len()).unwrap_or(0) < 2 {
         assert!(t.elapsed() < Duration::from_secs(20), "hosts did not register");
@@ -142,7 +143,7 @@ async fn traffic_survives_and_recovers_from_restarts_of_every_part() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     lab.start_controller(plexus).unwrap();
-    wait_in_sync(&cp.api, &["h1", "h2"]).await;
+    wait_in_sync(&cp, &["h1", "h2"]).await;
     assert_eq!(ping_n(cs[0].netns.clone(), cs[1].ip, 5).await.unwrap(), 5);
 
     // An agent restarts: nothing to repair, traffic unaffected.
@@ -156,8 +157,8 @@ async fn traffic_survives_and_recovers_from_restarts_of_every_part() {
     assert!(h2.ovs.signal(plexus_lab::Daemon::Vswitchd, libc::SIGKILL));
     h2.ovs.start_daemon(plexus_lab::Daemon::Vswitchd).unwrap();
     assert!(ping(cs[0].netns.clone(), cs[1].ip).await.unwrap().is_ok(), "traffic recovers after ovs-vswitchd restarts (logs in {})", lab.dir.display());
-    wait_in_sync(&cp.api, &["h2"]).await;
-    let st: serde_json::Value = reqwest::get(format!("{}/v1/hosts/h2/flows", cp.api)).await.unwrap().json().await.unwrap();
+    wait_in_sync(&cp, &["h2"]).await;
+    let st: serde_json::Value = cp.http().unwrap().get(format!("{}/v1/hosts/h2/flows", cp.api)).send().await.unwrap().json().await.unwrap();
     let of = plexus_lab::wire::openflow(h2).await.unwrap();
     assert_eq!(of.dump_flows(Default::default()).await.unwrap().len() as u64, st["desired_flows"].as_u64().unwrap(), "exactly the desired flows, no leftovers");
 }

@@ -77,7 +77,7 @@ async fn world(tag: char) -> World {
     let name = plexus_tests::unique_name(tag);
     let lab = Lab::up(&LabConfig { controllers: 3, ..LabConfig::owned(&name, 3) }).expect("lab");
     let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("a three-node control plane");
-    let api = Client::new(&cp.api).unwrap();
+    let api = cp.client().unwrap();
     let t = Instant::now();
     while masters(&api).await.len() < 3 {
         assert!(t.elapsed() < Duration::from_secs(30), "switches got no masters: {:?} (logs in {})", api.cluster().await, lab.dir.display());
@@ -119,7 +119,8 @@ async fn kill_under_ping(w: &World, victim: u64, id: &str, what: &str) {
 async fn restart_node(lab: &Lab, n: u8) {
     lab.start_controller_node(n, Path::new(PLEXUS)).unwrap();
     let ips = lab.controller_ips();
-    let client = |i: u8| Client::new(&format!("http://{}:6543", ips[i as usize - 1])).unwrap();
+    let cp = lab.control_plane();
+    let client = |i: u8| cp.client_for(&format!("https://{}:6543", ips[i as usize - 1])).unwrap();
     let me = client(n);
     let others: Vec<Client> = (1..=3).filter(|i| *i != n).map(client).collect();
     let t = Instant::now();
@@ -169,7 +170,7 @@ async fn killing_a_switch_master_or_the_leader_loses_no_ping_and_changes_still_a
     for k in kept {
         assert!(after[k] >= before[k], "flow {k}: counter went from {} to {}", before[k], after[k]);
     }
-    let out = Command::new(PLEXUS).args(["cluster", "status", "--api", &w.cp.api]).output().unwrap();
+    let out = Command::new(PLEXUS).args(["cluster", "status"]).envs(w.cp.envs().unwrap()).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("masters:") && text.contains("h1→"), "{text}");
     restart_node(&w.lab, victim as u8).await;
@@ -214,9 +215,10 @@ async fn a_controller_cut_off_stops_mastering_and_the_majority_takes_over() {
     let before = counters(&lab, 0).await;
     let ips = lab.controller_ips();
     // Clients of the majority only: the cut node would make every call wait for a timeout.
-    let majority: Vec<String> = (1..=3u64).filter(|n| *n != victim).map(|n| format!("http://{}:6543", ips[n as usize - 1])).collect();
-    let api = Client::new(&majority.join(",")).unwrap();
-    let victim_api = Client::new(&format!("http://{}:6543", ips[victim as usize - 1])).unwrap();
+    let majority: Vec<String> = (1..=3u64).filter(|n| *n != victim).map(|n| format!("https://{}:6543", ips[n as usize - 1])).collect();
+    let cp = lab.control_plane();
+    let api = cp.client_for(&majority.join(",")).unwrap();
+    let victim_api = cp.client_for(&format!("https://{}:6543", ips[victim as usize - 1])).unwrap();
 
     let pinger = ping_bg(c1.netns.clone(), e3.ip, 120);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -278,6 +280,7 @@ async fn a_rolling_restart_of_every_controller_loses_no_ping() {
     let before = counters(&lab, 0).await;
     let pinger = ping_bg(c1.netns.clone(), e3.ip, 300);
     let ips = lab.controller_ips();
+    let http = lab.control_plane().credentials().unwrap().http().unwrap().build().unwrap();
     for node in 1..=3u8 {
         assert!(lab.signal_process(&lab.controller_tag(node), libc::SIGTERM));
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -287,10 +290,10 @@ async fn a_rolling_restart_of_every_controller_loses_no_ping() {
     let m = masters(&api).await;
     for h in ["h1", "h2", "h3"] {
         let (node, _) = m[h];
-        let url = format!("http://{}:6543/v1/hosts/{h}/flows", ips[node as usize - 1]);
+        let url = format!("https://{}:6543/v1/hosts/{h}/flows", ips[node as usize - 1]);
         let t = Instant::now();
         loop {
-            let st: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+            let st: serde_json::Value = http.get(&url).send().await.unwrap().json().await.unwrap();
             if st["in_sync"] == true && st["role"].as_str().is_some_and(|r| r.starts_with("master")) {
                 break;
             }

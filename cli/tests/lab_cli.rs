@@ -3,7 +3,11 @@
 use std::process::Command;
 
 fn plexus(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_plexus")).args(args).output().expect("run plexus");
+    plexus_env(args, &[])
+}
+
+fn plexus_env(args: &[&str], envs: &[(String, String)]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_plexus")).args(args).envs(envs.iter().cloned()).output().expect("run plexus");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -21,18 +25,29 @@ impl Drop for Down {
 fn lab_up_status_down_leave_nothing_behind() {
     let name = format!("cli{}", std::process::id() % 1_000_000);
     let _down = Down(name.clone());
-    let (ok, out, err) = plexus(&["lab", "up", "--hosts", "2", "--name", &name]);
+    let (ok, up, err) = plexus(&["lab", "up", "--hosts", "2", "--name", &name]);
     assert!(ok, "lab up failed: {err}");
-    assert!(out.contains("h2") && out.contains("running"), "{out}");
+    assert!(up.contains("h2") && up.contains("running"), "{up}");
     let (ok, out, err) = plexus(&["lab", "status", "--name", &name, "-o", "json"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("status -o json is JSON");
     assert_eq!(v["hosts"].as_array().map(Vec::len), Some(2));
     assert!(v["hosts"].as_array().unwrap().iter().all(|h| h["running"] == true));
     let api = v["api"].as_str().expect("lab up starts a controller by default").to_string();
-    let (ok, out, err) = plexus(&["cluster", "status", "--api", &api]);
+    assert!(api.starts_with("https://"), "the lab's API is HTTPS: {api}");
+    // `lab up` printed what a shell needs: the API, its CA and an admin token.
+    let envs: Vec<(String, String)> =
+        up.lines().filter_map(|l| l.strip_prefix("export ")).filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let keys: Vec<&str> = envs.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["PLEXUS_API", "PLEXUS_CA", "PLEXUS_TOKEN"], "{up}");
+    let (ok, _, err) = plexus(&["cluster", "status", "--api", &api]);
+    assert!(!ok && err.contains("CA"), "an https API without its CA is refused clearly: {err}");
+    let no_token: Vec<(String, String)> = envs.iter().filter(|(k, _)| k != "PLEXUS_TOKEN").cloned().collect();
+    let (ok, _, err) = plexus_env(&["cluster", "status"], &no_token);
+    assert!(!ok && err.contains("401") && err.contains("Bearer"), "no token, no answer: {err}");
+    let (ok, out, err) = plexus_env(&["cluster", "status"], &envs);
     assert!(ok && out.contains("Leader"), "the lab's controller answers from the root namespace: {out} {err}");
-    let (ok, _, err) = plexus(&["network", "create", "red", "--subnet", "10.10.0.0/24", "--api", &api]);
+    let (ok, _, err) = plexus_env(&["network", "create", "red", "--subnet", "10.10.0.0/24"], &envs);
     assert!(ok, "{err}");
     for (h, c) in [("h1", "web"), ("h2", "db")] {
         let (ok, out, err) = plexus(&["lab", "run", h, c, "--network", "red", "--name", &name]);

@@ -80,7 +80,17 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// Where switches connect over OpenFlow (none: this node programs no switch).
     pub openflow_listen: Option<SocketAddr>,
+    /// Serve the API over plain HTTP instead of HTTPS: only on a loopback address, and only
+    /// when asked for (benchmarks measuring what TLS costs).
+    pub insecure_http: bool,
+    /// Further names (DNS names or IP addresses) the API's certificate carries, besides the
+    /// listen address.
+    pub api_names: Vec<String>,
 }
+
+/// The file in the PKI directory that holds an admin token, written on a cluster's first
+/// start so its operator has a way in.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 /// A running node.
 pub struct Node {
@@ -144,6 +154,10 @@ impl Node {
         let http = crate::store::cluster_client(&identity).map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e })?;
         let raft = Raft::new(cfg.id, config, HttpNetwork::new(http.clone()), log, sm).await.map_err(|e| NodeError::Raft(e.to_string()))?;
 
+        if cfg.insecure_http && !cfg.listen.ip().is_loopback() {
+            return Err(NodeError::Invalid { field: "insecure_http", reason: format!("plain HTTP is allowed only on a loopback address, not {}", cfg.listen) });
+        }
+        let (api_tls, tokens) = api_credentials(&cfg).await?;
         let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| NodeError::Listen { addr: cfg.listen, reason: e.to_string() })?;
         let addr = listener.local_addr().map_err(|e| NodeError::Listen { addr: cfg.listen, reason: e.to_string() })?;
         let lease = crate::mastership::Lease::new(cfg.id, raft.clone());
@@ -158,10 +172,10 @@ impl Node {
             }
             None => None,
         };
-        let st = AppState { id: cfg.id, raft: raft.clone(), state: state.clone(), revisions, http: http.clone(), switches, lease };
+        let st = AppState { id: cfg.id, raft: raft.clone(), state: state.clone(), revisions, http: http.clone(), switches, lease, tokens };
         let cluster_app = server::cluster_router(st.clone());
         let app = server::router(st);
-        let server = tokio::spawn(crate::serve::serve(listener, None, app));
+        let server = tokio::spawn(crate::serve::serve(listener, api_tls, app));
         let cluster_server = tokio::spawn(crate::serve::serve(cluster_listener, Some(tls), cluster_app));
         tracing::info!(id = cfg.id, %addr, %cluster_addr, data_dir = %cfg.data_dir.display(), "controller node listening");
 
@@ -188,6 +202,38 @@ impl Node {
         self.server.abort();
         self.cluster_server.abort();
     }
+}
+
+/// The API's TLS configuration (none when plain HTTP was asked for) and the cluster's token
+/// key; on a cluster's first start, an admin token in [`ADMIN_TOKEN_FILE`].
+async fn api_credentials(cfg: &NodeConfig) -> Result<(Option<Arc<tokio_rustls::rustls::ServerConfig>>, Arc<plexus_pki::TokenKey>), NodeError> {
+    let bad = |e: &dyn std::fmt::Display| NodeError::Invalid { field: "pki_dir", reason: e.to_string() };
+    let dir = cfg.pki_dir.clone().unwrap_or_else(|| cfg.data_dir.join("pki"));
+    let mut names = cfg.api_names.clone();
+    if cfg.listen.ip().is_unspecified() {
+        names.extend(["localhost".to_string(), "127.0.0.1".into(), "::1".into()]);
+    } else {
+        names.push(cfg.listen.ip().to_string());
+    }
+    let (name, insecure) = (format!("api-{}", cfg.id), cfg.insecure_http);
+    tokio::task::spawn_blocking(move || {
+        let tokens = plexus_pki::TokenKey::open_or_create(&dir).map_err(|e| bad(&e))?;
+        let admin = dir.join(ADMIN_TOKEN_FILE);
+        if !admin.exists() {
+            let t = tokens.issue(&plexus_pki::Role::Admin).map_err(|e| bad(&e))?;
+            plexus_pki::write_secret(&admin, &t).map_err(|e| bad(&e))?;
+            tracing::info!(file = %admin.display(), "wrote an admin token");
+        }
+        let tls = if insecure {
+            tracing::warn!("the API serves plain HTTP on loopback, as asked: tokens cross it in the clear");
+            None
+        } else {
+            Some(plexus_pki::Ca::identity_in(&dir, &name, &names, plexus_pki::Usage::Api).and_then(|id| id.api_server_config()).map_err(|e| bad(&e))?)
+        };
+        Ok((tls, Arc::new(tokens)))
+    })
+    .await
+    .map_err(|e| bad(&e))?
 }
 
 async fn join(http: &reqwest::Client, via: &str, id: u64, addr: &str) -> Result<(), NodeError> {

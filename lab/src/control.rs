@@ -12,6 +12,8 @@ use super::{daemons, Lab, LabError};
 
 /// Port of the controller's API.
 pub const API_PORT: u16 = 6543;
+/// The admin token's file in the lab's PKI directory (as a controller names it).
+const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// Port of the controller's cluster port (Raft, membership; mutual TLS).
 pub const CLUSTER_PORT: u16 = 6545;
 /// Port switches connect to.
@@ -28,6 +30,45 @@ pub struct ControlPlane {
     pub api: String,
     /// OpenFlow target the switches use.
     pub openflow: String,
+    /// The cluster's CA certificate, which the API's certificate chains to.
+    pub ca: PathBuf,
+    /// The file holding an admin token.
+    pub admin_token: PathBuf,
+}
+
+impl ControlPlane {
+    /// What an admin's client presents and trusts.
+    pub fn credentials(&self) -> Result<plexus_api::Credentials, plexus_api::ClientError> {
+        let token = std::fs::read_to_string(&self.admin_token)
+            .map_err(|e| plexus_api::ClientError::Credentials(format!("admin token {}: {e}", self.admin_token.display())))?;
+        plexus_api::Credentials::from_files(Some(&self.ca), Some(&token))
+    }
+
+    /// An admin's client of every node's API.
+    pub fn client(&self) -> Result<plexus_api::Client, plexus_api::ClientError> {
+        self.client_for(&self.api)
+    }
+
+    /// An admin's client of the API at `urls` (some of the nodes, say).
+    pub fn client_for(&self, urls: &str) -> Result<plexus_api::Client, plexus_api::ClientError> {
+        plexus_api::Client::new(urls, &self.credentials()?)
+    }
+
+    /// An admin's raw HTTP client (for what the typed client does not cover).
+    pub fn http(&self) -> Result<reqwest::Client, plexus_api::ClientError> {
+        self.credentials()?.http()?.build().map_err(|e| plexus_api::ClientError::Credentials(e.to_string()))
+    }
+
+    /// The environment the CLI takes this control plane and an admin's credentials from.
+    pub fn envs(&self) -> Result<Vec<(&'static str, String)>, plexus_api::ClientError> {
+        let token = self.credentials()?.token.unwrap_or_default();
+        Ok(vec![("PLEXUS_API", self.api.clone()), ("PLEXUS_CA", self.ca.display().to_string()), ("PLEXUS_TOKEN", token)])
+    }
+
+    /// The lines a shell needs to use this control plane with the CLI.
+    pub fn exports(&self) -> Result<String, plexus_api::ClientError> {
+        Ok(self.envs()?.iter().map(|(k, v)| format!("export {k}={v}")).collect::<Vec<_>>().join("\n"))
+    }
 }
 
 impl Lab {
@@ -69,6 +110,7 @@ impl Lab {
     /// Starts the control plane with the `plexus` binary at `plexus`; returns once the API
     /// answers.
     pub fn start_control_plane(&self, plexus: &Path) -> Result<ControlPlane, LabError> {
+        self.make_pki()?;
         let (ul, link, ctl) = (self.underlay_netns(), self.root_link(), self.controller_ip());
         ip(Some(&ul), &["link", "add", "root", "type", "veth", "peer", "name", &link])?;
         ip(Some(&ul), &["link", "set", &link, "netns", "1"])?;
@@ -90,8 +132,9 @@ impl Lab {
         // Usable means every host's agent has registered: a `lab run` right after must find
         // its host.
         let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
-        wait_registered(SocketAddr::new(self.controller_ips().first().copied().unwrap_or(ctl).into(), API_PORT), &names)?;
-        Ok(self.control_plane())
+        let cp = self.control_plane();
+        wait_registered(SocketAddr::new(self.controller_ips().first().copied().unwrap_or(ctl).into(), API_PORT), &cp, &names)?;
+        Ok(cp)
     }
 
     /// The Docker host: this machine's root namespace, with an OVS instance of its own (run
@@ -111,7 +154,7 @@ impl Lab {
     /// as a container.
     pub fn docker_agent_args(&self) -> Result<Vec<String>, LabError> {
         let h = self.docker_host().ok_or_else(|| LabError::Invalid { field: "docker", reason: "not a Docker lab".into() })?;
-        let mut args = self.agent_args(&h, &self.root_link());
+        let mut args = self.agent_args(&h, &self.root_link())?;
         args.extend([
             "--docker".into(),
             "--docker-plugin-dir".into(),
@@ -124,9 +167,11 @@ impl Lab {
 
     /// The arguments every lab agent runs with: its host, the control plane, its switch, its
     /// underlay interface, the lab's encapsulation.
-    fn agent_args(&self, h: &super::LabHost, underlay_iface: &str) -> Vec<String> {
+    fn agent_args(&self, h: &super::LabHost, underlay_iface: &str) -> Result<Vec<String>, LabError> {
         let cp = self.control_plane();
-        vec![
+        let key = plexus_pki::TokenKey::open(&self.pki_dir()).map_err(|e| LabError::Io(e.to_string()))?;
+        let token = key.issue(&plexus_pki::Role::Agent(h.name.clone())).map_err(|e| LabError::Io(e.to_string()))?;
+        Ok(vec![
             "agent".to_string(),
             "--name".into(),
             h.name.clone(),
@@ -148,7 +193,24 @@ impl Lab {
             plexus_agent::agent::encap_name(self.encap).into(),
             "--pki-dir".into(),
             self.pki_dir().display().to_string(),
-        ]
+            // Each agent's token lets it register and heartbeat its own host only.
+            "--token".into(),
+            token,
+        ])
+    }
+
+    /// The lab cluster's CA, token key and admin token, made before any node starts (the
+    /// lab then knows them without waiting for a node).
+    fn make_pki(&self) -> Result<(), LabError> {
+        let dir = self.pki_dir();
+        let err = |e: plexus_pki::PkiError| LabError::Io(e.to_string());
+        plexus_pki::Ca::open_or_create(&dir).map_err(err)?;
+        let key = plexus_pki::TokenKey::open_or_create(&dir).map_err(err)?;
+        let admin = dir.join(ADMIN_TOKEN_FILE);
+        if !admin.exists() {
+            plexus_pki::write_secret(&admin, &key.issue(&plexus_pki::Role::Admin).map_err(err)?).map_err(err)?;
+        }
+        Ok(())
     }
 
     fn start_docker_host(&self, plexus: &Path) -> Result<(), LabError> {
@@ -227,8 +289,10 @@ impl Lab {
     pub fn control_plane(&self) -> ControlPlane {
         let ips = self.controller_ips();
         ControlPlane {
-            api: ips.iter().map(|ip| format!("http://{ip}:{API_PORT}")).collect::<Vec<_>>().join(","),
+            api: ips.iter().map(|ip| format!("https://{ip}:{API_PORT}")).collect::<Vec<_>>().join(","),
             openflow: ips.iter().map(|ip| format!("ssl:{ip}:{OPENFLOW_PORT}")).collect::<Vec<_>>().join(","),
+            ca: self.pki_dir().join("ca.crt"),
+            admin_token: self.pki_dir().join(ADMIN_TOKEN_FILE),
         }
     }
 
@@ -265,7 +329,7 @@ impl Lab {
             self.spawn_controller_node(i, plexus)?;
         }
         for ip in self.controller_ips() {
-            wait_ready(SocketAddr::new(ip.into(), API_PORT))?;
+            wait_ready(SocketAddr::new(ip.into(), API_PORT), &self.control_plane())?;
         }
         Ok(())
     }
@@ -274,7 +338,7 @@ impl Lab {
     /// known and its state applied.
     pub fn start_controller_node(&self, i: u8, plexus: &Path) -> Result<(), LabError> {
         let ip = self.spawn_controller_node(i, plexus)?;
-        wait_ready(SocketAddr::new(ip.into(), API_PORT))
+        wait_ready(SocketAddr::new(ip.into(), API_PORT), &self.control_plane())
     }
 
     fn spawn_controller_node(&self, i: u8, plexus: &Path) -> Result<Ipv4Addr, LabError> {
@@ -334,7 +398,7 @@ impl Lab {
     /// Starts (or restarts) the agent of host `name`.
     pub fn start_agent(&self, name: &str, plexus: &Path) -> Result<(), LabError> {
         let h = self.host(name).ok_or_else(|| LabError::Invalid { field: "host", reason: format!("no host {name}") })?;
-        let args = self.agent_args(h, "eth0");
+        let args = self.agent_args(h, "eth0")?;
         self.spawn(Some(&h.netns), &format!("agent-{name}"), plexus, &args)
     }
 
@@ -410,15 +474,23 @@ impl Lab {
     }
 }
 
-/// A bare HTTP/1.0 GET of `path` at `addr` (the lab waits on controllers without an async
-/// runtime): the status code and the body, or `None` if nothing answered.
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+/// A bare HTTPS GET (HTTP/1.0) of `path` at `addr` with the lab's credentials (the lab waits
+/// on controllers without an async runtime): the status code and the body, or `None` if
+/// nothing answered.
+fn https_get(addr: SocketAddr, path: &str, cp: &ControlPlane) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    c.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).ok()?;
+    let creds = cp.credentials().ok()?;
+    let tls = plexus_pki::api_client_config(creds.ca_pem.as_deref()?).ok()?;
+    let name = rustls::pki_types::ServerName::from(addr.ip());
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(tls), name).ok()?;
+    let tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut c = rustls::StreamOwned::new(conn, tcp);
+    let token = creds.token.unwrap_or_default();
+    c.write_all(format!("GET {path} HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes()).ok()?;
     let mut text = String::new();
-    c.read_to_string(&mut text).ok()?;
+    // A server may close without TLS's close_notify once it has answered: keep what came.
+    let _ = c.read_to_string(&mut text);
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((status, body))
@@ -426,10 +498,10 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 
 /// Waits until the controller at `addr` answers `/readyz` with 200: a leader known and its
 /// state applied (an open port alone may still be a node that has not formed its cluster).
-fn wait_ready(addr: SocketAddr) -> Result<(), LabError> {
+fn wait_ready(addr: SocketAddr, cp: &ControlPlane) -> Result<(), LabError> {
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(20) {
-        if http_get(addr, "/readyz").is_some_and(|(status, _)| status == 200) {
+        if https_get(addr, "/readyz", cp).is_some_and(|(status, _)| status == 200) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -438,11 +510,11 @@ fn wait_ready(addr: SocketAddr) -> Result<(), LabError> {
 }
 
 /// Waits until every host in `names` is registered with the controller at `addr`.
-fn wait_registered(addr: SocketAddr, names: &[&str]) -> Result<(), LabError> {
+fn wait_registered(addr: SocketAddr, cp: &ControlPlane, names: &[&str]) -> Result<(), LabError> {
     let t = Instant::now();
     let mut missing: Vec<&str> = names.to_vec();
     while t.elapsed() < Duration::from_secs(30) {
-        if let Some((200, body)) = http_get(addr, "/v1/hosts") {
+        if let Some((200, body)) = https_get(addr, "/v1/hosts", cp) {
             let hosts = serde_json::from_str::<Vec<plexus_api::Host>>(&body).unwrap_or_default();
             missing.retain(|n| !hosts.iter().any(|h| h.spec.name == *n));
             if missing.is_empty() {

@@ -40,6 +40,10 @@ pub enum PkiError {
     Tls(String),
 }
 
+pub mod token;
+
+pub use token::{Role, TokenError, TokenKey};
+
 fn io(path: &Path, e: impl std::fmt::Display) -> PkiError {
     PkiError::Io { path: path.to_path_buf(), reason: e.to_string() }
 }
@@ -80,6 +84,8 @@ pub enum Usage {
     Operator,
     /// Only the calling end, and not on the cluster port (a host's switch).
     Client,
+    /// Only the serving end, and not on the cluster port (a node's REST API).
+    Api,
 }
 
 /// A cluster's CA: its certificate and the key that signs what it issues.
@@ -103,6 +109,11 @@ fn write_new(path: &Path, contents: &str, mode: u32) -> Result<(), std::io::Erro
     let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
     f.write_all(contents.as_bytes())?;
     f.sync_all()
+}
+
+/// Writes a secret (a token) to a new file readable by its owner only; fails if it exists.
+pub fn write_secret(path: &Path, secret: &str) -> Result<(), PkiError> {
+    write_new(path, &format!("{secret}\n"), 0o600).map_err(|e| io(path, e))
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {
@@ -147,6 +158,11 @@ impl Ca {
         Ca::from_pem(&read(&cert_path)?, &read(&key_path)?)
     }
 
+    /// The CA in `dir` (it must be there).
+    pub fn open(dir: &Path) -> Result<Ca, PkiError> {
+        Ca::from_pem(&read(&dir.join(CA_CERT))?, &read(&dir.join(CA_KEY))?)
+    }
+
     /// A CA from its certificate and key.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca, PkiError> {
         let key = KeyPair::from_pem(key_pem).map_err(cert)?;
@@ -164,7 +180,7 @@ impl Ca {
     pub fn issue(&self, name: &str, sans: &[String], usage: Usage) -> Result<Identity, PkiError> {
         let mut names = vec![name.to_string()];
         names.extend(sans.iter().filter(|s| *s != name).cloned());
-        if usage != Usage::Client {
+        if matches!(usage, Usage::Node | Usage::Operator) {
             names.push(CLUSTER_ROLE.to_string());
         }
         let mut p = CertificateParams::new(names).map_err(cert)?;
@@ -173,6 +189,7 @@ impl Ca {
         p.extended_key_usages = match usage {
             Usage::Node => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
             Usage::Operator | Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Usage::Api => vec![ExtendedKeyUsagePurpose::ServerAuth],
         };
         p.not_after = rcgen::date_time_ymd(2045, 1, 1);
         let key = KeyPair::generate().map_err(cert)?;
@@ -257,6 +274,15 @@ impl Identity {
         Ok(Arc::new(cfg))
     }
 
+    /// TLS for the REST API's server: clients prove who they are with a token, not a
+    /// certificate, and may be anything from curl to Prometheus, so TLS 1.2 is allowed too.
+    pub fn api_server_config(&self) -> Result<Arc<ServerConfig>, PkiError> {
+        install_crypto_provider();
+        let (certs, key) = self.chain()?;
+        let cfg = ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).map_err(|e| PkiError::Tls(e.to_string()))?;
+        Ok(Arc::new(cfg))
+    }
+
     /// TLS 1.3 for a client that trusts only servers with a certificate of its CA, and
     /// presents its own.
     pub fn client_config(&self) -> Result<ClientConfig, PkiError> {
@@ -268,6 +294,20 @@ impl Identity {
             .with_client_auth_cert(certs, key)
             .map_err(|e| PkiError::Tls(e.to_string()))
     }
+}
+
+/// TLS for a client of the REST API: it trusts only servers with a certificate of the CA in
+/// `ca_pem` (the cluster's, `ca.crt`) and presents none.
+pub fn api_client_config(ca_pem: &str) -> Result<ClientConfig, PkiError> {
+    install_crypto_provider();
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.map_err(cert)?).map_err(|e| PkiError::Tls(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(PkiError::Cert("the CA file holds no certificate".into()));
+    }
+    Ok(ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
 }
 
 /// The CA's chain check, then the role's name on the client's certificate.

@@ -21,8 +21,10 @@ pub struct Cluster {
     pub cluster_addrs: Vec<String>,
     /// Where the nodes keep their data and logs.
     pub dir: PathBuf,
-    /// A client for their APIs.
+    /// An admin's client for their APIs (trusts the cluster's CA, sends an admin token).
     pub http: reqwest::Client,
+    /// The admin token it sends.
+    pub admin_token: String,
 }
 
 impl Cluster {
@@ -50,14 +52,40 @@ impl Cluster {
         let cluster_addrs: Vec<String> = (1..=n).map(|i| format!("{}:7001", ip(i))).collect();
         let dir = std::env::temp_dir().join(format!("plexus-cluster-{pid}-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
-        Cluster {
-            bin: bin.into(),
-            procs: (0..n).map(|_| None).collect(),
-            addrs,
-            cluster_addrs,
-            dir,
-            http: plexus_api::client::http_builder().build().expect("an HTTP client"),
-        }
+        // The cluster's CA and token key exist before its first node starts (which finds
+        // and uses them), so the test holds an admin's credentials from the start.
+        let pki = dir.join("pki");
+        plexus_pki::Ca::open_or_create(&pki).expect("a cluster CA");
+        let admin_token = plexus_pki::TokenKey::open_or_create(&pki).and_then(|k| k.issue(&plexus_pki::Role::Admin)).expect("an admin token");
+        let http = Cluster::client_for(&pki, Some(&admin_token));
+        Cluster { bin: bin.into(), procs: (0..n).map(|_| None).collect(), addrs, cluster_addrs, dir, http, admin_token }
+    }
+
+    fn client_for(pki: &std::path::Path, token: Option<&str>) -> reqwest::Client {
+        let creds = plexus_api::Credentials::from_files(Some(&pki.join("ca.crt")), token).expect("the cluster's CA");
+        creds.http().expect("TLS configuration").build().expect("an HTTP client")
+    }
+
+    /// A client of this cluster's API that sends `token` (none: no credential at all).
+    pub fn client_with(&self, token: Option<&str>) -> reqwest::Client {
+        Cluster::client_for(&self.pki_dir(), token)
+    }
+
+    /// The environment the CLI needs to call node `i` as an admin.
+    pub fn envs(&self, i: usize) -> Vec<(&'static str, String)> {
+        vec![("PLEXUS_API", self.url(i, "")), ("PLEXUS_CA", self.pki_dir().join("ca.crt").display().to_string()), ("PLEXUS_TOKEN", self.admin_token.clone())]
+    }
+
+    /// A new token for `role` (`admin`, `reader`, `agent:HOST`).
+    pub fn token(&self, role: &str) -> String {
+        let role: plexus_pki::Role = role.parse().expect("a role");
+        plexus_pki::TokenKey::open(&self.pki_dir()).and_then(|k| k.issue(&role)).expect("a token")
+    }
+
+    /// An admin's API client (the typed one) for node `i`.
+    pub fn api(&self, i: usize) -> plexus_api::Client {
+        let creds = plexus_api::Credentials::from_files(Some(&self.pki_dir().join("ca.crt")), Some(&self.admin_token)).expect("credentials");
+        plexus_api::Client::new(&self.url(i, ""), &creds).expect("a client")
     }
 
     /// Starts node `i` with extra arguments.
@@ -98,7 +126,7 @@ impl Cluster {
 
     /// The URL of `path` on node `i`.
     pub fn url(&self, i: usize, path: &str) -> String {
-        format!("http://{}{path}", self.addrs[i - 1])
+        format!("https://{}{path}", self.addrs[i - 1])
     }
 
     /// GETs `path` from node `i`; `None` unless it answers 2xx with JSON within 5 s.

@@ -203,7 +203,7 @@ async fn reconciliation_sends_only_the_difference_and_undoes_tampering() {
     // Deleting an endpoint removes its flows from every switch; re-creating it with the same
     // address brings them back.
     let r3 = endpoints.iter().find(|(c, _, _)| c == "r3").unwrap().2.clone();
-    model.apply(Command::DeleteEndpoint { network: "red".into(), id: "r3".into() }).unwrap();
+    model.apply(Command::DeleteEndpoint { network: "red".into(), id: "r3".into(), on_host: None }).unwrap();
     views.get_mut("h3").unwrap().ports.remove(&EndpointKey::new("red", "r3"));
     for h in &lab.hosts {
         reconcile(&conns[&h.name], &compile(&model, &views[&h.name])).await.unwrap();

@@ -82,7 +82,7 @@ async fn switches_are_kept_at_the_flows_the_model_asks_for() {
     let conns = [wire::openflow(h1).await.unwrap(), wire::openflow(h2).await.unwrap()];
     let gone = unit_cookie(&Unit::Endpoint(EndpointKey::new("red", "e3")));
     let t = Instant::now();
-    w.apply(Command::DeleteEndpoint { network: "red".into(), id: "e3".into() }).await;
+    w.apply(Command::DeleteEndpoint { network: "red".into(), id: "e3".into(), on_host: None }).await;
     loop {
         let mut left = 0;
         for c in &conns {

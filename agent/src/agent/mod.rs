@@ -25,6 +25,8 @@ pub struct AgentConfig {
     pub name: String,
     /// Controller API URL(s).
     pub controller: String,
+    /// The CA the API's certificate chains to, and this host's agent token.
+    pub credentials: plexus_api::Credentials,
     /// OpenFlow targets of every controller node, e.g. `tcp:10.0.0.1:6653`.
     pub openflow: Vec<String>,
     /// This host's OVSDB.
@@ -114,7 +116,7 @@ pub struct SwitchTls {
 
 /// Runs the agent until the process ends.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
-    let api = Client::new(&cfg.controller)?;
+    let api = Client::new(&cfg.controller, &cfg.credentials)?;
     let health = health::Health::new(cfg.heartbeat);
     if let Some(addr) = cfg.listen {
         // Health is worth having, not worth refusing to run for.

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use plexus_api::{Client, EndpointSpec, NetworkSpec};
+use plexus_api::{EndpointSpec, NetworkSpec};
 use plexus_lab::{probe, Lab, LabConfig};
 
 pub(super) async fn run(rounds: usize) -> anyhow::Result<()> {
@@ -14,7 +14,7 @@ pub(super) async fn run(rounds: usize) -> anyhow::Result<()> {
     let cfg = LabConfig::owned(&name, 2);
     let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.context("starting a 2-host lab")?;
     let cp = lab.start_control_plane(&std::env::current_exe()?).context("starting the control plane")?;
-    let api = Client::new(&cp.api)?;
+    let api = cp.client()?;
     let t = Instant::now();
     while api.hosts().await.map(|h| h.len()).unwrap_or(0) < 2 {
         if t.elapsed() > Duration::from_secs(30) {

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use plexus_api::{Client, EndpointSpec, NetworkSpec};
+use plexus_api::{EndpointSpec, NetworkSpec};
 use plexus_lab::{Lab, LabConfig};
 
 use plexus_lab::control::{docker_client as docker, ensure_test_image, TEST_IMAGE as IMAGE};
@@ -34,7 +34,7 @@ pub(super) async fn run(rounds: usize) -> anyhow::Result<()> {
     let cfg = LabConfig { docker: true, ..LabConfig::owned(&name, 1) };
     let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.context("starting a lab with a Docker host")?;
     let cp = lab.start_control_plane(&std::env::current_exe()?).context("starting the control plane")?;
-    let api = Client::new(&cp.api)?;
+    let api = cp.client()?;
     api.create_network(&NetworkSpec::overlay("bench", "10.89.0.0/16")).await?;
     let t = Instant::now();
     while docker_ok(&["network", "inspect", "bench"]).is_err() {

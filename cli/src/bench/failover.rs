@@ -60,7 +60,7 @@ pub(super) async fn run(rounds: usize, per_host: usize) -> anyhow::Result<()> {
     let cfg = LabConfig { controllers: 3, enable_dummy: true, ..LabConfig::owned(&name, 3) };
     let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.context("starting a lab with three controllers")?;
     let cp = lab.start_control_plane(&std::env::current_exe()?).context("starting the control plane")?;
-    let api = Client::new(&cp.api)?;
+    let api = cp.client()?;
     let t = Instant::now();
     while masters(&api).await.len() < 3 {
         if t.elapsed() > Duration::from_secs(30) {
@@ -133,8 +133,8 @@ pub(super) async fn run(rounds: usize, per_host: usize) -> anyhow::Result<()> {
         };
         let was_leader = api.cluster().await.ok().and_then(|c| c.leader) == Some(victim);
         let alive: Vec<String> =
-            lab.controller_ips().iter().enumerate().filter(|(k, _)| *k as u64 + 1 != victim).map(|(_, ip)| format!("http://{ip}:6543")).collect();
-        let majority = Client::new(&alive.join(","))?;
+            lab.controller_ips().iter().enumerate().filter(|(k, _)| *k as u64 + 1 != victim).map(|(_, ip)| format!("https://{ip}:6543")).collect();
+        let majority = cp.client_for(&alive.join(","))?;
         let watch = majority.clone();
         let t = Instant::now();
         let watcher = tokio::spawn(async move {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use plexus_api::{Client, EndpointSpec, NetworkSpec};
+use plexus_api::{EndpointSpec, NetworkSpec};
 use plexus_lab::{wire, Lab, LabConfig};
 use plexus_ovs::ovsdb::{InterfaceType, PortSpec};
 
@@ -48,10 +48,10 @@ pub(crate) fn usage(pid: i32) -> anyhow::Result<(u64, f64)> {
     Ok((rss, ticks as f64 / hz))
 }
 
-async fn statuses(api: &str, hosts: &[String]) -> BTreeMap<String, serde_json::Value> {
+async fn statuses((http, api): (&reqwest::Client, &str), hosts: &[String]) -> BTreeMap<String, serde_json::Value> {
     let mut m = BTreeMap::new();
     for h in hosts {
-        if let Ok(r) = reqwest::get(format!("{api}/v1/hosts/{h}/flows")).await {
+        if let Ok(r) = http.get(format!("{api}/v1/hosts/{h}/flows")).send().await {
             if let Ok(v) = r.json::<serde_json::Value>().await {
                 m.insert(h.clone(), v);
             }
@@ -62,7 +62,7 @@ async fn statuses(api: &str, hosts: &[String]) -> BTreeMap<String, serde_json::V
 
 /// Waits until every switch is in sync at `revision` or later with `plugged[h]` local ports.
 async fn wait_programmed(
-    api: &str,
+    api: (&reqwest::Client, &str),
     plugged: &BTreeMap<String, usize>,
     revision: u64,
     timeout: Duration,
@@ -91,11 +91,12 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
     let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.context("starting a 3-host lab with dummy ports")?;
     let cp = lab.start_control_plane(&std::env::current_exe()?).context("starting the control plane")?;
     let pid: i32 = std::fs::read_to_string(lab.dir.join("controller.pid"))?.trim().parse()?;
-    let api = Client::new(&cp.api)?;
+    let api = cp.client()?;
+    let http = cp.credentials()?.http()?.build()?;
     let hosts: Vec<String> = lab.hosts.iter().map(|h| h.name.clone()).collect();
     let t = Instant::now();
     loop {
-        let st = statuses(&cp.api, &hosts).await;
+        let st = statuses((&http, &cp.api), &hosts).await;
         if st.len() == hosts.len() && st.values().all(|s| s["in_sync"] == true) {
             break;
         }
@@ -154,7 +155,7 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
         t.await??;
     }
     let ports_time = t0.elapsed();
-    let st = wait_programmed(&cp.api, &plugged, revision, Duration::from_secs(300)).await?;
+    let st = wait_programmed((&http, &cp.api), &plugged, revision, Duration::from_secs(300)).await?;
     let full_time = t0.elapsed();
     let (rss1, cpu1) = usage(pid)?;
     // What the switches hold, read back from them.
@@ -189,7 +190,7 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
     let probe_host = hosts[0].clone();
     let t = Instant::now();
     let full = loop {
-        let st = statuses(&cp.api, std::slice::from_ref(&probe_host)).await;
+        let st = statuses((&http, &cp.api), std::slice::from_ref(&probe_host)).await;
         let f = &st[&probe_host]["last_full"];
         if f["revision"].as_u64().unwrap_or(0) >= revision {
             break f.clone();
@@ -220,7 +221,7 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
             .await?;
         write_ms.push(t.elapsed().as_secs_f64() * 1e3);
         *plug1.entry(probe_host.clone()).or_default() += 1;
-        let st = wait_programmed(&cp.api, &plug1, e.revision, Duration::from_secs(30)).await?;
+        let st = wait_programmed((&http, &cp.api), &plug1, e.revision, Duration::from_secs(30)).await?;
         apply_ms.push(t.elapsed().as_secs_f64() * 1e3);
         // The slowest switch's pass for this change: compile, bundle and barrier.
         let passes = st.values().map(|s| &s["last_pass"]).filter(|p| p["revision"].as_u64() == Some(e.revision));
@@ -291,7 +292,7 @@ fn compile_cost(n: usize, changes: usize) -> Result<(f64, f64)> {
         let t = Instant::now();
         std::hint::black_box(d.update(&m, v));
         incr.push(t.elapsed().as_secs_f64() * 1e6);
-        let _ = m.apply(Command::DeleteEndpoint { network: "scale".into(), id: id.clone() });
+        let _ = m.apply(Command::DeleteEndpoint { network: "scale".into(), id: id.clone(), on_host: None });
         view.ports.remove(&EndpointKey::new("scale", &id));
         let v = view.clone();
         let t = Instant::now();

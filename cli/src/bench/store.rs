@@ -12,10 +12,15 @@ use serde_json::json;
 struct Cluster {
     nodes: Vec<Node>,
     dir: PathBuf,
+    /// An admin's client: trusts the cluster's CA, sends an admin token.
+    http: reqwest::Client,
+    tls: bool,
 }
 
 impl Cluster {
-    async fn start(size: usize, dir: &Path) -> anyhow::Result<Cluster> {
+    /// A cluster of `size` nodes whose API speaks HTTPS (`tls`) or, to measure what TLS
+    /// costs, plain HTTP on loopback; tokens are checked either way.
+    async fn start(size: usize, dir: &Path, tls: bool) -> anyhow::Result<Cluster> {
         let mut nodes: Vec<Node> = Vec::new();
         for id in 1..=size as u64 {
             let cfg = NodeConfig {
@@ -31,15 +36,19 @@ impl Cluster {
                 join: nodes.first().map(|n| n.cluster_addr.to_string()),
                 snapshot_every: 5000,
                 openflow_listen: None,
+                insecure_http: !tls,
+                api_names: Vec::new(),
             };
             nodes.push(Node::start(cfg).await?);
         }
-        let leader = nodes[0].addr;
-        let http = plexus_api::client::http_builder().build()?;
+        let pki = dir.join("pki");
+        let token = std::fs::read_to_string(pki.join(plexus_controller::node::ADMIN_TOKEN_FILE))?;
+        let http = plexus_api::Credentials::from_files(Some(&pki.join("ca.crt")), Some(&token))?.http()?.build()?;
+        let c = Cluster { nodes, dir: dir.to_path_buf(), http, tls };
         for _ in 0..100 {
-            let v: serde_json::Value = http.get(format!("http://{leader}/v1/cluster")).send().await?.json().await?;
+            let v: serde_json::Value = c.http.get(format!("{}/v1/cluster", c.leader_url())).send().await?.json().await?;
             if v["members"].as_array().map(Vec::len) == Some(size) && v["leader"] == 1 {
-                return Ok(Cluster { nodes, dir: dir.to_path_buf() });
+                return Ok(c);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -47,7 +56,7 @@ impl Cluster {
     }
 
     fn leader_url(&self) -> String {
-        format!("http://{}", self.nodes[0].addr)
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.nodes[0].addr)
     }
 
     async fn stop(self) {
@@ -66,12 +75,12 @@ struct Figures {
 
 /// Sends `n` requests with `in_flight` at a time; `make(i)` gives method, path and body.
 async fn load(
+    http: &reqwest::Client,
     url: &str,
     n: usize,
     in_flight: usize,
     make: Arc<dyn Fn(usize) -> (reqwest::Method, String, serde_json::Value) + Send + Sync>,
 ) -> anyhow::Result<Figures> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(in_flight).build()?;
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t = Instant::now();
     let mut tasks = Vec::new();
@@ -124,46 +133,68 @@ pub(super) async fn run(writes: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
     let fsyncs = fsync_baseline(&base)?;
     println!("baseline: {fsyncs:.0} durable 256-byte commits/s on this disk (redb, one at a time)");
-    println!("{:<8} {:>9} {:>12} {:>9} {:>9} {:>14}", "cluster", "in-flight", "writes/s", "p50 ms", "p99 ms", "vs baseline");
+    println!("each cluster twice: API over plain HTTP (loopback, only for this comparison), then over HTTPS; tokens checked both times");
+    println!(
+        "{:<8} {:>9} {:>10} {:>10} {:>11} {:>9} {:>9} {:>13}",
+        "cluster", "in-flight", "http w/s", "https w/s", "https/http", "p50 ms", "p99 ms", "vs baseline"
+    );
     for size in [1usize, 3] {
-        let c = Cluster::start(size, &base.join(format!("c{size}"))).await?;
-        let url = c.leader_url();
-        let pad = "x".repeat(120);
-        for in_flight in [1usize, 16, 64] {
-            let n = if in_flight == 1 { writes / 4 } else { writes };
-            let pad = pad.clone();
-            let tag = format!("c{size}f{in_flight}");
-            // ~256-byte bodies: a network replaced with a new label each time.
-            let make = Arc::new(move |i: usize| {
-                let name = format!("{tag}-{}", i % 100);
-                (
-                    reqwest::Method::PUT,
-                    format!("/v1/networks/{name}"),
-                    json!({"name": name, "kind": {"type": "overlay"}, "subnet": "10.0.0.0/24", "labels": {"seq": i.to_string(), "pad": pad}}),
-                )
-            });
-            let f = load(&url, n, in_flight, make).await?;
-            println!("{:<8} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>13.2}x", format!("{size}-node"), in_flight, f.per_s, f.p50_ms, f.p99_ms, f.per_s / fsyncs);
+        let mut rows: Vec<(usize, Figures)> = Vec::new();
+        for tls in [false, true] {
+            let c = Cluster::start(size, &base.join(format!("c{size}-{tls}")), tls).await?;
+            let url = c.leader_url();
+            let pad = "x".repeat(120);
+            for (k, in_flight) in [1usize, 16, 64].into_iter().enumerate() {
+                let n = if in_flight == 1 { writes / 4 } else { writes };
+                let pad = pad.clone();
+                let tag = format!("c{size}f{in_flight}");
+                // ~256-byte bodies: a network replaced with a new label each time.
+                let make = Arc::new(move |i: usize| {
+                    let name = format!("{tag}-{}", i % 100);
+                    (
+                        reqwest::Method::PUT,
+                        format!("/v1/networks/{name}"),
+                        json!({"name": name, "kind": {"type": "overlay"}, "subnet": "10.0.0.0/24", "labels": {"seq": i.to_string(), "pad": pad}}),
+                    )
+                });
+                let f = load(&c.http, &url, n, in_flight, make).await?;
+                if !tls {
+                    rows.push((in_flight, f));
+                    continue;
+                }
+                let plain = &rows[k].1;
+                println!(
+                    "{:<8} {:>9} {:>10.0} {:>10.0} {:>10.2}x {:>9.2} {:>9.2} {:>12.2}x",
+                    format!("{size}-node"),
+                    in_flight,
+                    plain.per_s,
+                    f.per_s,
+                    f.per_s / plain.per_s,
+                    f.p50_ms,
+                    f.p99_ms,
+                    f.per_s / fsyncs
+                );
+            }
+            if size == 3 && tls {
+                let http = &c.http;
+                http.put(format!("{url}/v1/hosts/h1")).json(&json!({"name": "h1", "tunnel_ip": "192.0.2.1"})).send().await?.error_for_status()?;
+                http.post(format!("{url}/v1/networks"))
+                    .json(&json!({"name": "ipam", "kind": {"type": "overlay"}, "subnet": "10.128.0.0/16"}))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                let make = Arc::new(|_i: usize| (reqwest::Method::POST, "/v1/networks/ipam/endpoints".to_string(), json!({"host": "h1"})));
+                let f = load(http, &url, writes, 16, make).await?;
+                println!(
+                    "endpoint creates (address allocation), 3-node, HTTPS, 16 in flight: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {:.2}x baseline",
+                    f.per_s,
+                    f.p50_ms,
+                    f.p99_ms,
+                    f.per_s / fsyncs
+                );
+            }
+            c.stop().await;
         }
-        if size == 3 {
-            let http = plexus_api::client::http_builder().build()?;
-            http.put(format!("{url}/v1/hosts/h1")).json(&json!({"name": "h1", "tunnel_ip": "192.0.2.1"})).send().await?.error_for_status()?;
-            http.post(format!("{url}/v1/networks"))
-                .json(&json!({"name": "ipam", "kind": {"type": "overlay"}, "subnet": "10.128.0.0/16"}))
-                .send()
-                .await?
-                .error_for_status()?;
-            let make = Arc::new(|_i: usize| (reqwest::Method::POST, "/v1/networks/ipam/endpoints".to_string(), json!({"host": "h1"})));
-            let f = load(&url, writes, 16, make).await?;
-            println!(
-                "endpoint creates (address allocation), 3-node, 16 in flight: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {:.2}x baseline",
-                f.per_s,
-                f.p50_ms,
-                f.p99_ms,
-                f.per_s / fsyncs
-            );
-        }
-        c.stop().await;
     }
     let _ = std::fs::remove_dir_all(&base);
     Ok(())

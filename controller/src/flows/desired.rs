@@ -231,7 +231,7 @@ mod tests {
                         let _ = m.apply(endpoint(net(n), &format!("e{id}"), &format!("h{host}")));
                     }
                     Step::Delete { net: n, id } => {
-                        let _ = m.apply(Command::DeleteEndpoint { network: net(n).into(), id: format!("e{id}") });
+                        let _ = m.apply(Command::DeleteEndpoint { network: net(n).into(), id: format!("e{id}"), on_host: None });
                     }
                     Step::Plug { net: n, id } => {
                         view.ports.insert(EndpointKey::new(net(n), format!("e{id}")), 10 + id as u32 + 10 * n as u32);

@@ -233,12 +233,12 @@ mod tests {
         assert_eq!(ips, ["10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"]);
         let full = m.apply(endpoint_with("red", EndpointSpec::on("h1"))).unwrap_err();
         assert_eq!((full.status, full.field.as_deref()), (409, Some("ip")), "{full}");
-        m.apply(crate::model::Command::DeleteEndpoint { network: "red".into(), id: "e2".into() }).unwrap();
+        m.apply(crate::model::Command::DeleteEndpoint { network: "red".into(), id: "e2".into(), on_host: None }).unwrap();
         let Ok(Some(crate::model::Object::Endpoint(e))) = m.apply(endpoint_with("red", EndpointSpec::on("h1"))) else { panic!("reuse") };
         assert_eq!(e.ip.to_string(), "10.9.0.4");
         // A MAC another endpoint wears is refused, naming the field.
         let taken = e.mac.to_string();
-        m.apply(crate::model::Command::DeleteEndpoint { network: "red".into(), id: "e4".into() }).unwrap();
+        m.apply(crate::model::Command::DeleteEndpoint { network: "red".into(), id: "e4".into(), on_host: None }).unwrap();
         let clash = m.apply(endpoint_with("red", EndpointSpec::on("h1").mac(&taken))).unwrap_err();
         assert_eq!((clash.status, clash.field.as_deref()), (409, Some("mac")), "{clash}");
     }

@@ -116,7 +116,7 @@ mod tests {
         assert_eq!(create(&mut m, "h5", 60_000), Err(409));
         // Once the endpoint is gone, the expired block goes to h5.
         let ep = m.endpoints["flat"].values().find(|e| e.host == "h2").unwrap().id.clone();
-        m.apply(Command::DeleteEndpoint { network: "flat".into(), id: ep }).unwrap();
+        m.apply(Command::DeleteEndpoint { network: "flat".into(), id: ep, on_host: None }).unwrap();
         assert_eq!(create(&mut m, "h5", 60_000).unwrap().to_string(), "10.60.0.65");
         assert!(!m.leases["flat"].contains_key("h2"));
     }

@@ -45,6 +45,10 @@ pub enum Command {
         if_match: Option<u64>,
         /// Delete its endpoints too instead of refusing.
         force: bool,
+        /// Refuse unless the network was made by this host's agent (see [`OWNER_LABEL`]):
+        /// an agent's credential may delete only what its Docker made.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
     },
     /// Creates an endpoint, allocating its address.
     CreateEndpoint {
@@ -67,6 +71,9 @@ pub enum Command {
         network: String,
         /// Endpoint id.
         id: String,
+        /// Refuse unless the endpoint is on this host (an agent deletes only its own).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on_host: Option<String>,
     },
     /// Creates or replaces a router.
     PutRouter {
@@ -105,6 +112,9 @@ pub enum Command {
         now_ms: u64,
     },
 }
+
+/// The label a network made by a host's agent (for Docker) carries: the host's name.
+pub const OWNER_LABEL: &str = "plexus.io/made-by-host";
 
 /// Why a command was refused when applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -207,7 +217,19 @@ impl Model {
     pub fn apply(&mut self, cmd: Command) -> CommandResult {
         match cmd {
             Command::PutNetwork { spec, create, if_match } => self.put_network(spec, create, if_match).map(|n| Some(Object::Network(n))),
-            Command::DeleteNetwork { name, if_match, force } => self.delete_network(&name, if_match, force).map(|_| None),
+            Command::DeleteNetwork { name, if_match, force, owner } => {
+                if let Some(owner) = owner {
+                    let made_by = self.networks.get(&name).and_then(|n| n.spec.labels.get(OWNER_LABEL));
+                    if made_by != Some(&owner) {
+                        return Err(Refusal::new(
+                            403,
+                            Some("name"),
+                            format!("network {name} was not made by host {owner}'s agent, which may delete only those"),
+                        ));
+                    }
+                }
+                self.delete_network(&name, if_match, force).map(|_| None)
+            }
             Command::CreateEndpoint { network, spec, now_ms } => {
                 // A refused endpoint must not leave a lease behind.
                 let leases = self.leases.get(&network).cloned();
@@ -220,7 +242,15 @@ impl Model {
                 }
                 r.map(|e| Some(Object::Endpoint(e)))
             }
-            Command::DeleteEndpoint { network, id } => self.delete_endpoint(&network, &id).map(|_| None),
+            Command::DeleteEndpoint { network, id, on_host } => {
+                if let Some(h) = on_host {
+                    let on = self.endpoints.get(&network).and_then(|m| m.get(&id)).map(|e| e.host.as_str());
+                    if on.is_some_and(|on| on != h) {
+                        return Err(Refusal::new(403, Some("id"), format!("endpoint {id} is not on host {h}, whose agent may delete only its own")));
+                    }
+                }
+                self.delete_endpoint(&network, &id).map(|_| None)
+            }
             Command::SetMasters { masters } => {
                 self.set_masters(masters);
                 Ok(None)
@@ -378,8 +408,8 @@ mod tests {
         for (net, id, h) in [("red", "a", "h1"), ("red", "b", "h1"), ("red", "c", "h2"), ("blue", "d", "h3")] {
             m.apply(testing::endpoint(net, id, h)).unwrap();
         }
-        m.apply(Command::DeleteEndpoint { network: "red".into(), id: "c".into() }).unwrap();
-        m.apply(Command::DeleteNetwork { name: "blue".into(), if_match: None, force: true }).unwrap();
+        m.apply(Command::DeleteEndpoint { network: "red".into(), id: "c".into(), on_host: None }).unwrap();
+        m.apply(Command::DeleteNetwork { name: "blue".into(), if_match: None, force: true, owner: None }).unwrap();
         assert_eq!(m.member_hosts("red").collect::<Vec<_>>(), ["h1"], "h2's last endpoint left red");
         assert_eq!(m.member_hosts("blue").count(), 0);
         let mut loaded: Model = serde_json::from_value(serde_json::to_value(&m).unwrap()).unwrap();

@@ -45,8 +45,13 @@ fn command() -> impl Strategy<Value = Option<Command>> {
             .prop_map(|(n, s, hs, gw, create)| network(n, s, hs, gw, create)),
         6 => (0..2usize, 0..8u8, 0..3u8, proptest::option::of(0..40u8), proptest::option::of(0..20u8))
             .prop_map(|(n, id, h, ip, mac)| endpoint(n, id, h, ip, mac)),
-        2 => (0..2usize, 0..8u8).prop_map(|(n, id)| Some(Command::DeleteEndpoint { network: NETS[n].into(), id: format!("e{id}") })),
-        1 => (0..2usize, any::<bool>()).prop_map(|(n, force)| Some(Command::DeleteNetwork { name: NETS[n].into(), if_match: None, force })),
+        2 => (0..2usize, 0..8u8, proptest::option::of(0..3u8)).prop_map(|(n, id, h)| Some(Command::DeleteEndpoint {
+            network: NETS[n].into(),
+            id: format!("e{id}"),
+            on_host: h.map(|h| format!("h{h}"))
+        })),
+        1 => (0..2usize, any::<bool>(), proptest::option::of(0..3u8))
+            .prop_map(|(n, force, h)| Some(Command::DeleteNetwork { name: NETS[n].into(), if_match: None, force, owner: h.map(|h| format!("h{h}")) })),
         1 => (proptest::collection::vec(0..2usize, 0..3), any::<bool>()).prop_map(|(nets, create)| {
             let spec = RouterSpec { name: "r".into(), networks: nets.into_iter().map(|n| NETS[n].to_string()).collect(), external_gateway: None, labels: BTreeMap::new() };
             Valid::new(spec).ok().map(|spec| Command::PutRouter { spec, create, if_match: None })
@@ -108,7 +113,7 @@ fn a_network_re_subnetted_under_a_live_lease_allocates_from_the_new_subnet() {
     m.apply(network(0, 0, true, None, true).unwrap()).unwrap();
     // h1 leases a block of 10.1.0.0/24; its only endpoint goes, the lease stays.
     m.apply(endpoint(0, 1, 1, None, None).unwrap()).unwrap();
-    m.apply(Command::DeleteEndpoint { network: "red".into(), id: "e1".into() }).unwrap();
+    m.apply(Command::DeleteEndpoint { network: "red".into(), id: "e1".into(), on_host: None }).unwrap();
     // The subnet moves to 10.2.0.0/24 while h1 still holds its old block.
     m.apply(network(0, 2, true, None, false).unwrap()).unwrap();
     let Ok(Some(super::Object::Endpoint(e))) = m.apply(endpoint(0, 2, 1, None, None).unwrap()) else { panic!("the next endpoint is refused") };

@@ -36,7 +36,8 @@ async fn leader_addr(s: &AppState) -> Result<Option<String>, Response> {
 async fn forward(s: &AppState, addr: &str, prefix: &str, method: Method, uri: &str, headers: &HeaderMap, body: Bytes) -> Response {
     let url = format!("https://{addr}{prefix}{uri}");
     let mut req = s.http.request(method, &url).timeout(Duration::from_secs(10)).body(body);
-    for h in [header::CONTENT_TYPE, header::IF_MATCH] {
+    // The leader checks the caller's credential again: it trusts its peer's link, not its judgement.
+    for h in [header::CONTENT_TYPE, header::IF_MATCH, header::AUTHORIZATION] {
         if let Some(v) = headers.get(&h) {
             req = req.header(h, v);
         }

@@ -19,6 +19,7 @@ use plexus_api::Problem;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+mod auth;
 mod health;
 mod leader;
 mod membership;
@@ -26,6 +27,7 @@ mod raft;
 mod resources;
 mod routing;
 
+pub(crate) use auth::Caller;
 use health::*;
 pub(crate) use leader::{route_read, route_write, ReadOpts};
 use membership::*;
@@ -57,6 +59,8 @@ pub struct AppState {
     pub switches: Option<Arc<crate::switches::SwitchManager>>,
     /// This node's proof of being in the majority (renewed by the leader's appends).
     pub lease: Arc<crate::mastership::Lease>,
+    /// Checks the API's bearer tokens.
+    pub tokens: Arc<plexus_pki::TokenKey>,
 }
 
 /// The router of one node, and the OpenAPI document describing exactly its routes: both
@@ -74,6 +78,7 @@ fn api_router(st: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(|| async { problem(Problem::new(405, "method not allowed", "this route does not take that method")) })
         .layer(axum::middleware::map_response(problem_for_rejections))
         .layer(axum::middleware::from_fn(require_json))
+        .layer(axum::middleware::from_fn_with_state(st.clone(), auth::authorize))
         .with_state(st)
 }
 

@@ -5,12 +5,17 @@ use crate::now_ms;
 use axum::extract::{Path, Query, Request};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use plexus_api::{Endpoint, EndpointSpec, Host, HostSpec, Lease, Network, NetworkSpec, Problem, Valid};
 use serde::Deserialize;
 
-use super::{if_match, parse, problem, route_read, route_write, ReadOpts, St};
-use crate::model::{Change, ChangeRecord, Command};
+use super::{if_match, parse, problem, route_read, route_write, Caller, ReadOpts, St};
+use crate::model::{Change, ChangeRecord, Command, OWNER_LABEL};
+
+/// The host an agent's credential is bound to, when an agent calls.
+fn agent_host(req: &Request) -> Option<String> {
+    req.extensions().get::<Caller>().and_then(|c| c.agent_host()).map(str::to_string)
+}
 
 fn not_found(field: &str, detail: String) -> Response {
     problem(Problem { field: Some(field.into()), ..Problem::new(404, "not found", detail) })
@@ -35,11 +40,17 @@ macro_rules! header_or_return {
     responses((status = 201, description = "Created", body = Network), (status = 400, description = "Malformed body"), (status = 409, description = "Name, VNI or VLAN taken"), (status = 413, description = "Body too large"), (status = 422, description = "Invalid field"), (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn create_network(s: St, req: Request) -> Response {
     let im = header_or_return!(if_match(req.headers()));
+    let agent = agent_host(&req);
     route_write(
         &s,
         req,
         |b| {
-            let spec: NetworkSpec = parse(&b)?;
+            let mut spec: NetworkSpec = parse(&b)?;
+            // What a host's agent makes (for its Docker) is marked as its own: only that it
+            // may delete again.
+            if let Some(h) = agent {
+                spec.labels.insert(OWNER_LABEL.into(), h);
+            }
             let spec = Valid::new(spec).map_err(|e| problem(Problem::invalid(&e)))?;
             Ok(Command::PutNetwork { spec, create: true, if_match: im })
         },
@@ -80,7 +91,11 @@ pub(crate) struct DeleteOpts {
     responses((status = 204, description = "Deleted"), (status = 404, description = "No such network"), (status = 409, description = "Endpoints remain"), (status = 412, description = "Revision mismatch"), (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn delete_network(s: St, Path(name): Path<String>, Query(o): Query<DeleteOpts>, req: Request) -> Response {
     let im = header_or_return!(if_match(req.headers()));
-    route_write(&s, req, move |_| Ok(Command::DeleteNetwork { name, if_match: im, force: o.force }), StatusCode::NO_CONTENT).await
+    let owner = agent_host(&req);
+    if owner.is_some() && o.force {
+        return problem(Problem { field: Some("force".into()), ..Problem::new(403, "forbidden", "an agent's credential may not force-delete a network") });
+    }
+    route_write(&s, req, move |_| Ok(Command::DeleteNetwork { name, if_match: im, force: o.force, owner }), StatusCode::NO_CONTENT).await
 }
 
 #[utoipa::path(get, path = "/v1/networks", tag = "networks", params(("local" = Option<bool>, Query, description = "Answer from this node's replica instead of the leader")),
@@ -112,11 +127,16 @@ pub(crate) async fn get_network(s: St, Path(name): Path<String>, Query(o): Query
     responses((status = 201, description = "Created, address allocated", body = Endpoint), (status = 400, description = "Malformed body"), (status = 404, description = "No such network"), (status = 409, description = "Address, MAC or id taken, or subnet exhausted"), (status = 422, description = "Invalid field"), (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn create_endpoint(s: St, Path(network): Path<String>, req: Request) -> Response {
     let now_ms = now_ms();
+    let agent = agent_host(&req);
     route_write(
         &s,
         req,
         move |b| {
             let spec: EndpointSpec = parse(&b)?;
+            if let Some(h) = agent.filter(|h| *h != spec.host) {
+                let detail = format!("host {h}'s agent may create endpoints only on {h}, not on {}", spec.host);
+                return Err(problem(Problem { field: Some("host".into()), ..Problem::new(403, "forbidden", detail) }));
+            }
             let spec = Valid::new(spec).map_err(|e| problem(Problem::invalid(&e)))?;
             Ok(Command::CreateEndpoint { network, spec, now_ms })
         },
@@ -129,12 +149,20 @@ pub(crate) async fn create_endpoint(s: St, Path(network): Path<String>, req: Req
     params(("name" = String, Path, description = "Network name"), ("id" = String, Path, description = "Endpoint id")),
     responses((status = 204, description = "Deleted, address freed"), (status = 404, description = "No such endpoint"), (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn delete_endpoint(s: St, Path((network, id)): Path<(String, String)>, req: Request) -> Response {
-    route_write(&s, req, move |_| Ok(Command::DeleteEndpoint { network, id }), StatusCode::NO_CONTENT).await
+    let on_host = agent_host(&req);
+    route_write(&s, req, move |_| Ok(Command::DeleteEndpoint { network, id, on_host }), StatusCode::NO_CONTENT).await
 }
 
 #[utoipa::path(get, path = "/v1/networks/{name}/endpoints", tag = "endpoints", params(("name" = String, Path, description = "Network name"), ("local" = Option<bool>, Query, description = "Answer from this node's replica instead of the leader")),
     responses((status = 200, description = "The network's endpoints", body = [Endpoint]), (status = 404, description = "No such network"), (status = 503, description = "No leader or no quorum")))]
-pub(crate) async fn list_endpoints(s: St, Path(network): Path<String>, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
+pub(crate) async fn list_endpoints(
+    s: St,
+    Path(network): Path<String>,
+    Query(o): Query<ReadOpts>,
+    caller: Option<Extension<Caller>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = route_read(&s, &o, &uri, &headers).await {
         return r;
     }
@@ -142,17 +170,28 @@ pub(crate) async fn list_endpoints(s: St, Path(network): Path<String>, Query(o):
     if !st.model.networks.contains_key(&network) {
         return not_found("network", format!("no network named {network}"));
     }
-    Json(st.model.endpoints.get(&network).map(|m| m.values().cloned().collect::<Vec<_>>()).unwrap_or_default()).into_response()
+    // A host's agent sees its own host's endpoints only: other hosts' are not its business.
+    let only = caller.as_ref().and_then(|c| c.agent_host());
+    let all = st.model.endpoints.get(&network).map(|m| m.values().filter(|e| only.is_none_or(|h| e.host == h)).cloned().collect::<Vec<_>>());
+    Json(all.unwrap_or_default()).into_response()
 }
 
 #[utoipa::path(get, path = "/v1/networks/{name}/endpoints/{id}", tag = "endpoints",
     params(("name" = String, Path, description = "Network name"), ("id" = String, Path, description = "Endpoint id"), ("local" = Option<bool>, Query, description = "Answer from this node's replica instead of the leader")),
     responses((status = 200, description = "The endpoint", body = Endpoint), (status = 404, description = "No such endpoint"), (status = 503, description = "No leader or no quorum")))]
-pub(crate) async fn get_endpoint(s: St, Path((network, id)): Path<(String, String)>, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
+pub(crate) async fn get_endpoint(
+    s: St,
+    Path((network, id)): Path<(String, String)>,
+    Query(o): Query<ReadOpts>,
+    caller: Option<Extension<Caller>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = route_read(&s, &o, &uri, &headers).await {
         return r;
     }
-    match s.state.read().await.model.endpoints.get(&network).and_then(|m| m.get(&id)) {
+    let only = caller.as_ref().and_then(|c| c.agent_host());
+    match s.state.read().await.model.endpoints.get(&network).and_then(|m| m.get(&id)).filter(|e| only.is_none_or(|h| e.host == h)) {
         Some(e) => Json(e.clone()).into_response(),
         None => not_found("id", format!("no endpoint {id} in network {network}")),
     }
