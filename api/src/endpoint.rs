@@ -16,8 +16,10 @@ use crate::problem::FieldError;
 pub struct EndpointSpec {
     /// An id of the client's choosing (e.g. a container id prefix); generated if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub id: Option<String>,
     /// The host the endpoint lives on (a registered host's name).
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)]
     pub host: String,
     /// The address wanted (the Pipework case); allocated from the subnet if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -25,6 +27,7 @@ pub struct EndpointSpec {
     pub ip: Option<Ipv4Addr>,
     /// The MAC wanted (unicast, `aa:bb:cc:dd:ee:ff`); derived from the address if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")]
     pub mac: Option<String>,
     /// Who owns it: a container id or a namespace path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,6 +120,7 @@ impl Encap {
 #[serde(deny_unknown_fields)]
 pub struct HostSpec {
     /// Host name (DNS label).
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)]
     pub name: String,
     /// Underlay address tunnels reach the host at.
     #[schema(value_type = String, format = Ipv4)]

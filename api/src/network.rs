@@ -27,6 +27,7 @@ pub enum NetworkKind {
     Overlay {
         /// VXLAN/Geneve network identifier; chosen by the controller if absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(minimum = 1, maximum = 16777215)]
         vni: Option<u32>,
     },
     /// A physical network, untagged or on a VLAN.
@@ -35,6 +36,7 @@ pub enum NetworkKind {
         physical_network: String,
         /// VLAN id (1..=4094), or untagged.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(minimum = 1, maximum = 4094)]
         vlan: Option<u16>,
     },
 }
@@ -44,6 +46,7 @@ pub enum NetworkKind {
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     /// DNS label: 1 to 63 lowercase letters, digits and '-', not starting or ending with '-'.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)]
     pub name: String,
     /// Overlay or underlay.
     pub kind: NetworkKind,
@@ -55,6 +58,7 @@ pub struct NetworkSpec {
     pub gateway: Option<Ipv4Addr>,
     /// MTU of endpoints (576..=9000); derived from the underlay if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 576, maximum = 9000)]
     pub mtu: Option<u32>,
     /// Address assignment.
     #[serde(default)]
@@ -62,9 +66,11 @@ pub struct NetworkSpec {
     /// host-subnet IPAM: prefix length of each host's block (default: the subnet's + 8, at
     /// most 28).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 30)]
     pub host_prefix: Option<u8>,
     /// host-subnet IPAM: seconds a lease lasts without a heartbeat from its host (default 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86400)]
     pub lease_ttl_seconds: Option<u32>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

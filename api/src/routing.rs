@@ -13,6 +13,7 @@ use crate::problem::FieldError;
 #[serde(deny_unknown_fields)]
 pub struct RouterSpec {
     /// Name (DNS label).
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)]
     pub name: String,
     /// Networks it routes between. Networks joined by routers form one routing domain, in
     /// which subnets must not overlap.
@@ -93,8 +94,10 @@ pub struct Rule {
 #[serde(deny_unknown_fields)]
 pub struct PolicySpec {
     /// Name (DNS label).
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)]
     pub name: String,
     /// The network whose endpoints it governs.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)]
     pub network: String,
     /// What happens to traffic no rule allows.
     #[serde(default)]

@@ -14,7 +14,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Router;
 use plexus_api::Problem;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,6 +23,7 @@ mod auth;
 mod health;
 mod leader;
 mod membership;
+mod openapi;
 mod raft;
 mod resources;
 mod routing;
@@ -31,6 +32,8 @@ pub(crate) use auth::Caller;
 use health::*;
 pub(crate) use leader::{route_read, route_write, ReadOpts};
 use membership::*;
+use openapi::*;
+pub use openapi::{openapi, PROBLEM_JSON};
 pub use raft::MAX_RAFT_BODY;
 use raft::*;
 use resources::*;
@@ -72,7 +75,7 @@ pub fn router(st: AppState) -> Router {
 
 fn api_router(st: Arc<AppState>) -> Router {
     let (router, doc) = routes().split_for_parts();
-    let _ = DOC.set(with_problem_bodies(doc));
+    let _ = DOC.set(finish_document(doc));
     router
         .fallback(|| async { problem(Problem::new(404, "not found", "no such route")) })
         .method_not_allowed_fallback(|| async { problem(Problem::new(405, "method not allowed", "this route does not take that method")) })
@@ -117,53 +120,6 @@ async fn problem_for_rejections(resp: Response) -> Response {
         _ => title.to_string(),
     };
     problem(Problem::new(status.as_u16(), &title.to_lowercase(), detail))
-}
-
-/// The OpenAPI document alone (for `plexus controller openapi` and tests).
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    with_problem_bodies(routes().split_for_parts().1)
-}
-
-/// The media type of every error this API returns.
-pub const PROBLEM_JSON: &str = "application/problem+json";
-
-/// Every error response of the API is a problem document. Rather than repeat that in each
-/// route's annotation, the document gets it here, once, for every 4xx and 5xx it lists that
-/// says nothing else.
-fn with_problem_bodies(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::{Content, Ref, RefOr};
-    for item in doc.paths.paths.values_mut() {
-        for op in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten() {
-            for (status, resp) in op.responses.responses.iter_mut() {
-                let error = status.starts_with('4') || status.starts_with('5');
-                if let (true, RefOr::T(r)) = (error, resp) {
-                    if r.content.is_empty() {
-                        r.content.insert(PROBLEM_JSON.into(), RefOr::T(Content::new(Some(Ref::from_schema_name("Problem")))));
-                    }
-                }
-            }
-        }
-    }
-    doc
-}
-
-#[derive(utoipa::OpenApi)]
-#[openapi(
-    info(title = "Plexus controller API", description = "Networks, endpoints and hosts of a Plexus software-defined network."),
-    components(schemas(Problem)),
-    tags((name = "networks"), (name = "endpoints"), (name = "hosts"), (name = "cluster"), (name = "routing"), (name = "watch"))
-)]
-struct ApiDoc;
-
-static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
-
-/// The OpenAPI 3.1 document of this API, generated from the handlers' declarations.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "cluster", responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
-async fn openapi_json() -> Response {
-    match DOC.get() {
-        Some(d) => Json(d.clone()).into_response(),
-        None => problem(Problem::new(500, "no document", "the OpenAPI document was not built")),
-    }
 }
 
 /// Where the cluster port serves API requests a follower forwards to the leader.
@@ -237,10 +193,27 @@ pub(crate) fn unavailable(detail: impl Into<String>) -> Response {
 }
 
 pub(crate) fn parse<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        let kind = if e.is_syntax() || e.is_eof() { "malformed JSON" } else { "invalid request body" };
-        problem(Problem::new(400, kind, e.to_string()))
-    })
+    let mut v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| problem(Problem::new(400, "malformed JSON", e.to_string())))?;
+    whole_numbers(&mut v);
+    serde_json::from_value(v).map_err(|e| problem(Problem::new(400, "invalid request body", e.to_string())))
+}
+
+/// JSON does not tell `104` from `104.0`, and neither does the JSON Schema `integer`: a
+/// number without a fraction is taken as the integer it is (within the range a double holds
+/// exactly), so a client that writes numbers as doubles is not refused.
+fn whole_numbers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT) {
+                *v = if f >= 0.0 { Value::from(f as u64) } else { Value::from(f as i64) };
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(whole_numbers),
+        Value::Object(o) => o.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
 }
 
 pub(crate) fn if_match(h: &HeaderMap) -> Result<Option<u64>, Response> {

@@ -263,6 +263,7 @@ pub(crate) struct WatchOpts {
     since: u64,
     /// Seconds to wait for a change before answering with none (at most 300).
     #[serde(default = "default_wait")]
+    #[param(maximum = 300)]
     timeout: u64,
 }
 
@@ -285,7 +286,10 @@ pub(crate) struct WatchResponse {
               (status = 410, description = "`since` is older than the changes kept: list everything again")))]
 /// Long-poll for changes, answered from this node's replica so agents can watch any node.
 pub(crate) async fn watch(s: St, Query(o): Query<WatchOpts>) -> Response {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(o.timeout.min(300));
+    if o.timeout > 300 {
+        return problem(Problem { field: Some("timeout".into()), ..Problem::new(400, "invalid query", format!("timeout {} is over 300 seconds", o.timeout)) });
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(o.timeout);
     let mut rx = s.revisions.clone();
     loop {
         {
