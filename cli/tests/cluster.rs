@@ -155,6 +155,13 @@ async fn a_node_cut_off_from_the_majority_refuses_writes() {
     // Past an election timeout the leader knows nobody answers. (A write in the very
     // instant of a cut is answered 503 "may still be applied": Raft cannot know sooner.)
     tokio::time::sleep(Duration::from_millis(3000)).await;
+    // It says it is not ready, and why, while it is still alive.
+    let ready = c.http.get(c.url(leader, "/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "a node cut off from the majority is not ready");
+    let why: Value = ready.json().await.unwrap();
+    assert!(why["detail"].as_str().is_some_and(|d| d.contains("majority")), "{why}");
+    assert!(c.get(leader, "/healthz").await.is_none(), "healthz answers text, not JSON");
+    assert_eq!(c.http.get(c.url(leader, "/healthz")).send().await.unwrap().status(), 200, "alive all the same");
     let r = c.http.post(c.url(leader, "/v1/networks")).json(&net("during")).timeout(Duration::from_secs(15)).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
@@ -164,6 +171,11 @@ async fn a_node_cut_off_from_the_majority_refuses_writes() {
         c.signal(i, libc::SIGCONT);
     }
     c.leader(&[1, 2, 3]).await;
+    let t = std::time::Instant::now();
+    while c.http.get(c.url(leader, "/readyz")).send().await.unwrap().status() != 200 {
+        assert!(t.elapsed() < Duration::from_secs(10), "ready again once the majority is back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let names: Vec<String> = c.get(1, "/v1/networks").await.unwrap().as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_string()).collect();
     assert!(!names.contains(&"during".to_string()), "the refused write did not happen: {names:?}");
 }

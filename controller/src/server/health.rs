@@ -7,12 +7,57 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{unavailable, St};
-#[utoipa::path(get, path = "/readyz", tag = "cluster", responses((status = 200, description = "A leader is known and state applied", body = String), (status = 503, description = "No leader or no quorum")))]
+/// Readiness: this node can serve reads and writes. Not ready (503, saying why) while its
+/// Raft has stopped on a fatal error, no leader is known, it cannot prove it is in the
+/// majority (a leader no majority answers, a follower the leader has not reached within the
+/// lease), nothing is applied yet, or applying has not moved for [`APPLY_STUCK`] while the
+/// log holds entries beyond it.
+#[utoipa::path(get, path = "/readyz", tag = "cluster", responses((status = 200, description = "Ready: a leader reachable, state applied and applying", body = String), (status = 503, description = "Not ready, and why")))]
 pub(super) async fn readyz(State(s): St) -> Response {
     let m = s.raft.metrics().borrow().clone();
-    match m.current_leader {
-        Some(_) if m.last_applied.is_some() => (StatusCode::OK, "ready").into_response(),
-        _ => unavailable("not ready: no leader known or nothing applied yet"),
+    let applied = m.last_applied.map(|l| l.index);
+    let why = if let Err(fatal) = &m.running_state {
+        Some(format!("Raft stopped: {fatal}"))
+    } else if m.current_leader.is_none() {
+        Some("no leader known: this node cannot reach a majority of the cluster".to_string())
+    } else if !s.lease.holds() {
+        Some("this node cannot prove it is in the majority: the leader has not reached it, or no majority answers it".to_string())
+    } else if applied.is_none() {
+        Some("nothing applied yet".to_string())
+    } else {
+        s.apply_watch.stuck(applied, m.last_log_index).map(|secs| format!("applying has not moved for {secs} s with entries waiting in the log"))
+    };
+    match why {
+        None => (StatusCode::OK, "ready").into_response(),
+        Some(w) => unavailable(format!("not ready: {w}")),
+    }
+}
+
+/// How long applying may stand still, with entries waiting, before the node is not ready.
+const APPLY_STUCK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Remembers since when the applied index has not moved.
+#[derive(Debug, Default)]
+pub struct ApplyWatch {
+    last: std::sync::Mutex<Option<(Option<u64>, std::time::Instant)>>,
+}
+
+impl ApplyWatch {
+    /// Seconds applying has stood still with `last_log` beyond `applied`, once that is
+    /// longer than [`APPLY_STUCK`].
+    fn stuck(&self, applied: Option<u64>, last_log: Option<u64>) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let since = match *last {
+            Some((a, t)) if a == applied => t,
+            _ => {
+                *last = Some((applied, now));
+                now
+            }
+        };
+        let waiting = last_log > applied;
+        let still = now.duration_since(since);
+        (waiting && still > APPLY_STUCK).then_some(still.as_secs())
     }
 }
 

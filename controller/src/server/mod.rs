@@ -29,6 +29,7 @@ mod resources;
 mod routing;
 
 pub(crate) use auth::Caller;
+pub use health::ApplyWatch;
 use health::*;
 pub(crate) use leader::{route_read, route_write, ReadOpts};
 use membership::*;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub lease: Arc<crate::mastership::Lease>,
     /// Checks the API's bearer tokens.
     pub tokens: Arc<plexus_pki::TokenKey>,
+    /// Whether applying the log has stalled (for readiness).
+    pub apply_watch: Arc<ApplyWatch>,
 }
 
 /// The router of one node, and the OpenAPI document describing exactly its routes: both
