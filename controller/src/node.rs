@@ -172,7 +172,17 @@ impl Node {
             }
             None => None,
         };
-        let st = AppState { id: cfg.id, raft: raft.clone(), state: state.clone(), revisions, http: http.clone(), switches, lease, tokens, apply_watch: Default::default() };
+        let st = AppState {
+            id: cfg.id,
+            raft: raft.clone(),
+            state: state.clone(),
+            revisions,
+            http: http.clone(),
+            switches,
+            lease,
+            tokens,
+            apply_watch: Default::default(),
+        };
         let cluster_app = server::cluster_router(st.clone());
         let app = server::router(st);
         let server = tokio::spawn(crate::serve::serve(listener, api_tls, app));

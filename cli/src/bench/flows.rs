@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use plexus_lab::{wire, Lab, LabConfig};
-use plexus_ovs::openflow::{Action, Connection, ConnectionOptions, Field, FlowMod, FlowStatsRequest, Match, Message};
+use plexus_ovs::openflow::{Action, Connection, ConnectionOptions, Field, FlowMod, FlowStatsRequest, Match, Message, Stream};
 use plexus_ovs::ovsdb::BridgeSpec;
+use plexus_pki::{Ca, Usage};
 
 const BR: &str = "br-bench";
 
@@ -99,6 +100,56 @@ pub(super) async fn run(n: u32, runs: usize) -> anyhow::Result<()> {
     println!("  plexus codec (bundle + commit):   {a:.3} s  {:>9.0} flows/s", n as f64 / a);
     println!("  ovs-ofctl --bundle add-flows:     {b:.3} s  {:>9.0} flows/s", n as f64 / b);
     println!("  ratio plexus/ovs-ofctl throughput: {:.2}x", b / a);
+
+    // What TLS costs: the switch connects to us, as to a controller, over tcp: and over ssl:
+    // (the only kind a controller node accepts); the same flows go down each session.
+    let pki = lab.dir.join("bench-pki");
+    let server = Ca::identity_in(&pki, "bench-controller", &["127.0.0.1".into()], Usage::Node)?;
+    let name = plexus_pki::host_cert_name(&host.name);
+    Ca::identity_in(&pki, &name, &[], Usage::Client)?;
+    let file = |f: String| pki.join(f).display().to_string();
+    vs.set_ssl(&file(format!("{name}.key")), &file(format!("{name}.crt")), &file("ca.crt".into())).await?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(server.server_config(None)?);
+    plexus_agent::netns::exec(&host.netns, &["ip", "link", "set", "lo", "up"])?;
+    // Bound inside the host's namespace, where its ovs-vswitchd connects from.
+    let std_listener = plexus_agent::netns::bind_tcp(&host.netns, "127.0.0.1:0".parse()?)?;
+    std_listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(std_listener)?;
+    let port = listener.local_addr()?.port();
+    let (mut plain, mut tls) = (Vec::new(), Vec::new());
+    for run in 1..=runs {
+        for secure in [false, true] {
+            fresh().await?;
+            let target = format!("{}:127.0.0.1:{port}", if secure { "ssl" } else { "tcp" });
+            vs.set_controllers(BR, &[target]).await?;
+            let (tcp, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept()).await.context("the switch did not connect")??;
+            let stream = if secure {
+                let s = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await.context("TLS handshake timed out")??;
+                Stream::Other(Box::new(s))
+            } else {
+                Stream::Tcp(tcp)
+            };
+            let (of, _ev) = Connection::handshake(stream, ConnectionOptions::default()).await?;
+            let t = Instant::now();
+            of.bundle(&msgs).await?;
+            let dt = t.elapsed().as_secs_f64();
+            let got = count(of).await?;
+            if got != n as usize {
+                bail!("{} run {run}: the switch holds {got} flows, expected {n}", if secure { "ssl" } else { "tcp" });
+            }
+            if secure {
+                tls.push(dt)
+            } else {
+                plain.push(dt)
+            }
+        }
+        eprintln!("run {run}: over tcp: {:.3} s, over ssl: {:.3} s", plain[run - 1], tls[run - 1]);
+    }
+    let (p, s) = (super::median(plain), super::median(tls));
+    println!("the same {n} flows over a switch-initiated session (median of {runs}):");
+    println!("  tcp: target (plain):               {p:.3} s  {:>9.0} flows/s", n as f64 / p);
+    println!("  ssl: target (TLS, mutual certs):   {s:.3} s  {:>9.0} flows/s", n as f64 / s);
+    println!("  ratio TLS/plain throughput:        {:.2}x", p / s);
     drop(vs);
     drop(lab);
     Ok(())
