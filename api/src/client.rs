@@ -60,6 +60,17 @@ pub struct ClusterStatus {
     pub masters: Vec<Mastership>,
 }
 
+/// `GET /v1/cluster/state`: a digest of one node's replica.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct StateDigest {
+    /// The node answering.
+    pub node: u64,
+    /// The revision of its model.
+    pub revision: u64,
+    /// SHA-256 of its model's serialized form (hex).
+    pub sha256: String,
+}
+
 /// Errors of the API client.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

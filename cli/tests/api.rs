@@ -138,6 +138,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         ("GET", "/metrics"),
         ("GET", "/readyz"),
         ("GET", "/v1/cluster"),
+        ("GET", "/v1/cluster/state"),
         ("GET", "/v1/hosts"),
         ("GET", "/v1/hosts/{name}"),
         ("GET", "/v1/hosts/{name}/flows"),

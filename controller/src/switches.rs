@@ -38,6 +38,9 @@ pub struct SwitchStatus {
     pub host: Option<String>,
     /// Whether a session is up.
     pub connected: bool,
+    /// Sessions this node has served the switch since it started (a rising count on a
+    /// stable network is a flapping switch).
+    pub sessions: u64,
     /// Whether its flows equal the desired flows as of the last pass.
     pub in_sync: bool,
     /// Flows desired for it.
@@ -231,12 +234,10 @@ impl SwitchManager {
             Err(why) => {
                 tracing::warn!(%dpid, reason = %why, "refused a switch");
                 // Recorded only for a registered host's datapath id: a peer cycling through
-                // made-up ids must not grow the status table.
+                // made-up ids must not grow the status table. The real switch's session, if
+                // it has one, is untouched: an impostor refused does not disconnect it.
                 if known {
-                    self.update(&dpid, |s| {
-                        s.connected = false;
-                        s.last_error = Some(format!("refused: {why}"));
-                    });
+                    self.update(&dpid, |s| s.last_error = Some(format!("refused a connection claiming this switch: {why}")));
                 }
                 false
             }
@@ -270,6 +271,7 @@ impl SwitchManager {
         let clustered = self.lease.is_some();
         self.update(&dpid, |s| {
             s.connected = true;
+            s.sessions += 1;
             if !clustered {
                 s.role = "equal".into();
             }

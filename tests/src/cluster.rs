@@ -184,6 +184,40 @@ impl Cluster {
     }
 }
 
+/// Waits until every node at `bases` (`https://HOST:PORT`) is ready and all show the same
+/// digest of their replica at the same revision; panics naming what differs after 20 s.
+pub async fn identical_replicas(http: &reqwest::Client, bases: &[String]) -> plexus_api::StateDigest {
+    let t = Instant::now();
+    loop {
+        let mut seen = Vec::new();
+        for b in bases {
+            let ready = http.get(format!("{b}/readyz")).timeout(Duration::from_secs(5)).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+            let digest = match http.get(format!("{b}/v1/cluster/state")).timeout(Duration::from_secs(5)).send().await {
+                Ok(r) if r.status().is_success() => r.json::<plexus_api::StateDigest>().await.ok(),
+                _ => None,
+            };
+            seen.push((b.clone(), ready, digest));
+        }
+        let first = seen.first().and_then(|(_, _, d)| d.clone());
+        let same =
+            seen.iter().all(|(_, ready, d)| *ready == 200 && d.as_ref().map(|d| (d.revision, &d.sha256)) == first.as_ref().map(|f| (f.revision, &f.sha256)));
+        if let (true, Some(f)) = (same, first) {
+            return f;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "replicas not ready and identical within 20 s: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Cluster {
+    /// Waits until the nodes in `live` are ready with identical replicas (see
+    /// [`identical_replicas`]).
+    pub async fn identical(&self, live: &[usize]) -> plexus_api::StateDigest {
+        let bases: Vec<String> = live.iter().map(|&i| self.url(i, "")).collect();
+        identical_replicas(&self.http, &bases).await
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for c in self.procs.iter_mut().flatten() {

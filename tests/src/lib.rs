@@ -12,7 +12,8 @@ use plexus_ovs::ovsdb::{BridgeSpec, VSwitch};
 
 pub mod api;
 mod cluster;
-pub use cluster::Cluster;
+pub mod switch;
+pub use cluster::{identical_replicas, Cluster};
 
 /// Logs to the test's output (shown for failing tests).
 pub fn init_tracing() {

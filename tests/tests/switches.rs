@@ -160,51 +160,6 @@ async fn silent_peers_on_the_openflow_port_delay_no_switch() {
     }
 }
 
-/// A fake switch: TLS with `client` (trusting `ca`), then the switch's side of the OpenFlow
-/// handshake claiming `dpid`. Returns once the controller closes the session or after `wait`.
-async fn fake_switch(addr: SocketAddr, client: Option<&plexus_pki::Identity>, dpid: u64, wait: Duration) -> Result<(), String> {
-    use plexus_ovs::openflow::{frame_len, Hello, Message, SwitchFeatures};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let Some(id) = client else {
-        // No TLS at all: speak OpenFlow in the clear.
-        let mut tcp = tcp;
-        tcp.write_all(&Message::Hello(Hello::of13()).encode(1).map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
-        // Whatever comes back (a TLS alert), it is not OpenFlow (version 4 in the first byte).
-        let mut buf = [0u8; 64];
-        return match tokio::time::timeout(wait, tcp.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 && buf[0] == 4 => Ok(()),
-            Ok(_) => Err("closed without OpenFlow".into()),
-            Err(_) => Err("silence".into()),
-        };
-    };
-    let cfg = Arc::new(id.client_config().map_err(|e| e.to_string())?);
-    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(addr.ip().to_string()).map_err(|e| e.to_string())?;
-    let mut s = tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
-    s.write_all(&Message::Hello(Hello::of13()).encode(1).map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        while let Ok(Some(n)) = frame_len(&buf) {
-            if buf.len() < n {
-                break;
-            }
-            let frame: Vec<u8> = buf.drain(..n).collect();
-            if let Ok((xid, Message::FeaturesRequest)) = Message::decode(&frame) {
-                let f = SwitchFeatures { datapath_id: dpid, n_buffers: 0, n_tables: 254, auxiliary_id: 0, capabilities: 0 };
-                s.write_all(&Message::FeaturesReply(f).encode(xid).map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
-            }
-        }
-        let mut chunk = [0u8; 4096];
-        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
-            Ok(Ok(0)) => return Err("closed by the controller".into()),
-            Ok(Err(e)) => return Err(format!("closed by the controller: {e}")),
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => return Ok(()),
-        }
-    }
-}
-
 /// Posing as a switch takes a certificate of the cluster's CA that names the host whose
 /// datapath id is claimed: without TLS, with another CA's certificate, or with a valid
 /// certificate of another host, the controller closes the session and programs nothing.
@@ -233,23 +188,23 @@ async fn only_a_switch_whose_certificate_names_its_host_is_served() {
     let key = format!("{dpid:016x}");
     let status = || mgr.status().get(&key).cloned();
 
-    assert!(fake_switch(addr, None, dpid, Duration::from_secs(2)).await.is_err(), "OpenFlow in the clear is answered");
-    let r = fake_switch(addr, Some(&stranger), dpid, Duration::from_secs(2)).await;
+    assert!(plexus_tests::switch::fake_switch(addr, None, dpid, Duration::from_secs(2)).await.is_err(), "OpenFlow in the clear is answered");
+    let r = plexus_tests::switch::fake_switch(addr, Some(&stranger), dpid, Duration::from_secs(2)).await;
     assert!(r.is_err(), "another CA's certificate got a session: {r:?}");
     assert!(status().is_none_or(|s| !s.connected), "{:?}", status());
-    let r = fake_switch(addr, Some(&other), dpid, Duration::from_secs(3)).await;
+    let r = plexus_tests::switch::fake_switch(addr, Some(&other), dpid, Duration::from_secs(3)).await;
     assert!(r.as_ref().is_err_and(|e| e.contains("closed by the controller")), "a certificate of host other served ghost's switch: {r:?}");
     let st = status().expect("the refusal is recorded");
     assert!(!st.connected && st.last_error.as_deref().is_some_and(|e| e.contains("does not name host ghost")), "{st:?}");
     // Made-up datapath ids are refused without leaving anything behind.
     for made_up in 0xdead_0000u64..0xdead_0005 {
-        let r = fake_switch(addr, Some(&ghost), made_up, Duration::from_secs(3)).await;
+        let r = plexus_tests::switch::fake_switch(addr, Some(&ghost), made_up, Duration::from_secs(3)).await;
         assert!(r.as_ref().is_err_and(|e| e.contains("closed by the controller")), "{r:?}");
     }
     let recorded: Vec<String> = (0xdead_0000u64..0xdead_0005).map(|d| format!("{d:016x}")).filter(|k| mgr.status().contains_key(k)).collect();
     assert!(recorded.is_empty(), "refused made-up ids were recorded: {recorded:?}");
     // The right certificate is served.
-    let served = tokio::spawn(async move { fake_switch(addr, Some(&ghost), dpid, Duration::from_secs(3)).await });
+    let served = tokio::spawn(async move { plexus_tests::switch::fake_switch(addr, Some(&ghost), dpid, Duration::from_secs(3)).await });
     let t = Instant::now();
     while !status().is_some_and(|s| s.connected) {
         assert!(t.elapsed() < Duration::from_secs(3), "ghost's own certificate was refused: {:?}", status());

@@ -7,7 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use plexus_api::{ClusterStatus, Member, Problem};
+use plexus_api::{ClusterStatus, Member, Problem, StateDigest};
 
 use super::leader::{at_leader, read_body};
 use super::{parse, problem, unavailable, AppState, St};
@@ -38,6 +38,19 @@ pub(super) async fn cluster(State(s): St) -> Response {
         masters,
     })
     .into_response()
+}
+
+/// A digest of this node's replica, to compare replicas without reading them whole: two
+/// nodes that applied the same log show the same digest at the same revision.
+#[utoipa::path(get, path = "/v1/cluster/state", tag = "cluster", responses((status = 200, description = "This node's replica, digested", body = StateDigest)))]
+pub(super) async fn state_digest(State(s): St) -> Response {
+    let (revision, bytes) = {
+        let st = s.state.read().await;
+        (st.model.revision, serde_json::to_vec(&st.model))
+    };
+    let Ok(bytes) = bytes else { return problem(Problem::new(500, "digest failed", "the model did not serialize")) };
+    let sha256 = ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    Json(StateDigest { node: s.id, revision, sha256 }).into_response()
 }
 
 pub(super) async fn add_member(State(s): St, req: Request) -> Response {

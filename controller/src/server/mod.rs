@@ -157,6 +157,7 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(readyz))
         .routes(routes!(metrics))
         .routes(routes!(cluster))
+        .routes(routes!(state_digest))
         .routes(routes!(list_networks, create_network))
         .routes(routes!(get_network, put_network, delete_network))
         .routes(routes!(list_endpoints, create_endpoint))
