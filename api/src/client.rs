@@ -71,6 +71,45 @@ pub struct StateDigest {
     pub sha256: String,
 }
 
+/// `POST /v1/bootstrap/agent`: what a host's agent gets for its bootstrap token.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct AgentCredentials {
+    /// The host.
+    pub host: String,
+    /// Its agent token.
+    pub token: String,
+    /// Its switch certificate (PEM), naming `HOST.hosts.plexus`.
+    pub certificate_pem: String,
+    /// The certificate's private key (PEM).
+    pub private_key_pem: String,
+    /// The cluster CA's certificate (PEM).
+    pub ca_pem: String,
+}
+
+/// `POST /v1/bootstrap/node`: what a joining controller node gets for its join token.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct NodeCredentials {
+    /// The cluster CA's certificate (PEM).
+    pub ca_pem: String,
+    /// The cluster CA's private key (PEM).
+    pub ca_key_pem: String,
+    /// The token key (hex).
+    pub token_key: String,
+}
+
+// Secrets: Debug shows neither keys nor tokens.
+impl std::fmt::Debug for AgentCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentCredentials").field("host", &self.host).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for NodeCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCredentials").finish_non_exhaustive()
+    }
+}
+
 /// Errors of the API client.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

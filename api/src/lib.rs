@@ -33,7 +33,7 @@ pub mod problem;
 pub mod routing;
 pub mod valid;
 
-pub use client::{Client, ClientError, ClusterStatus, Credentials, Mastership, Member, StateDigest};
+pub use client::{AgentCredentials, Client, ClientError, ClusterStatus, Credentials, Mastership, Member, NodeCredentials, StateDigest};
 pub use endpoint::{Encap, Endpoint, EndpointSpec, Host, HostSpec, Lease};
 pub use ids::EndpointKey;
 pub use mac::Mac;

@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Args;
 use plexus_agent::agent::{self, AgentConfig};
 use plexus_api::Encap;
@@ -17,9 +17,13 @@ pub(crate) struct AgentCmd {
     #[arg(long, env = "PLEXUS_API")]
     controller: String,
     /// This host's agent token (`plexus pki token --role agent:NAME`): it may register and
-    /// heartbeat this host only.
+    /// heartbeat this host only. Default: agent.token in --pki-dir (where a bootstrap put it).
     #[arg(long, env = "PLEXUS_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
+    /// A bootstrap token (`plexus pki token --role bootstrap:NAME`): on first start, traded
+    /// once for this host's agent token and switch certificate, kept in --pki-dir.
+    #[arg(long, env = "PLEXUS_BOOTSTRAP_TOKEN", hide_env_values = true, requires = "pki_dir")]
+    bootstrap_token: Option<String>,
     /// The cluster CA's certificate (default: ca.crt in --pki-dir).
     #[arg(long, env = "PLEXUS_CA")]
     ca: Option<std::path::PathBuf>,
@@ -67,15 +71,64 @@ pub(crate) struct AgentCmd {
     state_dir: std::path::PathBuf,
 }
 
+/// Where a bootstrapped agent keeps its token, in its PKI directory.
+const AGENT_TOKEN: &str = "agent.token";
+
+/// Trades the bootstrap token for this host's agent token and switch certificate, once: with
+/// both already in `dir`, nothing is asked.
+async fn bootstrap(c: &AgentCmd, token: &str, dir: &std::path::Path, ca: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let name = plexus_pki::host_cert_name(&c.name);
+    if dir.join(AGENT_TOKEN).exists() && plexus_pki::Identity::load(dir, &name).is_ok() {
+        return Ok(());
+    }
+    let ca = ca.context("a bootstrap needs the cluster CA's certificate: --ca, or ca.crt in --pki-dir")?;
+    let creds = plexus_api::Credentials::from_files(Some(ca), Some(token)).context("--ca/--bootstrap-token")?;
+    let http = creds.http()?.timeout(Duration::from_secs(30)).build()?;
+    let mut last = String::new();
+    for base in c.controller.split(',').map(|u| u.trim().trim_end_matches('/')) {
+        match http.post(format!("{base}/v1/bootstrap/agent")).send().await {
+            Ok(r) if r.status().is_success() => {
+                let got: plexus_api::AgentCredentials = r.json().await.context("the bootstrap answer")?;
+                if got.host != c.name {
+                    bail!("the bootstrap token is for host {}, not {}", got.host, c.name);
+                }
+                std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+                let id = plexus_pki::Identity { cert_pem: got.certificate_pem, key_pem: got.private_key_pem, ca_pem: got.ca_pem.clone() };
+                id.save(dir, &name)?;
+                if !dir.join("ca.crt").exists() {
+                    std::fs::write(dir.join("ca.crt"), &got.ca_pem)?;
+                }
+                plexus_pki::write_secret(&dir.join(AGENT_TOKEN), &got.token)?;
+                tracing::info!(host = %c.name, dir = %dir.display(), "bootstrapped: agent token and switch certificate stored");
+                return Ok(());
+            }
+            Ok(r) => last = format!("{base}: {} {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => last = format!("{base}: {e}"),
+        }
+    }
+    bail!("the bootstrap failed: {last}")
+}
+
 pub(crate) async fn run(c: AgentCmd) -> anyhow::Result<()> {
     let (ip, len) = c.tunnel_ip.split_once('/').with_context(|| format!("--tunnel-ip {:?} needs a prefix length, e.g. 10.0.0.11/24", c.tunnel_ip))?;
     let tunnel_ip: Ipv4Addr = ip.parse().with_context(|| format!("--tunnel-ip: {ip:?} is not an IPv4 address"))?;
     let tunnel_prefix: u8 = len.parse().ok().filter(|l| *l <= 32).with_context(|| format!("--tunnel-ip: prefix length {len:?} is not 0..=32"))?;
+    let ca = c.ca.clone().or_else(|| c.pki_dir.as_ref().map(|d| d.join("ca.crt")));
+    if let (Some(bt), Some(dir)) = (&c.bootstrap_token, &c.pki_dir) {
+        bootstrap(&c, bt, dir, ca.as_deref()).await?;
+    }
     let switch_tls = if c.openflow.iter().any(|t| t.starts_with("ssl:")) {
         let dir = c.pki_dir.as_ref().context("ssl: OpenFlow targets need --pki-dir with this host's switch certificate and the cluster's CA")?;
         let name = plexus_pki::host_cert_name(&c.name);
-        plexus_pki::Ca::identity_in(dir, &name, &[], plexus_pki::Usage::Client)
-            .with_context(|| format!("the switch certificate {name} in {}", dir.display()))?;
+        if plexus_pki::Identity::load(dir, &name).is_err() {
+            // Only where the CA's key is (a lab) may the agent issue its own certificate;
+            // elsewhere a missing one is an error, never a new CA made on the spot.
+            if !dir.join("ca.key").exists() {
+                bail!("no switch certificate {name} in {}: give --bootstrap-token, or issue one with `plexus pki issue --usage switch`", dir.display());
+            }
+            plexus_pki::Ca::identity_in(dir, &name, &[], plexus_pki::Usage::Client)
+                .with_context(|| format!("the switch certificate {name} in {}", dir.display()))?;
+        }
         let path = |f: String| dir.join(f).display().to_string();
         Some(plexus_agent::agent::SwitchTls {
             private_key: path(format!("{name}.key")),
@@ -85,8 +138,13 @@ pub(crate) async fn run(c: AgentCmd) -> anyhow::Result<()> {
     } else {
         None
     };
-    let ca = c.ca.clone().or_else(|| c.pki_dir.as_ref().map(|d| d.join("ca.crt")));
-    let credentials = plexus_api::Credentials::from_files(ca.as_deref(), Some(&c.token)).context("--ca/--token")?;
+    let token = match (&c.token, &c.pki_dir) {
+        (Some(t), _) => t.clone(),
+        (None, Some(dir)) => std::fs::read_to_string(dir.join(AGENT_TOKEN))
+            .with_context(|| format!("no --token, and no {AGENT_TOKEN} in {} (give --token or --bootstrap-token)", dir.display()))?,
+        (None, None) => bail!("the agent needs its token: give --token, or --bootstrap-token with --pki-dir"),
+    };
+    let credentials = plexus_api::Credentials::from_files(ca.as_deref(), Some(&token)).context("--ca/--token")?;
     let cfg = AgentConfig {
         credentials,
         switch_tls,

@@ -37,6 +37,16 @@ pub(crate) struct ControllerCmd {
     /// Join the cluster that the node whose cluster port is HOST:PORT belongs to.
     #[arg(long)]
     join: Option<String>,
+    /// A join token (`plexus pki token --role join`): with --join-api and --ca, fetches the
+    /// cluster's CA and token key on first start, so no files need copying.
+    #[arg(long, env = "PLEXUS_JOIN_TOKEN", hide_env_values = true, requires_all = ["join", "join_api", "ca"])]
+    join_token: Option<String>,
+    /// A member's API (https://HOST:PORT), where the join token is presented.
+    #[arg(long)]
+    join_api: Option<String>,
+    /// The cluster CA's certificate (its ca.crt), to trust the member the join token goes to.
+    #[arg(long, env = "PLEXUS_CA")]
+    ca: Option<PathBuf>,
     /// Snapshot the state and compact the log every this many entries.
     #[arg(long, default_value_t = 5000)]
     snapshot_every: u64,
@@ -77,6 +87,9 @@ pub(crate) async fn run(c: ControllerCmd) -> anyhow::Result<()> {
         data_dir: c.data_dir,
         peers: parse_peers(&c.peers)?,
         join: c.join,
+        join_token: c.join_token,
+        join_api: c.join_api,
+        join_ca: c.ca.as_ref().map(|p| std::fs::read_to_string(p).with_context(|| format!("--ca {}", p.display()))).transpose()?,
         snapshot_every: c.snapshot_every,
         openflow_listen: c.openflow_listen,
         insecure_http: c.insecure_http,

@@ -21,9 +21,13 @@ enum PkiSub {
     /// Issue an API token and print it: admin, reader, or agent:HOST (may register and
     /// heartbeat HOST only).
     Token {
-        /// The role the token grants.
+        /// The role the token grants (admin, reader, agent:HOST, bootstrap:HOST, join).
         #[arg(long)]
         role: Role,
+        /// Seconds it stays valid (default: one hour for the one-time bootstrap and join
+        /// tokens, no limit for the others).
+        #[arg(long)]
+        ttl: Option<u64>,
     },
     /// Replace the token key: every token issued so far is refused once the controllers
     /// restart with the new key (copy token.key to every node's PKI directory first).
@@ -57,9 +61,12 @@ enum CertUsage {
 
 pub(crate) fn run(c: PkiCmd) -> anyhow::Result<()> {
     match c.cmd {
-        PkiSub::Token { role } => {
+        PkiSub::Token { role, ttl } => {
             let key = TokenKey::open(&c.pki_dir).context("the token key (does a controller use this --pki-dir?)")?;
-            println!("{}", key.issue(&role)?);
+            let one_time = matches!(role, Role::Bootstrap(_) | Role::Join);
+            let ttl = ttl.or(one_time.then_some(3600));
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+            println!("{}", key.issue_until(&role, ttl.map(|t| now + t))?);
         }
         PkiSub::RotateTokens => {
             TokenKey::rotate(&c.pki_dir)?;

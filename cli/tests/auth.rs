@@ -148,3 +148,83 @@ async fn an_agent_credential_reaches_its_own_host_only() {
     // The endpoint of h2 is still there.
     assert!(api.c.get(1, "/v1/networks/red/endpoints/theirs").await.is_some());
 }
+
+/// Bootstrap and join tokens buy credentials once, through any node, and nothing else; an
+/// expired one buys nothing. What a bootstrap buys is an agent's credential for its host.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_time_tokens_buy_credentials_once_and_nothing_else() {
+    let c = plexus_tests::Cluster::new(env!("CARGO_BIN_EXE_plexus"), 3, 3);
+    c.leader(&[1, 2, 3]).await;
+    let post = |node: usize, token: &str, path: &'static str| {
+        let r = c.client_with(Some(token)).post(c.url(node, path)).timeout(Duration::from_secs(10)).send();
+        async move {
+            let r = r.await.unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let boot = c.token("bootstrap:h5");
+    // Only the route that spends it.
+    let (s, _) = post(2, &boot, "/v1/networks").await;
+    assert_eq!(s, 403);
+    assert_eq!(post(2, &boot, "/v1/bootstrap/node").await.0, 403, "a bootstrap token is no join token");
+    assert_eq!(post(2, &c.admin_token, "/v1/bootstrap/agent").await.0, 403, "nor is an admin's");
+    let (s, got) = post(2, &boot, "/v1/bootstrap/agent").await;
+    assert_eq!(s, 200, "{got}");
+    assert_eq!(got["host"], "h5");
+    assert!(got["certificate_pem"].as_str().is_some_and(|p| p.contains("BEGIN CERTIFICATE")) && got["private_key_pem"].as_str().is_some());
+    // Once: not again, through any node.
+    for node in 1..=3 {
+        let (s, p) = post(node, &boot, "/v1/bootstrap/agent").await;
+        assert_eq!(s, 409, "node {node}: {p}");
+    }
+    // What it bought: an agent's credential for h5, and only h5.
+    let agent = c.client_with(got["token"].as_str());
+    let put = |h: &str| agent.put(c.url(3, &format!("/v1/hosts/{h}"))).json(&json!({"name": h, "tunnel_ip": "192.0.2.55"})).send();
+    assert_eq!(put("h5").await.unwrap().status(), 200);
+    assert_eq!(put("h6").await.unwrap().status(), 403);
+    // The certificate names the host's switch and chains to the cluster's CA.
+    let id = plexus_pki::Identity {
+        cert_pem: got["certificate_pem"].as_str().unwrap().into(),
+        key_pem: got["private_key_pem"].as_str().unwrap().into(),
+        ca_pem: std::fs::read_to_string(c.pki_dir().join("ca.crt")).unwrap(),
+    };
+    assert!(id.client_config().is_ok());
+    assert!(id.cert_pem != std::fs::read_to_string(c.pki_dir().join("ca.crt")).unwrap());
+    // Expired tokens buy nothing.
+    let key = plexus_pki::TokenKey::open(&c.pki_dir()).unwrap();
+    let expired = key.issue_until(&plexus_pki::Role::Bootstrap("h7".into()), Some(1)).unwrap();
+    let (s, p) = post(1, &expired, "/v1/bootstrap/agent").await;
+    assert_eq!(s, 401, "{p}");
+    c.identical(&[1, 2, 3]).await;
+}
+
+/// A new node joins with a join token alone: it fetches the cluster's CA and token key from
+/// a member's API, issues itself a node certificate, joins over the cluster port, and serves
+/// the same state; the token does not work twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_joins_with_a_join_token_and_no_copied_files() {
+    let mut c = plexus_tests::Cluster::empty(env!("CARGO_BIN_EXE_plexus"), 2, 4);
+    c.spawn(1, &[]);
+    c.leader(&[1]).await;
+    let s = c.http.post(c.url(1, "/v1/networks")).json(&net("before", "10.40.0.0/24")).send().await.unwrap().status();
+    assert_eq!(s, 201);
+    let join = c.token("join");
+    let own = c.dir.join("node2-pki");
+    let (a1, api1, ca) = (c.cluster_addrs[0].clone(), c.url(1, ""), c.pki_dir().join("ca.crt").display().to_string());
+    assert!(!own.join("ca.key").exists());
+    c.spawn_in(2, &own, &["--join", &a1, "--join-token", &join, "--join-api", &api1, "--ca", &ca]);
+    let t = std::time::Instant::now();
+    while c.get(1, "/v1/cluster").await.and_then(|v| v["members"].as_array().map(Vec::len)) != Some(2) {
+        assert!(t.elapsed() < Duration::from_secs(20), "node 2 did not join (logs in {})", c.dir.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(own.join("ca.key").exists() && own.join("token.key").exists() && own.join("node-2.crt").exists(), "node 2 holds what the token bought");
+    let digest = c.identical(&[1, 2]).await;
+    assert!(digest.revision >= 1);
+    // Node 2 checks the cluster's tokens with the same key: the admin's works there.
+    assert!(c.get(2, "/v1/networks?local=true").await.is_some_and(|v| v[0]["name"] == "before"));
+    // Spent.
+    let r = c.client_with(Some(&join)).post(c.url(2, "/v1/bootstrap/node")).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+}

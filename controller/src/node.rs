@@ -76,6 +76,14 @@ pub struct NodeConfig {
     pub peers: BTreeMap<u64, String>,
     /// Join an existing cluster through any of its nodes' cluster address.
     pub join: Option<String>,
+    /// With `join` and no CA in the PKI directory: trade this join token for the cluster's
+    /// CA and token key at [`NodeConfig::join_api`], trusting the CA certificate in
+    /// [`NodeConfig::join_ca`].
+    pub join_token: Option<String>,
+    /// The API of a member (`https://HOST:PORT`), for the join token.
+    pub join_api: Option<String>,
+    /// The cluster CA's certificate (PEM), for the join token.
+    pub join_ca: Option<String>,
     /// Take a snapshot (and compact the log) every this many entries.
     pub snapshot_every: u64,
     /// Where switches connect over OpenFlow (none: this node programs no switch).
@@ -143,7 +151,11 @@ impl Node {
         let advertise = cfg.advertise.clone().unwrap_or_else(|| cluster_addr.to_string());
         // This node's certificate names it and the address its peers dial.
         let pki_dir = cfg.pki_dir.clone().unwrap_or_else(|| cfg.data_dir.join("pki"));
+        let pki = pki_dir.clone();
         let host = advertise.rsplit_once(':').map_or(advertise.as_str(), |(h, _)| h).trim_matches(['[', ']']).to_string();
+        if let Some(token) = &cfg.join_token {
+            fetch_cluster_secrets(&cfg, token, &pki_dir).await?;
+        }
         // File I/O, and a short wait when another node is writing the CA: off the runtime.
         let name = format!("node-{}", cfg.id);
         let identity = tokio::task::spawn_blocking(move || plexus_pki::Ca::identity_in(&pki_dir, &name, &[host], plexus_pki::Usage::Node))
@@ -182,6 +194,7 @@ impl Node {
             lease,
             tokens,
             apply_watch: Default::default(),
+            pki_dir: pki,
         };
         let cluster_app = server::cluster_router(st.clone());
         let app = server::router(st);
@@ -212,6 +225,34 @@ impl Node {
         self.server.abort();
         self.cluster_server.abort();
     }
+}
+
+/// Trades a join token for the cluster's CA and token key, written to `dir` (unless it has
+/// a CA already: a restarted node keeps what it has).
+async fn fetch_cluster_secrets(cfg: &NodeConfig, token: &str, dir: &std::path::Path) -> Result<(), NodeError> {
+    let bad = |field: &'static str, reason: String| NodeError::Invalid { field, reason };
+    if dir.join("ca.key").exists() {
+        return Ok(());
+    }
+    let api = cfg.join_api.as_deref().ok_or_else(|| bad("join_api", "a join token needs the API of a member to present it to".into()))?;
+    let ca = cfg.join_ca.clone().ok_or_else(|| bad("join_ca", "a join token needs the cluster CA's certificate, to trust the member".into()))?;
+    let creds = plexus_api::Credentials { ca_pem: Some(ca), token: Some(token.to_string()) };
+    let http =
+        creds.http().and_then(|b| b.build().map_err(|e| plexus_api::ClientError::Credentials(e.to_string()))).map_err(|e| bad("join_ca", e.to_string()))?;
+    let url = format!("{}/v1/bootstrap/node", api.trim_end_matches('/'));
+    let r = http.post(&url).timeout(Duration::from_secs(30)).send().await.map_err(|e| NodeError::Join { via: api.into(), reason: e.to_string() })?;
+    if !r.status().is_success() {
+        let reason = format!("{}: {}", r.status(), r.text().await.unwrap_or_default());
+        return Err(NodeError::Join { via: api.into(), reason });
+    }
+    let got: plexus_api::NodeCredentials = r.json().await.map_err(|e| NodeError::Join { via: api.into(), reason: e.to_string() })?;
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || plexus_pki::Ca::install(&dir, &got.ca_pem, &got.ca_key_pem, &got.token_key))
+        .await
+        .map_err(|e| bad("pki_dir", e.to_string()))?
+        .map_err(|e| bad("pki_dir", e.to_string()))?;
+    tracing::info!(via = api, "joined with a join token: the cluster's CA and token key are in the PKI directory");
+    Ok(())
 }
 
 /// The API's TLS configuration (none when plain HTTP was asked for) and the cluster's token

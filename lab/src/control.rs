@@ -169,8 +169,16 @@ impl Lab {
     /// underlay interface, the lab's encapsulation.
     fn agent_args(&self, h: &super::LabHost, underlay_iface: &str) -> Result<Vec<String>, LabError> {
         let cp = self.control_plane();
-        let key = plexus_pki::TokenKey::open(&self.pki_dir()).map_err(|e| LabError::Io(e.to_string()))?;
-        let token = key.issue(&plexus_pki::Role::Agent(h.name.clone())).map_err(|e| LabError::Io(e.to_string()))?;
+        // As on a real host: the agent has its own PKI directory with only the cluster's CA
+        // certificate, and a one-time bootstrap token (an hour) it trades on first start for
+        // its agent token and switch certificate. No host sees the CA's key.
+        let err = |e: plexus_pki::PkiError| LabError::Io(e.to_string());
+        let key = plexus_pki::TokenKey::open(&self.pki_dir()).map_err(err)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let token = key.issue_until(&plexus_pki::Role::Bootstrap(h.name.clone()), Some(now + 3600)).map_err(err)?;
+        let pki = self.agent_pki_dir(h);
+        std::fs::create_dir_all(&pki).map_err(|e| LabError::Io(format!("{}: {e}", pki.display())))?;
+        std::fs::copy(self.pki_dir().join("ca.crt"), pki.join("ca.crt")).map_err(|e| LabError::Io(format!("the lab's CA certificate: {e}")))?;
         Ok(vec![
             "agent".to_string(),
             "--name".into(),
@@ -192,11 +200,16 @@ impl Lab {
             "--encap".into(),
             plexus_agent::agent::encap_name(self.encap).into(),
             "--pki-dir".into(),
-            self.pki_dir().display().to_string(),
-            // Each agent's token lets it register and heartbeat its own host only.
-            "--token".into(),
+            pki.display().to_string(),
+            "--bootstrap-token".into(),
             token,
         ])
+    }
+
+    /// Host `h`'s agent's PKI directory: the cluster's CA certificate, and what its bootstrap
+    /// brought (its agent token, its switch certificate).
+    pub fn agent_pki_dir(&self, h: &super::LabHost) -> PathBuf {
+        h.ovs.rundir.join("pki")
     }
 
     /// The lab cluster's CA, token key and admin token, made before any node starts (the

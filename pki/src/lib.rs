@@ -42,7 +42,7 @@ pub enum PkiError {
 
 pub mod token;
 
-pub use token::{Role, TokenError, TokenKey};
+pub use token::{Claims, Role, TokenError, TokenKey};
 
 fn io(path: &Path, e: impl std::fmt::Display) -> PkiError {
     PkiError::Io { path: path.to_path_buf(), reason: e.to_string() }
@@ -156,6 +156,19 @@ impl Ca {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ca::from_pem(&read(&cert_path)?, &read(&key_path)?)
+    }
+
+    /// Writes a cluster's CA (certificate and key) and token key into `dir`, as a node that
+    /// joins with a join token receives them; refuses to replace a CA already there.
+    pub fn install(dir: &Path, ca_pem: &str, ca_key_pem: &str, token_key: &str) -> Result<(), PkiError> {
+        Ca::from_pem(ca_pem, ca_key_pem)?;
+        fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| io(dir, e))?;
+        let key = dir.join(CA_KEY);
+        write_new(&key, ca_key_pem, 0o600).map_err(|e| io(&key, e))?;
+        let cert = dir.join(CA_CERT);
+        write_new(&cert, ca_pem, 0o644).map_err(|e| io(&cert, e))?;
+        token::TokenKey::install(dir, token_key)
     }
 
     /// The CA in `dir` (it must be there).

@@ -3,9 +3,10 @@
 //! key, so any node checks any token without a lookup, and replacing the key revokes every
 //! token at once.
 //!
-//! A token reads `plx1.ROLE.HOST.NONCE.MAC`: `HOST` is the hex of the host an agent's token is
-//! bound to (empty for other roles), `NONCE` sets apart tokens of the same role, `MAC` signs
-//! everything before it.
+//! A token reads `plx1.ROLE.HOST.EXPIRES.NONCE.MAC`: `HOST` is the hex of the host an agent's
+//! or a bootstrap token is bound to (empty for other roles), `EXPIRES` the hex Unix second it
+//! stops being valid (0: never), `NONCE` sets apart tokens of the same role (and lets the
+//! cluster spend a one-time token), `MAC` signs everything before it.
 
 use std::fmt;
 use std::fs;
@@ -31,6 +32,22 @@ pub enum Role {
     /// The agent of one host: register and heartbeat that host, read what it needs, and
     /// create and delete the endpoints (and, for Docker, networks) of that host.
     Agent(String),
+    /// Once, before it expires: obtain the agent credentials of one host (its token and its
+    /// switch certificate), so no host needs the CA's key.
+    Bootstrap(String),
+    /// Once, before it expires: obtain what a new controller node needs to join.
+    Join,
+}
+
+/// What a valid token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    /// The role it grants.
+    pub role: Role,
+    /// What sets it apart from other tokens of its role.
+    pub nonce: String,
+    /// The Unix second it expires, if it does.
+    pub expires: Option<u64>,
 }
 
 impl fmt::Display for Role {
@@ -39,19 +56,23 @@ impl fmt::Display for Role {
             Role::Admin => f.write_str("admin"),
             Role::Reader => f.write_str("reader"),
             Role::Agent(h) => write!(f, "agent:{h}"),
+            Role::Bootstrap(h) => write!(f, "bootstrap:{h}"),
+            Role::Join => f.write_str("join"),
         }
     }
 }
 
 impl std::str::FromStr for Role {
     type Err = String;
-    /// `admin`, `reader` or `agent:HOST`.
+    /// `admin`, `reader`, `agent:HOST`, `bootstrap:HOST` or `join`.
     fn from_str(s: &str) -> Result<Role, String> {
         match s.split_once(':') {
             None if s == "admin" => Ok(Role::Admin),
             None if s == "reader" => Ok(Role::Reader),
+            None if s == "join" => Ok(Role::Join),
             Some(("agent", h)) if !h.is_empty() && h.len() <= 63 => Ok(Role::Agent(h.to_string())),
-            _ => Err(format!("{s:?} is not a role: use admin, reader or agent:HOST")),
+            Some(("bootstrap", h)) if !h.is_empty() && h.len() <= 63 => Ok(Role::Bootstrap(h.to_string())),
+            _ => Err(format!("{s:?} is not a role: use admin, reader, agent:HOST, bootstrap:HOST or join")),
         }
     }
 }
@@ -65,6 +86,9 @@ pub enum TokenError {
     /// Well formed, but not signed by this cluster's current key.
     #[error("token not valid for this cluster (revoked, or issued by another)")]
     BadSignature,
+    /// Signed, but past its expiry.
+    #[error("token expired")]
+    Expired,
 }
 
 /// The key that signs and checks a cluster's tokens.
@@ -121,6 +145,15 @@ impl TokenKey {
         TokenKey::open(dir)
     }
 
+    /// Writes a cluster's token key (hex, as [`TokenKey::open`] reads it) into `dir`.
+    pub fn install(dir: &Path, hex_key: &str) -> Result<(), PkiError> {
+        let path = dir.join(KEY_FILE);
+        match unhex(hex_key.trim()) {
+            Some(k) if k.len() >= 32 => write_new(&path, hex_key.trim(), 0o600).map_err(|e| io(&path, e)),
+            _ => Err(PkiError::Cert("not a token key".into())),
+        }
+    }
+
     /// The key in `dir`.
     pub fn open(dir: &Path) -> Result<TokenKey, PkiError> {
         let path = dir.join(KEY_FILE);
@@ -141,42 +174,60 @@ impl TokenKey {
         TokenKey::open(dir)
     }
 
-    fn body(role: &Role, nonce: &str) -> String {
+    fn body(role: &Role, expires: u64, nonce: &str) -> String {
         let (name, host) = match role {
             Role::Admin => ("admin", String::new()),
             Role::Reader => ("reader", String::new()),
             Role::Agent(h) => ("agent", hex(h.as_bytes())),
+            Role::Bootstrap(h) => ("bootstrap", hex(h.as_bytes())),
+            Role::Join => ("join", String::new()),
         };
-        format!("{VERSION}.{name}.{host}.{nonce}")
+        format!("{VERSION}.{name}.{host}.{expires:x}.{nonce}")
     }
 
-    /// A new token for `role`.
+    /// A new token for `role` that does not expire.
     pub fn issue(&self, role: &Role) -> Result<String, PkiError> {
-        let body = TokenKey::body(role, &hex(&random(12)?));
+        self.issue_until(role, None)
+    }
+
+    /// A new token for `role`, valid until the Unix second `expires` if given.
+    pub fn issue_until(&self, role: &Role, expires: Option<u64>) -> Result<String, PkiError> {
+        let body = TokenKey::body(role, expires.unwrap_or(0), &hex(&random(12)?));
         let mac = hmac::sign(&self.key, body.as_bytes());
         Ok(format!("{body}.{}", hex(mac.as_ref())))
     }
 
-    /// The role a token grants, if this key signed it.
+    /// The role a token grants, if this key signed it and it has not expired.
     pub fn verify(&self, token: &str) -> Result<Role, TokenError> {
+        self.claims(token).map(|c| c.role)
+    }
+
+    /// What a token says, if this key signed it and it has not expired.
+    pub fn claims(&self, token: &str) -> Result<Claims, TokenError> {
         if token.len() > MAX_TOKEN || !token.is_ascii() {
             return Err(TokenError::Malformed);
         }
         let (body, mac) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
         let mac = unhex(mac).filter(|m| m.len() == 32).ok_or(TokenError::Malformed)?;
         let parts: Vec<&str> = body.split('.').collect();
-        let [VERSION, role, host, _nonce] = parts.as_slice() else { return Err(TokenError::Malformed) };
+        let [VERSION, role, host, expires, nonce] = parts.as_slice() else { return Err(TokenError::Malformed) };
         // The signature first: nothing of an unsigned token is believed.
         hmac::verify(&self.key, body.as_bytes(), &mac).map_err(|_| TokenError::BadSignature)?;
-        match (*role, host.is_empty()) {
-            ("admin", true) => Ok(Role::Admin),
-            ("reader", true) => Ok(Role::Reader),
-            ("agent", false) => {
-                let h = unhex(host).and_then(|h| String::from_utf8(h).ok()).ok_or(TokenError::Malformed)?;
-                Ok(Role::Agent(h))
-            }
-            _ => Err(TokenError::Malformed),
+        let expires = u64::from_str_radix(expires, 16).map_err(|_| TokenError::Malformed)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        if expires != 0 && now >= expires {
+            return Err(TokenError::Expired);
         }
+        let bound = || unhex(host).and_then(|h| String::from_utf8(h).ok()).ok_or(TokenError::Malformed);
+        let role = match (*role, host.is_empty()) {
+            ("admin", true) => Role::Admin,
+            ("reader", true) => Role::Reader,
+            ("join", true) => Role::Join,
+            ("agent", false) => Role::Agent(bound()?),
+            ("bootstrap", false) => Role::Bootstrap(bound()?),
+            _ => return Err(TokenError::Malformed),
+        };
+        Ok(Claims { role, nonce: nonce.to_string(), expires: (expires != 0).then_some(expires) })
     }
 }
 
@@ -194,12 +245,17 @@ mod tests {
             assert_eq!(key.verify(&t), Ok(role.clone()));
             assert_eq!(TokenKey::open(&dir).unwrap().verify(&t), Ok(role), "the key on disk is the same key");
         }
+        let expired = key.issue_until(&Role::Join, Some(1)).unwrap();
+        assert_eq!(key.verify(&expired), Err(TokenError::Expired));
+        let later = key.issue_until(&Role::Bootstrap("h2".into()), Some(u64::MAX / 2)).unwrap();
+        let c = key.claims(&later).unwrap();
+        assert_eq!((c.role, c.expires), (Role::Bootstrap("h2".into()), Some(u64::MAX / 2)));
         let agent = key.issue(&Role::Agent("h1".into())).unwrap();
         // Changing the host (or the role) breaks the signature.
         let forged = agent.replace(&format!(".{}.", hex(b"h1")), &format!(".{}.", hex(b"h2")));
         assert_eq!(key.verify(&forged), Err(TokenError::BadSignature));
         assert_eq!(key.verify(&agent.replacen("agent", "admin", 1)), Err(TokenError::BadSignature));
-        for junk in ["", "plx1", "plx1.admin...", "Bearer x", &"a".repeat(4096), "plx1.admin..00.zz"] {
+        for junk in ["", "plx1", "plx1.admin...", "Bearer x", &"a".repeat(4096), "plx1.admin..0.00.zz"] {
             assert_eq!(key.verify(junk), Err(TokenError::Malformed), "{junk:?}");
         }
         let rotated = TokenKey::rotate(&dir).unwrap();

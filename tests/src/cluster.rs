@@ -90,12 +90,18 @@ impl Cluster {
 
     /// Starts node `i` with extra arguments.
     pub fn spawn(&mut self, i: usize, extra: &[&str]) {
+        let pki = self.pki_dir();
+        self.spawn_in(i, &pki, extra);
+    }
+
+    /// Starts node `i` with its own PKI directory `pki` (say, one that a join token fills).
+    pub fn spawn_in(&mut self, i: usize, pki: &std::path::Path, extra: &[&str]) {
         let _ = std::fs::create_dir_all(&self.dir);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("node{i}.log"))).expect("log file");
         let child = Command::new(&self.bin)
             .args(["controller", "--id", &i.to_string(), "--listen", &self.addrs[i - 1], "--cluster-listen", &self.cluster_addrs[i - 1]])
             .arg("--pki-dir")
-            .arg(self.pki_dir())
+            .arg(pki)
             .arg("--data-dir")
             .arg(self.dir.join(format!("node{i}")))
             .args(extra)

@@ -34,6 +34,9 @@ impl Cluster {
                 peers: BTreeMap::new(),
                 // The first node forms a cluster; the others join it live (a membership change).
                 join: nodes.first().map(|n| n.cluster_addr.to_string()),
+                join_token: None,
+                join_api: None,
+                join_ca: None,
                 snapshot_every: 5000,
                 openflow_listen: None,
                 insecure_http: !tls,

@@ -103,6 +103,16 @@ pub enum Command {
         /// Its name.
         name: String,
     },
+    /// Spends a one-time token: refused if it was spent before, so only one request anywhere
+    /// in the cluster gets what it grants.
+    SpendToken {
+        /// The token's nonce.
+        nonce: String,
+        /// When the token expires (ms since the epoch); it is remembered until then.
+        expires_ms: u64,
+        /// When the API node received it (spent tokens past their expiry are forgotten).
+        now_ms: u64,
+    },
     /// Registers a host or records its heartbeat.
     PutHost {
         /// The validated registration.
@@ -185,6 +195,9 @@ pub struct Model {
     /// Which node masters each host's switch, and the generation of that choice.
     #[serde(default)]
     pub masters: OrdMap<String, (u64, u64)>,
+    /// One-time tokens already used (bootstrap, join), by nonce, until they expire (ms).
+    #[serde(default)]
+    pub spent: OrdMap<String, u64>,
     /// Addresses and MACs in use (derived, not stored).
     #[serde(skip)]
     pub(crate) used: endpoints::UsedIndex,
@@ -260,6 +273,18 @@ impl Model {
             Command::DeleteRouter { name } => self.delete_router(&name).map(|_| None),
             Command::PutPolicy { spec, create, if_match } => self.put_policy(spec, create, if_match).map(|p| Some(Object::Policy(p))),
             Command::DeletePolicy { name } => self.delete_policy(&name).map(|_| None),
+            Command::SpendToken { nonce, expires_ms, now_ms } => {
+                // An expired token is refused before it gets here; forgetting it is safe.
+                let stale: Vec<String> = self.spent.iter().filter(|(_, exp)| **exp <= now_ms).map(|(n, _)| n.clone()).collect();
+                for n in stale {
+                    self.spent.remove(&n);
+                }
+                if self.spent.contains_key(&nonce) {
+                    return Err(Refusal::new(409, None, "this one-time token has been used already"));
+                }
+                self.spent.insert(nonce, expires_ms);
+                Ok(None)
+            }
         }
     }
 

@@ -11,19 +11,20 @@ use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use plexus_api::Problem;
-use plexus_pki::Role;
+use plexus_pki::{Claims, Role};
 
 use super::{problem, AppState};
 
-/// The role of the request's caller, for handlers that narrow what an agent may do.
+/// What the caller's token says, for handlers that narrow what an agent may do or spend a
+/// one-time token.
 #[derive(Debug, Clone)]
-pub(crate) struct Caller(pub(crate) Role);
+pub(crate) struct Caller(pub(crate) Claims);
 
 impl Caller {
     /// The host an agent's credential is bound to; `None` for operators.
     pub(crate) fn agent_host(&self) -> Option<&str> {
-        match &self.0 {
-            Role::Agent(h) => Some(h),
+        match &self.0.role {
+            Role::Agent(h) => Some(h.as_str()),
             _ => None,
         }
     }
@@ -38,9 +39,13 @@ fn open(path: &str) -> bool {
 /// does not spell out exactly (another host, an encoded or dotted segment) is refused.
 pub(crate) fn allowed(role: &Role, method: &Method, path: &str) -> bool {
     let read = *method == Method::GET || *method == Method::HEAD;
+    let post = *method == Method::POST;
     let host = match role {
         Role::Admin => return true,
         Role::Reader => return read,
+        // One-time tokens reach the one route that spends them, and nothing else.
+        Role::Bootstrap(_) => return post && path == "/v1/bootstrap/agent",
+        Role::Join => return post && path == "/v1/bootstrap/node",
         Role::Agent(h) => h.as_str(),
     };
     let seg: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
@@ -76,15 +81,15 @@ pub(crate) async fn authorize(State(st): State<Arc<AppState>>, mut req: Request,
     };
     let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))).map(str::trim);
     let Some(token) = token else { return unauthorized("the Authorization header must read Bearer TOKEN") };
-    let role = match st.tokens.verify(token) {
-        Ok(r) => r,
+    let claims = match st.tokens.claims(token) {
+        Ok(c) => c,
         Err(e) => return unauthorized(&e.to_string()),
     };
-    if !allowed(&role, req.method(), req.uri().path()) {
-        let detail = format!("a {role} credential may not {} {}", req.method(), req.uri().path());
+    if !allowed(&claims.role, req.method(), req.uri().path()) {
+        let detail = format!("a {} credential may not {} {}", claims.role, req.method(), req.uri().path());
         return problem(Problem::new(403, "forbidden", detail));
     }
-    req.extensions_mut().insert(Caller(role));
+    req.extensions_mut().insert(Caller(claims));
     next.run(req).await
 }
 

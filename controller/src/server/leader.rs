@@ -63,7 +63,7 @@ const QUORUM_WAIT: Duration = Duration::from_secs(3);
 /// Proposes a command and turns the outcome into a response. A leader cut off from the
 /// majority must not appear to accept writes: it first proves it still leads (a round of
 /// heartbeats answered by a majority) and gives up after [`QUORUM_WAIT`].
-async fn write(s: &AppState, cmd: Command, ok_status: StatusCode) -> Response {
+pub(super) async fn write(s: &AppState, cmd: Command, ok_status: StatusCode) -> Response {
     // A leader no majority has answered for longer than an election timeout is cut off,
     // and says so before it proposes anything.
     let since_ack = s.raft.metrics().borrow().millis_since_quorum_ack;

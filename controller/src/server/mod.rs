@@ -20,6 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 mod auth;
+mod bootstrap;
 mod health;
 mod leader;
 mod membership;
@@ -29,6 +30,7 @@ mod resources;
 mod routing;
 
 pub(crate) use auth::Caller;
+use bootstrap::*;
 pub use health::ApplyWatch;
 use health::*;
 pub(crate) use leader::{route_read, route_write, ReadOpts};
@@ -67,6 +69,8 @@ pub struct AppState {
     pub tokens: Arc<plexus_pki::TokenKey>,
     /// Whether applying the log has stalled (for readiness).
     pub apply_watch: Arc<ApplyWatch>,
+    /// The cluster's PKI directory (the CA and token key it hands out for one-time tokens).
+    pub pki_dir: std::path::PathBuf,
 }
 
 /// The router of one node, and the OpenAPI document describing exactly its routes: both
@@ -158,6 +162,8 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(metrics))
         .routes(routes!(cluster))
         .routes(routes!(state_digest))
+        .routes(routes!(bootstrap_agent))
+        .routes(routes!(bootstrap_node))
         .routes(routes!(list_networks, create_network))
         .routes(routes!(get_network, put_network, delete_network))
         .routes(routes!(list_endpoints, create_endpoint))
