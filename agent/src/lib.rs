@@ -7,5 +7,6 @@ pub mod agent;
 pub mod attach;
 pub mod docker;
 pub mod netns;
+pub mod ovsdb_tls;
 pub mod plumb;
 pub mod underlay;

@@ -35,7 +35,8 @@ pub(crate) struct AgentCmd {
     /// issued on first start.
     #[arg(long, env = "PLEXUS_PKI_DIR")]
     pki_dir: Option<std::path::PathBuf>,
-    /// This host's OVSDB.
+    /// This host's OVSDB: unix:PATH, tcp:IP:PORT, or ssl:IP:PORT (with this host's
+    /// certificate from --pki-dir; the server's must be the cluster CA's, for that IP).
     #[arg(long, default_value = "unix:/var/run/openvswitch/db.sock")]
     ovsdb: String,
     /// Underlay address tunnels use, with its prefix length: 10.0.0.11/24.
@@ -145,7 +146,17 @@ pub(crate) async fn run(c: AgentCmd) -> anyhow::Result<()> {
         (None, None) => bail!("the agent needs its token: give --token, or --bootstrap-token with --pki-dir"),
     };
     let credentials = plexus_api::Credentials::from_files(ca.as_deref(), Some(&token)).context("--ca/--token")?;
+    // An ssl: OVSDB target is reached with the host's certificate, as the switch reaches the
+    // controllers.
+    let ovsdb_tls: Option<std::sync::Arc<dyn plexus_ovs::ovsdb::TlsConnector>> = if c.ovsdb.starts_with("ssl:") {
+        let dir = c.pki_dir.as_ref().context("an ssl: OVSDB target needs --pki-dir with this host's certificate and the cluster's CA")?;
+        let id = plexus_pki::Identity::load(dir, &plexus_pki::host_cert_name(&c.name)).context("this host's certificate, for the ssl: OVSDB target")?;
+        Some(std::sync::Arc::new(plexus_agent::ovsdb_tls::RustlsConnector::new(&id)?))
+    } else {
+        None
+    };
     let cfg = AgentConfig {
+        ovsdb_tls,
         credentials,
         switch_tls,
         name: c.name,

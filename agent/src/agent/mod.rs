@@ -27,6 +27,8 @@ pub struct AgentConfig {
     pub controller: String,
     /// The CA the API's certificate chains to, and this host's agent token.
     pub credentials: plexus_api::Credentials,
+    /// TLS for an `ssl:` OVSDB target.
+    pub ovsdb_tls: Option<std::sync::Arc<dyn plexus_ovs::ovsdb::TlsConnector>>,
     /// OpenFlow targets of every controller node, e.g. `tcp:10.0.0.1:6653`.
     pub openflow: Vec<String>,
     /// This host's OVSDB.
@@ -133,7 +135,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             Err(e) => tracing::warn!(%addr, error = %e, "cannot serve health and metrics"),
         }
     }
-    let ovsdb = Ovsdb::start(cfg.ovsdb.clone(), ClientOptions::default());
+    let ovsdb = Ovsdb::start(cfg.ovsdb.clone(), ClientOptions { tls: cfg.ovsdb_tls.clone(), ..ClientOptions::default() });
     ovsdb.wait_connected(Duration::from_secs(30)).await?;
     let vs = VSwitch::new(ovsdb.clone());
     let spec = HostSpec { name: cfg.name.clone(), tunnel_ip: cfg.tunnel_ip, encap: cfg.encap, labels: BTreeMap::new() };

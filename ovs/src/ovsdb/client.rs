@@ -18,6 +18,7 @@ use super::jsonrpc::{self, Framer, Incoming};
 use super::monitor::{Monitor, MonitorRequest, MonitorState};
 use super::ops::{OpResult, Operation};
 use super::schema::DbSchema;
+use crate::openflow::Transport;
 
 /// Where `ovsdb-server` listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,16 @@ pub enum Target {
     Unix(PathBuf),
     /// `tcp:IP:PORT`.
     Tcp(std::net::SocketAddr),
+    /// `ssl:IP:PORT`: TCP wrapped in TLS by [`ClientOptions::tls`].
+    Ssl(std::net::SocketAddr),
+}
+
+/// Wraps a TCP connection in TLS for `ssl:` targets. The caller brings the TLS library and
+/// its credentials (the agent: the host's certificate and the cluster's CA), so this crate
+/// stays free of one.
+pub trait TlsConnector: Send + Sync + fmt::Debug {
+    /// Performs the client's TLS handshake over `tcp`.
+    fn connect(&self, tcp: TcpStream) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Box<dyn Transport>>> + Send>>;
 }
 
 impl FromStr for Target {
@@ -37,10 +48,14 @@ impl FromStr for Target {
             }
             return Ok(Target::Unix(p.into()));
         }
+        let addr = |a: &str| a.parse().map_err(|e| OvsdbError::Invalid { field: "target", reason: format!("{a:?} is not IP:PORT ({e})") });
         if let Some(a) = s.strip_prefix("tcp:") {
-            return a.parse().map(Target::Tcp).map_err(|e| OvsdbError::Invalid { field: "target", reason: format!("{a:?} is not IP:PORT ({e})") });
+            return addr(a).map(Target::Tcp);
         }
-        Err(OvsdbError::Invalid { field: "target", reason: format!("{s:?} must start with unix: or tcp: (ssl: is not supported yet)") })
+        if let Some(a) = s.strip_prefix("ssl:") {
+            return addr(a).map(Target::Ssl);
+        }
+        Err(OvsdbError::Invalid { field: "target", reason: format!("{s:?} must start with unix:, tcp: or ssl:") })
     }
 }
 
@@ -49,6 +64,7 @@ impl fmt::Display for Target {
         match self {
             Target::Unix(p) => write!(f, "unix:{}", p.display()),
             Target::Tcp(a) => write!(f, "tcp:{a}"),
+            Target::Ssl(a) => write!(f, "ssl:{a}"),
         }
     }
 }
@@ -65,6 +81,8 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     /// Time allowed for a reply.
     pub request_timeout: Duration,
+    /// TLS for `ssl:` targets (required by them, unused by others).
+    pub tls: Option<Arc<dyn TlsConnector>>,
 }
 
 impl Default for ClientOptions {
@@ -74,6 +92,7 @@ impl Default for ClientOptions {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(4),
             request_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -237,7 +256,7 @@ impl Client {
 type Rd = Box<dyn AsyncRead + Send + Unpin>;
 type Wr = Box<dyn AsyncWrite + Send + Unpin>;
 
-async fn dial(target: &Target) -> std::io::Result<(Rd, Wr)> {
+async fn dial(target: &Target, tls: Option<&Arc<dyn TlsConnector>>) -> std::io::Result<(Rd, Wr)> {
     Ok(match target {
         Target::Unix(p) => {
             let (r, w) = UnixStream::connect(p).await?.into_split();
@@ -247,6 +266,14 @@ async fn dial(target: &Target) -> std::io::Result<(Rd, Wr)> {
             let s = TcpStream::connect(a).await?;
             s.set_nodelay(true)?;
             let (r, w) = s.into_split();
+            (Box::new(r), Box::new(w))
+        }
+        Target::Ssl(a) => {
+            let tls =
+                tls.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "an ssl: target needs TLS settings (a certificate and the CA)"))?;
+            let s = TcpStream::connect(a).await?;
+            s.set_nodelay(true)?;
+            let (r, w) = tokio::io::split(tls.connect(s).await?);
             (Box::new(r), Box::new(w))
         }
     })
@@ -268,7 +295,7 @@ async fn supervise(target: Target, opts: ClientOptions, mut cmd_rx: mpsc::Unboun
         // Connect, failing commands at once while disconnected: a caller is better served by
         // a clear "not connected" than by a request that hangs.
         let conn = {
-            let dialing = dial(&target);
+            let dialing = dial(&target, opts.tls.as_ref());
             tokio::pin!(dialing);
             loop {
                 tokio::select! {
