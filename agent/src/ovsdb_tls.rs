@@ -2,12 +2,10 @@
 //! proves which host it is, and trusts only a server whose certificate the CA issued for the
 //! address it dialled.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use plexus_ovs::openflow::Transport;
-use plexus_ovs::ovsdb::TlsConnector;
+use plexus_ovs::ovsdb::{TlsConnector, TlsHandshake};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 
@@ -25,7 +23,7 @@ impl RustlsConnector {
 }
 
 impl TlsConnector for RustlsConnector {
-    fn connect(&self, tcp: TcpStream) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Transport>>> + Send>> {
+    fn connect(&self, tcp: TcpStream) -> TlsHandshake {
         let connector = tokio_rustls::TlsConnector::from(self.config.clone());
         Box::pin(async move {
             // The server must be certified for the address dialled.

@@ -31,12 +31,15 @@ pub enum Target {
     Ssl(std::net::SocketAddr),
 }
 
+/// A TLS handshake under way: the session once it is made.
+pub type TlsHandshake = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Box<dyn Transport>>> + Send>>;
+
 /// Wraps a TCP connection in TLS for `ssl:` targets. The caller brings the TLS library and
 /// its credentials (the agent: the host's certificate and the cluster's CA), so this crate
 /// stays free of one.
 pub trait TlsConnector: Send + Sync + fmt::Debug {
     /// Performs the client's TLS handshake over `tcp`.
-    fn connect(&self, tcp: TcpStream) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Box<dyn Transport>>> + Send>>;
+    fn connect(&self, tcp: TcpStream) -> TlsHandshake;
 }
 
 impl FromStr for Target {

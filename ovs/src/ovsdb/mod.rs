@@ -17,7 +17,7 @@ mod schema;
 pub mod value;
 mod vswitch;
 
-pub use client::{Client, ClientOptions, ConnState, Target, TlsConnector};
+pub use client::{Client, ClientOptions, ConnState, Target, TlsConnector, TlsHandshake};
 pub use error::OvsdbError;
 pub use monitor::{Monitor, MonitorRequest, Row, RowUpdate};
 pub use ops::{Condition, Mutation, OpResult, Operation};
