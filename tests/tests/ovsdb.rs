@@ -316,5 +316,5 @@ fn the_client_speaks_tcp_too() {
     assert_eq!(names, vec!["brt"]);
     assert_eq!(vsctl(&h, &["list-br"]).trim(), "brt");
     assert!("tcp:nonsense".parse::<Target>().is_err());
-    assert!("ssl:1.2.3.4:6640".parse::<Target>().is_err());
+    assert!("udp:1.2.3.4:6640".parse::<Target>().is_err());
 }
