@@ -134,6 +134,7 @@ impl Lab {
         let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
         let cp = self.control_plane();
         wait_registered(SocketAddr::new(self.controller_ips().first().copied().unwrap_or(ctl).into(), API_PORT), &cp, &names)?;
+        self.wait_tunnels_seeded();
         Ok(cp)
     }
 
@@ -520,6 +521,40 @@ fn wait_ready(addr: SocketAddr, cp: &ControlPlane) -> Result<(), LabError> {
         std::thread::sleep(Duration::from_millis(100));
     }
     Err(LabError::Command { cmd: format!("controller at {addr}"), reason: "not ready within 20 s (see its log in the lab directory)".into() })
+}
+
+impl Lab {
+    /// Waits (up to 10 s) until every host's agent reports every other host in its switch's
+    /// tunnel neighbour cache, so a first packet right after `lab up` is not lost to OVS
+    /// ARPing. Not reaching it is logged, not fatal: the lab still works, a first packet may
+    /// take a second.
+    fn wait_tunnels_seeded(&self) {
+        let peers = self.hosts.len().saturating_sub(1);
+        let t = Instant::now();
+        let mut pending: Vec<&super::LabHost> = self.hosts.iter().collect();
+        while !pending.is_empty() && t.elapsed() < Duration::from_secs(10) {
+            pending.retain(|h| {
+                let m = agent_metrics(&h.netns).unwrap_or_default();
+                let gauge = |name: &str| m.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<usize>().ok());
+                !(gauge("plexus_agent_tunnel_peers") == Some(peers) && gauge("plexus_agent_tunnel_peers_unseeded") == Some(0))
+            });
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for h in pending {
+            tracing::warn!(lab = %self.name, host = %h.name, "its switch does not know every peer yet: a first packet may wait for OVS to ARP");
+        }
+    }
+}
+
+/// An agent's `/metrics` (its health port, 127.0.0.1:6544 in its host's namespace).
+fn agent_metrics(netns: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut c = plexus_agent::netns::connect_tcp(netns, SocketAddr::from(([127, 0, 0, 1], 6544))).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    c.read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// Waits until every host in `names` is registered with the controller at `addr`.

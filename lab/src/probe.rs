@@ -101,3 +101,16 @@ pub fn first_reply(ns: &str, dst: Ipv4Addr, timeout: Duration) -> Result<Duratio
     }
     Ok(t.elapsed())
 }
+
+/// The round trip of a single ping (its own `time=` figure, so process start-up is not
+/// counted). A first packet that waited for an ARP retry shows as a second or more.
+pub fn one_ping_rtt(ns: &str, dst: Ipv4Addr, timeout: Duration) -> Result<Duration, LabError> {
+    let out = netns::exec(ns, &["ping", "-n", "-c", "1", "-W", &timeout.as_secs().max(1).to_string(), &dst.to_string()])
+        .map_err(|e| LabError::Command { cmd: "ping".into(), reason: format!("{e} (install iputils-ping)") })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ms = text.split("time=").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse::<f64>().ok());
+    match (out.status.success(), ms) {
+        (true, Some(ms)) => Ok(Duration::from_secs_f64(ms / 1e3)),
+        _ => Err(LabError::Command { cmd: format!("ping {dst} from {ns}"), reason: format!("no reply within {timeout:?}: {text}") }),
+    }
+}

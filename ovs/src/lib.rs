@@ -13,3 +13,4 @@
 
 pub mod openflow;
 pub mod ovsdb;
+pub mod unixctl;

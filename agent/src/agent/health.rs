@@ -28,6 +28,9 @@ pub struct Health {
     heartbeats_failed: AtomicU64,
     switch_checks: AtomicU64,
     switch_check_failures: AtomicU64,
+    tunnel_peers: AtomicU64,
+    tunnel_peers_unseeded: AtomicU64,
+    unseeded: std::sync::Mutex<Vec<std::net::Ipv4Addr>>,
 }
 
 impl Health {
@@ -61,6 +64,19 @@ impl Health {
         self.switch_ok.store(ok, Ordering::Relaxed);
     }
 
+    /// How many on-link tunnel peers there are, and which OVS's neighbour cache lacks.
+    pub fn tunnel_peers(&self, total: usize, missing: &[std::net::Ipv4Addr]) {
+        self.tunnel_peers.store(total as u64, Ordering::Relaxed);
+        self.tunnel_peers_unseeded.store(missing.len() as u64, Ordering::Relaxed);
+        *self.unseeded.lock().unwrap_or_else(|e| e.into_inner()) = missing.to_vec();
+    }
+
+    /// Peers OVS's tunnel neighbour cache lacks: a first packet to them would wait for OVS
+    /// to ARP. Reported, not fatal (a peer may be down).
+    pub fn unseeded(&self) -> Vec<std::net::Ipv4Addr> {
+        self.unseeded.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Why the agent is not healthy, if it is not.
     pub fn problem(&self) -> Option<String> {
         if !self.registered.load(Ordering::Relaxed) {
@@ -82,12 +98,16 @@ impl Health {
             "# TYPE plexus_agent_heartbeats_total counter\nplexus_agent_heartbeats_total{{result=\"ok\"}} {}\nplexus_agent_heartbeats_total{{result=\"failed\"}} {}\n\
              # TYPE plexus_agent_switch_checks_total counter\nplexus_agent_switch_checks_total {}\n\
              # TYPE plexus_agent_switch_check_failures_total counter\nplexus_agent_switch_check_failures_total {}\n\
-             # TYPE plexus_agent_healthy gauge\nplexus_agent_healthy {}\n",
+             # TYPE plexus_agent_healthy gauge\nplexus_agent_healthy {}\n\
+             # TYPE plexus_agent_tunnel_peers gauge\nplexus_agent_tunnel_peers {}\n\
+             # TYPE plexus_agent_tunnel_peers_unseeded gauge\nplexus_agent_tunnel_peers_unseeded {}\n",
             g(&self.heartbeats_ok),
             g(&self.heartbeats_failed),
             g(&self.switch_checks),
             g(&self.switch_check_failures),
-            u8::from(self.problem().is_none())
+            u8::from(self.problem().is_none()),
+            g(&self.tunnel_peers),
+            g(&self.tunnel_peers_unseeded)
         )
     }
 }
@@ -98,8 +118,10 @@ pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Health>) -> st
         .route(
             "/healthz",
             get(|State(h): State<Arc<Health>>| async move {
+                let unseeded = h.unseeded();
                 match h.problem() {
-                    None => (StatusCode::OK, "ok".to_string()),
+                    None if unseeded.is_empty() => (StatusCode::OK, "ok".to_string()),
+                    None => (StatusCode::OK, format!("ok; not yet in OVS's tunnel neighbour cache: {unseeded:?}")),
                     Some(p) => (StatusCode::SERVICE_UNAVAILABLE, p),
                 }
             }),

@@ -12,6 +12,7 @@ use plexus_api::{Client, Encap, HostSpec};
 use plexus_ovs::ovsdb::{BridgeSpec, Client as Ovsdb, ClientOptions, InterfaceType, MonitorRequest, PortSpec, Target, VSwitch};
 
 pub mod health;
+mod neigh;
 
 /// The integration bridge.
 pub const BR_INT: &str = "br-int";
@@ -178,6 +179,18 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         ovsdb.monitor("Open_vSwitch", vec![MonitorRequest::all("Bridge"), MonitorRequest::all("Port"), MonitorRequest::all("Controller")]).await?;
     health.switch_check(true);
     let mut touched: BTreeMap<Ipv4Addr, std::time::Instant> = BTreeMap::new();
+    // With the userspace datapath, OVS's tunnel neighbour cache is seeded from the kernel's;
+    // its control socket is next to the OVSDB socket.
+    let mut seeder = match (&cfg.ovsdb, cfg.datapath_type == "netdev") {
+        (plexus_ovs::ovsdb::Target::Unix(db), true) => {
+            let ctl = db.parent().and_then(plexus_ovs::unixctl::vswitchd_ctl);
+            if ctl.is_none() {
+                tracing::warn!(ovsdb = %cfg.ovsdb, "no ovs-vswitchd control socket next to the OVSDB socket: tunnel neighbours are not seeded");
+            }
+            ctl.map(neigh::Seeder::new)
+        }
+        _ => None,
+    };
     let mut beat = tokio::time::interval(cfg.heartbeat);
     let mut audit = tokio::time::interval(Duration::from_secs(30));
     loop {
@@ -189,7 +202,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                     tracing::warn!(error = %e, "heartbeat failed");
                 }
                 if cfg.datapath_type == "netdev" {
-                    touch_peers(&api, &cfg, &mut touched).await;
+                    touch_peers(&api, &cfg, &mut touched, seeder.as_mut(), &health).await;
                 }
             }
             batch = monitor.next() => {
@@ -218,22 +231,45 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
 /// (it learns MACs by watching ARP on `br-phy`), so the first packet to a new host would be
 /// lost. A datagram from this host's own stack to every other host's tunnel address, at
 /// first sight and then every minute, makes the kernel ARP for it and OVS learn the answer.
-async fn touch_peers(api: &Client, cfg: &AgentConfig, touched: &mut BTreeMap<Ipv4Addr, std::time::Instant>) {
-    let Ok(hosts) = api.hosts().await else { return };
-    let due: Vec<Ipv4Addr> = hosts
-        .iter()
-        .filter(|h| h.spec.name != cfg.name)
-        .map(|h| h.spec.tunnel_ip)
-        .filter(|ip| touched.get(ip).is_none_or(|t| t.elapsed() >= Duration::from_secs(60)))
-        .collect();
-    // Most heartbeats find nobody due: no socket for them.
-    if due.is_empty() {
-        return;
+async fn touch_peers(
+    api: &Client,
+    cfg: &AgentConfig,
+    touched: &mut BTreeMap<Ipv4Addr, std::time::Instant>,
+    seeder: Option<&mut neigh::Seeder>,
+    health: &health::Health,
+) {
+    let hosts = match api.hosts().await {
+        Ok(h) => h,
+        Err(e) => {
+            // Visible, not swallowed: without the list no peer is touched, and first packets
+            // to them wait for OVS to ARP.
+            tracing::warn!(error = %e, "cannot list the hosts to reach the tunnels' far ends");
+            return;
+        }
+    };
+    let peers: Vec<Ipv4Addr> = hosts.iter().filter(|h| h.spec.name != cfg.name).map(|h| h.spec.tunnel_ip).collect();
+    let due: Vec<Ipv4Addr> = peers.iter().copied().filter(|ip| touched.get(ip).is_none_or(|t| t.elapsed() >= Duration::from_secs(60))).collect();
+    if !due.is_empty() {
+        if let Ok(sock) = std::net::UdpSocket::bind((cfg.tunnel_ip, 0)) {
+            for &ip in &due {
+                // The discard port: nobody answers; the kernel's ARP for it is the point.
+                let _ = sock.send_to(b"plexus", (ip, 9));
+                touched.insert(ip, std::time::Instant::now());
+            }
+        }
     }
-    let Ok(sock) = std::net::UdpSocket::bind((cfg.tunnel_ip, 0)) else { return };
-    for ip in due {
-        // The discard port: nobody answers, the ARP exchange is the point.
-        let _ = sock.send_to(b"plexus", (ip, 9));
-        touched.insert(ip, std::time::Instant::now());
+    // Peers on the underlay's own subnet are reached directly: OVS needs their MACs.
+    let mask = u32::MAX.checked_shl(32 - u32::from(cfg.tunnel_prefix)).unwrap_or(0);
+    let on_link: Vec<Ipv4Addr> = peers.into_iter().filter(|ip| u32::from(*ip) & mask == u32::from(cfg.tunnel_ip) & mask).collect();
+    let Some(seeder) = seeder else { return };
+    let mut missing = seeder.seed(&on_link).await;
+    // A peer just touched is usually learned within milliseconds: look again shortly.
+    for _ in 0..10 {
+        if missing.is_empty() || !missing.iter().any(|m| due.contains(m)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        missing = seeder.seed(&on_link).await;
     }
+    health.tunnel_peers(on_link.len(), &missing);
 }
