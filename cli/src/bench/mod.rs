@@ -6,6 +6,7 @@ mod failover;
 mod flows;
 mod scale;
 mod store;
+mod throughput;
 
 use clap::{Args, Subcommand};
 
@@ -67,6 +68,19 @@ enum Sub {
         #[arg(long, default_value_t = 200)]
         endpoints_per_host: usize,
     },
+    /// Cross-host TCP (iperf3) through Plexus against plain OVS with the same tunnel and
+    /// against a bare veth pair, interleaved; one stream and many.
+    Throughput {
+        /// Seconds per test.
+        #[arg(long, default_value_t = 3)]
+        secs: u64,
+        /// Interleaved repetitions (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Parallel connections of the many-streams test.
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+    },
     /// Convergence: from the API call creating two endpoints on two hosts (containers
     /// already plugged in) to the first ping reply between them; median of N rounds.
     Converge {
@@ -112,6 +126,12 @@ pub(crate) async fn run(c: BenchCmd) -> anyhow::Result<()> {
                 anyhow::bail!("--rounds must be 1..=100 and --endpoints-per-host 1..=3000");
             }
             failover::run(rounds, endpoints_per_host).await
+        }
+        Sub::Throughput { secs, reps, streams } => {
+            if !(1..=60).contains(&secs) || !(1..=20).contains(&reps) || !(1..=128).contains(&streams) {
+                anyhow::bail!("--secs must be 1..=60, --reps 1..=20, --streams 1..=128");
+            }
+            throughput::run(secs, reps, streams).await
         }
         Sub::Store { writes } => {
             if writes < 64 {
