@@ -55,7 +55,16 @@ pub async fn run(cfg: DockerConfig, host: String, api: Client, vs: VSwitch, mtu:
     let sys = |what: &str, e: &dyn std::fmt::Display| AgentError::System(format!("{what}: {e}"));
     let engine = engine::Engine::connect(&cfg.docker_socket).map_err(|e| sys("docker", &e))?;
     let state = state::StateFile::open(cfg.state_dir.join("docker.json")).map_err(|e| sys("plugin state", &e))?;
-    let plugin = Arc::new(plugin::Plugin { api: api.clone(), vs, host: host.clone(), mtu, checksum_offload_off, state, engine: engine.clone() });
+    let plugin = Arc::new(plugin::Plugin {
+        api: api.clone(),
+        vs,
+        host: host.clone(),
+        mtu,
+        checksum_offload_off,
+        state,
+        engine: engine.clone(),
+        removing: Default::default(),
+    });
     std::fs::create_dir_all(&cfg.plugin_dir).map_err(|e| sys(&cfg.plugin_dir.display().to_string(), &e))?;
     let sock = plugin_socket(&cfg.plugin_dir);
     // A socket left by an earlier agent: nobody listens on it any more.

@@ -46,6 +46,9 @@ pub struct Plugin {
     pub state: StateFile,
     /// The local Docker engine.
     pub engine: Engine,
+    /// Veths being removed after a Leave, by port name: a Join of the same endpoint waits
+    /// for its removal first.
+    pub removing: std::sync::Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 /// A failure shown to the Docker user.
@@ -97,7 +100,11 @@ macro_rules! handler {
     ($name:literal, $f:ident) => {
         post(|AxState(p): AxState<Arc<Plugin>>, body: Bytes| async move {
             tracing::debug!(method = $name, body = %String::from_utf8_lossy(&body), "plugin call");
-            reply(async { $f(&p, parse($name, &body)?).await }.await)
+            let t = std::time::Instant::now();
+            let r = reply(async { $f(&p, parse($name, &body)?).await }.await);
+            // Docker waits on each of these: their time is the network's share of `docker run`.
+            tracing::info!(method = $name, ms = format!("{:.1}", t.elapsed().as_secs_f64() * 1e3), "plugin call served");
+            r
         })
     };
 }
@@ -350,6 +357,11 @@ fn veth_names(l: &EndpointLink) -> (String, String) {
 }
 
 async fn unplug(p: &Plugin, port: &str) -> Result<(), PluginError> {
+    // A Leave may still be removing this veth: let it finish rather than race it.
+    let removing = p.removing.lock().unwrap_or_else(|e| e.into_inner()).remove(port);
+    if let Some(task) = removing {
+        let _ = task.await;
+    }
     p.vs.delete_port(BR_INT, port).await?;
     let port = port.to_string();
     tokio::task::spawn_blocking(move || plumb::unplumb(None, &port)).await??;
@@ -362,6 +374,11 @@ async fn join(p: &Plugin, r: Join) -> Reply {
     let e = eps.into_iter().find(|e| e.id == link.id).ok_or_else(|| fail(format!("plexus: endpoint {} of {} is gone", link.id, link.network)))?;
     let mac = e.mac.octets();
     let (port, peer) = veth_names(&link);
+    // The same endpoint joining again right after it left: its old veth must be gone first.
+    let removing = p.removing.lock().unwrap_or_else(|e| e.into_inner()).remove(&port);
+    if let Some(task) = removing {
+        let _ = task.await;
+    }
     let (pp, pe, mtu, off) = (port.clone(), peer.clone(), p.mtu, p.checksum_offload_off);
     tokio::task::spawn_blocking(move || plumb::veth_pair(&pp, &pe, mac, mtu, off)).await??;
     let spec = PortSpec::new(&port, InterfaceType::System)
@@ -382,7 +399,18 @@ async fn join(p: &Plugin, r: Join) -> Reply {
 
 async fn leave(p: &Plugin, r: EndpointRef) -> Reply {
     let link = endpoint_of(p, &r.endpoint_id)?;
-    unplug(p, &veth_names(&link).0).await?;
+    let port = veth_names(&link).0;
+    p.vs.delete_port(BR_INT, &port).await?;
+    // Deleting a veth waits for the kernel (a dozen milliseconds), and `docker run --rm`
+    // waits for Leave: the switch no longer has the port, so the veth goes in the background.
+    let name = port.clone();
+    let task = tokio::spawn(async move {
+        let gone = tokio::task::spawn_blocking(move || plumb::unplumb(None, &name)).await;
+        if let Ok(Err(e)) = gone {
+            tracing::warn!(error = %e, "removing a left endpoint's veth failed");
+        }
+    });
+    p.removing.lock().unwrap_or_else(|e| e.into_inner()).insert(port, task);
     Ok(json!({}))
 }
 

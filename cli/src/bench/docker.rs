@@ -66,6 +66,20 @@ pub(super) async fn run(rounds: usize) -> anyhow::Result<()> {
     println!("docker run to the first ping reply, median of {rounds} each:");
     println!("  Docker bridge network, peer on the same host:  {b:.0} ms");
     println!("  Plexus network, peer on another host:          {p:.0} ms ({:.2}x the bridge)", p / b);
+    // Where Plexus's share goes: the plugin calls Docker waited on, from the agent's log.
+    let log = std::fs::read_to_string(lab.dir.join("agent-docker.log")).unwrap_or_default();
+    let mut calls: std::collections::BTreeMap<String, Vec<f64>> = std::collections::BTreeMap::new();
+    for l in log.lines().filter(|l| l.contains("plugin call served")) {
+        let field = |k: &str| l.split(&format!("{k}=")).nth(1).and_then(|r| r.split_whitespace().next()).map(|v| v.trim_matches('"').to_string());
+        if let (Some(m), Some(ms)) = (field("method"), field("ms").and_then(|v| v.parse::<f64>().ok())) {
+            calls.entry(m).or_default().push(ms);
+        }
+    }
+    let per_run: f64 = calls.values().map(|v| super::median(v.clone()) * v.len() as f64 / rounds as f64).sum();
+    println!("  plugin calls Docker waited on (median ms; {per_run:.1} ms a run in all):");
+    for (m, v) in calls {
+        println!("    {m:<16} {:>6.1} ms  ({} calls)", super::median(v.clone()), v.len());
+    }
     drop(lab);
     Ok(())
 }
