@@ -80,6 +80,10 @@ enum Sub {
         /// Parallel connections of the many-streams test.
         #[arg(long, default_value_t = 100)]
         streams: usize,
+        /// Then again with this many more endpoints (on a third host) whose flows the
+        /// switches carry; 0 to skip.
+        #[arg(long, default_value_t = 5000)]
+        endpoints: usize,
     },
     /// Convergence: from the API call creating two endpoints on two hosts (containers
     /// already plugged in) to the first ping reply between them; median of N rounds.
@@ -127,11 +131,11 @@ pub(crate) async fn run(c: BenchCmd) -> anyhow::Result<()> {
             }
             failover::run(rounds, endpoints_per_host).await
         }
-        Sub::Throughput { secs, reps, streams } => {
-            if !(1..=60).contains(&secs) || !(1..=20).contains(&reps) || !(1..=128).contains(&streams) {
-                anyhow::bail!("--secs must be 1..=60, --reps 1..=20, --streams 1..=128");
+        Sub::Throughput { secs, reps, streams, endpoints } => {
+            if !(1..=60).contains(&secs) || !(1..=20).contains(&reps) || !(1..=128).contains(&streams) || endpoints > 9000 {
+                anyhow::bail!("--secs must be 1..=60, --reps 1..=20, --streams 1..=128, --endpoints 0..=9000");
             }
-            throughput::run(secs, reps, streams).await
+            throughput::run(secs, reps, streams, endpoints).await
         }
         Sub::Store { writes } => {
             if writes < 64 {

@@ -60,13 +60,16 @@ fn dp_flows(h: &LabHost) -> usize {
     h.ovs.appctl(&["dpctl/dump-flows"]).map(|t| t.lines().filter(|l| !l.trim().is_empty()).count()).unwrap_or(0)
 }
 
-pub(super) async fn run(secs: u64, reps: usize, streams: usize) -> anyhow::Result<()> {
+pub(super) async fn run(secs: u64, reps: usize, streams: usize, endpoints: usize) -> anyhow::Result<()> {
     let name = format!("bt{}", std::process::id() % 10_000_000);
-    let cfg = LabConfig::owned(&name, 2);
+    // A third host holds the many endpoints whose flows the first two must carry.
+    let cfg = LabConfig::owned(&name, 3);
     let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.context("starting a 2-host lab")?;
     let cp = lab.start_control_plane(&std::env::current_exe()?).context("starting the control plane")?;
     let api = cp.client()?;
-    api.create_network(&NetworkSpec::overlay("tp", "10.90.0.0/24")).await?;
+    // Room for the many endpoints of the second part, in the same network (a switch carries
+    // flows for the endpoints of the networks it has ports in).
+    api.create_network(&NetworkSpec::overlay("tp", "10.90.0.0/16")).await?;
     let (h1, h2) = (lab.hosts[0].clone(), lab.hosts[1].clone());
     let mut cs = Vec::new();
     for h in [&h1, &h2] {
@@ -152,6 +155,46 @@ pub(super) async fn run(secs: u64, reps: usize, streams: usize) -> anyhow::Resul
             }
         }
     }
+    let mut with_many: Vec<(Path, usize, f64)> = Vec::new();
+    if endpoints > 0 {
+        // Many endpoints elsewhere: h1's and h2's switches carry a flow for each.
+        let h3 = lab.hosts[2].name.clone();
+        eprintln!("adding {endpoints} endpoints on {h3} ...");
+        move_to(wire::BR_INT, PLAIN).await?;
+        for _ in 0..endpoints {
+            api.create_endpoint("tp", &EndpointSpec::on(&h3)).await?;
+        }
+        let http = cp.http()?;
+        let t = Instant::now();
+        loop {
+            let st: serde_json::Value = http.get(format!("{}/v1/hosts/{}/flows", cp.api, h1.name)).send().await?.json().await?;
+            if st["in_sync"] == true && st["desired_flows"].as_u64().unwrap_or(0) as usize > endpoints / 2 {
+                eprintln!("h1's switch holds {} flows", st["desired_flows"]);
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(120) {
+                bail!("h1's switch did not take the flows of {endpoints} endpoints: {st}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for rep in 0..reps {
+            for path in [Path::Plexus, Path::Plain] {
+                match path {
+                    Path::Plain => move_to(PLAIN, wire::BR_INT).await?,
+                    _ if rep > 0 => move_to(wire::BR_INT, PLAIN).await?,
+                    _ => {}
+                }
+                for n in [1, streams] {
+                    let (from, to_ns, to) = (ns_a.clone(), ns_b.clone(), ip_b);
+                    let _ = h1.ovs.appctl(&["dpctl/del-flows"]);
+                    let g = tokio::task::spawn_blocking(move || iperf(&from, &to_ns, to, n, secs)).await??;
+                    flows.push((path, dp_flows(&h1)));
+                    eprintln!("  rep {rep} {path:?} {n} stream(s), {endpoints} endpoints' flows: {g:.2} Gbit/s");
+                    with_many.push((path, n, g));
+                }
+            }
+        }
+    }
     let med = |p: Path, n: usize| super::median(results.iter().filter(|r| r.0 == p && r.1 == n).map(|r| r.2).collect());
     let maxf = |p: Path| flows.iter().filter(|f| f.0 == p).map(|f| f.1).max().unwrap_or(0);
     println!("cross-host TCP between two containers (iperf3, {secs} s per test, median of {reps}, {:.0} s in all):", t.elapsed().as_secs_f64());
@@ -159,6 +202,14 @@ pub(super) async fn run(secs: u64, reps: usize, streams: usize) -> anyhow::Resul
     for n in [1, streams] {
         let (x, p, v) = (med(Path::Plexus, n), med(Path::Plain, n), med(Path::Veth, n));
         println!("{:<10} {:>7.2} Gb/s {:>7.2} Gb/s {:>7.2} Gb/s {:>13.2}x {:>11.2}x", n, x, p, v, x / p, x / v);
+    }
+    if endpoints > 0 {
+        let m = |p: Path, n: usize| super::median(with_many.iter().filter(|r| r.0 == p && r.1 == n).map(|r| r.2).collect());
+        println!("with {endpoints} more endpoints' flows on the switches (Plexus) and nothing more on plain OVS:");
+        for n in [1, streams] {
+            let (x, p) = (m(Path::Plexus, n), m(Path::Plain, n));
+            println!("{:<10} {:>7.2} Gb/s {:>7.2} Gb/s {:>13.2}x", n, x, p, x / p);
+        }
     }
     println!("datapath flows on h1 after a test (most seen): plexus {}, plain OVS {}", maxf(Path::Plexus), maxf(Path::Plain));
     drop(lab);
