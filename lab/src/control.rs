@@ -529,7 +529,8 @@ impl Lab {
     /// ARPing. Not reaching it is logged, not fatal: the lab still works, a first packet may
     /// take a second.
     fn wait_tunnels_seeded(&self) {
-        let peers = self.hosts.len().saturating_sub(1);
+        // Every other registered host is a peer: the lab's hosts, and the Docker host if any.
+        let peers = (self.hosts.len() + usize::from(self.docker)).saturating_sub(1);
         let t = Instant::now();
         let mut pending: Vec<&super::LabHost> = self.hosts.iter().collect();
         while !pending.is_empty() && t.elapsed() < Duration::from_secs(10) {
