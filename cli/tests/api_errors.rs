@@ -126,6 +126,9 @@ async fn bad_requests_get_a_problem_document_naming_the_field_and_change_nothing
             Some("rules[0].peer"),
         ),
         ("DELETE", "/v1/routers/nope", None, vec![], 404, Some("name")),
+        // Beyond what the document says a revision is (int64); found by the fuzzer.
+        ("GET", "/v1/watch?since=9223372036854775808&timeout=0", None, vec![], 400, Some("since")),
+        ("GET", "/v1/watch?since=0&timeout=301", None, vec![], 400, Some("timeout")),
     ];
     assert!(cases.len() >= 25);
     for (method, path, body, headers, status, field) in cases {

@@ -161,14 +161,16 @@ pub(super) async fn run(secs: u64, reps: usize, streams: usize, endpoints: usize
         let h3 = lab.hosts[2].name.clone();
         eprintln!("adding {endpoints} endpoints on {h3} ...");
         move_to(wire::BR_INT, PLAIN).await?;
+        let mut last = 0;
         for _ in 0..endpoints {
-            api.create_endpoint("tp", &EndpointSpec::on(&h3)).await?;
+            last = api.create_endpoint("tp", &EndpointSpec::on(&h3)).await?.revision;
         }
         let http = cp.http()?;
         let t = Instant::now();
         loop {
             let st: serde_json::Value = http.get(format!("{}/v1/hosts/{}/flows", cp.api, h1.name)).send().await?.json().await?;
-            if st["in_sync"] == true && st["desired_flows"].as_u64().unwrap_or(0) as usize > endpoints / 2 {
+            // In sync at the revision of the last endpoint: every one's flow is in.
+            if st["in_sync"] == true && st["revision"].as_u64().unwrap_or(0) >= last {
                 eprintln!("h1's switch holds {} flows", st["desired_flows"]);
                 break;
             }

@@ -286,6 +286,11 @@ pub(crate) struct WatchResponse {
               (status = 410, description = "`since` is older than the changes kept: list everything again")))]
 /// Long-poll for changes, answered from this node's replica so agents can watch any node.
 pub(crate) async fn watch(s: St, Query(o): Query<WatchOpts>) -> Response {
+    // Revisions are documented as int64 (what JSON clients can hold); a larger one is no
+    // revision this store will reach.
+    if o.since > i64::MAX as u64 {
+        return problem(Problem { field: Some("since".into()), ..Problem::new(400, "invalid query", format!("since {} is beyond any revision", o.since)) });
+    }
     if o.timeout > 300 {
         return problem(Problem { field: Some("timeout".into()), ..Problem::new(400, "invalid query", format!("timeout {} is over 300 seconds", o.timeout)) });
     }
