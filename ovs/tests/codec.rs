@@ -85,6 +85,8 @@ fn every_message() -> Vec<Message> {
                 Bucket { weight: 2, watch_port: 3, watch_group: OFPG_ANY, actions: vec![Action::PushVlan(0x8100), Action::output(2)] },
             ],
         }),
+        Message::MeterMod(MeterMod::drop_above(1, 100, 50)),
+        Message::MeterMod(MeterMod { command: MeterMod::DELETE, flags: 0, meter_id: 3, bands: vec![] }),
         Message::MultipartRequest(MultipartRequest { flags: 0, body: MultipartRequestBody::Desc }),
         Message::MultipartRequest(MultipartRequest { flags: 0, body: MultipartRequestBody::PortDesc }),
         Message::MultipartRequest(MultipartRequest {

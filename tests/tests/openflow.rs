@@ -178,6 +178,36 @@ fn encoded_messages_decode_in_ovs_ofctl_ofp_print_as_intended() {
     }
 }
 
+/// A meter made through the codec is the meter OVS shows, and a flow can use it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_meter_added_through_the_codec_limits_what_ovs_says() {
+    let lab = lab('m', 1);
+    let h = &lab.hosts[0];
+    let (_vs, of, _ev) = bridge(h, "br0").await;
+    of.send_checked(&[Message::MeterMod(MeterMod::drop_above(7, 100, 50))]).await.expect("OVS takes the meter");
+    let flow = FlowMod {
+        instructions: vec![Instruction::Meter(7), Instruction::ApplyActions(vec![Action::output(2)])],
+        ..FlowMod::add(0, 10, Match::new().in_port(1))
+    };
+    of.send_checked(&[Message::FlowMod(flow)]).await.expect("a flow may name the meter");
+    let dump_meters = || {
+        let target = format!("unix:{}", h.ovs.mgmt_sock("br0").display());
+        let out = std::process::Command::new("ovs-ofctl")
+            .args(["-O", "OpenFlow13", "dump-meters", &target])
+            .output()
+            .expect("ovs-ofctl (install openvswitch-common)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let meters = dump_meters();
+    assert!(meters.contains("meter=7") && meters.contains("pktps") && meters.contains("rate=100") && meters.contains("burst_size=50"), "{meters}");
+    assert!(dump_flows(h, "br0").iter().any(|f| f.contains("meter:7")), "{:?}", dump_flows(h, "br0"));
+    // Adding it twice is the switch's error, reported for that request.
+    assert!(of.send_checked(&[Message::MeterMod(MeterMod::drop_above(7, 100, 50))]).await.is_err());
+    let gone = MeterMod { command: MeterMod::DELETE, flags: 0, meter_id: 7, bands: vec![] };
+    of.send_checked(&[Message::MeterMod(gone)]).await.expect("OVS removes it");
+    assert!(!dump_meters().contains("meter=7"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_flow_is_an_error_for_its_own_request_only() {
     let lab = lab('o', 1);

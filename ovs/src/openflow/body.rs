@@ -394,6 +394,57 @@ impl FlowMod {
     }
 }
 
+/// Meter-mod (OpenFlow 1.3, 7.3.4.4): a meter limits the rate of the packets (or kilobits)
+/// of every flow whose instructions name it; a drop band discards what exceeds its rate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterMod {
+    /// [`MeterMod::ADD`], [`MeterMod::MODIFY`] or [`MeterMod::DELETE`].
+    pub command: u16,
+    /// `OFPMF_*`: [`MeterMod::PKTPS`] (rates in packets per second, else kbit/s),
+    /// [`MeterMod::BURST`] (use the bands' burst sizes), [`MeterMod::STATS`].
+    pub flags: u16,
+    /// Meter id (1 and up).
+    pub meter_id: u32,
+    /// Drop bands.
+    pub bands: Vec<MeterBand>,
+}
+
+impl MeterMod {
+    /// Command: add a meter.
+    pub const ADD: u16 = 0;
+    /// Command: change a meter.
+    pub const MODIFY: u16 = 1;
+    /// Command: remove a meter.
+    pub const DELETE: u16 = 2;
+    /// Flag: rates in kilobits per second.
+    pub const KBPS: u16 = 1;
+    /// Flag: rates in packets per second.
+    pub const PKTPS: u16 = 2;
+    /// Flag: bands have a burst size.
+    pub const BURST: u16 = 4;
+    /// Flag: keep statistics.
+    pub const STATS: u16 = 8;
+
+    /// A meter dropping packets beyond `rate` per second, with bursts of `burst`.
+    pub fn drop_above(meter_id: u32, rate: u32, burst: u32) -> MeterMod {
+        MeterMod {
+            command: MeterMod::ADD,
+            flags: MeterMod::PKTPS | MeterMod::BURST | MeterMod::STATS,
+            meter_id,
+            bands: vec![MeterBand { rate, burst_size: burst }],
+        }
+    }
+}
+
+/// A drop band of a meter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterBand {
+    /// Rate above which packets are dropped.
+    pub rate: u32,
+    /// Burst size.
+    pub burst_size: u32,
+}
+
 /// Group-mod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMod {

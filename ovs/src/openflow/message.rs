@@ -40,6 +40,7 @@ mod t {
     pub(super) const PACKET_OUT: u8 = 13;
     pub(super) const FLOW_MOD: u8 = 14;
     pub(super) const GROUP_MOD: u8 = 15;
+    pub(super) const METER_MOD: u8 = 29;
     pub(super) const MULTIPART_REQUEST: u8 = 18;
     pub(super) const MULTIPART_REPLY: u8 = 19;
     pub(super) const BARRIER_REQUEST: u8 = 20;
@@ -79,6 +80,8 @@ pub enum Message {
     FlowMod(FlowMod),
     /// Adds, changes or removes a group.
     GroupMod(GroupMod),
+    /// Adds, changes or removes a meter.
+    MeterMod(MeterMod),
     /// A statistics or description request.
     MultipartRequest(MultipartRequest),
     /// One part of a statistics or description reply.
@@ -139,6 +142,7 @@ impl Message {
             PacketOut(_) => t::PACKET_OUT,
             FlowMod(_) => t::FLOW_MOD,
             GroupMod(_) => t::GROUP_MOD,
+            MeterMod(_) => t::METER_MOD,
             MultipartRequest(_) => t::MULTIPART_REQUEST,
             MultipartReply(_) => t::MULTIPART_REPLY,
             BarrierRequest => t::BARRIER_REQUEST,
@@ -247,6 +251,19 @@ impl Message {
                 let f = f.normalized()?;
                 f.match_.encode(out)?;
                 encode_instructions(&f.instructions, out)?;
+            }
+            Message::MeterMod(m) => {
+                out.put_u16(m.command);
+                out.put_u16(m.flags);
+                out.put_u32(m.meter_id);
+                for band in &m.bands {
+                    // OFPMBT_DROP, 16 bytes.
+                    out.put_u16(1);
+                    out.put_u16(16);
+                    out.put_u32(band.rate);
+                    out.put_u32(band.burst_size);
+                    out.put_zeros(4);
+                }
             }
             Message::GroupMod(g) => {
                 out.put_u16(g.command);
@@ -430,6 +447,20 @@ impl Message {
                     buckets.push(Bucket { weight, watch_port, watch_group, actions: decode_actions(&mut bb)? });
                 }
                 Message::GroupMod(GroupMod { command, group_type, group_id, buckets })
+            }
+            t::METER_MOD => {
+                let (command, flags, meter_id) = (b.u16()?, b.u16()?, b.u32()?);
+                let mut bands = Vec::new();
+                while !b.is_empty() {
+                    let (band_type, len) = (b.u16()?, b.u16()? as usize);
+                    if band_type != 1 || len != 16 {
+                        return Err(DecodeError::BadLength { what: "meter band", len, reason: "only 16-byte drop bands are understood" });
+                    }
+                    let (rate, burst_size) = (b.u32()?, b.u32()?);
+                    b.skip(4)?;
+                    bands.push(MeterBand { rate, burst_size });
+                }
+                Message::MeterMod(MeterMod { command, flags, meter_id, bands })
             }
             t::MULTIPART_REQUEST => Message::MultipartRequest(MultipartRequest::decode(&mut b)?),
             t::MULTIPART_REPLY => Message::MultipartReply(MultipartReply::decode(&mut b)?),
