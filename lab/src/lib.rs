@@ -12,6 +12,7 @@ mod daemons;
 mod postmortem;
 pub mod probe;
 mod sh;
+mod waits;
 pub mod wire;
 
 use std::net::Ipv4Addr;

@@ -15,12 +15,7 @@ use plexus_ovs::unixctl;
 
 use crate::underlay::BR_PHY;
 
-/// The kernel's complete ARP entry for `ip` in this network namespace, from `/proc/net/arp`.
-pub(crate) fn kernel_mac(ip: Ipv4Addr) -> Option<String> {
-    let table = std::fs::read_to_string("/proc/net/arp").ok()?;
-    parse_arp(&table, ip)
-}
-
+/// The complete entry for `ip` in the kernel's ARP table (`/proc/net/arp`'s text).
 fn parse_arp(table: &str, ip: Ipv4Addr) -> Option<String> {
     table.lines().skip(1).find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
@@ -60,8 +55,10 @@ impl Seeder {
             }
         };
         let mut missing = Vec::new();
+        // The kernel's table once for all peers, not once each.
+        let arp = std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
         for &ip in peers.iter().filter(|ip| !known.contains(ip)) {
-            let Some(mac) = kernel_mac(ip) else {
+            let Some(mac) = parse_arp(&arp, ip) else {
                 missing.push(ip);
                 continue;
             };
