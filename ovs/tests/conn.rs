@@ -43,6 +43,7 @@ async fn pair(opts: ConnectionOptions) -> (Connection, Events, UnixStream) {
 #[tokio::test]
 async fn async_messages_between_request_and_reply_are_not_lost() {
     let (c, mut ev, mut sw) = pair(ConnectionOptions::default()).await;
+    let mut packet_ins = c.take_packet_ins().expect("the packet-in queue");
     let peer = tokio::spawn(async move {
         let (xid, m) = read_msg(&mut sw).await;
         assert_eq!(m, Message::BarrierRequest);
@@ -71,9 +72,36 @@ async fn async_messages_between_request_and_reply_are_not_lost() {
     c.barrier().await.unwrap();
     let _sw = peer.await.unwrap();
     let a = ev.recv().await.unwrap();
-    let b = ev.recv().await.unwrap();
     assert!(matches!(a.message, Message::PortStatus(ref p) if p.port.name == "p5"));
-    assert!(matches!(b.message, Message::PacketIn(ref p) if p.data == [9]));
+    assert_eq!(packet_ins.recv().await.map(|p| p.data), Some(vec![9]));
+}
+
+/// A switch that sends packet-ins faster than anyone reads them costs a bounded queue: the
+/// excess is dropped and counted, and the connection keeps working.
+#[tokio::test]
+async fn unread_packet_ins_are_bounded_and_counted() {
+    let (c, _ev, mut sw) = pair(ConnectionOptions::default()).await;
+    let n = PACKET_IN_QUEUE + 100;
+    let peer = tokio::spawn(async move {
+        for i in 0..n {
+            let pi =
+                PacketIn { buffer_id: OFP_NO_BUFFER, total_len: 1, reason: 1, table_id: 0, cookie: 0, match_: Match::new().in_port(1), data: vec![i as u8] };
+            send(&mut sw, 0, Message::PacketIn(pi)).await;
+        }
+        let (xid, m) = read_msg(&mut sw).await;
+        assert_eq!(m, Message::BarrierRequest);
+        send(&mut sw, xid, Message::BarrierReply).await;
+        sw
+    });
+    c.barrier().await.expect("the connection still answers");
+    let _sw = peer.await.unwrap();
+    assert_eq!(c.packet_ins_dropped(), 100);
+    let mut rx = c.take_packet_ins().expect("the queue");
+    let mut queued = 0;
+    while rx.try_recv().is_ok() {
+        queued += 1;
+    }
+    assert_eq!(queued, PACKET_IN_QUEUE, "the oldest packet-ins are kept, up to the bound");
 }
 
 #[tokio::test]

@@ -12,6 +12,9 @@ pub const NX_VENDOR_ID: u32 = 0x0000_2320;
 
 /// Reserved port: the packet's input port.
 pub const OFPP_IN_PORT: u32 = 0xffff_fff8;
+/// Reserved port: the flow table (packet-out only): run the packet through the pipeline
+/// from table 0, as if it had arrived on the packet-out's input port.
+pub const OFPP_TABLE: u32 = 0xffff_fff9;
 /// Reserved port: the controller.
 pub const OFPP_CONTROLLER: u32 = 0xffff_fffd;
 /// Reserved port: the switch's local port.

@@ -387,6 +387,12 @@ impl FlowMod {
         self
     }
 
+    /// Adds a meter instruction: the flow's packets pass through meter `id` first.
+    pub fn meter(mut self, id: u32) -> Self {
+        self.instructions.push(Instruction::Meter(id));
+        self
+    }
+
     /// Appends a goto-table instruction.
     pub fn goto(mut self, table: u8) -> Self {
         self.instructions.push(Instruction::GotoTable(table));

@@ -2,12 +2,14 @@
 //!
 //! One reader task and one writer task per connection. Requests register their xid before the
 //! message is written, so a reply (or error) can never overtake its registration. Messages
-//! nobody waits for (port status, packet-in, errors for fire-and-forget messages) go to the
-//! event channel, in order.
+//! nobody waits for (port status, errors for fire-and-forget messages) go to the event channel,
+//! in order. Packet-ins go to a bounded channel of their own ([`Connection::take_packet_ins`]):
+//! a switch can send them as fast as its ports receive packets, so they must never queue
+//! without limit; those beyond the bound are dropped and counted.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::body::{bundle, BundleAdd, BundleControl, ErrorMsg, Hello, Port, Role, RoleMsg, SwitchFeatures};
+use super::body::{bundle, BundleAdd, BundleControl, ErrorMsg, Hello, PacketIn, Port, Role, RoleMsg, SwitchFeatures};
 use super::error::OfError;
 use super::message::{frame_len, Message};
 use super::multipart::{FlowStats, FlowStatsRequest, MultipartReply, MultipartReplyBody, MultipartRequest, MultipartRequestBody, OFPMPF_REPLY_MORE};
@@ -110,6 +112,9 @@ struct Shared {
     closed: watch::Sender<Option<String>>,
     last_rx: Mutex<Instant>,
     request_timeout: Duration,
+    packet_ins: mpsc::Sender<PacketIn>,
+    packet_ins_rx: Mutex<Option<PacketIns>>,
+    packet_ins_dropped: AtomicU64,
 }
 
 impl Shared {
@@ -169,6 +174,13 @@ impl Drop for CloseOnDrop {
 /// Receives the events of a connection; yields `None` once the connection is closed.
 pub type Events = mpsc::UnboundedReceiver<Event>;
 
+/// Receives a connection's packet-ins. It does not end when the connection closes (the
+/// [`Events`] channel does).
+pub type PacketIns = mpsc::Receiver<PacketIn>;
+
+/// Packet-ins queued for the receiver at most; more are dropped ([`Connection::packet_ins_dropped`]).
+pub const PACKET_IN_QUEUE: usize = 256;
+
 impl Connection {
     /// Connects to a switch's unix socket (e.g. `RUNDIR/br-int.mgmt`) and performs the
     /// handshake.
@@ -217,6 +229,7 @@ impl Connection {
         let features = tokio::time::timeout(opts.handshake_timeout, fut).await.map_err(|_| OfError::Timeout("hello and features reply"))??;
 
         let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(1024);
+        let (pi_tx, pi_rx) = mpsc::channel(PACKET_IN_QUEUE);
         let (closed_tx, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             out: out_tx,
@@ -226,6 +239,9 @@ impl Connection {
             closed: closed_tx,
             last_rx: Mutex::new(Instant::now()),
             request_timeout: opts.request_timeout,
+            packet_ins: pi_tx,
+            packet_ins_rx: Mutex::new(Some(pi_rx)),
+            packet_ins_dropped: AtomicU64::new(0),
         });
         tokio::spawn(writer(wr, out_rx, shared.clone()));
         tokio::spawn(reader(rd, buf, shared.clone(), ev_tx));
@@ -265,6 +281,17 @@ impl Connection {
                 return "connection dropped".into();
             }
         }
+    }
+
+    /// The receiver of this connection's packet-ins; `None` after the first call. Until it is
+    /// taken, and whenever its holder falls [`PACKET_IN_QUEUE`] behind, packet-ins are dropped.
+    pub fn take_packet_ins(&self) -> Option<PacketIns> {
+        self.shared.packet_ins_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Packet-ins dropped because their queue was full.
+    pub fn packet_ins_dropped(&self) -> u64 {
+        self.shared.packet_ins_dropped.load(Ordering::Relaxed)
     }
 
     /// Closes the connection; waiting requests fail.
@@ -607,6 +634,12 @@ fn dispatch(frame: &[u8], shared: &Shared, events: &mpsc::UnboundedSender<Event>
         }
         None => {
             drop(pending);
+            if let Message::PacketIn(p) = msg {
+                if shared.packet_ins.try_send(p).is_err() {
+                    shared.packet_ins_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
             // Our own keep-alive echoes are answered here; nobody waits for them.
             if !matches!(msg, Message::EchoReply(_)) {
                 let _ = events.send(Event { xid, message: msg });

@@ -15,7 +15,7 @@ mod wire;
 
 pub use action::*;
 pub use body::*;
-pub use conn::{Connection, ConnectionOptions, Event, Events, RejectReason, Stream, Transport};
+pub use conn::{Connection, ConnectionOptions, Event, Events, PacketIns, RejectReason, Stream, Transport, PACKET_IN_QUEUE};
 pub use error::{DecodeError, EncodeError, OfError};
 pub use instruction::Instruction;
 pub use listener::Listener;
