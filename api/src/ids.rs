@@ -8,12 +8,21 @@ use std::sync::Arc;
 
 /// FNV-1a, 64 bits: stable across releases and machines (unlike `std`'s hasher).
 pub fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    fnv1a_bytes(s.as_bytes())
+}
+
+/// FNV-1a of bytes.
+pub fn fnv1a_bytes(bytes: &[u8]) -> u64 {
+    fnv1a_fold(bytes.iter().copied())
+}
+
+fn fnv1a_fold(bytes: impl Iterator<Item = u8>) -> u64 {
+    bytes.fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 /// FNV-1a of the concatenation of `parts`, without building it.
 pub fn fnv1a_parts(parts: &[&str]) -> u64 {
-    parts.iter().flat_map(|p| p.bytes()).fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    fnv1a_fold(parts.iter().flat_map(|p| p.bytes()))
 }
 
 /// The datapath id of a host's `br-int`: 48 bits of the name's hash, never 0.

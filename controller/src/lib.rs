@@ -4,6 +4,7 @@
 //! write through all of them is in `docs/architecture.md`.
 
 pub mod flows;
+pub mod held;
 pub mod mastership;
 pub mod model;
 pub mod node;

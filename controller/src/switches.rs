@@ -12,7 +12,8 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
-use crate::flows::{apply, reconcile, DesiredFlows, SwitchView};
+use crate::flows::{apply, ensure_hold_meter, reconcile, DesiredFlows, SwitchView};
+use crate::held::{Held, HeldStats};
 use crate::mastership::Lease;
 use crate::model::Subject;
 use crate::store::SharedState;
@@ -61,6 +62,11 @@ pub struct SwitchStatus {
     /// This node's OpenFlow role on the switch: `master` (with the generation id), `slave`,
     /// or `equal` for a node outside a cluster.
     pub role: String,
+    /// Packets the switch held for flows not yet installed, in its current session.
+    pub held: HeldStats,
+    /// Packet-ins dropped before they were read (the session fell behind), in its current
+    /// session.
+    pub packet_ins_dropped: u64,
 }
 
 /// What one pass over a switch did.
@@ -125,6 +131,8 @@ pub struct SwitchManager {
     audit_every: Duration,
     status: Mutex<BTreeMap<String, SwitchStatus>>,
     lease: Option<Arc<Lease>>,
+    /// Held packets of the sessions that ended (a live session's are in its status).
+    held_ended: Mutex<HeldStats>,
 }
 
 pub use plexus_pki::host_cert_name;
@@ -162,7 +170,15 @@ impl SwitchManager {
         lease: Option<Arc<Lease>>,
         tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     ) -> Arc<SwitchManager> {
-        let m = Arc::new(SwitchManager { tls: tls.is_some(), state, revisions, audit_every, status: Mutex::new(BTreeMap::new()), lease });
+        let m = Arc::new(SwitchManager {
+            tls: tls.is_some(),
+            state,
+            revisions,
+            audit_every,
+            status: Mutex::new(BTreeMap::new()),
+            lease,
+            held_ended: Mutex::default(),
+        });
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let mm = m.clone();
         tokio::spawn(async move {
@@ -272,6 +288,8 @@ impl SwitchManager {
         self.update(&dpid, |s| {
             s.connected = true;
             s.sessions += 1;
+            s.held = HeldStats::default();
+            s.packet_ins_dropped = 0;
             if !clustered {
                 s.role = "equal".into();
             }
@@ -306,8 +324,10 @@ impl SwitchManager {
         // The generation this node masters the switch at, if it does.
         let mut mastered: Option<u64> = None;
         let mut need_pass = true;
+        // Only this session reads the switch's packet-ins; a second take cannot happen.
+        let mut packet_ins = conn.take_packet_ins();
+        let mut held = Held::default();
         loop {
-            let started_at = *revisions.borrow_and_update();
             let (acting, promoted) = self.take_role(&conn, &dpid, &mut mastered).await;
             if promoted {
                 // A new master trusts nothing: it reads the switch back, and changes only
@@ -316,9 +336,27 @@ impl SwitchManager {
                 need_pass = true;
                 desired = None;
             }
+            // A revision is marked seen only by the pass that covers it (or when this node
+            // does not program the switch, which on promotion gets a full pass anyway): a
+            // wake-up for anything else (a packet-in, a role check) must not swallow a change
+            // that arrived meanwhile, or the switch would wait for the next event to get it.
+            let mut started_at = *revisions.borrow();
+            if !acting {
+                revisions.borrow_and_update();
+            }
             if acting && need_pass {
-                self.pass(&conn, &dpid, &ports, &mut desired, &mut index, full).await;
+                started_at = *revisions.borrow_and_update();
+                let changed = self.pass(&conn, &dpid, &ports, &mut desired, &mut index, full).await;
                 full = false;
+                if changed {
+                    let out = held.release(Instant::now());
+                    if !out.is_empty() {
+                        tracing::debug!(%dpid, packets = out.len(), "replaying held packets after a flow change");
+                        self.replay(&conn, out).await;
+                        let stats = held.stats;
+                        self.update(&dpid, |s| s.held = stats);
+                    }
+                }
             }
             need_pass = false;
             // Changes that arrived while the pass ran. Several mean a burst (a batch being
@@ -336,12 +374,32 @@ impl SwitchManager {
                     None => break,
                     Some(ev) => { port_event(&mut ports, ev); need_pass = true }
                 },
+                Some(pi) = async { packet_ins.as_mut()?.recv().await }, if packet_ins.is_some() => {
+                    // A slave is not sent packet-ins; one that arrives anyway (a role change
+                    // in flight) is the new master's to replay.
+                    if mastered.is_some() || !clustered {
+                        let (now, table) = (Instant::now(), pi.table_id);
+                        match held.offer(pi, now) {
+                            Some(out) => {
+                                tracing::debug!(%dpid, table, "a packet missed flows just installed: replayed at once");
+                                self.replay(&conn, vec![out]).await;
+                            }
+                            None => tracing::debug!(%dpid, table, waiting = held.len(), "holding a packet for its flows"),
+                        }
+                        let (stats, dropped) = (held.stats, conn.packet_ins_dropped());
+                        self.update(&dpid, |s| {
+                            s.held = stats;
+                            s.packet_ins_dropped = dropped;
+                        });
+                    }
+                }
             }
             while let Ok(ev) = events.try_recv() {
                 port_event(&mut ports, ev);
                 need_pass = true;
             }
         }
+        self.held_ended.lock().unwrap_or_else(|e| e.into_inner()).add(&held.stats);
         let why = conn.closed_reason().unwrap_or_else(|| "closed".into());
         tracing::info!(%dpid, reason = %why, "switch disconnected");
         self.update(&dpid, |s| s.connected = false);
@@ -398,8 +456,19 @@ impl SwitchManager {
     /// Brings the switch to the current model: a full pass compiles everything and diffs
     /// against the flows read from the switch; otherwise only what changed is compiled and its
     /// difference sent.
-    async fn pass(&self, conn: &Connection, dpid: &str, ports: &HashMap<String, u32>, desired: &mut Option<DesiredFlows>, index: &mut PortIndex, full: bool) {
+    /// Returns whether it changed the switch's flows.
+    async fn pass(
+        &self,
+        conn: &Connection,
+        dpid: &str,
+        ports: &HashMap<String, u32>,
+        desired: &mut Option<DesiredFlows>,
+        index: &mut PortIndex,
+        full: bool,
+    ) -> bool {
         let t = Instant::now();
+        // Nothing known of the switch yet (a new session, a promotion, a failed pass).
+        let fresh = desired.is_none();
         // One snapshot of the model for the whole pass, taken under the lock in O(1) and
         // compiled from outside it: Raft's apply never waits for a switch's compile.
         let model = self.state.read().await.model.clone();
@@ -410,11 +479,11 @@ impl SwitchManager {
                     s.host = None;
                     s.last_error = Some(format!("no registered host has datapath id {dpid}"));
                 });
-                return;
+                return false;
             };
             let Some(tunnel_port) = TUNNEL_PORTS.iter().find_map(|n| ports.get(*n)).copied() else {
                 self.update(dpid, |s| s.last_error = Some("the switch has no tunnel port yet".into()));
-                return;
+                return false;
             };
             if full {
                 *index = PortIndex::default();
@@ -432,12 +501,16 @@ impl SwitchManager {
             };
             (host.spec.name.clone(), plugged, update)
         };
-        let Some(d) = desired.as_ref() else { return };
+        let Some(d) = desired.as_ref() else { return false };
         let compile_us = t.elapsed().as_micros() as u64;
         let (revision, len) = (d.revision(), d.len());
         let res = match &update {
             Some(u) => apply(conn, &u.diff).await.map(|_| u.diff.len()),
-            None => reconcile(conn, &d.flows()).await.map(|d| d.len()),
+            // The hold flows name the meter, so it must be there before them.
+            None => match ensure_hold_meter(conn, fresh).await {
+                Ok(()) => reconcile(conn, &d.flows()).await.map(|d| d.len()),
+                Err(e) => Err(e),
+            },
         };
         if res.is_err() {
             // The switch's state is unknown now: read it back next time.
@@ -479,5 +552,30 @@ impl SwitchManager {
                 tracing::debug!(%host, %dpid, full = stats.full, units = stats.units, flows = n, ms = stats.ms, "switch programmed");
             }
         }
+        matches!(res, Ok(n) if n > 0)
+    }
+
+    /// Sends held packets through the switch's pipeline again.
+    async fn replay(&self, conn: &Connection, packets: Vec<plexus_ovs::openflow::PacketOut>) {
+        for p in packets {
+            // Fire and forget: a packet that still finds no flow comes back to be held, and
+            // an error for one is no reason to stop the others.
+            if let Err(e) = conn.send(&Message::PacketOut(p)).await {
+                tracing::debug!(error = %e, "replaying a held packet");
+                return;
+            }
+        }
+    }
+}
+
+impl SwitchManager {
+    /// What happened to held packets on every switch this node served, ended sessions and
+    /// live ones.
+    pub fn held_totals(&self) -> HeldStats {
+        let mut t = *self.held_ended.lock().unwrap_or_else(|e| e.into_inner());
+        for s in self.status().values().filter(|s| s.connected) {
+            t.add(&s.held);
+        }
+        t
     }
 }

@@ -96,7 +96,8 @@ impl Lab {
         };
         let child = c
             .args(args)
-            .env("PLEXUS_LOG", "info,openraft=warn")
+            // PLEXUS_LAB_LOG gives the lab's daemons another log filter (e.g. to debug one).
+            .env("PLEXUS_LOG", std::env::var("PLEXUS_LAB_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -434,7 +434,9 @@ async fn packet_out_through_the_pipeline_comes_back_as_packet_in() {
     let lab = lab('o', 1);
     let h = &lab.hosts[0];
     let (vs, _mgmt, _ev) = bridge(h, "br0").await;
-    let (of, mut events) = controller(h, &vs, "br0", ConnectionOptions::default()).await;
+    let (of, _events) = controller(h, &vs, "br0", ConnectionOptions::default()).await;
+    let mut packet_ins = of.take_packet_ins().expect("the packet-in queue");
+    assert!(of.take_packet_ins().is_none(), "one reader only");
     let punt = FlowMod::add(0, 10, Match::new().eth_type(0x88b5))
         .cookie(0xc0ffee)
         .apply(vec![Action::RegLoad { dst: Field::Reg(2), ofs: 0, n_bits: 16, value: 0xbeef }, Action::controller()]);
@@ -442,14 +444,9 @@ async fn packet_out_through_the_pipeline_comes_back_as_packet_in() {
     // A frame of the local-experimental ethertype, injected into table 0.
     let mut frame = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x88, 0xb5];
     frame.extend((0..50u8).collect::<Vec<_>>());
-    let out = PacketOut { buffer_id: OFP_NO_BUFFER, in_port: OFPP_CONTROLLER, actions: vec![Action::output(0xffff_fff9)], data: frame.clone() };
+    let out = PacketOut { buffer_id: OFP_NO_BUFFER, in_port: OFPP_CONTROLLER, actions: vec![Action::output(OFPP_TABLE)], data: frame.clone() };
     of.send_checked(&[Message::PacketOut(out)]).await.unwrap();
-    let pin = loop {
-        let ev = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.expect("packet-in arrives").unwrap();
-        if let Message::PacketIn(p) = ev.message {
-            break p;
-        }
-    };
+    let pin = tokio::time::timeout(Duration::from_secs(5), packet_ins.recv()).await.expect("packet-in arrives").expect("a packet-in");
     assert_eq!(pin.data, frame);
     assert_eq!(pin.cookie, 0xc0ffee);
     assert_eq!(pin.match_.get(Field::Reg(2)).map(|f| f.value), Some(0xbeef), "registers travel with the packet: {:?}", pin.match_);

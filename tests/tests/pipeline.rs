@@ -49,6 +49,8 @@ async fn setup(lab: &Lab, model: &Model, endpoints: &[(String, String, plexus_ap
     for h in &lab.hosts {
         let vs = wire::vswitch(h).await.unwrap();
         let tunnel_port = wire::prepare_host(h, &vs).await.unwrap();
+        // The switch manager's part: the hold flows name the hold meter.
+        plexus_controller::flows::ensure_hold_meter(&wire::openflow(h).await.unwrap(), true).await.expect("the hold meter");
         let mut ports = BTreeMap::new();
         for (cname, net, e) in endpoints.iter().filter(|(_, _, e)| e.host == h.name) {
             let c = lab.add_container_with(h, cname, e.ip, e.prefix_len, Some(&e.mac.to_string()), 1450).unwrap();

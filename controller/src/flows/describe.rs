@@ -15,6 +15,7 @@ pub fn pipeline_markdown() -> String {
         let miss = match spec.miss {
             Miss::Drop => "drop",
             Miss::Next => "next table",
+            Miss::Hold => "hold for the flows (controller, metered)",
         };
         let writers: Vec<&str> = FEATURES.iter().filter(|f| f.tables().contains(&t) && f.tables().len() < Table::ALL.len()).map(|f| f.name()).collect();
         let writers = if writers.is_empty() { "-".to_string() } else { writers.join(", ") };

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use plexus_api::{Endpoint, EndpointKey, Host, Mac, Network};
 use plexus_ovs::openflow::{mac_u128, Action, Field, FlowMod, Match, MatchField, ARP_REPLY, ARP_REQUEST, OFPP_IN_PORT};
 
-use super::pipeline::{priority, Miss, Origin, Table, REG_FROM_TUNNEL, REG_NETWORK, REG_OUT_PORT};
+use super::pipeline::{priority, Miss, Origin, Table, HOLD_METER, REG_FROM_TUNNEL, REG_NETWORK, REG_OUT_PORT};
 use super::SwitchView;
 use crate::model::Model;
 
@@ -104,9 +104,15 @@ pub trait Feature: Sync + std::fmt::Debug {
 /// Every feature, in the order the compiler asks them.
 pub const FEATURES: &[&dyn Feature] = &[&MissFlows, &Classification, &PortSecurity, &ArpResponder, &Switching];
 
-/// The miss flows the pipeline declaration asks for ([`Miss::Next`]).
+/// The miss flows the pipeline declaration asks for ([`Miss::Next`], [`Miss::Hold`]).
 #[derive(Debug)]
 pub struct MissFlows;
+
+/// A flow's instructions that hold its packets: through the hold meter to the controller,
+/// whole, which runs them through the pipeline again once the switch's flows change.
+pub fn hold(f: FlowMod) -> FlowMod {
+    f.meter(HOLD_METER).apply(vec![Action::controller()])
+}
 
 impl Feature for MissFlows {
     fn name(&self) -> &'static str {
@@ -116,6 +122,9 @@ impl Feature for MissFlows {
         &Table::ALL
     }
     fn glue(&self, out: &mut Flows) {
+        for t in Table::ALL.into_iter().filter(|t| t.spec().miss == Miss::Hold) {
+            out.add(t, priority::MISS, Match::new(), hold);
+        }
         for t in Table::ALL.into_iter().filter(|t| t.spec().miss == Miss::Next) {
             let next: Vec<(Origin, Table)> = Origin::ALL.into_iter().filter(|o| t.on_path(*o)).filter_map(|o| Some((o, t.next(o)?))).collect();
             let same = next.windows(2).all(|w| w[0].1 == w[1].1);
@@ -180,8 +189,8 @@ impl Feature for PortSecurity {
     }
 }
 
-/// ARP requests for every known address answered in the switch; others dropped, never
-/// flooded, since every address is known.
+/// ARP requests for every known address answered in the switch; others held (never flooded,
+/// since every address is known — or about to be, when its endpoint's flows are on their way).
 #[derive(Debug)]
 pub struct ArpResponder;
 
@@ -220,7 +229,7 @@ impl Feature for ArpResponder {
         if let Some(gw) = cx.network.spec.gateway {
             out.add(Table::ArpResponder, priority::OBJECT, arp_request(cx.vni, gw), |f| f.apply(arp_reply(gw, gateway_mac(gw))));
         }
-        out.add(Table::ArpResponder, priority::NETWORK, net_match(cx.vni).with(Field::ArpOp, ARP_REQUEST), |f| f);
+        out.add(Table::ArpResponder, priority::NETWORK, net_match(cx.vni).with(Field::ArpOp, ARP_REQUEST), hold);
     }
     fn endpoint(&self, cx: &EndpointCx<'_>, out: &mut Flows) {
         let e = cx.endpoint;
@@ -297,7 +306,7 @@ mod tests {
     fn every_table_is_written_by_a_feature_or_passes_packets_on() {
         for t in Table::ALL {
             let written = FEATURES.iter().filter(|f| f.name() != MissFlows.name()).any(|f| f.tables().contains(&t));
-            assert!(written || t.spec().miss == Miss::Next, "{t} drops every packet: no feature writes to it");
+            assert!(written || t.spec().miss != Miss::Drop, "{t} drops every packet: no feature writes to it");
         }
     }
 }

@@ -13,4 +13,4 @@ pub use compile::{compile, compile_unit, compile_units, cookie, unit_cookie, Coo
 pub use desired::{DesiredFlows, Update};
 pub use features::gateway_mac;
 pub use pipeline::{Origin, Stage, Table};
-pub use reconcile::{apply, diff, reconcile, Diff};
+pub use reconcile::{apply, diff, ensure_hold_meter, reconcile, Diff};

@@ -35,7 +35,21 @@ pub enum Miss {
     Drop,
     /// Pass it to the next table on its path: the table only acts on what a feature matches.
     Next,
+    /// Send it to the controller through the [`HOLD_METER`], which holds it and runs it through
+    /// the pipeline again once the switch's flows change: for tables whose misses are mostly
+    /// flows not installed yet (a port whose endpoint was just created, a destination whose
+    /// endpoint is on its way), so the first packet is late rather than lost.
+    Hold,
 }
+
+/// The meter every held packet passes before it reaches the controller: a flood of unknown
+/// packets costs the controller at most [`HOLD_RATE`] packets a second per switch, and the
+/// rest is dropped in the switch's datapath.
+pub const HOLD_METER: u32 = 1;
+/// Packets a second a switch may send to be held.
+pub const HOLD_RATE: u32 = 500;
+/// Burst above [`HOLD_RATE`] a switch may send at once.
+pub const HOLD_BURST: u32 = 200;
 
 /// Where a packet entered the switch, which decides the tables it visits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,17 +76,18 @@ impl Origin {
 /// A table of the pipeline. The variants' order is the packet order and gives the numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {
-    /// Port or tunnel to network; anything unknown is dropped.
+    /// Port or tunnel to network; anything unknown is held (its endpoint may be on its way).
     Classify,
     /// Source MAC and address of a local endpoint must be its own.
     PortSecurity,
-    /// ARP requests for known addresses answered in the switch; others dropped.
+    /// ARP requests for known addresses answered in the switch; others held.
     ArpResponder,
     /// Egress policy.
     EgressPolicy,
     /// Routing between the networks of a router.
     Routing,
-    /// Destination MAC to the output port (kept in [`REG_OUT_PORT`]), or broadcast.
+    /// Destination MAC to the output port (kept in [`REG_OUT_PORT`]), or broadcast; an
+    /// unknown destination is held.
     L2Lookup,
     /// Ingress policy, for local and tunnelled packets alike.
     IngressPolicy,
@@ -107,12 +122,12 @@ impl Table {
             TableSpec { name, stage, miss, tunnel }
         }
         match self {
-            Table::Classify => t("classify", Stage::Classify, Miss::Drop, true),
+            Table::Classify => t("classify", Stage::Classify, Miss::Hold, true),
             Table::PortSecurity => t("port-security", Stage::Validate, Miss::Drop, false),
             Table::ArpResponder => t("arp-responder", Stage::Arp, Miss::Next, false),
             Table::EgressPolicy => t("egress-policy", Stage::EgressSecurity, Miss::Next, false),
             Table::Routing => t("routing", Stage::Routing, Miss::Next, false),
-            Table::L2Lookup => t("l2-lookup", Stage::Switching, Miss::Drop, true),
+            Table::L2Lookup => t("l2-lookup", Stage::Switching, Miss::Hold, true),
             Table::IngressPolicy => t("ingress-policy", Stage::IngressSecurity, Miss::Next, true),
             Table::Output => t("output", Stage::Output, Miss::Drop, true),
         }

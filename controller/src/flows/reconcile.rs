@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use plexus_ovs::openflow::{Connection, FlowMod, FlowModCommand, FlowStats, FlowStatsRequest, Match, Message, OfError, OFPP_ANY};
+use plexus_ovs::openflow::{Connection, FlowMod, FlowModCommand, FlowStats, FlowStatsRequest, Match, Message, MeterMod, OfError, RejectReason, OFPP_ANY};
+
+use super::pipeline::{HOLD_BURST, HOLD_METER, HOLD_RATE};
 
 /// A flow's identity in a table: OpenFlow allows one flow per table, priority and match.
 type Key = (u8, u16, Match);
@@ -104,6 +106,26 @@ pub async fn reconcile(conn: &Connection, desired: &[FlowMod]) -> Result<Diff, O
         conn.bundle(&d.messages()).await?;
     }
     Ok(d)
+}
+
+/// Makes sure the switch has the hold meter. With `reset` (nothing is known of the switch) it is set
+/// to what the pipeline declares (changed if the switch has one by that id, added if not);
+/// afterwards, on audits, it is only added if missing, since changing a meter resets its
+/// statistics, which operators read to see what a flood cost.
+pub async fn ensure_hold_meter(conn: &Connection, reset: bool) -> Result<(), OfError> {
+    let mut m = MeterMod::drop_above(HOLD_METER, HOLD_RATE, HOLD_BURST);
+    if reset {
+        m.command = MeterMod::MODIFY;
+        if conn.send_checked(&[Message::MeterMod(m.clone())]).await.is_ok() {
+            return Ok(());
+        }
+    }
+    m.command = MeterMod::ADD;
+    match conn.send_checked(&[Message::MeterMod(m)]).await {
+        // OFPET_METER_MOD_FAILED / OFPMMFC_METER_EXISTS: it is there.
+        Err(OfError::Rejected { error: RejectReason::Switch(e), .. }) if !reset && e.err_type == 12 && e.code == 1 => Ok(()),
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -100,5 +100,18 @@ pub(super) async fn metrics(State(s): St) -> Response {
         "# HELP plexus_api_refused_total Writes the model refused.\n# TYPE plexus_api_refused_total counter\nplexus_api_refused_total {}",
         REFUSED.load(std::sync::atomic::Ordering::Relaxed)
     );
+    if let Some(sw) = &s.switches {
+        let h = sw.held_totals();
+        let dropped: u64 = sw.status().values().filter(|s| s.connected).map(|s| s.packet_ins_dropped).sum();
+        for (name, help, v) in [
+            ("plexus_held_packets_received_total", "Packets switches sent to be held for flows not yet installed (what passed their hold meter).", h.received),
+            ("plexus_held_packets_reinjected_total", "Held packets sent through a switch's pipeline again.", h.reinjected),
+            ("plexus_held_packets_expired_total", "Held packets dropped after waiting for their flows too long.", h.expired),
+            ("plexus_held_packets_overflow_total", "Packets not held because a switch's buffer was full.", h.overflow),
+            ("plexus_packet_ins_dropped_total", "Packet-ins dropped unread by live sessions that fell behind.", dropped),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
