@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::engine::Engine;
 use super::protocol::*;
-use super::state::{EndpointLink, NetworkLink, StateFile};
+use super::state::{EndpointLink, NetworkLink, StateFile, Wiring};
 use crate::agent::BR_INT;
 use crate::attach::ENDPOINT_KEY;
 use crate::plumb;
@@ -340,7 +340,8 @@ async fn create_endpoint(p: &Plugin, r: CreateEndpoint) -> Reply {
         Some(e) => return Err(fail(format!("plexus: {ip} is already taken in {network} (endpoint {} on {})", e.id, e.host))),
         None => (create(format!("docker on {}", p.host)).await?, false),
     };
-    p.state.update(|s| s.endpoints.insert(r.endpoint_id.clone(), EndpointLink { network, id: e.id.clone(), ipam }))?;
+    let wiring = Some(Wiring { mac: e.mac, gateway: e.gateway });
+    p.state.update(|s| s.endpoints.insert(r.endpoint_id.clone(), EndpointLink { network, id: e.id.clone(), ipam, wiring }))?;
     let mac = if iface.mac_address.is_empty() { e.mac.to_string() } else { String::new() };
     Ok(json!({"Interface": Interface { mac_address: mac, ..Default::default() }}))
 }
@@ -370,9 +371,15 @@ async fn unplug(p: &Plugin, port: &str) -> Result<(), PluginError> {
 
 async fn join(p: &Plugin, r: Join) -> Reply {
     let link = endpoint_of(p, &r.endpoint_id)?;
-    let eps = p.api.endpoints(&link.network).await.map_err(|e| api_err(&format!("endpoints of {}", link.network), e))?;
-    let e = eps.into_iter().find(|e| e.id == link.id).ok_or_else(|| fail(format!("plexus: endpoint {} of {} is gone", link.id, link.network)))?;
-    let mac = e.mac.octets();
+    let wiring = match link.wiring {
+        Some(w) => w,
+        None => {
+            let eps = p.api.endpoints(&link.network).await.map_err(|e| api_err(&format!("endpoints of {}", link.network), e))?;
+            let e = eps.into_iter().find(|e| e.id == link.id).ok_or_else(|| fail(format!("plexus: endpoint {} of {} is gone", link.id, link.network)))?;
+            Wiring { mac: e.mac, gateway: e.gateway }
+        }
+    };
+    let mac = wiring.mac.octets();
     let (port, peer) = veth_names(&link);
     // The same endpoint joining again right after it left: its old veth must be gone first.
     let removing = p.removing.lock().unwrap_or_else(|e| e.into_inner()).remove(&port);
@@ -394,7 +401,7 @@ async fn join(p: &Plugin, r: Join) -> Reply {
         return Err(err);
     }
     tracing::info!(network = %link.network, id = %link.id, %port, sandbox = %r.sandbox_key, "joined");
-    ok(JoinResponse { interface_name: InterfaceName { src_name: peer, dst_prefix: "eth".into() }, gateway: e.gateway.to_string() })
+    ok(JoinResponse { interface_name: InterfaceName { src_name: peer, dst_prefix: "eth".into() }, gateway: wiring.gateway.to_string() })
 }
 
 async fn leave(p: &Plugin, r: EndpointRef) -> Reply {
@@ -410,14 +417,22 @@ async fn leave(p: &Plugin, r: EndpointRef) -> Reply {
             tracing::warn!(error = %e, "removing a left endpoint's veth failed");
         }
     });
-    p.removing.lock().unwrap_or_else(|e| e.into_inner()).insert(port, task);
+    let mut removing = p.removing.lock().unwrap_or_else(|e| e.into_inner());
+    // Removals that finished are forgotten here, so the map holds only those under way.
+    removing.retain(|_, t| !t.is_finished());
+    removing.insert(port, task);
     Ok(json!({}))
 }
 
 async fn delete_endpoint(p: &Plugin, r: EndpointRef) -> Reply {
     let Some(link) = p.state.get().endpoints.get(&r.endpoint_id).cloned() else { return Ok(json!({})) };
-    // Leave normally did this; after a crash it may not have.
-    unplug(p, &veth_names(&link).0).await?;
+    let port = veth_names(&link).0;
+    // Leave normally unplugged it and is removing the veth in the background: nothing to
+    // wait for (`docker run --rm` waits for this call). After a crash Leave may not have run.
+    let leaving = p.removing.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&port);
+    if !leaving {
+        unplug(p, &port).await?;
+    }
     if !link.ipam {
         match p.api.delete_endpoint(&link.network, &link.id).await {
             Ok(()) => {}

@@ -26,6 +26,19 @@ pub struct EndpointLink {
     pub id: String,
     /// Its address came from our IPAM driver (which releases it), not from Docker's.
     pub ipam: bool,
+    /// Its MAC and gateway, as the controller gave them at creation, so that Join needs no
+    /// round trip to the controller (absent in state written by an older agent: Join asks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wiring: Option<Wiring>,
+}
+
+/// What Join needs of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wiring {
+    /// The endpoint's MAC.
+    pub mac: plexus_api::Mac,
+    /// Its network's gateway.
+    pub gateway: std::net::Ipv4Addr,
 }
 
 /// Everything remembered.
