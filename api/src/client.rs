@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{Endpoint, EndpointSpec, Host, HostSpec, Network, NetworkSpec, Problem};
+use crate::{Endpoint, EndpointSpec, Host, HostSpec, Network, NetworkSpec, Problem, Router, RouterSpec};
 
 /// One member of the controller cluster.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -216,10 +216,25 @@ impl Client {
     }
 
     async fn call<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str, body: Option<&(impl Serialize + ?Sized)>) -> Result<Option<T>, ClientError> {
+        self.call_if(method, path, body, None).await
+    }
+
+    /// Like `call`, with `If-Match: REVISION` when given: the write applies only to the
+    /// object at that revision (409 otherwise), so a read-modify-write loses nobody's change.
+    async fn call_if<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+        if_match: Option<u64>,
+    ) -> Result<Option<T>, ClientError> {
         let mut last = String::new();
         for base in &self.bases {
             let url = format!("{base}{path}");
             let mut req = self.http.request(method.clone(), &url);
+            if let Some(r) = if_match {
+                req = req.header(reqwest::header::IF_MATCH, r.to_string());
+            }
             if let Some(b) = body {
                 req = req.json(b);
             }
@@ -285,6 +300,28 @@ impl Client {
     /// Deletes an endpoint.
     pub async fn delete_endpoint(&self, network: &str, id: &str) -> Result<(), ClientError> {
         self.call::<()>(reqwest::Method::DELETE, &format!("/v1/networks/{network}/endpoints/{id}"), None::<&()>).await.map(|_| ())
+    }
+    /// All routers.
+    pub async fn routers(&self) -> Result<Vec<Router>, ClientError> {
+        self.get("/v1/routers").await
+    }
+    /// One router.
+    pub async fn router(&self, name: &str) -> Result<Router, ClientError> {
+        self.get(&format!("/v1/routers/{name}")).await
+    }
+    /// Creates a router.
+    pub async fn create_router(&self, spec: &RouterSpec) -> Result<Router, ClientError> {
+        self.send(reqwest::Method::POST, "/v1/routers", spec).await
+    }
+    /// Replaces a router; with `if_match`, only if it is still at that revision.
+    pub async fn put_router(&self, spec: &RouterSpec, if_match: Option<u64>) -> Result<Router, ClientError> {
+        self.call_if(reqwest::Method::PUT, &format!("/v1/routers/{}", spec.name), Some(spec), if_match)
+            .await?
+            .ok_or_else(|| ClientError::Decode { url: format!("/v1/routers/{}", spec.name), reason: "empty body".into() })
+    }
+    /// Deletes a router.
+    pub async fn delete_router(&self, name: &str) -> Result<(), ClientError> {
+        self.call::<()>(reqwest::Method::DELETE, &format!("/v1/routers/{name}"), None::<&()>).await.map(|_| ())
     }
     /// Registered hosts.
     pub async fn hosts(&self) -> Result<Vec<Host>, ClientError> {

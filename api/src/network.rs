@@ -87,6 +87,16 @@ pub struct Network {
     pub revision: u64,
 }
 
+impl Network {
+    /// Its VNI, if it is an overlay network (a stored one always has its VNI decided).
+    pub fn vni(&self) -> Option<u32> {
+        match self.spec.kind {
+            NetworkKind::Overlay { vni } => vni,
+            NetworkKind::Underlay { .. } => None,
+        }
+    }
+}
+
 /// A parsed IPv4 CIDR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -193,6 +203,9 @@ impl NetworkSpec {
                         return Err(FieldError::new("kind.vlan", format!("{v} is outside 1..=4094")));
                     }
                 }
+                // Stored but not carried would be a lie on the wire: refused until agents map
+                // physical networks to interfaces and the pipeline puts endpoints on them.
+                return Err(FieldError::new("kind", "underlay networks are not built yet (no host maps a physical network); use an overlay network"));
             }
             _ => {}
         }

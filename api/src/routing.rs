@@ -121,6 +121,10 @@ impl RouterSpec {
     /// Checks what does not depend on other objects.
     pub fn validated(mut self) -> Result<RouterSpec, FieldError> {
         check_name("name", &self.name)?;
+        if self.external_gateway.is_some() {
+            // Stored but not acted on would be a lie on the wire: refused until it is built.
+            return Err(FieldError::new("external_gateway", "routing out of Plexus (SNAT towards an external gateway) is not built yet; leave it out"));
+        }
         if self.networks.is_empty() {
             return Err(FieldError::new("networks", "a router joins at least one network"));
         }

@@ -8,6 +8,7 @@ mod controller;
 mod lab;
 mod pki;
 mod resources;
+mod routers;
 
 use clap::{Parser, Subcommand};
 
@@ -51,6 +52,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: resources::EndpointCmd,
     },
+    /// Create, change, list and delete routers (distributed routing between networks).
+    Router {
+        #[command(flatten)]
+        api: resources::ApiOpts,
+        #[command(subcommand)]
+        cmd: routers::RouterCmd,
+    },
     /// Registered hosts.
     Host {
         #[command(flatten)]
@@ -92,6 +100,7 @@ fn run() -> anyhow::Result<()> {
             Cmd::Detach(c) => attach::detach(c).await,
             Cmd::Network { api, cmd } => resources::network(api, cmd).await,
             Cmd::Endpoint { api, cmd } => resources::endpoint(api, cmd).await,
+            Cmd::Router { api, cmd } => routers::router(api, cmd).await,
             Cmd::Host { api, cmd } => resources::host(api, cmd).await,
             Cmd::Cluster { api, cmd } => resources::cluster(api, cmd).await,
         }

@@ -13,12 +13,12 @@ use serde::Serialize;
 pub(crate) struct ApiOpts {
     /// Controller API URL(s), comma-separated; the next is tried when one does not answer.
     #[arg(long, global = true, env = "PLEXUS_API", default_value = "https://127.0.0.1:6543")]
-    api: String,
+    pub(crate) api: String,
     #[command(flatten)]
-    auth: AuthOpts,
+    pub(crate) auth: AuthOpts,
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value = "table")]
-    output: Output,
+    pub(crate) output: Output,
 }
 
 /// The credentials every API call carries.
@@ -42,7 +42,7 @@ impl AuthOpts {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Output {
+pub(crate) enum Output {
     Table,
     Json,
 }
@@ -193,7 +193,7 @@ impl ClusterPort {
     }
 }
 
-fn print<T: Serialize>(o: Output, v: &T, table: impl FnOnce()) -> anyhow::Result<()> {
+pub(crate) fn print<T: Serialize>(o: Output, v: &T, table: impl FnOnce()) -> anyhow::Result<()> {
     match o {
         Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
         Output::Table => table(),
@@ -201,7 +201,7 @@ fn print<T: Serialize>(o: Output, v: &T, table: impl FnOnce()) -> anyhow::Result
     Ok(())
 }
 
-fn labels(v: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+pub(crate) fn labels(v: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     v.iter().map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).with_context(|| format!("--label {l:?} is not KEY=VALUE"))).collect()
 }
 

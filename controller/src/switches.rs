@@ -25,6 +25,10 @@ pub const TUNNEL_PORTS: [&str; 2] = [plexus_api::Encap::ALL[0].port_name(), plex
 
 pub use plexus_api::ids::port_name;
 
+/// Packet-in reasons: a table-miss flow's controller action, another flow's.
+const OFPR_NO_MATCH: u8 = 0;
+const OFPR_ACTION: u8 = 1;
+
 /// Changes arriving during one pass that make a burst.
 const BURST: u64 = 3;
 /// How long a pass in a burst waits for more of it.
@@ -376,8 +380,10 @@ impl SwitchManager {
                 },
                 Some(pi) = async { packet_ins.as_mut()?.recv().await }, if packet_ins.is_some() => {
                     // A slave is not sent packet-ins; one that arrives anyway (a role change
-                    // in flight) is the new master's to replay.
-                    if mastered.is_some() || !clustered {
+                    // in flight) is the new master's to replay. Only the hold flows' own
+                    // packet-ins are held (reason "action", or "no match" for the table-miss
+                    // ones, as OVS reports a priority-0 catch-all); a TTL that ran out is a drop.
+                    if (mastered.is_some() || !clustered) && matches!(pi.reason, OFPR_NO_MATCH | OFPR_ACTION) {
                         let (now, table) = (Instant::now(), pi.table_id);
                         match held.offer(pi, now) {
                             Some(out) => {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use plexus_api::{EndpointKey, NetworkKind};
+use plexus_api::EndpointKey;
 use plexus_ovs::openflow::FlowMod;
 
 use super::features::{EndpointCx, Flows, NetworkCx, Place, FEATURES};
@@ -79,14 +79,17 @@ pub fn compile(model: &Model, view: &SwitchView) -> Vec<FlowMod> {
 pub fn compile_units(model: &Model, view: &SwitchView) -> BTreeMap<Unit, Vec<FlowMod>> {
     let mut units = BTreeMap::new();
     units.insert(Unit::Glue, compile_unit(model, view, &Unit::Glue));
-    for (name, eps) in &model.endpoints {
+    // Every network, not only those with endpoints: one routed to a network this switch has
+    // endpoints in is carried even while it has none.
+    for name in model.networks.keys() {
         let Some(vni) = carries(model, view, name) else { continue };
         let unit = Unit::Network(name.clone());
         units.insert(unit.clone(), compile_unit(model, view, &unit));
+        let domain = model.domain_id(name);
         // The network's endpoints straight from the model: no lookup per endpoint.
-        for endpoint in eps.values() {
+        for endpoint in model.endpoints.get(name).into_iter().flat_map(|eps| eps.values()) {
             let unit = Unit::Endpoint(endpoint.key());
-            let f = endpoint_unit(model, view, &unit, endpoint, vni);
+            let f = endpoint_unit(model, view, &unit, endpoint, vni, domain);
             if !f.is_empty() {
                 units.insert(unit, f);
             }
@@ -96,7 +99,7 @@ pub fn compile_units(model: &Model, view: &SwitchView) -> BTreeMap<Unit, Vec<Flo
 }
 
 /// The flows of an endpoint's unit, the endpoint and its network's VNI in hand.
-fn endpoint_unit(model: &Model, view: &SwitchView, unit: &Unit, endpoint: &plexus_api::Endpoint, vni: u32) -> Vec<FlowMod> {
+fn endpoint_unit(model: &Model, view: &SwitchView, unit: &Unit, endpoint: &plexus_api::Endpoint, vni: u32, domain: Option<u32>) -> Vec<FlowMod> {
     let mut out = Flows::new(unit_cookie(unit));
     let place = if endpoint.host == view.host {
         let port = match unit {
@@ -107,7 +110,7 @@ fn endpoint_unit(model: &Model, view: &SwitchView, unit: &Unit, endpoint: &plexu
     } else {
         model.hosts.get(&endpoint.host).map_or(Place::Unknown, Place::Remote)
     };
-    let cx = EndpointCx { view, endpoint, vni, place };
+    let cx = EndpointCx { view, endpoint, vni, domain, place };
     for f in FEATURES {
         out.for_feature(*f);
         f.endpoint(&cx, &mut out);
@@ -116,12 +119,21 @@ fn endpoint_unit(model: &Model, view: &SwitchView, unit: &Unit, endpoint: &plexu
 }
 
 /// The VNI of `network` if the switch carries it: an overlay in which the switch has a
-/// plugged-in endpoint. A switch with no endpoint in a network carries none of its flows;
-/// broadcast never reaches it either.
+/// plugged-in endpoint, or one a router joins to such a network (its endpoints are reached by
+/// routing in this switch). A switch with no endpoint in a network's routing domain carries
+/// none of its flows; broadcast never reaches it either.
 pub(crate) fn carries(model: &Model, view: &SwitchView, network: &str) -> Option<u32> {
-    let NetworkKind::Overlay { vni: Some(vni) } = model.networks.get(network)?.spec.kind else { return None };
-    let local = view.ports.range(EndpointKey::first_in(network)..).next().is_some_and(|(k, _)| *k.network == *network);
-    local.then_some(vni)
+    let vni = model.networks.get(network)?.vni()?;
+    if has_local(view, network) {
+        return Some(vni);
+    }
+    let routed = model.domain_id(network).is_some() && model.domain_of(network).iter().any(|n| n != network && has_local(view, n));
+    routed.then_some(vni)
+}
+
+/// Whether the switch has a plugged-in endpoint of `network`.
+fn has_local(view: &SwitchView, network: &str) -> bool {
+    view.ports.range(EndpointKey::first_in(network)..).next().is_some_and(|(k, _)| *k.network == *network)
 }
 
 /// The flows of one unit, normalized.
@@ -136,7 +148,7 @@ pub fn compile_unit(model: &Model, view: &SwitchView, unit: &Unit) -> Vec<FlowMo
         }
         Unit::Network(name) => {
             let (Some(vni), Some(network)) = (carries(model, view, name), model.networks.get(name)) else { return Vec::new() };
-            let cx = NetworkCx { model, view, network, vni };
+            let cx = NetworkCx { model, view, network, vni, domain: model.domain_id(name) };
             for f in FEATURES {
                 out.for_feature(*f);
                 f.network(&cx, &mut out);
@@ -145,7 +157,7 @@ pub fn compile_unit(model: &Model, view: &SwitchView, unit: &Unit) -> Vec<FlowMo
         Unit::Endpoint(key) => {
             let Some(endpoint) = model.endpoints.get(&*key.network).and_then(|eps| eps.get(&*key.id)) else { return Vec::new() };
             let Some(vni) = carries(model, view, &key.network) else { return Vec::new() };
-            return endpoint_unit(model, view, unit, endpoint, vni);
+            return endpoint_unit(model, view, unit, endpoint, vni, model.domain_id(&key.network));
         }
     }
     normalized(out.into_vec())

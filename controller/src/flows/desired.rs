@@ -117,12 +117,19 @@ impl DesiredFlows {
                 add(touched(Input::Port(k)))?;
             }
         }
-        // A network this switch starts or stops carrying touches every one of its units.
-        let nets: Vec<String> = units.iter().filter_map(|u| if let Unit::Network(n) = u { Some(n.clone()) } else { None }).collect();
+        // A network this switch starts or stops carrying touches every one of its units; an
+        // endpoint plugged into one network can start the carrying of its whole routing domain.
+        let mut nets: BTreeSet<String> = units.iter().filter_map(|u| if let Unit::Network(n) = u { Some(n.clone()) } else { None }).collect();
+        for net in nets.clone() {
+            if model.domain_id(&net).is_some() {
+                nets.extend(model.domain_of(&net));
+            }
+        }
         for net in nets {
             let before = self.units.contains_key(&Unit::Network(net.clone()));
             let after = carries(model, view, &net).is_some();
             if before != after {
+                units.insert(Unit::Network(net.clone()));
                 units.extend(self.units.keys().filter(|u| matches!(u, Unit::Endpoint(k) if *k.network == *net)).cloned());
                 if let Some(eps) = model.endpoints.get(&net) {
                     units.extend(eps.keys().map(|id| Unit::Endpoint(EndpointKey::new(&net, id))));
@@ -175,6 +182,7 @@ mod tests {
     use crate::flows::compile;
     use crate::model::testing::{endpoint, host, overlay};
     use crate::model::Command;
+    use plexus_api::{RouterSpec, Valid};
     use proptest::prelude::*;
 
     fn sorted(mut v: Vec<FlowMod>) -> Vec<String> {
@@ -185,29 +193,41 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Step {
-        Create { net: u8, id: u8, host: u8 },
-        Delete { net: u8, id: u8 },
-        Plug { net: u8, id: u8 },
-        Unplug { net: u8, id: u8 },
+        Create {
+            net: u8,
+            id: u8,
+            host: u8,
+        },
+        Delete {
+            net: u8,
+            id: u8,
+        },
+        Plug {
+            net: u8,
+            id: u8,
+        },
+        Unplug {
+            net: u8,
+            id: u8,
+        },
         NewHost,
+        /// A router joins red and green, or goes.
+        Route(bool),
     }
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            4 => (0..2u8, 0..6u8, 0..3u8).prop_map(|(net, id, host)| Step::Create { net, id, host }),
-            2 => (0..2u8, 0..6u8).prop_map(|(net, id)| Step::Delete { net, id }),
-            3 => (0..2u8, 0..6u8).prop_map(|(net, id)| Step::Plug { net, id }),
-            1 => (0..2u8, 0..6u8).prop_map(|(net, id)| Step::Unplug { net, id }),
+            4 => (0..3u8, 0..6u8, 0..3u8).prop_map(|(net, id, host)| Step::Create { net, id, host }),
+            2 => (0..3u8, 0..6u8).prop_map(|(net, id)| Step::Delete { net, id }),
+            3 => (0..3u8, 0..6u8).prop_map(|(net, id)| Step::Plug { net, id }),
+            1 => (0..3u8, 0..6u8).prop_map(|(net, id)| Step::Unplug { net, id }),
             1 => Just(Step::NewHost),
+            1 => any::<bool>().prop_map(Step::Route),
         ]
     }
 
     fn net(n: u8) -> &'static str {
-        if n == 0 {
-            "red"
-        } else {
-            "blue"
-        }
+        ["red", "blue", "green"][n as usize % 3]
     }
 
     proptest! {
@@ -219,7 +239,7 @@ mod tests {
             for i in 0..3 {
                 m.apply(host(&format!("h{i}"), i + 1)).unwrap();
             }
-            for (i, n) in ["red", "blue"].iter().enumerate() {
+            for (i, n) in ["red", "blue", "green"].iter().enumerate() {
                 m.apply(overlay(n, &format!("10.{i}.0.0/24"), None)).unwrap();
             }
             let mut view = SwitchView { host: "h0".into(), tunnel_port: 1, ports: Default::default() };
@@ -242,6 +262,13 @@ mod tests {
                     Step::NewHost => {
                         m.apply(host(&format!("h{hosts}"), hosts as u32 + 1)).unwrap();
                         hosts += 1;
+                    }
+                    Step::Route(true) => {
+                        let spec = RouterSpec { name: "r".into(), networks: vec!["green".into(), "red".into()], external_gateway: None, labels: Default::default() };
+                        m.apply(Command::PutRouter { spec: Valid::new(spec).unwrap(), create: false, if_match: None }).unwrap();
+                    }
+                    Step::Route(false) => {
+                        let _ = m.apply(Command::DeleteRouter { name: "r".into() });
                     }
                 }
                 // What the switch manager shows the compiler: plugged ports of endpoints that

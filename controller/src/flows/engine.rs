@@ -38,10 +38,11 @@ pub fn touched(input: Input<'_>) -> Touched {
         // An endpoint's own flows, and its network's broadcast (which lists hosts and ports).
         Input::Model(Subject::Endpoint(k)) | Input::Port(k) => Touched::Units(vec![Unit::Network(k.network.to_string()), Unit::Endpoint(k.clone())]),
         // No flows come from these yet; the features that add them add their handler here.
-        Input::Model(Subject::Router(_) | Subject::Policy(_) | Subject::Mastership) => Touched::Units(Vec::new()),
+        Input::Model(Subject::Policy(_) | Subject::Mastership) => Touched::Units(Vec::new()),
         // A network's settings reach every one of its flows, a host's tunnel address every
-        // flow towards it: no handler narrower than everything.
-        Input::Model(Subject::Network(_) | Subject::Host(_)) | Input::Switch => Touched::Everything,
+        // flow towards it, a router the routing domains (and so which networks a switch
+        // carries): no handler narrower than everything.
+        Input::Model(Subject::Network(_) | Subject::Host(_) | Subject::Router(_)) | Input::Switch => Touched::Everything,
     }
 }
 
@@ -58,6 +59,7 @@ mod tests {
         assert_eq!(touched(Input::Model(&Subject::Policy("p".into()))), Touched::Units(vec![]));
         assert_eq!(touched(Input::Model(&Subject::Host("h1".into()))), Touched::Everything);
         assert_eq!(touched(Input::Model(&Subject::Network("red".into()))), Touched::Everything);
+        assert_eq!(touched(Input::Model(&Subject::Router("r".into()))), Touched::Everything);
         assert_eq!(touched(Input::Switch), Touched::Everything);
     }
 }

@@ -59,6 +59,8 @@ pub struct NetworkCx<'a> {
     pub network: &'a Network,
     /// Its VNI.
     pub vni: u32,
+    /// Its routing domain, if a router joins it ([`REG_DOMAIN`](super::pipeline::REG_DOMAIN)).
+    pub domain: Option<u32>,
 }
 
 /// What a feature sees of one endpoint on one switch.
@@ -70,6 +72,8 @@ pub struct EndpointCx<'a> {
     pub endpoint: &'a Endpoint,
     /// Its network's VNI.
     pub vni: u32,
+    /// Its network's routing domain, if a router joins the network.
+    pub domain: Option<u32>,
     /// Where it is, seen from this switch.
     pub place: Place<'a>,
 }
@@ -102,7 +106,7 @@ pub trait Feature: Sync + std::fmt::Debug {
 }
 
 /// Every feature, in the order the compiler asks them.
-pub const FEATURES: &[&dyn Feature] = &[&MissFlows, &Classification, &PortSecurity, &ArpResponder, &Switching];
+pub const FEATURES: &[&dyn Feature] = &[&MissFlows, &Classification, &PortSecurity, &ArpResponder, &super::routing::Routing, &Switching];
 
 /// The miss flows the pipeline declaration asks for ([`Miss::Next`], [`Miss::Hold`]).
 #[derive(Debug)]
@@ -140,7 +144,7 @@ impl Feature for MissFlows {
     }
 }
 
-fn net_match(vni: u32) -> Match {
+pub(crate) fn net_match(vni: u32) -> Match {
     Match::new().reg(REG_NETWORK, vni)
 }
 

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod features;
 pub mod pipeline;
 pub mod reconcile;
+pub mod routing;
 
 pub use compile::{compile, compile_unit, compile_units, cookie, unit_cookie, CookieKind, SwitchView, Unit};
 pub use desired::{DesiredFlows, Update};

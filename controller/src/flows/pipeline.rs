@@ -84,7 +84,11 @@ pub enum Table {
     ArpResponder,
     /// Egress policy.
     EgressPolicy,
-    /// Routing between the networks of a router.
+    /// The network's gateway: ICMP echo to it answered in the switch; IPv4 sent to its MAC
+    /// handed to routing with the routing domain in [`REG_DOMAIN`].
+    Gateway,
+    /// Routing between the networks of a routing domain: destination address to the
+    /// endpoint's network, MAC and the TTL decremented.
     Routing,
     /// Destination MAC to the output port (kept in [`REG_OUT_PORT`]), or broadcast; an
     /// unknown destination is held.
@@ -113,8 +117,17 @@ pub const TABLE_STRIDE: u8 = 10;
 
 impl Table {
     /// Every table, in packet order.
-    pub const ALL: [Table; 8] =
-        [Table::Classify, Table::PortSecurity, Table::ArpResponder, Table::EgressPolicy, Table::Routing, Table::L2Lookup, Table::IngressPolicy, Table::Output];
+    pub const ALL: [Table; 9] = [
+        Table::Classify,
+        Table::PortSecurity,
+        Table::ArpResponder,
+        Table::EgressPolicy,
+        Table::Gateway,
+        Table::Routing,
+        Table::L2Lookup,
+        Table::IngressPolicy,
+        Table::Output,
+    ];
 
     /// The declaration of this table.
     pub const fn spec(self) -> TableSpec {
@@ -126,6 +139,7 @@ impl Table {
             Table::PortSecurity => t("port-security", Stage::Validate, Miss::Drop, false),
             Table::ArpResponder => t("arp-responder", Stage::Arp, Miss::Next, false),
             Table::EgressPolicy => t("egress-policy", Stage::EgressSecurity, Miss::Next, false),
+            Table::Gateway => t("gateway", Stage::Routing, Miss::Next, false),
             Table::Routing => t("routing", Stage::Routing, Miss::Next, false),
             Table::L2Lookup => t("l2-lookup", Stage::Switching, Miss::Hold, true),
             Table::IngressPolicy => t("ingress-policy", Stage::IngressSecurity, Miss::Next, true),
@@ -197,6 +211,8 @@ pub const REG_NETWORK: u8 = 0;
 pub const REG_FROM_TUNNEL: u8 = 1;
 /// Register holding the port the switching stage chose, read by the output table.
 pub const REG_OUT_PORT: u8 = 2;
+/// Register holding the routing domain of a packet sent to its gateway (0: not routed).
+pub const REG_DOMAIN: u8 = 3;
 
 #[cfg(test)]
 mod tests {

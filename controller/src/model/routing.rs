@@ -62,6 +62,9 @@ impl Model {
         if let Some(missing) = spec.networks.iter().find(|n| !self.networks.contains_key(*n)) {
             return Err(Refusal::new(422, Some("networks"), format!("no network named {missing}")));
         }
+        if let Some(n) = spec.networks.iter().filter_map(|n| self.networks.get(n)).find(|n| n.vni().is_none()) {
+            return Err(Refusal::new(422, Some("networks"), format!("{} is not an overlay network; routers join overlay networks", n.spec.name)));
+        }
         let domain = self.domain(&spec.networks, Some(&spec));
         self.check_domain(&domain, None, "networks")?;
         self.revision += 1;
@@ -108,5 +111,14 @@ impl Model {
     /// The network's routing domain (itself included).
     pub(crate) fn domain_of(&self, network: &str) -> BTreeSet<String> {
         self.domain(&[network.to_string()], None)
+    }
+
+    /// The id of the routing domain `network` is in, as packets carry it through the pipeline:
+    /// the smallest VNI among the domain's networks. `None` when no router joins the network.
+    pub(crate) fn domain_id(&self, network: &str) -> Option<u32> {
+        if !self.routers.values().any(|r| r.spec.networks.iter().any(|n| n == network)) {
+            return None;
+        }
+        self.domain_of(network).iter().filter_map(|n| self.networks.get(n)?.vni()).min()
     }
 }
