@@ -98,6 +98,12 @@ pub fn container_mtu(tunnel_ip: Ipv4Addr) -> Result<u32, AttachError> {
     Ok(underlay.saturating_sub(plexus_api::Encap::MAX_OVERHEAD).max(68))
 }
 
+/// The MTU of an endpoint: its network's, if it has one, and never more than `path` allows
+/// (a host whose underlay is smaller than the others' gets the smaller MTU).
+pub fn effective_mtu(network_mtu: Option<u32>, path: u32) -> u32 {
+    network_mtu.map_or(path, |m| m.min(path))
+}
+
 /// Creates the endpoint through the API and plugs it in; on any failure nothing is left
 /// behind, neither the endpoint nor a veth nor a port.
 pub async fn attach(api: &Client, vs: &VSwitch, req: &AttachRequest) -> Result<Attached, AttachError> {
@@ -115,9 +121,11 @@ pub async fn attach(api: &Client, vs: &VSwitch, req: &AttachRequest) -> Result<A
             reason: format!("no host {:?} is registered with the controller (is its agent running? --host names it)", req.host),
         });
     };
+    // The network's MTU, bounded by what this host's tunnels carry; `--mtu` overrides both.
+    let network = api.network(&req.network).await?;
     let mtu = match req.mtu {
         Some(m) => m,
-        None => container_mtu(host.spec.tunnel_ip)?,
+        None => effective_mtu(network.spec.mtu, container_mtu(host.spec.tunnel_ip)?),
     };
     let spec = EndpointSpec {
         id: req.id.clone(),

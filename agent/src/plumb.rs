@@ -266,6 +266,9 @@ async fn make_pair(h: &Handle, host_if: &str, peer: &str, mtu: u32, checksum_off
     let configure = async {
         let hi = link_index(h, host_if).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {host_if}"), err: "vanished".into() })?;
         let pi = link_index(h, peer).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {peer}"), err: "vanished".into() })?;
+        // The MTU given at creation is the first end's only: the peer (the container's end,
+        // which Docker moves as it is) would keep 1500 and send what the tunnels cannot carry.
+        h.link().set(LinkUnspec::new_with_index(pi).mtu(mtu).build()).execute().await.map_err(nl(format!("setting {peer}'s MTU")))?;
         if checksum_offload_off {
             tx_checksum_off(host_if)?;
             tx_checksum_off(peer)?;

@@ -128,6 +128,11 @@ pub struct HostSpec {
     /// Encapsulation.
     #[serde(default)]
     pub encap: Encap,
+    /// MTU of the interface that holds `tunnel_ip`, as the agent found it (576..=65535); the
+    /// controller refuses an overlay network whose MTU the tunnels could not carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 576, maximum = 65535)]
+    pub underlay_mtu: Option<u32>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -196,7 +201,7 @@ impl EndpointSpec {
 impl HostSpec {
     /// Host `name` reached at `tunnel_ip` over VXLAN, without labels.
     pub fn new(name: &str, tunnel_ip: Ipv4Addr) -> HostSpec {
-        HostSpec { name: name.to_string(), tunnel_ip, encap: Encap::default(), labels: BTreeMap::new() }
+        HostSpec { name: name.to_string(), tunnel_ip, encap: Encap::default(), underlay_mtu: None, labels: BTreeMap::new() }
     }
 
     /// Checks the registration.
@@ -205,6 +210,11 @@ impl HostSpec {
         let ip = self.tunnel_ip;
         if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
             return Err(FieldError::new("tunnel_ip", format!("{ip} cannot carry tunnels")));
+        }
+        if let Some(m) = self.underlay_mtu {
+            if !(576..=65535).contains(&m) {
+                return Err(FieldError::new("underlay_mtu", format!("{m} is outside 576..=65535")));
+            }
         }
         Ok(self)
     }

@@ -56,7 +56,9 @@ pub struct NetworkSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = Ipv4)]
     pub gateway: Option<Ipv4Addr>,
-    /// MTU of endpoints (576..=9000); derived from the underlay if absent.
+    /// MTU of endpoints (576..=9000); derived from the underlay if absent. An overlay's MTU
+    /// may not exceed the smallest underlay MTU the hosts report less 50 for the tunnel's
+    /// headers, and an endpoint on a host whose underlay carries less gets less.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 576, maximum = 9000)]
     pub mtu: Option<u32>,

@@ -129,6 +129,8 @@ pub(crate) async fn run(c: LabCmd) -> anyhow::Result<()> {
             if lab.host(&host).is_none() {
                 bail!("lab {} has no host {host}", lab.name);
             }
+            // The network's MTU, within what the lab's tunnels carry.
+            let mtu = plexus_agent::attach::effective_mtu(api.network(&network).await?.spec.mtu, plexus_lab::wire::CONTAINER_MTU);
             let e = api
                 .create_endpoint(
                     &network,
@@ -142,8 +144,8 @@ pub(crate) async fn run(c: LabCmd) -> anyhow::Result<()> {
                     },
                 )
                 .await?;
-            match lab.attach(&e, &name, plexus_lab::wire::CONTAINER_MTU).await {
-                Ok(ct) => println!("{name}: {}/{} {} on {} in network {network} (namespace {})", e.ip, e.prefix_len, e.mac, e.host, ct.netns),
+            match lab.attach(&e, &name, mtu).await {
+                Ok(ct) => println!("{name}: {}/{} {} on {} in network {network} (namespace {}, mtu {mtu})", e.ip, e.prefix_len, e.mac, e.host, ct.netns),
                 Err(err) => {
                     // Leave no endpoint behind for a container that could not be made.
                     let _ = api.delete_endpoint(&network, &e.id).await;

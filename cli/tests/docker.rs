@@ -124,6 +124,11 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
     let ns = n1.netns.clone();
     let r = tokio::task::spawn_blocking(move || probe::wait_ping(&ns, ip2, Duration::from_secs(10))).await.unwrap();
     assert!(r.is_ok(), "n1 (h1) -> c2 (Docker): {r:?}");
+    // The path's MTU inside the container (what the veth was made with before Docker moved
+    // it), and a packet of exactly that size crosses hosts.
+    assert_eq!(ok(&["exec", &c1, "cat", "/sys/class/net/eth0/mtu"]), "1450");
+    let full = docker(&["exec", &c1, "ping", "-c", "1", "-W", "2", "-s", "1422", &n1.ip.to_string()]);
+    assert!(full.status.success(), "a 1450-byte packet from c1 to n1: {}", text(&full));
     let docker_eps: Vec<_> = api.endpoints("red").await.unwrap().into_iter().filter(|e| e.host == "docker").collect();
     assert_eq!(docker_eps.len(), 2, "Docker's containers are Plexus endpoints: {docker_eps:?}");
     assert!(docker_eps.iter().any(|e| e.ip == ip2 && e.mac.to_string() == "02:00:00:aa:bb:cc"), "{docker_eps:?}");
@@ -142,7 +147,7 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
     assert!(no_ping(&c3, ip2) && no_ping(&c3, ip1) && no_ping(&c3, n1.ip), "blue reaches no red endpoint");
 
     // docker network connect: a working second interface; disconnect removes it and its flows.
-    api.create_network(&NetworkSpec::overlay("green", "10.30.0.0/24")).await.unwrap();
+    api.create_network(&NetworkSpec { mtu: Some(1300), ..NetworkSpec::overlay("green", "10.30.0.0/24") }).await.unwrap();
     wait_docker_network("green").await;
     let e = api.create_endpoint("green", &plexus_api::EndpointSpec::on("h2").id("n2")).await.unwrap();
     let n2 = lab.attach(&e, "n2", 1450).await.unwrap();
@@ -150,6 +155,7 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
     let g1 = ip_of(&c1, "green");
     assert!(ok(&["exec", &c1, "ip", "-o", "-4", "addr"]).contains(&format!("{g1}/24")));
     assert!(ping(&c1, n2.ip), "c1's second interface reaches n2 on h2");
+    assert_eq!(ok(&["exec", &c1, "cat", "/sys/class/net/eth1/mtu"]), "1300", "green's own MTU");
     ok(&["network", "disconnect", "green", &c1]);
     assert!(!ok(&["exec", &c1, "ip", "-o", "-4", "addr"]).contains(&g1.to_string()));
     assert!(api.endpoints("green").await.unwrap().iter().all(|e| e.host != "docker"), "the endpoint went with the disconnect");

@@ -139,7 +139,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let ovsdb = Ovsdb::start(cfg.ovsdb.clone(), ClientOptions { tls: cfg.ovsdb_tls.clone(), ..ClientOptions::default() });
     ovsdb.wait_connected(Duration::from_secs(30)).await?;
     let vs = VSwitch::new(ovsdb.clone());
-    let spec = HostSpec { name: cfg.name.clone(), tunnel_ip: cfg.tunnel_ip, encap: cfg.encap, labels: BTreeMap::new() };
+    // The underlay's MTU bounds what overlay networks can carry; the controller checks
+    // networks' MTUs against what every host reports.
+    let tunnel_ip = cfg.tunnel_ip;
+    let underlay_mtu = tokio::task::spawn_blocking(move || crate::plumb::mtu_of_address(tunnel_ip)).await.ok().and_then(Result::ok).flatten();
+    let spec = HostSpec { name: cfg.name.clone(), tunnel_ip: cfg.tunnel_ip, encap: cfg.encap, underlay_mtu, labels: BTreeMap::new() };
     // Register first: the controller identifies the switch by the datapath id it expects.
     loop {
         match api.put_host(&spec).await {

@@ -39,6 +39,9 @@ pub struct Wiring {
     pub mac: plexus_api::Mac,
     /// Its network's gateway.
     pub gateway: std::net::Ipv4Addr,
+    /// Its network's MTU, if the network sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// Everything remembered.

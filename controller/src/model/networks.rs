@@ -41,6 +41,14 @@ impl Model {
         Ok(())
     }
 
+    /// The largest MTU an overlay's endpoints can have on every registered host: the smallest
+    /// underlay MTU the hosts report (1500 for a host that reports none, or with no hosts yet)
+    /// less the encapsulation's overhead.
+    pub(crate) fn overlay_path_mtu(&self) -> u32 {
+        let underlay = self.hosts.values().map(|h| h.spec.underlay_mtu.unwrap_or(1500)).min().unwrap_or(1500);
+        underlay.saturating_sub(plexus_api::Encap::MAX_OVERHEAD)
+    }
+
     pub(crate) fn put_network(&mut self, spec: Valid<NetworkSpec>, create: bool, if_match: Option<u64>) -> Result<Network, Refusal> {
         let mut spec = spec.into_inner();
         let existing = self.networks.get(&spec.name);
@@ -75,6 +83,17 @@ impl Model {
                     let what = vlan.map(|v| format!("VLAN {v}")).unwrap_or_else(|| "the untagged network".into());
                     return Err(Refusal::new(409, Some("kind.vlan"), format!("{what} on {physical_network} is used by another network")));
                 }
+            }
+        }
+        if let (Some(m), NetworkKind::Overlay { .. }) = (spec.mtu, &spec.kind) {
+            let path = self.overlay_path_mtu();
+            if m > path {
+                let underlay = path + plexus_api::Encap::MAX_OVERHEAD;
+                return Err(Refusal::new(
+                    422,
+                    Some("mtu"),
+                    format!("{m} is more than the tunnels can carry: {path} (the registered hosts' smallest underlay MTU, {underlay}, less {} for the encapsulation)", plexus_api::Encap::MAX_OVERHEAD),
+                ));
             }
         }
         // Whether the way addresses are carved changes: then host-subnet leases of the old
