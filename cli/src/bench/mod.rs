@@ -4,6 +4,7 @@ mod converge;
 mod docker;
 mod failover;
 mod flows;
+mod routing;
 mod scale;
 mod store;
 mod throughput;
@@ -85,6 +86,23 @@ enum Sub {
         #[arg(long, default_value_t = 5000)]
         endpoints: usize,
     },
+    /// Routing against switching in one run: first ping after creating two endpoints, TCP
+    /// throughput, and a switch's flows for N endpoints in 10 networks without and with a
+    /// router joining them.
+    Routing {
+        /// First-ping rounds of each kind.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        /// Seconds per iperf3 test.
+        #[arg(long, default_value_t = 3)]
+        secs: u64,
+        /// Interleaved iperf3 repetitions.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Endpoints for the flow count (0 to skip).
+        #[arg(long, default_value_t = 5000)]
+        endpoints: usize,
+    },
     /// Convergence: from the API call creating two endpoints on two hosts (containers
     /// already plugged in) to the first ping reply between them; median of N rounds.
     Converge {
@@ -136,6 +154,12 @@ pub(crate) async fn run(c: BenchCmd) -> anyhow::Result<()> {
                 anyhow::bail!("--secs must be 1..=60, --reps 1..=20, --streams 1..=128, --endpoints 0..=9000");
             }
             throughput::run(secs, reps, streams, endpoints).await
+        }
+        Sub::Routing { rounds, secs, reps, endpoints } => {
+            if !(1..=500).contains(&rounds) || !(1..=60).contains(&secs) || !(1..=20).contains(&reps) || endpoints > 9000 {
+                anyhow::bail!("--rounds must be 1..=500, --secs 1..=60, --reps 1..=20, --endpoints 0..=9000");
+            }
+            routing::run(rounds, secs, reps, endpoints).await
         }
         Sub::Store { writes } => {
             if writes < 64 {

@@ -41,7 +41,7 @@ impl Drop for Server {
 }
 
 /// Gbit/s received by an iperf3 test from `from` to `to` with `streams` connections.
-fn iperf(from: &str, to_ns: &str, to: Ipv4Addr, streams: usize, secs: u64) -> anyhow::Result<f64> {
+pub(super) fn iperf(from: &str, to_ns: &str, to: Ipv4Addr, streams: usize, secs: u64) -> anyhow::Result<f64> {
     let _server = Server::start(to_ns)?;
     for _ in 0..50 {
         let out = netns::exec(from, &["iperf3", "-c", &to.to_string(), "-t", &secs.to_string(), "-P", &streams.to_string(), "-J"])?;

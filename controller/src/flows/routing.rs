@@ -9,12 +9,13 @@
 //! holds one flow per endpoint of the domain: its address in, the endpoint's network, MAC and
 //! the gateway's MAC as source out, TTL decremented. The packet then goes on to L2 lookup in
 //! the destination network, which delivers it locally or tunnels it with that network's VNI.
-//! A destination no endpoint of the domain has is dropped: networks on no common router stay
-//! apart. Flows grow with endpoints plus networks, never with their product.
+//! A destination no endpoint of the domain has is held for its flows (like any miss that may
+//! be a race with the controller) and dropped when none come: networks on no common router
+//! stay apart. Flows grow with endpoints plus networks, never with their product.
 
 use plexus_ovs::openflow::{Action, Field, FlowMod, Match, OFPP_IN_PORT};
 
-use super::features::{gateway_mac, net_match, EndpointCx, Feature, Flows, NetworkCx, Place};
+use super::features::{gateway_mac, hold, net_match, EndpointCx, Feature, Flows, NetworkCx, Place};
 use super::pipeline::{priority, Table, REG_DOMAIN, REG_NETWORK};
 
 /// ICMP echo request and reply types.
@@ -58,11 +59,12 @@ impl Feature for Routing {
             Some(d) => {
                 let Some(next) = Table::Gateway.next(super::pipeline::Origin::Local) else { return };
                 out.add(Table::Gateway, priority::NETWORK, ipv4, |f| f.apply(vec![Action::set_field(Field::Reg(REG_DOMAIN), d)]).goto(next.id()));
-                // A destination that no endpoint of the domain has: dropped. One flow per
-                // domain, from the network whose VNI names it (every switch that carries one
-                // network of a domain carries them all).
+                // A destination that no endpoint of the domain has (yet): held, like any packet
+                // that may have raced its endpoint's flows, and dropped when none come. One
+                // flow per domain, from the network whose VNI names it (every switch that
+                // carries one network of a domain carries them all).
                 if d == cx.vni {
-                    out.add(Table::Routing, priority::NETWORK, Match::new().reg(REG_DOMAIN, d), drop_it);
+                    out.add(Table::Routing, priority::NETWORK, Match::new().reg(REG_DOMAIN, d), hold);
                 }
             }
             None => out.add(Table::Gateway, priority::NETWORK, ipv4, drop_it),
