@@ -88,6 +88,23 @@ async fn a_router_routes_between_its_networks_in_every_switch() {
     assert!(reaches(&c["r1"], ip("b3")), "blue back on the router is reached again");
     let (ok, out) = plexus(&cp, &["router", "list"]);
     assert!(ok && out.contains("blue,red"), "router list: {out}");
+
+    // Routes come back after the controller, h3's agent and h3's ovs-vswitchd restart (the
+    // last comes back with no flows and no meters at all).
+    let bin = Path::new(env!("CARGO_BIN_EXE_plexus"));
+    assert!(lab.signal_process("controller", libc::SIGKILL));
+    lab.start_controller(bin).expect("controller restarts");
+    assert!(reaches(&c["r1"], ip("b3")), "routed after the controller restarted");
+    assert!(lab.signal_process("agent-h3", libc::SIGKILL));
+    lab.start_agent("h3", bin).expect("agent restarts");
+    assert!(reaches(&c["r1"], ip("b3")), "routed after h3's agent restarted");
+    let h3 = lab.host("h3").expect("h3");
+    assert!(h3.ovs.signal(plexus_lab::Daemon::Vswitchd, libc::SIGKILL));
+    h3.ovs.start_daemon(plexus_lab::Daemon::Vswitchd).expect("ovs-vswitchd restarts");
+    let (f, t) = (c["b3"].netns.clone(), ip("r1"));
+    let back = tokio::task::spawn_blocking(move || probe::wait_ping(&f, t, Duration::from_secs(30))).await.unwrap();
+    assert!(back.is_ok(), "routed after h3's ovs-vswitchd restarted: {back:?} (logs in {})", lab.dir.display());
+    assert!(reaches(&c["b3"], Ipv4Addr::new(10, 2, 0, 1)), "blue's gateway answers on the restarted switch");
 }
 
 /// What routers cannot do yet, or may not, is refused with the field and the reason, and
