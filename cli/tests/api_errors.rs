@@ -15,7 +15,6 @@ async fn bad_requests_get_a_problem_document_naming_the_field_and_change_nothing
     api.ok("POST", "/v1/networks", net("wide", "10.10.0.0/16")).await;
     api.ok("POST", "/v1/networks", net("other", "10.12.0.0/24")).await;
     api.ok("POST", "/v1/routers", json!({"name": "r1", "networks": ["red", "other"]})).await;
-    api.ok("POST", "/v1/policies", json!({"name": "p1", "network": "red", "default": "deny", "rules": [{"direction": "ingress", "protocol": "tcp", "ports": [22, 22], "peer": "10.12.0.0/24"}]})).await;
     let before = api.snapshot().await;
 
     let big = format!("{{\"name\":\"x\",\"kind\":{{\"type\":\"overlay\"}},\"subnet\":\"10.9.0.0/24\",\"labels\":{{\"a\":\"{}\"}}}}", "x".repeat(100_000));
@@ -100,6 +99,18 @@ async fn bad_requests_get_a_problem_document_naming_the_field_and_change_nothing
         ("POST", "/v1/routers", n(json!({"name": "r1", "networks": ["red"]})), vec![], 409, Some("name")),
         ("DELETE", "/v1/networks/other", None, vec![], 409, None),
         ("POST", "/v1/policies", n(json!({"name": "p2", "network": "nope"})), vec![], 422, Some("network")),
+        // A valid policy the switches would not enforce yet: refused, not stored.
+        (
+            "POST",
+            "/v1/policies",
+            n(
+                json!({"name": "p1", "network": "red", "default": "deny", "rules": [{"direction": "ingress", "protocol": "tcp", "ports": [22, 22], "peer": "10.12.0.0/24"}]}),
+            ),
+            vec![],
+            501,
+            None,
+        ),
+        ("PUT", "/v1/policies/p1", n(json!({"name": "p1", "network": "red", "default": "deny"})), vec![], 501, None),
         (
             "POST",
             "/v1/policies",

@@ -8,6 +8,10 @@ use plexus_api::{Policy, PolicySpec, Router, RouterSpec, Valid};
 
 use super::{put_rules, Model, Object, Refusal, Subject};
 
+/// Whether the pipeline enforces policies. Until it does, a policy is refused (501) after its
+/// checks: the API never stores what the wire would ignore.
+const POLICIES_ENFORCED: bool = false;
+
 impl Model {
     /// The networks reachable from `start` through routers (`replace` stands in for the
     /// router of the same name, as if it were already stored).
@@ -91,6 +95,13 @@ impl Model {
         }
         if !self.networks.contains_key(&spec.network) {
             return Err(Refusal::new(422, Some("network"), format!("no network named {}", spec.network)));
+        }
+        if !POLICIES_ENFORCED {
+            return Err(Refusal::new(
+                501,
+                None,
+                "policies are not enforced by the switches yet; a policy stored now would change nothing on the wire, so it is refused rather than stored",
+            ));
         }
         self.revision += 1;
         let p = Policy { spec, revision: self.revision };
