@@ -55,6 +55,24 @@ pub struct Attached {
     pub default_route: bool,
 }
 
+impl From<plexus_api::ClientError> for AttachError {
+    fn from(e: plexus_api::ClientError) -> Self {
+        AttachError::Api(e)
+    }
+}
+
+impl From<plexus_ovs::ovsdb::OvsdbError> for AttachError {
+    fn from(e: plexus_ovs::ovsdb::OvsdbError) -> Self {
+        AttachError::Ovsdb(e)
+    }
+}
+
+impl From<plumb::PlumbError> for AttachError {
+    fn from(e: plumb::PlumbError) -> Self {
+        AttachError::Plumb(e)
+    }
+}
+
 /// What [`detach`] found and removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Detached {
@@ -70,14 +88,16 @@ pub struct Detached {
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
     /// The controller refused or could not be reached.
+    // The inner errors are shown in the message, not chained as sources, so that a chain of
+    // causes (`{:#}`) says each thing once.
     #[error("controller: {0}")]
-    Api(#[from] plexus_api::ClientError),
+    Api(plexus_api::ClientError),
     /// OVSDB failed.
     #[error("ovsdb: {0}")]
-    Ovsdb(#[from] plexus_ovs::ovsdb::OvsdbError),
+    Ovsdb(plexus_ovs::ovsdb::OvsdbError),
     /// Netlink failed.
     #[error("{0}")]
-    Plumb(#[from] plumb::PlumbError),
+    Plumb(plumb::PlumbError),
     /// A request field is unusable.
     #[error("{field}: {reason}")]
     Invalid {
@@ -143,8 +163,24 @@ pub async fn attach(api: &Client, vs: &VSwitch, req: &AttachRequest) -> Result<A
             if let Err(de) = api.delete_endpoint(&endpoint.network, &endpoint.id).await {
                 tracing::warn!(error = %de, id = %endpoint.id, "could not delete the endpoint of a failed attach");
             }
-            Err(e)
+            Err(with_hint(e))
         }
+    }
+}
+
+/// Adds what to do to an error an operator can fix from where they are.
+fn with_hint(e: AttachError) -> AttachError {
+    match e {
+        // OVS opens the host end of the veth by name in its own network namespace: the veth
+        // was made in this process's, and they differ.
+        AttachError::Ovsdb(plexus_ovs::ovsdb::OvsdbError::NotFound(msg)) if msg.contains("No such device") => AttachError::Invalid {
+            field: "netns",
+            reason: format!(
+                "{msg}. The veth was made in this shell's network namespace, but this host's Open vSwitch runs in another: \
+                 run plexus attach in the namespace where ovs-vswitchd runs (for a lab host: ip netns exec plx-LAB-hN plexus attach ...)"
+            ),
+        },
+        e => e,
     }
 }
 

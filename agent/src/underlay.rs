@@ -36,11 +36,24 @@ const MAC_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum UnderlayError {
     /// OVSDB refused or failed.
+    // Inner errors are in the message, not chained as sources (each said once).
     #[error("ovsdb: {0}")]
-    Ovsdb(#[from] OvsdbError),
+    Ovsdb(OvsdbError),
     /// A netlink step failed.
     #[error("{0}")]
-    Netlink(#[from] PlumbError),
+    Netlink(PlumbError),
+}
+
+impl From<OvsdbError> for UnderlayError {
+    fn from(e: OvsdbError) -> Self {
+        UnderlayError::Ovsdb(e)
+    }
+}
+
+impl From<PlumbError> for UnderlayError {
+    fn from(e: PlumbError) -> Self {
+        UnderlayError::Netlink(e)
+    }
 }
 
 /// Puts `iface` on `br-phy` (netdev, with `iface`'s MAC) and moves `addr/prefix` from `iface`

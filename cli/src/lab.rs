@@ -174,14 +174,18 @@ fn print_status(lab: &Lab, output: Output) -> anyhow::Result<()> {
             if let Some(api) = &s.api {
                 println!("controller: {api}");
             }
-            println!("{:<4} {:<20} {:<18} {:<8} OVSDB", "HOST", "NETNS", "UNDERLAY", "OVS");
+            println!("{:<7} {:<20} {:<18} {:<8} OVSDB", "HOST", "NETNS", "UNDERLAY", "OVS");
             for h in &s.hosts {
-                println!("{:<4} {:<20} {:<18} {:<8} {}", h.name, h.netns, h.underlay_ip, if h.running { "running" } else { "DOWN" }, h.ovsdb);
+                let netns = if h.netns.is_empty() { "(root)" } else { h.netns.as_str() };
+                println!("{:<7} {:<20} {:<18} {:<8} {}", h.name, netns, h.underlay_ip, if h.running { "running" } else { "DOWN" }, h.ovsdb);
             }
         }
     }
     Ok(())
 }
+
+/// The owner the demo's endpoints carry, so a later run finds and replaces them.
+const DEMO_OWNER: &str = "plexus lab demo";
 
 async fn demo(lab: &Lab) -> anyhow::Result<()> {
     if lab.hosts.len() < 2 {
@@ -201,27 +205,44 @@ async fn demo(lab: &Lab) -> anyhow::Result<()> {
     }
     let spec = plexus_api::NetworkSpec::overlay("demo", "10.77.0.0/24");
     match api.create_network(&spec).await {
-        Ok(n) => println!("network demo created: {} {:?}", n.spec.subnet, n.spec.kind),
+        Ok(n) => println!("network demo created: {} (overlay, VNI {})", n.spec.subnet, n.vni().map(|v| v.to_string()).unwrap_or_else(|| "-".into())),
         Err(plexus_api::ClientError::Problem(p)) if p.status == 409 => println!("network demo exists"),
         Err(e) => return Err(e.into()),
+    }
+    // An earlier demo's containers: removed (their ports, namespaces and endpoints) so the
+    // demo can run again on the same lab.
+    for e in api.endpoints("demo").await?.into_iter().filter(|e| e.owner.as_deref() == Some(DEMO_OWNER)) {
+        if let Some(h) = lab.host(&e.host) {
+            let vs = plexus_lab::wire::vswitch(h).await?;
+            vs.delete_port(plexus_lab::wire::BR_INT, &plexus_api::ids::port_name(&e.network, &e.id)).await?;
+        }
+        api.delete_endpoint("demo", &e.id).await?;
+        println!("removed endpoint {} of an earlier demo", e.id);
+    }
+    for c in ["c1", "c2"] {
+        let ns = format!("plx-{}-{c}", lab.name);
+        if plexus_agent::netns::path(&ns).exists() {
+            // The container's end of its veth goes with the namespace, and the host's end with it.
+            let _ = std::process::Command::new("ip").args(["netns", "delete", &ns]).status();
+        }
     }
     let mut cs = Vec::new();
     for (h, cname) in [(a, "c1"), (b, "c2")] {
         let e = api
             .create_endpoint(
                 "demo",
-                &plexus_api::EndpointSpec {
-                    id: None,
-                    host: h.name.clone(),
-                    ip: None,
-                    mac: None,
-                    owner: Some("plexus lab demo".into()),
-                    labels: Default::default(),
-                },
+                &plexus_api::EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: Some(DEMO_OWNER.into()), labels: Default::default() },
             )
             .await?;
         println!("endpoint {} on {}: {}/{} {}", e.id, e.host, e.ip, e.prefix_len, e.mac);
-        cs.push(lab.attach(&e, cname, plexus_lab::wire::CONTAINER_MTU).await?);
+        match lab.attach(&e, cname, plexus_lab::wire::CONTAINER_MTU).await {
+            Ok(c) => cs.push(c),
+            Err(err) => {
+                // Leave no endpoint behind for a container that could not be made.
+                let _ = api.delete_endpoint("demo", &e.id).await;
+                return Err(err.into());
+            }
+        }
     }
     let (n1, n2, ip2) = (cs[0].netns.clone(), cs[1].netns.clone(), cs[1].ip);
     let first = tokio::task::spawn_blocking(move || probe::wait_ping(&n1, ip2, Duration::from_secs(20))).await??;

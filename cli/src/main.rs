@@ -77,11 +77,27 @@ enum Cmd {
 
 fn main() {
     plexus_pki::install_crypto_provider();
+    quiet_on_closed_stdout();
     if let Err(e) = run() {
         // The chain of causes, without a backtrace: users read this.
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `plexus … | head` closes stdout early; `println!` then panics with "Broken pipe". A CLI
+/// whose reader has gone should stop quietly, as other Unix tools do (SIGPIPE is not restored
+/// instead: the daemons' and clients' sockets rely on it being ignored).
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let p = info.payload();
+        let msg = p.downcast_ref::<String>().map(String::as_str).or_else(|| p.downcast_ref::<&str>().copied()).unwrap_or_default();
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info)
+    }));
 }
 
 fn run() -> anyhow::Result<()> {

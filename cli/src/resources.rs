@@ -118,11 +118,11 @@ pub(crate) enum EndpointCmd {
         #[arg(long)]
         owner: Option<String>,
     },
-    /// List a network's endpoints.
+    /// List endpoints: a network's, or every network's.
     List {
-        /// Network.
+        /// Network (default: all of them).
         #[arg(long)]
-        network: String,
+        network: Option<String>,
     },
     /// Delete an endpoint.
     Delete {
@@ -271,7 +271,14 @@ pub(crate) async fn endpoint(o: ApiOpts, c: EndpointCmd) -> anyhow::Result<()> {
             print(o.output, &e, || table(std::slice::from_ref(&e)))?;
         }
         EndpointCmd::List { network } => {
-            let v = api.endpoints(&network).await?;
+            let networks = match network {
+                Some(n) => vec![n],
+                None => api.networks().await?.into_iter().map(|n| n.spec.name).collect(),
+            };
+            let mut v = Vec::new();
+            for n in networks {
+                v.extend(api.endpoints(&n).await?);
+            }
             print(o.output, &v, || table(&v))?;
         }
         EndpointCmd::Delete { network, id } => {

@@ -104,6 +104,8 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
         assert!(t.elapsed() < Duration::from_secs(20), "hosts did not register (logs in {})", lab.dir.display());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The Docker host is one of the lab's hosts in its status, as in `plexus host list`.
+    assert!(lab.status().hosts.iter().any(|h| h.name == "docker" && h.running), "{:?}", lab.status().hosts);
     let tag = &name;
     let mut cs = Containers(Vec::new());
     let (c1, c2, c3, c4) = (format!("{tag}c1"), format!("{tag}c2"), format!("{tag}c3"), format!("{tag}c4"));

@@ -390,9 +390,13 @@ impl Lab {
             api: (1..=self.controllers.max(1)).any(|i| running(&self.controller_tag(i))).then(|| self.control_plane().api),
             name: self.name.clone(),
             dir: self.dir.display().to_string(),
+            // The Docker host (the root namespace, with an OVS of its own) is a host like the
+            // others: `plexus host list` shows it, so the lab's status does too.
             hosts: self
                 .hosts
                 .iter()
+                .cloned()
+                .chain(self.docker_host())
                 .map(|h| LabHostStatus {
                     name: h.name.clone(),
                     netns: h.netns.clone(),

@@ -58,17 +58,37 @@ pub struct AgentConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// OVSDB refused or failed.
+    // Inner errors are in the message, not chained as sources: a chain of causes says each
+    // thing once.
     #[error("ovsdb: {0}")]
-    Ovsdb(#[from] plexus_ovs::ovsdb::OvsdbError),
+    Ovsdb(plexus_ovs::ovsdb::OvsdbError),
     /// The controller refused.
     #[error("controller: {0}")]
-    Controller(#[from] plexus_api::ClientError),
+    Controller(plexus_api::ClientError),
     /// A system command failed.
     #[error("{0}")]
     System(String),
     /// The underlay could not be moved onto br-phy.
     #[error("underlay: {0}")]
-    Underlay(#[from] crate::underlay::UnderlayError),
+    Underlay(crate::underlay::UnderlayError),
+}
+
+impl From<plexus_ovs::ovsdb::OvsdbError> for AgentError {
+    fn from(e: plexus_ovs::ovsdb::OvsdbError) -> Self {
+        AgentError::Ovsdb(e)
+    }
+}
+
+impl From<plexus_api::ClientError> for AgentError {
+    fn from(e: plexus_api::ClientError) -> Self {
+        AgentError::Controller(e)
+    }
+}
+
+impl From<crate::underlay::UnderlayError> for AgentError {
+    fn from(e: crate::underlay::UnderlayError) -> Self {
+        AgentError::Underlay(e)
+    }
 }
 
 /// An encapsulation's name on the command line and in OVS (`vxlan`, `geneve`).

@@ -18,11 +18,22 @@ impl Model {
         }
         let policies: Vec<String> = self.policies.values().filter(|p| p.spec.network == name).map(|p| p.spec.name.clone()).collect();
         if !policies.is_empty() && !force {
-            return Err(Refusal::new(409, None, format!("policies {} govern network {name}; delete them first or pass ?force=true", policies.join(", "))));
+            return Err(Refusal::new(
+                409,
+                None,
+                format!(
+                    "policies {} govern network {name}; delete them first or force the deletion (?force=true in the API, --force in the CLI)",
+                    policies.join(", ")
+                ),
+            ));
         }
         let eps = self.endpoints.get(name).map(|m| m.len()).unwrap_or(0);
         if eps > 0 && !force {
-            return Err(Refusal::new(409, None, format!("network {name} still has {eps} endpoint(s); delete them first or pass ?force=true")));
+            return Err(Refusal::new(
+                409,
+                None,
+                format!("network {name} still has {eps} endpoint(s); delete them first or force the deletion (?force=true in the API, --force in the CLI)"),
+            ));
         }
         self.networks.remove(name);
         self.leases.remove(name);

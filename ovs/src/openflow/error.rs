@@ -82,7 +82,8 @@ pub enum EncodeError {
     },
 }
 
-/// Errors of an OpenFlow connection.
+/// Errors of an OpenFlow connection. Inner errors are in the message, not chained as sources
+/// (each said once in a chain of causes), except where the message is the inner one's.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum OfError {
     /// The switch answered the request with an OpenFlow error message.
@@ -93,7 +94,7 @@ pub enum OfError {
     Encode(#[from] EncodeError),
     /// The peer sent bytes that are not OpenFlow 1.3.
     #[error("malformed message from the switch: {0}")]
-    Decode(#[from] DecodeError),
+    Decode(DecodeError),
     /// The connection is closed (by the peer, an I/O error, or a missed keep-alive).
     #[error("connection closed: {0}")]
     Closed(String),
@@ -122,5 +123,11 @@ pub enum OfError {
 impl From<std::io::Error> for OfError {
     fn from(e: std::io::Error) -> Self {
         OfError::Io(e.to_string())
+    }
+}
+
+impl From<DecodeError> for OfError {
+    fn from(e: DecodeError) -> Self {
+        OfError::Decode(e)
     }
 }
