@@ -10,7 +10,7 @@ mod pki;
 mod resources;
 mod routers;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "plexus", version, about = "Plexus: a software-defined network for Docker hosts on Open vSwitch")]
@@ -18,8 +18,17 @@ struct Cli {
     /// Log filter (e.g. info, debug, plexus_ovs=trace); also RUST_LOG.
     #[arg(long, global = true, env = "PLEXUS_LOG", default_value = "info,openraft=warn")]
     log: String,
+    /// Log lines as text, or as one JSON object each (for log collectors).
+    #[arg(long, global = true, env = "PLEXUS_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -51,6 +60,11 @@ enum Cmd {
         api: resources::ApiOpts,
         #[command(subcommand)]
         cmd: resources::EndpointCmd,
+    },
+    /// Print a shell completion script: `source <(plexus completion bash)`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// Create, change, list and delete routers (distributed routing between networks).
     Router {
@@ -103,7 +117,18 @@ fn quiet_on_closed_stdout() {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).map_err(|e| anyhow::anyhow!("--log {:?}: {e}", cli.log))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr).init();
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init(),
+    }
+    if let Cmd::Completion { shell } = cli.cmd {
+        clap_complete::generate(shell, &mut Cli::command(), "plexus", &mut std::io::stdout());
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         match cli.cmd {
@@ -117,6 +142,7 @@ fn run() -> anyhow::Result<()> {
             Cmd::Network { api, cmd } => resources::network(api, cmd).await,
             Cmd::Endpoint { api, cmd } => resources::endpoint(api, cmd).await,
             Cmd::Router { api, cmd } => routers::router(api, cmd).await,
+            Cmd::Completion { .. } => Ok(()),
             Cmd::Host { api, cmd } => resources::host(api, cmd).await,
             Cmd::Cluster { api, cmd } => resources::cluster(api, cmd).await,
         }

@@ -76,6 +76,28 @@ async fn the_cli_shows_no_seams() {
     let t = text(&o);
     assert!(o.status.success() && t.contains("o1") && t.matches("demo").count() >= 2, "{t}");
 
+    // JSON logs, one object per line, for log collectors.
+    let o = Command::new(PLEXUS)
+        .args(["--log-format", "json", "lab", "run", "--name", &lab.name, "--network", "other", "h1", "j1"])
+        .envs(cp.envs().expect("credentials"))
+        .output()
+        .expect("plexus");
+    let logs = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success() && !logs.trim().is_empty(), "{}", text(&o));
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+
+    // Shell completions that bash accepts.
+    let script = format!("source <({PLEXUS} completion bash) && complete -p plexus");
+    let o = Command::new("bash").args(["-c", &script]).output().expect("bash");
+    assert!(o.status.success() && text(&o).contains("plexus"), "{}", text(&o));
+    for shell in ["zsh", "fish"] {
+        let o = Command::new(PLEXUS).args(["completion", shell]).output().expect("plexus");
+        assert!(o.status.success() && text(&o).contains("router"), "{shell}: {}", text(&o));
+    }
+
     // Output into a reader that has gone: a quiet stop, no panic.
     let script = format!("set -o pipefail; {PLEXUS} lab status --name {} -o json | (exec 0<&-; sleep 1)", lab.name);
     let o = Command::new("bash").args(["-c", &script]).envs(cp.envs().expect("credentials")).output().expect("bash");

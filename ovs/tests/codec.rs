@@ -91,6 +91,14 @@ fn every_message() -> Vec<Message> {
         Message::MultipartRequest(MultipartRequest { flags: 0, body: MultipartRequestBody::PortDesc }),
         Message::MultipartRequest(MultipartRequest {
             flags: 0,
+            body: MultipartRequestBody::Aggregate(FlowStatsRequest { cookie: 7, cookie_mask: u64::MAX, ..FlowStatsRequest::default() }),
+        }),
+        Message::MultipartReply(MultipartReply {
+            flags: 0,
+            body: MultipartReplyBody::Aggregate(AggregateStats { packet_count: 9, byte_count: 900, flow_count: 3 }),
+        }),
+        Message::MultipartRequest(MultipartRequest {
+            flags: 0,
             body: MultipartRequestBody::Flow(FlowStatsRequest {
                 table_id: 3,
                 cookie: 1,

@@ -221,6 +221,8 @@ async fn a_refused_flow_is_an_error_for_its_own_request_only() {
         other => panic!("expected message 1 refused, got {other:?}"),
     }
     assert_eq!(dump_flows(h, "br0").len(), 2, "both good flows are installed");
+    // The switch counts them without sending them (what the audit asks most of the time).
+    assert_eq!(of.aggregate(FlowStatsRequest::default()).await.expect("aggregate stats").flow_count, 2);
     // Concurrent senders on one connection: the errors all go to the one that sent bad flows.
     let (a, b) = (of.clone(), of.clone());
     let bad_task = tokio::spawn(async move {

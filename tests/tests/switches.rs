@@ -114,6 +114,19 @@ async fn switches_are_kept_at_the_flows_the_model_asks_for() {
     }
     assert!(ping_ok(&e1, ip2).await, "traffic flows again");
     assert!(mgr.status().values().any(|s| s.corrections >= 1));
+
+    // Tampering that keeps the count (a flow's actions changed in place) is not seen by the
+    // cheap audits that compare counts, but by the full one every few audits.
+    let output = format!("table={},", Table::Output.id());
+    let tampered = || dump_flows(h1, wire::BR_INT).into_iter().filter(|f| f.contains(&output)).any(|f| f.contains("actions=drop"));
+    run("ovs-ofctl", &["-O", "OpenFlow13", "mod-flows", &mgmt, &format!("table={},actions=drop", Table::Output.id())]);
+    assert!(tampered(), "the output table was changed in place");
+    let t = Instant::now();
+    while tampered() {
+        assert!(t.elapsed() < Duration::from_secs(15), "the full audit did not undo a modified flow");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(count(&conns[0]).await == desired && ping_ok(&e1, ip2).await, "restored");
 }
 
 async fn count(c: &Connection) -> usize {

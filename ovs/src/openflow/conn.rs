@@ -20,7 +20,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::body::{bundle, BundleAdd, BundleControl, ErrorMsg, Hello, PacketIn, Port, Role, RoleMsg, SwitchFeatures};
 use super::error::OfError;
 use super::message::{frame_len, Message};
-use super::multipart::{FlowStats, FlowStatsRequest, MultipartReply, MultipartReplyBody, MultipartRequest, MultipartRequestBody, OFPMPF_REPLY_MORE};
+use super::multipart::{
+    AggregateStats, FlowStats, FlowStatsRequest, MultipartReply, MultipartReplyBody, MultipartRequest, MultipartRequestBody, OFPMPF_REPLY_MORE,
+};
 
 /// Any byte stream a caller wraps itself (TLS for `ssl:` controller targets).
 pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -455,6 +457,16 @@ impl Connection {
         match self.request(&ctl(bundle::COMMIT_REQUEST)).await? {
             Message::BundleControl(b) if b.ctrl_type == bundle::COMMIT_REPLY => Ok(()),
             other => Err(OfError::Unexpected(format!("bundle commit: {other:?}"))),
+        }
+    }
+
+    /// The statistics of the flows the request covers, summed by the switch: how many there
+    /// are, without reading them.
+    pub async fn aggregate(&self, req: FlowStatsRequest) -> Result<AggregateStats, OfError> {
+        let parts = self.multipart(MultipartRequest { flags: 0, body: MultipartRequestBody::Aggregate(req) }).await?;
+        match parts.into_iter().next().map(|p| p.body) {
+            Some(MultipartReplyBody::Aggregate(a)) => Ok(a),
+            other => Err(OfError::Unexpected(format!("aggregate stats: {other:?}"))),
         }
     }
 

@@ -10,6 +10,7 @@ use super::wire::{len16, Put, Reader};
 
 const OFPMP_DESC: u16 = 0;
 const OFPMP_FLOW: u16 = 1;
+const OFPMP_AGGREGATE: u16 = 2;
 const OFPMP_PORT_DESC: u16 = 13;
 
 /// Reply flag: more parts follow.
@@ -31,6 +32,8 @@ pub enum MultipartRequestBody {
     Desc,
     /// Flow statistics.
     Flow(FlowStatsRequest),
+    /// The flows' statistics summed: how many, their packets and bytes.
+    Aggregate(FlowStatsRequest),
     /// Port descriptions.
     PortDesc,
     /// Another kind, kept byte for byte.
@@ -96,6 +99,8 @@ pub enum MultipartReplyBody {
     Desc(Desc),
     /// Flow statistics.
     Flow(Vec<FlowStats>),
+    /// The flows' statistics summed.
+    Aggregate(AggregateStats),
     /// Port descriptions.
     PortDesc(Vec<Port>),
     /// Another kind, kept byte for byte.
@@ -105,6 +110,17 @@ pub enum MultipartReplyBody {
         /// Body.
         body: Vec<u8>,
     },
+}
+
+/// Statistics of the flows a request covers, summed (OpenFlow 1.3, 7.3.5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AggregateStats {
+    /// Packets.
+    pub packet_count: u64,
+    /// Bytes.
+    pub byte_count: u64,
+    /// Flows.
+    pub flow_count: u32,
 }
 
 /// One flow's statistics.
@@ -172,6 +188,7 @@ impl MultipartRequest {
         let kind = match &self.body {
             MultipartRequestBody::Desc => OFPMP_DESC,
             MultipartRequestBody::Flow(_) => OFPMP_FLOW,
+            MultipartRequestBody::Aggregate(_) => OFPMP_AGGREGATE,
             MultipartRequestBody::PortDesc => OFPMP_PORT_DESC,
             MultipartRequestBody::Other { kind, .. } => *kind,
         };
@@ -180,7 +197,8 @@ impl MultipartRequest {
         out.put_zeros(4);
         match &self.body {
             MultipartRequestBody::Desc | MultipartRequestBody::PortDesc => {}
-            MultipartRequestBody::Flow(f) => {
+            // The two take the same body.
+            MultipartRequestBody::Flow(f) | MultipartRequestBody::Aggregate(f) => {
                 out.put_u8(f.table_id);
                 out.put_zeros(3);
                 out.put_u32(f.out_port);
@@ -202,7 +220,7 @@ impl MultipartRequest {
         let body = match kind {
             OFPMP_DESC => MultipartRequestBody::Desc,
             OFPMP_PORT_DESC => MultipartRequestBody::PortDesc,
-            OFPMP_FLOW => {
+            OFPMP_FLOW | OFPMP_AGGREGATE => {
                 let table_id = r.u8()?;
                 r.skip(3)?;
                 let out_port = r.u32()?;
@@ -211,7 +229,12 @@ impl MultipartRequest {
                 let cookie = r.u64()?;
                 let cookie_mask = r.u64()?;
                 let match_ = Match::decode(r)?;
-                MultipartRequestBody::Flow(FlowStatsRequest { table_id, out_port, out_group, cookie, cookie_mask, match_ })
+                let req = FlowStatsRequest { table_id, out_port, out_group, cookie, cookie_mask, match_ };
+                if kind == OFPMP_FLOW {
+                    MultipartRequestBody::Flow(req)
+                } else {
+                    MultipartRequestBody::Aggregate(req)
+                }
             }
             _ => MultipartRequestBody::Other { kind, body: r.rest().to_vec() },
         };
@@ -224,6 +247,7 @@ impl MultipartReply {
         let kind = match &self.body {
             MultipartReplyBody::Desc(_) => OFPMP_DESC,
             MultipartReplyBody::Flow(_) => OFPMP_FLOW,
+            MultipartReplyBody::Aggregate(_) => OFPMP_AGGREGATE,
             MultipartReplyBody::PortDesc(_) => OFPMP_PORT_DESC,
             MultipartReplyBody::Other { kind, .. } => *kind,
         };
@@ -265,6 +289,12 @@ impl MultipartReply {
                     p.encode(out)?;
                 }
             }
+            MultipartReplyBody::Aggregate(a) => {
+                out.put_u64(a.packet_count);
+                out.put_u64(a.byte_count);
+                out.put_u32(a.flow_count);
+                out.put_zeros(4);
+            }
             MultipartReplyBody::Other { body, .. } => out.extend_from_slice(body),
         }
         Ok(())
@@ -288,6 +318,11 @@ impl MultipartReply {
                     v.push(Port::decode(r)?);
                 }
                 MultipartReplyBody::PortDesc(v)
+            }
+            OFPMP_AGGREGATE => {
+                let a = AggregateStats { packet_count: r.u64()?, byte_count: r.u64()?, flow_count: r.u32()? };
+                r.skip(4)?;
+                MultipartReplyBody::Aggregate(a)
             }
             OFPMP_FLOW => {
                 let mut v = Vec::new();
