@@ -113,3 +113,38 @@ async fn a_networks_mtu_holds_for_every_way_a_container_joins() {
     assert!(o.status.success() && text(&o).contains("mtu 1300"), "{}", text(&o));
     assert_eq!(mtu_of(&format!("plx-{}-l1", lab.name)), 1300);
 }
+
+/// The same bound over Geneve (without options its header is as long as VXLAN's): the
+/// full-size packet crosses hosts with DF set, one byte more is refused at the sender.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mtu_holds_over_geneve() {
+    let cfg = LabConfig { encap: plexus_api::Encap::Geneve, ..LabConfig::owned(&plexus_tests::unique_name('m'), 2) };
+    let lab = Lab::up(&cfg).expect("lab");
+    let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane");
+    let api = cp.client().expect("client");
+    let t = Instant::now();
+    while api.hosts().await.map(|h| h.len()).unwrap_or(0) < 2 {
+        assert!(t.elapsed() < Duration::from_secs(20), "hosts did not register (logs in {})", lab.dir.display());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(api.hosts().await.expect("hosts").iter().all(|h| h.spec.encap == plexus_api::Encap::Geneve));
+    api.create_network(&NetworkSpec::overlay("gen", "10.43.0.0/24")).await.expect("network");
+    let mut nss = Vec::new();
+    let mut ips = Vec::new();
+    for h in ["h1", "h2"] {
+        let ns = format!("plx-{}-g{h}", lab.name);
+        assert!(Command::new("ip").args(["netns", "add", &ns]).status().expect("ip").success());
+        let o = plexus_on(&lab, h, &cp, &["attach", "--netns", &format!("/run/netns/{ns}"), "--network", "gen", "--id", &format!("g{h}")]);
+        assert!(o.status.success(), "attach on {h}: {}", text(&o));
+        assert_eq!(mtu_of(&ns), 1450, "{h}");
+        ips.push(api.endpoints("gen").await.expect("endpoints").into_iter().find(|e| e.id == format!("g{h}")).expect("endpoint").ip.to_string());
+        nss.push(ns);
+    }
+    let t = Instant::now();
+    while !ping_df(&nss[0], &ips[1], 1422).status.success() {
+        assert!(t.elapsed() < Duration::from_secs(10), "1422 bytes with DF set do not cross over Geneve: {}", text(&ping_df(&nss[0], &ips[1], 1422)));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let over = ping_df(&nss[0], &ips[1], 1423);
+    assert!(!over.status.success() && text(&over).contains("message too long"), "{}", text(&over));
+}
