@@ -42,9 +42,9 @@ fn ping_df(ns: &str, to: &str, size: u32) -> Output {
     in_ns(ns, &["ping", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", &size.to_string(), to])
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_networks_mtu_holds_for_every_way_a_container_joins() {
-    let lab = Lab::up(&LabConfig::owned(&plexus_tests::unique_name('m'), 2)).expect("lab");
+/// A two-host lab with its control plane, once both agents have registered.
+async fn two_hosts(cfg: LabConfig) -> (Lab, ControlPlane, plexus_api::Client) {
+    let lab = Lab::up(&cfg).expect("lab");
     let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane");
     let api = cp.client().expect("client");
     let t = Instant::now();
@@ -52,6 +52,12 @@ async fn a_networks_mtu_holds_for_every_way_a_container_joins() {
         assert!(t.elapsed() < Duration::from_secs(20), "hosts did not register (logs in {})", lab.dir.display());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    (lab, cp, api)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_networks_mtu_holds_for_every_way_a_container_joins() {
+    let (lab, cp, api) = two_hosts(LabConfig::owned(&plexus_tests::unique_name('m'), 2)).await;
     // Each agent reports its underlay's MTU (the lab's links are 1500).
     assert!(api.hosts().await.expect("hosts").iter().all(|h| h.spec.underlay_mtu == Some(1500)), "{:?}", api.hosts().await);
     // More than 1500 less VXLAN's 50 cannot be carried: refused, with the reason, not stored.
@@ -119,14 +125,7 @@ async fn a_networks_mtu_holds_for_every_way_a_container_joins() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_mtu_holds_over_geneve() {
     let cfg = LabConfig { encap: plexus_api::Encap::Geneve, ..LabConfig::owned(&plexus_tests::unique_name('m'), 2) };
-    let lab = Lab::up(&cfg).expect("lab");
-    let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane");
-    let api = cp.client().expect("client");
-    let t = Instant::now();
-    while api.hosts().await.map(|h| h.len()).unwrap_or(0) < 2 {
-        assert!(t.elapsed() < Duration::from_secs(20), "hosts did not register (logs in {})", lab.dir.display());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (lab, cp, api) = two_hosts(cfg).await;
     assert!(api.hosts().await.expect("hosts").iter().all(|h| h.spec.encap == plexus_api::Encap::Geneve));
     api.create_network(&NetworkSpec::overlay("gen", "10.43.0.0/24")).await.expect("network");
     let mut nss = Vec::new();
