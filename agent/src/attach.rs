@@ -111,11 +111,17 @@ pub enum AttachError {
 /// The MTU for containers on `host`: its tunnel interface's MTU (1500 when no interface in
 /// this namespace holds the tunnel address) less the encapsulation's overhead.
 pub fn container_mtu(tunnel_ip: Ipv4Addr) -> Result<u32, AttachError> {
-    let underlay = plumb::mtu_of_address(tunnel_ip)?.unwrap_or_else(|| {
+    Ok(path_mtu(tunnel_ip, plumb::mtu_of_address(tunnel_ip)?))
+}
+
+/// The MTU for containers behind an underlay of `underlay` bytes (1500 when unknown) less the
+/// encapsulation's overhead.
+pub fn path_mtu(tunnel_ip: Ipv4Addr, underlay: Option<u32>) -> u32 {
+    let underlay = underlay.unwrap_or_else(|| {
         tracing::info!(%tunnel_ip, "no interface here holds the tunnel address; assuming an underlay MTU of 1500");
         1500
     });
-    Ok(underlay.saturating_sub(plexus_api::Encap::MAX_OVERHEAD).max(68))
+    underlay.saturating_sub(plexus_api::Encap::MAX_OVERHEAD).max(68)
 }
 
 /// The MTU of an endpoint: its network's, if it has one, and never more than `path` allows

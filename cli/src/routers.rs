@@ -55,6 +55,15 @@ fn table(routers: &[Router]) {
     }
 }
 
+/// Reads router `name`, changes its networks with `f`, and writes it back only if nobody
+/// changed it since it was read (If-Match).
+async fn change(api: &plexus_api::Client, name: &str, f: impl FnOnce(&mut Vec<String>) -> anyhow::Result<()>) -> anyhow::Result<Router> {
+    let r = api.router(name).await.with_context(|| format!("router {name}"))?;
+    let mut spec = r.spec.clone();
+    f(&mut spec.networks)?;
+    Ok(api.put_router(&spec, Some(r.revision)).await?)
+}
+
 pub(crate) async fn router(o: ApiOpts, c: RouterCmd) -> anyhow::Result<()> {
     let api = o.auth.client(&o.api)?;
     match c {
@@ -63,27 +72,28 @@ pub(crate) async fn router(o: ApiOpts, c: RouterCmd) -> anyhow::Result<()> {
             print(o.output, &r, || table(std::slice::from_ref(&r)))?;
         }
         RouterCmd::Add { name, network } => {
-            let r = api.router(&name).await.with_context(|| format!("router {name}"))?;
-            if r.spec.networks.contains(&network) {
-                bail!("router {name} already joins {network}");
-            }
-            let mut spec = r.spec.clone();
-            spec.networks.push(network);
-            // Only if nobody changed it since we read it.
-            let r = api.put_router(&spec, Some(r.revision)).await?;
+            let r = change(&api, &name, |nets| {
+                if nets.contains(&network) {
+                    bail!("router {name} already joins {network}");
+                }
+                nets.push(network.clone());
+                Ok(())
+            })
+            .await?;
             print(o.output, &r, || table(std::slice::from_ref(&r)))?;
         }
         RouterCmd::Remove { name, network } => {
-            let r = api.router(&name).await.with_context(|| format!("router {name}"))?;
-            if !r.spec.networks.contains(&network) {
-                bail!("router {name} does not join {network}");
-            }
-            let mut spec = r.spec.clone();
-            spec.networks.retain(|n| *n != network);
-            if spec.networks.is_empty() {
-                bail!("{network} is the last network of router {name}; delete the router instead (plexus router delete {name})");
-            }
-            let r = api.put_router(&spec, Some(r.revision)).await?;
+            let r = change(&api, &name, |nets| {
+                if !nets.contains(&network) {
+                    bail!("router {name} does not join {network}");
+                }
+                nets.retain(|n| *n != network);
+                if nets.is_empty() {
+                    bail!("{network} is the last network of router {name}; delete the router instead (plexus router delete {name})");
+                }
+                Ok(())
+            })
+            .await?;
             print(o.output, &r, || table(std::slice::from_ref(&r)))?;
         }
         RouterCmd::List => {

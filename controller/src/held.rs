@@ -82,14 +82,16 @@ impl Held {
     /// may have missed flows that are in by now, else holds it (or drops it, counted).
     pub fn offer(&mut self, pi: PacketIn, now: Instant) -> Option<PacketOut> {
         self.stats.received += 1;
-        self.expire(now);
+        self.expire_front(now);
         let Some(in_port) = pi.match_.get(Field::InPort).and_then(|f| u32::try_from(f.value).ok()) else {
             // OVS always says where a packet came from; a packet-in without it cannot be replayed.
             self.stats.overflow += 1;
             return None;
         };
         let hash = plexus_api::ids::fnv1a_bytes(&pi.data);
-        let (first_seen, tried_at) = self.tried.get(&hash).copied().map_or((now, None), |(t, p)| (t, Some(p)));
+        // Old tries are forgotten only before a replay; one past its time is not this packet's.
+        let tried = self.tried.get(&hash).copied().filter(|(t, _)| now.saturating_duration_since(*t) < HOLD_FOR);
+        let (first_seen, tried_at) = tried.map_or((now, None), |(t, p)| (t, Some(p)));
         // Tunnel metadata the pipeline matches on: replayed as set-fields before the table.
         let tunnel: Vec<Action> = [Field::TunnelId, Field::TunIpv4Src]
             .into_iter()
@@ -142,16 +144,21 @@ impl Held {
         PacketOut { buffer_id: OFP_NO_BUFFER, in_port: p.in_port, actions, data: p.data }
     }
 
-    fn expire(&mut self, now: Instant) {
-        let old = |t: Instant| now.saturating_duration_since(t) >= HOLD_FOR;
-        while self.waiting.front().is_some_and(|(_, p)| old(p.first_seen)) {
+    /// Drops the oldest held packets whose time is up: cheap, for every packet-in.
+    fn expire_front(&mut self, now: Instant) {
+        while self.waiting.front().is_some_and(|(_, p)| now.saturating_duration_since(p.first_seen) >= HOLD_FOR) {
             if let Some((_, p)) = self.waiting.pop_front() {
                 self.bytes -= p.data.len();
                 self.stats.expired += 1;
             }
         }
-        // Held packets are in arrival order, but one first seen long ago may have come back
-        // behind newer ones: drop any that are too old wherever they are.
+    }
+
+    /// Drops every held packet whose time is up and forgets old tries: before a replay. Held
+    /// packets are in arrival order, but one first seen long ago may have come back behind
+    /// newer ones, so this looks at all of them.
+    fn expire(&mut self, now: Instant) {
+        let old = |t: Instant| now.saturating_duration_since(t) >= HOLD_FOR;
         let before = self.waiting.len();
         self.waiting.retain(|(_, p)| !old(p.first_seen));
         let gone = before - self.waiting.len();

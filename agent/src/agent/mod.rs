@@ -162,7 +162,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     // The underlay's MTU bounds what overlay networks can carry; the controller checks
     // networks' MTUs against what every host reports.
     let tunnel_ip = cfg.tunnel_ip;
-    let underlay_mtu = tokio::task::spawn_blocking(move || crate::plumb::mtu_of_address(tunnel_ip)).await.ok().and_then(Result::ok).flatten();
+    let underlay = tokio::task::spawn_blocking(move || crate::plumb::mtu_of_address(tunnel_ip)).await.map_err(|e| AgentError::System(e.to_string()))?;
+    let underlay_mtu = underlay.as_ref().ok().copied().flatten();
     let spec = HostSpec { name: cfg.name.clone(), tunnel_ip: cfg.tunnel_ip, encap: cfg.encap, underlay_mtu, labels: BTreeMap::new() };
     // Register first: the controller identifies the switch by the datapath id it expects.
     loop {
@@ -187,11 +188,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         wait = (wait * 2).min(Duration::from_secs(5));
     }
     if let Some(d) = cfg.docker.clone() {
-        let ip = cfg.tunnel_ip;
-        let mtu = tokio::task::spawn_blocking(move || crate::attach::container_mtu(ip))
-            .await
-            .map_err(|e| AgentError::System(e.to_string()))?
-            .map_err(|e| AgentError::System(e.to_string()))?;
+        // The underlay's MTU as read once at start-up, for registration too.
+        let mtu = crate::attach::path_mtu(cfg.tunnel_ip, underlay.map_err(|e| AgentError::System(e.to_string()))?);
         let (host, api, vs, netdev) = (cfg.name.clone(), api.clone(), vs.clone(), cfg.datapath_type == "netdev");
         tokio::spawn(async move {
             if let Err(e) = crate::docker::run(d, host, api, vs, mtu, netdev).await {

@@ -82,10 +82,9 @@ pub fn compile_units(model: &Model, view: &SwitchView) -> BTreeMap<Unit, Vec<Flo
     // Every network, not only those with endpoints: one routed to a network this switch has
     // endpoints in is carried even while it has none.
     for name in model.networks.keys() {
-        let Some(vni) = carries(model, view, name) else { continue };
+        let (Some((vni, domain)), Some(network)) = (carried(model, view, name), model.networks.get(name)) else { continue };
         let unit = Unit::Network(name.clone());
-        units.insert(unit.clone(), compile_unit(model, view, &unit));
-        let domain = model.domain_id(name);
+        units.insert(unit.clone(), network_unit(model, view, &unit, network, vni, domain));
         // The network's endpoints straight from the model: no lookup per endpoint.
         for endpoint in model.endpoints.get(name).into_iter().flat_map(|eps| eps.values()) {
             let unit = Unit::Endpoint(endpoint.key());
@@ -123,12 +122,16 @@ fn endpoint_unit(model: &Model, view: &SwitchView, unit: &Unit, endpoint: &plexu
 /// routing in this switch). A switch with no endpoint in a network's routing domain carries
 /// none of its flows; broadcast never reaches it either.
 pub(crate) fn carries(model: &Model, view: &SwitchView, network: &str) -> Option<u32> {
+    carried(model, view, network).map(|(vni, _)| vni)
+}
+
+/// [`carries`], with the network's routing domain id: one walk over the routers for both.
+fn carried(model: &Model, view: &SwitchView, network: &str) -> Option<(u32, Option<u32>)> {
     let vni = model.networks.get(network)?.vni()?;
-    if has_local(view, network) {
-        return Some(vni);
+    match model.routed_domain(network) {
+        Some((id, nets)) => (has_local(view, network) || nets.iter().any(|n| has_local(view, n))).then_some((vni, Some(id))),
+        None => has_local(view, network).then_some((vni, None)),
     }
-    let routed = model.domain_id(network).is_some() && model.domain_of(network).iter().any(|n| n != network && has_local(view, n));
-    routed.then_some(vni)
 }
 
 /// Whether the switch has a plugged-in endpoint of `network`.
@@ -147,18 +150,25 @@ pub fn compile_unit(model: &Model, view: &SwitchView, unit: &Unit) -> Vec<FlowMo
             }
         }
         Unit::Network(name) => {
-            let (Some(vni), Some(network)) = (carries(model, view, name), model.networks.get(name)) else { return Vec::new() };
-            let cx = NetworkCx { model, view, network, vni, domain: model.domain_id(name) };
-            for f in FEATURES {
-                out.for_feature(*f);
-                f.network(&cx, &mut out);
-            }
+            let (Some((vni, domain)), Some(network)) = (carried(model, view, name), model.networks.get(name)) else { return Vec::new() };
+            return network_unit(model, view, unit, network, vni, domain);
         }
         Unit::Endpoint(key) => {
             let Some(endpoint) = model.endpoints.get(&*key.network).and_then(|eps| eps.get(&*key.id)) else { return Vec::new() };
-            let Some(vni) = carries(model, view, &key.network) else { return Vec::new() };
-            return endpoint_unit(model, view, unit, endpoint, vni, model.domain_id(&key.network));
+            let Some((vni, domain)) = carried(model, view, &key.network) else { return Vec::new() };
+            return endpoint_unit(model, view, unit, endpoint, vni, domain);
         }
+    }
+    normalized(out.into_vec())
+}
+
+/// The flows of a network's unit, the network, its VNI and its routing domain in hand.
+fn network_unit(model: &Model, view: &SwitchView, unit: &Unit, network: &plexus_api::Network, vni: u32, domain: Option<u32>) -> Vec<FlowMod> {
+    let mut out = Flows::new(unit_cookie(unit));
+    let cx = NetworkCx { model, view, network, vni, domain };
+    for f in FEATURES {
+        out.for_feature(*f);
+        f.network(&cx, &mut out);
     }
     normalized(out.into_vec())
 }

@@ -121,8 +121,8 @@ impl DesiredFlows {
         // endpoint plugged into one network can start the carrying of its whole routing domain.
         let mut nets: BTreeSet<String> = units.iter().filter_map(|u| if let Unit::Network(n) = u { Some(n.clone()) } else { None }).collect();
         for net in nets.clone() {
-            if model.domain_id(&net).is_some() {
-                nets.extend(model.domain_of(&net));
+            if let Some((_, domain)) = model.routed_domain(&net) {
+                nets.extend(domain);
             }
         }
         for net in nets {

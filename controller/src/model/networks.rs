@@ -146,17 +146,14 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
-    use plexus_api::{NetworkKind, NetworkSpec, Valid};
+    use plexus_api::{NetworkSpec, Valid};
 
     use super::AUTO_VNI_START;
     use crate::model::testing::overlay;
     use crate::model::{Command, Model};
 
     fn vni(m: &Model, name: &str) -> Option<u32> {
-        match m.networks[name].spec.kind {
-            NetworkKind::Overlay { vni } => vni,
-            NetworkKind::Underlay { .. } => None,
-        }
+        m.networks[name].vni()
     }
 
     #[test]

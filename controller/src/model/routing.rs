@@ -124,12 +124,14 @@ impl Model {
         self.domain(&[network.to_string()], None)
     }
 
-    /// The id of the routing domain `network` is in, as packets carry it through the pipeline:
-    /// the smallest VNI among the domain's networks. `None` when no router joins the network.
-    pub(crate) fn domain_id(&self, network: &str) -> Option<u32> {
+    /// The routing domain `network` is in, when a router joins it: its id as packets carry it
+    /// through the pipeline (the smallest VNI among the domain's networks) and its networks.
+    pub(crate) fn routed_domain(&self, network: &str) -> Option<(u32, BTreeSet<String>)> {
         if !self.routers.values().any(|r| r.spec.networks.iter().any(|n| n == network)) {
             return None;
         }
-        self.domain_of(network).iter().filter_map(|n| self.networks.get(n)?.vni()).min()
+        let networks = self.domain_of(network);
+        let id = networks.iter().filter_map(|n| self.networks.get(n)?.vni()).min()?;
+        Some((id, networks))
     }
 }
