@@ -37,6 +37,8 @@ pub struct AttachRequest {
     pub mtu: Option<u32>,
     /// Who asked (recorded as the endpoint's owner).
     pub owner: String,
+    /// The endpoint's labels (what policies select it by).
+    pub labels: std::collections::BTreeMap<String, String>,
     /// `br-int`'s OpenFlow management socket: when given, attach returns only once the
     /// controller has programmed the new port (so the first packet is not lost).
     pub mgmt: Option<PathBuf>,
@@ -159,7 +161,7 @@ pub async fn attach(api: &Client, vs: &VSwitch, req: &AttachRequest) -> Result<A
         ip: req.ip,
         mac: req.mac.clone(),
         owner: Some(req.owner.clone()),
-        labels: Default::default(),
+        labels: req.labels.clone(),
     };
     let endpoint = api.create_endpoint(&req.network, &spec).await?;
     tracing::info!(network = %endpoint.network, id = %endpoint.id, ip = %endpoint.ip, "endpoint created");

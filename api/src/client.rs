@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{Endpoint, EndpointSpec, Host, HostSpec, Network, NetworkSpec, Problem, Router, RouterSpec};
+use crate::{Endpoint, EndpointLabels, EndpointSpec, Host, HostSpec, Network, NetworkSpec, Policy, PolicySpec, Problem, Router, RouterSpec};
 
 /// One member of the controller cluster.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -300,6 +300,27 @@ impl Client {
     /// Deletes an endpoint.
     pub async fn delete_endpoint(&self, network: &str, id: &str) -> Result<(), ClientError> {
         self.call::<()>(reqwest::Method::DELETE, &format!("/v1/networks/{network}/endpoints/{id}"), None::<&()>).await.map(|_| ())
+    }
+    /// Replaces an endpoint's labels.
+    pub async fn set_endpoint_labels(&self, network: &str, id: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<Endpoint, ClientError> {
+        let body = EndpointLabels { labels: labels.clone() };
+        self.send(reqwest::Method::PUT, &format!("/v1/networks/{network}/endpoints/{id}/labels"), &body).await
+    }
+    /// All policies.
+    pub async fn policies(&self) -> Result<Vec<Policy>, ClientError> {
+        self.get("/v1/policies").await
+    }
+    /// One policy.
+    pub async fn policy(&self, name: &str) -> Result<Policy, ClientError> {
+        self.get(&format!("/v1/policies/{name}")).await
+    }
+    /// Creates a policy.
+    pub async fn create_policy(&self, spec: &PolicySpec) -> Result<Policy, ClientError> {
+        self.send(reqwest::Method::POST, "/v1/policies", spec).await
+    }
+    /// Deletes a policy.
+    pub async fn delete_policy(&self, name: &str) -> Result<(), ClientError> {
+        self.call::<()>(reqwest::Method::DELETE, &format!("/v1/policies/{name}"), None::<&()>).await.map(|_| ())
     }
     /// All routers.
     pub async fn routers(&self) -> Result<Vec<Router>, ClientError> {

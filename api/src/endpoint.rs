@@ -37,6 +37,22 @@ pub struct EndpointSpec {
     pub labels: BTreeMap<String, String>,
 }
 
+/// An endpoint's new labels (they replace the old ones): what policies select it by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointLabels {
+    /// The labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl EndpointLabels {
+    /// Checks the labels' syntax.
+    pub fn validated(self) -> Result<EndpointLabels, FieldError> {
+        crate::policy::check_labels("labels", &self.labels)?;
+        Ok(self)
+    }
+}
+
 /// A stored endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Endpoint {
@@ -191,6 +207,7 @@ impl EndpointSpec {
             }
         }
         check_name("host", &self.host)?;
+        crate::policy::check_labels("labels", &self.labels)?;
         if let Some(m) = &self.mac {
             self.mac = Some(Mac::parse("mac", m)?.to_string());
         }

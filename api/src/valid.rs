@@ -63,7 +63,7 @@ macro_rules! validate_by_inherent {
     )*};
 }
 
-validate_by_inherent!(crate::NetworkSpec, crate::EndpointSpec, crate::HostSpec, crate::RouterSpec, crate::PolicySpec);
+validate_by_inherent!(crate::NetworkSpec, crate::EndpointSpec, crate::HostSpec, crate::RouterSpec, crate::PolicySpec, crate::endpoint::EndpointLabels);
 
 #[cfg(test)]
 mod tests {

@@ -54,6 +54,9 @@ pub(crate) struct AttachCmd {
     /// MTU (default: the underlay's MTU less the encapsulation's overhead).
     #[arg(long)]
     mtu: Option<u32>,
+    /// Labels of the endpoint, KEY=VALUE (repeat for more): what policies select it by.
+    #[arg(long = "label")]
+    labels: Vec<String>,
 }
 
 /// `plexus detach`.
@@ -102,13 +105,25 @@ pub(crate) async fn attach(c: AttachCmd) -> anyhow::Result<()> {
     if c.mtu.is_some_and(|m| !(68..=65535).contains(&m)) {
         bail!("--mtu: must lie in 68..=65535");
     }
+    let labels = crate::resources::labels(&c.labels)?;
     let host = c.host.host()?;
     let (api, vs) = c.host.connect().await?;
     // OVS keeps a bridge's management socket next to its database socket.
     let mgmt =
         c.host.ovsdb.strip_prefix("unix:").and_then(|p| std::path::Path::new(p).parent()).map(|d| d.join(format!("{}.mgmt", plexus_agent::agent::BR_INT)));
-    let req =
-        AttachRequest { network: c.network, host, id: c.id, ip: c.ip, mac: c.mac, ifname: c.ifname, netns, mtu: c.mtu, owner: "plexus attach".into(), mgmt };
+    let req = AttachRequest {
+        network: c.network,
+        host,
+        id: c.id,
+        ip: c.ip,
+        mac: c.mac,
+        ifname: c.ifname,
+        netns,
+        mtu: c.mtu,
+        owner: "plexus attach".into(),
+        labels,
+        mgmt,
+    };
     let a = attach::attach(&api, &vs, &req).await?;
     let e = &a.endpoint;
     println!(

@@ -7,6 +7,7 @@ mod bench;
 mod controller;
 mod lab;
 mod pki;
+mod policies;
 mod resources;
 mod routers;
 
@@ -72,6 +73,13 @@ enum Cmd {
         api: resources::ApiOpts,
         #[command(subcommand)]
         cmd: routers::RouterCmd,
+    },
+    /// Create, list and delete policies (which traffic may reach and leave endpoints).
+    Policy {
+        #[command(flatten)]
+        api: resources::ApiOpts,
+        #[command(subcommand)]
+        cmd: policies::PolicyCmd,
     },
     /// Registered hosts.
     Host {
@@ -142,6 +150,7 @@ fn run() -> anyhow::Result<()> {
             Cmd::Network { api, cmd } => resources::network(api, cmd).await,
             Cmd::Endpoint { api, cmd } => resources::endpoint(api, cmd).await,
             Cmd::Router { api, cmd } => routers::router(api, cmd).await,
+            Cmd::Policy { api, cmd } => policies::policy(api, cmd).await,
             Cmd::Completion { .. } => Ok(()),
             Cmd::Host { api, cmd } => resources::host(api, cmd).await,
             Cmd::Cluster { api, cmd } => resources::cluster(api, cmd).await,

@@ -117,6 +117,19 @@ pub(crate) enum EndpointCmd {
         /// Owner (container id, namespace).
         #[arg(long)]
         owner: Option<String>,
+        /// Labels, KEY=VALUE (repeat for more): what policies select it by.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// Replace an endpoint's labels (policies that select by them apply at once).
+    Label {
+        /// Network.
+        #[arg(long)]
+        network: String,
+        /// Endpoint id.
+        id: String,
+        /// The new labels, KEY=VALUE (none: remove them all).
+        labels: Vec<String>,
     },
     /// List endpoints: a network's, or every network's.
     List {
@@ -202,7 +215,7 @@ pub(crate) fn print<T: Serialize>(o: Output, v: &T, table: impl FnOnce()) -> any
 }
 
 pub(crate) fn labels(v: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    v.iter().map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).with_context(|| format!("--label {l:?} is not KEY=VALUE"))).collect()
+    v.iter().map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).with_context(|| format!("label {l:?} is not KEY=VALUE"))).collect()
 }
 
 fn kind_text(k: &NetworkKind) -> String {
@@ -266,8 +279,12 @@ pub(crate) async fn endpoint(o: ApiOpts, c: EndpointCmd) -> anyhow::Result<()> {
         }
     };
     match c {
-        EndpointCmd::Create { network, host, ip, mac, id, owner } => {
-            let e = api.create_endpoint(&network, &EndpointSpec { id, host, ip, mac, owner, labels: BTreeMap::new() }).await?;
+        EndpointCmd::Create { network, host, ip, mac, id, owner, labels: l } => {
+            let e = api.create_endpoint(&network, &EndpointSpec { id, host, ip, mac, owner, labels: labels(&l)? }).await?;
+            print(o.output, &e, || table(std::slice::from_ref(&e)))?;
+        }
+        EndpointCmd::Label { network, id, labels: l } => {
+            let e = api.set_endpoint_labels(&network, &id, &labels(&l)?).await?;
             print(o.output, &e, || table(std::slice::from_ref(&e)))?;
         }
         EndpointCmd::List { network } => {

@@ -161,6 +161,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         ("POST", "/v1/routers"),
         ("PUT", "/v1/hosts/{name}"),
         ("PUT", "/v1/networks/{name}"),
+        ("PUT", "/v1/networks/{name}/endpoints/{id}/labels"),
         ("PUT", "/v1/policies/{name}"),
         ("PUT", "/v1/routers/{name}"),
     ];

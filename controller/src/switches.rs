@@ -548,6 +548,7 @@ impl SwitchManager {
             ms: t.elapsed().as_secs_f64() * 1e3,
             revision,
         };
+        let mut new_error = false;
         self.update(dpid, |s| {
             s.host = Some(host.clone());
             s.desired_flows = len;
@@ -567,10 +568,16 @@ impl SwitchManager {
                 }
                 Err(e) => {
                     s.in_sync = false;
-                    s.last_error = Some(e.to_string());
+                    let e = e.to_string();
+                    new_error = s.last_error.as_ref() != Some(&e);
+                    s.last_error = Some(e);
                 }
             }
         });
+        if let (Err(e), true) = (&res, new_error) {
+            // Said once per distinct error: the pass is retried until the switch takes it.
+            tracing::warn!(%host, %dpid, error = %e, "the switch refused a flow change; retrying");
+        }
         if let Ok(n) = res {
             if n > 0 {
                 tracing::debug!(%host, %dpid, full = stats.full, units = stats.units, flows = n, ms = stats.ms, "switch programmed");

@@ -114,3 +114,58 @@ pub fn one_ping_rtt(ns: &str, dst: Ipv4Addr, timeout: Duration) -> Result<Durati
         _ => Err(LabError::Command { cmd: format!("ping {dst} from {ns}"), reason: format!("no reply within {timeout:?}: {text}") }),
     }
 }
+
+/// A TCP server in a namespace that answers every connection with one byte, until dropped:
+/// the far end of [`tcp_reaches`].
+#[derive(Debug)]
+pub struct TcpServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl TcpServer {
+    /// Listens on `addr` inside namespace `ns`.
+    pub fn start(ns: &str, addr: SocketAddr) -> Result<TcpServer, LabError> {
+        let listener = netns::bind_tcp(ns, addr).map_err(|e| LabError::Io(format!("listening on {addr} in {ns}: {e}")))?;
+        let addr = listener.local_addr().map_err(|e| LabError::Io(e.to_string()))?;
+        listener.set_nonblocking(true).map_err(|e| LabError::Io(e.to_string()))?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.write_all(b"k");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Ok(TcpServer { stop, thread: Some(thread), addr })
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whether a TCP connection from namespace `ns` to `addr` opens and the server's byte comes
+/// back within `timeout` (a [`TcpServer`] answers so): traffic both ways, not only a SYN.
+pub fn tcp_reaches(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<bool, LabError> {
+    let r = netns::run_in(ns, move || -> std::io::Result<bool> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        let mut b = [0u8; 1];
+        Ok(s.read(&mut b)? == 1 && b[0] == b'k')
+    })
+    .map_err(|e| LabError::Io(format!("entering {ns}: {e}")))?;
+    Ok(r.unwrap_or(false))
+}

@@ -99,6 +99,12 @@ fn showcase() -> Vec<(FlowMod, &'static str)> {
             FlowMod::add(7, 21, Match::new().reg(2, 3)).apply(vec![Action::output_reg(2)]),
             "table=7, priority=21,reg2=0x3 actions=output:NXM_NX_REG2[]",
         ),
+        (
+            FlowMod::add(8, 22, Match::new().eth_type(0x0800).ipv4_src(Ipv4Addr::new(10, 0, 0, 7)))
+                .apply(vec![Action::Conjunction { id: 0x1_0002, clause: 1, n_clauses: 3 }, Action::Conjunction { id: 9, clause: 2, n_clauses: 2 }]),
+            "table=8, priority=22,ip,nw_src=10.0.0.7 actions=conjunction(65538,1/3),conjunction(9,2/2)",
+        ),
+        (FlowMod::add(8, 23, Match::new().with(Field::ConjId, 9u32)).goto(9), "table=8, priority=23,conj_id=9 actions=goto_table:9"),
     ]
 }
 

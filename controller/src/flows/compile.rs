@@ -33,6 +33,12 @@ pub enum CookieKind {
     Network = 2,
     /// An endpoint.
     Endpoint = 3,
+    /// The policies of a network (their shared flows).
+    Policies = 4,
+    /// One rule of a policy (its decision flow, whose counters are the rule's).
+    PolicyRule = 5,
+    /// An endpoint's default-deny flow in one direction (its counters are the drops).
+    PolicyDrop = 6,
 }
 
 /// Top byte: the kind; the rest: a hash of the object's key. Deleting by cookie with mask
@@ -46,6 +52,7 @@ pub fn unit_cookie(unit: &Unit) -> u64 {
     match unit {
         Unit::Glue => cookie(CookieKind::Pipeline, "pipeline"),
         Unit::Network(n) => cookie(CookieKind::Network, n),
+        Unit::Policies(n) => cookie(CookieKind::Policies, n),
         Unit::Endpoint(k) => kind_bits(CookieKind::Endpoint) | (plexus_api::ids::fnv1a_parts(&[&k.network, "/", &k.id]) & HASH_BITS),
     }
 }
@@ -65,6 +72,9 @@ pub enum Unit {
     /// A network's shared flows on this switch: tunnel classification, gateway ARP, ARP
     /// defaults, broadcast.
     Network(String),
+    /// The policy flows of a network on this switch: conntrack for its routing domain, the
+    /// rules of its policies for the endpoints they govern here ([`super::policy`]).
+    Policies(String),
     /// One endpoint's flows: port classification and security and unicast for a local one;
     /// ARP answer and unicast to the tunnel for a remote one.
     Endpoint(EndpointKey),
@@ -85,6 +95,11 @@ pub fn compile_units(model: &Model, view: &SwitchView) -> BTreeMap<Unit, Vec<Flo
         let (Some((vni, domain)), Some(network)) = (carried(model, view, name), model.networks.get(name)) else { continue };
         let unit = Unit::Network(name.clone());
         units.insert(unit.clone(), network_unit(model, view, &unit, network, vni, domain));
+        let unit = Unit::Policies(name.clone());
+        let f = policies_unit(model, view, &unit, name, vni, domain);
+        if !f.is_empty() {
+            units.insert(unit, f);
+        }
         // The network's endpoints straight from the model: no lookup per endpoint.
         for endpoint in model.endpoints.get(name).into_iter().flat_map(|eps| eps.values()) {
             let unit = Unit::Endpoint(endpoint.key());
@@ -153,12 +168,28 @@ pub fn compile_unit(model: &Model, view: &SwitchView, unit: &Unit) -> Vec<FlowMo
             let (Some((vni, domain)), Some(network)) = (carried(model, view, name), model.networks.get(name)) else { return Vec::new() };
             return network_unit(model, view, unit, network, vni, domain);
         }
+        Unit::Policies(name) => {
+            let Some((vni, domain)) = carried(model, view, name) else { return Vec::new() };
+            return policies_unit(model, view, unit, name, vni, domain);
+        }
         Unit::Endpoint(key) => {
             let Some(endpoint) = model.endpoints.get(&*key.network).and_then(|eps| eps.get(&*key.id)) else { return Vec::new() };
             let Some((vni, domain)) = carried(model, view, &key.network) else { return Vec::new() };
             return endpoint_unit(model, view, unit, endpoint, vni, domain);
         }
     }
+    normalized(out.into_vec())
+}
+
+/// The flows of a network's policies unit.
+fn policies_unit(model: &Model, view: &SwitchView, unit: &Unit, network: &str, vni: u32, domain: Option<u32>) -> Vec<FlowMod> {
+    let mut out = Flows::new(unit_cookie(unit));
+    out.for_feature(&super::policy::Policies);
+    let nets = match domain {
+        Some(_) => model.domain_of(network),
+        None => std::iter::once(network.to_string()).collect(),
+    };
+    super::policy::compile(model, view, network, vni, domain.unwrap_or(vni), &nets, &mut out);
     normalized(out.into_vec())
 }
 
@@ -257,7 +288,7 @@ mod tests {
             .iter()
             .find(|f| f.table_id == Table::Classify.id() && f.match_.get(Field::InPort).is_some_and(|p| p.value == 1))
             .expect("tunnel classification");
-        assert!(from_tunnel.instructions.contains(&Instruction::GotoTable(Table::L2Lookup.id())), "{from_tunnel:?}");
+        assert!(from_tunnel.instructions.contains(&Instruction::GotoTable(Table::Conntrack.id())), "{from_tunnel:?}");
         // Unicast to a local port goes on to ingress policy rather than straight out.
         let uni = flows
             .iter()

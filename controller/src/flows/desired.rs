@@ -107,14 +107,14 @@ impl DesiredFlows {
             Touched::Everything => None,
         };
         if view.host != self.view.host || view.tunnel_port != self.view.tunnel_port || !model.has_changes_since(self.revision) {
-            add(touched(Input::Switch))?;
+            add(touched(model, Input::Switch))?;
         }
         for c in model.changes_after(self.revision) {
-            add(touched(Input::Model(&c.subject)))?;
+            add(touched(model, Input::Model(&c.subject)))?;
         }
         if self.view.ports != view.ports {
             for k in changed_keys(&self.view.ports, &view.ports) {
-                add(touched(Input::Port(k)))?;
+                add(touched(model, Input::Port(k)))?;
             }
         }
         // A network this switch starts or stops carrying touches every one of its units; an
@@ -130,6 +130,7 @@ impl DesiredFlows {
             let after = carries(model, view, &net).is_some();
             if before != after {
                 units.insert(Unit::Network(net.clone()));
+                units.insert(Unit::Policies(net.clone()));
                 units.extend(self.units.keys().filter(|u| matches!(u, Unit::Endpoint(k) if *k.network == *net)).cloned());
                 if let Some(eps) = model.endpoints.get(&net) {
                     units.extend(eps.keys().map(|id| Unit::Endpoint(EndpointKey::new(&net, id))));
@@ -213,6 +214,14 @@ mod tests {
         NewHost,
         /// A router joins red and green, or goes.
         Route(bool),
+        /// A policy on red (selecting app=db, ingress from app=api in green), or none.
+        Policy(bool),
+        /// An endpoint's labels change.
+        Label {
+            net: u8,
+            id: u8,
+            app: u8,
+        },
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -223,6 +232,8 @@ mod tests {
             1 => (0..3u8, 0..6u8).prop_map(|(net, id)| Step::Unplug { net, id }),
             1 => Just(Step::NewHost),
             1 => any::<bool>().prop_map(Step::Route),
+            1 => any::<bool>().prop_map(Step::Policy),
+            2 => (0..3u8, 0..6u8, 0..3u8).prop_map(|(net, id, app)| Step::Label { net, id, app }),
         ]
     }
 
@@ -270,6 +281,20 @@ mod tests {
                     Step::Route(false) => {
                         let _ = m.apply(Command::DeleteRouter { name: "r".into() });
                     }
+                    Step::Policy(true) => {
+                        let peer = plexus_api::Peer { select: Some("app=api".into()), network: Some("green".into()), ..Default::default() };
+                        let rule = plexus_api::Rule { peers: vec![peer], protocol: plexus_api::Protocol::Tcp, ports: vec!["5432".into()], ..plexus_api::Rule::allow() };
+                        let spec = plexus_api::PolicySpec { name: "p".into(), network: "red".into(), select: "app=db".into(), ingress: Some(vec![rule]), egress: Some(vec![]), labels: Default::default() };
+                        m.apply(Command::PutPolicy { spec: Valid::new(spec).unwrap(), create: false, if_match: None }).unwrap();
+                    }
+                    Step::Policy(false) => {
+                        let _ = m.apply(Command::DeletePolicy { name: "p".into() });
+                    }
+                    Step::Label { net: n, id, app } => {
+                        let labels: std::collections::BTreeMap<String, String> = [("app".to_string(), ["db", "api", "web"][app as usize % 3].to_string())].into();
+                        let labels = Valid::new(plexus_api::EndpointLabels { labels }).unwrap();
+                        let _ = m.apply(Command::SetEndpointLabels { network: net(n).into(), id: format!("e{id}"), labels, if_match: None, on_host: None });
+                    }
                 }
                 // What the switch manager shows the compiler: plugged ports of endpoints that
                 // exist on this host.
@@ -294,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn one_endpoint_change_recompiles_two_units() {
+    fn one_endpoint_change_recompiles_three_units() {
         let mut m = Model::default();
         for i in 0..2u32 {
             m.apply(host(&format!("h{i}"), i + 1)).unwrap();
@@ -311,8 +336,9 @@ mod tests {
         m.apply(endpoint("red", "new", "h1")).unwrap();
         let u = d.update(&m, view.clone());
         assert!(!u.full);
-        // The new endpoint's unit and its network's (broadcast) unit.
-        assert_eq!(u.units, 2);
+        // The new endpoint's unit, its network's (broadcast) unit and its network's policies
+        // (which it may be governed by or a peer of).
+        assert_eq!(u.units, 3);
         // Its ARP answer and unicast added, the network's broadcast unchanged (h1 already
         // had endpoints).
         assert_eq!((u.diff.add.len(), u.diff.modify.len(), u.diff.replace.len(), u.diff.delete.len()), (2, 0, 0, 0), "{:#?}", u.diff);

@@ -43,6 +43,20 @@ impl Flows {
         self.out.push(build(FlowMod::add(table.id(), priority, m).cookie(self.cookie)));
     }
 
+    /// Adds a flow like [`Flows::add`], with a cookie of its own rather than the unit's: for
+    /// flows whose counters stand for a smaller object (a policy rule, an endpoint's drops).
+    pub fn add_with_cookie(&mut self, table: Table, priority: u16, m: Match, cookie: u64, build: impl FnOnce(FlowMod) -> FlowMod) {
+        let unit = self.cookie;
+        self.cookie = cookie;
+        self.add(table, priority, m, build);
+        self.cookie = unit;
+    }
+
+    /// The unit's cookie.
+    pub fn cookie(&self) -> u64 {
+        self.cookie
+    }
+
     pub(crate) fn into_vec(self) -> Vec<FlowMod> {
         self.out
     }
@@ -106,7 +120,8 @@ pub trait Feature: Sync + std::fmt::Debug {
 }
 
 /// Every feature, in the order the compiler asks them.
-pub const FEATURES: &[&dyn Feature] = &[&MissFlows, &Classification, &PortSecurity, &ArpResponder, &super::routing::Routing, &Switching];
+pub const FEATURES: &[&dyn Feature] =
+    &[&MissFlows, &Classification, &PortSecurity, &ArpResponder, &super::policy::Policies, &super::routing::Routing, &Switching];
 
 /// The miss flows the pipeline declaration asks for ([`Miss::Next`], [`Miss::Hold`]).
 #[derive(Debug)]

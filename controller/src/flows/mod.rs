@@ -7,6 +7,7 @@ pub mod desired;
 pub mod engine;
 pub mod features;
 pub mod pipeline;
+pub mod policy;
 pub mod reconcile;
 pub mod routing;
 

@@ -5,7 +5,8 @@
 //!
 //! Two paths run through the pipeline ([`Origin`]): a packet a local endpoint sent visits
 //! every table; a packet that came out of a tunnel was checked and routed by the sending host,
-//! so it skips the sender-side stages but still meets ingress policy before output.
+//! so it skips the sender-side stages but still meets conntrack and ingress policy before
+//! output.
 
 /// A pipeline stage, in packet order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -16,6 +17,8 @@ pub enum Stage {
     Validate,
     /// ARP answered in the switch.
     Arp,
+    /// Connection tracking, where a policy needs it.
+    Conntrack,
     /// Egress policy (conntrack).
     EgressSecurity,
     /// L3 between networks of one routing domain.
@@ -24,6 +27,8 @@ pub enum Stage {
     Switching,
     /// Ingress policy (conntrack).
     IngressSecurity,
+    /// Committing new connections a policy let through.
+    Commit,
     /// Sending the packet to the port the switching stage chose.
     Output,
 }
@@ -82,6 +87,9 @@ pub enum Table {
     PortSecurity,
     /// ARP requests for known addresses answered in the switch; others held.
     ArpResponder,
+    /// IPv4 in a routing domain that policies govern is sent through conntrack (zone in
+    /// [`REG_ZONE`]) and comes back to the next table with its connection state.
+    Conntrack,
     /// Egress policy.
     EgressPolicy,
     /// The network's gateway: ICMP echo to it answered in the switch; IPv4 sent to its MAC
@@ -95,6 +103,9 @@ pub enum Table {
     L2Lookup,
     /// Ingress policy, for local and tunnelled packets alike.
     IngressPolicy,
+    /// New connections that came through the policy tables are committed to conntrack, so
+    /// that their replies (and later packets) are known as established.
+    CtCommit,
     /// Output to the port in [`REG_OUT_PORT`].
     Output,
 }
@@ -117,15 +128,17 @@ pub const TABLE_STRIDE: u8 = 10;
 
 impl Table {
     /// Every table, in packet order.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 11] = [
         Table::Classify,
         Table::PortSecurity,
         Table::ArpResponder,
+        Table::Conntrack,
         Table::EgressPolicy,
         Table::Gateway,
         Table::Routing,
         Table::L2Lookup,
         Table::IngressPolicy,
+        Table::CtCommit,
         Table::Output,
     ];
 
@@ -138,11 +151,13 @@ impl Table {
             Table::Classify => t("classify", Stage::Classify, Miss::Hold, true),
             Table::PortSecurity => t("port-security", Stage::Validate, Miss::Drop, false),
             Table::ArpResponder => t("arp-responder", Stage::Arp, Miss::Next, false),
+            Table::Conntrack => t("conntrack", Stage::Conntrack, Miss::Next, true),
             Table::EgressPolicy => t("egress-policy", Stage::EgressSecurity, Miss::Next, false),
             Table::Gateway => t("gateway", Stage::Routing, Miss::Next, false),
             Table::Routing => t("routing", Stage::Routing, Miss::Next, false),
             Table::L2Lookup => t("l2-lookup", Stage::Switching, Miss::Hold, true),
             Table::IngressPolicy => t("ingress-policy", Stage::IngressSecurity, Miss::Next, true),
+            Table::CtCommit => t("ct-commit", Stage::Commit, Miss::Next, true),
             Table::Output => t("output", Stage::Output, Miss::Drop, true),
         }
     }
@@ -203,6 +218,12 @@ pub mod priority {
     pub const DEFAULT: u16 = 10;
     /// A table's miss flow.
     pub const MISS: u16 = 0;
+    /// Policy tables: packets of a connection conntrack knows pass before any rule.
+    pub const POLICY_ESTABLISHED: u16 = 60000;
+    /// Policy tables: the lowest rule priority (rule priorities count up from here).
+    pub const POLICY_RULES: u16 = 2000;
+    /// Policy tables: what no rule decided, for an endpoint a policy selects, is dropped.
+    pub const POLICY_DEFAULT_DENY: u16 = 1000;
 }
 
 /// Register holding the network's VNI once classified.
@@ -213,6 +234,8 @@ pub const REG_FROM_TUNNEL: u8 = 1;
 pub const REG_OUT_PORT: u8 = 2;
 /// Register holding the routing domain of a packet sent to its gateway (0: not routed).
 pub const REG_DOMAIN: u8 = 3;
+/// Register holding the conntrack zone (low 16 bits) of a packet that went through conntrack.
+pub const REG_ZONE: u8 = 4;
 
 #[cfg(test)]
 mod tests {
@@ -236,11 +259,14 @@ mod tests {
     #[test]
     fn tunnelled_packets_skip_sender_stages_but_meet_ingress_policy() {
         assert_eq!(Table::after_classify(Origin::Local), Table::PortSecurity);
-        assert_eq!(Table::after_classify(Origin::Tunnel), Table::L2Lookup);
+        assert_eq!(Table::after_classify(Origin::Tunnel), Table::Conntrack);
+        assert_eq!(Table::Conntrack.next(Origin::Tunnel), Some(Table::L2Lookup));
+        assert_eq!(Table::Conntrack.next(Origin::Local), Some(Table::EgressPolicy));
         assert_eq!(Table::L2Lookup.next(Origin::Tunnel), Some(Table::IngressPolicy));
-        assert_eq!(Table::IngressPolicy.next(Origin::Tunnel), Some(Table::Output));
+        assert_eq!(Table::IngressPolicy.next(Origin::Tunnel), Some(Table::CtCommit));
+        assert_eq!(Table::CtCommit.next(Origin::Tunnel), Some(Table::Output));
         assert_eq!(Table::Output.next(Origin::Local), None);
         let path: Vec<Table> = std::iter::successors(Some(Table::Classify), |t| t.next(Origin::Tunnel)).collect();
-        assert_eq!(path, [Table::Classify, Table::L2Lookup, Table::IngressPolicy, Table::Output]);
+        assert_eq!(path, [Table::Classify, Table::Conntrack, Table::L2Lookup, Table::IngressPolicy, Table::CtCommit, Table::Output]);
     }
 }

@@ -1,11 +1,12 @@
 //! Endpoints and cluster-mode IPAM: an address is handed out by the state machine, so it is
 //! never given twice, whichever node received the request and however leadership moves.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use plexus_api::{Endpoint, EndpointKey, EndpointSpec, IpamMode, Mac, Valid};
 
-use super::{Model, Object, Refusal, Subject};
+use super::{check_revision, Model, Object, Refusal, Subject};
 
 /// Addresses and MACs in use, by network: derived from the endpoints so that allocating one
 /// costs a lookup, not a pass over the network. Not stored (snapshots carry the endpoints
@@ -151,6 +152,31 @@ impl Model {
         u.macs.insert(ep.mac);
         self.endpoints.entry(network.to_string()).or_default().insert(id.clone(), ep.clone());
         self.count_member(network, &ep.host, true);
+        self.record(Subject::Endpoint(ep.key()), Some(Object::Endpoint(ep.clone())));
+        Ok(ep)
+    }
+
+    pub(crate) fn set_endpoint_labels(
+        &mut self,
+        network: &str,
+        id: &str,
+        labels: BTreeMap<String, String>,
+        if_match: Option<u64>,
+        on_host: Option<&str>,
+    ) -> Result<Endpoint, Refusal> {
+        let Some(ep) = self.endpoints.get(network).and_then(|m| m.get(id)) else {
+            return Err(Refusal::new(404, Some("id"), format!("no endpoint {id} in network {network}")));
+        };
+        if let Some(h) = on_host.filter(|h| *h != ep.host) {
+            return Err(Refusal::new(403, Some("id"), format!("endpoint {id} is not on host {h}, whose agent may label only its own")));
+        }
+        check_revision(ep.revision, if_match)?;
+        if ep.labels == labels {
+            return Ok(ep.clone());
+        }
+        self.revision += 1;
+        let ep = Endpoint { labels, revision: self.revision, ..ep.clone() };
+        self.endpoints.entry(network.to_string()).or_default().insert(id.to_string(), ep.clone());
         self.record(Subject::Endpoint(ep.key()), Some(Object::Endpoint(ep.clone())));
         Ok(ep)
     }

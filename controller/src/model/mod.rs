@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 
 use imbl::{OrdMap, Vector};
 
-use plexus_api::{Endpoint, EndpointSpec, FieldError, Host, HostSpec, Lease, Network, NetworkSpec, Policy, PolicySpec, Router, RouterSpec, Valid};
+use plexus_api::{
+    Endpoint, EndpointLabels, EndpointSpec, FieldError, Host, HostSpec, Lease, Network, NetworkSpec, Policy, PolicySpec, Router, RouterSpec, Valid,
+};
 use serde::{Deserialize, Serialize};
 
 pub use subject::{ChangeKind, ChangeRecord, Subject};
@@ -72,6 +74,20 @@ pub enum Command {
         /// Endpoint id.
         id: String,
         /// Refuse unless the endpoint is on this host (an agent deletes only its own).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on_host: Option<String>,
+    },
+    /// Replaces an endpoint's labels.
+    SetEndpointLabels {
+        /// Network name.
+        network: String,
+        /// Endpoint id.
+        id: String,
+        /// The new labels.
+        labels: Valid<EndpointLabels>,
+        /// Refuse unless the endpoint is at this revision.
+        if_match: Option<u64>,
+        /// Refuse unless the endpoint is on this host (an agent labels only its own).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         on_host: Option<String>,
     },
@@ -263,6 +279,9 @@ impl Model {
                     }
                 }
                 self.delete_endpoint(&network, &id).map(|_| None)
+            }
+            Command::SetEndpointLabels { network, id, labels, if_match, on_host } => {
+                self.set_endpoint_labels(&network, &id, labels.into_inner().labels, if_match, on_host.as_deref()).map(|e| Some(Object::Endpoint(e)))
             }
             Command::SetMasters { masters } => {
                 self.set_masters(masters);

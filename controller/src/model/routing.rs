@@ -8,9 +8,9 @@ use plexus_api::{Policy, PolicySpec, Router, RouterSpec, Valid};
 
 use super::{put_rules, Model, Object, Refusal, Subject};
 
-/// Whether the pipeline enforces policies. Until it does, a policy is refused (501) after its
-/// checks: the API never stores what the wire would ignore.
-const POLICIES_ENFORCED: bool = false;
+/// The largest policy number: flows number a policy's rules after it
+/// ([`crate::flows::policy`]), in 32 bits.
+pub(crate) const MAX_POLICY_ID: u32 = (1 << 22) - 1;
 
 impl Model {
     /// The networks reachable from `start` through routers (`replace` stands in for the
@@ -91,20 +91,37 @@ impl Model {
         let spec = spec.into_inner();
         let stored = self.policies.get(&spec.name);
         if put_rules("policy", &spec.name, stored.map(|p| (&p.spec, p.revision)), &spec, create, if_match)? {
-            return Ok(stored.cloned().unwrap_or(Policy { spec, revision: self.revision }));
+            return Ok(stored.cloned().unwrap_or(Policy { spec, id: 0, revision: self.revision }));
         }
-        if !self.networks.contains_key(&spec.network) {
-            return Err(Refusal::new(422, Some("network"), format!("no network named {}", spec.network)));
+        match self.networks.get(&spec.network) {
+            None => return Err(Refusal::new(422, Some("network"), format!("no network named {}", spec.network))),
+            Some(n) if n.vni().is_none() => {
+                return Err(Refusal::new(422, Some("network"), format!("{} is an underlay network; policies govern overlay networks", spec.network)))
+            }
+            Some(_) => {}
         }
-        if !POLICIES_ENFORCED {
-            return Err(Refusal::new(
-                501,
-                None,
-                "policies are not enforced by the switches yet; a policy stored now would change nothing on the wire, so it is refused rather than stored",
-            ));
+        for (dir, rules) in [("ingress", &spec.ingress), ("egress", &spec.egress)] {
+            for (i, r) in rules.iter().flatten().enumerate() {
+                for (j, p) in r.peers.iter().enumerate() {
+                    if let Some(n) = p.network.as_ref().filter(|n| !self.networks.contains_key(*n)) {
+                        return Err(Refusal::new(422, Some(&format!("{dir}[{i}].peers[{j}].network")), format!("no network named {n}")));
+                    }
+                }
+            }
+        }
+        // A policy keeps its number while it exists; a new one takes the smallest free.
+        let id = match stored {
+            Some(p) => p.id,
+            None => {
+                let used: BTreeSet<u32> = self.policies.values().map(|p| p.id).collect();
+                (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX)
+            }
+        };
+        if id > MAX_POLICY_ID {
+            return Err(Refusal::new(409, None, format!("at most {MAX_POLICY_ID} policies")));
         }
         self.revision += 1;
-        let p = Policy { spec, revision: self.revision };
+        let p = Policy { spec, id, revision: self.revision };
         self.policies.insert(p.spec.name.clone(), p.clone());
         self.record(Subject::Policy(p.spec.name.clone()), Some(Object::Policy(p.clone())));
         Ok(p)

@@ -168,6 +168,7 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(get_network, put_network, delete_network))
         .routes(routes!(list_endpoints, create_endpoint))
         .routes(routes!(get_endpoint, delete_endpoint))
+        .routes(routes!(put_endpoint_labels))
         .routes(routes!(list_leases))
         .routes(routes!(list_routers, create_router))
         .routes(routes!(get_router, put_router, delete_router))

@@ -80,10 +80,10 @@ pub(super) fn finish_document(doc: utoipa::openapi::OpenApi) -> utoipa::openapi:
     for kind in v.pointer_mut("/components/schemas/NetworkKind/oneOf").and_then(Value::as_array_mut).into_iter().flatten() {
         kind["additionalProperties"] = Value::Bool(false);
     }
-    // A port range is two port numbers.
+    // A port is a number or a range of numbers.
     if let Some(ports) = v.pointer_mut("/components/schemas/Rule/properties/ports") {
-        *ports = json!({"type": ["array", "null"], "items": {"type": "integer", "minimum": 0, "maximum": 65535}, "minItems": 2, "maxItems": 2,
-                        "description": "Port range `[first, last]` (TCP/UDP only)."});
+        *ports = json!({"type": "array", "items": {"type": "string", "pattern": "^[0-9]{1,5}(-[0-9]{1,5})?$"}, "maxItems": 64,
+                        "description": "Destination ports or ranges (`\"5432\"`, `\"8000-8080\"`), TCP and UDP only; all if empty."});
     }
     serde_json::from_value(v).unwrap_or(doc)
 }

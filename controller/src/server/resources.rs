@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, Request};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use plexus_api::{Endpoint, EndpointSpec, Host, HostSpec, Lease, Network, NetworkSpec, Problem, Valid};
+use plexus_api::{Endpoint, EndpointLabels, EndpointSpec, Host, HostSpec, Lease, Network, NetworkSpec, Problem, Valid};
 use serde::Deserialize;
 
 use super::{if_match, parse, problem, route_read, route_write, Caller, ReadOpts, St};
@@ -151,6 +151,25 @@ pub(crate) async fn create_endpoint(s: St, Path(network): Path<String>, req: Req
 pub(crate) async fn delete_endpoint(s: St, Path((network, id)): Path<(String, String)>, req: Request) -> Response {
     let on_host = agent_host(&req);
     route_write(&s, req, move |_| Ok(Command::DeleteEndpoint { network, id, on_host }), StatusCode::NO_CONTENT).await
+}
+
+#[utoipa::path(put, path = "/v1/networks/{name}/endpoints/{id}/labels", tag = "endpoints", request_body = EndpointLabels,
+    params(("name" = String, Path, description = "Network name"), ("id" = String, Path, description = "Endpoint id"), ("If-Match" = Option<String>, Header, description = "Revision the endpoint must be at")),
+    responses((status = 200, description = "Labels replaced; policies that select by them apply at once", body = Endpoint), (status = 400, description = "Malformed body"), (status = 404, description = "No such endpoint"), (status = 412, description = "Revision mismatch"), (status = 422, description = "Invalid label"), (status = 503, description = "No leader or no quorum")))]
+pub(crate) async fn put_endpoint_labels(s: St, Path((network, id)): Path<(String, String)>, req: Request) -> Response {
+    let on_host = agent_host(&req);
+    let if_match = header_or_return!(if_match(req.headers()));
+    route_write(
+        &s,
+        req,
+        move |b| {
+            let labels: EndpointLabels = parse(&b)?;
+            let labels = Valid::new(labels).map_err(|e| problem(Problem::invalid(&e)))?;
+            Ok(Command::SetEndpointLabels { network, id, labels, if_match, on_host })
+        },
+        StatusCode::OK,
+    )
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/networks/{name}/endpoints", tag = "endpoints", params(("name" = String, Path, description = "Network name"), ("local" = Option<bool>, Query, description = "Answer from this node's replica instead of the leader")),

@@ -161,8 +161,8 @@ pub(crate) async fn get_router(s: St, Path(name): Path<String>, Query(o): Query<
 }
 
 #[utoipa::path(post, path = "/v1/policies", tag = "routing", request_body = PolicySpec,
-    responses((status = 201, description = "Created", body = Policy), (status = 422, description = "Invalid field or unknown network"),
-              (status = 501, description = "Policies are not enforced yet: a valid policy is refused, not stored"), (status = 503, description = P503)))]
+    responses((status = 201, description = "Created", body = Policy), (status = 422, description = "Invalid field, unknown network or unknown peer network"),
+              (status = 409, description = "A policy of that name exists"), (status = 503, description = P503)))]
 pub(crate) async fn create_policy(s: St, req: Request) -> Response {
     create::<Policies>(s, req).await
 }
@@ -170,7 +170,7 @@ pub(crate) async fn create_policy(s: St, req: Request) -> Response {
 #[utoipa::path(put, path = "/v1/policies/{name}", tag = "routing", request_body = PolicySpec,
     params(("name" = String, Path, description = "Policy name"), ("If-Match" = Option<String>, Header, description = "Revision the policy must be at")),
     responses((status = 200, description = "Created or replaced", body = Policy), (status = 412, description = "Revision mismatch"),
-              (status = 422, description = "Invalid"), (status = 501, description = "Policies are not enforced yet: a valid policy is refused, not stored"),
+              (status = 422, description = "Invalid"),
               (status = 503, description = P503)))]
 pub(crate) async fn put_policy(s: St, Path(name): Path<String>, req: Request) -> Response {
     replace::<Policies>(s, name, req).await

@@ -41,6 +41,7 @@ const NXAST_REG_LOAD: u16 = 7;
 const NXAST_RESUBMIT_TABLE: u16 = 14;
 const NXAST_OUTPUT_REG: u16 = 15;
 const NXAST_LEARN: u16 = 16;
+const NXAST_CONJUNCTION: u16 = 34;
 const NXAST_CT: u16 = 35;
 const NXAST_NAT: u16 = 36;
 
@@ -118,6 +119,17 @@ pub enum Action {
         dst_ofs: u16,
         /// Number of bits.
         n_bits: u16,
+    },
+    /// Nicira `conjunction(id, clause/n_clauses)`: this flow is dimension `clause` (1-based)
+    /// of `n_clauses` of conjunctive match `id`; a packet that matches a flow in every
+    /// dimension then matches the flow on `conj_id=id`. Flows of one match share a priority.
+    Conjunction {
+        /// Conjunction id (what `conj_id` matches).
+        id: u32,
+        /// This flow's dimension, 1..=n_clauses.
+        clause: u8,
+        /// Dimensions of the match, 2..=64.
+        n_clauses: u8,
     },
     /// Nicira `ct(...)`.
     Ct(Ct),
@@ -366,6 +378,20 @@ impl Action {
                 out.put_u32(dst.nxm_header());
                 finish(out, start, "move")?;
             }
+            Action::Conjunction { id, clause, n_clauses } => {
+                if !(2..=64).contains(n_clauses) || *clause == 0 || clause > n_clauses {
+                    return Err(EncodeError::Invalid {
+                        what: "conjunction",
+                        reason: format!("clause {clause}/{n_clauses} is not k/n with 1 <= k <= n and 2 <= n <= 64"),
+                    });
+                }
+                nx_header(out, NXAST_CONJUNCTION);
+                // On the wire the clause counts from zero.
+                out.put_u8(clause - 1);
+                out.put_u8(*n_clauses);
+                out.put_u32(*id);
+                finish(out, start, "conjunction")?;
+            }
             Action::Ct(ct) => {
                 nx_header(out, NXAST_CT);
                 out.put_u16(ct.flags);
@@ -515,6 +541,15 @@ fn decode_nx(b: &mut Reader<'_>) -> Result<Option<Action>, DecodeError> {
             let src = field_of(b.u32()?, "move")?;
             let dst = field_of(b.u32()?, "move")?;
             Action::RegMove { src, src_ofs, dst, dst_ofs, n_bits }
+        }
+        NXAST_CONJUNCTION => {
+            let clause = b.u8()?;
+            let n_clauses = b.u8()?;
+            let id = b.u32()?;
+            if !(2..=64).contains(&n_clauses) || clause >= n_clauses {
+                return Err(DecodeError::Invalid { what: "conjunction", reason: format!("clause {clause} of {n_clauses} (zero-based) is out of range") });
+            }
+            Action::Conjunction { id, clause: clause + 1, n_clauses }
         }
         NXAST_CT => {
             let flags = b.u16()?;

@@ -39,6 +39,8 @@ pub enum Field {
     CtState,
     CtZone,
     CtMark,
+    /// Nicira `conj_id`: the id of the conjunctive match a packet completed.
+    ConjId,
     EthDst,
     EthSrc,
     EthType,
@@ -68,8 +70,8 @@ impl Field {
     pub fn all() -> Vec<Field> {
         use Field::*;
         let mut v = vec![
-            InPort, Metadata, TunnelId, TunIpv4Src, TunIpv4Dst, CtState, CtZone, CtMark, EthDst, EthSrc, EthType, VlanVid, VlanPcp, IpProto, IpDscp, Ipv4Src,
-            Ipv4Dst, Ipv6Src, Ipv6Dst, TcpSrc, TcpDst, UdpSrc, UdpDst, Icmpv4Type, Icmpv4Code, ArpOp, ArpSpa, ArpTpa, ArpSha, ArpTha,
+            InPort, Metadata, TunnelId, TunIpv4Src, TunIpv4Dst, CtState, CtZone, CtMark, ConjId, EthDst, EthSrc, EthType, VlanVid, VlanPcp, IpProto, IpDscp,
+            Ipv4Src, Ipv4Dst, Ipv6Src, Ipv6Dst, TcpSrc, TcpDst, UdpSrc, UdpDst, Icmpv4Type, Icmpv4Code, ArpOp, ArpSpa, ArpTpa, ArpSha, ArpTha,
         ];
         v.extend((0..16).map(Reg));
         v
@@ -110,6 +112,7 @@ impl Field {
             CtState => (OXM_CLASS_NXM1, 105, 4),
             CtZone => (OXM_CLASS_NXM1, 106, 2),
             CtMark => (OXM_CLASS_NXM1, 107, 4),
+            ConjId => (OXM_CLASS_NXM1, 37, 4),
         }
     }
 
@@ -211,6 +214,7 @@ impl Field {
             CtState => "ct_state",
             CtZone => "ct_zone",
             CtMark => "ct_mark",
+            ConjId => "conj_id",
         }
     }
 

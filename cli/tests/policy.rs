@@ -1,0 +1,127 @@
+//! Policies enforced in the switches (issue 13), on a 3-host lab driven through the `plexus`
+//! CLI: a deny-by-default policy on `app=db` with one rule allowing tcp/5432 from `app=api`
+//! lets api reach db on another host and on the same one, and nothing else in (other ports,
+//! other peers, ping); db still opens connections outward and gets the replies; a peer in
+//! another network behind a router is allowed by a rule naming that network; a forged source
+//! address of an allowed peer is still dropped; an endpoint that loses its label loses its
+//! access for new connections at once; deleting the policy opens everything again.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use plexus_api::{EndpointSpec, NetworkSpec};
+use plexus_lab::probe::{self, TcpServer};
+use plexus_lab::{wire, Container, ControlPlane, Lab, LabConfig};
+
+fn plexus(cp: &ControlPlane, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_plexus")).args(args).envs(cp.envs().expect("credentials")).output().expect("plexus");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+const QUICK: Duration = Duration::from_millis(700);
+
+fn tcp(from: &Container, to: &Container, port: u16) -> bool {
+    probe::tcp_reaches(&from.netns, SocketAddr::new(to.ip.into(), port), QUICK).expect("tcp probe")
+}
+
+fn pings(from: &Container, to: Ipv4Addr) -> bool {
+    probe::ping(&from.netns, to, 2, Duration::from_millis(200)).expect("ping") > 0
+}
+
+/// Polls `f` until it holds or `limit` passes; the time it took.
+fn until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        let start = t.elapsed();
+        if f() {
+            return Some(start);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deny_by_default_policy_lets_in_only_what_its_rules_allow() {
+    let lab = Lab::up(&LabConfig::owned(&plexus_tests::unique_name('y'), 3)).expect("lab");
+    let cp = lab.start_control_plane(Path::new(env!("CARGO_BIN_EXE_plexus"))).expect("control plane");
+    let api = cp.client().expect("client");
+    api.create_network(&NetworkSpec::overlay("red", "10.1.0.0/24")).await.expect("red");
+    api.create_network(&NetworkSpec::overlay("blue", "10.2.0.0/24")).await.expect("blue");
+    let mut c = std::collections::BTreeMap::new();
+    for (name, net, host, app) in [
+        ("db", "red", "h3", "db"),
+        ("api", "red", "h1", "api"),
+        ("api3", "red", "h3", "api"),
+        ("web", "red", "h2", "web"),
+        ("bapi", "blue", "h2", "api"),
+        ("bweb", "blue", "h1", "web"),
+    ] {
+        let spec = EndpointSpec { labels: [("app".to_string(), app.to_string())].into(), ..EndpointSpec::on(host) };
+        let e = api.create_endpoint(net, &spec).await.expect("endpoint");
+        c.insert(name, lab.attach(&e, name, wire::CONTAINER_MTU).await.expect("attach"));
+    }
+    let (ok, out) = plexus(&cp, &["router", "create", "r", "--network", "red", "--network", "blue"]);
+    assert!(ok, "router: {out}");
+    let db = c["db"].clone();
+    let _servers: Vec<TcpServer> =
+        [5432u16, 80].iter().map(|p| TcpServer::start(&db.netns, SocketAddr::new(db.ip.into(), *p)).expect("server in db")).collect();
+    let _outward = TcpServer::start(&c["web"].netns, SocketAddr::new(c["web"].ip.into(), 8080)).expect("server in web");
+    // Before any policy everything is open (so the refusals below are the policy's doing).
+    for (from, port) in [("api", 5432), ("web", 5432), ("api", 80), ("bweb", 5432)] {
+        assert!(until(Duration::from_secs(10), || tcp(&c[from], &db, port)).is_some(), "{from} -> db:{port} before any policy");
+    }
+    assert!(pings(&c["web"], db.ip));
+
+    let (ok, out) =
+        plexus(&cp, &["policy", "create", "db-only", "--network", "red", "--select", "app=db", "--ingress", "allow tcp/5432 from app=api from app=api@blue"]);
+    assert!(ok, "policy create: {out}");
+    assert!(out.contains("ingress[0]  allow tcp/5432 from app=api from app=api@blue"), "{out}");
+    let took = until(Duration::from_secs(10), || !tcp(&c["web"], &db, 5432)).expect("web -> db:5432 is refused once the policy is in");
+    println!("policy in force after {took:?}");
+
+    // Allowed: api on another host, api on db's own host, api in blue through the router.
+    for from in ["api", "api3", "bapi"] {
+        assert!(tcp(&c[from], &db, 5432), "{from} -> db:5432 is allowed");
+    }
+    // Refused: another peer on the allowed port, an allowed peer on another port, ping, and
+    // a peer in blue without the label.
+    assert!(!tcp(&c["web"], &db, 5432), "web -> db:5432");
+    assert!(!tcp(&c["api"], &db, 80), "api -> db:80");
+    assert!(!tcp(&c["bweb"], &db, 5432), "bweb -> db:5432 (routed, not app=api)");
+    assert!(!pings(&c["api"], db.ip), "ping api -> db obeys the policy too");
+    // Only ingress is covered: db opens connections outward and the replies come back, and
+    // its pings are answered.
+    assert!(tcp(&db, &c["web"], 8080), "db -> web:8080 (egress is open, replies return)");
+    assert!(pings(&db, c["api"].ip), "db pings api");
+    // Everyone else is untouched: web and api still talk.
+    assert!(pings(&c["web"], c["api"].ip));
+
+    // A forged source: web sends from api's address (a route with that source), which the
+    // policy would allow; port security drops it before policy is consulted.
+    let web = &c["web"];
+    for args in [
+        vec!["ip", "addr", "add", &format!("{}/32", c["api"].ip), "dev", "eth0"],
+        vec!["ip", "route", "add", &format!("{}/32", db.ip), "dev", "eth0", "src", &c["api"].ip.to_string()],
+    ] {
+        let out = plexus_agent::netns::exec(&web.netns, &args).expect("ip");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(!tcp(web, &db, 5432), "web forging api's address is dropped");
+
+    // api loses its label: its new connections are cut at once.
+    let api_id = api.endpoints("red").await.expect("endpoints").into_iter().find(|e| e.ip == c["api"].ip).expect("api's endpoint").id;
+    let (ok, out) = plexus(&cp, &["endpoint", "label", "--network", "red", &api_id, "app=old"]);
+    assert!(ok, "label: {out}");
+    let cut = until(Duration::from_secs(5), || !tcp(&c["api"], &db, 5432)).expect("api without its label is refused");
+    println!("label change cut new connections after {cut:?}");
+    assert!(cut < Duration::from_secs(1), "the label change took {cut:?} to cut new connections");
+    assert!(tcp(&c["api3"], &db, 5432), "api3 keeps its access");
+
+    // Deleting the policy opens everything again.
+    let (ok, out) = plexus(&cp, &["policy", "delete", "db-only"]);
+    assert!(ok, "{out}");
+    assert!(until(Duration::from_secs(10), || tcp(&c["api"], &db, 80)).is_some(), "open again without the policy");
+    assert!(pings(&c["api"], db.ip));
+}

@@ -1,0 +1,417 @@
+//! Policy enforcement, stateful, in every host's switch.
+//!
+//! IPv4 of a routing domain in which any network has a policy goes through conntrack (one zone
+//! per domain, so a routed connection is one connection) on the way in from an endpoint or a
+//! tunnel. In the policy tables a packet of a connection conntrack knows (established or
+//! related) passes at once; anything else meets the rules. Egress rules are weighed at the
+//! sending host, ingress rules at the host of the receiving endpoint — for local, tunnelled
+//! and routed packets alike — and a new connection that passed is committed before output.
+//!
+//! A rule is a conjunctive match (OVS `conjunction`) of two or three dimensions: the
+//! endpoints it governs on this switch (by port), its peers (address prefixes: endpoints'
+//! addresses, CIDRs less their exceptions) and its service (protocol, port ranges as masked
+//! prefixes). Flows therefore grow with members plus peers plus ports, never with their
+//! product. A governed endpoint ends with a default-deny flow per covered direction. Flows of
+//! different rules that match the same thing at the same priority are one flow with several
+//! `conjunction` actions, so all of a network's policy flows are one compile unit.
+//!
+//! A rule's priority (1..=1000, lower first; deny before allow at the same number) becomes
+//! the OpenFlow priority [`rule_priority`]; its decision flow (`conj_id`) carries a cookie of
+//! its own ([`rule_cookie`]), whose counters are the rule's, and each default-deny flow one
+//! per endpoint and direction ([`drop_cookie`]), whose counters are that endpoint's drops.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+
+use plexus_api::network::Cidr;
+use plexus_api::{EndpointKey, Policy, Protocol, Rule, RuleAction, Selector};
+use plexus_ovs::openflow::{Action, Ct, CtZone, Field, Match, NX_CT_F_COMMIT};
+
+use super::compile::{cookie, CookieKind, SwitchView};
+use super::features::{Feature, Flows};
+use super::pipeline::{priority, Origin, Table, REG_FROM_TUNNEL, REG_NETWORK, REG_OUT_PORT, REG_ZONE};
+use crate::model::Model;
+
+const ETH_IPV4: u16 = 0x0800;
+/// `ct_state` bits.
+const CT_NEW: u32 = 0x01;
+const CT_EST: u32 = 0x02;
+const CT_REL: u32 = 0x04;
+const CT_TRK: u32 = 0x20;
+
+/// The policy feature: its glue (established connections pass, new ones are committed);
+/// its per-network flows come from [`compile`].
+#[derive(Debug)]
+pub struct Policies;
+
+impl Feature for Policies {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+    fn tables(&self) -> &'static [Table] {
+        &[Table::Conntrack, Table::EgressPolicy, Table::IngressPolicy, Table::CtCommit]
+    }
+    fn glue(&self, out: &mut Flows) {
+        for t in [Table::EgressPolicy, Table::IngressPolicy] {
+            for bit in [CT_EST, CT_REL] {
+                let m = Match::new().eth_type(ETH_IPV4).masked(Field::CtState, CT_TRK | bit, CT_TRK | bit);
+                // Every path through a policy table goes on to the same next table whatever
+                // its origin (egress is visited by local packets only).
+                let Some(next) = t.next(Origin::Local) else { continue };
+                out.add(t, priority::POLICY_ESTABLISHED, m, |f| f.goto(next.id()));
+            }
+        }
+        let new = Match::new().eth_type(ETH_IPV4).masked(Field::CtState, CT_TRK | CT_NEW, CT_TRK | CT_NEW);
+        let commit = Action::Ct(Ct { flags: NX_CT_F_COMMIT, zone: zone_reg(), table: None, alg: 0, actions: Vec::new() });
+        let Some(next) = Table::CtCommit.next(Origin::Local) else { return };
+        out.add(Table::CtCommit, priority::DEFAULT, new, |f| f.apply(vec![commit]).goto(next.id()));
+    }
+}
+
+fn zone_reg() -> CtZone {
+    CtZone::Field { field: Field::Reg(REG_ZONE), ofs: 0, n_bits: 16 }
+}
+
+/// The conntrack zone of a routing domain (or lone network) with this id: 1..=65535.
+pub fn zone(id: u32) -> u16 {
+    (id.saturating_sub(1) % 0xffff + 1) as u16
+}
+
+/// The OpenFlow priority of a rule: lower rule numbers above higher ones, and a deny just
+/// above an allow of the same number.
+pub fn rule_priority(r: &Rule) -> u16 {
+    let p = r.priority.clamp(1, Rule::MAX_PRIORITY);
+    priority::POLICY_RULES + (Rule::MAX_PRIORITY - p) * 2 + u16::from(r.action == RuleAction::Deny)
+}
+
+/// The conjunction id of rule `index` of a policy in a direction: unique on a switch, since
+/// policy ids are unique and a direction holds at most [`plexus_api::policy::MAX_RULES`].
+pub fn conj_id(policy_id: u32, egress: bool, index: usize) -> u32 {
+    (policy_id << 10) | (u32::from(egress) << 9) | (index as u32 & 0x1ff)
+}
+
+/// The cookie of a rule's decision flow.
+pub fn rule_cookie(policy: &str, egress: bool, index: usize) -> u64 {
+    cookie(CookieKind::PolicyRule, &format!("{policy}/{}/{index}", direction(egress)))
+}
+
+/// The cookie of an endpoint's default-deny flow in a direction.
+pub fn drop_cookie(key: &EndpointKey, egress: bool) -> u64 {
+    cookie(CookieKind::PolicyDrop, &format!("{}/{}/{}", key.network, key.id, direction(egress)))
+}
+
+/// `"ingress"` or `"egress"`.
+pub fn direction(egress: bool) -> &'static str {
+    if egress {
+        "egress"
+    } else {
+        "ingress"
+    }
+}
+
+/// Whether the routing domain of `network` (its networks: `domain`) has a policy, so its
+/// packets go through conntrack.
+pub fn tracked(model: &Model, domain: &BTreeSet<String>) -> bool {
+    model.policies.values().any(|p| domain.contains(&p.spec.network))
+}
+
+/// Flows of one compile unit, merged by (table, priority, match): dimensions several rules
+/// share become one flow with each rule's `conjunction` action.
+#[derive(Default)]
+struct Merged {
+    order: Vec<Key>,
+    flows: HashMap<Key, Pending>,
+}
+
+/// A flow's identity in a switch.
+type Key = (Table, u16, Match);
+
+/// A flow being built: its cookie, its actions and the table it goes on to, if any.
+struct Pending {
+    cookie: u64,
+    actions: Vec<Action>,
+    goto: Option<u8>,
+}
+
+impl Merged {
+    fn conj(&mut self, table: Table, prio: u16, m: Match, cookie: u64, a: Action) {
+        let key = (table, prio, m);
+        match self.flows.get_mut(&key) {
+            Some(f) => f.actions.push(a),
+            None => {
+                self.order.push(key.clone());
+                self.flows.insert(key, Pending { cookie, actions: vec![a], goto: None });
+            }
+        }
+    }
+    fn single(&mut self, table: Table, prio: u16, m: Match, cookie: u64, actions: Vec<Action>, goto: Option<u8>) {
+        let key = (table, prio, m);
+        if self.flows.insert(key.clone(), Pending { cookie, actions, goto }).is_none() {
+            self.order.push(key);
+        }
+    }
+    fn emit(self, out: &mut Flows) {
+        let Merged { order, mut flows } = self;
+        for key in order {
+            let Some(Pending { cookie, actions, goto }) = flows.remove(&key) else { continue };
+            let (table, prio, m) = key;
+            out.add_with_cookie(table, prio, m, cookie, |f| {
+                let f = if actions.is_empty() { f } else { f.apply(actions) };
+                match goto {
+                    Some(t) => f.goto(t),
+                    None => f,
+                }
+            });
+        }
+    }
+}
+
+/// Address prefixes (value, mask) a rule's peers stand for; `None` for anyone.
+fn peer_prefixes(model: &Model, network: &str, r: &Rule) -> Option<Vec<(u32, u32)>> {
+    if r.peers.is_empty() {
+        return None;
+    }
+    let mut v: BTreeSet<(u32, u32)> = BTreeSet::new();
+    for p in &r.peers {
+        if let Some(c) = p.cidr.as_deref().and_then(|c| Cidr::parse(c).ok()) {
+            let except: Vec<Cidr> = p.except.iter().filter_map(|e| Cidr::parse(e).ok()).collect();
+            subtract(c, &except, &mut v);
+            continue;
+        }
+        let sel = Selector::parse(p.select.as_deref().unwrap_or("")).unwrap_or_default();
+        let net = p.network.as_deref().unwrap_or(network);
+        for e in model.endpoints.get(net).into_iter().flat_map(|eps| eps.values()) {
+            if sel.matches(&e.labels) {
+                v.insert((u32::from(e.ip), u32::MAX));
+            }
+        }
+    }
+    Some(v.into_iter().collect())
+}
+
+/// `c` less every prefix in `except`, as prefixes: halves of `c` are kept whole or split
+/// again, so at most 32 prefixes per exception come out.
+fn subtract(c: Cidr, except: &[Cidr], out: &mut BTreeSet<(u32, u32)>) {
+    if except.iter().any(|x| x.len <= c.len && x.contains(c.addr)) {
+        return;
+    }
+    if !except.iter().any(|x| x.overlaps(&c)) || c.len >= 32 {
+        out.insert((u32::from(c.addr), c.mask()));
+        return;
+    }
+    let len = c.len + 1;
+    let lo = Cidr { addr: c.addr, len };
+    let hi = Cidr { addr: Ipv4Addr::from(u32::from(c.addr) | (1 << (32 - len))), len };
+    subtract(lo, except, out);
+    subtract(hi, except, out);
+}
+
+/// An inclusive port range as masked prefixes (value, mask).
+pub fn port_prefixes(lo: u16, hi: u16) -> Vec<(u16, u16)> {
+    let (mut a, hi) = (u32::from(lo), u32::from(hi));
+    let mut out = Vec::new();
+    while a <= hi {
+        let mut size = if a == 0 { 1 << 16 } else { 1u32 << a.trailing_zeros() };
+        while a + size - 1 > hi {
+            size >>= 1;
+        }
+        out.push((a as u16, !(size as u16 - 1)));
+        a += size;
+    }
+    out
+}
+
+/// The service dimension of a rule: matches on protocol and destination port; `None` for
+/// any IPv4.
+fn service(vni: u32, r: &Rule) -> Option<Vec<Match>> {
+    let base = || Match::new().reg(REG_NETWORK, vni).eth_type(ETH_IPV4);
+    let (proto, port_field) = match r.protocol {
+        Protocol::Any => return None,
+        Protocol::Icmp => return Some(vec![base().with(Field::IpProto, 1u8)]),
+        Protocol::Tcp => (6u8, Field::TcpDst),
+        Protocol::Udp => (17u8, Field::UdpDst),
+    };
+    let ranges = r.port_ranges();
+    if ranges.is_empty() {
+        return Some(vec![base().with(Field::IpProto, proto)]);
+    }
+    let mut v: Vec<Match> = Vec::new();
+    for (lo, hi) in ranges {
+        for (value, mask) in port_prefixes(lo, hi) {
+            let m = base().with(Field::IpProto, proto);
+            let m = if mask == u16::MAX { m.with(port_field, value) } else { m.masked(port_field, value, mask) };
+            if !v.contains(&m) {
+                v.push(m);
+            }
+        }
+    }
+    Some(v)
+}
+
+/// The policy flows of `network` (VNI `vni`, in a routing domain of id `domain_id` whose
+/// networks are `domain`) on the switch `view` describes.
+pub fn compile(model: &Model, view: &SwitchView, network: &str, vni: u32, domain_id: u32, domain: &BTreeSet<String>, out: &mut Flows) {
+    if !tracked(model, domain) {
+        return;
+    }
+    let z = zone(domain_id);
+    for o in Origin::ALL {
+        let Some(next) = Table::Conntrack.next(o) else { continue };
+        let m = Match::new().reg(REG_NETWORK, vni).reg(REG_FROM_TUNNEL, o.reg_value()).eth_type(ETH_IPV4);
+        let ct = Action::Ct(Ct { flags: 0, zone: zone_reg(), table: Some(next.id()), alg: 0, actions: Vec::new() });
+        out.add(Table::Conntrack, priority::NETWORK, m, |f| f.apply(vec![Action::set_field(Field::Reg(REG_ZONE), u32::from(z)), ct]));
+    }
+    // This switch's plugged-in endpoints of the network, with their labels.
+    let locals: Vec<(&EndpointKey, u32, &plexus_api::Endpoint)> = view
+        .ports
+        .range(EndpointKey::first_in(network)..)
+        .take_while(|(k, _)| *k.network == *network)
+        .filter_map(|(k, p)| Some((k, *p, model.endpoints.get(network)?.get(&*k.id)?)))
+        .collect();
+    if locals.is_empty() {
+        return;
+    }
+    let mut merged = Merged::default();
+    let mut covered: BTreeSet<(bool, u32, &EndpointKey)> = BTreeSet::new();
+    for p in model.policies.values().filter(|p| p.spec.network == network) {
+        let sel = Selector::parse(&p.spec.select).unwrap_or_default();
+        let governed: Vec<u32> = locals
+            .iter()
+            .filter(|(_, _, e)| sel.matches(&e.labels))
+            .map(|(k, port, _)| {
+                covered_by(p, &mut covered, k, *port);
+                *port
+            })
+            .collect();
+        if governed.is_empty() {
+            continue;
+        }
+        let cx = RuleCx { model, network, vni, policy: p, governed: &governed, unit: out.cookie() };
+        for egress in [false, true] {
+            for (i, r) in p.spec.rules(egress).into_iter().flatten().enumerate() {
+                cx.rule(egress, i, r, &mut merged);
+            }
+        }
+    }
+    for (egress, port, key) in covered {
+        let (table, m) = applied_to(egress, port);
+        merged.single(table, priority::POLICY_DEFAULT_DENY, m, drop_cookie(key, egress), Vec::new(), None);
+    }
+    merged.emit(out);
+}
+
+/// Notes the directions `p` covers for an endpoint it governs.
+fn covered_by<'a>(p: &Policy, covered: &mut BTreeSet<(bool, u32, &'a EndpointKey)>, key: &'a EndpointKey, port: u32) {
+    for egress in [false, true] {
+        if p.spec.rules(egress).is_some() {
+            covered.insert((egress, port, key));
+        }
+    }
+}
+
+/// What the flows of one policy's rules on one switch have in common.
+struct RuleCx<'a> {
+    model: &'a Model,
+    network: &'a str,
+    vni: u32,
+    policy: &'a Policy,
+    /// Ports of the endpoints it governs on this switch.
+    governed: &'a [u32],
+    /// The unit's cookie, for the flows rules share.
+    unit: u64,
+}
+
+/// The table of a direction and the match of one governed endpoint's port in it.
+fn applied_to(egress: bool, port: u32) -> (Table, Match) {
+    if egress {
+        (Table::EgressPolicy, Match::new().in_port(port).eth_type(ETH_IPV4))
+    } else {
+        (Table::IngressPolicy, Match::new().reg(REG_OUT_PORT, port).eth_type(ETH_IPV4))
+    }
+}
+
+impl RuleCx<'_> {
+    /// The flows of rule `i` of a direction: its dimensions and its decision flow.
+    fn rule(&self, egress: bool, i: usize, r: &Rule, merged: &mut Merged) {
+        let table = if egress { Table::EgressPolicy } else { Table::IngressPolicy };
+        let prio = rule_priority(r);
+        let id = conj_id(self.policy.id, egress, i);
+        let peers = peer_prefixes(self.model, self.network, r);
+        if peers.as_ref().is_some_and(Vec::is_empty) {
+            // Peers that stand for nobody (yet): the rule matches nothing.
+            return;
+        }
+        let services = service(self.vni, r);
+        let n = 2 + u8::from(services.is_some());
+        let conj = |clause| Action::Conjunction { id, clause, n_clauses: n };
+        for port in self.governed {
+            merged.conj(table, prio, applied_to(egress, *port).1, self.unit, conj(1));
+        }
+        let peer_field = if egress { Field::Ipv4Dst } else { Field::Ipv4Src };
+        let base = || Match::new().reg(REG_NETWORK, self.vni).eth_type(ETH_IPV4);
+        match peers {
+            None => merged.conj(table, prio, base(), self.unit, conj(2)),
+            Some(v) => {
+                for (addr, mask) in v {
+                    let m = if mask == u32::MAX { base().with(peer_field, addr) } else { base().masked(peer_field, addr, mask) };
+                    merged.conj(table, prio, m, self.unit, conj(2));
+                }
+            }
+        }
+        for m in services.into_iter().flatten() {
+            merged.conj(table, prio, m, self.unit, conj(3));
+        }
+        let goto = match r.action {
+            RuleAction::Allow => table.next(Origin::Local).map(|t| t.id()),
+            RuleAction::Deny => None,
+        };
+        if r.action == RuleAction::Deny || goto.is_some() {
+            let decide = Match::new().with(Field::ConjId, id);
+            merged.single(table, prio, decide, rule_cookie(&self.policy.spec.name, egress, i), Vec::new(), goto);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges_become_few_masked_prefixes_that_cover_exactly_the_range() {
+        for (lo, hi) in [(1u16, 65535u16), (80, 80), (8000, 8080), (1024, 2047), (3, 9), (65535, 65535)] {
+            let v = port_prefixes(lo, hi);
+            let covers = |p: u16| v.iter().any(|(val, mask)| p & mask == *val);
+            for p in [1u16, 2, 79, 80, 81, 1023, 1024, 2047, 2048, 7999, 8000, 8080, 8081, 65534, 65535] {
+                assert_eq!(covers(p), (lo..=hi).contains(&p), "{lo}-{hi} at {p}: {v:?}");
+            }
+            assert!(v.len() <= 32, "{lo}-{hi}: {} prefixes", v.len());
+        }
+        assert_eq!(port_prefixes(1024, 2047), vec![(1024, 0xfc00)]);
+    }
+
+    #[test]
+    fn a_cidr_less_its_exceptions_leaves_the_rest() {
+        let c = Cidr::parse("10.0.0.0/8").unwrap();
+        let x = [Cidr::parse("10.1.0.0/16").unwrap(), Cidr::parse("10.200.3.4/32").unwrap()];
+        let mut v = BTreeSet::new();
+        subtract(c, &x, &mut v);
+        let inside = |ip: [u8; 4]| v.iter().any(|(a, m)| u32::from(Ipv4Addr::from(ip)) & m == *a);
+        assert!(inside([10, 0, 0, 1]) && inside([10, 2, 0, 1]) && inside([10, 200, 3, 5]));
+        assert!(!inside([10, 1, 2, 3]) && !inside([10, 200, 3, 4]) && !inside([11, 0, 0, 1]));
+        assert!(v.len() <= 64, "{}", v.len());
+    }
+
+    #[test]
+    fn deny_sits_above_allow_and_lower_numbers_above_higher() {
+        let r = |priority, action| Rule { priority, action, ..Rule::allow() };
+        assert!(rule_priority(&r(100, RuleAction::Deny)) > rule_priority(&r(100, RuleAction::Allow)));
+        assert!(rule_priority(&r(100, RuleAction::Allow)) > rule_priority(&r(101, RuleAction::Deny)));
+        assert!(rule_priority(&r(1000, RuleAction::Allow)) > priority::POLICY_DEFAULT_DENY);
+        assert!(rule_priority(&r(1, RuleAction::Deny)) < priority::POLICY_ESTABLISHED);
+        assert_ne!(conj_id(1, false, 0), conj_id(1, true, 0));
+        assert_ne!(conj_id(1, true, 511), conj_id(2, false, 0));
+        assert_eq!(zone(65535), 65535);
+        assert_eq!(zone(65536), 1);
+        assert_ne!(zone(1000), 0);
+    }
+}
