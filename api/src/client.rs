@@ -318,6 +318,10 @@ impl Client {
     pub async fn create_policy(&self, spec: &PolicySpec) -> Result<Policy, ClientError> {
         self.send(reqwest::Method::POST, "/v1/policies", spec).await
     }
+    /// What a policy did, from the switches' counters.
+    pub async fn policy_counters(&self, name: &str) -> Result<crate::PolicyCounters, ClientError> {
+        self.get(&format!("/v1/policies/{name}/counters")).await
+    }
     /// Deletes a policy.
     pub async fn delete_policy(&self, name: &str) -> Result<(), ClientError> {
         self.call::<()>(reqwest::Method::DELETE, &format!("/v1/policies/{name}"), None::<&()>).await.map(|_| ())

@@ -39,7 +39,7 @@ pub use endpoint::{Encap, Endpoint, EndpointLabels, EndpointSpec, Host, HostSpec
 pub use ids::EndpointKey;
 pub use mac::Mac;
 pub use network::{IpamMode, Network, NetworkKind, NetworkSpec};
-pub use policy::{Peer, Policy, PolicySpec, Protocol, Rule, RuleAction, Selector};
+pub use policy::{DropCounters, Peer, Policy, PolicyCounters, PolicySpec, Protocol, Rule, RuleAction, RuleCounters, Selector};
 pub use problem::{FieldError, Problem};
 pub use routing::{Router, RouterSpec};
 pub use valid::{Valid, Validate};

@@ -99,10 +99,89 @@ impl Rule {
         Rule { action: RuleAction::Allow, priority: Rule::DEFAULT_PRIORITY, peers: Vec::new(), protocol: Protocol::Any, ports: Vec::new() }
     }
 
+    /// The rule as a firewall line (what `plexus policy` reads and writes):
+    /// `allow tcp/5432 from app=api from 10.0.0.0/8 except 10.1.0.0/16 priority 10`.
+    pub fn describe(&self, egress: bool) -> String {
+        let mut s = format!("{:?} {:?}", self.action, self.protocol).to_lowercase();
+        if !self.ports.is_empty() {
+            s.push('/');
+            s.push_str(&self.ports.join(","));
+        }
+        for p in &self.peers {
+            s.push_str(if egress { " to " } else { " from " });
+            match (&p.cidr, &p.select, &p.network) {
+                (Some(c), _, _) => {
+                    s.push_str(c);
+                    for x in &p.except {
+                        s.push_str(" except ");
+                        s.push_str(x);
+                    }
+                }
+                (None, sel, net) => {
+                    s.push_str(sel.as_deref().unwrap_or(""));
+                    if let Some(n) = net {
+                        s.push('@');
+                        s.push_str(n);
+                    }
+                }
+            }
+        }
+        if self.priority != Rule::DEFAULT_PRIORITY {
+            s.push_str(&format!(" priority {}", self.priority));
+        }
+        s
+    }
+
     /// The rule's port ranges, parsed (validated specs always parse).
     pub fn port_ranges(&self) -> Vec<(u16, u16)> {
         self.ports.iter().filter_map(|p| parse_ports(p).ok()).collect()
     }
+}
+
+/// A rule's counters: the new connections (first packets) it decided, on every switch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RuleCounters {
+    /// `ingress` or `egress`.
+    pub direction: String,
+    /// The rule's index in its direction.
+    pub index: usize,
+    /// The rule, as `plexus policy` writes it.
+    pub rule: String,
+    /// Packets it decided (one per new connection, plus retransmitted openings).
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// An endpoint's drops for want of an allowing rule, in one direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DropCounters {
+    /// The endpoint's network.
+    pub network: String,
+    /// The endpoint.
+    pub endpoint: String,
+    /// `ingress` or `egress`.
+    pub direction: String,
+    /// Packets dropped.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// What a policy did, read from the switches' flow statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PolicyCounters {
+    /// The policy.
+    pub policy: String,
+    /// Each rule's counters.
+    pub rules: Vec<RuleCounters>,
+    /// Drops of the endpoints it governs (what no rule of any policy allowed).
+    pub drops: Vec<DropCounters>,
+    /// Switches that answered.
+    pub switches: usize,
+    /// Switches that did not (their counts are missing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unanswered: Vec<String>,
 }
 
 /// What a client sends to create or replace a policy.

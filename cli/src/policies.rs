@@ -47,6 +47,11 @@ pub(crate) enum PolicyCmd {
         /// Name.
         name: String,
     },
+    /// What a policy did: each rule's decisions and its endpoints' drops, from the switches.
+    Counters {
+        /// Name.
+        name: String,
+    },
     /// Delete a policy.
     Delete {
         /// Name.
@@ -121,38 +126,6 @@ fn rules(v: &[String], egress: bool) -> anyhow::Result<Option<Vec<Rule>>> {
     }
 }
 
-/// One rule as the command line writes it.
-pub(crate) fn rule_text(r: &Rule, egress: bool) -> String {
-    let mut s = format!("{:?} {:?}", r.action, r.protocol).to_lowercase();
-    if !r.ports.is_empty() {
-        s.push('/');
-        s.push_str(&r.ports.join(","));
-    }
-    for p in &r.peers {
-        s.push_str(if egress { " to " } else { " from " });
-        match (&p.cidr, &p.select, &p.network) {
-            (Some(c), _, _) => {
-                s.push_str(c);
-                for x in &p.except {
-                    s.push_str(" except ");
-                    s.push_str(x);
-                }
-            }
-            (None, sel, net) => {
-                s.push_str(sel.as_deref().unwrap_or(""));
-                if let Some(n) = net {
-                    s.push('@');
-                    s.push_str(n);
-                }
-            }
-        }
-    }
-    if r.priority != Rule::DEFAULT_PRIORITY {
-        s.push_str(&format!(" priority {}", r.priority));
-    }
-    s
-}
-
 fn table(v: &[Policy]) {
     println!("{:<20} {:<16} {:<24} {:<8} {:<8} REV", "NAME", "NETWORK", "SELECT", "INGRESS", "EGRESS");
     let n = |r: &Option<Vec<Rule>>| r.as_ref().map_or("-".to_string(), |r| r.len().to_string());
@@ -169,7 +142,7 @@ fn details(p: &Policy) {
         let dir = if egress { "egress" } else { "ingress" };
         println!("{dir}: default deny for what no rule allows");
         for (i, r) in rs.iter().enumerate() {
-            println!("  {dir}[{i}]  {}", rule_text(r, egress));
+            println!("  {dir}[{i}]  {}", r.describe(egress));
         }
     }
 }
@@ -215,6 +188,22 @@ pub(crate) async fn policy(o: ApiOpts, c: PolicyCmd) -> anyhow::Result<()> {
             let p = api.policy(&name).await?;
             print(o.output, &p, || details(&p))?;
         }
+        PolicyCmd::Counters { name } => {
+            let c = api.policy_counters(&name).await?;
+            print(o.output, &c, || {
+                println!("{:<10} {:<6} {:>12} {:>14}  RULE", "DIRECTION", "INDEX", "PACKETS", "BYTES");
+                for r in &c.rules {
+                    println!("{:<10} {:<6} {:>12} {:>14}  {}", r.direction, r.index, r.packets, r.bytes, r.rule);
+                }
+                println!("{:<10} {:<24} {:>12} {:>14}", "DIRECTION", "DROPPED AT ENDPOINT", "PACKETS", "BYTES");
+                for d in &c.drops {
+                    println!("{:<10} {:<24} {:>12} {:>14}", d.direction, format!("{}/{}", d.network, d.endpoint), d.packets, d.bytes);
+                }
+                if !c.unanswered.is_empty() {
+                    println!("(switches that did not answer, missing from the counts: {})", c.unanswered.join(", "));
+                }
+            })?;
+        }
         PolicyCmd::Delete { name } => {
             api.delete_policy(&name).await?;
             println!("policy {name} deleted");
@@ -236,7 +225,7 @@ mod tests {
         assert_eq!(r.peers.len(), 3);
         assert_eq!(r.peers[1].network.as_deref(), Some("blue"));
         assert_eq!(r.peers[2].except, ["10.1.0.0/16"]);
-        assert_eq!(parse_rule(&rule_text(&r, false), false).unwrap(), r);
+        assert_eq!(parse_rule(&r.describe(false), false).unwrap(), r);
         assert_eq!(parse_rule("deny icmp to app=x@red", true).unwrap().action, RuleAction::Deny);
         assert!(parse_rule("allow tcp/80 to app=x", false).unwrap_err().to_string().contains("\"from\""));
         assert!(parse_rule("allow sctp", false).is_err());

@@ -150,6 +150,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         ("GET", "/v1/openapi.json"),
         ("GET", "/v1/policies"),
         ("GET", "/v1/policies/{name}"),
+        ("GET", "/v1/policies/{name}/counters"),
         ("GET", "/v1/routers"),
         ("GET", "/v1/routers/{name}"),
         ("GET", "/v1/watch"),

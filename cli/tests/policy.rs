@@ -98,6 +98,35 @@ async fn a_deny_by_default_policy_lets_in_only_what_its_rules_allow() {
     // Everyone else is untouched: web and api still talk.
     assert!(pings(&c["web"], c["api"].ip));
 
+    // Counters: five new connections from api are five decisions of the allow rule (later
+    // packets of a connection pass as established); three attempts from web are three drops
+    // at db (no retransmission comes within the probe's timeout).
+    let counters = || async { api.policy_counters("db-only").await.expect("counters") };
+    let before = counters().await;
+    for _ in 0..5 {
+        assert!(tcp(&c["api"], &db, 5432));
+    }
+    for _ in 0..3 {
+        assert!(!tcp(&c["web"], &db, 5432));
+    }
+    let after = counters().await;
+    assert_eq!(after.switches, 3, "every switch answered: {after:?}");
+    let rule = |c: &plexus_api::PolicyCounters| c.rules.iter().find(|r| r.direction == "ingress" && r.index == 0).map(|r| r.packets).expect("rule 0");
+    let dropped = |c: &plexus_api::PolicyCounters| c.drops.iter().find(|d| d.direction == "ingress").map(|d| d.packets).expect("db's drops");
+    let (allowed, refused) = (rule(&after) - rule(&before), dropped(&after) - dropped(&before));
+    println!("allow rule counted {allowed} for 5 connections; db dropped {refused} for 3 attempts");
+    assert!((5..=6).contains(&allowed), "the allow rule counted {allowed} packets for 5 connections");
+    assert!((3..=6).contains(&refused), "db's ingress drops grew by {refused} for 3 refused attempts");
+    // The same figures in /metrics, and through the CLI.
+    let metrics = cp.http().expect("http").get(format!("{}/metrics", cp.api.split(',').next().unwrap_or_default())).send().await.expect("metrics");
+    let text = metrics.text().await.expect("metrics text");
+    let line =
+        text.lines().find(|l| l.starts_with("plexus_policy_rule_packets_total{policy=\"db-only\",direction=\"ingress\",rule=\"0\"}")).expect("rule metric");
+    let value: u64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number");
+    assert!(value >= rule(&after), "{line}");
+    let (ok, out) = plexus(&cp, &["policy", "counters", "db-only"]);
+    assert!(ok && out.contains("allow tcp/5432 from app=api"), "{out}");
+
     // A forged source: web sends from api's address (a route with that source), which the
     // policy would allow; port security drops it before policy is consulted.
     let web = &c["web"];

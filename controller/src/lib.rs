@@ -3,6 +3,7 @@
 //! keeps switches at those flows, and the REST API NetOps and agents use. The path of one
 //! write through all of them is in `docs/architecture.md`.
 
+pub mod counters;
 pub mod flows;
 pub mod held;
 pub mod mastership;

@@ -137,6 +137,10 @@ pub struct SwitchManager {
     lease: Option<Arc<Lease>>,
     /// Held packets of the sessions that ended (a live session's are in its status).
     held_ended: Mutex<HeldStats>,
+    /// The live session of each switch (by datapath id), numbered so that a session that
+    /// ends removes only itself, not a newer one of the same switch.
+    live: Mutex<HashMap<String, (u64, Connection)>>,
+    sessions: std::sync::atomic::AtomicU64,
 }
 
 pub use plexus_pki::host_cert_name;
@@ -185,6 +189,8 @@ impl SwitchManager {
             status: Mutex::new(BTreeMap::new()),
             lease,
             held_ended: Mutex::default(),
+            live: Mutex::default(),
+            sessions: Default::default(),
         });
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let mm = m.clone();
@@ -288,8 +294,25 @@ impl SwitchManager {
         });
     }
 
-    async fn serve(&self, conn: Connection, mut events: Events) {
+    /// The switches connected to this node now (master or slave alike: either may read
+    /// statistics), by datapath id.
+    pub fn connections(&self) -> Vec<(String, Connection)> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(d, (_, c))| (d.clone(), c.clone())).collect()
+    }
+
+    async fn serve(&self, conn: Connection, events: Events) {
         let dpid = format!("{:016x}", conn.datapath_id());
+        let session = self.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(dpid.clone(), (session, conn.clone()));
+        self.serve_session(&dpid, conn, events).await;
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if live.get(&dpid).is_some_and(|(s, _)| *s == session) {
+            live.remove(&dpid);
+        }
+    }
+
+    async fn serve_session(&self, dpid: &str, conn: Connection, mut events: Events) {
+        let dpid = dpid.to_string();
         tracing::info!(%dpid, "switch connected");
         let clustered = self.lease.is_some();
         self.update(&dpid, |s| {

@@ -112,6 +112,10 @@ pub(super) async fn metrics(State(s): St) -> Response {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }
+        let model = st.model.clone();
+        drop(st);
+        let stats = crate::counters::read(sw).await;
+        crate::counters::metrics(&model, &stats, &mut out);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

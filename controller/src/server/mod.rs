@@ -174,6 +174,7 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(get_router, put_router, delete_router))
         .routes(routes!(list_policies, create_policy))
         .routes(routes!(get_policy, put_policy, delete_policy))
+        .routes(routes!(policy_counters))
         .routes(routes!(watch))
         .routes(routes!(list_hosts))
         .routes(routes!(get_host, put_host))

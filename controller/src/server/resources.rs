@@ -17,7 +17,7 @@ fn agent_host(req: &Request) -> Option<String> {
     req.extensions().get::<Caller>().and_then(|c| c.agent_host()).map(str::to_string)
 }
 
-fn not_found(field: &str, detail: String) -> Response {
+pub(crate) fn not_found(field: &str, detail: String) -> Response {
     problem(Problem { field: Some(field.into()), ..Problem::new(404, "not found", detail) })
 }
 

@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, Request};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use plexus_api::{Policy, PolicySpec, Problem, Router, RouterSpec, Valid, Validate};
+use plexus_api::{Policy, PolicyCounters, PolicySpec, Problem, Router, RouterSpec, Valid, Validate};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -192,4 +192,19 @@ pub(crate) async fn list_policies(s: St, Query(o): Query<ReadOpts>, uri: Uri, he
     responses((status = 200, description = "The policy", body = Policy), (status = 404, description = "No such policy")))]
 pub(crate) async fn get_policy(s: St, Path(name): Path<String>, Query(o): Query<ReadOpts>, uri: Uri, headers: HeaderMap) -> Response {
     get::<Policies>(s, name, o, uri, headers).await
+}
+
+#[utoipa::path(get, path = "/v1/policies/{name}/counters", tag = "routing", params(("name" = String, Path, description = "Policy name")),
+    responses((status = 200, description = "Each rule's decisions and the governed endpoints' drops, read from the switches connected to this node", body = PolicyCounters),
+              (status = 404, description = "No such policy, or this node does not program switches")))]
+pub(crate) async fn policy_counters(s: St, Path(name): Path<String>) -> Response {
+    let Some(mgr) = &s.switches else {
+        return super::resources::not_found("name", "this node does not program switches (no --openflow-listen), so it has no counters".into());
+    };
+    let model = s.state.read().await.model.clone();
+    let Some(p) = model.policies.get(&name) else {
+        return super::resources::not_found("name", format!("no policy named {name}"));
+    };
+    let stats = crate::counters::read(mgr).await;
+    Json(crate::counters::policy_counters(&model, p, &stats)).into_response()
 }
