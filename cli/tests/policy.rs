@@ -154,3 +154,71 @@ async fn a_deny_by_default_policy_lets_in_only_what_its_rules_allow() {
     assert!(until(Duration::from_secs(10), || tcp(&c["api"], &db, 80)).is_some(), "open again without the policy");
     assert!(pings(&c["api"], db.ip));
 }
+
+/// Tries `from` -> `to:port` over and over until `stop` is set; how many got through.
+fn hammer(from: Container, to: SocketAddr, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<(u32, u32)> {
+    std::thread::spawn(move || {
+        let (mut tries, mut through) = (0, 0);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            tries += 1;
+            through += u32::from(probe::tcp_reaches(&from.netns, to, Duration::from_millis(150)).unwrap_or(false));
+        }
+        (tries, through)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_connections_live_on_and_enforcement_fails_closed_through_restarts() {
+    let lab = Lab::up(&LabConfig::owned(&plexus_tests::unique_name('y'), 2)).expect("lab");
+    let plexus_bin = Path::new(env!("CARGO_BIN_EXE_plexus"));
+    let cp = lab.start_control_plane(plexus_bin).expect("control plane");
+    let api = cp.client().expect("client");
+    api.create_network(&NetworkSpec::overlay("red", "10.1.0.0/24")).await.expect("red");
+    let mut c = std::collections::BTreeMap::new();
+    for (name, host, app) in [("db", "h2", "db"), ("api", "h1", "api"), ("api2", "h1", "api"), ("web", "h1", "web")] {
+        let spec = EndpointSpec { labels: [("app".to_string(), app.to_string())].into(), ..EndpointSpec::on(host) };
+        let e = api.create_endpoint("red", &spec).await.expect("endpoint");
+        c.insert(name, lab.attach(&e, name, wire::CONTAINER_MTU).await.expect("attach"));
+    }
+    let db = c["db"].clone();
+    let addr = SocketAddr::new(db.ip.into(), 5432);
+    let _server = TcpServer::start(&db.netns, addr).expect("server in db");
+    let (ok, out) = plexus(&cp, &["policy", "create", "db-only", "--network", "red", "--select", "app=db", "--ingress", "allow tcp/5432 from app=api"]);
+    assert!(ok, "{out}");
+    until(Duration::from_secs(10), || !tcp(&c["web"], &db, 5432)).expect("the policy is in force");
+
+    // A connection open when api loses its label lives on (Kubernetes' choice, documented);
+    // a new one is refused.
+    let mut open = probe::tcp_open(&c["api"].netns, addr, Duration::from_secs(2)).expect("api -> db opens");
+    let id = api.endpoints("red").await.expect("endpoints").into_iter().find(|e| e.ip == c["api"].ip).expect("api").id;
+    let (ok, out) = plexus(&cp, &["endpoint", "label", "--network", "red", &id, "app=old"]);
+    assert!(ok, "{out}");
+    until(Duration::from_secs(5), || !tcp(&c["api"], &db, 5432)).expect("a new connection from the relabelled api is refused");
+    assert!(probe::tcp_echoes(&mut open, b"still here"), "the connection opened before the change carries on");
+
+    // Restarts: web keeps trying all along and never gets through; api2 is let in after each.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = hammer(c["web"].clone(), addr, stop.clone());
+    let h2 = lab.host("h2").expect("h2").clone();
+    // ovs-vswitchd on db's host: it comes back without flows and drops everything (fail_mode
+    // secure) until the controller restores them all in one bundle.
+    assert!(h2.ovs.signal(plexus_lab::Daemon::Vswitchd, libc::SIGKILL));
+    h2.ovs.start_daemon(plexus_lab::Daemon::Vswitchd).expect("ovs-vswitchd restarts");
+    until(Duration::from_secs(30), || tcp(&c["api2"], &db, 5432)).expect("api2 gets in after ovs-vswitchd restarted");
+    // The controller: installed flows keep enforcing while it is away.
+    assert!(lab.signal_process("controller", libc::SIGKILL));
+    for _ in 0..3 {
+        assert!(tcp(&c["api2"], &db, 5432), "api2 gets in while the controller is down");
+    }
+    lab.start_controller(plexus_bin).expect("controller restarts");
+    // The agent of db's host.
+    assert!(lab.signal_process("agent-h2", libc::SIGKILL));
+    lab.start_agent("h2", plexus_bin).expect("agent restarts");
+    assert!(until(Duration::from_secs(30), || tcp(&c["api2"], &db, 5432)).is_some(), "api2 gets in after the restarts");
+    assert!(!tcp(&c["api"], &db, 5432), "the relabelled api stays out after the restarts");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (tries, through) = h.join().expect("hammer");
+    println!("web tried {tries} times through the restarts");
+    assert!(tries > 15, "web tried only {tries} times");
+    assert_eq!(through, 0, "web got through {through} of {tries} times while daemons restarted");
+}

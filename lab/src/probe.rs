@@ -115,8 +115,9 @@ pub fn one_ping_rtt(ns: &str, dst: Ipv4Addr, timeout: Duration) -> Result<Durati
     }
 }
 
-/// A TCP server in a namespace that answers every connection with one byte, until dropped:
-/// the far end of [`tcp_reaches`].
+/// A TCP server in a namespace that answers every connection with one byte and then echoes
+/// what it reads until the client closes, until dropped: the far end of [`tcp_reaches`] and
+/// of long-lived connections.
 #[derive(Debug)]
 pub struct TcpServer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -137,8 +138,17 @@ impl TcpServer {
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((mut s, _)) => {
-                        let _ = s.set_nonblocking(false);
-                        let _ = s.write_all(b"k");
+                        std::thread::spawn(move || {
+                            let _ = s.set_nonblocking(false);
+                            let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
+                            let _ = s.write_all(b"k");
+                            let mut buf = [0u8; 4096];
+                            while let Ok(n @ 1..) = s.read(&mut buf) {
+                                if s.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -168,4 +178,24 @@ pub fn tcp_reaches(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<bool
     })
     .map_err(|e| LabError::Io(format!("entering {ns}: {e}")))?;
     Ok(r.unwrap_or(false))
+}
+
+/// Opens a TCP connection from namespace `ns` to a [`TcpServer`] at `addr` and reads its
+/// greeting; the stream stays usable from any thread (its socket lives in `ns`).
+pub fn tcp_open(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<std::net::TcpStream, LabError> {
+    let r = netns::run_in(ns, move || -> std::io::Result<std::net::TcpStream> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b)?;
+        Ok(s)
+    })
+    .map_err(|e| LabError::Io(format!("entering {ns}: {e}")))?;
+    r.map_err(|e| LabError::Io(format!("connecting to {addr} from {ns}: {e}")))
+}
+
+/// Whether `s` still carries data both ways: `msg` sent comes back echoed.
+pub fn tcp_echoes(s: &mut std::net::TcpStream, msg: &[u8]) -> bool {
+    let mut back = vec![0u8; msg.len()];
+    s.write_all(msg).is_ok() && s.read_exact(&mut back).is_ok() && back == msg
 }
