@@ -4,6 +4,7 @@ mod converge;
 mod docker;
 mod failover;
 mod flows;
+mod policy;
 mod routing;
 mod scale;
 mod store;
@@ -103,6 +104,24 @@ enum Sub {
         #[arg(long, default_value_t = 5000)]
         endpoints: usize,
     },
+    /// Policies: N labelled endpoints over 3 hosts and P policies each governing 10% of them
+    /// and allowing one port from another 10%: flows per switch and compile time against the
+    /// same endpoints without policies, then the cost of one label change (units, flows,
+    /// incremental against full, and time until every switch has it in a live lab).
+    Policy {
+        /// Endpoints.
+        #[arg(long, default_value_t = 5000)]
+        endpoints: usize,
+        /// Policies.
+        #[arg(long, default_value_t = 100)]
+        policies: usize,
+        /// Label changes to time (each is made and undone; medians are reported).
+        #[arg(long, default_value_t = 10)]
+        changes: usize,
+        /// Only the compiler, in this process: no lab, no controller.
+        #[arg(long)]
+        compiler_only: bool,
+    },
     /// Convergence: from the API call creating two endpoints on two hosts (containers
     /// already plugged in) to the first ping reply between them; median of N rounds.
     Converge {
@@ -160,6 +179,12 @@ pub(crate) async fn run(c: BenchCmd) -> anyhow::Result<()> {
                 anyhow::bail!("--rounds must be 1..=500, --secs 1..=60, --reps 1..=20, --endpoints 0..=9000");
             }
             routing::run(rounds, secs, reps, endpoints).await
+        }
+        Sub::Policy { endpoints, policies, changes, compiler_only } => {
+            if !(1..=9000).contains(&endpoints) || !(1..=2000).contains(&policies) || !(1..=1000).contains(&changes) {
+                anyhow::bail!("--endpoints must be 1..=9000, --policies 1..=2000, --changes 1..=1000");
+            }
+            policy::run(endpoints, policies, changes, compiler_only).await
         }
         Sub::Store { writes } => {
             if writes < 64 {

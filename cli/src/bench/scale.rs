@@ -48,7 +48,7 @@ pub(crate) fn usage(pid: i32) -> anyhow::Result<(u64, f64)> {
     Ok((rss, ticks as f64 / hz))
 }
 
-async fn statuses((http, api): (&reqwest::Client, &str), hosts: &[String]) -> BTreeMap<String, serde_json::Value> {
+pub(super) async fn statuses((http, api): (&reqwest::Client, &str), hosts: &[String]) -> BTreeMap<String, serde_json::Value> {
     let mut m = BTreeMap::new();
     for h in hosts {
         if let Ok(r) = http.get(format!("{api}/v1/hosts/{h}/flows")).send().await {
@@ -61,7 +61,7 @@ async fn statuses((http, api): (&reqwest::Client, &str), hosts: &[String]) -> BT
 }
 
 /// Waits until every switch is in sync at `revision` or later with `plugged[h]` local ports.
-async fn wait_programmed(
+pub(super) async fn wait_programmed(
     api: (&reqwest::Client, &str),
     plugged: &BTreeMap<String, usize>,
     revision: u64,
@@ -85,85 +85,124 @@ async fn wait_programmed(
     }
 }
 
-async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
-    let name = format!("bs{}", std::process::id() % 10_000_000);
-    let cfg = LabConfig { enable_dummy: true, ..LabConfig::owned(&name, 3) };
-    let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.context("starting a 3-host lab with dummy ports")?;
-    let cp = lab.start_control_plane(&std::env::current_exe()?).context("starting the control plane")?;
-    let pid: i32 = std::fs::read_to_string(lab.dir.join("controller.pid"))?.trim().parse()?;
-    let api = cp.client()?;
-    let http = cp.credentials()?.http()?.build()?;
-    let hosts: Vec<String> = lab.hosts.iter().map(|h| h.name.clone()).collect();
-    let t = Instant::now();
-    loop {
-        let st = statuses((&http, &cp.api), &hosts).await;
-        if st.len() == hosts.len() && st.values().all(|s| s["in_sync"] == true) {
-            break;
+/// A 3-host lab with dummy ports and its control plane, its switches connected and in sync.
+pub(super) struct ScaleLab {
+    pub(super) lab: Lab,
+    pub(super) cp: plexus_lab::ControlPlane,
+    pub(super) api: plexus_api::Client,
+    pub(super) http: reqwest::Client,
+    pub(super) hosts: Vec<String>,
+    /// The controller's pid.
+    pub(super) pid: i32,
+}
+
+/// What [`ScaleLab::populate`] did.
+pub(super) struct Populated {
+    /// Local endpoints (ports) per host.
+    pub(super) plugged: BTreeMap<String, usize>,
+    /// The revision of the last endpoint created.
+    pub(super) revision: u64,
+    /// When the batch started.
+    pub(super) started: Instant,
+    /// When the API calls were done and when the ports were in OVS.
+    pub(super) api_time: Duration,
+    pub(super) ports_time: Duration,
+}
+
+impl ScaleLab {
+    pub(super) async fn start(prefix: &str) -> anyhow::Result<ScaleLab> {
+        let name = format!("{prefix}{}", std::process::id() % 10_000_000);
+        let cfg = LabConfig { enable_dummy: true, ..LabConfig::owned(&name, 3) };
+        let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.context("starting a 3-host lab with dummy ports")?;
+        let cp = lab.start_control_plane(&std::env::current_exe()?).context("starting the control plane")?;
+        let pid: i32 = std::fs::read_to_string(lab.dir.join("controller.pid"))?.trim().parse()?;
+        let api = cp.client()?;
+        let http = cp.credentials()?.http()?.build()?;
+        let hosts: Vec<String> = lab.hosts.iter().map(|h| h.name.clone()).collect();
+        let t = Instant::now();
+        loop {
+            let st = statuses((&http, &cp.api), &hosts).await;
+            if st.len() == hosts.len() && st.values().all(|s| s["in_sync"] == true) {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                bail!("the switches did not connect: {st:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if t.elapsed() > Duration::from_secs(30) {
-            bail!("the switches did not connect: {st:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(ScaleLab { lab, cp, api, http, hosts, pid })
     }
+
+    /// Creates `n` endpoints `e0`.. of `network` round-robin over the hosts, with the labels
+    /// `labels(i)` gives, through the API (several calls in flight) while their dummy ports
+    /// go into OVS.
+    pub(super) async fn populate(&self, network: &str, n: usize, labels: impl Fn(usize) -> BTreeMap<String, String>) -> anyhow::Result<Populated> {
+        let hosts = &self.hosts;
+        let spec =
+            |i: usize| EndpointSpec { id: Some(format!("e{i}")), host: hosts[i % hosts.len()].clone(), ip: None, mac: None, owner: None, labels: labels(i) };
+        let mut plugged: BTreeMap<String, usize> = hosts.iter().map(|h| (h.clone(), 0)).collect();
+        for i in 0..n {
+            *plugged.entry(hosts[i % hosts.len()].clone()).or_default() += 1;
+        }
+        let t0 = Instant::now();
+        // The ports, one OVSDB transaction per host, while the API creates the endpoints.
+        let mut port_tasks = Vec::new();
+        for (k, h) in self.lab.hosts.iter().enumerate() {
+            let h = h.clone();
+            let specs: Vec<PortSpec> = (k..n)
+                .step_by(self.lab.hosts.len())
+                .map(|i| {
+                    PortSpec::new(&plexus_api::ids::port_name(network, &format!("e{i}")), InterfaceType::Dummy)
+                        .external_id("plexus-endpoint", &format!("{network}/e{i}"))
+                })
+                .collect();
+            port_tasks.push(tokio::spawn(async move {
+                let vs = wire::vswitch(&h).await?;
+                vs.add_ports(wire::BR_INT, &specs).await.map_err(|e| anyhow::anyhow!("{}: adding ports: {e}", h.name))
+            }));
+        }
+        let mut next = 0;
+        let mut inflight = tokio::task::JoinSet::new();
+        let mut revision = 0;
+        while next < n || !inflight.is_empty() {
+            while next < n && inflight.len() < IN_FLIGHT {
+                let (api, s, net) = (self.api.clone(), spec(next), network.to_string());
+                inflight.spawn(async move { api.create_endpoint(&net, &s).await });
+                next += 1;
+            }
+            if let Some(r) = inflight.join_next().await {
+                revision = revision.max(r??.revision);
+            }
+        }
+        let api_time = t0.elapsed();
+        for t in port_tasks {
+            t.await??;
+        }
+        Ok(Populated { plugged, revision, started: t0, api_time, ports_time: t0.elapsed() })
+    }
+
+    /// Flows each switch holds, read back from it.
+    pub(super) async fn held(&self) -> anyhow::Result<BTreeMap<String, usize>> {
+        let mut held = BTreeMap::new();
+        for h in &self.lab.hosts {
+            let of = wire::openflow(h).await?;
+            held.insert(h.name.clone(), of.dump_flows(Default::default()).await?.len());
+        }
+        Ok(held)
+    }
+}
+
+async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
+    let sl = ScaleLab::start("bs").await?;
+    let (lab, cp, api, http, hosts, pid) = (&sl.lab, &sl.cp, &sl.api, &sl.http, &sl.hosts, sl.pid);
     api.create_network(&NetworkSpec::overlay("scale", "10.96.0.0/18")).await?;
     let (rss0, cpu0) = usage(pid)?;
     eprintln!("{n} endpoints over {} hosts: creating them through the API and their dummy ports in OVS ...", hosts.len());
-    let spec = |i: usize| EndpointSpec {
-        id: Some(format!("e{i}")),
-        host: hosts[i % hosts.len()].clone(),
-        ip: None,
-        mac: None,
-        owner: None,
-        labels: Default::default(),
-    };
-    let mut plugged: BTreeMap<String, usize> = hosts.iter().map(|h| (h.clone(), 0)).collect();
-    for i in 0..n {
-        *plugged.entry(hosts[i % hosts.len()].clone()).or_default() += 1;
-    }
-    let t0 = Instant::now();
-    // The ports, one OVSDB transaction per host, while the API creates the endpoints.
-    let mut port_tasks = Vec::new();
-    for (k, h) in lab.hosts.iter().enumerate() {
-        let h = h.clone();
-        let specs: Vec<PortSpec> = (k..n)
-            .step_by(lab.hosts.len())
-            .map(|i| {
-                PortSpec::new(&plexus_api::ids::port_name("scale", &format!("e{i}")), InterfaceType::Dummy)
-                    .external_id("plexus-endpoint", &format!("scale/e{i}"))
-            })
-            .collect();
-        port_tasks.push(tokio::spawn(async move {
-            let vs = wire::vswitch(&h).await?;
-            vs.add_ports(wire::BR_INT, &specs).await.map_err(|e| anyhow::anyhow!("{}: adding ports: {e}", h.name))
-        }));
-    }
-    let mut next = 0;
-    let mut inflight = tokio::task::JoinSet::new();
-    let mut revision = 0;
-    while next < n || !inflight.is_empty() {
-        while next < n && inflight.len() < IN_FLIGHT {
-            let (api, s) = (api.clone(), spec(next));
-            inflight.spawn(async move { api.create_endpoint("scale", &s).await });
-            next += 1;
-        }
-        if let Some(r) = inflight.join_next().await {
-            revision = revision.max(r??.revision);
-        }
-    }
-    let api_time = t0.elapsed();
-    for t in port_tasks {
-        t.await??;
-    }
-    let ports_time = t0.elapsed();
-    let st = wait_programmed((&http, &cp.api), &plugged, revision, Duration::from_secs(300)).await?;
-    let full_time = t0.elapsed();
+    let Populated { plugged, revision, started, api_time, ports_time } = sl.populate("scale", n, |_| BTreeMap::new()).await?;
+    let st = wait_programmed((http, &cp.api), &plugged, revision, Duration::from_secs(300)).await?;
+    let full_time = started.elapsed();
     let (rss1, cpu1) = usage(pid)?;
-    // What the switches hold, read back from them.
-    let mut held = BTreeMap::new();
-    for h in &lab.hosts {
-        let of = wire::openflow(h).await?;
-        held.insert(h.name.clone(), of.dump_flows(Default::default()).await?.len());
-    }
+    let held = sl.held().await?;
     println!("scale: one network, {n} endpoints over {} hosts (dummy ports, userspace datapath), {IN_FLIGHT} API calls in flight", hosts.len());
     println!("  API calls done after                       {:>8.2} s  ({:.0} endpoints/s)", api_time.as_secs_f64(), n as f64 / api_time.as_secs_f64());
     println!("  ports added to OVS after                   {:>8.2} s", ports_time.as_secs_f64());
@@ -172,7 +211,7 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
         full_time.as_secs_f64(),
         full_time.as_secs_f64() / api_time.as_secs_f64()
     );
-    for h in &hosts {
+    for h in hosts {
         let desired = st[h]["desired_flows"].as_u64().unwrap_or(0);
         println!("  {h}: {desired} flows desired, {} held ({} local endpoints)", held[h], plugged[h]);
         if held[h] as u64 != desired {
@@ -191,7 +230,7 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
     let probe_host = hosts[0].clone();
     let t = Instant::now();
     let full = loop {
-        let st = statuses((&http, &cp.api), std::slice::from_ref(&probe_host)).await;
+        let st = statuses((http, &cp.api), std::slice::from_ref(&probe_host)).await;
         let f = &st[&probe_host]["last_full"];
         if f["revision"].as_u64().unwrap_or(0) >= revision {
             break f.clone();
@@ -222,7 +261,7 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
             .await?;
         write_ms.push(t.elapsed().as_secs_f64() * 1e3);
         *plug1.entry(probe_host.clone()).or_default() += 1;
-        let st = wait_programmed((&http, &cp.api), &plug1, e.revision, Duration::from_secs(30)).await?;
+        let st = wait_programmed((http, &cp.api), &plug1, e.revision, Duration::from_secs(30)).await?;
         apply_ms.push(t.elapsed().as_secs_f64() * 1e3);
         // The slowest switch's pass for this change: compile, bundle and barrier.
         let passes = st.values().map(|s| &s["last_pass"]).filter(|p| p["revision"].as_u64() == Some(e.revision));
@@ -238,7 +277,7 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
     let full_us = full["compile_us"].as_f64().unwrap_or(0.0);
     let (c, a) = (super::median(compile_us), super::median(apply_ms));
     drop(vs);
-    drop(lab);
+    drop(sl);
     let (pure_full, pure_incr) = compile_cost(n, changes)?;
     println!("one endpoint change at {n} endpoints (created on {probe_host}), median of {changes}:");
     println!("  units compiled {:.0}, flows sent {:.0}", super::median(units), super::median(sent));

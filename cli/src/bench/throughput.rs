@@ -1,7 +1,7 @@
 //! `plexus bench throughput`: cross-host TCP between two containers (iperf3) through Plexus's
-//! pipeline, against plain OVS (a `NORMAL` bridge with the same VXLAN tunnel, the same
-//! containers' veths moved over to it) and against a bare veth pair, interleaved, one stream
-//! and many. The datapath's flow count after each Plexus and plain run is shown too: a
+//! pipeline, with and without a policy that allows the test (so conntrack runs on both hosts),
+//! against plain OVS (a `NORMAL` bridge with the same VXLAN tunnel, the same containers'
+//! veths moved over to it) and against a bare veth pair, interleaved, one stream and many. The datapath's flow count after each Plexus and plain run is shown too: a
 //! pipeline that defeats megaflow wildcarding shows up there before it shows up in Gbit/s.
 
 use std::net::Ipv4Addr;
@@ -19,6 +19,8 @@ const PLAIN: &str = "br-plain";
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Path {
     Plexus,
+    /// Plexus with a policy governing the server that allows the client's TCP.
+    Policy,
     Plain,
     Veth,
 }
@@ -84,6 +86,43 @@ pub(super) async fn run(secs: u64, reps: usize, streams: usize, endpoints: usize
         cs.push((lab.attach(&e, &format!("t{}", h.name), wire::CONTAINER_MTU).await?, port, format!("{}/{}", e.network, e.id)));
     }
     let (a, b) = (cs[0].0.clone(), cs[1].0.clone());
+    let ids: Vec<String> = cs.iter().map(|c| c.2.rsplit('/').next().unwrap_or_default().to_string()).collect();
+    for (id, app) in ids.iter().zip(["client", "server"]) {
+        api.set_endpoint_labels("tp", id, &[("app".to_string(), app.to_string())].into()).await?;
+    }
+    let http = cp.http()?;
+    // Waits until h1's and h2's switches are in sync at `revision` or later.
+    let in_sync = |revision: u64| {
+        let (http, url, hosts) = (http.clone(), cp.api.clone(), [h1.name.clone(), h2.name.clone()]);
+        async move {
+            let t = Instant::now();
+            for h in hosts {
+                loop {
+                    let st: serde_json::Value = http.get(format!("{url}/v1/hosts/{h}/flows")).send().await?.json().await?;
+                    if st["in_sync"] == true && st["revision"].as_u64().unwrap_or(0) >= revision {
+                        break;
+                    }
+                    if t.elapsed() > Duration::from_secs(30) {
+                        bail!("{h}'s switch did not take revision {revision}: {st}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            anyhow::Ok(())
+        }
+    };
+    let allow = plexus_api::PolicySpec {
+        name: "tp-allow".into(),
+        network: "tp".into(),
+        select: "app=server".into(),
+        ingress: Some(vec![plexus_api::Rule {
+            protocol: plexus_api::Protocol::Tcp,
+            peers: vec![plexus_api::Peer { select: Some("app=client".into()), ..Default::default() }],
+            ..plexus_api::Rule::allow()
+        }]),
+        egress: None,
+        labels: Default::default(),
+    };
     // Plain OVS on each host: a standalone NORMAL bridge with a VXLAN port to the other host.
     for (h, peer) in [(&h1, &h2), (&h2, &h1)] {
         let vs = wire::vswitch(h).await?;
@@ -132,15 +171,27 @@ pub(super) async fn run(secs: u64, reps: usize, streams: usize, endpoints: usize
         move || probe::wait_ping(&ns, ip, Duration::from_secs(30))
     })
     .await??;
-    eprintln!("{reps} interleaved repetitions of {secs} s tests, 1 and {streams} streams, Plexus / plain OVS / veth ...");
+    eprintln!("{reps} interleaved repetitions of {secs} s tests, 1 and {streams} streams, Plexus / Plexus with a policy / plain OVS / veth ...");
     let mut results: Vec<(Path, usize, f64)> = Vec::new();
     let mut flows: Vec<(Path, (usize, usize))> = Vec::new();
     let t = Instant::now();
     for rep in 0..reps {
-        for path in [Path::Plexus, Path::Plain, Path::Veth] {
+        for path in [Path::Plexus, Path::Policy, Path::Plain, Path::Veth] {
             match path {
-                Path::Plain => move_to(PLAIN, wire::BR_INT).await?,
+                Path::Plain => {
+                    // The policy really was in the path: its rule let the tests' connections in.
+                    let c = api.policy_counters(&allow.name).await?;
+                    if c.rules.iter().map(|r| r.packets).sum::<u64>() == 0 {
+                        bail!("the allow policy's rule counted nothing: the tests did not go through it ({c:?})");
+                    }
+                    api.delete_policy(&allow.name).await?;
+                    move_to(PLAIN, wire::BR_INT).await?
+                }
                 Path::Plexus if rep > 0 => move_to(wire::BR_INT, PLAIN).await?,
+                Path::Policy => {
+                    let p = api.create_policy(&allow).await?;
+                    in_sync(p.revision).await?;
+                }
                 _ => {}
             }
             for n in [1, streams] {
@@ -171,7 +222,6 @@ pub(super) async fn run(secs: u64, reps: usize, streams: usize, endpoints: usize
         for _ in 0..endpoints {
             last = api.create_endpoint("tp", &EndpointSpec::on(&h3)).await?.revision;
         }
-        let http = cp.http()?;
         let t = Instant::now();
         loop {
             let st: serde_json::Value = http.get(format!("{}/v1/hosts/{}/flows", cp.api, h1.name)).send().await?.json().await?;
@@ -209,10 +259,13 @@ pub(super) async fn run(secs: u64, reps: usize, streams: usize, endpoints: usize
         (of().map(|f| f.1 .0).max().unwrap_or(0), of().map(|f| f.1 .1).max().unwrap_or(0))
     };
     println!("cross-host TCP between two containers (iperf3, {secs} s per test, median of {reps}, {:.0} s in all):", t.elapsed().as_secs_f64());
-    println!("{:<10} {:>12} {:>12} {:>12} {:>14} {:>12}", "streams", "plexus", "plain OVS", "veth pair", "plexus/plain", "plexus/veth");
+    println!(
+        "{:<10} {:>12} {:>12} {:>12} {:>12} {:>14} {:>12} {:>15}",
+        "streams", "plexus", "w/ policy", "plain OVS", "veth pair", "plexus/plain", "plexus/veth", "policy/plexus"
+    );
     for n in [1, streams] {
-        let (x, p, v) = (med(Path::Plexus, n), med(Path::Plain, n), med(Path::Veth, n));
-        println!("{:<10} {:>7.2} Gb/s {:>7.2} Gb/s {:>7.2} Gb/s {:>13.2}x {:>11.2}x", n, x, p, v, x / p, x / v);
+        let (x, y, p, v) = (med(Path::Plexus, n), med(Path::Policy, n), med(Path::Plain, n), med(Path::Veth, n));
+        println!("{:<10} {:>7.2} Gb/s {:>7.2} Gb/s {:>7.2} Gb/s {:>7.2} Gb/s {:>13.2}x {:>11.2}x {:>14.2}x", n, x, y, p, v, x / p, x / v, y / x);
     }
     if endpoints > 0 {
         let m = |p: Path, n: usize| super::median(with_many.iter().filter(|r| r.0 == p && r.1 == n).map(|r| r.2).collect());

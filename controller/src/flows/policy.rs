@@ -166,27 +166,43 @@ impl Merged {
     }
 }
 
-/// Address prefixes (value, mask) a rule's peers stand for; `None` for anyone.
-fn peer_prefixes(model: &Model, network: &str, r: &Rule) -> Option<Vec<(u32, u32)>> {
-    if r.peers.is_empty() {
-        return None;
+/// The addresses of the endpoints a selector picks in a network, each selector resolved once
+/// per compile however many rules name it (policies tend to share a few peer groups).
+struct Peers<'a> {
+    model: &'a Model,
+    resolved: HashMap<(String, String), Vec<u32>>,
+}
+
+impl<'a> Peers<'a> {
+    fn new(model: &'a Model) -> Peers<'a> {
+        Peers { model, resolved: HashMap::new() }
     }
-    let mut v: BTreeSet<(u32, u32)> = BTreeSet::new();
-    for p in &r.peers {
-        if let Some(c) = p.cidr.as_deref().and_then(|c| Cidr::parse(c).ok()) {
-            let except: Vec<Cidr> = p.except.iter().filter_map(|e| Cidr::parse(e).ok()).collect();
-            subtract(c, &except, &mut v);
-            continue;
+
+    fn of(&mut self, network: &str, select: &str) -> &[u32] {
+        let model = self.model;
+        self.resolved.entry((network.to_string(), select.to_string())).or_insert_with(|| {
+            let sel = Selector::parse(select).unwrap_or_default();
+            model.endpoints.get(network).into_iter().flat_map(|eps| eps.values()).filter(|e| sel.matches(&e.labels)).map(|e| u32::from(e.ip)).collect()
+        })
+    }
+
+    /// Address prefixes (value, mask) a rule's peers stand for; `None` for anyone.
+    fn prefixes(&mut self, network: &str, r: &Rule) -> Option<Vec<(u32, u32)>> {
+        if r.peers.is_empty() {
+            return None;
         }
-        let sel = Selector::parse(p.select.as_deref().unwrap_or("")).unwrap_or_default();
-        let net = p.network.as_deref().unwrap_or(network);
-        for e in model.endpoints.get(net).into_iter().flat_map(|eps| eps.values()) {
-            if sel.matches(&e.labels) {
-                v.insert((u32::from(e.ip), u32::MAX));
+        let mut v: BTreeSet<(u32, u32)> = BTreeSet::new();
+        for p in &r.peers {
+            if let Some(c) = p.cidr.as_deref().and_then(|c| Cidr::parse(c).ok()) {
+                let except: Vec<Cidr> = p.except.iter().filter_map(|e| Cidr::parse(e).ok()).collect();
+                subtract(c, &except, &mut v);
+                continue;
             }
+            let net = p.network.as_deref().unwrap_or(network);
+            v.extend(self.of(net, p.select.as_deref().unwrap_or("")).iter().map(|ip| (*ip, u32::MAX)));
         }
+        Some(v.into_iter().collect())
     }
-    Some(v.into_iter().collect())
 }
 
 /// `c` less every prefix in `except`, as prefixes: halves of `c` are kept whole or split
@@ -272,6 +288,7 @@ pub fn compile(model: &Model, view: &SwitchView, network: &str, vni: u32, domain
         return;
     }
     let mut merged = Merged::default();
+    let mut peers = Peers::new(model);
     let mut covered: BTreeSet<(bool, u32, &EndpointKey)> = BTreeSet::new();
     for p in model.policies.values().filter(|p| p.spec.network == network) {
         let sel = Selector::parse(&p.spec.select).unwrap_or_default();
@@ -286,10 +303,10 @@ pub fn compile(model: &Model, view: &SwitchView, network: &str, vni: u32, domain
         if governed.is_empty() {
             continue;
         }
-        let cx = RuleCx { model, network, vni, policy: p, governed: &governed, unit: out.cookie() };
+        let cx = RuleCx { network, vni, policy: p, governed: &governed, unit: out.cookie() };
         for egress in [false, true] {
             for (i, r) in p.spec.rules(egress).into_iter().flatten().enumerate() {
-                cx.rule(egress, i, r, &mut merged);
+                cx.rule(egress, i, r, &mut peers, &mut merged);
             }
         }
     }
@@ -311,7 +328,6 @@ fn covered_by<'a>(p: &Policy, covered: &mut BTreeSet<(bool, u32, &'a EndpointKey
 
 /// What the flows of one policy's rules on one switch have in common.
 struct RuleCx<'a> {
-    model: &'a Model,
     network: &'a str,
     vni: u32,
     policy: &'a Policy,
@@ -332,11 +348,11 @@ fn applied_to(egress: bool, port: u32) -> (Table, Match) {
 
 impl RuleCx<'_> {
     /// The flows of rule `i` of a direction: its dimensions and its decision flow.
-    fn rule(&self, egress: bool, i: usize, r: &Rule, merged: &mut Merged) {
+    fn rule(&self, egress: bool, i: usize, r: &Rule, resolve: &mut Peers<'_>, merged: &mut Merged) {
         let table = if egress { Table::EgressPolicy } else { Table::IngressPolicy };
         let prio = rule_priority(r);
         let id = conj_id(self.policy.id, egress, i);
-        let peers = peer_prefixes(self.model, self.network, r);
+        let peers = resolve.prefixes(self.network, r);
         if peers.as_ref().is_some_and(Vec::is_empty) {
             // Peers that stand for nobody (yet): the rule matches nothing.
             return;
