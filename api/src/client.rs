@@ -326,6 +326,18 @@ impl Client {
     pub async fn delete_policy(&self, name: &str) -> Result<(), ClientError> {
         self.call::<()>(reqwest::Method::DELETE, &format!("/v1/policies/{name}"), None::<&()>).await.map(|_| ())
     }
+    /// Traces a packet through the switches.
+    pub async fn trace(&self, req: &crate::TraceRequest) -> Result<crate::Trace, ClientError> {
+        self.send(reqwest::Method::POST, "/v1/trace", req).await
+    }
+    /// Trace jobs for `host`'s agent, waiting up to `wait_s` seconds for one to come.
+    pub async fn trace_jobs(&self, host: &str, wait_s: u64) -> Result<Vec<crate::TraceJob>, ClientError> {
+        self.get(&format!("/v1/hosts/{host}/trace-jobs?wait={wait_s}")).await
+    }
+    /// An agent's answer to a trace job.
+    pub async fn trace_answer(&self, host: &str, id: u64, out: &crate::TraceOutput) -> Result<(), ClientError> {
+        self.call::<serde_json::Value>(reqwest::Method::POST, &format!("/v1/hosts/{host}/trace-jobs/{id}"), Some(out)).await.map(|_| ())
+    }
     /// All routers.
     pub async fn routers(&self) -> Result<Vec<Router>, ClientError> {
         self.get("/v1/routers").await

@@ -32,6 +32,7 @@ pub mod network;
 pub mod policy;
 pub mod problem;
 pub mod routing;
+pub mod trace;
 pub mod valid;
 
 pub use client::{AgentCredentials, Client, ClientError, ClusterStatus, Credentials, Mastership, Member, NodeCredentials, StateDigest};
@@ -42,4 +43,5 @@ pub use network::{IpamMode, Network, NetworkKind, NetworkSpec};
 pub use policy::{DropCounters, Peer, Policy, PolicyCounters, PolicySpec, Protocol, Rule, RuleAction, RuleCounters, Selector};
 pub use problem::{FieldError, Problem};
 pub use routing::{Router, RouterSpec};
+pub use trace::{Trace, TraceJob, TraceOutput, TraceProtocol, TraceRequest, TraceStep, TracedPacket};
 pub use valid::{Valid, Validate};

@@ -63,7 +63,16 @@ macro_rules! validate_by_inherent {
     )*};
 }
 
-validate_by_inherent!(crate::NetworkSpec, crate::EndpointSpec, crate::HostSpec, crate::RouterSpec, crate::PolicySpec, crate::endpoint::EndpointLabels);
+validate_by_inherent!(
+    crate::NetworkSpec,
+    crate::EndpointSpec,
+    crate::HostSpec,
+    crate::RouterSpec,
+    crate::PolicySpec,
+    crate::endpoint::EndpointLabels,
+    crate::trace::TraceRequest,
+    crate::trace::TraceOutput
+);
 
 #[cfg(test)]
 mod tests {

@@ -67,6 +67,9 @@ enum Sub {
         /// Address wanted.
         #[arg(long)]
         ip: Option<std::net::Ipv4Addr>,
+        /// Labels of its endpoint, KEY=VALUE (repeat for more): what policies select it by.
+        #[arg(long = "label")]
+        labels: Vec<String>,
     },
     /// Run a command inside a container: plexus lab exec NAME -- CMD ARGS…
     Exec {
@@ -120,7 +123,8 @@ pub(crate) async fn run(c: LabCmd) -> anyhow::Result<()> {
             print_status(&Lab::load(&c.name)?, output)?;
         }
         Sub::Demo => demo(&Lab::load(&c.name)?).await?,
-        Sub::Run { host, container: name, network, ip } => {
+        Sub::Run { host, container: name, network, ip, labels } => {
+            let labels = crate::resources::labels(&labels)?;
             let lab = Lab::load(&c.name)?;
             if lab.status().api.is_none() {
                 bail!("lab {} runs no controller", lab.name);
@@ -134,14 +138,7 @@ pub(crate) async fn run(c: LabCmd) -> anyhow::Result<()> {
             let e = api
                 .create_endpoint(
                     &network,
-                    &plexus_api::EndpointSpec {
-                        id: Some(name.clone()),
-                        host,
-                        ip,
-                        mac: None,
-                        owner: Some(format!("lab container {name}")),
-                        labels: Default::default(),
-                    },
+                    &plexus_api::EndpointSpec { id: Some(name.clone()), host, ip, mac: None, owner: Some(format!("lab container {name}")), labels },
                 )
                 .await?;
             match lab.attach(&e, &name, mtu).await {

@@ -10,6 +10,7 @@ mod pki;
 mod policies;
 mod resources;
 mod routers;
+mod trace;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
@@ -81,6 +82,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: policies::PolicyCmd,
     },
+    /// Trace a packet from an endpoint through the switches: every flow it meets, named by
+    /// the object it came from, and the verdict.
+    Trace(trace::TraceCmd),
     /// Registered hosts.
     Host {
         #[command(flatten)]
@@ -151,6 +155,7 @@ fn run() -> anyhow::Result<()> {
             Cmd::Endpoint { api, cmd } => resources::endpoint(api, cmd).await,
             Cmd::Router { api, cmd } => routers::router(api, cmd).await,
             Cmd::Policy { api, cmd } => policies::policy(api, cmd).await,
+            Cmd::Trace(t) => trace::trace(t).await,
             Cmd::Completion { .. } => Ok(()),
             Cmd::Host { api, cmd } => resources::host(api, cmd).await,
             Cmd::Cluster { api, cmd } => resources::cluster(api, cmd).await,

@@ -67,7 +67,8 @@ async fn every_route_needs_a_credential_and_the_role_that_may_call_it() {
             assert!(ct.starts_with("application/problem+json") && challenge, "{method} {path}: a problem and a Bearer challenge");
         }
         let (s, _, body, _) = call(&api, Some(&reader), &method, &path, "application/json").await;
-        if method == "GET" {
+        // A trace changes nothing: a reader may run one.
+        if method == "GET" || path == "/v1/trace" {
             assert!(s != 401 && s != 403, "a reader reads {path}: {s} {body}");
         } else {
             assert_eq!(s, 403, "a reader may not {method} {path}: {body}");
@@ -109,6 +110,10 @@ async fn an_agent_credential_reaches_its_own_host_only() {
     assert_eq!(send("PUT", "/v1/hosts/h1", Some(json!({"name": "h1", "tunnel_ip": "192.0.2.11"}))).await.0, 200);
     assert_eq!(send("PUT", "/v1/hosts/h1", Some(json!({"name": "h1", "tunnel_ip": "192.0.2.11"}))).await.0, 200);
     assert_eq!(send("GET", "/v1/hosts/h1", None).await.0, 200);
+    // Its own trace jobs (none wait), and answering one nobody waits for.
+    let (s, jobs) = send("GET", "/v1/hosts/h1/trace-jobs?wait=0", None).await;
+    assert_eq!((s, jobs), (200, json!([])));
+    assert_eq!(send("POST", "/v1/hosts/h1/trace-jobs/7", Some(json!({"output": "x"}))).await.0, 404);
     // The hosts' list, for its tunnels' far ends (its agent touches them before traffic).
     let (s, hosts) = send("GET", "/v1/hosts", None).await;
     assert_eq!(s, 200, "{hosts}");
@@ -120,6 +125,10 @@ async fn an_agent_credential_reaches_its_own_host_only() {
         ("PUT", "/v1/hosts/h1", Some(json!({"name": "h2", "tunnel_ip": "192.0.2.66"})), 422),
         ("GET", "/v1/hosts/h2", None, 403),
         ("GET", "/v1/hosts/h2/flows", None, 403),
+        ("GET", "/v1/hosts/h2/trace-jobs", None, 403),
+        ("POST", "/v1/hosts/h2/trace-jobs/1", Some(json!({"output": "forged"})), 403),
+        ("POST", "/v1/trace", Some(json!({"network": "red", "from": "a", "to": "10.0.0.1"})), 403),
+        ("PUT", "/v1/networks/red/endpoints/theirs/labels", Some(json!({"labels": {}})), 403),
         ("GET", "/v1/networks/red/endpoints/theirs", None, 404),
         ("POST", "/v1/networks/red/endpoints", Some(json!({"host": "h2"})), 403),
         ("DELETE", "/v1/networks/red/endpoints/theirs", None, 403),

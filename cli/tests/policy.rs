@@ -50,6 +50,7 @@ async fn a_deny_by_default_policy_lets_in_only_what_its_rules_allow() {
     api.create_network(&NetworkSpec::overlay("red", "10.1.0.0/24")).await.expect("red");
     api.create_network(&NetworkSpec::overlay("blue", "10.2.0.0/24")).await.expect("blue");
     let mut c = std::collections::BTreeMap::new();
+    let mut ids = std::collections::BTreeMap::new();
     for (name, net, host, app) in [
         ("db", "red", "h3", "db"),
         ("api", "red", "h1", "api"),
@@ -60,6 +61,7 @@ async fn a_deny_by_default_policy_lets_in_only_what_its_rules_allow() {
     ] {
         let spec = EndpointSpec { labels: [("app".to_string(), app.to_string())].into(), ..EndpointSpec::on(host) };
         let e = api.create_endpoint(net, &spec).await.expect("endpoint");
+        ids.insert(name, format!("{net}/{}", e.id));
         c.insert(name, lab.attach(&e, name, wire::CONTAINER_MTU).await.expect("attach"));
     }
     let (ok, out) = plexus(&cp, &["router", "create", "r", "--network", "red", "--network", "blue"]);
@@ -97,6 +99,59 @@ async fn a_deny_by_default_policy_lets_in_only_what_its_rules_allow() {
     assert!(pings(&db, c["api"].ip), "db pings api");
     // Everyone else is untouched: web and api still talk.
     assert!(pings(&c["web"], c["api"].ip));
+
+    // plexus trace, side by side with the traffic: its verdict agrees with what happened, and
+    // it names the rule, the policy, the router and the tunnel.
+    let trace = |from: &str, to: &str, port: Option<u16>| {
+        let (network, id) = ids[from].split_once('/').expect("net/id");
+        let req = plexus_api::TraceRequest {
+            network: network.into(),
+            from: id.into(),
+            to: ids[to].clone(),
+            protocol: if port.is_some() { plexus_api::TraceProtocol::Tcp } else { plexus_api::TraceProtocol::Icmp },
+            port,
+        };
+        let api = api.clone();
+        async move { api.trace(&req).await.expect("trace") }
+    };
+    let names = |t: &plexus_api::Trace| t.steps.iter().map(|s| s.object.clone()).collect::<Vec<_>>().join(" | ");
+    for (from, to, port) in [
+        ("api", "db", Some(5432)),
+        ("api3", "db", Some(5432)),
+        ("bapi", "db", Some(5432)),
+        ("web", "db", Some(5432)),
+        ("api", "db", Some(80)),
+        ("bweb", "db", Some(5432)),
+        ("api", "db", None),
+        ("db", "web", Some(8080)),
+    ] {
+        let real = match port {
+            Some(p) => tcp(&c[from], &c[to], p),
+            None => pings(&c[from], c[to].ip),
+        };
+        let t = trace(from, to, port).await;
+        println!("trace {from} -> {to} {port:?}: {} [{}]", t.verdict, names(&t));
+        assert_eq!(t.delivered, real, "trace {from} -> {to} {port:?} says {}, the traffic {}", t.verdict, if real { "passed" } else { "did not" });
+        let objects = names(&t);
+        match (from, to, port) {
+            ("api", "db", Some(5432)) => {
+                assert!(objects.contains("policy db-only ingress rule 0 (allow tcp/5432") && objects.contains("tunnel to h3"), "{objects}")
+            }
+            ("bapi", "db", _) => {
+                assert!(objects.contains("router r: blue -> red") && objects.contains("tunnel to h3") && objects.contains("ingress rule 0"), "{objects}")
+            }
+            ("api3", "db", _) => assert!(!objects.contains("tunnel to") && objects.contains("ingress rule 0"), "{objects}"),
+            (_, "db", _) => assert!(t.verdict.contains("dropped by policy db-only"), "{}", t.verdict),
+            _ => assert!(t.verdict.starts_with("delivered to"), "{}", t.verdict),
+        }
+    }
+    // Through the CLI, as JSON for machines; an unknown destination is explained too.
+    let (ok, out) = plexus(&cp, &["trace", "--from", &ids["api"], "--to", &ids["db"], "--tcp", "80", "-o", "json"]);
+    let t: plexus_api::Trace = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(ok && !t.delivered && t.verdict.contains("no rule lets tcp/80"), "{out}");
+    let (ok, out) = plexus(&cp, &["trace", "--from", &ids["api"], "--to", "10.1.0.250"]);
+    assert!(ok && out.contains("unknown destination"), "{out}");
+    assert!(!pings(&c["api"], "10.1.0.250".parse().expect("ip")));
 
     // Counters: five new connections from api are five decisions of the allow rule (later
     // packets of a connection pass as established); three attempts from web are three drops

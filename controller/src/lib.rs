@@ -13,6 +13,7 @@ mod serve;
 pub mod server;
 pub mod store;
 pub mod switches;
+pub mod trace;
 
 /// Wall-clock milliseconds since the Unix epoch: stamped into commands by the API (the state
 /// machine must not read clocks itself) and kept by the mastership lease.

@@ -195,6 +195,7 @@ impl Node {
             tokens,
             apply_watch: Default::default(),
             pki_dir: pki,
+            traces: Default::default(),
         };
         let cluster_app = server::cluster_router(st.clone());
         let app = server::router(st);

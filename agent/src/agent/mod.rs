@@ -13,6 +13,7 @@ use plexus_ovs::ovsdb::{BridgeSpec, Client as Ovsdb, ClientOptions, InterfaceTyp
 
 pub mod health;
 mod neigh;
+mod trace;
 
 /// The integration bridge.
 pub const BR_INT: &str = "br-int";
@@ -196,6 +197,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 tracing::error!(error = %e, "the Docker plugin stopped");
             }
         });
+    }
+    // `plexus trace` runs on this switch through the control socket next to the OVSDB socket.
+    if let plexus_ovs::ovsdb::Target::Unix(db) = &cfg.ovsdb {
+        if let Some(rundir) = db.parent() {
+            tokio::spawn(trace::serve(api.clone(), cfg.name.clone(), rundir.to_path_buf()));
+        }
     }
     let mut monitor =
         ovsdb.monitor("Open_vSwitch", vec![MonitorRequest::all("Bridge"), MonitorRequest::all("Port"), MonitorRequest::all("Controller")]).await?;

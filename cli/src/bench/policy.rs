@@ -170,5 +170,43 @@ async fn live(n: usize, policies: usize, changes: usize) -> Result<()> {
         super::median(sent),
         label_changes(n, changes).len()
     );
+    trace_latency(&sl, changes.max(5)).await
+}
+
+/// `plexus trace` of a cross-host path (e12 on h1 to e1 on h2, TCP to the port a policy
+/// lets role r1 reach team t1 on) against running OVS's `ofproto/trace` on the same two
+/// switches directly.
+async fn trace_latency(sl: &ScaleLab, rounds: usize) -> Result<()> {
+    let req = plexus_api::TraceRequest {
+        network: NET.into(),
+        from: "e12".into(),
+        to: format!("{NET}/e1"),
+        protocol: plexus_api::TraceProtocol::Tcp,
+        port: Some(1001),
+    };
+    let first = sl.api.trace(&req).await?;
+    if first.packets.len() != 2 || !first.delivered {
+        anyhow::bail!("the trace did not cross to the second host and get in: {first:?}");
+    }
+    let (mut via, mut direct) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let t = Instant::now();
+        sl.api.trace(&req).await?;
+        via.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        for p in &first.packets {
+            let h = sl.lab.host(&p.host).ok_or_else(|| anyhow::anyhow!("no host {}", p.host))?;
+            let rundir = h.ovs.db_sock().parent().map(|d| d.to_path_buf()).unwrap_or_default();
+            let ctl = plexus_ovs::unixctl::vswitchd_ctl(&rundir).ok_or_else(|| anyhow::anyhow!("no ovs-vswitchd control socket in {}", rundir.display()))?;
+            plexus_ovs::unixctl::call(&ctl, "ofproto/trace", &["br-int", &p.flow], Duration::from_secs(5)).await?;
+        }
+        direct.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let (v, d) = (super::median(via), super::median(direct));
+    println!(
+        "  plexus trace of a cross-host path ({}): {v:.1} ms vs {d:.1} ms for ofproto/trace run directly on both switches ({:.1}x), medians of {rounds}",
+        first.verdict,
+        v / d.max(1e-9)
+    );
     Ok(())
 }

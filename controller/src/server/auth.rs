@@ -42,7 +42,8 @@ pub(crate) fn allowed(role: &Role, method: &Method, path: &str) -> bool {
     let post = *method == Method::POST;
     let host = match role {
         Role::Admin => return true,
-        Role::Reader => return read,
+        // A trace changes nothing: whoever may read may trace.
+        Role::Reader => return read || (post && path == "/v1/trace"),
         // One-time tokens reach the one route that spends them, and nothing else.
         Role::Bootstrap(_) => return post && path == "/v1/bootstrap/agent",
         Role::Join => return post && path == "/v1/bootstrap/node",
@@ -56,6 +57,9 @@ pub(crate) fn allowed(role: &Role, method: &Method, path: &str) -> bool {
         // Its own host: register, heartbeat, read it and its flows.
         ["v1", "hosts", h] => *h == host && (read || *method == Method::PUT),
         ["v1", "hosts", h, "flows"] => *h == host && read,
+        // Traces of its own switch: take them, answer them.
+        ["v1", "hosts", h, "trace-jobs"] => *h == host && read,
+        ["v1", "hosts", h, "trace-jobs", _] => *h == host && post,
         // What its Docker and attachments need: the networks, their endpoints.
         ["v1", "networks"] => read || *method == Method::POST,
         ["v1", "networks", _] => read || *method == Method::DELETE,

@@ -28,6 +28,7 @@ mod openapi;
 mod raft;
 mod resources;
 mod routing;
+mod trace;
 
 pub(crate) use auth::Caller;
 use bootstrap::*;
@@ -41,6 +42,7 @@ pub use raft::MAX_RAFT_BODY;
 use raft::*;
 use resources::*;
 use routing::*;
+use trace::*;
 
 use crate::model::Refusal;
 use crate::store::{Raft, SharedState};
@@ -71,6 +73,8 @@ pub struct AppState {
     pub apply_watch: Arc<ApplyWatch>,
     /// The cluster's PKI directory (the CA and token key it hands out for one-time tokens).
     pub pki_dir: std::path::PathBuf,
+    /// Traces waiting for agents (`plexus trace`).
+    pub traces: Arc<crate::trace::TraceHub>,
 }
 
 /// The router of one node, and the OpenAPI document describing exactly its routes: both
@@ -179,6 +183,9 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(list_hosts))
         .routes(routes!(get_host, put_host))
         .routes(routes!(host_flows))
+        .routes(routes!(trace))
+        .routes(routes!(trace_jobs))
+        .routes(routes!(trace_answer))
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
