@@ -95,11 +95,12 @@ async fn switches_are_kept_at_the_flows_the_model_asks_for() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eprintln!("endpoint flows gone from both switches after {:?}", t.elapsed());
-    // It was recompiled incrementally: the endpoint's unit and its network's, nothing more,
-    // and its difference sent without reading the switch back.
+    // It was recompiled incrementally: the endpoint's unit, its network's and its network's
+    // policies' (none here), nothing more, and its difference sent without reading the switch
+    // back.
     for s in mgr.status().values() {
         let p = s.last_pass.as_ref().expect("a pass that changed something");
-        assert!(!p.full && p.units == 2, "{}: {p:?}", s.datapath_id);
+        assert!(!p.full && p.units == 3, "{}: {p:?}", s.datapath_id);
     }
 
     // Tampering is undone by the audit.
