@@ -129,6 +129,7 @@ async fn an_agent_credential_reaches_its_own_host_only() {
         ("POST", "/v1/hosts/h2/trace-jobs/1", Some(json!({"output": "forged"})), 403),
         ("POST", "/v1/trace", Some(json!({"network": "red", "from": "a", "to": "10.0.0.1"})), 403),
         ("PUT", "/v1/networks/red/endpoints/theirs/labels", Some(json!({"labels": {}})), 403),
+        ("PUT", "/v1/networks/red/endpoints/nope/labels", Some(json!({"labels": {"a": "b"}})), 404),
         ("GET", "/v1/networks/red/endpoints/theirs", None, 404),
         ("POST", "/v1/networks/red/endpoints", Some(json!({"host": "h2"})), 403),
         ("DELETE", "/v1/networks/red/endpoints/theirs", None, 403),

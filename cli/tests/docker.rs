@@ -114,7 +114,7 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
     // namespace container on h1 all talk; --ip is honoured.
     api.create_network(&NetworkSpec::overlay("red", "10.20.0.0/24")).await.unwrap();
     wait_docker_network("red").await;
-    cs.run(&c1, &["--network", "red"]);
+    cs.run(&c1, &["--network", "red", "--label", "app=web", "--label", "note=has a space"]);
     cs.run(&c2, &["--network", "red", "--ip", "10.20.0.50", "--mac-address", "02:00:00:aa:bb:cc"]);
     assert_eq!(ip_of(&c2, "red"), Ipv4Addr::new(10, 20, 0, 50));
     assert_eq!(ok(&["exec", &c2, "cat", "/sys/class/net/eth0/address"]), "02:00:00:aa:bb:cc");
@@ -134,6 +134,42 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
     let docker_eps: Vec<_> = api.endpoints("red").await.unwrap().into_iter().filter(|e| e.host == "docker").collect();
     assert_eq!(docker_eps.len(), 2, "Docker's containers are Plexus endpoints: {docker_eps:?}");
     assert!(docker_eps.iter().any(|e| e.ip == ip2 && e.mac.to_string() == "02:00:00:aa:bb:cc"), "{docker_eps:?}");
+
+    // The container's labels become its endpoint's (one Plexus cannot hold is left out), and
+    // a policy selects the container by them: closed to everyone, while c2 stays open.
+    let t = Instant::now();
+    let labelled = loop {
+        let eps = api.endpoints("red").await.unwrap();
+        if let Some(e) = eps.into_iter().find(|e| e.ip == ip1 && !e.labels.is_empty()) {
+            break e;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "c1's labels did not reach its endpoint (logs in {})", lab.dir.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(labelled.labels, [("app".to_string(), "web".to_string())].into(), "{labelled:?}");
+    let closed = plexus_api::PolicySpec {
+        name: "web-closed".into(),
+        network: "red".into(),
+        select: "app=web".into(),
+        ingress: Some(vec![]),
+        egress: None,
+        labels: Default::default(),
+    };
+    api.create_policy(&closed).await.unwrap();
+    let ns = n1.netns.clone();
+    let cut = tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if probe::ping(&ns, ip1, 1, Duration::from_millis(200)).unwrap_or(1) == 0 {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(cut.await.unwrap(), "the policy selecting c1 by its Docker label closes it");
+    let ns = n1.netns.clone();
+    assert_eq!(tokio::task::spawn_blocking(move || probe::ping(&ns, ip2, 2, Duration::from_millis(200)).unwrap_or(0)).await.unwrap(), 2, "c2 stays open");
+    api.delete_policy("web-closed").await.unwrap();
 
     // A network made through Docker becomes a Plexus network; same subnet, kept apart.
     ok(&["network", "create", "-d", "plexus", "--ipam-driver", "plexus", "--subnet", "10.20.0.0/24", "blue"]);

@@ -61,6 +61,29 @@ impl Engine {
         Ok(out)
     }
 
+    /// The labels of the container that has Docker endpoint `endpoint_id` on network
+    /// `network_id`, once Docker shows it (from the start of the container's start-up).
+    pub async fn container_labels(&self, network_id: &str, endpoint_id: &str, timeout: Duration) -> Option<HashMap<String, String>> {
+        let filters = HashMap::from([("network".to_string(), vec![network_id.to_string()])]);
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let t = Instant::now();
+        while t.elapsed() < timeout {
+            // Listing reads Docker's container index without taking a container's lock, so it
+            // answers while the container is still starting.
+            if let Ok(list) = self.docker.list_containers(Some(opts.clone())).await {
+                let found = list.into_iter().find(|c| {
+                    let nets = c.network_settings.as_ref().and_then(|n| n.networks.as_ref());
+                    nets.is_some_and(|n| n.values().any(|e| e.endpoint_id.as_deref() == Some(endpoint_id)))
+                });
+                if let Some(c) = found {
+                    return Some(c.labels.unwrap_or_default());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
     /// How many containers network `id` has (the list of networks leaves them out).
     pub async fn containers(&self, id: &str) -> Result<usize, bollard::errors::Error> {
         Ok(self.docker.inspect_network(id, None).await?.containers.map(|c| c.len()).unwrap_or(0))

@@ -404,7 +404,38 @@ async fn join(p: &Plugin, r: Join) -> Reply {
         return Err(err);
     }
     tracing::info!(network = %link.network, id = %link.id, %port, sandbox = %r.sandbox_key, "joined");
+    // The container's labels, which Docker does not tell network drivers, become the
+    // endpoint's once Docker shows which container this is (just after it starts).
+    let (api, engine, docker_net) = (p.api.clone(), p.engine.clone(), r.network_id.clone());
+    let (docker_ep, network, id) = (r.endpoint_id.clone(), link.network.clone(), link.id.clone());
+    tokio::spawn(async move { copy_labels(&api, &engine, &docker_net, &docker_ep, &network, &id).await });
     ok(JoinResponse { interface_name: InterfaceName { src_name: peer, dst_prefix: "eth".into() }, gateway: wiring.gateway.to_string() })
+}
+
+/// Copies a container's labels to its endpoint. Labels Plexus cannot hold (a value with a
+/// space, say) are left out and named in the log.
+async fn copy_labels(api: &Client, engine: &Engine, docker_net: &str, docker_ep: &str, network: &str, id: &str) {
+    let Some(labels) = engine.container_labels(docker_net, docker_ep, Duration::from_secs(30)).await else {
+        tracing::warn!(%network, %id, "Docker did not show the container of this endpoint: its labels are not copied");
+        return;
+    };
+    let mut kept = std::collections::BTreeMap::new();
+    for (k, v) in labels {
+        let one = std::collections::BTreeMap::from([(k.clone(), v.clone())]);
+        match plexus_api::policy::check_labels("labels", &one) {
+            Ok(()) => {
+                kept.insert(k, v);
+            }
+            Err(e) => tracing::warn!(%network, %id, label = %k, reason = %e, "a container label Plexus cannot hold is left out"),
+        }
+    }
+    if kept.is_empty() {
+        return;
+    }
+    match api.set_endpoint_labels(network, id, &kept).await {
+        Ok(_) => tracing::info!(%network, %id, labels = ?kept, "the container's labels are the endpoint's"),
+        Err(e) => tracing::warn!(%network, %id, error = %e, "could not copy the container's labels"),
+    }
 }
 
 async fn leave(p: &Plugin, r: EndpointRef) -> Reply {

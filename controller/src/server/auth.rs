@@ -67,6 +67,9 @@ pub(crate) fn allowed(role: &Role, method: &Method, path: &str) -> bool {
         // state machine check whose an endpoint is before making or deleting it.
         ["v1", "networks", _, "endpoints"] => read || *method == Method::POST,
         ["v1", "networks", _, "endpoints", _] => read || *method == Method::DELETE,
+        // Its own endpoints' labels (its Docker's containers' labels); the state machine
+        // checks whose the endpoint is.
+        ["v1", "networks", _, "endpoints", _, "labels"] => *method == Method::PUT,
         ["v1", "openapi.json"] => read,
         _ => false,
     }
