@@ -277,3 +277,52 @@ async fn open_connections_live_on_and_enforcement_fails_closed_through_restarts(
     assert!(tries > 15, "web tried only {tries} times");
     assert_eq!(through, 0, "web got through {through} of {tries} times while daemons restarted");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn egress_rules_cidrs_with_exceptions_and_deny_priorities_hold_statefully() {
+    let lab = Lab::up(&LabConfig::owned(&plexus_tests::unique_name('y'), 2)).expect("lab");
+    let cp = lab.start_control_plane(Path::new(env!("CARGO_BIN_EXE_plexus"))).expect("control plane");
+    let api = cp.client().expect("client");
+    api.create_network(&NetworkSpec::overlay("red", "10.1.0.0/24")).await.expect("red");
+    let mut c = std::collections::BTreeMap::new();
+    for (name, host, app) in [("web", "h1", "web"), ("db", "h2", "db"), ("api", "h2", "api"), ("cache", "h1", "cache")] {
+        let spec = EndpointSpec { labels: [("app".to_string(), app.to_string())].into(), ..EndpointSpec::on(host) };
+        let e = api.create_endpoint("red", &spec).await.expect("endpoint");
+        c.insert(name, lab.attach(&e, name, wire::CONTAINER_MTU).await.expect("attach"));
+    }
+    let servers: Vec<TcpServer> = ["db", "api", "cache", "web"]
+        .iter()
+        .flat_map(|n| [5432u16, 6379].map(|p| TcpServer::start(&c[n].netns, SocketAddr::new(c[n].ip.into(), p)).expect("server")))
+        .collect();
+    // web may open connections only to red's subnet less api's address, and never to
+    // tcp/6379 (a deny of a lower priority number than the allow).
+    let api_ip = format!("{}/32", c["api"].ip);
+    let (ok, out) = plexus(
+        &cp,
+        &[
+            "policy",
+            "create",
+            "web-out",
+            "--network",
+            "red",
+            "--select",
+            "app=web",
+            "--egress",
+            &format!("allow tcp to 10.1.0.0/24 except {api_ip}"),
+            "--egress",
+            "deny tcp/6379 to 10.1.0.0/24 priority 10",
+        ],
+    );
+    assert!(ok, "{out}");
+    until(Duration::from_secs(10), || !tcp(&c["web"], &c["api"], 5432)).expect("web -> api refused once the policy is in");
+    assert!(tcp(&c["web"], &c["db"], 5432), "web -> db:5432 (cross-host) is allowed");
+    assert!(tcp(&c["web"], &c["cache"], 5432), "web -> cache:5432 (same host) is allowed");
+    assert!(!tcp(&c["web"], &c["db"], 6379), "web -> db:6379 is denied at a higher priority");
+    assert!(!tcp(&c["web"], &c["api"], 5432), "api's address is excepted");
+    assert!(!pings(&c["web"], c["db"].ip), "only tcp is allowed out");
+    // Stateful: web's ingress is open, and its replies to connections others open go out as
+    // established, though no egress rule allows them.
+    assert!(tcp(&c["api"], &c["web"], 5432), "api -> web, replies from web pass");
+    assert!(pings(&c["db"], c["web"].ip), "db pings web and the replies come back");
+    drop(servers);
+}
