@@ -185,8 +185,13 @@ fn objects(m: &Model) -> HashMap<u64, String> {
         o.insert(unit_cookie(&Unit::Network(n.clone())), format!("network {n}"));
         o.insert(unit_cookie(&Unit::Policies(n.clone())), format!("policies of {n} (conntrack and shared rule parts)"));
     }
+    let policed: std::collections::BTreeSet<&str> = m.policies.values().map(|p| p.spec.network.as_str()).collect();
     for e in m.all_endpoints() {
         o.insert(unit_cookie(&Unit::Endpoint(e.key())), format!("endpoint {} ({}) on {}, host {}", e.id, e.ip, e.network, e.host));
+        o.insert(unit_cookie(&Unit::Governed(e.key())), format!("the policy rules governing endpoint {}", e.id));
+        for n in &policed {
+            o.insert(unit_cookie(&Unit::PeerAddr(n.to_string(), e.ip)), format!("{} as a peer in {n}'s policy rules", e.ip));
+        }
         for egress in [false, true] {
             o.insert(drop_cookie(&e.key(), egress), format!("default deny of endpoint {} ({})", e.id, direction(egress)));
         }

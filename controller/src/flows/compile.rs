@@ -39,6 +39,10 @@ pub enum CookieKind {
     PolicyRule = 5,
     /// An endpoint's default-deny flow in one direction (its counters are the drops).
     PolicyDrop = 6,
+    /// The rules' flows for one endpoint policies govern on a switch.
+    PolicyGoverned = 7,
+    /// The rules' flows for one peer address.
+    PolicyPeer = 8,
 }
 
 /// Top byte: the kind; the rest: a hash of the object's key. Deleting by cookie with mask
@@ -53,6 +57,8 @@ pub fn unit_cookie(unit: &Unit) -> u64 {
         Unit::Glue => cookie(CookieKind::Pipeline, "pipeline"),
         Unit::Network(n) => cookie(CookieKind::Network, n),
         Unit::Policies(n) => cookie(CookieKind::Policies, n),
+        Unit::Governed(k) => kind_bits(CookieKind::PolicyGoverned) | (plexus_api::ids::fnv1a_parts(&[&k.network, "/", &k.id]) & HASH_BITS),
+        Unit::PeerAddr(n, ip) => cookie(CookieKind::PolicyPeer, &format!("{n}/{ip}")),
         Unit::Endpoint(k) => kind_bits(CookieKind::Endpoint) | (plexus_api::ids::fnv1a_parts(&[&k.network, "/", &k.id]) & HASH_BITS),
     }
 }
@@ -72,9 +78,13 @@ pub enum Unit {
     /// A network's shared flows on this switch: tunnel classification, gateway ARP, ARP
     /// defaults, broadcast.
     Network(String),
-    /// The policy flows of a network on this switch: conntrack for its routing domain, the
-    /// rules of its policies for the endpoints they govern here ([`super::policy`]).
+    /// What a network's policies share on this switch: conntrack for its routing domain,
+    /// each rule's service and decision flows, CIDR peers ([`super::policy`]).
     Policies(String),
+    /// The rules' flows for one plugged-in endpoint of this switch that policies govern.
+    Governed(EndpointKey),
+    /// The rules' flows for one peer address of a network's policies.
+    PeerAddr(String, std::net::Ipv4Addr),
     /// One endpoint's flows: port classification and security and unicast for a local one;
     /// ARP answer and unicast to the tunnel for a remote one.
     Endpoint(EndpointKey),
@@ -96,9 +106,10 @@ pub fn compile_units(model: &Model, view: &SwitchView) -> BTreeMap<Unit, Vec<Flo
         let unit = Unit::Network(name.clone());
         units.insert(unit.clone(), network_unit(model, view, &unit, network, vni, domain));
         let unit = Unit::Policies(name.clone());
-        let f = policies_unit(model, view, &unit, name, vni, domain);
+        let f = policies_unit(model, &unit, name, vni, domain);
         if !f.is_empty() {
             units.insert(unit, f);
+            policy_member_units(model, view, name, vni, &mut units);
         }
         // The network's endpoints straight from the model: no lookup per endpoint.
         for endpoint in model.endpoints.get(name).into_iter().flat_map(|eps| eps.values()) {
@@ -170,7 +181,17 @@ pub fn compile_unit(model: &Model, view: &SwitchView, unit: &Unit) -> Vec<FlowMo
         }
         Unit::Policies(name) => {
             let Some((vni, domain)) = carried(model, view, name) else { return Vec::new() };
-            return policies_unit(model, view, unit, name, vni, domain);
+            return policies_unit(model, unit, name, vni, domain);
+        }
+        Unit::Governed(key) => {
+            let Some((vni, _)) = carried(model, view, &key.network) else { return Vec::new() };
+            out.for_feature(&super::policy::Policies);
+            super::policy::compile_governed(model, view, key, vni, &mut out);
+        }
+        Unit::PeerAddr(name, ip) => {
+            let Some((vni, _)) = carried(model, view, name) else { return Vec::new() };
+            out.for_feature(&super::policy::Policies);
+            super::policy::compile_peer(model, name, vni, *ip, &mut out);
         }
         Unit::Endpoint(key) => {
             let Some(endpoint) = model.endpoints.get(&*key.network).and_then(|eps| eps.get(&*key.id)) else { return Vec::new() };
@@ -181,16 +202,35 @@ pub fn compile_unit(model: &Model, view: &SwitchView, unit: &Unit) -> Vec<FlowMo
     normalized(out.into_vec())
 }
 
-/// The flows of a network's policies unit.
-fn policies_unit(model: &Model, view: &SwitchView, unit: &Unit, network: &str, vni: u32, domain: Option<u32>) -> Vec<FlowMod> {
+/// The flows a network's policies share.
+fn policies_unit(model: &Model, unit: &Unit, network: &str, vni: u32, domain: Option<u32>) -> Vec<FlowMod> {
     let mut out = Flows::new(unit_cookie(unit));
     out.for_feature(&super::policy::Policies);
     let nets = match domain {
         Some(_) => model.domain_of(network),
         None => std::iter::once(network.to_string()).collect(),
     };
-    super::policy::compile(model, view, network, vni, domain.unwrap_or(vni), &nets, &mut out);
+    super::policy::compile_shared(model, network, vni, domain.unwrap_or(vni), &nets, &mut out);
     normalized(out.into_vec())
+}
+
+/// The units of a policed network's endpoints on this switch: each governed local endpoint's
+/// and each peer address's, compiled in bulk (selectors resolved once, not once per unit).
+fn policy_member_units(model: &Model, view: &SwitchView, network: &str, vni: u32, units: &mut BTreeMap<Unit, Vec<FlowMod>>) {
+    let mut put = |unit: Unit, merged: super::policy::Merged| {
+        let mut out = Flows::new(unit_cookie(&unit));
+        out.for_feature(&super::policy::Policies);
+        merged.emit(&mut out);
+        units.insert(unit, normalized(out.into_vec()));
+    };
+    let governed_cookie = |k: &EndpointKey| unit_cookie(&Unit::Governed(k.clone()));
+    for (k, merged) in super::policy::compile_governed_all(model, view, network, vni, governed_cookie) {
+        put(Unit::Governed(k), merged);
+    }
+    let peer_cookie = |ip| unit_cookie(&Unit::PeerAddr(network.to_string(), ip));
+    for (ip, merged) in super::policy::compile_peers(model, network, vni, peer_cookie) {
+        put(Unit::PeerAddr(network.to_string(), ip), merged);
+    }
 }
 
 /// The flows of a network's unit, the network, its VNI and its routing domain in hand.

@@ -10,9 +10,9 @@ use plexus_api::EndpointKey;
 use plexus_ovs::openflow::FlowMod;
 
 use super::compile::{carries, compile_unit, compile_units, SwitchView, Unit};
-use super::engine::{touched, Input, Touched};
+use super::engine::{peer_units, touched, Input, Touched};
 use super::reconcile::{diff, Diff};
-use crate::model::Model;
+use crate::model::{Model, Subject};
 
 /// The desired flows of one switch, by unit, as of a model revision and a view of its ports.
 #[derive(Debug, Clone)]
@@ -21,6 +21,9 @@ pub struct DesiredFlows {
     revision: u64,
     view: SwitchView,
     len: usize,
+    /// Every endpoint's address as of `revision`: a deleted endpoint's address is a peer
+    /// unit to recompile, and the model no longer has it.
+    ips: std::collections::HashMap<EndpointKey, std::net::Ipv4Addr>,
 }
 
 /// What [`DesiredFlows::update`] recompiled, and what the switch must be sent.
@@ -41,7 +44,8 @@ impl DesiredFlows {
     pub fn new(model: &Model, view: SwitchView) -> DesiredFlows {
         let units = compile_units(model, &view);
         let len = units.values().map(Vec::len).sum();
-        DesiredFlows { units, revision: model.revision, view, len }
+        let ips = model.all_endpoints().map(|e| (e.key(), e.ip)).collect();
+        DesiredFlows { units, revision: model.revision, view, len, ips }
     }
 
     /// Every desired flow.
@@ -97,7 +101,7 @@ impl DesiredFlows {
     }
 
     /// The units a move to `model` and `view` touches; `None` for "anything".
-    fn touched(&self, model: &Model, view: &SwitchView) -> Option<BTreeSet<Unit>> {
+    fn touched(&mut self, model: &Model, view: &SwitchView) -> Option<BTreeSet<Unit>> {
         let mut units = BTreeSet::new();
         let mut add = |t: Touched| match t {
             Touched::Units(u) => {
@@ -107,14 +111,23 @@ impl DesiredFlows {
             Touched::Everything => None,
         };
         if view.host != self.view.host || view.tunnel_port != self.view.tunnel_port || !model.has_changes_since(self.revision) {
-            add(touched(model, Input::Switch))?;
+            add(touched(Input::Switch))?;
         }
         for c in model.changes_after(self.revision) {
-            add(touched(model, Input::Model(&c.subject)))?;
+            add(touched(Input::Model(&c.subject)))?;
+            if let Subject::Endpoint(k) = &c.subject {
+                let now = model.endpoints.get(&*k.network).and_then(|m| m.get(&*k.id)).map(|e| e.ip);
+                let before = match now {
+                    Some(ip) => self.ips.insert(k.clone(), ip),
+                    None => self.ips.remove(k),
+                };
+                let ips: Vec<std::net::Ipv4Addr> = before.into_iter().chain(now).collect();
+                add(Touched::Units(peer_units(model, &ips)))?;
+            }
         }
         if self.view.ports != view.ports {
             for k in changed_keys(&self.view.ports, &view.ports) {
-                add(touched(model, Input::Port(k)))?;
+                add(touched(Input::Port(k)))?;
             }
         }
         // A network this switch starts or stops carrying touches every one of its units; an
@@ -129,9 +142,13 @@ impl DesiredFlows {
             let before = self.units.contains_key(&Unit::Network(net.clone()));
             let after = carries(model, view, &net).is_some();
             if before != after {
+                if model.policies.values().any(|p| p.spec.network == net) {
+                    // Its peer addresses' units are many; recompile everything instead.
+                    return None;
+                }
                 units.insert(Unit::Network(net.clone()));
                 units.insert(Unit::Policies(net.clone()));
-                units.extend(self.units.keys().filter(|u| matches!(u, Unit::Endpoint(k) if *k.network == *net)).cloned());
+                units.extend(self.units.keys().filter(|u| matches!(u, Unit::Endpoint(k) | Unit::Governed(k) if *k.network == *net)).cloned());
                 if let Some(eps) = model.endpoints.get(&net) {
                     units.extend(eps.keys().map(|id| Unit::Endpoint(EndpointKey::new(&net, id))));
                 }
@@ -282,8 +299,15 @@ mod tests {
                         let _ = m.apply(Command::DeleteRouter { name: "r".into() });
                     }
                     Step::Policy(true) => {
-                        let peer = plexus_api::Peer { select: Some("app=api".into()), network: Some("green".into()), ..Default::default() };
-                        let rule = plexus_api::Rule { peers: vec![peer], protocol: plexus_api::Protocol::Tcp, ports: vec!["5432".into()], ..plexus_api::Rule::allow() };
+                        // Peers by selector in another network, a CIDR less an exception (its
+                        // pieces next to the exception are single addresses), and an endpoint's
+                        // address as a CIDR: an address that is a peer twice over is one flow.
+                        let peers = vec![
+                            plexus_api::Peer { select: Some("app=api".into()), network: Some("green".into()), ..Default::default() },
+                            plexus_api::Peer { cidr: Some("10.0.0.0/24".into()), except: vec!["10.0.0.3/32".into()], ..Default::default() },
+                            plexus_api::Peer { cidr: Some("10.2.0.2/32".into()), ..Default::default() },
+                        ];
+                        let rule = plexus_api::Rule { peers, protocol: plexus_api::Protocol::Tcp, ports: vec!["5432".into()], ..plexus_api::Rule::allow() };
                         let spec = plexus_api::PolicySpec { name: "p".into(), network: "red".into(), select: "app=db".into(), ingress: Some(vec![rule]), egress: Some(vec![]), labels: Default::default() };
                         m.apply(Command::PutPolicy { spec: Valid::new(spec).unwrap(), create: false, if_match: None }).unwrap();
                     }
@@ -306,7 +330,12 @@ mod tests {
                 };
                 let before = d.flows();
                 let u = d.update(&m, seen.clone());
-                prop_assert_eq!(sorted(d.flows()), sorted(compile(&m, &seen)));
+                let full = compile(&m, &seen);
+                // No two flows of a switch share a table, priority and match: they would be
+                // one flow on the switch.
+                let keys: std::collections::HashSet<_> = full.iter().map(|f| (f.table_id, f.priority, f.match_.clone())).collect();
+                prop_assert_eq!(keys.len(), full.len());
+                prop_assert_eq!(sorted(d.flows()), sorted(full));
                 prop_assert_eq!(d.len(), d.flows().len());
                 // Applying the returned difference to the old flows gives the new ones.
                 let mut applied: Vec<FlowMod> = before.into_iter().filter(|f| {

@@ -33,34 +33,32 @@ pub enum Touched {
 /// The units a change to `input` touches. Besides these, a network that a switch starts or
 /// stops carrying touches all of its units; [`DesiredFlows`](super::DesiredFlows) adds those,
 /// since only it knows what the switch carried before.
-pub fn touched(model: &Model, input: Input<'_>) -> Touched {
+pub fn touched(input: Input<'_>) -> Touched {
     match input {
-        // An endpoint's own flows, its network's broadcast (which lists hosts and ports) and
-        // the policies that govern it here (by its labels and port).
-        Input::Port(k) => Touched::Units(vec![Unit::Network(k.network.to_string()), Unit::Endpoint(k.clone()), Unit::Policies(k.network.to_string())]),
-        // The same, and the policies whose rules name it as a peer: those of its network and
-        // those with a peer in its network.
-        Input::Model(Subject::Endpoint(k)) => {
-            let mut units = vec![Unit::Network(k.network.to_string()), Unit::Endpoint(k.clone()), Unit::Policies(k.network.to_string())];
-            let peers_here = |p: &plexus_api::Policy| {
-                [&p.spec.ingress, &p.spec.egress].into_iter().flatten().flatten().flat_map(|r| &r.peers).any(|x| x.network.as_deref() == Some(&*k.network))
-            };
-            let mut nets: Vec<&str> =
-                model.policies.values().filter(|p| p.spec.network != *k.network && peers_here(p)).map(|p| p.spec.network.as_str()).collect();
-            nets.sort_unstable();
-            nets.dedup();
-            units.extend(nets.into_iter().map(|n| Unit::Policies(n.to_string())));
-            Touched::Units(units)
+        // An endpoint's own flows, its network's broadcast (which lists hosts and ports) and,
+        // if policies govern it here, its rules' flows. The units of its address as a peer
+        // are [`peer_units`]'s (they need its address before the change too).
+        Input::Port(k) | Input::Model(Subject::Endpoint(k)) => {
+            Touched::Units(vec![Unit::Network(k.network.to_string()), Unit::Endpoint(k.clone()), Unit::Governed(k.clone())])
         }
-        // A policy reaches its network's flows and, through conntrack, its whole routing
-        // domain's: every network's policy unit, and nothing else.
-        Input::Model(Subject::Policy(_)) => Touched::Units(model.networks.keys().map(|n| Unit::Policies(n.clone())).collect()),
+        // A policy reaches its network's flows, every endpoint's it may govern or name, and,
+        // through conntrack, its whole routing domain's: no handler narrower than everything.
+        Input::Model(Subject::Policy(_)) => Touched::Everything,
         Input::Model(Subject::Mastership) => Touched::Units(Vec::new()),
         // A network's settings reach every one of its flows, a host's tunnel address every
         // flow towards it, a router the routing domains (and so which networks a switch
         // carries): no handler narrower than everything.
         Input::Model(Subject::Network(_) | Subject::Host(_) | Subject::Router(_)) | Input::Switch => Touched::Everything,
     }
+}
+
+/// The units of the addresses `ips` as peers of any network's policies: an endpoint's
+/// address before and after a change.
+pub fn peer_units(model: &Model, ips: &[std::net::Ipv4Addr]) -> Vec<Unit> {
+    let mut nets: Vec<&str> = model.policies.values().map(|p| p.spec.network.as_str()).collect();
+    nets.sort_unstable();
+    nets.dedup();
+    nets.iter().flat_map(|n| ips.iter().map(move |ip| Unit::PeerAddr(n.to_string(), *ip))).collect()
 }
 
 #[cfg(test)]
@@ -71,13 +69,14 @@ mod tests {
     fn an_endpoint_touches_itself_and_its_network_and_hosts_touch_everything() {
         let m = Model::default();
         let k = EndpointKey::new("red", "a");
-        let mine = Touched::Units(vec![Unit::Network("red".into()), Unit::Endpoint(k.clone()), Unit::Policies("red".into())]);
-        assert_eq!(touched(&m, Input::Model(&Subject::Endpoint(k.clone()))), mine);
-        assert_eq!(touched(&m, Input::Port(&k)), mine);
-        assert_eq!(touched(&m, Input::Model(&Subject::Policy("p".into()))), Touched::Units(vec![]), "no networks, no policy units");
-        assert_eq!(touched(&m, Input::Model(&Subject::Host("h1".into()))), Touched::Everything);
-        assert_eq!(touched(&m, Input::Model(&Subject::Network("red".into()))), Touched::Everything);
-        assert_eq!(touched(&m, Input::Model(&Subject::Router("r".into()))), Touched::Everything);
-        assert_eq!(touched(&m, Input::Switch), Touched::Everything);
+        let mine = Touched::Units(vec![Unit::Network("red".into()), Unit::Endpoint(k.clone()), Unit::Governed(k.clone())]);
+        assert_eq!(touched(Input::Model(&Subject::Endpoint(k.clone()))), mine);
+        assert_eq!(touched(Input::Port(&k)), mine);
+        assert_eq!(touched(Input::Model(&Subject::Policy("p".into()))), Touched::Everything);
+        assert!(peer_units(&m, &["10.0.0.1".parse().unwrap()]).is_empty(), "no policies, no peer units");
+        assert_eq!(touched(Input::Model(&Subject::Host("h1".into()))), Touched::Everything);
+        assert_eq!(touched(Input::Model(&Subject::Network("red".into()))), Touched::Everything);
+        assert_eq!(touched(Input::Model(&Subject::Router("r".into()))), Touched::Everything);
+        assert_eq!(touched(Input::Switch), Touched::Everything);
     }
 }

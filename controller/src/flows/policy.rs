@@ -20,7 +20,7 @@
 //! its own ([`rule_cookie`]), whose counters are the rule's, and each default-deny flow one
 //! per endpoint and direction ([`drop_cookie`]), whose counters are that endpoint's drops.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use plexus_api::network::Cidr;
@@ -118,7 +118,7 @@ pub fn tracked(model: &Model, domain: &BTreeSet<String>) -> bool {
 /// Flows of one compile unit, merged by (table, priority, match): dimensions several rules
 /// share become one flow with each rule's `conjunction` action.
 #[derive(Default)]
-struct Merged {
+pub(crate) struct Merged {
     order: Vec<Key>,
     flows: HashMap<Key, Pending>,
 }
@@ -150,7 +150,7 @@ impl Merged {
             self.order.push(key);
         }
     }
-    fn emit(self, out: &mut Flows) {
+    pub(crate) fn emit(self, out: &mut Flows) {
         let Merged { order, mut flows } = self;
         for key in order {
             let Some(Pending { cookie, actions, goto }) = flows.remove(&key) else { continue };
@@ -184,24 +184,6 @@ impl<'a> Peers<'a> {
             let sel = Selector::parse(select).unwrap_or_default();
             model.endpoints.get(network).into_iter().flat_map(|eps| eps.values()).filter(|e| sel.matches(&e.labels)).map(|e| u32::from(e.ip)).collect()
         })
-    }
-
-    /// Address prefixes (value, mask) a rule's peers stand for; `None` for anyone.
-    fn prefixes(&mut self, network: &str, r: &Rule) -> Option<Vec<(u32, u32)>> {
-        if r.peers.is_empty() {
-            return None;
-        }
-        let mut v: BTreeSet<(u32, u32)> = BTreeSet::new();
-        for p in &r.peers {
-            if let Some(c) = p.cidr.as_deref().and_then(|c| Cidr::parse(c).ok()) {
-                let except: Vec<Cidr> = p.except.iter().filter_map(|e| Cidr::parse(e).ok()).collect();
-                subtract(c, &except, &mut v);
-                continue;
-            }
-            let net = p.network.as_deref().unwrap_or(network);
-            v.extend(self.of(net, p.select.as_deref().unwrap_or("")).iter().map(|ip| (*ip, u32::MAX)));
-        }
-        Some(v.into_iter().collect())
     }
 }
 
@@ -264,9 +246,58 @@ fn service(vni: u32, r: &Rule) -> Option<Vec<Match>> {
     Some(v)
 }
 
-/// The policy flows of `network` (VNI `vni`, in a routing domain of id `domain_id` whose
-/// networks are `domain`) on the switch `view` describes.
-pub fn compile(model: &Model, view: &SwitchView, network: &str, vni: u32, domain_id: u32, domain: &BTreeSet<String>, out: &mut Flows) {
+/// One rule of a policy of a network, with what its flows share.
+struct RuleRef<'a> {
+    policy: &'a Policy,
+    egress: bool,
+    index: usize,
+    rule: &'a Rule,
+}
+
+impl RuleRef<'_> {
+    fn table(&self) -> Table {
+        if self.egress {
+            Table::EgressPolicy
+        } else {
+            Table::IngressPolicy
+        }
+    }
+    fn id(&self) -> u32 {
+        conj_id(self.policy.id, self.egress, self.index)
+    }
+    fn clauses(&self, vni: u32) -> u8 {
+        2 + u8::from(service(vni, self.rule).is_some())
+    }
+    fn conj(&self, vni: u32, clause: u8) -> Action {
+        Action::Conjunction { id: self.id(), clause, n_clauses: self.clauses(vni) }
+    }
+    /// The peer dimension's match for one prefix of this rule's peers.
+    fn peer_match(&self, vni: u32, addr: u32, mask: u32) -> Match {
+        let field = if self.egress { Field::Ipv4Dst } else { Field::Ipv4Src };
+        let base = Match::new().reg(REG_NETWORK, vni).eth_type(ETH_IPV4);
+        if mask == u32::MAX {
+            base.with(field, addr)
+        } else {
+            base.masked(field, addr, mask)
+        }
+    }
+}
+
+/// Every rule of every policy of `network`.
+fn rules_of<'a>(model: &'a Model, network: &'a str) -> impl Iterator<Item = RuleRef<'a>> {
+    model.policies.values().filter(move |p| p.spec.network == network).flat_map(|p| {
+        [false, true]
+            .into_iter()
+            .flat_map(move |egress| p.spec.rules(egress).into_iter().flatten().enumerate().map(move |(index, rule)| RuleRef { policy: p, egress, index, rule }))
+    })
+}
+
+/// The flows a network's policies share on a switch (unit `Policies`): conntrack for the
+/// routing domain, each rule's service dimension and decision flow, and the peer prefixes
+/// wider than one address (a rule for anyone, CIDRs). They depend on policies and routers
+/// only, never on endpoints: an endpoint's own flows are in [`compile_governed`] and
+/// [`compile_peer`] units.
+pub fn compile_shared(model: &Model, network: &str, vni: u32, domain_id: u32, domain: &BTreeSet<String>, out: &mut Flows) {
     if !tracked(model, domain) {
         return;
     }
@@ -277,64 +308,147 @@ pub fn compile(model: &Model, view: &SwitchView, network: &str, vni: u32, domain
         let ct = Action::Ct(Ct { flags: 0, zone: zone_reg(), table: Some(next.id()), alg: 0, actions: Vec::new() });
         out.add(Table::Conntrack, priority::NETWORK, m, |f| f.apply(vec![Action::set_field(Field::Reg(REG_ZONE), u32::from(z)), ct]));
     }
-    // This switch's plugged-in endpoints of the network, with their labels.
-    let locals: Vec<(&EndpointKey, u32, &plexus_api::Endpoint)> = view
-        .ports
-        .range(EndpointKey::first_in(network)..)
-        .take_while(|(k, _)| *k.network == *network)
-        .filter_map(|(k, p)| Some((k, *p, model.endpoints.get(network)?.get(&*k.id)?)))
-        .collect();
-    if locals.is_empty() {
-        return;
-    }
     let mut merged = Merged::default();
-    let mut peers = Peers::new(model);
-    let mut covered: BTreeSet<(bool, u32, &EndpointKey)> = BTreeSet::new();
-    for p in model.policies.values().filter(|p| p.spec.network == network) {
-        let sel = Selector::parse(&p.spec.select).unwrap_or_default();
-        let governed: Vec<u32> = locals
-            .iter()
-            .filter(|(_, _, e)| sel.matches(&e.labels))
-            .map(|(k, port, _)| {
-                covered_by(p, &mut covered, k, *port);
-                *port
-            })
-            .collect();
-        if governed.is_empty() {
-            continue;
-        }
-        let cx = RuleCx { network, vni, policy: p, governed: &governed, unit: out.cookie() };
-        for egress in [false, true] {
-            for (i, r) in p.spec.rules(egress).into_iter().flatten().enumerate() {
-                cx.rule(egress, i, r, &mut peers, &mut merged);
+    let unit = out.cookie();
+    for r in rules_of(model, network) {
+        let (table, prio) = (r.table(), rule_priority(r.rule));
+        match cidr_prefixes(r.rule) {
+            None if r.rule.peers.is_empty() => merged.conj(table, prio, Match::new().reg(REG_NETWORK, vni).eth_type(ETH_IPV4), unit, r.conj(vni, 2)),
+            None => {}
+            Some(v) => {
+                for (addr, mask) in v.into_iter().filter(|(_, m)| *m != u32::MAX) {
+                    merged.conj(table, prio, r.peer_match(vni, addr, mask), unit, r.conj(vni, 2));
+                }
             }
         }
-    }
-    for (egress, port, key) in covered {
-        let (table, m) = applied_to(egress, port);
-        merged.single(table, priority::POLICY_DEFAULT_DENY, m, drop_cookie(key, egress), Vec::new(), None);
+        for m in service(vni, r.rule).into_iter().flatten() {
+            merged.conj(table, prio, m, unit, r.conj(vni, 3));
+        }
+        let goto = match r.rule.action {
+            RuleAction::Allow => table.next(Origin::Local).map(|t| t.id()),
+            RuleAction::Deny => None,
+        };
+        let decide = Match::new().with(Field::ConjId, r.id());
+        merged.single(table, prio, decide, rule_cookie(&r.policy.spec.name, r.egress, r.index), Vec::new(), goto);
     }
     merged.emit(out);
 }
 
-/// Notes the directions `p` covers for an endpoint it governs.
-fn covered_by<'a>(p: &Policy, covered: &mut BTreeSet<(bool, u32, &'a EndpointKey)>, key: &'a EndpointKey, port: u32) {
-    for egress in [false, true] {
-        if p.spec.rules(egress).is_some() {
-            covered.insert((egress, port, key));
+/// The prefixes of a rule's CIDR peers less their exceptions; `None` if it has none.
+fn cidr_prefixes(r: &Rule) -> Option<BTreeSet<(u32, u32)>> {
+    let mut v = BTreeSet::new();
+    let mut any = false;
+    for p in &r.peers {
+        if let Some(c) = p.cidr.as_deref().and_then(|c| Cidr::parse(c).ok()) {
+            let except: Vec<Cidr> = p.except.iter().filter_map(|e| Cidr::parse(e).ok()).collect();
+            subtract(c, &except, &mut v);
+            any = true;
         }
+    }
+    any.then_some(v)
+}
+
+/// The flows of one plugged-in endpoint of this switch that policies govern (unit
+/// `Governed`): the first dimension of every rule of every policy selecting it, and its
+/// default deny in each direction they cover.
+pub fn compile_governed(model: &Model, view: &SwitchView, key: &EndpointKey, vni: u32, out: &mut Flows) {
+    let selectors = Selectors::of(model, &key.network);
+    if let Some(m) = governed(model, view, key, vni, &selectors, out.cookie()) {
+        m.emit(out);
     }
 }
 
-/// What the flows of one policy's rules on one switch have in common.
-struct RuleCx<'a> {
-    network: &'a str,
+/// Every governed endpoint's unit on this switch at once, for a full compile (each policy's
+/// selector parsed once): the flows of each, with the cookie `cookie_of` gives its unit.
+pub(crate) fn compile_governed_all(
+    model: &Model,
+    view: &SwitchView,
+    network: &str,
     vni: u32,
-    policy: &'a Policy,
-    /// Ports of the endpoints it governs on this switch.
-    governed: &'a [u32],
-    /// The unit's cookie, for the flows rules share.
-    unit: u64,
+    cookie_of: impl Fn(&EndpointKey) -> u64,
+) -> Vec<(EndpointKey, Merged)> {
+    let selectors = Selectors::of(model, network);
+    view.ports
+        .range(EndpointKey::first_in(network)..)
+        .take_while(|(k, _)| *k.network == *network)
+        .filter_map(|(k, _)| Some((k.clone(), governed(model, view, k, vni, &selectors, cookie_of(k))?)))
+        .collect()
+}
+
+/// A network's policies with their selectors parsed.
+struct Selectors<'a>(Vec<(&'a Policy, Selector)>);
+
+impl<'a> Selectors<'a> {
+    fn of(model: &'a Model, network: &str) -> Selectors<'a> {
+        Selectors(model.policies.values().filter(|p| p.spec.network == network).map(|p| (p, Selector::parse(&p.spec.select).unwrap_or_default())).collect())
+    }
+}
+
+fn governed(model: &Model, view: &SwitchView, key: &EndpointKey, vni: u32, selectors: &Selectors<'_>, unit: u64) -> Option<Merged> {
+    let port = *view.ports.get(key)?;
+    let e = model.endpoints.get(&*key.network).and_then(|m| m.get(&*key.id))?;
+    if e.host != view.host {
+        return None;
+    }
+    let mut merged = Merged::default();
+    let mut covered = [false, false];
+    for (p, _) in selectors.0.iter().filter(|(_, s)| s.matches(&e.labels)) {
+        for egress in [false, true] {
+            covered[usize::from(egress)] |= p.spec.rules(egress).is_some();
+            for (index, rule) in p.spec.rules(egress).into_iter().flatten().enumerate() {
+                let r = RuleRef { policy: p, egress, index, rule };
+                merged.conj(r.table(), rule_priority(rule), applied_to(egress, port).1, unit, r.conj(vni, 1));
+            }
+        }
+    }
+    for egress in [false, true] {
+        if covered[usize::from(egress)] {
+            let (table, m) = applied_to(egress, port);
+            merged.single(table, priority::POLICY_DEFAULT_DENY, m, drop_cookie(key, egress), Vec::new(), None);
+        }
+    }
+    (!merged.order.is_empty()).then_some(merged)
+}
+
+/// The flows of one peer address of `network`'s policies (unit `PeerAddr`): its second
+/// dimension in every rule whose peers include it whole, by selector or by CIDR.
+pub fn compile_peer(model: &Model, network: &str, vni: u32, ip: Ipv4Addr, out: &mut Flows) {
+    // The endpoints with that address in each network a rule names (at most one each).
+    let mut at: HashMap<&str, Option<&plexus_api::Endpoint>> = HashMap::new();
+    let mut merged = Merged::default();
+    let unit = out.cookie();
+    for r in rules_of(model, network) {
+        let by_selector = r.rule.peers.iter().filter(|p| p.cidr.is_none()).any(|p| {
+            let net = p.network.as_deref().unwrap_or(network);
+            let e = *at.entry(net).or_insert_with(|| model.endpoints.get(net).and_then(|m| m.values().find(|e| e.ip == ip)));
+            e.is_some_and(|e| Selector::parse(p.select.as_deref().unwrap_or("")).is_ok_and(|s| s.matches(&e.labels)))
+        });
+        let by_cidr = || cidr_prefixes(r.rule).is_some_and(|v| v.contains(&(u32::from(ip), u32::MAX)));
+        if by_selector || by_cidr() {
+            merged.conj(r.table(), rule_priority(r.rule), r.peer_match(vni, u32::from(ip), u32::MAX), unit, r.conj(vni, 2));
+        }
+    }
+    merged.emit(out);
+}
+
+/// Every peer address unit of `network`'s policies at once, for a full compile (one pass over
+/// the rules, each selector resolved once): the flows of each address, with the cookie
+/// `cookie_of` gives its unit.
+pub(crate) fn compile_peers(model: &Model, network: &str, vni: u32, cookie_of: impl Fn(Ipv4Addr) -> u64) -> BTreeMap<Ipv4Addr, Merged> {
+    let mut out: BTreeMap<Ipv4Addr, Merged> = BTreeMap::new();
+    let mut peers = Peers::new(model);
+    for r in rules_of(model, network) {
+        let mut ips: BTreeSet<u32> = BTreeSet::new();
+        for p in r.rule.peers.iter().filter(|p| p.cidr.is_none()) {
+            ips.extend(peers.of(p.network.as_deref().unwrap_or(network), p.select.as_deref().unwrap_or("")));
+        }
+        ips.extend(cidr_prefixes(r.rule).into_iter().flatten().filter(|(_, m)| *m == u32::MAX).map(|(a, _)| a));
+        for ip in ips {
+            let addr = Ipv4Addr::from(ip);
+            out.entry(addr).or_default().conj(r.table(), rule_priority(r.rule), r.peer_match(vni, ip, u32::MAX), cookie_of(addr), r.conj(vni, 2));
+        }
+    }
+    out
 }
 
 /// The table of a direction and the match of one governed endpoint's port in it.
@@ -343,48 +457,6 @@ fn applied_to(egress: bool, port: u32) -> (Table, Match) {
         (Table::EgressPolicy, Match::new().in_port(port).eth_type(ETH_IPV4))
     } else {
         (Table::IngressPolicy, Match::new().reg(REG_OUT_PORT, port).eth_type(ETH_IPV4))
-    }
-}
-
-impl RuleCx<'_> {
-    /// The flows of rule `i` of a direction: its dimensions and its decision flow.
-    fn rule(&self, egress: bool, i: usize, r: &Rule, resolve: &mut Peers<'_>, merged: &mut Merged) {
-        let table = if egress { Table::EgressPolicy } else { Table::IngressPolicy };
-        let prio = rule_priority(r);
-        let id = conj_id(self.policy.id, egress, i);
-        let peers = resolve.prefixes(self.network, r);
-        if peers.as_ref().is_some_and(Vec::is_empty) {
-            // Peers that stand for nobody (yet): the rule matches nothing.
-            return;
-        }
-        let services = service(self.vni, r);
-        let n = 2 + u8::from(services.is_some());
-        let conj = |clause| Action::Conjunction { id, clause, n_clauses: n };
-        for port in self.governed {
-            merged.conj(table, prio, applied_to(egress, *port).1, self.unit, conj(1));
-        }
-        let peer_field = if egress { Field::Ipv4Dst } else { Field::Ipv4Src };
-        let base = || Match::new().reg(REG_NETWORK, self.vni).eth_type(ETH_IPV4);
-        match peers {
-            None => merged.conj(table, prio, base(), self.unit, conj(2)),
-            Some(v) => {
-                for (addr, mask) in v {
-                    let m = if mask == u32::MAX { base().with(peer_field, addr) } else { base().masked(peer_field, addr, mask) };
-                    merged.conj(table, prio, m, self.unit, conj(2));
-                }
-            }
-        }
-        for m in services.into_iter().flatten() {
-            merged.conj(table, prio, m, self.unit, conj(3));
-        }
-        let goto = match r.action {
-            RuleAction::Allow => table.next(Origin::Local).map(|t| t.id()),
-            RuleAction::Deny => None,
-        };
-        if r.action == RuleAction::Deny || goto.is_some() {
-            let decide = Match::new().with(Field::ConjId, id);
-            merged.single(table, prio, decide, rule_cookie(&self.policy.spec.name, egress, i), Vec::new(), goto);
-        }
     }
 }
 
