@@ -13,7 +13,11 @@
 //! prefixes). Flows therefore grow with members plus peers plus ports, never with their
 //! product. A governed endpoint ends with a default-deny flow per covered direction. Flows of
 //! different rules that match the same thing at the same priority are one flow with several
-//! `conjunction` actions, so all of a network's policy flows are one compile unit.
+//! `conjunction` actions, so the units are cut along what such flows match: what a network's
+//! policies share ([`compile_shared`]: conntrack, services, decisions, CIDR prefixes wider
+//! than one address), each governed endpoint of the switch ([`compile_governed`]: matched by
+//! its port) and each peer address ([`compile_peer`]: by selector or as a `/32` CIDR, one flow
+//! either way). A label change recompiles the endpoint's units and its address's only.
 //!
 //! A rule's priority (1..=1000, lower first; deny before allow at the same number) becomes
 //! the OpenFlow priority [`rule_priority`]; its decision flow (`conj_id`) carries a cookie of
@@ -40,7 +44,7 @@ const CT_REL: u32 = 0x04;
 const CT_TRK: u32 = 0x20;
 
 /// The policy feature: its glue (established connections pass, new ones are committed);
-/// its per-network flows come from [`compile`].
+/// its other flows come from [`compile_shared`], [`compile_governed`] and [`compile_peer`].
 #[derive(Debug)]
 pub struct Policies;
 
