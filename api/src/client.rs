@@ -326,6 +326,11 @@ impl Client {
     pub async fn delete_policy(&self, name: &str) -> Result<(), ClientError> {
         self.call::<()>(reqwest::Method::DELETE, &format!("/v1/policies/{name}"), None::<&()>).await.map(|_| ())
     }
+    /// Applies a batch, all or nothing; each operation's resulting object (null for a
+    /// deletion), in order.
+    pub async fn batch(&self, b: &crate::Batch) -> Result<Vec<serde_json::Value>, ClientError> {
+        self.send(reqwest::Method::POST, "/v1/batch", b).await
+    }
     /// Traces a packet through the switches.
     pub async fn trace(&self, req: &crate::TraceRequest) -> Result<crate::Trace, ClientError> {
         self.send(reqwest::Method::POST, "/v1/trace", req).await

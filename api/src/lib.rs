@@ -24,6 +24,7 @@ macro_rules! serde_as_str {
     };
 }
 
+pub mod batch;
 pub mod client;
 pub mod endpoint;
 pub mod ids;
@@ -35,6 +36,7 @@ pub mod routing;
 pub mod trace;
 pub mod valid;
 
+pub use batch::{Batch, Operation};
 pub use client::{AgentCredentials, Client, ClientError, ClusterStatus, Credentials, Mastership, Member, NodeCredentials, StateDigest};
 pub use endpoint::{Encap, Endpoint, EndpointLabels, EndpointSpec, Host, HostSpec, Lease};
 pub use ids::EndpointKey;

@@ -155,6 +155,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         ("GET", "/v1/routers"),
         ("GET", "/v1/routers/{name}"),
         ("GET", "/v1/watch"),
+        ("POST", "/v1/batch"),
         ("POST", "/v1/bootstrap/agent"),
         ("POST", "/v1/bootstrap/node"),
         ("POST", "/v1/hosts/{name}/trace-jobs/{id}"),

@@ -178,21 +178,7 @@ async fn bad_requests_get_a_problem_document_naming_the_field_and_change_nothing
 async fn refused_writes_never_reach_the_log_and_every_error_is_a_problem() {
     let api = Api::start(env!("CARGO_BIN_EXE_plexus"), 11).await;
     api.ok("POST", "/v1/networks", json!({"name": "red", "kind": {"type": "overlay", "vni": 77}, "subnet": "10.70.0.0/24"})).await;
-    // Raft's metrics trail the log a little under load: read the index once they have settled
-    // (everything in the log applied, and the same a moment later).
-    let log_index = || async {
-        let read = || async { api.c.get(1, "/v1/cluster").await.map(|v| (v["last_log_index"].as_u64(), v["applied_index"].as_u64())) };
-        let mut last = read().await;
-        for _ in 0..50 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let now = read().await;
-            if now == last && now.is_some_and(|(l, a)| l == a) {
-                break;
-            }
-            last = now;
-        }
-        last.and_then(|(l, _)| l)
-    };
+    let log_index = || api.log_index();
     let before = log_index().await;
     // Each is refused by the model; none costs a log entry (or an fsync on every node).
     let refused = [

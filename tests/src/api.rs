@@ -46,6 +46,23 @@ impl Api {
         v
     }
 
+    /// The last Raft log index, read once the log is all applied: Raft's metrics trail the
+    /// log a little under load, so it waits until they settle (everything applied, and the
+    /// same a moment later).
+    pub async fn log_index(&self) -> Option<u64> {
+        let read = || async { self.c.get(1, "/v1/cluster").await.map(|v| (v["last_log_index"].as_u64(), v["applied_index"].as_u64())) };
+        let mut last = read().await;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = read().await;
+            if now == last && now.is_some_and(|(l, a)| l == a) {
+                break;
+            }
+            last = now;
+        }
+        last.and_then(|(l, _)| l)
+    }
+
     /// Everything the controller holds, to show a refused request changed nothing.
     pub async fn snapshot(&self) -> Value {
         let mut nets = self.c.get(1, "/v1/networks").await.expect("networks");

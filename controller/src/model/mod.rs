@@ -119,6 +119,12 @@ pub enum Command {
         /// Its name.
         name: String,
     },
+    /// Applies commands in order, all or nothing: the first refusal refuses the whole batch
+    /// (naming the operation) and leaves the model as it was.
+    Batch {
+        /// The commands (no batches, hosts, tokens or masters among them).
+        commands: Vec<Command>,
+    },
     /// Spends a one-time token: refused if it was spent before, so only one request anywhere
     /// in the cluster gets what it grants.
     SpendToken {
@@ -180,6 +186,9 @@ pub enum Object {
     Router(Router),
     /// A policy.
     Policy(Policy),
+    /// The objects of a batch's operations, in order (null for a deletion).
+    #[schema(no_recursion, value_type = Vec<Object>)]
+    Batch(Vec<Option<Object>>),
 }
 
 /// The outcome of applying a command: the object as it now is (None after a delete).
@@ -282,6 +291,33 @@ impl Model {
             }
             Command::SetEndpointLabels { network, id, labels, if_match, on_host } => {
                 self.set_endpoint_labels(&network, &id, labels.into_inner().labels, if_match, on_host.as_deref()).map(|e| Some(Object::Endpoint(e)))
+            }
+            Command::Batch { commands } => {
+                // The model's maps share structure: trying the batch on a copy costs little,
+                // and a refusal leaves `self` untouched.
+                let mut next = self.clone();
+                let mut out = Vec::with_capacity(commands.len());
+                for (i, c) in commands.into_iter().enumerate() {
+                    if matches!(c, Command::Batch { .. } | Command::SpendToken { .. } | Command::PutHost { .. } | Command::SetMasters { .. }) {
+                        return Err(Refusal::new(
+                            422,
+                            Some(&format!("operations[{i}]")),
+                            "batches hold changes to networks, endpoints, routers and policies only",
+                        ));
+                    }
+                    match next.apply(c) {
+                        Ok(o) => out.push(o),
+                        Err(r) => {
+                            let field = Some(match r.field {
+                                Some(f) => format!("operations[{i}].{f}"),
+                                None => format!("operations[{i}]"),
+                            });
+                            return Err(Refusal { field, reason: format!("operation {i}: {}; nothing in the batch was applied", r.reason), ..r });
+                        }
+                    }
+                }
+                *self = next;
+                Ok(Some(Object::Batch(out)))
             }
             Command::SetMasters { masters } => {
                 self.set_masters(masters);

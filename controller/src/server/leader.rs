@@ -63,7 +63,7 @@ const QUORUM_WAIT: Duration = Duration::from_secs(3);
 /// Proposes a command and turns the outcome into a response. A leader cut off from the
 /// majority must not appear to accept writes: it first proves it still leads (a round of
 /// heartbeats answered by a majority) and gives up after [`QUORUM_WAIT`].
-pub(super) async fn write(s: &AppState, cmd: Command, ok_status: StatusCode) -> Response {
+pub(crate) async fn write(s: &AppState, cmd: Command, ok_status: StatusCode) -> Response {
     // A leader no majority has answered for longer than an election timeout is cut off,
     // and says so before it proposes anything.
     let since_ack = s.raft.metrics().borrow().millis_since_quorum_ack;
@@ -120,10 +120,15 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Splits a write request into its head and body, refusing an oversize body and one that
 /// does not arrive in time.
 pub(super) async fn read_body(req: Request) -> Result<(axum::http::request::Parts, Bytes), Response> {
+    read_body_up_to(req, MAX_BODY).await
+}
+
+/// [`read_body`] with a limit of its own (a batch's body may be larger than one object's).
+pub(super) async fn read_body_up_to(req: Request, limit: usize) -> Result<(axum::http::request::Parts, Bytes), Response> {
     let (parts, body) = req.into_parts();
-    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(b)) => Ok((parts, b)),
-        Ok(Err(_)) => Err(problem(Problem::new(413, "request body too large", format!("bodies are limited to {MAX_BODY} bytes")))),
+        Ok(Err(_)) => Err(problem(Problem::new(413, "request body too large", format!("bodies are limited to {limit} bytes")))),
         Err(_) => Err(problem(Problem::new(408, "request timeout", format!("the body did not arrive within {BODY_READ_TIMEOUT:?}")))),
     }
 }

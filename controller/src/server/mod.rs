@@ -20,6 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 mod auth;
+mod batch;
 mod bootstrap;
 mod health;
 mod leader;
@@ -31,6 +32,7 @@ mod routing;
 mod trace;
 
 pub(crate) use auth::Caller;
+use batch::*;
 use bootstrap::*;
 pub use health::ApplyWatch;
 use health::*;
@@ -184,6 +186,7 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(get_host, put_host))
         .routes(routes!(host_flows))
         .routes(routes!(trace))
+        .routes(routes!(batch))
         .routes(routes!(trace_jobs))
         .routes(routes!(trace_answer))
         .layer(DefaultBodyLimit::max(MAX_BODY))

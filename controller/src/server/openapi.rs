@@ -80,6 +80,13 @@ pub(super) fn finish_document(doc: utoipa::openapi::OpenApi) -> utoipa::openapi:
     for kind in v.pointer_mut("/components/schemas/NetworkKind/oneOf").and_then(Value::as_array_mut).into_iter().flatten() {
         kind["additionalProperties"] = Value::Bool(false);
     }
+    // A batch's operations refuse unknown fields too, and a deletion's result is null.
+    for op in v.pointer_mut("/components/schemas/Operation/oneOf").and_then(Value::as_array_mut).into_iter().flatten() {
+        op["additionalProperties"] = Value::Bool(false);
+    }
+    if let Some(items) = v.pointer_mut("/paths/~1v1~1batch/post/responses/200/content/application~1json/schema/items") {
+        *items = json!({"oneOf": [{"$ref": "#/components/schemas/Object"}, {"type": "null"}]});
+    }
     // A port is a number or a range of numbers.
     if let Some(ports) = v.pointer_mut("/components/schemas/Rule/properties/ports") {
         *ports = json!({"type": "array", "items": {"type": "string", "pattern": "^[0-9]{1,5}(-[0-9]{1,5})?$"}, "maxItems": 64,
