@@ -35,7 +35,7 @@ fn command(i: usize, op: Operation, now_ms: u64) -> Result<Command, FieldError> 
 }
 
 #[utoipa::path(post, path = "/v1/batch", tag = "networks", request_body = Batch,
-    responses((status = 200, description = "Every operation applied, in one log entry; each one's object in order (null for a deletion)", body = [crate::model::Object]),
+    responses((status = 200, description = "Every operation applied, in one log entry; each one's object in order (null for a deletion)", body = [serde_json::Value]),
               (status = 400, description = "Malformed body"), (status = 404, description = "An operation names an object that does not exist; nothing applied"),
               (status = 409, description = "An operation conflicts; nothing applied"), (status = 413, description = "Body over 8 MiB"),
               (status = 422, description = "An operation is invalid (`operations[i]…` names it); nothing applied"), (status = 503, description = "No leader or no quorum")))]

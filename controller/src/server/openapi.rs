@@ -85,7 +85,8 @@ pub(super) fn finish_document(doc: utoipa::openapi::OpenApi) -> utoipa::openapi:
         op["additionalProperties"] = Value::Bool(false);
     }
     if let Some(items) = v.pointer_mut("/paths/~1v1~1batch/post/responses/200/content/application~1json/schema/items") {
-        *items = json!({"oneOf": [{"$ref": "#/components/schemas/Object"}, {"type": "null"}]});
+        let one = |s: &str| json!({"$ref": format!("#/components/schemas/{s}")});
+        *items = json!({"oneOf": [one("Network"), one("Endpoint"), one("Router"), one("Policy"), {"type": "null"}]});
     }
     // A port is a number or a range of numbers.
     if let Some(ports) = v.pointer_mut("/components/schemas/Rule/properties/ports") {
