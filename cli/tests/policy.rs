@@ -30,6 +30,13 @@ fn pings(from: &Container, to: Ipv4Addr) -> bool {
     probe::ping(&from.netns, to, 2, Duration::from_millis(200)).expect("ping") > 0
 }
 
+/// An endpoint of `net` on `host` labelled `app=APP`, its container plugged in; its id.
+async fn labelled(lab: &Lab, api: &plexus_api::Client, net: &str, name: &str, host: &str, app: &str) -> (String, Container) {
+    let spec = EndpointSpec { labels: [("app".to_string(), app.to_string())].into(), ..EndpointSpec::on(host) };
+    let e = api.create_endpoint(net, &spec).await.expect("endpoint");
+    (e.id.clone(), lab.attach(&e, name, wire::CONTAINER_MTU).await.expect("attach"))
+}
+
 /// Polls `f` until it holds or `limit` passes; the time it took.
 fn until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     let t = Instant::now();
@@ -59,10 +66,9 @@ async fn a_deny_by_default_policy_lets_in_only_what_its_rules_allow() {
         ("bapi", "blue", "h2", "api"),
         ("bweb", "blue", "h1", "web"),
     ] {
-        let spec = EndpointSpec { labels: [("app".to_string(), app.to_string())].into(), ..EndpointSpec::on(host) };
-        let e = api.create_endpoint(net, &spec).await.expect("endpoint");
-        ids.insert(name, format!("{net}/{}", e.id));
-        c.insert(name, lab.attach(&e, name, wire::CONTAINER_MTU).await.expect("attach"));
+        let (id, container) = labelled(&lab, &api, net, name, host, app).await;
+        ids.insert(name, format!("{net}/{id}"));
+        c.insert(name, container);
     }
     let (ok, out) = plexus(&cp, &["router", "create", "r", "--network", "red", "--network", "blue"]);
     assert!(ok, "router: {out}");
@@ -231,9 +237,7 @@ async fn open_connections_live_on_and_enforcement_fails_closed_through_restarts(
     api.create_network(&NetworkSpec::overlay("red", "10.1.0.0/24")).await.expect("red");
     let mut c = std::collections::BTreeMap::new();
     for (name, host, app) in [("db", "h2", "db"), ("api", "h1", "api"), ("api2", "h1", "api"), ("web", "h1", "web")] {
-        let spec = EndpointSpec { labels: [("app".to_string(), app.to_string())].into(), ..EndpointSpec::on(host) };
-        let e = api.create_endpoint("red", &spec).await.expect("endpoint");
-        c.insert(name, lab.attach(&e, name, wire::CONTAINER_MTU).await.expect("attach"));
+        c.insert(name, labelled(&lab, &api, "red", name, host, app).await.1);
     }
     let db = c["db"].clone();
     let addr = SocketAddr::new(db.ip.into(), 5432);
@@ -286,9 +290,7 @@ async fn egress_rules_cidrs_with_exceptions_and_deny_priorities_hold_statefully(
     api.create_network(&NetworkSpec::overlay("red", "10.1.0.0/24")).await.expect("red");
     let mut c = std::collections::BTreeMap::new();
     for (name, host, app) in [("web", "h1", "web"), ("db", "h2", "db"), ("api", "h2", "api"), ("cache", "h1", "cache")] {
-        let spec = EndpointSpec { labels: [("app".to_string(), app.to_string())].into(), ..EndpointSpec::on(host) };
-        let e = api.create_endpoint("red", &spec).await.expect("endpoint");
-        c.insert(name, lab.attach(&e, name, wire::CONTAINER_MTU).await.expect("attach"));
+        c.insert(name, labelled(&lab, &api, "red", name, host, app).await.1);
     }
     let servers: Vec<TcpServer> = ["db", "api", "cache", "web"]
         .iter()

@@ -57,7 +57,7 @@ pub(crate) async fn trace(s: St, req: Request) -> Response {
 
 #[utoipa::path(get, path = "/v1/hosts/{name}/trace-jobs", tag = "hosts",
     params(("name" = String, Path, description = "Host name"), PollOpts),
-    responses((status = 200, description = "Traces for this host's agent to run", body = [TraceJob]), (status = 400, description = "wait over 8 s"),
+    responses((status = 200, description = "Traces for this host's agent to run", body = [TraceJob]), (status = 400, description = "wait over 8 s"), (status = 404, description = "No such host"),
               (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn trace_jobs(s: St, Path(name): Path<String>, Query(o): Query<PollOpts>, req: Request) -> Response {
     let (parts, bytes) = match read_body(req).await {
@@ -69,6 +69,10 @@ pub(crate) async fn trace_jobs(s: St, Path(name): Path<String>, Query(o): Query<
     }
     if let Some(r) = at_leader(&s, FORWARD_PREFIX, &parts, &bytes).await {
         return r;
+    }
+    // Only registered hosts are remembered as polling: a made-up name costs no memory.
+    if !s.state.read().await.model.hosts.contains_key(&name) {
+        return problem(Problem { field: Some("name".into()), ..Problem::new(404, "not found", format!("no host named {name}")) });
     }
     Json(s.traces.take(&name, Duration::from_secs(o.wait)).await).into_response()
 }

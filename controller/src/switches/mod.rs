@@ -10,15 +10,19 @@ use std::time::{Duration, Instant};
 use plexus_ovs::openflow::{Connection, ConnectionOptions, Events, Listener, Message, PortReason, Stream};
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::pki_types::CertificateDer;
 
 use crate::flows::{apply, ensure_hold_meter, reconcile, DesiredFlows, SwitchView};
 use crate::held::{Held, HeldStats};
 use crate::mastership::Lease;
-use crate::model::Subject;
 use crate::store::SharedState;
+use identity::names_host;
 use plexus_api::EndpointKey;
 use plexus_ovs::openflow::Role;
+use ports::PortIndex;
+
+mod identity;
+mod ports;
 
 /// Names of the flow-based tunnel ports the agent creates, one per encapsulation.
 pub const TUNNEL_PORTS: [&str; 2] = [plexus_api::Encap::ALL[0].port_name(), plexus_api::Encap::ALL[1].port_name()];
@@ -93,37 +97,6 @@ pub struct PassStats {
     pub revision: u64,
 }
 
-/// Which endpoint of one host each OVS port name belongs to, kept up to date from the
-/// model's change log so that matching a switch's ports to endpoints costs what the switch
-/// has, not what the whole model has.
-#[derive(Debug, Default)]
-struct PortIndex {
-    host: String,
-    revision: Option<u64>,
-    by_port: HashMap<String, EndpointKey>,
-}
-
-impl PortIndex {
-    fn refresh(&mut self, model: &crate::model::Model, host: &str) {
-        let incremental = self.host == host && self.revision.is_some_and(|r| model.has_changes_since(r));
-        if incremental {
-            for c in model.changes_after(self.revision.unwrap_or_default()) {
-                let Subject::Endpoint(k) = &c.subject else { continue };
-                let local = model.endpoints.get(&*k.network).and_then(|e| e.get(&*k.id)).is_some_and(|e| e.host == host);
-                if local {
-                    self.by_port.insert(k.port_name(), k.clone());
-                } else {
-                    self.by_port.remove(&k.port_name());
-                }
-            }
-        } else {
-            self.host = host.to_string();
-            self.by_port = model.all_endpoints().filter(|e| e.host == host).map(|e| (e.key().port_name(), e.key())).collect();
-        }
-        self.revision = Some(model.revision);
-    }
-}
-
 /// Keeps switches in their desired state.
 #[derive(Debug)]
 pub struct SwitchManager {
@@ -144,13 +117,6 @@ pub struct SwitchManager {
 }
 
 pub use plexus_pki::host_cert_name;
-
-/// Whether `cert` names `host` ([`host_cert_name`]); its chain was checked by TLS already.
-fn names_host(cert: &CertificateDer<'static>, host: &str) -> Result<(), String> {
-    let parsed = tokio_rustls::rustls::server::ParsedCertificate::try_from(cert).map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(host_cert_name(host)).map_err(|e| e.to_string())?;
-    tokio_rustls::rustls::client::verify_server_name(&parsed, &name).map_err(|e| e.to_string())
-}
 
 /// Every how many audits one reads the switch's flows back whole (the others compare counts).
 const FULL_AUDIT_EVERY: u64 = 6;
