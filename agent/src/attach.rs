@@ -39,6 +39,8 @@ pub struct AttachRequest {
     pub owner: String,
     /// The endpoint's labels (what policies select it by).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Ports it publishes on the host's addresses.
+    pub publish: Vec<plexus_api::PublishedPort>,
     /// `br-int`'s OpenFlow management socket: when given, attach returns only once the
     /// controller has programmed the new port (so the first packet is not lost).
     pub mgmt: Option<PathBuf>,
@@ -162,6 +164,7 @@ pub async fn attach(api: &Client, vs: &VSwitch, req: &AttachRequest) -> Result<A
         mac: req.mac.clone(),
         owner: Some(req.owner.clone()),
         labels: req.labels.clone(),
+        publish: req.publish.clone(),
     };
     let endpoint = api.create_endpoint(&req.network, &spec).await?;
     tracing::info!(network = %endpoint.network, id = %endpoint.id, ip = %endpoint.ip, "endpoint created");

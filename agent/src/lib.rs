@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod attach;
 pub mod docker;
+pub mod edge;
 pub mod netns;
 pub mod ovsdb_tls;
 pub mod plumb;

@@ -157,7 +157,7 @@ pub(crate) async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>, Pl
 }
 
 /// Turns TX checksum offload off on `dev` in the calling thread's namespace (SIOCETHTOOL).
-fn tx_checksum_off(dev: &str) -> Result<(), PlumbError> {
+pub(crate) fn tx_checksum_off(dev: &str) -> Result<(), PlumbError> {
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,

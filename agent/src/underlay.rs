@@ -96,7 +96,7 @@ pub fn link_mac(netns: Option<&Path>, iface: &str) -> Result<[u8; 6], PlumbError
     })
 }
 
-async fn mac_of(h: &Handle, index: u32) -> Result<Option<[u8; 6]>, PlumbError> {
+pub(crate) async fn mac_of(h: &Handle, index: u32) -> Result<Option<[u8; 6]>, PlumbError> {
     let link = h.link().get().match_index(index).execute().try_next().await.map_err(nl("reading a link"))?;
     Ok(link.and_then(|l| {
         l.attributes.iter().find_map(|a| match a {

@@ -306,6 +306,11 @@ impl Client {
         let body = EndpointLabels { labels: labels.clone() };
         self.send(reqwest::Method::PUT, &format!("/v1/networks/{network}/endpoints/{id}/labels"), &body).await
     }
+    /// Replaces an endpoint's published ports.
+    pub async fn set_endpoint_publish(&self, network: &str, id: &str, publish: &[crate::PublishedPort]) -> Result<Endpoint, ClientError> {
+        let body = crate::EndpointPublish { publish: publish.to_vec() };
+        self.send(reqwest::Method::PUT, &format!("/v1/networks/{network}/endpoints/{id}/publish"), &body).await
+    }
     /// All policies.
     pub async fn policies(&self) -> Result<Vec<Policy>, ClientError> {
         self.get("/v1/policies").await
@@ -342,6 +347,14 @@ impl Client {
     /// An agent's answer to a trace job.
     pub async fn trace_answer(&self, host: &str, id: u64, out: &crate::TraceOutput) -> Result<(), ClientError> {
         self.call::<serde_json::Value>(reqwest::Method::POST, &format!("/v1/hosts/{host}/trace-jobs/{id}"), Some(out)).await.map(|_| ())
+    }
+    /// Host `host`'s edge; with `known` (a digest), waits up to `wait_s` seconds (≤ 25) for it
+    /// to differ.
+    pub async fn host_edge(&self, host: &str, known: Option<&str>, wait_s: u64) -> Result<crate::HostEdge, ClientError> {
+        match known {
+            Some(k) => self.get(&format!("/v1/hosts/{host}/edge?known={k}&wait={wait_s}")).await,
+            None => self.get(&format!("/v1/hosts/{host}/edge")).await,
+        }
     }
     /// All routers.
     pub async fn routers(&self) -> Result<Vec<Router>, ClientError> {

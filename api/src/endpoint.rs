@@ -35,6 +35,119 @@ pub struct EndpointSpec {
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Ports published on the host's addresses (its network must be on a router with
+    /// `external`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<PublishedPort>,
+}
+
+/// The transport of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProtocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl PortProtocol {
+    /// Its name, as iptables and users write it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PortProtocol::Tcp => "tcp",
+            PortProtocol::Udp => "udp",
+        }
+    }
+}
+
+impl std::fmt::Display for PortProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A port of the endpoint's host forwarded to a port of the endpoint (Docker's `-p`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedPort {
+    /// The port on the host's addresses (1..=65535), unique per protocol on the host.
+    #[schema(minimum = 1, maximum = 65535)]
+    pub host_port: u32,
+    /// The endpoint's port it reaches (1..=65535).
+    #[schema(minimum = 1, maximum = 65535)]
+    pub port: u32,
+    /// `tcp` (the default) or `udp`.
+    #[serde(default)]
+    pub protocol: PortProtocol,
+}
+
+/// The most ports one endpoint may publish.
+pub const MAX_PUBLISHED: usize = 256;
+
+impl PublishedPort {
+    /// Parses `HOST:PORT[/tcp|/udp]` (or `PORT[/proto]` for the same port on both sides),
+    /// as `docker run -p` writes it; `field` names the flag in errors.
+    pub fn parse(field: &str, text: &str) -> Result<PublishedPort, FieldError> {
+        let (ports, protocol) = match text.rsplit_once('/') {
+            Some((p, "tcp")) => (p, PortProtocol::Tcp),
+            Some((p, "udp")) => (p, PortProtocol::Udp),
+            Some((_, other)) => return Err(FieldError::new(field, format!("protocol {other:?} is neither tcp nor udp"))),
+            None => (text, PortProtocol::Tcp),
+        };
+        let num = |s: &str| s.parse::<u32>().map_err(|_| FieldError::new(field, format!("{s:?} in {text:?} is not a port number")));
+        let (host_port, port) = match ports.split_once(':') {
+            Some((h, c)) => (num(h)?, num(c)?),
+            None => (num(ports)?, num(ports)?),
+        };
+        PublishedPort { host_port, port, protocol }.checked(field)
+    }
+
+    fn checked(self, field: &str) -> Result<PublishedPort, FieldError> {
+        for (name, p) in [("host_port", self.host_port), ("port", self.port)] {
+            if !(1..=65535).contains(&p) {
+                return Err(FieldError::new(format!("{field}.{name}"), format!("{p} is outside 1..=65535")));
+            }
+        }
+        Ok(self)
+    }
+}
+
+impl std::fmt::Display for PublishedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}/{}", self.host_port, self.port, self.protocol)
+    }
+}
+
+/// Checks a list of published ports: each in range, none twice, not too many.
+fn check_published(publish: &[PublishedPort]) -> Result<(), FieldError> {
+    if publish.len() > MAX_PUBLISHED {
+        return Err(FieldError::new("publish", format!("{} ports; at most {MAX_PUBLISHED}", publish.len())));
+    }
+    for (i, p) in publish.iter().enumerate() {
+        p.checked(&format!("publish[{i}]"))?;
+        if let Some(j) = publish[..i].iter().position(|q| q.host_port == p.host_port && q.protocol == p.protocol) {
+            return Err(FieldError::new(format!("publish[{i}].host_port"), format!("{}/{} is published twice (publish[{j}] too)", p.host_port, p.protocol)));
+        }
+    }
+    Ok(())
+}
+
+/// An endpoint's new published ports (they replace the old ones).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointPublish {
+    /// The ports (none: publish nothing).
+    pub publish: Vec<PublishedPort>,
+}
+
+impl EndpointPublish {
+    /// Checks the ports.
+    pub fn validated(self) -> Result<EndpointPublish, FieldError> {
+        check_published(&self.publish)?;
+        Ok(self)
+    }
 }
 
 /// An endpoint's new labels (they replace the old ones): what policies select it by.
@@ -78,6 +191,9 @@ pub struct Endpoint {
     /// Labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Ports published on its host's addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<PublishedPort>,
     /// Store revision of the last change.
     pub revision: u64,
 }
@@ -178,7 +294,7 @@ impl Endpoint {
 impl EndpointSpec {
     /// An endpoint on `host` with everything else left to the controller.
     pub fn on(host: &str) -> EndpointSpec {
-        EndpointSpec { id: None, host: host.to_string(), ip: None, mac: None, owner: None, labels: BTreeMap::new() }
+        EndpointSpec { id: None, host: host.to_string(), ip: None, mac: None, owner: None, labels: BTreeMap::new(), publish: Vec::new() }
     }
 
     /// With this id.
@@ -211,6 +327,7 @@ impl EndpointSpec {
         if let Some(m) = &self.mac {
             self.mac = Some(Mac::parse("mac", m)?.to_string());
         }
+        check_published(&self.publish)?;
         Ok(self)
     }
 }

@@ -26,6 +26,7 @@ macro_rules! serde_as_str {
 
 pub mod batch;
 pub mod client;
+pub mod edge;
 pub mod endpoint;
 pub mod ids;
 pub mod mac;
@@ -38,7 +39,8 @@ pub mod valid;
 
 pub use batch::{Batch, Operation};
 pub use client::{AgentCredentials, Client, ClientError, ClusterStatus, Credentials, Mastership, Member, NodeCredentials, StateDigest};
-pub use endpoint::{Encap, Endpoint, EndpointLabels, EndpointSpec, Host, HostSpec, Lease};
+pub use edge::{HostEdge, PublishedTarget};
+pub use endpoint::{Encap, Endpoint, EndpointLabels, EndpointPublish, EndpointSpec, Host, HostSpec, Lease, PortProtocol, PublishedPort};
 pub use ids::EndpointKey;
 pub use mac::Mac;
 pub use network::{IpamMode, Network, NetworkKind, NetworkSpec};

@@ -183,6 +183,13 @@ impl NetworkSpec {
         if !(8..=30).contains(&c.len) {
             return Err(FieldError::new("subnet", format!("prefix length {} is outside 8..=30", c.len)));
         }
+        let link = Cidr { addr: crate::routing::EXTERNAL_NEXT_HOP, len: crate::routing::EXTERNAL_PREFIX };
+        if c.overlaps(&link) {
+            return Err(FieldError::new(
+                "subnet",
+                format!("{} overlaps 169.254.0.0/30, the link between each host and its switch (external access)", self.subnet),
+            ));
+        }
         let first = Ipv4Addr::from(u32::from(c.addr) + 1);
         let gw = self.gateway.unwrap_or(first);
         if !c.contains(gw) || gw == c.addr || gw == c.broadcast() {

@@ -70,6 +70,7 @@ validate_by_inherent!(
     crate::RouterSpec,
     crate::PolicySpec,
     crate::endpoint::EndpointLabels,
+    crate::endpoint::EndpointPublish,
     crate::trace::TraceRequest,
     crate::trace::TraceOutput
 );

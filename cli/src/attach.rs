@@ -57,6 +57,10 @@ pub(crate) struct AttachCmd {
     /// Labels of the endpoint, KEY=VALUE (repeat for more): what policies select it by.
     #[arg(long = "label")]
     labels: Vec<String>,
+    /// A port to publish on its host's addresses, HOST_PORT:PORT[/tcp|/udp] (repeat for
+    /// more; the network must be on a router with external access).
+    #[arg(long = "publish", short = 'p', value_parser = crate::resources::parse_publish)]
+    publish: Vec<plexus_api::PublishedPort>,
 }
 
 /// `plexus detach`.
@@ -122,6 +126,7 @@ pub(crate) async fn attach(c: AttachCmd) -> anyhow::Result<()> {
         mtu: c.mtu,
         owner: "plexus attach".into(),
         labels,
+        publish: c.publish,
         mgmt,
     };
     let a = attach::attach(&api, &vs, &req).await?;

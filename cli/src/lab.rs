@@ -70,6 +70,10 @@ enum Sub {
         /// Labels of its endpoint, KEY=VALUE (repeat for more): what policies select it by.
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// A port to publish on its host's addresses, HOST_PORT:PORT[/tcp|/udp] (repeat for
+        /// more; the network must be on a router with external access).
+        #[arg(long = "publish", short = 'p', value_parser = crate::resources::parse_publish)]
+        publish: Vec<plexus_api::PublishedPort>,
     },
     /// Run a command inside a container: plexus lab exec NAME -- CMD ARGS…
     Exec {
@@ -123,7 +127,7 @@ pub(crate) async fn run(c: LabCmd) -> anyhow::Result<()> {
             print_status(&Lab::load(&c.name)?, output)?;
         }
         Sub::Demo => demo(&Lab::load(&c.name)?).await?,
-        Sub::Run { host, container: name, network, ip, labels } => {
+        Sub::Run { host, container: name, network, ip, labels, publish } => {
             let labels = crate::resources::labels(&labels)?;
             let lab = Lab::load(&c.name)?;
             if lab.status().api.is_none() {
@@ -138,7 +142,7 @@ pub(crate) async fn run(c: LabCmd) -> anyhow::Result<()> {
             let e = api
                 .create_endpoint(
                     &network,
-                    &plexus_api::EndpointSpec { id: Some(name.clone()), host, ip, mac: None, owner: Some(format!("lab container {name}")), labels },
+                    &plexus_api::EndpointSpec { id: Some(name.clone()), host, ip, mac: None, owner: Some(format!("lab container {name}")), labels, publish },
                 )
                 .await?;
             match lab.attach(&e, &name, mtu).await {
@@ -228,7 +232,15 @@ async fn demo(lab: &Lab) -> anyhow::Result<()> {
         let e = api
             .create_endpoint(
                 "demo",
-                &plexus_api::EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: Some(DEMO_OWNER.into()), labels: Default::default() },
+                &plexus_api::EndpointSpec {
+                    id: None,
+                    host: h.name.clone(),
+                    ip: None,
+                    mac: None,
+                    owner: Some(DEMO_OWNER.into()),
+                    labels: Default::default(),
+                    publish: Vec::new(),
+                },
             )
             .await?;
         println!("endpoint {} on {}: {}/{} {}", e.id, e.host, e.ip, e.prefix_len, e.mac);

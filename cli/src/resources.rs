@@ -120,6 +120,10 @@ pub(crate) enum EndpointCmd {
         /// Labels, KEY=VALUE (repeat for more): what policies select it by.
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// A port to publish on its host's addresses, HOST_PORT:PORT[/tcp|/udp] (repeat for
+        /// more; the network must be on a router with external access).
+        #[arg(long = "publish", short = 'p', value_parser = crate::resources::parse_publish)]
+        publish: Vec<plexus_api::PublishedPort>,
     },
     /// Replace an endpoint's labels (policies that select by them apply at once).
     Label {
@@ -130,6 +134,17 @@ pub(crate) enum EndpointCmd {
         id: String,
         /// The new labels, KEY=VALUE (none: remove them all).
         labels: Vec<String>,
+    },
+    /// Replace the ports an endpoint publishes on its host's addresses (none: publish none).
+    Publish {
+        /// Network.
+        #[arg(long)]
+        network: String,
+        /// Endpoint id.
+        id: String,
+        /// The ports, HOST_PORT:PORT[/tcp|/udp].
+        #[arg(value_parser = parse_publish)]
+        publish: Vec<plexus_api::PublishedPort>,
     },
     /// List endpoints: a network's, or every network's.
     List {
@@ -214,6 +229,11 @@ pub(crate) fn print<T: Serialize>(o: Output, v: &T, table: impl FnOnce()) -> any
     Ok(())
 }
 
+/// Parses a `--publish` value (clap's value parser: the error names the flag).
+pub(crate) fn parse_publish(s: &str) -> Result<plexus_api::PublishedPort, String> {
+    plexus_api::PublishedPort::parse("--publish", s).map_err(|e| e.reason)
+}
+
 pub(crate) fn labels(v: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     v.iter().map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).with_context(|| format!("label {l:?} is not KEY=VALUE"))).collect()
 }
@@ -265,26 +285,32 @@ pub(crate) async fn network(o: ApiOpts, c: NetworkCmd) -> anyhow::Result<()> {
 pub(crate) async fn endpoint(o: ApiOpts, c: EndpointCmd) -> anyhow::Result<()> {
     let api = o.auth.client(&o.api)?;
     let table = |eps: &[plexus_api::Endpoint]| {
-        println!("{:<16} {:<16} {:<12} {:<18} {:<18} OWNER", "ID", "NETWORK", "HOST", "IP", "MAC");
+        println!("{:<16} {:<16} {:<12} {:<18} {:<18} {:<20} OWNER", "ID", "NETWORK", "HOST", "IP", "MAC", "PUBLISHED");
         for e in eps {
+            let published: Vec<String> = e.publish.iter().map(|p| p.to_string()).collect();
             println!(
-                "{:<16} {:<16} {:<12} {:<18} {:<18} {}",
+                "{:<16} {:<16} {:<12} {:<18} {:<18} {:<20} {}",
                 e.id,
                 e.network,
                 e.host,
                 format!("{}/{}", e.ip, e.prefix_len),
                 e.mac,
+                if published.is_empty() { "-".to_string() } else { published.join(",") },
                 e.owner.as_deref().unwrap_or("-")
             );
         }
     };
     match c {
-        EndpointCmd::Create { network, host, ip, mac, id, owner, labels: l } => {
-            let e = api.create_endpoint(&network, &EndpointSpec { id, host, ip, mac, owner, labels: labels(&l)? }).await?;
+        EndpointCmd::Create { network, host, ip, mac, id, owner, labels: l, publish } => {
+            let e = api.create_endpoint(&network, &EndpointSpec { id, host, ip, mac, owner, labels: labels(&l)?, publish }).await?;
             print(o.output, &e, || table(std::slice::from_ref(&e)))?;
         }
         EndpointCmd::Label { network, id, labels: l } => {
             let e = api.set_endpoint_labels(&network, &id, &labels(&l)?).await?;
+            print(o.output, &e, || table(std::slice::from_ref(&e)))?;
+        }
+        EndpointCmd::Publish { network, id, publish } => {
+            let e = api.set_endpoint_publish(&network, &id, &publish).await?;
             print(o.output, &e, || table(std::slice::from_ref(&e)))?;
         }
         EndpointCmd::List { network } => {

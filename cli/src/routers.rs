@@ -16,6 +16,10 @@ pub(crate) enum RouterCmd {
         /// A network to join (repeat for more).
         #[arg(long = "network", required = true)]
         networks: Vec<String>,
+        /// Let its networks' containers reach outside Plexus, NATed by their own host to its
+        /// address, and publish ports.
+        #[arg(long)]
+        external: bool,
         /// Labels, KEY=VALUE.
         #[arg(long = "label")]
         labels: Vec<String>,
@@ -49,9 +53,9 @@ pub(crate) enum RouterCmd {
 }
 
 fn table(routers: &[Router]) {
-    println!("{:<20} {:<48} REV", "NAME", "NETWORKS");
+    println!("{:<20} {:<48} {:<9} REV", "NAME", "NETWORKS", "EXTERNAL");
     for r in routers {
-        println!("{:<20} {:<48} {}", r.spec.name, r.spec.networks.join(","), r.revision);
+        println!("{:<20} {:<48} {:<9} {}", r.spec.name, r.spec.networks.join(","), if r.spec.external { "yes" } else { "no" }, r.revision);
     }
 }
 
@@ -67,8 +71,8 @@ async fn change(api: &plexus_api::Client, name: &str, f: impl FnOnce(&mut Vec<St
 pub(crate) async fn router(o: ApiOpts, c: RouterCmd) -> anyhow::Result<()> {
     let api = o.auth.client(&o.api)?;
     match c {
-        RouterCmd::Create { name, networks, labels: l } => {
-            let r = api.create_router(&RouterSpec { name, networks, external_gateway: None, labels: labels(&l)? }).await?;
+        RouterCmd::Create { name, networks, external, labels: l } => {
+            let r = api.create_router(&RouterSpec { name, networks, external, external_gateway: None, labels: labels(&l)? }).await?;
             print(o.output, &r, || table(std::slice::from_ref(&r)))?;
         }
         RouterCmd::Add { name, network } => {

@@ -141,6 +141,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         ("GET", "/v1/cluster/state"),
         ("GET", "/v1/hosts"),
         ("GET", "/v1/hosts/{name}"),
+        ("GET", "/v1/hosts/{name}/edge"),
         ("GET", "/v1/hosts/{name}/flows"),
         ("GET", "/v1/hosts/{name}/trace-jobs"),
         ("GET", "/v1/networks"),
@@ -167,6 +168,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         ("PUT", "/v1/hosts/{name}"),
         ("PUT", "/v1/networks/{name}"),
         ("PUT", "/v1/networks/{name}/endpoints/{id}/labels"),
+        ("PUT", "/v1/networks/{name}/endpoints/{id}/publish"),
         ("PUT", "/v1/policies/{name}"),
         ("PUT", "/v1/routers/{name}"),
     ];

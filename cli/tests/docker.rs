@@ -82,7 +82,7 @@ async fn wait_docker_network(name: &str) {
 fn leftovers(lab: &Lab) -> (Vec<String>, Vec<String>) {
     let h = lab.docker_host().unwrap();
     let ports = Command::new("ovs-vsctl").arg(format!("--db=unix:{}", h.ovs.db_sock().display())).args(["list-ports", "br-int"]).output().unwrap();
-    let ports: Vec<String> = String::from_utf8_lossy(&ports.stdout).lines().filter(|p| *p != "vxlan0").map(str::to_string).collect();
+    let ports: Vec<String> = String::from_utf8_lossy(&ports.stdout).lines().filter(|p| *p != "vxlan0" && *p != plexus_api::routing::EXTERNAL_PORT).map(str::to_string).collect();
     let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
     let veths: Vec<String> = String::from_utf8_lossy(&links.stdout)
         .lines()
@@ -288,6 +288,62 @@ async fn docker_sees_clear_errors_and_a_failed_start_leaks_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     docker_leftovers_gone(&lab, "after rm -f");
+}
+
+/// `docker run -p HOST:PORT` on a network whose router has external access publishes the
+/// port on the Docker host's address, as Docker's bridge would; what Plexus cannot do as
+/// asked (a port Docker would choose) fails the container with the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_run_p_publishes_the_port_on_the_docker_host() {
+    use std::io::{Read, Write};
+    prerequisites();
+    let name = plexus_tests::unique_name('p');
+    let lab = Lab::up(&LabConfig { docker: true, ..LabConfig::owned(&name, 1) }).expect("lab");
+    let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane with a Docker host");
+    let api = cp.client().unwrap();
+    api.create_network(&NetworkSpec::overlay("web", "10.21.0.0/24")).await.unwrap();
+    let router =
+        plexus_api::RouterSpec { name: "out".into(), networks: vec!["web".into()], external: true, external_gateway: None, labels: Default::default() };
+    api.create_router(&router).await.unwrap();
+    wait_docker_network("web").await;
+    let mut cs = Containers(Vec::new());
+    let c1 = format!("{name}c1");
+    cs.run(&c1, &["--network", "web", "-p", "8080:80"]);
+    ok(&["exec", &c1, "sh", "-c", "mkdir -p /www && echo plexus-web > /www/index.html"]);
+    ok(&["exec", "-d", &c1, "/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]);
+    let e = api.endpoints("web").await.unwrap().into_iter().find(|e| e.host == "docker").expect("c1's endpoint");
+    assert_eq!(e.publish.iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["8080:80/tcp"]);
+    // From a machine on the underlay that is not a Plexus host, to the Docker host's address.
+    let outsider = lab.add_outsider("o", 200).expect("outsider");
+    let docker_ip = lab.docker_host().expect("docker host").underlay_ip;
+    let to = std::net::SocketAddr::new(docker_ip.into(), 8080);
+    let t = Instant::now();
+    let page = loop {
+        let got = plexus_agent::netns::connect_tcp(&outsider.netns, to).ok().and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+            s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+            let mut body = String::new();
+            s.read_to_string(&mut body).ok()?;
+            Some(body)
+        });
+        match got {
+            Some(b) if b.contains("plexus-web") => break b,
+            other => assert!(t.elapsed() < Duration::from_secs(20), "docker-host:8080 never served c1's page: {other:?} (logs in {})", lab.dir.display()),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(page.starts_with("HTTP/1."), "{page}");
+    // A host port left to Docker's choice is refused with the reason; the container does not run.
+    let c2 = format!("{name}c2");
+    cs.0.push(c2.clone());
+    let o = docker(&["run", "-d", "--name", &c2, "--network", "web", "-p", "80", IMAGE, "sleep", "100000"]);
+    assert!(!o.status.success() && text(&o).contains("give the host port"), "{}", text(&o));
+    // The same host port twice on one host is refused too.
+    let c3 = format!("{name}c3");
+    cs.0.push(c3.clone());
+    let o = docker(&["run", "-d", "--name", &c3, "--network", "web", "-p", "8080:81", IMAGE, "sleep", "100000"]);
+    assert!(!o.status.success() && text(&o).contains("already published"), "{}", text(&o));
+    assert_eq!(api.endpoints("web").await.unwrap().iter().filter(|e| !e.publish.is_empty()).count(), 1, "only c1 publishes");
 }
 
 #[tokio::test(flavor = "multi_thread")]

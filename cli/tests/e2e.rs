@@ -43,7 +43,10 @@ async fn agents_and_a_controller_connect_containers_on_three_hosts() {
     let mut cs = Vec::new();
     for h in &lab.hosts {
         let e = api
-            .create_endpoint("red", &EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: None, labels: Default::default() })
+            .create_endpoint(
+                "red",
+                &EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: None, labels: Default::default(), publish: Vec::new() },
+            )
             .await
             .unwrap();
         cs.push(lab.attach(&e, &format!("c{}", cs.len() + 1), 1450).await.unwrap());
@@ -116,7 +119,10 @@ async fn traffic_survives_and_recovers_from_restarts_of_every_part() {
     let mut cs = Vec::new();
     for h in &lab.hosts {
         let e = api
-            .create_endpoint("red", &EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: None, labels: Default::default() })
+            .create_endpoint(
+                "red",
+                &EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: None, labels: Default::default(), publish: Vec::new() },
+            )
             .await
             .unwrap();
         cs.push(lab.attach(&e, &format!("c{}", cs.len() + 1), 1450).await.unwrap());

@@ -47,7 +47,10 @@ async fn create_endpoint(api: &Client, host: &str, id: &str) -> plexus_api::Endp
     let t = Instant::now();
     loop {
         match api
-            .create_endpoint("red", &EndpointSpec { id: Some(id.into()), host: host.into(), ip: None, mac: None, owner: None, labels: Default::default() })
+            .create_endpoint(
+                "red",
+                &EndpointSpec { id: Some(id.into()), host: host.into(), ip: None, mac: None, owner: None, labels: Default::default(), publish: Vec::new() },
+            )
             .await
         {
             Ok(e) => return e,

@@ -30,7 +30,15 @@ fn lab(tag: char) -> (Lab, ControlPlane) {
 fn planned(id: &str, host: &str, ip: Ipv4Addr) -> (EndpointSpec, Endpoint) {
     let o = ip.octets();
     let mac = format!("02:17:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]);
-    let spec = EndpointSpec { id: Some(id.into()), host: host.into(), ip: Some(ip), mac: Some(mac.clone()), owner: None, labels: Default::default() };
+    let spec = EndpointSpec {
+        id: Some(id.into()),
+        host: host.into(),
+        ip: Some(ip),
+        mac: Some(mac.clone()),
+        owner: None,
+        labels: Default::default(),
+        publish: Vec::new(),
+    };
     let e = Endpoint {
         id: id.into(),
         network: "red".into(),
@@ -41,6 +49,7 @@ fn planned(id: &str, host: &str, ip: Ipv4Addr) -> (EndpointSpec, Endpoint) {
         mac: Mac::parse("mac", &mac).expect("mac"),
         owner: None,
         labels: Default::default(),
+        publish: Vec::new(),
         revision: 0,
     };
     (spec, e)

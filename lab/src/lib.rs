@@ -367,6 +367,37 @@ impl Lab {
         }
     }
 
+    /// A machine on the lab's underlay that is not a Plexus host: namespace `plx-LAB-NAME`
+    /// with `eth0` on the underlay switch at the underlay subnet's address `.octet` (the
+    /// hosts have .11 and up), no OVS, no agent. What external access and published ports
+    /// are tested against.
+    pub fn add_outsider(&self, name: &str, octet: u8) -> Result<Container, LabError> {
+        let netns = self.new_container_netns(name)?;
+        let ul = self.underlay_netns();
+        let port = format!("o-{name}");
+        let built = (|| {
+            ip(Some(&ul), &["link", "add", &port, "type", "veth", "peer", "name", "o-uplink"])?;
+            ip(Some(&ul), &["link", "set", "o-uplink", "netns", &netns])?;
+            ip(Some(&netns), &["link", "set", "o-uplink", "name", "eth0"])?;
+            ip(Some(&ul), &["link", "set", &port, "master", "br0"])?;
+            ip(Some(&ul), &["link", "set", &port, "up"])?;
+            let o = self.hosts.first().map(|h| h.underlay_ip.octets()).ok_or(LabError::Invalid { field: "hosts", reason: "the lab has no hosts".into() })?;
+            let addr = Ipv4Addr::new(o[0], o[1], o[2], octet);
+            ip(Some(&netns), &["addr", "add", &format!("{addr}/{}", self.underlay_prefix_len()), "dev", "eth0"])?;
+            ip(Some(&netns), &["link", "set", "eth0", "up"])?;
+            ip(Some(&netns), &["link", "set", "lo", "up"])?;
+            tx_offload_off(&ul, &port)?;
+            tx_offload_off(&netns, "eth0")?;
+            let mac = plexus_agent::underlay::link_mac(Some(&plexus_agent::netns::path(&netns)), "eth0").map_err(|e| LabError::Io(e.to_string()))?;
+            Ok(Container { netns: netns.clone(), host_if: port.clone(), ip: addr, mac })
+        })();
+        if built.is_err() {
+            let _ = ip(None, &["netns", "delete", &netns]);
+            let _ = ip(Some(&ul), &["link", "delete", &port]);
+        }
+        built
+    }
+
     /// Makes the empty namespace `plx-LAB-NAME` of a new container.
     pub(crate) fn new_container_netns(&self, name: &str) -> Result<String, LabError> {
         check_name("container name", name, 12)?;

@@ -122,6 +122,7 @@ pub fn one_ping_rtt(ns: &str, dst: Ipv4Addr, timeout: Duration) -> Result<Durati
 pub struct TcpServer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    peers: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>,
     /// Where it listens.
     pub addr: SocketAddr,
 }
@@ -134,10 +135,13 @@ impl TcpServer {
         listener.set_nonblocking(true).map_err(|e| LabError::Io(e.to_string()))?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
+        let peers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = peers.clone();
         let thread = std::thread::spawn(move || {
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((mut s, _)) => {
+                    Ok((mut s, peer)) => {
+                        seen.lock().unwrap_or_else(|e| e.into_inner()).push(peer);
                         std::thread::spawn(move || {
                             let _ = s.set_nonblocking(false);
                             let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
@@ -154,7 +158,13 @@ impl TcpServer {
                 }
             }
         });
-        Ok(TcpServer { stop, thread: Some(thread), addr })
+        Ok(TcpServer { stop, thread: Some(thread), peers, addr })
+    }
+
+    /// The source address of every connection it accepted, in order: what a NAT made of
+    /// its clients.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

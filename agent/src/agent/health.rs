@@ -31,6 +31,10 @@ pub struct Health {
     tunnel_peers: AtomicU64,
     tunnel_peers_unseeded: AtomicU64,
     unseeded: std::sync::Mutex<Vec<std::net::Ipv4Addr>>,
+    edge_error: std::sync::Mutex<Option<String>>,
+    edge_applies: AtomicU64,
+    edge_failures: AtomicU64,
+    published_ports: AtomicU64,
 }
 
 impl Health {
@@ -71,6 +75,16 @@ impl Health {
         *self.unseeded.lock().unwrap_or_else(|e| e.into_inner()) = missing.to_vec();
     }
 
+    /// An apply of the host's edge: why it failed, or how many ports it publishes.
+    pub fn edge(&self, error: Option<String>, published: usize) {
+        let counter = if error.is_some() { &self.edge_failures } else { &self.edge_applies };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if error.is_none() {
+            self.published_ports.store(published as u64, Ordering::Relaxed);
+        }
+        *self.edge_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
     /// Peers OVS's tunnel neighbour cache lacks: a first packet to them would wait for OVS
     /// to ARP. Reported, not fatal (a peer may be down).
     pub fn unseeded(&self) -> Vec<std::net::Ipv4Addr> {
@@ -89,6 +103,9 @@ impl Health {
         if !self.switch_ok.load(Ordering::Relaxed) {
             return Some("the last check of the switch's configuration failed (see the log)".into());
         }
+        if let Some(e) = self.edge_error.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Some(format!("the host's edge (external access, published ports) could not be applied: {e}"));
+        }
         None
     }
 
@@ -100,14 +117,19 @@ impl Health {
              # TYPE plexus_agent_switch_check_failures_total counter\nplexus_agent_switch_check_failures_total {}\n\
              # TYPE plexus_agent_healthy gauge\nplexus_agent_healthy {}\n\
              # TYPE plexus_agent_tunnel_peers gauge\nplexus_agent_tunnel_peers {}\n\
-             # TYPE plexus_agent_tunnel_peers_unseeded gauge\nplexus_agent_tunnel_peers_unseeded {}\n",
+             # TYPE plexus_agent_tunnel_peers_unseeded gauge\nplexus_agent_tunnel_peers_unseeded {}\n\
+             # TYPE plexus_agent_edge_applies_total counter\nplexus_agent_edge_applies_total{{result=\"ok\"}} {}\nplexus_agent_edge_applies_total{{result=\"failed\"}} {}\n\
+             # TYPE plexus_agent_published_ports gauge\nplexus_agent_published_ports {}\n",
             g(&self.heartbeats_ok),
             g(&self.heartbeats_failed),
             g(&self.switch_checks),
             g(&self.switch_check_failures),
             u8::from(self.problem().is_none()),
             g(&self.tunnel_peers),
-            g(&self.tunnel_peers_unseeded)
+            g(&self.tunnel_peers_unseeded),
+            g(&self.edge_applies),
+            g(&self.edge_failures),
+            g(&self.published_ports)
         )
     }
 }

@@ -120,6 +120,8 @@ pub async fn ensure_switch(cfg: &AgentConfig, vs: &VSwitch) -> Result<(), AgentE
         Encap::Geneve => InterfaceType::Geneve,
     };
     vs.add_port(BR_INT, &PortSpec::new(cfg.encap.port_name(), kind).option("remote_ip", "flow").option("key", "flow")).await?;
+    // Where the host's own stack meets its containers (external access, published ports).
+    vs.add_port(BR_INT, &PortSpec::new(plexus_api::routing::EXTERNAL_PORT, InterfaceType::Internal)).await?;
     if let Some(t) = &cfg.switch_tls {
         vs.set_ssl(&t.private_key, &t.certificate, &t.ca_cert).await?;
     }
@@ -204,6 +206,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             tokio::spawn(trace::serve(api.clone(), cfg.name.clone(), rundir.to_path_buf()));
         }
     }
+    let nudge = std::sync::Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(crate::edge::run(api.clone(), cfg.name.clone(), nudge.clone(), health.clone()));
     let mut monitor =
         ovsdb.monitor("Open_vSwitch", vec![MonitorRequest::all("Bridge"), MonitorRequest::all("Port"), MonitorRequest::all("Controller")]).await?;
     health.switch_check(true);
@@ -238,8 +242,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 if batch.is_none() {
                     return Err(AgentError::System("the OVSDB monitor ended".into()));
                 }
-                // Something changed in the switch's configuration: make sure it is still ours.
+                // Something changed in the switch's configuration: make sure it is still ours,
+                // and the host's side of the external port too (a new port loses its routes).
                 let r = ensure_switch(&cfg, &vs).await;
+                nudge.notify_one();
                 health.switch_check(r.is_ok());
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "repairing the switch failed; will retry");

@@ -13,7 +13,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use plexus_api::{Client, ClientError, EndpointSpec, NetworkSpec};
+use plexus_api::{Client, ClientError, EndpointSpec, NetworkSpec, PortProtocol, PublishedPort};
 use plexus_ovs::ovsdb::{InterfaceType, PortSpec, VSwitch};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -216,6 +216,7 @@ async fn request_address(p: &Plugin, r: AddressRequest) -> Reply {
         mac: r.options.get(MAC_OPTION).filter(|m| !m.is_empty()).cloned(),
         owner: Some(format!("docker ipam on {}", p.host)),
         labels: Default::default(),
+        publish: Vec::new(),
     };
     let e = p.api.create_endpoint(&network, &spec).await.map_err(|e| api_err(&format!("an address in {network}"), e))?;
     ok(AddressResponse { address: format!("{}/{}", e.ip, e.prefix_len), data: BTreeMap::new() })
@@ -311,8 +312,39 @@ fn network_of(p: &Plugin, network_id: &str) -> Result<String, PluginError> {
         .ok_or_else(|| fail(format!("plexus: unknown network {network_id}; is it a Plexus network?")))
 }
 
+/// `docker run -p`'s bindings as Plexus published ports; what Plexus cannot do as asked (a
+/// port Docker would choose, a range, one host address) is refused, not half done.
+fn published_ports(options: Option<&serde_json::Map<String, serde_json::Value>>) -> Result<Vec<PublishedPort>, PluginError> {
+    let Some(raw) = options.and_then(|o| o.get(PORT_MAP_OPTION)).filter(|v| !v.is_null()) else { return Ok(Vec::new()) };
+    let bindings: Vec<PortBinding> = serde_json::from_value(raw.clone()).map_err(|e| fail(format!("plexus: unreadable port bindings: {e}")))?;
+    bindings
+        .iter()
+        .map(|b| {
+            let protocol = match b.proto {
+                6 => PortProtocol::Tcp,
+                17 => PortProtocol::Udp,
+                n => return Err(fail(format!("plexus: publishing IP protocol {n} is not supported (tcp and udp are)"))),
+            };
+            if b.host_port == 0 {
+                return Err(fail(format!("plexus: -p {}: give the host port too (-p HOST_PORT:{}); Plexus does not choose one", b.port, b.port)));
+            }
+            if b.host_port_end != 0 && b.host_port_end != b.host_port {
+                return Err(fail(format!("plexus: -p {}-{}: host port ranges are not supported; publish one port each", b.host_port, b.host_port_end)));
+            }
+            if b.host_ip.as_deref().is_some_and(|ip| !matches!(ip, "" | "0.0.0.0" | "::")) {
+                return Err(fail(format!(
+                    "plexus: -p {}:…: Plexus publishes on all of the host's addresses; leave the address out",
+                    b.host_ip.as_deref().unwrap_or_default()
+                )));
+            }
+            PublishedPort::parse("-p", &format!("{}:{}/{protocol}", b.host_port, b.port)).map_err(|e| fail(format!("plexus: {e}")))
+        })
+        .collect()
+}
+
 async fn create_endpoint(p: &Plugin, r: CreateEndpoint) -> Reply {
     let network = network_of(p, &r.network_id)?;
+    let publish = published_ports(r.options.as_ref())?;
     let iface = r.interface.unwrap_or_default();
     let ip: Ipv4Addr = iface
         .address
@@ -323,7 +355,15 @@ async fn create_endpoint(p: &Plugin, r: CreateEndpoint) -> Reply {
     let eps = p.api.endpoints(&network).await.map_err(|e| api_err(&format!("endpoints of {network}"), e))?;
     let asked_mac = Some(iface.mac_address.clone()).filter(|m| !m.is_empty());
     let create = |owner: String| {
-        let spec = EndpointSpec { id: None, host: p.host.clone(), ip: Some(ip), mac: asked_mac.clone(), owner: Some(owner), labels: Default::default() };
+        let spec = EndpointSpec {
+            id: None,
+            host: p.host.clone(),
+            ip: Some(ip),
+            mac: asked_mac.clone(),
+            owner: Some(owner),
+            labels: Default::default(),
+            publish: Vec::new(),
+        };
         let (api, network) = (p.api.clone(), network.clone());
         async move { api.create_endpoint(&network, &spec).await.map_err(|e| api_err(&format!("an endpoint in {network}"), e)) }
     };
@@ -340,6 +380,16 @@ async fn create_endpoint(p: &Plugin, r: CreateEndpoint) -> Reply {
         Some(e) => return Err(fail(format!("plexus: {ip} is already taken in {network} (endpoint {} on {})", e.id, e.host))),
         None => (create(format!("docker on {}", p.host)).await?, false),
     };
+    if !publish.is_empty() {
+        if let Err(err) = p.api.set_endpoint_publish(&network, &e.id, &publish).await {
+            if !ipam {
+                // Made for this container, which will not start: leave nothing behind.
+                let _ = p.api.delete_endpoint(&network, &e.id).await;
+            }
+            return Err(api_err("publishing the container's ports", err));
+        }
+        tracing::info!(%network, id = %e.id, ports = publish.len(), "ports published");
+    }
     let mtu = p.api.network(&network).await.map_err(|err| api_err(&format!("network {network}"), err))?.spec.mtu;
     let wiring = Some(Wiring { mac: e.mac, gateway: e.gateway, mtu });
     p.state.update(|s| s.endpoints.insert(r.endpoint_id.clone(), EndpointLink { network, id: e.id.clone(), ipam, wiring }))?;

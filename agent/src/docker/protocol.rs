@@ -116,6 +116,33 @@ pub struct CreateEndpoint {
     /// What Docker decided already.
     #[serde(rename = "Interface", default)]
     pub interface: Option<Interface>,
+    /// The endpoint's options: among them `docker run -p`'s port bindings
+    /// ([`PORT_MAP_OPTION`]).
+    #[serde(rename = "Options", default)]
+    pub options: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The option in which libnetwork hands a driver the container's port bindings.
+pub const PORT_MAP_OPTION: &str = "com.docker.network.portmap";
+
+/// One port binding as libnetwork writes it (`types.PortBinding`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PortBinding {
+    /// IP protocol number: 6 TCP, 17 UDP.
+    #[serde(rename = "Proto")]
+    pub proto: u8,
+    /// The container's port.
+    #[serde(rename = "Port")]
+    pub port: u32,
+    /// The host address to bind, if one ("" or unspecified: all).
+    #[serde(rename = "HostIP", default)]
+    pub host_ip: Option<String>,
+    /// The host port (0: Docker's choice).
+    #[serde(rename = "HostPort", default)]
+    pub host_port: u32,
+    /// The end of a host port range (0 or `HostPort`: one port).
+    #[serde(rename = "HostPortEnd", default)]
+    pub host_port_end: u32,
 }
 
 /// Requests naming an endpoint.

@@ -38,7 +38,18 @@ pub(super) async fn run(rounds: usize) -> anyhow::Result<()> {
             let ip = Ipv4Addr::new(10, 88, (i / 100) as u8 + 1, (i % 100) as u8 * 2 + k + 1);
             let o = ip.octets();
             let mac = format!("02:88:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]);
-            (EndpointSpec { id: Some(format!("c{i}x{k}")), host: h.to_string(), ip: Some(ip), mac: Some(mac), owner: None, labels: Default::default() }, ip)
+            (
+                EndpointSpec {
+                    id: Some(format!("c{i}x{k}")),
+                    host: h.to_string(),
+                    ip: Some(ip),
+                    mac: Some(mac),
+                    owner: None,
+                    labels: Default::default(),
+                    publish: Vec::new(),
+                },
+                ip,
+            )
         };
         let ((sa, ipa), (sb, ipb)) = (mk(&h1.name, 0), mk(&h2.name, 1));
         let mut cs = Vec::new();
@@ -53,6 +64,7 @@ pub(super) async fn run(rounds: usize) -> anyhow::Result<()> {
                 mac: plexus_api::Mac::parse("mac", s.mac.as_deref().unwrap_or_default())?,
                 owner: None,
                 labels: Default::default(),
+                publish: Vec::new(),
                 revision: 0,
             };
             // The endpoint does not exist yet: nothing to wait for.

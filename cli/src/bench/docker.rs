@@ -45,7 +45,10 @@ pub(super) async fn run(rounds: usize) -> anyhow::Result<()> {
     }
     // The peer on the other host: a namespace container on h1.
     let e = api
-        .create_endpoint("bench", &EndpointSpec { id: Some("peer".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default() })
+        .create_endpoint(
+            "bench",
+            &EndpointSpec { id: Some("peer".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default(), publish: Vec::new() },
+        )
         .await?;
     lab.attach(&e, "peer", plexus_lab::wire::CONTAINER_MTU).await?;
     // The baseline's peer: a container on Docker's bridge.

@@ -29,7 +29,8 @@ async fn change(lab: &Lab, api: &Client, host: usize, id: &str) -> anyhow::Resul
     vs.add_port(wire::BR_INT, &PortSpec::new(&port, InterfaceType::Dummy).external_id("plexus-endpoint", &format!("bench/{id}"))).await?;
     let t = Instant::now();
     loop {
-        let spec = EndpointSpec { id: Some(id.into()), host: h.name.clone(), ip: None, mac: None, owner: None, labels: Default::default() };
+        let spec =
+            EndpointSpec { id: Some(id.into()), host: h.name.clone(), ip: None, mac: None, owner: None, labels: Default::default(), publish: Vec::new() };
         match api.create_endpoint("bench", &spec).await {
             Ok(_) => return Ok(()),
             Err(e) if t.elapsed() > Duration::from_secs(20) => return Err(e.into()),
@@ -88,7 +89,7 @@ pub(super) async fn run(rounds: usize, per_host: usize) -> anyhow::Result<()> {
             set.spawn(async move {
                 api.create_endpoint(
                     "bench",
-                    &EndpointSpec { id: Some(format!("e{k}x{i}")), host, ip: None, mac: None, owner: None, labels: Default::default() },
+                    &EndpointSpec { id: Some(format!("e{k}x{i}")), host, ip: None, mac: None, owner: None, labels: Default::default(), publish: Vec::new() },
                 )
                 .await
             });

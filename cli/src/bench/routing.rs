@@ -18,7 +18,15 @@ fn planned(net: &str, subnet_octet: u8, host: &str, i: usize, k: u8) -> anyhow::
     let o = ip.octets();
     let mac = format!("02:99:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]);
     let id = format!("p{i}x{k}");
-    let spec = EndpointSpec { id: Some(id.clone()), host: host.into(), ip: Some(ip), mac: Some(mac.clone()), owner: None, labels: Default::default() };
+    let spec = EndpointSpec {
+        id: Some(id.clone()),
+        host: host.into(),
+        ip: Some(ip),
+        mac: Some(mac.clone()),
+        owner: None,
+        labels: Default::default(),
+        publish: Vec::new(),
+    };
     let e = Endpoint {
         id,
         network: net.into(),
@@ -29,6 +37,7 @@ fn planned(net: &str, subnet_octet: u8, host: &str, i: usize, k: u8) -> anyhow::
         mac: Mac::parse("mac", &mac)?,
         owner: None,
         labels: Default::default(),
+        publish: Vec::new(),
         revision: 0,
     };
     Ok((spec, e))
@@ -82,8 +91,14 @@ pub(super) async fn run(rounds: usize, secs: u64, reps: usize, endpoints: usize)
     }
     api.create_network(&NetworkSpec::overlay("red", "10.92.0.0/16")).await?;
     api.create_network(&NetworkSpec::overlay("blue", "10.93.0.0/16")).await?;
-    api.create_router(&RouterSpec { name: "r".into(), networks: vec!["red".into(), "blue".into()], external_gateway: None, labels: Default::default() })
-        .await?;
+    api.create_router(&RouterSpec {
+        name: "r".into(),
+        networks: vec!["red".into(), "blue".into()],
+        external: false,
+        external_gateway: None,
+        labels: Default::default(),
+    })
+    .await?;
 
     eprintln!("{rounds} interleaved rounds: two endpoints created, first ping switched (red to red) and routed (red to blue) ...");
     let (mut switched, mut routed) = (Vec::new(), Vec::new());
@@ -143,7 +158,8 @@ pub(super) async fn run(rounds: usize, secs: u64, reps: usize, endpoints: usize)
             }
         }
         let without = settled_flows(&cp).await?;
-        api.create_router(&RouterSpec { name: "all".into(), networks: nets.clone(), external_gateway: None, labels: Default::default() }).await?;
+        api.create_router(&RouterSpec { name: "all".into(), networks: nets.clone(), external: false, external_gateway: None, labels: Default::default() })
+            .await?;
         let with = settled_flows(&cp).await?;
         flows = Some((without, with));
     }

@@ -150,8 +150,15 @@ impl ScaleLab {
         batch: bool,
     ) -> anyhow::Result<Populated> {
         let hosts = &self.hosts;
-        let spec =
-            |i: usize| EndpointSpec { id: Some(format!("e{i}")), host: hosts[i % hosts.len()].clone(), ip: None, mac: None, owner: None, labels: labels(i) };
+        let spec = |i: usize| EndpointSpec {
+            id: Some(format!("e{i}")),
+            host: hosts[i % hosts.len()].clone(),
+            ip: None,
+            mac: None,
+            owner: None,
+            labels: labels(i),
+            publish: Vec::new(),
+        };
         let mut plugged: BTreeMap<String, usize> = hosts.iter().map(|h| (h.clone(), 0)).collect();
         for i in 0..n {
             *plugged.entry(hosts[i % hosts.len()].clone()).or_default() += 1;
@@ -289,7 +296,15 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
         let e = api
             .create_endpoint(
                 "scale",
-                &EndpointSpec { id: Some(id.clone()), host: probe_host.clone(), ip: None, mac: None, owner: None, labels: Default::default() },
+                &EndpointSpec {
+                    id: Some(id.clone()),
+                    host: probe_host.clone(),
+                    ip: None,
+                    mac: None,
+                    owner: None,
+                    labels: Default::default(),
+                    publish: Vec::new(),
+                },
             )
             .await?;
         write_ms.push(t.elapsed().as_secs_f64() * 1e3);
@@ -338,7 +353,7 @@ fn compile_cost(n: usize, changes: usize) -> Result<(f64, f64)> {
         let _ = m.apply(Command::PutHost { spec, now_ms: 0 });
     }
     let _ = m.apply(Command::PutNetwork { spec: Valid::new(NetworkSpec::overlay("scale", "10.96.0.0/18"))?, create: true, if_match: None });
-    let mut view = SwitchView { host: "h1".into(), tunnel_port: 1, ports: Default::default() };
+    let mut view = SwitchView { host: "h1".into(), tunnel_port: 1, external_port: None, ports: Default::default() };
     let ep = |id: &str, host: &str| -> Result<Command> {
         Ok(Command::CreateEndpoint { network: "scale".into(), spec: Valid::new(EndpointSpec::on(host).id(id))?, now_ms: 0 })
     };

@@ -18,6 +18,9 @@ pub struct SwitchView {
     pub host: String,
     /// OpenFlow port of the flow-based tunnel.
     pub tunnel_port: u32,
+    /// OpenFlow port of the host's external port ([`plexus_api::routing::EXTERNAL_PORT`]),
+    /// once the agent made it.
+    pub external_port: Option<u32>,
     /// OpenFlow port of each endpoint of this host that is plugged in; only endpoints that
     /// exist and live on this host.
     pub ports: BTreeMap<EndpointKey, u32>,
@@ -172,7 +175,7 @@ pub fn compile_unit(model: &Model, view: &SwitchView, unit: &Unit) -> Vec<FlowMo
         Unit::Glue => {
             for f in FEATURES {
                 out.for_feature(*f);
-                f.glue(&mut out);
+                f.glue(view, &mut out);
             }
         }
         Unit::Network(name) => {
@@ -278,7 +281,7 @@ mod tests {
     }
 
     fn view(host: &str, ports: &[(&str, u32)]) -> SwitchView {
-        SwitchView { host: host.into(), tunnel_port: 1, ports: ports.iter().map(|(k, v)| (EndpointKey::new("red", *k), *v)).collect() }
+        SwitchView { host: host.into(), tunnel_port: 1, external_port: None, ports: ports.iter().map(|(k, v)| (EndpointKey::new("red", *k), *v)).collect() }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::pipeline::{Miss, Table};
 
 /// The pipeline as a Markdown table.
 pub fn pipeline_markdown() -> String {
-    let mut out = String::from("| table | number | stage | on a miss | tunnelled packets | written by |\n|---|---|---|---|---|---|\n");
+    let mut out = String::from("| table | number | stage | on a miss | tunnelled packets | from `plx-ext` | written by |\n|---|---|---|---|---|---|---|\n");
     for t in Table::ALL {
         let spec = t.spec();
         let miss = match spec.miss {
@@ -19,8 +19,9 @@ pub fn pipeline_markdown() -> String {
         };
         let writers: Vec<&str> = FEATURES.iter().filter(|f| f.tables().contains(&t) && f.tables().len() < Table::ALL.len()).map(|f| f.name()).collect();
         let writers = if writers.is_empty() { "-".to_string() } else { writers.join(", ") };
-        let tunnel = if spec.tunnel { "visit" } else { "skip" };
-        let _ = writeln!(out, "| `{}` | {} | {:?} | {miss} | {tunnel} | {writers} |", spec.name, t.id(), spec.stage);
+        let visit = |v: bool| if v { "visit" } else { "skip" };
+        let (tunnel, external) = (visit(spec.tunnel), visit(spec.external));
+        let _ = writeln!(out, "| `{}` | {} | {:?} | {miss} | {tunnel} | {external} | {writers} |", spec.name, t.id(), spec.stage);
     }
     out
 }

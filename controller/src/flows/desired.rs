@@ -110,7 +110,11 @@ impl DesiredFlows {
             }
             Touched::Everything => None,
         };
-        if view.host != self.view.host || view.tunnel_port != self.view.tunnel_port || !model.has_changes_since(self.revision) {
+        if view.host != self.view.host
+            || view.tunnel_port != self.view.tunnel_port
+            || view.external_port != self.view.external_port
+            || !model.has_changes_since(self.revision)
+        {
             add(touched(Input::Switch))?;
         }
         for c in model.changes_after(self.revision) {
@@ -229,8 +233,10 @@ mod tests {
             id: u8,
         },
         NewHost,
-        /// A router joins red and green, or goes.
-        Route(bool),
+        /// A router joins red and green (with external access or not), or goes.
+        Route(Option<bool>),
+        /// The switch's external port appears or goes.
+        ExternalPort(bool),
         /// A policy on red (selecting app=db, ingress from app=api in green), or none.
         Policy(bool),
         /// An endpoint's labels change.
@@ -248,7 +254,8 @@ mod tests {
             3 => (0..3u8, 0..6u8).prop_map(|(net, id)| Step::Plug { net, id }),
             1 => (0..3u8, 0..6u8).prop_map(|(net, id)| Step::Unplug { net, id }),
             1 => Just(Step::NewHost),
-            1 => any::<bool>().prop_map(Step::Route),
+            1 => proptest::option::of(any::<bool>()).prop_map(Step::Route),
+            1 => any::<bool>().prop_map(Step::ExternalPort),
             1 => any::<bool>().prop_map(Step::Policy),
             2 => (0..3u8, 0..6u8, 0..3u8).prop_map(|(net, id, app)| Step::Label { net, id, app }),
         ]
@@ -270,7 +277,7 @@ mod tests {
             for (i, n) in ["red", "blue", "green"].iter().enumerate() {
                 m.apply(overlay(n, &format!("10.{i}.0.0/24"), None)).unwrap();
             }
-            let mut view = SwitchView { host: "h0".into(), tunnel_port: 1, ports: Default::default() };
+            let mut view = SwitchView { host: "h0".into(), tunnel_port: 1, external_port: Some(2), ports: Default::default() };
             let mut d = DesiredFlows::new(&m, view.clone());
             let mut hosts = 3;
             for s in steps {
@@ -291,13 +298,14 @@ mod tests {
                         m.apply(host(&format!("h{hosts}"), hosts as u32 + 1)).unwrap();
                         hosts += 1;
                     }
-                    Step::Route(true) => {
-                        let spec = RouterSpec { name: "r".into(), networks: vec!["green".into(), "red".into()], external_gateway: None, labels: Default::default() };
+                    Step::Route(Some(external)) => {
+                        let spec = RouterSpec { name: "r".into(), networks: vec!["green".into(), "red".into()], external, external_gateway: None, labels: Default::default() };
                         m.apply(Command::PutRouter { spec: Valid::new(spec).unwrap(), create: false, if_match: None }).unwrap();
                     }
-                    Step::Route(false) => {
+                    Step::Route(None) => {
                         let _ = m.apply(Command::DeleteRouter { name: "r".into() });
                     }
+                    Step::ExternalPort(on) => view.external_port = on.then_some(2),
                     Step::Policy(true) => {
                         // Peers by selector in another network, a CIDR less an exception (its
                         // pieces next to the exception are single addresses), and an endpoint's
@@ -354,7 +362,7 @@ mod tests {
             m.apply(host(&format!("h{i}"), i + 1)).unwrap();
         }
         m.apply(overlay("red", "10.0.0.0/16", None)).unwrap();
-        let mut view = SwitchView { host: "h0".into(), tunnel_port: 1, ports: Default::default() };
+        let mut view = SwitchView { host: "h0".into(), tunnel_port: 1, external_port: None, ports: Default::default() };
         for i in 0..200 {
             m.apply(endpoint("red", &format!("e{i}"), &format!("h{}", i % 2))).unwrap();
             if i % 2 == 0 {

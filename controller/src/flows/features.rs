@@ -112,7 +112,7 @@ pub trait Feature: Sync + std::fmt::Debug {
     /// The tables it writes to.
     fn tables(&self) -> &'static [Table];
     /// Its flows for the switch as a whole.
-    fn glue(&self, _out: &mut Flows) {}
+    fn glue(&self, _view: &SwitchView, _out: &mut Flows) {}
     /// Its flows for one network the switch carries.
     fn network(&self, _cx: &NetworkCx<'_>, _out: &mut Flows) {}
     /// Its flows for one endpoint of a network the switch carries.
@@ -140,7 +140,7 @@ impl Feature for MissFlows {
     fn tables(&self) -> &'static [Table] {
         &Table::ALL
     }
-    fn glue(&self, out: &mut Flows) {
+    fn glue(&self, _view: &SwitchView, out: &mut Flows) {
         for t in Table::ALL.into_iter().filter(|t| t.spec().miss == Miss::Hold) {
             out.add(t, priority::MISS, Match::new(), hold);
         }
@@ -223,7 +223,7 @@ fn arp_request(vni: u32, ip: Ipv4Addr) -> Match {
 }
 
 /// An ARP reply built in the switch: the request turned around, answering for `ip`/`mac`.
-fn arp_reply(ip: Ipv4Addr, mac: Mac) -> Vec<Action> {
+pub(crate) fn arp_reply(ip: Ipv4Addr, mac: Mac) -> Vec<Action> {
     let mac = mac_u128(mac.octets());
     vec![
         Action::RegMove { src: Field::EthSrc, src_ofs: 0, dst: Field::EthDst, dst_ofs: 0, n_bits: 48 },
@@ -276,7 +276,7 @@ impl Feature for Switching {
     fn tables(&self) -> &'static [Table] {
         &[Table::L2Lookup, Table::Output]
     }
-    fn glue(&self, out: &mut Flows) {
+    fn glue(&self, _view: &SwitchView, out: &mut Flows) {
         out.add(Table::Output, priority::DEFAULT, Match::new(), |f| f.apply(vec![Action::output_reg(REG_OUT_PORT)]));
     }
     fn network(&self, cx: &NetworkCx<'_>, out: &mut Flows) {

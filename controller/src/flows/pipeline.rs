@@ -3,10 +3,12 @@
 //! the declaration order and is written nowhere else, so a table added later renumbers nothing
 //! by hand and a misspelt table does not compile.
 //!
-//! Two paths run through the pipeline ([`Origin`]): a packet a local endpoint sent visits
+//! Three paths run through the pipeline ([`Origin`]): a packet a local endpoint sent visits
 //! every table; a packet that came out of a tunnel was checked and routed by the sending host,
 //! so it skips the sender-side stages but still meets conntrack and ingress policy before
-//! output.
+//! output; a packet the host's own stack sent in through the external port (answers to
+//! source-NATed connections, published ports) is routed to its endpoint and meets conntrack
+//! and ingress policy too.
 
 /// A pipeline stage, in packet order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -63,17 +65,20 @@ pub enum Origin {
     Local,
     /// Received from another host's switch through a tunnel.
     Tunnel,
+    /// Sent by the host's own stack through the external port (`plx-ext`).
+    External,
 }
 
 impl Origin {
-    /// Both origins.
-    pub const ALL: [Origin; 2] = [Origin::Local, Origin::Tunnel];
+    /// Every origin.
+    pub const ALL: [Origin; 3] = [Origin::Local, Origin::Tunnel, Origin::External];
 
     /// The value of [`REG_FROM_TUNNEL`] for packets of this origin.
     pub const fn reg_value(self) -> u32 {
         match self {
             Origin::Local => 0,
             Origin::Tunnel => 1,
+            Origin::External => 2,
         }
     }
 }
@@ -121,6 +126,8 @@ pub struct TableSpec {
     pub miss: Miss,
     /// Whether packets from tunnels visit it (local packets visit every table).
     pub tunnel: bool,
+    /// Whether packets from the external port visit it.
+    pub external: bool,
 }
 
 /// Spacing between table numbers: room for tables inserted later without moving the others.
@@ -144,21 +151,21 @@ impl Table {
 
     /// The declaration of this table.
     pub const fn spec(self) -> TableSpec {
-        const fn t(name: &'static str, stage: Stage, miss: Miss, tunnel: bool) -> TableSpec {
-            TableSpec { name, stage, miss, tunnel }
+        const fn t(name: &'static str, stage: Stage, miss: Miss, tunnel: bool, external: bool) -> TableSpec {
+            TableSpec { name, stage, miss, tunnel, external }
         }
         match self {
-            Table::Classify => t("classify", Stage::Classify, Miss::Hold, true),
-            Table::PortSecurity => t("port-security", Stage::Validate, Miss::Drop, false),
-            Table::ArpResponder => t("arp-responder", Stage::Arp, Miss::Next, false),
-            Table::Conntrack => t("conntrack", Stage::Conntrack, Miss::Next, true),
-            Table::EgressPolicy => t("egress-policy", Stage::EgressSecurity, Miss::Next, false),
-            Table::Gateway => t("gateway", Stage::Routing, Miss::Next, false),
-            Table::Routing => t("routing", Stage::Routing, Miss::Next, false),
-            Table::L2Lookup => t("l2-lookup", Stage::Switching, Miss::Hold, true),
-            Table::IngressPolicy => t("ingress-policy", Stage::IngressSecurity, Miss::Next, true),
-            Table::CtCommit => t("ct-commit", Stage::Commit, Miss::Next, true),
-            Table::Output => t("output", Stage::Output, Miss::Drop, true),
+            Table::Classify => t("classify", Stage::Classify, Miss::Hold, true, true),
+            Table::PortSecurity => t("port-security", Stage::Validate, Miss::Drop, false, false),
+            Table::ArpResponder => t("arp-responder", Stage::Arp, Miss::Next, false, false),
+            Table::Conntrack => t("conntrack", Stage::Conntrack, Miss::Next, true, true),
+            Table::EgressPolicy => t("egress-policy", Stage::EgressSecurity, Miss::Next, false, false),
+            Table::Gateway => t("gateway", Stage::Routing, Miss::Next, false, false),
+            Table::Routing => t("routing", Stage::Routing, Miss::Next, false, true),
+            Table::L2Lookup => t("l2-lookup", Stage::Switching, Miss::Hold, true, true),
+            Table::IngressPolicy => t("ingress-policy", Stage::IngressSecurity, Miss::Next, true, true),
+            Table::CtCommit => t("ct-commit", Stage::Commit, Miss::Next, true, true),
+            Table::Output => t("output", Stage::Output, Miss::Drop, true, true),
         }
     }
 
@@ -187,6 +194,7 @@ impl Table {
         match origin {
             Origin::Local => true,
             Origin::Tunnel => self.spec().tunnel,
+            Origin::External => self.spec().external,
         }
     }
 

@@ -55,7 +55,7 @@ impl Feature for Policies {
     fn tables(&self) -> &'static [Table] {
         &[Table::Conntrack, Table::EgressPolicy, Table::IngressPolicy, Table::CtCommit]
     }
-    fn glue(&self, out: &mut Flows) {
+    fn glue(&self, _view: &super::SwitchView, out: &mut Flows) {
         for t in [Table::EgressPolicy, Table::IngressPolicy] {
             for bit in [CT_EST, CT_REL] {
                 let m = Match::new().eth_type(ETH_IPV4).masked(Field::CtState, CT_TRK | bit, CT_TRK | bit);

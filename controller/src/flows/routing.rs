@@ -12,11 +12,23 @@
 //! A destination no endpoint of the domain has is held for its flows (like any miss that may
 //! be a race with the controller) and dropped when none come: networks on no common router
 //! stay apart. Flows grow with endpoints plus networks, never with their product.
+//!
+//! The way out and in: a domain that a router with `external` is in sends what is addressed
+//! outside all of its subnets to the host's own stack through the external port
+//! ([`plexus_api::routing::EXTERNAL_PORT`]), routed like any other hop (source MAC the switch's, destination the
+//! host side's MAC, TTL decremented); the host source-NATs it to its own address and sends it
+//! on through its routes. The host routes the domain's subnets back to the switch side of
+//! that port ([`EXTERNAL_NEXT_HOP`], whose ARP the switch answers), and what comes in there
+//! for a subnet of an external domain is routed to its endpoint, through conntrack and
+//! ingress policy like any routed packet: answers to NATed connections and published ports.
 
-use plexus_ovs::openflow::{Action, Field, FlowMod, Match, OFPP_IN_PORT};
+use plexus_api::network::Cidr;
+use plexus_api::routing::{EXTERNAL_HOST_MAC, EXTERNAL_NEXT_HOP, EXTERNAL_ROUTER_MAC};
+use plexus_ovs::openflow::{mac_u128, Action, Field, FlowMod, Match, ARP_REQUEST, OFPP_IN_PORT};
 
-use super::features::{gateway_mac, hold, net_match, EndpointCx, Feature, Flows, NetworkCx, Place};
-use super::pipeline::{priority, Table, REG_DOMAIN, REG_NETWORK};
+use super::features::{arp_reply, gateway_mac, hold, net_match, EndpointCx, Feature, Flows, NetworkCx, Place};
+use super::pipeline::{priority, Origin, Table, REG_DOMAIN, REG_FROM_TUNNEL, REG_NETWORK, REG_OUT_PORT};
+use super::SwitchView;
 
 /// ICMP echo request and reply types.
 const ECHO_REQUEST: u8 = 8;
@@ -35,7 +47,15 @@ impl Feature for Routing {
         "routing"
     }
     fn tables(&self) -> &'static [Table] {
-        &[Table::Gateway, Table::Routing]
+        &[Table::Classify, Table::Gateway, Table::Routing]
+    }
+    fn glue(&self, view: &SwitchView, out: &mut Flows) {
+        let Some(ext) = view.external_port else { return };
+        // The host resolves the next hop it routes external networks to; anything else its
+        // stack sends into the port (IPv6, other neighbours) is dropped, never held.
+        let arp = Match::new().in_port(ext).with(Field::ArpOp, ARP_REQUEST).with(Field::ArpTpa, u32::from(EXTERNAL_NEXT_HOP));
+        out.add(Table::Classify, priority::OBJECT, arp, |f| f.apply(arp_reply(EXTERNAL_NEXT_HOP, EXTERNAL_ROUTER_MAC)));
+        out.add(Table::Classify, priority::DEFAULT, Match::new().in_port(ext), drop_it);
     }
     fn network(&self, cx: &NetworkCx<'_>, out: &mut Flows) {
         let Some(gw) = cx.network.spec.gateway else { return };
@@ -59,12 +79,20 @@ impl Feature for Routing {
             Some(d) => {
                 let Some(next) = Table::Gateway.next(super::pipeline::Origin::Local) else { return };
                 out.add(Table::Gateway, priority::NETWORK, ipv4, |f| f.apply(vec![Action::set_field(Field::Reg(REG_DOMAIN), d)]).goto(next.id()));
+                let external = cx.view.external_port.filter(|_| cx.model.external_domain(&cx.network.spec.name));
+                if let (Some(ext), Some(subnet)) = (external, cx.network.spec.cidr()) {
+                    from_outside(cx, ext, subnet, d, out);
+                }
                 // A destination that no endpoint of the domain has (yet): held, like any packet
                 // that may have raced its endpoint's flows, and dropped when none come. One
                 // flow per domain, from the network whose VNI names it (every switch that
-                // carries one network of a domain carries them all).
+                // carries one network of a domain carries them all). In a domain that leaves
+                // Plexus, only its own subnets' misses are held; the rest goes out.
                 if d == cx.vni {
-                    out.add(Table::Routing, priority::NETWORK, Match::new().reg(REG_DOMAIN, d), hold);
+                    match external {
+                        None => out.add(Table::Routing, priority::NETWORK, Match::new().reg(REG_DOMAIN, d), hold),
+                        Some(ext) => to_outside(cx, ext, d, out),
+                    }
                 }
             }
             None => out.add(Table::Gateway, priority::NETWORK, ipv4, drop_it),
@@ -86,4 +114,38 @@ impl Feature for Routing {
         ];
         out.add(Table::Routing, priority::OBJECT, m, |f| f.apply(acts).goto(next.id()));
     }
+}
+
+/// What the host's stack sends to `subnet` through the external port: classified into the
+/// network's domain and routed to its endpoint (answers to source-NATed connections and
+/// published ports, which the host forwards only to its own endpoints).
+fn from_outside(cx: &NetworkCx<'_>, ext: u32, subnet: Cidr, domain: u32, out: &mut Flows) {
+    let m = Match::new().in_port(ext).eth_type(0x0800).masked(Field::Ipv4Dst, u32::from(subnet.addr), subnet.mask());
+    let load = vec![
+        Action::set_field(Field::Reg(REG_NETWORK), cx.vni),
+        Action::set_field(Field::Reg(REG_FROM_TUNNEL), Origin::External.reg_value()),
+        Action::set_field(Field::Reg(REG_DOMAIN), domain),
+    ];
+    out.add(Table::Classify, priority::OBJECT, m, |f| f.apply(load).goto(Table::after_classify(Origin::External).id()));
+}
+
+/// The domain's routing misses: held for its own subnets, sent out through the external port
+/// for everything else.
+fn to_outside(cx: &NetworkCx<'_>, ext: u32, domain: u32, out: &mut Flows) {
+    for net in cx.model.domain_of(&cx.network.spec.name) {
+        let Some(c) = cx.model.networks.get(&net).and_then(|n| n.spec.cidr()) else { continue };
+        let m = Match::new().reg(REG_DOMAIN, domain).eth_type(0x0800).masked(Field::Ipv4Dst, u32::from(c.addr), c.mask());
+        out.add(Table::Routing, priority::NETWORK, m, hold);
+    }
+    let Some(next) = Table::L2Lookup.next(Origin::Local) else { return };
+    let acts = vec![
+        Action::set_field(Field::EthSrc, mac_u128(EXTERNAL_ROUTER_MAC.octets())),
+        Action::set_field(Field::EthDst, mac_u128(EXTERNAL_HOST_MAC.octets())),
+        Action::DecNwTtl,
+        Action::set_field(Field::Reg(REG_OUT_PORT), ext),
+        Action::set_field(Field::Reg(REG_DOMAIN), 0u32),
+    ];
+    // Past L2 lookup (the port is chosen) to ingress policy, commit and output, so that a
+    // connection an egress policy let out is committed and its answers known.
+    out.add(Table::Routing, priority::DEFAULT, Match::new().reg(REG_DOMAIN, domain).eth_type(0x0800), |f| f.apply(acts).goto(next.id()));
 }

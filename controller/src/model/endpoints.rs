@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use plexus_api::{Endpoint, EndpointKey, EndpointSpec, IpamMode, Mac, Valid};
+use plexus_api::{Endpoint, EndpointKey, EndpointSpec, IpamMode, Mac, PublishedPort, Valid};
 
 use super::{check_revision, Model, Object, Refusal, Subject};
 
@@ -75,6 +75,7 @@ impl Model {
             }
         }
         let net = net.clone();
+        self.check_publish(network, &spec.host, &spec.publish, None)?;
         let wants_derived_mac = spec.mac.is_none();
         let Used { ips: used, macs } = &*self.used(network);
         let ip = match spec.ip {
@@ -145,6 +146,7 @@ impl Model {
             mac,
             owner: spec.owner,
             labels: spec.labels,
+            publish: spec.publish,
             revision: self.revision,
         };
         let u = self.used(network);
@@ -156,6 +158,37 @@ impl Model {
         Ok(ep)
     }
 
+    /// Refuses ports an endpoint cannot publish: on a network whose routing domain does not
+    /// leave Plexus (nothing would carry the answers out), or taken on its host already.
+    fn check_publish(&self, network: &str, host: &str, publish: &[PublishedPort], itself: Option<&str>) -> Result<(), Refusal> {
+        if publish.is_empty() {
+            return Ok(());
+        }
+        if !self.external_domain(network) {
+            return Err(Refusal::new(
+                422,
+                Some("publish"),
+                format!("network {network} is on no router with external access, so nothing would carry answers out; add it to a router with external: true (plexus router create NAME --network {network} --external)"),
+            ));
+        }
+        // Publishing endpoints are few; walking them costs nothing next to the rest.
+        for (i, p) in publish.iter().enumerate() {
+            let taken = self.all_endpoints().find(|e| {
+                e.host == host
+                    && !(e.network == network && Some(e.id.as_str()) == itself)
+                    && e.publish.iter().any(|q| q.host_port == p.host_port && q.protocol == p.protocol)
+            });
+            if let Some(e) = taken {
+                return Err(Refusal::new(
+                    409,
+                    Some(&format!("publish[{i}].host_port")),
+                    format!("port {}/{} of host {host} is already published by endpoint {}/{}", p.host_port, p.protocol, e.network, e.id),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn set_endpoint_labels(
         &mut self,
         network: &str,
@@ -164,18 +197,47 @@ impl Model {
         if_match: Option<u64>,
         on_host: Option<&str>,
     ) -> Result<Endpoint, Refusal> {
+        self.update_endpoint(network, id, if_match, on_host, "label", |_, ep| Ok((ep.labels != labels).then(|| Endpoint { labels, ..ep.clone() })))
+    }
+
+    pub(crate) fn set_endpoint_publish(
+        &mut self,
+        network: &str,
+        id: &str,
+        publish: Vec<PublishedPort>,
+        if_match: Option<u64>,
+        on_host: Option<&str>,
+    ) -> Result<Endpoint, Refusal> {
+        self.update_endpoint(network, id, if_match, on_host, "publish", |m, ep| {
+            if ep.publish == publish {
+                return Ok(None);
+            }
+            m.check_publish(network, &ep.host, &publish, Some(id))?;
+            Ok(Some(Endpoint { publish, ..ep.clone() }))
+        })
+    }
+
+    /// Changes one endpoint in place: `change` returns the endpoint as it should be, or `None`
+    /// when it already is. An agent (`on_host`) may `verb` only its own host's endpoints.
+    fn update_endpoint(
+        &mut self,
+        network: &str,
+        id: &str,
+        if_match: Option<u64>,
+        on_host: Option<&str>,
+        verb: &str,
+        change: impl FnOnce(&Model, &Endpoint) -> Result<Option<Endpoint>, Refusal>,
+    ) -> Result<Endpoint, Refusal> {
         let Some(ep) = self.endpoints.get(network).and_then(|m| m.get(id)) else {
             return Err(Refusal::new(404, Some("id"), format!("no endpoint {id} in network {network}")));
         };
         if let Some(h) = on_host.filter(|h| *h != ep.host) {
-            return Err(Refusal::new(403, Some("id"), format!("endpoint {id} is not on host {h}, whose agent may label only its own")));
+            return Err(Refusal::new(403, Some("id"), format!("endpoint {id} is not on host {h}, whose agent may {verb} only its own")));
         }
         check_revision(ep.revision, if_match)?;
-        if ep.labels == labels {
-            return Ok(ep.clone());
-        }
+        let Some(changed) = change(self, ep)? else { return Ok(ep.clone()) };
         self.revision += 1;
-        let ep = Endpoint { labels, revision: self.revision, ..ep.clone() };
+        let ep = Endpoint { revision: self.revision, ..changed };
         self.endpoints.entry(network.to_string()).or_default().insert(id.to_string(), ep.clone());
         self.record(Subject::Endpoint(ep.key()), Some(Object::Endpoint(ep.clone())));
         Ok(ep)

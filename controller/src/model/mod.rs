@@ -19,7 +19,8 @@ use std::collections::BTreeMap;
 use imbl::{OrdMap, Vector};
 
 use plexus_api::{
-    Endpoint, EndpointLabels, EndpointSpec, FieldError, Host, HostSpec, Lease, Network, NetworkSpec, Policy, PolicySpec, Router, RouterSpec, Valid,
+    Endpoint, EndpointLabels, EndpointPublish, EndpointSpec, FieldError, Host, HostSpec, Lease, Network, NetworkSpec, Policy, PolicySpec, Router, RouterSpec,
+    Valid,
 };
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +89,20 @@ pub enum Command {
         /// Refuse unless the endpoint is at this revision.
         if_match: Option<u64>,
         /// Refuse unless the endpoint is on this host (an agent labels only its own).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on_host: Option<String>,
+    },
+    /// Replaces an endpoint's published ports.
+    SetEndpointPublish {
+        /// Network name.
+        network: String,
+        /// Endpoint id.
+        id: String,
+        /// The new ports.
+        publish: Valid<EndpointPublish>,
+        /// Refuse unless the endpoint is at this revision.
+        if_match: Option<u64>,
+        /// Refuse unless the endpoint is on this host (an agent publishes only its own).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         on_host: Option<String>,
     },
@@ -292,6 +307,9 @@ impl Model {
             Command::SetEndpointLabels { network, id, labels, if_match, on_host } => {
                 self.set_endpoint_labels(&network, &id, labels.into_inner().labels, if_match, on_host.as_deref()).map(|e| Some(Object::Endpoint(e)))
             }
+            Command::SetEndpointPublish { network, id, publish, if_match, on_host } => {
+                self.set_endpoint_publish(&network, &id, publish.into_inner().publish, if_match, on_host.as_deref()).map(|e| Some(Object::Endpoint(e)))
+            }
             Command::Batch { commands } => {
                 // The model's maps share structure: trying the batch on a copy costs little,
                 // and a refusal leaves `self` untouched.
@@ -324,8 +342,8 @@ impl Model {
                 Ok(None)
             }
             Command::PutHost { spec, now_ms } => self.put_host(spec, now_ms).map(|h| Some(Object::Host(h))),
-            Command::PutRouter { spec, create, if_match } => self.put_router(spec, create, if_match).map(|r| Some(Object::Router(r))),
-            Command::DeleteRouter { name } => self.delete_router(&name).map(|_| None),
+            Command::PutRouter { spec, create, if_match } => self.keeping_publishers(|m| m.put_router(spec, create, if_match).map(|r| Some(Object::Router(r)))),
+            Command::DeleteRouter { name } => self.keeping_publishers(|m| m.delete_router(&name).map(|_| None)),
             Command::PutPolicy { spec, create, if_match } => self.put_policy(spec, create, if_match).map(|p| Some(Object::Policy(p))),
             Command::DeletePolicy { name } => self.delete_policy(&name).map(|_| None),
             Command::SpendToken { nonce, expires_ms, now_ms } => {

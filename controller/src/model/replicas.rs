@@ -53,7 +53,7 @@ fn command() -> impl Strategy<Value = Option<Command>> {
         1 => (0..2usize, any::<bool>(), proptest::option::of(0..3u8))
             .prop_map(|(n, force, h)| Some(Command::DeleteNetwork { name: NETS[n].into(), if_match: None, force, owner: h.map(|h| format!("h{h}")) })),
         1 => (proptest::collection::vec(0..2usize, 0..3), any::<bool>()).prop_map(|(nets, create)| {
-            let spec = RouterSpec { name: "r".into(), networks: nets.into_iter().map(|n| NETS[n].to_string()).collect(), external_gateway: None, labels: BTreeMap::new() };
+            let spec = RouterSpec { name: "r".into(), networks: nets.into_iter().map(|n| NETS[n].to_string()).collect(), external: false, external_gateway: None, labels: BTreeMap::new() };
             Valid::new(spec).ok().map(|spec| Command::PutRouter { spec, create, if_match: None })
         }),
         1 => Just(Some(Command::DeleteRouter { name: "r".into() })),

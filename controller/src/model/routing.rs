@@ -17,18 +17,7 @@ impl Model {
     /// router of the same name, as if it were already stored).
     fn domain(&self, start: &[String], replace: Option<&RouterSpec>) -> BTreeSet<String> {
         let routers: Vec<&RouterSpec> = self.routers.values().map(|r| &r.spec).filter(|r| replace.is_none_or(|x| x.name != r.name)).chain(replace).collect();
-        let mut seen: BTreeSet<String> = start.iter().cloned().collect();
-        loop {
-            let before = seen.len();
-            for r in &routers {
-                if r.networks.iter().any(|n| seen.contains(n)) {
-                    seen.extend(r.networks.iter().cloned());
-                }
-            }
-            if seen.len() == before {
-                return seen;
-            }
-        }
+        plexus_api::routing::routing_domain(&routers, start)
     }
 
     /// Refuses a domain in which two subnets overlap; `subnet_of` may override a network's
@@ -134,6 +123,55 @@ impl Model {
         self.revision += 1;
         self.record(Subject::Policy(name.to_string()), None);
         Ok(())
+    }
+
+    /// Whether `network`'s traffic may leave Plexus: a router of its routing domain has
+    /// `external`.
+    pub(crate) fn external_domain(&self, network: &str) -> bool {
+        if !self.routers.values().any(|r| r.spec.external) {
+            return false;
+        }
+        let routers: Vec<&RouterSpec> = self.routers.values().map(|r| &r.spec).collect();
+        plexus_api::routing::external_networks(&routers).contains(network)
+    }
+
+    /// What host `host`'s own stack must do for Plexus: route and NAT the subnets of networks
+    /// whose traffic may leave, and forward the ports its endpoints publish.
+    pub fn host_edge(&self, host: &str) -> plexus_api::HostEdge {
+        let routers: Vec<&RouterSpec> = self.routers.values().map(|r| &r.spec).collect();
+        let external = plexus_api::routing::external_networks(&routers);
+        let mut subnets = Vec::new();
+        let mut published = Vec::new();
+        for name in &external {
+            let Some(n) = self.networks.get(name) else { continue };
+            subnets.push(n.spec.subnet.clone());
+            for e in self.endpoints.get(name).into_iter().flat_map(|m| m.values()).filter(|e| e.host == host) {
+                for p in &e.publish {
+                    let endpoint = format!("{}/{}", e.network, e.id);
+                    published.push(plexus_api::PublishedTarget { host_port: p.host_port, protocol: p.protocol, ip: e.ip, port: p.port, endpoint });
+                }
+            }
+        }
+        subnets.sort();
+        published.sort();
+        plexus_api::HostEdge::new(subnets, published)
+    }
+
+    /// Applies a router change only if every endpoint that publishes ports stays on a network
+    /// whose traffic may leave Plexus; otherwise refuses it, naming one.
+    pub(crate) fn keeping_publishers(&mut self, change: impl FnOnce(&mut Model) -> Result<Option<Object>, Refusal>) -> Result<Option<Object>, Refusal> {
+        let mut next = self.clone();
+        let out = change(&mut next)?;
+        let publishing: Vec<&plexus_api::Endpoint> = next.all_endpoints().filter(|e| !e.publish.is_empty()).collect();
+        if let Some(e) = publishing.iter().find(|e| !next.external_domain(&e.network)) {
+            return Err(Refusal::new(
+                409,
+                Some("external"),
+                format!("endpoint {}/{} publishes ports, which need its network's routing domain to keep external access", e.network, e.id),
+            ));
+        }
+        *self = next;
+        Ok(out)
     }
 
     /// The network's routing domain (itself included).

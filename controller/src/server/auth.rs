@@ -57,6 +57,8 @@ pub(crate) fn allowed(role: &Role, method: &Method, path: &str) -> bool {
         // Its own host: register, heartbeat, read it and its flows.
         ["v1", "hosts", h] => *h == host && (read || *method == Method::PUT),
         ["v1", "hosts", h, "flows"] => *h == host && read,
+        // What its own stack must do: external subnets, its endpoints' published ports.
+        ["v1", "hosts", h, "edge"] => *h == host && read,
         // Traces of its own switch: take them, answer them.
         ["v1", "hosts", h, "trace-jobs"] => *h == host && read,
         ["v1", "hosts", h, "trace-jobs", _] => *h == host && post,
@@ -70,6 +72,8 @@ pub(crate) fn allowed(role: &Role, method: &Method, path: &str) -> bool {
         // Its own endpoints' labels (its Docker's containers' labels); the state machine
         // checks whose the endpoint is.
         ["v1", "networks", _, "endpoints", _, "labels"] => *method == Method::PUT,
+        // Its own endpoints' published ports (its Docker's `-p`); the same check.
+        ["v1", "networks", _, "endpoints", _, "publish"] => *method == Method::PUT,
         ["v1", "openapi.json"] => read,
         _ => false,
     }
@@ -112,9 +116,12 @@ mod tests {
         let a = Role::Agent("h1".into());
         assert!(allowed(&a, &Method::PUT, "/v1/hosts/h1"));
         assert!(allowed(&a, &Method::GET, "/v1/hosts/h1/flows"));
+        assert!(allowed(&a, &Method::GET, "/v1/hosts/h1/edge"));
+        assert!(allowed(&a, &Method::PUT, "/v1/networks/red/endpoints/e1/publish"));
         for (m, p) in [
             (Method::PUT, "/v1/hosts/h2"),
             (Method::GET, "/v1/hosts/h2/flows"),
+            (Method::GET, "/v1/hosts/h2/edge"),
             (Method::PUT, "/v1/hosts/h1/../h2"),
             (Method::PUT, "/v1/hosts/%68%32"),
             (Method::PUT, "/v1/networks/red"),

@@ -22,6 +22,7 @@ use utoipa_axum::routes;
 mod auth;
 mod batch;
 mod bootstrap;
+mod edge;
 mod health;
 mod leader;
 mod membership;
@@ -175,6 +176,7 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(list_endpoints, create_endpoint))
         .routes(routes!(get_endpoint, delete_endpoint))
         .routes(routes!(put_endpoint_labels))
+        .routes(routes!(put_endpoint_publish))
         .routes(routes!(list_leases))
         .routes(routes!(list_routers, create_router))
         .routes(routes!(get_router, put_router, delete_router))
@@ -189,6 +191,7 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(batch))
         .routes(routes!(trace_jobs))
         .routes(routes!(trace_answer))
+        .routes(routes!(edge::host_edge))
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
@@ -217,7 +220,12 @@ pub(crate) fn unavailable(detail: impl Into<String>) -> Response {
 pub(crate) fn parse<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
     let mut v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| problem(Problem::new(400, "malformed JSON", e.to_string())))?;
     whole_numbers(&mut v);
-    serde_json::from_value(v).map_err(|e| problem(Problem::new(400, "invalid request body", e.to_string())))
+    // The path of what did not fit (`publish[0].protocol`) is the field the problem names.
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let field = e.path().to_string();
+        let detail = if field == "." { e.inner().to_string() } else { format!("{field}: {}", e.inner()) };
+        problem(Problem { field: (field != ".").then_some(field), ..Problem::new(400, "invalid request body", detail) })
+    })
 }
 
 /// JSON does not tell `104` from `104.0`, and neither does the JSON Schema `integer`: a

@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, Request};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use plexus_api::{Endpoint, EndpointLabels, EndpointSpec, Host, HostSpec, Lease, Network, NetworkSpec, Problem, Valid};
+use plexus_api::{Endpoint, EndpointLabels, EndpointPublish, EndpointSpec, Host, HostSpec, Lease, Network, NetworkSpec, Problem, Valid};
 use serde::Deserialize;
 
 use super::{if_match, parse, problem, route_read, route_write, Caller, ReadOpts, St};
@@ -157,19 +157,39 @@ pub(crate) async fn delete_endpoint(s: St, Path((network, id)): Path<(String, St
     params(("name" = String, Path, description = "Network name"), ("id" = String, Path, description = "Endpoint id"), ("If-Match" = Option<String>, Header, description = "Revision the endpoint must be at")),
     responses((status = 200, description = "Labels replaced; policies that select by them apply at once", body = Endpoint), (status = 400, description = "Malformed body"), (status = 404, description = "No such endpoint"), (status = 412, description = "Revision mismatch"), (status = 422, description = "Invalid label"), (status = 503, description = "No leader or no quorum")))]
 pub(crate) async fn put_endpoint_labels(s: St, Path((network, id)): Path<(String, String)>, req: Request) -> Response {
+    put_endpoint_part(s, req, move |labels: Valid<EndpointLabels>, if_match, on_host| Command::SetEndpointLabels { network, id, labels, if_match, on_host })
+        .await
+}
+
+/// A PUT that replaces one part of an endpoint: the body checked into `T`, the If-Match
+/// revision and the calling agent's host (which the state machine holds it to) made into a
+/// command.
+async fn put_endpoint_part<T: serde::de::DeserializeOwned + plexus_api::Validate>(
+    s: St,
+    req: Request,
+    command: impl FnOnce(Valid<T>, Option<u64>, Option<String>) -> Command + Send + 'static,
+) -> Response {
     let on_host = agent_host(&req);
     let if_match = header_or_return!(if_match(req.headers()));
     route_write(
         &s,
         req,
         move |b| {
-            let labels: EndpointLabels = parse(&b)?;
-            let labels = Valid::new(labels).map_err(|e| problem(Problem::invalid(&e)))?;
-            Ok(Command::SetEndpointLabels { network, id, labels, if_match, on_host })
+            let body: T = parse(&b)?;
+            let body = Valid::new(body).map_err(|e| problem(Problem::invalid(&e)))?;
+            Ok(command(body, if_match, on_host))
         },
         StatusCode::OK,
     )
     .await
+}
+
+#[utoipa::path(put, path = "/v1/networks/{name}/endpoints/{id}/publish", tag = "endpoints", request_body = EndpointPublish,
+    params(("name" = String, Path, description = "Network name"), ("id" = String, Path, description = "Endpoint id"), ("If-Match" = Option<String>, Header, description = "Revision the endpoint must be at")),
+    responses((status = 200, description = "Published ports replaced; the host forwards them at once", body = Endpoint), (status = 400, description = "Malformed body"), (status = 404, description = "No such endpoint"), (status = 409, description = "A port already published on the host"), (status = 412, description = "Revision mismatch"), (status = 422, description = "Invalid port, or a network without external access"), (status = 503, description = "No leader or no quorum")))]
+pub(crate) async fn put_endpoint_publish(s: St, Path((network, id)): Path<(String, String)>, req: Request) -> Response {
+    put_endpoint_part(s, req, move |publish: Valid<EndpointPublish>, if_match, on_host| Command::SetEndpointPublish { network, id, publish, if_match, on_host })
+        .await
 }
 
 #[utoipa::path(get, path = "/v1/networks/{name}/endpoints", tag = "endpoints", params(("name" = String, Path, description = "Network name"), ("local" = Option<bool>, Query, description = "Answer from this node's replica instead of the leader")),

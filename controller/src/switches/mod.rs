@@ -504,7 +504,8 @@ impl SwitchManager {
             index.refresh(model, &host.spec.name);
             let eports: BTreeMap<EndpointKey, u32> = ports.iter().filter_map(|(name, p)| Some((index.by_port.get(name)?.clone(), *p))).collect();
             let plugged = eports.len();
-            let view = SwitchView { host: host.spec.name.clone(), tunnel_port, ports: eports };
+            let external_port = ports.get(plexus_api::routing::EXTERNAL_PORT).copied();
+            let view = SwitchView { host: host.spec.name.clone(), tunnel_port, external_port, ports: eports };
             let update = match desired.as_mut() {
                 Some(d) if !full => Some(d.update(model, view)),
                 _ => {

@@ -1,0 +1,56 @@
+//! `GET /v1/hosts/{name}/edge`: what a host's own stack must do for Plexus (routes and NAT
+//! for external networks, published ports), long-polled by the host's agent. Answered from
+//! this node's replica, like a watch: agents may poll any node.
+
+use axum::extract::{Path, Query};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use plexus_api::{HostEdge, Problem};
+use serde::Deserialize;
+
+use super::{problem, St};
+
+/// Longest a poll is held (the client gives up on a request after 30 s).
+const MAX_WAIT: u64 = 25;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EdgeOpts {
+    /// The digest the agent holds: the answer waits until the edge differs from it.
+    #[serde(default)]
+    known: Option<String>,
+    /// Seconds to wait for a difference before answering with the same edge (at most 25).
+    #[serde(default)]
+    #[param(maximum = 25)]
+    wait: u64,
+}
+
+#[utoipa::path(get, path = "/v1/hosts/{name}/edge", tag = "hosts",
+    params(("name" = String, Path, description = "Host name"), EdgeOpts),
+    responses((status = 200, description = "The host's external subnets and published ports", body = HostEdge),
+              (status = 400, description = "wait over 25 s"), (status = 404, description = "No such host")))]
+/// What host `name`'s stack must do for Plexus; with `known`, waits until that changes.
+pub(crate) async fn host_edge(s: St, Path(name): Path<String>, Query(o): Query<EdgeOpts>) -> Response {
+    if o.wait > MAX_WAIT {
+        return problem(Problem { field: Some("wait".into()), ..Problem::new(400, "invalid query", format!("wait {} is over {MAX_WAIT} seconds", o.wait)) });
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(o.wait);
+    let mut rx = s.revisions.clone();
+    loop {
+        let edge = {
+            let st = s.state.read().await;
+            if !st.model.hosts.contains_key(&name) {
+                return problem(Problem { field: Some("name".into()), ..Problem::new(404, "not found", format!("no host named {name}")) });
+            }
+            rx.borrow_and_update();
+            st.model.host_edge(&name)
+        };
+        if o.known.as_deref() != Some(edge.digest.as_str()) {
+            return Json(edge).into_response();
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return Json(edge).into_response(),
+        }
+    }
+}
