@@ -2,7 +2,9 @@
 //! two endpoints (containers already plugged in) on two hosts to the first ping reply, within
 //! one network and across a router; cross-host TCP through the same two paths; and the flows
 //! a switch holds for 5,000 endpoints in 10 networks without and with a router joining them
-//! (routing must not multiply endpoints by networks).
+//! (routing must not multiply endpoints by networks); and TCP out to a machine on the
+//! underlay through Plexus's source NAT against the same host's kernel masquerading a plain
+//! namespace behind a veth (the path without Plexus).
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -132,6 +134,7 @@ pub(super) async fn run(rounds: usize, secs: u64, reps: usize, endpoints: usize)
         }
     }
     let (gs, gr) = (super::median(ts), super::median(tr));
+    let (gp, gk) = snat(&lab, &api, reps, secs).await?;
 
     // Flows: N endpoints in 10 networks on h3; h1 has one container in each network, so it
     // carries all ten with or without a router.
@@ -170,6 +173,10 @@ pub(super) async fn run(rounds: usize, secs: u64, reps: usize, endpoints: usize)
         fr / fs
     );
     println!("  cross-host TCP (iperf3, 1 stream, {secs} s, median of {reps}): switched {gs:.2} Gb/s, routed {gr:.2} Gb/s ({:.2}x)", gr / gs);
+    println!(
+        "  TCP out to a machine on the underlay (iperf3, 1 stream, {secs} s, median of {reps}): through Plexus's SNAT {gp:.2} Gb/s, a plain namespace behind the kernel's MASQUERADE on the same host {gk:.2} Gb/s ({:.2}x)",
+        gp / gk
+    );
     if let Some((without, with)) = flows {
         println!(
             "  h1's flows with {endpoints} endpoints in 10 networks: {without} without a router, {with} with one joining all ten ({:.2}x; {} more, {:.2} per endpoint)",
@@ -180,4 +187,37 @@ pub(super) async fn run(rounds: usize, secs: u64, reps: usize, endpoints: usize)
     }
     drop(lab);
     Ok(())
+}
+
+/// Gbit/s out to an iperf3 server on the underlay (not a Plexus host) from a container on h1
+/// whose router has external access, and from a plain namespace behind a veth on h1 that the
+/// kernel masquerades: interleaved, `reps` each, medians.
+async fn snat(lab: &Lab, api: &plexus_api::Client, reps: usize, secs: u64) -> anyhow::Result<(f64, f64)> {
+    api.create_network(&NetworkSpec::overlay("ext", "10.94.0.0/16")).await?;
+    let out = RouterSpec { name: "out".into(), networks: vec!["ext".into()], external: true, external_gateway: None, labels: Default::default() };
+    api.create_router(&out).await?;
+    let e = api.create_endpoint("ext", &EndpointSpec::on("h1")).await?;
+    let plexus_side = lab.attach(&e, "snat", wire::CONTAINER_MTU).await?;
+    let sink = lab.add_outsider("sink", 200)?;
+    let h1 = lab.host("h1").context("h1")?;
+    let plain = lab.add_container(h1, "masq", Ipv4Addr::new(172, 31, 0, 2), 1500)?;
+    h1.exec(&["ip", "addr", "add", "172.31.0.1/24", "dev", "masq"])?;
+    h1.exec(&["ip", "link", "set", "masq", "up"])?;
+    h1.exec(&["iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-s", "172.31.0.0/24", "-j", "MASQUERADE"])?;
+    plexus_agent::netns::exec(&plain.netns, &["ip", "route", "add", "default", "via", "172.31.0.1"])?;
+    // The agent applies the edge within a poll; the plain path needs forwarding, which the
+    // agent turns on with it.
+    for ns in [plexus_side.netns.clone(), plain.netns.clone()] {
+        let to = sink.ip;
+        tokio::task::spawn_blocking(move || probe::wait_ping(&ns, to, Duration::from_secs(30))).await?.with_context(|| "reaching the underlay machine")?;
+    }
+    eprintln!("{reps} interleaved repetitions of {secs} s iperf3 out to the underlay, through Plexus's SNAT and through the kernel's ...");
+    let (mut p, mut k) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        for (from, out) in [(&plexus_side, &mut p), (&plain, &mut k)] {
+            let (from, to_ns, ip) = (from.netns.clone(), sink.netns.clone(), sink.ip);
+            out.push(tokio::task::spawn_blocking(move || super::throughput::iperf(&from, &to_ns, ip, 1, secs)).await??);
+        }
+    }
+    Ok((super::median(p), super::median(k)))
 }
