@@ -128,6 +128,12 @@ pub fn path_mtu(tunnel_ip: Ipv4Addr, underlay: Option<u32>) -> u32 {
     underlay.saturating_sub(plexus_api::Encap::MAX_OVERHEAD).max(68)
 }
 
+/// What `network`'s frames may be when an overlay's may be `overlay_path`: the same for an
+/// overlay, the underlay link's whole MTU for an underlay network (no tunnel headers).
+pub fn network_path(network: &plexus_api::Network, overlay_path: u32) -> u32 {
+    overlay_path + plexus_api::Encap::MAX_OVERHEAD - network.overhead()
+}
+
 /// The MTU of an endpoint: its network's, if it has one, and never more than `path` allows
 /// (a host whose underlay is smaller than the others' gets the smaller MTU).
 pub fn effective_mtu(network_mtu: Option<u32>, path: u32) -> u32 {
@@ -155,7 +161,7 @@ pub async fn attach(api: &Client, vs: &VSwitch, req: &AttachRequest) -> Result<A
     let network = api.network(&req.network).await?;
     let mtu = match req.mtu {
         Some(m) => m,
-        None => effective_mtu(network.spec.mtu, container_mtu(host.spec.tunnel_ip)?),
+        None => effective_mtu(network.spec.mtu, network_path(&network, container_mtu(host.spec.tunnel_ip)?)),
     };
     let spec = EndpointSpec {
         id: req.id.clone(),

@@ -265,6 +265,10 @@ pub struct HostSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 576, maximum = 65535)]
     pub underlay_mtu: Option<u32>,
+    /// Physical networks the host maps to an interface (`--bridge-mapping`), sorted: where
+    /// its underlay networks' endpoints can be.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub physical_networks: Vec<String>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -335,12 +339,20 @@ impl EndpointSpec {
 impl HostSpec {
     /// Host `name` reached at `tunnel_ip` over VXLAN, without labels.
     pub fn new(name: &str, tunnel_ip: Ipv4Addr) -> HostSpec {
-        HostSpec { name: name.to_string(), tunnel_ip, encap: Encap::default(), underlay_mtu: None, labels: BTreeMap::new() }
+        HostSpec { name: name.to_string(), tunnel_ip, encap: Encap::default(), underlay_mtu: None, physical_networks: Vec::new(), labels: BTreeMap::new() }
     }
 
     /// Checks the registration.
-    pub fn validated(self) -> Result<HostSpec, FieldError> {
+    pub fn validated(mut self) -> Result<HostSpec, FieldError> {
         check_name("name", &self.name)?;
+        if self.physical_networks.len() > 64 {
+            return Err(FieldError::new("physical_networks", format!("{} names; at most 64", self.physical_networks.len())));
+        }
+        for (i, p) in self.physical_networks.iter().enumerate() {
+            check_name(&format!("physical_networks[{i}]"), p)?;
+        }
+        self.physical_networks.sort();
+        self.physical_networks.dedup();
         let ip = self.tunnel_ip;
         if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
             return Err(FieldError::new("tunnel_ip", format!("{ip} cannot carry tunnels")));

@@ -97,6 +97,48 @@ impl Network {
             NetworkKind::Underlay { .. } => None,
         }
     }
+
+    /// Its physical network and VLAN, if it is an underlay network.
+    pub fn underlay(&self) -> Option<(&str, Option<u16>)> {
+        match &self.spec.kind {
+            NetworkKind::Overlay { .. } => None,
+            NetworkKind::Underlay { physical_network, vlan } => Some((physical_network, *vlan)),
+        }
+    }
+
+    /// What switches call the network: its VNI for an overlay; for an underlay, a number
+    /// above every VNI made of its physical network's and its VLAN's (0: untagged).
+    pub fn segment(&self) -> Option<u32> {
+        match &self.spec.kind {
+            NetworkKind::Overlay { vni } => *vni,
+            NetworkKind::Underlay { physical_network, vlan } => Some(underlay_segment(physical_network, *vlan)),
+        }
+    }
+
+    /// The bytes its packets carry between hosts on top of a container's frame: the tunnel's
+    /// for an overlay, none for an underlay (the physical network carries the frame as it is).
+    pub fn overhead(&self) -> u32 {
+        match self.spec.kind {
+            NetworkKind::Overlay { .. } => crate::Encap::MAX_OVERHEAD,
+            NetworkKind::Underlay { .. } => 0,
+        }
+    }
+}
+
+/// The segment number of VLAN `vlan` (or untagged) of physical network `physnet`: above the
+/// VNIs (bit 24 set), eleven bits of the name's hash and twelve of the VLAN.
+pub fn underlay_segment(physnet: &str, vlan: Option<u16>) -> u32 {
+    0x0100_0000 | (((crate::ids::fnv1a(physnet) & 0x7ff) as u32) << 12) | u32::from(vlan.unwrap_or(0) & 0xfff)
+}
+
+/// The `br-int` port of the patch to the bridge a host maps `physnet` to.
+pub fn uplink_port(physnet: &str) -> String {
+    format!("plx-u{:08x}", crate::ids::fnv1a(physnet) as u32)
+}
+
+/// The other end of [`uplink_port`], on the mapped bridge.
+pub fn uplink_peer(physnet: &str) -> String {
+    format!("plx-d{:08x}", crate::ids::fnv1a(physnet) as u32)
 }
 
 /// A parsed IPv4 CIDR.
@@ -212,9 +254,6 @@ impl NetworkSpec {
                         return Err(FieldError::new("kind.vlan", format!("{v} is outside 1..=4094")));
                     }
                 }
-                // Stored but not carried would be a lie on the wire: refused until agents map
-                // physical networks to interfaces and the pipeline puts endpoints on them.
-                return Err(FieldError::new("kind", "underlay networks are not built yet (no host maps a physical network); use an overlay network"));
             }
             _ => {}
         }

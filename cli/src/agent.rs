@@ -48,6 +48,10 @@ pub(crate) struct AgentCmd {
     /// With netdev: the underlay interface to put on br-phy.
     #[arg(long)]
     underlay_iface: Option<String>,
+    /// A physical network and the interface or OVS bridge that carries it on this host,
+    /// PHYSNET=IFACE (repeat for more): where underlay networks' frames leave.
+    #[arg(long = "bridge-mapping", value_name = "PHYSNET=IFACE")]
+    bridge_mappings: Vec<String>,
     /// Encapsulation.
     #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "geneve"])]
     encap: String,
@@ -168,6 +172,7 @@ pub(crate) async fn run(c: AgentCmd) -> anyhow::Result<()> {
         datapath_type: c.datapath_type,
         encap: if c.encap == "geneve" { Encap::Geneve } else { Encap::Vxlan },
         underlay_iface: c.underlay_iface,
+        bridge_mappings: bridge_mappings(&c.bridge_mappings)?,
         heartbeat: Duration::from_secs(c.heartbeat.max(1)),
         listen: if c.listen == "none" { None } else { Some(c.listen.parse().with_context(|| format!("--listen {:?}: not HOST:PORT (or none)", c.listen))?) },
         docker: c.docker.then(|| plexus_agent::docker::DockerConfig {
@@ -179,4 +184,21 @@ pub(crate) async fn run(c: AgentCmd) -> anyhow::Result<()> {
     };
     agent::run(cfg).await?;
     Ok(())
+}
+
+/// `--bridge-mapping PHYSNET=IFACE` values, checked: a physical network named twice, or a name
+/// that is not a DNS label, is refused before anything starts.
+fn bridge_mappings(v: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for m in v {
+        let (physnet, iface) = m.split_once('=').with_context(|| format!("--bridge-mapping {m:?}: not PHYSNET=IFACE"))?;
+        plexus_api::network::check_name("--bridge-mapping", physnet).map_err(|e| anyhow::anyhow!("--bridge-mapping {m:?}: {}", e.reason))?;
+        if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
+            bail!("--bridge-mapping {m:?}: {iface:?} is not an interface or bridge name (1 to 15 characters, no '/' or spaces)");
+        }
+        if out.insert(physnet.to_string(), iface.to_string()).is_some() {
+            bail!("--bridge-mapping: {physnet} is mapped twice");
+        }
+    }
+    Ok(out)
 }

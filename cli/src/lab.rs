@@ -138,7 +138,8 @@ pub(crate) async fn run(c: LabCmd) -> anyhow::Result<()> {
                 bail!("lab {} has no host {host}", lab.name);
             }
             // The network's MTU, within what the lab's tunnels carry.
-            let mtu = plexus_agent::attach::effective_mtu(api.network(&network).await?.spec.mtu, plexus_lab::wire::CONTAINER_MTU);
+            let net = api.network(&network).await?;
+            let mtu = plexus_agent::attach::effective_mtu(net.spec.mtu, plexus_agent::attach::network_path(&net, plexus_lab::wire::CONTAINER_MTU));
             let e = api
                 .create_endpoint(
                     &network,

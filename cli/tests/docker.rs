@@ -82,7 +82,8 @@ async fn wait_docker_network(name: &str) {
 fn leftovers(lab: &Lab) -> (Vec<String>, Vec<String>) {
     let h = lab.docker_host().unwrap();
     let ports = Command::new("ovs-vsctl").arg(format!("--db=unix:{}", h.ovs.db_sock().display())).args(["list-ports", "br-int"]).output().unwrap();
-    let ports: Vec<String> = String::from_utf8_lossy(&ports.stdout).lines().filter(|p| *p != "vxlan0" && *p != plexus_api::routing::EXTERNAL_PORT).map(str::to_string).collect();
+    let ports: Vec<String> =
+        String::from_utf8_lossy(&ports.stdout).lines().filter(|p| *p != "vxlan0" && !p.starts_with("plx-")).map(str::to_string).collect();
     let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
     let veths: Vec<String> = String::from_utf8_lossy(&links.stdout)
         .lines()

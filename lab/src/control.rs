@@ -23,6 +23,8 @@ pub const OPENFLOW_PORT: u16 = 6653;
 pub const DOCKER_HOST: &str = "docker";
 /// Where Docker discovers plugins.
 pub const PLUGIN_DIR: &str = "/run/docker/plugins";
+/// The physical network every lab agent maps to its host's underlay link.
+pub const LAB_PHYSNET: &str = "physnet1";
 
 /// Where the control plane answers.
 #[derive(Debug, Clone)]
@@ -198,6 +200,9 @@ impl Lab {
             "netdev".into(),
             "--underlay-iface".into(),
             underlay_iface.into(),
+            // Underlay networks on `physnet1` leave through the host's underlay link.
+            "--bridge-mapping".into(),
+            format!("{LAB_PHYSNET}={underlay_iface}"),
             "--heartbeat".into(),
             "2".into(),
             "--encap".into(),

@@ -57,7 +57,7 @@ async fn setup(lab: &Lab, model: &Model, endpoints: &[(String, String, plexus_ap
             ports.insert(EndpointKey::new(net, &e.id), wire::plug(&vs, &c).await.unwrap());
             placed.insert(cname.clone(), Placed { container: c, ip: e.ip, mac: e.mac.to_string() });
         }
-        views.insert(h.name.clone(), SwitchView { host: h.name.clone(), tunnel_port, external_port: None, ports });
+        views.insert(h.name.clone(), SwitchView { host: h.name.clone(), tunnel_port, external_port: None, uplinks: Default::default(), ports });
     }
     (placed, views)
 }

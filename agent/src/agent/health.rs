@@ -35,6 +35,7 @@ pub struct Health {
     edge_applies: AtomicU64,
     edge_failures: AtomicU64,
     published_ports: AtomicU64,
+    mappings_failed: AtomicU64,
 }
 
 impl Health {
@@ -85,6 +86,11 @@ impl Health {
         *self.edge_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
     }
 
+    /// How many bridge mappings cannot be made (a missing interface): reported, not fatal.
+    pub fn mappings_failed(&self, n: usize) {
+        self.mappings_failed.store(n as u64, Ordering::Relaxed);
+    }
+
     /// Peers OVS's tunnel neighbour cache lacks: a first packet to them would wait for OVS
     /// to ARP. Reported, not fatal (a peer may be down).
     pub fn unseeded(&self) -> Vec<std::net::Ipv4Addr> {
@@ -119,7 +125,8 @@ impl Health {
              # TYPE plexus_agent_tunnel_peers gauge\nplexus_agent_tunnel_peers {}\n\
              # TYPE plexus_agent_tunnel_peers_unseeded gauge\nplexus_agent_tunnel_peers_unseeded {}\n\
              # TYPE plexus_agent_edge_applies_total counter\nplexus_agent_edge_applies_total{{result=\"ok\"}} {}\nplexus_agent_edge_applies_total{{result=\"failed\"}} {}\n\
-             # TYPE plexus_agent_published_ports gauge\nplexus_agent_published_ports {}\n",
+             # TYPE plexus_agent_published_ports gauge\nplexus_agent_published_ports {}\n\
+             # TYPE plexus_agent_bridge_mappings_failed gauge\nplexus_agent_bridge_mappings_failed {}\n",
             g(&self.heartbeats_ok),
             g(&self.heartbeats_failed),
             g(&self.switch_checks),
@@ -129,7 +136,8 @@ impl Health {
             g(&self.tunnel_peers_unseeded),
             g(&self.edge_applies),
             g(&self.edge_failures),
-            g(&self.published_ports)
+            g(&self.published_ports),
+            g(&self.mappings_failed)
         )
     }
 }

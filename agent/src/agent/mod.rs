@@ -12,6 +12,7 @@ use plexus_api::{Client, Encap, HostSpec};
 use plexus_ovs::ovsdb::{BridgeSpec, Client as Ovsdb, ClientOptions, InterfaceType, MonitorRequest, PortSpec, Target, VSwitch};
 
 pub mod health;
+pub mod mappings;
 mod neigh;
 mod trace;
 
@@ -45,6 +46,9 @@ pub struct AgentConfig {
     pub encap: Encap,
     /// With `netdev`: the underlay interface to put on `br-phy` (its address moves there).
     pub underlay_iface: Option<String>,
+    /// Physical network name to the interface or OVS bridge that carries it
+    /// (`--bridge-mapping physnet1=eth1`): where underlay networks' frames leave.
+    pub bridge_mappings: BTreeMap<String, String>,
     /// Heartbeat period.
     pub heartbeat: Duration,
     /// Serve Docker's plugin protocols and mirror networks into the local Docker.
@@ -167,7 +171,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let tunnel_ip = cfg.tunnel_ip;
     let underlay = tokio::task::spawn_blocking(move || crate::plumb::mtu_of_address(tunnel_ip)).await.map_err(|e| AgentError::System(e.to_string()))?;
     let underlay_mtu = underlay.as_ref().ok().copied().flatten();
-    let spec = HostSpec { name: cfg.name.clone(), tunnel_ip: cfg.tunnel_ip, encap: cfg.encap, underlay_mtu, labels: BTreeMap::new() };
+    // Physical networks are registered once they are really mapped (below).
+    let mut spec =
+        HostSpec { name: cfg.name.clone(), tunnel_ip: cfg.tunnel_ip, encap: cfg.encap, underlay_mtu, physical_networks: Vec::new(), labels: BTreeMap::new() };
     // Register first: the controller identifies the switch by the datapath id it expects.
     loop {
         match api.put_host(&spec).await {
@@ -190,6 +196,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
     }
+    let mut mapped = mappings::Mapped::default();
+    remap(&cfg, &vs, &mut mapped, &mut spec, &health).await;
     if let Some(d) = cfg.docker.clone() {
         // The underlay's MTU as read once at start-up, for registration too.
         let mtu = crate::attach::path_mtu(cfg.tunnel_ip, underlay.map_err(|e| AgentError::System(e.to_string()))?);
@@ -245,6 +253,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 // Something changed in the switch's configuration: make sure it is still ours,
                 // and the host's side of the external port too (a new port loses its routes).
                 let r = ensure_switch(&cfg, &vs).await;
+                remap(&cfg, &vs, &mut mapped, &mut spec, &health).await;
                 nudge.notify_one();
                 health.switch_check(r.is_ok());
                 if let Err(e) = r {
@@ -253,6 +262,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             }
             _ = audit.tick() => {
                 let r = ensure_switch(&cfg, &vs).await;
+                remap(&cfg, &vs, &mut mapped, &mut spec, &health).await;
                 health.switch_check(r.is_ok());
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "switch audit failed");
@@ -260,6 +270,26 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             }
         }
     }
+}
+
+/// Makes the bridge mappings real again and registers the physical networks that are mapped
+/// (with the next heartbeat); says once what changed.
+async fn remap(cfg: &AgentConfig, vs: &VSwitch, mapped: &mut mappings::Mapped, spec: &mut HostSpec, health: &health::Health) {
+    if cfg.bridge_mappings.is_empty() {
+        return;
+    }
+    let now = mappings::ensure(cfg, vs, &cfg.bridge_mappings).await;
+    if now != *mapped {
+        for f in &now.failed {
+            tracing::warn!(mapping = %f, "a bridge mapping cannot be made; its physical network is not registered for this host");
+        }
+        if !now.ok.is_empty() {
+            tracing::info!(physical_networks = ?now.ok, "physical networks mapped");
+        }
+    }
+    health.mappings_failed(now.failed.len());
+    spec.physical_networks = now.ok.clone();
+    *mapped = now;
 }
 
 /// The userspace datapath drops a tunnel packet whose remote host's MAC it does not know yet

@@ -82,7 +82,7 @@ fn compiler(n: usize, policies: usize, changes: usize) -> Result<()> {
         let _ = m.apply(Command::PutHost { spec, now_ms: 0 });
     }
     let _ = m.apply(Command::PutNetwork { spec: Valid::new(NetworkSpec::overlay(NET, "10.96.0.0/17"))?, create: true, if_match: None });
-    let mut view = SwitchView { host: "h1".into(), tunnel_port: 1, external_port: None, ports: Default::default() };
+    let mut view = SwitchView { host: "h1".into(), tunnel_port: 1, external_port: None, uplinks: Default::default(), ports: Default::default() };
     for i in 0..n {
         let spec = EndpointSpec { labels: labels(i), ..EndpointSpec::on(&format!("h{}", i % 3 + 1)).id(&format!("e{i}")) };
         let _ = m.apply(Command::CreateEndpoint { network: NET.into(), spec: Valid::new(spec)?, now_ms: 0 });

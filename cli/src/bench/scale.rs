@@ -353,7 +353,7 @@ fn compile_cost(n: usize, changes: usize) -> Result<(f64, f64)> {
         let _ = m.apply(Command::PutHost { spec, now_ms: 0 });
     }
     let _ = m.apply(Command::PutNetwork { spec: Valid::new(NetworkSpec::overlay("scale", "10.96.0.0/18"))?, create: true, if_match: None });
-    let mut view = SwitchView { host: "h1".into(), tunnel_port: 1, external_port: None, ports: Default::default() };
+    let mut view = SwitchView { host: "h1".into(), tunnel_port: 1, external_port: None, uplinks: Default::default(), ports: Default::default() };
     let ep = |id: &str, host: &str| -> Result<Command> {
         Ok(Command::CreateEndpoint { network: "scale".into(), spec: Valid::new(EndpointSpec::on(host).id(id))?, now_ms: 0 })
     };

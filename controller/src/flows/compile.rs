@@ -21,6 +21,9 @@ pub struct SwitchView {
     /// OpenFlow port of the host's external port ([`plexus_api::routing::EXTERNAL_PORT`]),
     /// once the agent made it.
     pub external_port: Option<u32>,
+    /// OpenFlow port of the patch to each physical network the host maps
+    /// ([`plexus_api::network::uplink_port`]).
+    pub uplinks: BTreeMap<String, u32>,
     /// OpenFlow port of each endpoint of this host that is plugged in; only endpoints that
     /// exist and live on this host.
     pub ports: BTreeMap<EndpointKey, u32>,
@@ -138,7 +141,8 @@ fn endpoint_unit(model: &Model, view: &SwitchView, unit: &Unit, endpoint: &plexu
     } else {
         model.hosts.get(&endpoint.host).map_or(Place::Unknown, Place::Remote)
     };
-    let cx = EndpointCx { view, endpoint, vni, domain, place };
+    let underlay = model.networks.get(&endpoint.network).is_some_and(|n| n.underlay().is_some());
+    let cx = EndpointCx { view, endpoint, vni, domain, place, underlay };
     for f in FEATURES {
         out.for_feature(*f);
         f.endpoint(&cx, &mut out);
@@ -156,7 +160,7 @@ pub(crate) fn carries(model: &Model, view: &SwitchView, network: &str) -> Option
 
 /// [`carries`], with the network's routing domain id: one walk over the routers for both.
 fn carried(model: &Model, view: &SwitchView, network: &str) -> Option<(u32, Option<u32>)> {
-    let vni = model.networks.get(network)?.vni()?;
+    let vni = model.networks.get(network)?.segment()?;
     match model.routed_domain(network) {
         Some((id, nets)) => (has_local(view, network) || nets.iter().any(|n| has_local(view, n))).then_some((vni, Some(id))),
         None => has_local(view, network).then_some((vni, None)),
@@ -281,7 +285,13 @@ mod tests {
     }
 
     fn view(host: &str, ports: &[(&str, u32)]) -> SwitchView {
-        SwitchView { host: host.into(), tunnel_port: 1, external_port: None, ports: ports.iter().map(|(k, v)| (EndpointKey::new("red", *k), *v)).collect() }
+        SwitchView {
+            host: host.into(),
+            tunnel_port: 1,
+            external_port: None,
+            uplinks: Default::default(),
+            ports: ports.iter().map(|(k, v)| (EndpointKey::new("red", *k), *v)).collect(),
+        }
     }
 
     #[test]

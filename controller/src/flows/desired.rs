@@ -113,6 +113,7 @@ impl DesiredFlows {
         if view.host != self.view.host
             || view.tunnel_port != self.view.tunnel_port
             || view.external_port != self.view.external_port
+            || view.uplinks != self.view.uplinks
             || !model.has_changes_since(self.revision)
         {
             add(touched(Input::Switch))?;
@@ -202,7 +203,7 @@ fn changed_keys<'a>(a: &'a BTreeMap<EndpointKey, u32>, b: &'a BTreeMap<EndpointK
 mod tests {
     use super::*;
     use crate::flows::compile;
-    use crate::model::testing::{endpoint, host, overlay};
+    use crate::model::testing::{endpoint, host, overlay, underlay};
     use crate::model::Command;
     use plexus_api::{RouterSpec, Valid};
     use proptest::prelude::*;
@@ -249,10 +250,10 @@ mod tests {
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            4 => (0..3u8, 0..6u8, 0..3u8).prop_map(|(net, id, host)| Step::Create { net, id, host }),
-            2 => (0..3u8, 0..6u8).prop_map(|(net, id)| Step::Delete { net, id }),
-            3 => (0..3u8, 0..6u8).prop_map(|(net, id)| Step::Plug { net, id }),
-            1 => (0..3u8, 0..6u8).prop_map(|(net, id)| Step::Unplug { net, id }),
+            4 => (0..4u8, 0..6u8, 0..3u8).prop_map(|(net, id, host)| Step::Create { net, id, host }),
+            2 => (0..4u8, 0..6u8).prop_map(|(net, id)| Step::Delete { net, id }),
+            3 => (0..4u8, 0..6u8).prop_map(|(net, id)| Step::Plug { net, id }),
+            1 => (0..4u8, 0..6u8).prop_map(|(net, id)| Step::Unplug { net, id }),
             1 => Just(Step::NewHost),
             1 => proptest::option::of(any::<bool>()).prop_map(Step::Route),
             1 => any::<bool>().prop_map(Step::ExternalPort),
@@ -262,7 +263,7 @@ mod tests {
     }
 
     fn net(n: u8) -> &'static str {
-        ["red", "blue", "green"][n as usize % 3]
+        ["red", "blue", "green", "grey"][n as usize % 4]
     }
 
     proptest! {
@@ -277,7 +278,8 @@ mod tests {
             for (i, n) in ["red", "blue", "green"].iter().enumerate() {
                 m.apply(overlay(n, &format!("10.{i}.0.0/24"), None)).unwrap();
             }
-            let mut view = SwitchView { host: "h0".into(), tunnel_port: 1, external_port: Some(2), ports: Default::default() };
+            m.apply(underlay("grey", "10.9.0.0/24", Some(7))).unwrap();
+            let mut view = SwitchView { host: "h0".into(), tunnel_port: 1, external_port: Some(2), uplinks: [("physnet1".to_string(), 3)].into(), ports: Default::default() };
             let mut d = DesiredFlows::new(&m, view.clone());
             let mut hosts = 3;
             for s in steps {
@@ -362,7 +364,7 @@ mod tests {
             m.apply(host(&format!("h{i}"), i + 1)).unwrap();
         }
         m.apply(overlay("red", "10.0.0.0/16", None)).unwrap();
-        let mut view = SwitchView { host: "h0".into(), tunnel_port: 1, external_port: None, ports: Default::default() };
+        let mut view = SwitchView { host: "h0".into(), tunnel_port: 1, external_port: None, uplinks: Default::default(), ports: Default::default() };
         for i in 0..200 {
             m.apply(endpoint("red", &format!("e{i}"), &format!("h{}", i % 2))).unwrap();
             if i % 2 == 0 {

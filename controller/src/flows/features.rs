@@ -90,6 +90,8 @@ pub struct EndpointCx<'a> {
     pub domain: Option<u32>,
     /// Where it is, seen from this switch.
     pub place: Place<'a>,
+    /// Its network is an underlay network (no tunnel, no routing).
+    pub underlay: bool,
 }
 
 /// Where an endpoint is, seen from one switch.
@@ -121,7 +123,7 @@ pub trait Feature: Sync + std::fmt::Debug {
 
 /// Every feature, in the order the compiler asks them.
 pub const FEATURES: &[&dyn Feature] =
-    &[&MissFlows, &Classification, &PortSecurity, &ArpResponder, &super::policy::Policies, &super::routing::Routing, &Switching];
+    &[&MissFlows, &Classification, &PortSecurity, &ArpResponder, &super::policy::Policies, &super::routing::Routing, &Switching, &super::underlay::Underlay];
 
 /// The miss flows the pipeline declaration asks for ([`Miss::Next`], [`Miss::Hold`]).
 #[derive(Debug)]
@@ -175,6 +177,10 @@ impl Feature for Classification {
         &[Table::Classify]
     }
     fn network(&self, cx: &NetworkCx<'_>, out: &mut Flows) {
+        if cx.network.vni().is_none() {
+            // An underlay network's frames come from its uplink ([`super::underlay`]).
+            return;
+        }
         let from_tunnel = Match::new().in_port(cx.view.tunnel_port).tunnel_id(cx.vni as u64);
         let load = vec![Action::set_field(Field::Reg(REG_NETWORK), cx.vni), Action::set_field(Field::Reg(REG_FROM_TUNNEL), Origin::Tunnel.reg_value())];
         out.add(Table::Classify, priority::OBJECT, from_tunnel, |f| f.apply(load).goto(Table::after_classify(Origin::Tunnel).id()));
@@ -245,6 +251,11 @@ impl Feature for ArpResponder {
         &[Table::ArpResponder]
     }
     fn network(&self, cx: &NetworkCx<'_>, out: &mut Flows) {
+        if cx.network.vni().is_none() {
+            // On an underlay the gateway is a physical router and machines Plexus does not
+            // know answer for themselves: requests go on to be broadcast, uplink included.
+            return;
+        }
         if let Some(gw) = cx.network.spec.gateway {
             out.add(Table::ArpResponder, priority::OBJECT, arp_request(cx.vni, gw), |f| f.apply(arp_reply(gw, gateway_mac(gw))));
         }
@@ -291,9 +302,16 @@ impl Feature for Switching {
             net_match(vni).reg(REG_FROM_TUNNEL, o.reg_value()).set(MatchField { field: Field::EthDst, value: BROADCAST_BIT, mask: Some(BROADCAST_BIT) })
         };
         let mut flood = locals.clone();
-        for h in &remote {
-            flood.extend(to_tunnel(vni, *h));
-            flood.push(Action::output(cx.view.tunnel_port));
+        if cx.network.vni().is_some() {
+            for h in &remote {
+                flood.extend(to_tunnel(vni, *h));
+                flood.push(Action::output(cx.view.tunnel_port));
+            }
+        }
+        // An underlay's broadcast leaves through its uplink too, tagged last (the tag stays on
+        // the packet for every output after it).
+        if let Some(up) = super::underlay::uplink(cx.view, cx.network) {
+            flood.extend(up.out());
         }
         out.add(Table::L2Lookup, priority::NETWORK, bcast(Origin::Local), |f| f.apply(flood));
         out.add(Table::L2Lookup, priority::NETWORK, bcast(Origin::Tunnel), |f| f.apply(locals));
@@ -306,6 +324,8 @@ impl Feature for Switching {
                 let to_port = vec![Action::set_field(Field::Reg(REG_OUT_PORT), port)];
                 out.add(Table::L2Lookup, priority::OBJECT, net_match(vni).eth_dst(mac), |f| f.apply(to_port).goto(next.id()));
             }
+            // On an underlay the physical network carries it (the uplink's default flow).
+            Place::Remote(_) if cx.underlay => {}
             Place::Remote(h) => {
                 let mut acts = to_tunnel(vni, h.spec.tunnel_ip).to_vec();
                 acts.push(Action::set_field(Field::Reg(REG_OUT_PORT), cx.view.tunnel_port));

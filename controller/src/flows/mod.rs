@@ -10,6 +10,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod reconcile;
 pub mod routing;
+pub mod underlay;
 
 pub use compile::{compile, compile_unit, compile_units, cookie, unit_cookie, CookieKind, SwitchView, Unit};
 pub use desired::{DesiredFlows, Update};

@@ -58,7 +58,8 @@ impl Feature for Routing {
         out.add(Table::Classify, priority::DEFAULT, Match::new().in_port(ext), drop_it);
     }
     fn network(&self, cx: &NetworkCx<'_>, out: &mut Flows) {
-        let Some(gw) = cx.network.spec.gateway else { return };
+        // An underlay's gateway is a physical router's address, answered by that router.
+        let Some(gw) = cx.network.spec.gateway.filter(|_| cx.network.underlay().is_none()) else { return };
         let mac = gateway_mac(gw);
         let to_gw = || net_match(cx.vni).eth_dst(mac.octets());
         // The gateway answers ping itself: the request turned around.

@@ -75,6 +75,16 @@ impl Model {
             }
         }
         let net = net.clone();
+        if let Some((physnet, _)) = net.underlay() {
+            let maps = self.hosts.get(&spec.host).is_some_and(|h| h.spec.physical_networks.iter().any(|p| p == physnet));
+            if !maps {
+                return Err(Refusal::new(
+                    422,
+                    Some("host"),
+                    format!("host {} does not map physical network {physnet} (its agent's --bridge-mapping), so it cannot carry network {network}", spec.host),
+                ));
+            }
+        }
         self.check_publish(network, &spec.host, &spec.publish, None)?;
         let wants_derived_mac = spec.mac.is_none();
         let Used { ips: used, macs } = &*self.used(network);

@@ -94,6 +94,32 @@ impl Model {
                     let what = vlan.map(|v| format!("VLAN {v}")).unwrap_or_else(|| "the untagged network".into());
                     return Err(Refusal::new(409, Some("kind.vlan"), format!("{what} on {physical_network} is used by another network")));
                 }
+                let mapping: Vec<&plexus_api::Host> = self.hosts.values().filter(|h| h.spec.physical_networks.contains(physical_network)).collect();
+                if mapping.is_empty() {
+                    return Err(Refusal::new(
+                        422,
+                        Some("kind.physical_network"),
+                        format!("no registered host maps physical network {physical_network}; start agents with --bridge-mapping {physical_network}=INTERFACE"),
+                    ));
+                }
+                // Switches tell networks apart by segment number; two physical networks whose
+                // names hash alike would share one.
+                let seg = plexus_api::network::underlay_segment(physical_network, *vlan);
+                if let Some(n) = others().find(|n| n.segment() == Some(seg)) {
+                    return Err(Refusal::new(
+                        409,
+                        Some("kind.physical_network"),
+                        format!("{physical_network} and the physical network of {} look alike to the switches; rename one", n.spec.name),
+                    ));
+                }
+                let link = mapping.iter().map(|h| h.spec.underlay_mtu.unwrap_or(1500)).min().unwrap_or(1500);
+                if let Some(m) = spec.mtu.filter(|m| *m > link) {
+                    return Err(Refusal::new(
+                        422,
+                        Some("mtu"),
+                        format!("{m} is more than {physical_network} carries: {link} (the smallest link MTU of the hosts that map it)"),
+                    ));
+                }
             }
         }
         if let (Some(m), NetworkKind::Overlay { .. }) = (spec.mtu, &spec.kind) {

@@ -505,7 +505,8 @@ impl SwitchManager {
             let eports: BTreeMap<EndpointKey, u32> = ports.iter().filter_map(|(name, p)| Some((index.by_port.get(name)?.clone(), *p))).collect();
             let plugged = eports.len();
             let external_port = ports.get(plexus_api::routing::EXTERNAL_PORT).copied();
-            let view = SwitchView { host: host.spec.name.clone(), tunnel_port, external_port, ports: eports };
+            let uplinks = host.spec.physical_networks.iter().filter_map(|p| Some((p.clone(), *ports.get(&plexus_api::network::uplink_port(p))?))).collect();
+            let view = SwitchView { host: host.spec.name.clone(), tunnel_port, external_port, uplinks, ports: eports };
             let update = match desired.as_mut() {
                 Some(d) if !full => Some(d.update(model, view)),
                 _ => {
