@@ -146,7 +146,13 @@ async fn bad_routers_are_refused_with_the_field_and_nothing_changes() {
     assert!(!ok && out.contains("already joins red"), "{out}");
     let (ok, out) = plexus(&cp, &["router", "remove", "r", "red"]);
     assert!(!ok && out.contains("delete the router instead"), "{out}");
-    // A router joins overlay networks only: an underlay network on it is refused.
+    // A router joins overlay networks only: an underlay network on it is refused (once the
+    // agent has registered the physical network it maps).
+    let t = std::time::Instant::now();
+    while !api.hosts().await.unwrap_or_default().iter().any(|h| !h.spec.physical_networks.is_empty()) {
+        assert!(t.elapsed() < Duration::from_secs(30), "h1 did not register physnet1");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let r = http
         .post(format!("{}/v1/networks", cp.api))
         .json(&serde_json::json!({"name": "phys", "kind": {"type": "underlay", "physical_network": "physnet1"}, "subnet": "10.9.0.0/24"}))

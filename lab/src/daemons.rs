@@ -165,9 +165,14 @@ impl OvsInstance {
 
 /// Whether a process exists (and is not a zombie).
 pub(crate) fn alive(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    // The state follows the parenthesized command name.
-    !matches!(stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()), Some('Z') | Some('X') | None)
+    // Every thread, not only the first: a killed process's main thread is a zombie while
+    // others are still exiting with its files (a store's lock) open.
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().any(|t| {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else { return false };
+        // The state follows the parenthesized command name.
+        !matches!(stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()), Some('Z') | Some('X') | None)
+    })
 }
 
 pub(crate) fn kill(pid: i32, sig: i32) {
