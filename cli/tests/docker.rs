@@ -82,8 +82,7 @@ async fn wait_docker_network(name: &str) {
 fn leftovers(lab: &Lab) -> (Vec<String>, Vec<String>) {
     let h = lab.docker_host().unwrap();
     let ports = Command::new("ovs-vsctl").arg(format!("--db=unix:{}", h.ovs.db_sock().display())).args(["list-ports", "br-int"]).output().unwrap();
-    let ports: Vec<String> =
-        String::from_utf8_lossy(&ports.stdout).lines().filter(|p| *p != "vxlan0" && !p.starts_with("plx-")).map(str::to_string).collect();
+    let ports: Vec<String> = String::from_utf8_lossy(&ports.stdout).lines().filter(|p| *p != "vxlan0" && !p.starts_with("plx-")).map(str::to_string).collect();
     let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
     let veths: Vec<String> = String::from_utf8_lossy(&links.stdout)
         .lines()
@@ -293,9 +292,10 @@ async fn docker_sees_clear_errors_and_a_failed_start_leaks_nothing() {
 
 /// `docker run -p HOST:PORT` on a network whose router has external access publishes the
 /// port on the Docker host's address, as Docker's bridge would; what Plexus cannot do as
-/// asked (a port Docker would choose) fails the container with the reason.
+/// asked (a port Docker would choose) fails the container with the reason. Docker containers
+/// join underlay networks too, with the link's whole MTU.
 #[tokio::test(flavor = "multi_thread")]
-async fn docker_run_p_publishes_the_port_on_the_docker_host() {
+async fn docker_publishes_ports_and_joins_underlay_networks() {
     use std::io::{Read, Write};
     prerequisites();
     let name = plexus_tests::unique_name('p');
@@ -345,6 +345,24 @@ async fn docker_run_p_publishes_the_port_on_the_docker_host() {
     let o = docker(&["run", "-d", "--name", &c3, "--network", "web", "-p", "8080:81", IMAGE, "sleep", "100000"]);
     assert!(!o.status.success() && text(&o).contains("already published"), "{}", text(&o));
     assert_eq!(api.endpoints("web").await.unwrap().iter().filter(|e| !e.publish.is_empty()).count(), 1, "only c1 publishes");
+
+    // An underlay network shows in Docker too, and its containers get the link's whole MTU
+    // (no tunnel headers): a 1500-byte DF packet crosses from h1 to the Docker host and back.
+    let mut flat = NetworkSpec::overlay("uflat", "10.22.0.0/24");
+    flat.kind = plexus_api::NetworkKind::Underlay { physical_network: "physnet1".into(), vlan: None };
+    api.create_network(&flat).await.unwrap();
+    wait_docker_network("uflat").await;
+    let c4 = format!("{name}c4");
+    cs.run(&c4, &["--network", "uflat"]);
+    assert_eq!(ok(&["exec", &c4, "cat", "/sys/class/net/eth0/mtu"]), "1500", "the Docker container's MTU on an underlay network");
+    let e = api.create_endpoint("uflat", &plexus_api::EndpointSpec::on("h1").id("u1")).await.unwrap();
+    let u1 = lab.attach(&e, "u1", 1500).await.unwrap();
+    let to = ip_of(&c4, "uflat");
+    let ns = u1.netns.clone();
+    let r = tokio::task::spawn_blocking(move || probe::wait_ping(&ns, to, Duration::from_secs(10))).await.unwrap();
+    assert!(r.is_ok(), "h1 -> the Docker container on the flat network: {r:?}");
+    let out = plexus_agent::netns::exec(&u1.netns, &["ping", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1472", &to.to_string()]).unwrap();
+    assert!(out.status.success(), "1500-byte DF ping h1 -> Docker on the underlay: {}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use plexus_api::{Client, NetworkKind};
+use plexus_api::Client;
 use plexus_ovs::ovsdb::VSwitch;
 
 use crate::agent::AgentError;
@@ -90,7 +90,9 @@ async fn mirror(engine: engine::Engine, api: Client, host: String, every: Durati
 async fn mirror_once(engine: &engine::Engine, api: &Client, host: &str) -> Result<(), String> {
     let nets = api.networks().await.map_err(|e| e.to_string())?;
     let docker = engine.networks().await.map_err(|e| e.to_string())?;
-    for n in nets.iter().filter(|n| matches!(n.spec.kind, NetworkKind::Overlay { .. })) {
+    // Overlays, and underlays too: an endpoint on a host that does not map an underlay's
+    // physical network is refused by the controller with the reason.
+    for n in &nets {
         match docker.iter().find(|d| d.name == n.spec.name) {
             Some(d) if d.driver != engine::DRIVER => {
                 tracing::warn!(network = %n.spec.name, driver = %d.driver, "a Docker network of that name with another driver hides the Plexus network")

@@ -390,8 +390,8 @@ async fn create_endpoint(p: &Plugin, r: CreateEndpoint) -> Reply {
         }
         tracing::info!(%network, id = %e.id, ports = publish.len(), "ports published");
     }
-    let mtu = p.api.network(&network).await.map_err(|err| api_err(&format!("network {network}"), err))?.spec.mtu;
-    let wiring = Some(Wiring { mac: e.mac, gateway: e.gateway, mtu });
+    let net = p.api.network(&network).await.map_err(|err| api_err(&format!("network {network}"), err))?;
+    let wiring = Some(Wiring::of(&net, e.mac, e.gateway));
     p.state.update(|s| s.endpoints.insert(r.endpoint_id.clone(), EndpointLink { network, id: e.id.clone(), ipam, wiring }))?;
     let mac = if iface.mac_address.is_empty() { e.mac.to_string() } else { String::new() };
     Ok(json!({"Interface": Interface { mac_address: mac, ..Default::default() }}))
@@ -427,8 +427,8 @@ async fn join(p: &Plugin, r: Join) -> Reply {
         None => {
             let eps = p.api.endpoints(&link.network).await.map_err(|e| api_err(&format!("endpoints of {}", link.network), e))?;
             let e = eps.into_iter().find(|e| e.id == link.id).ok_or_else(|| fail(format!("plexus: endpoint {} of {} is gone", link.id, link.network)))?;
-            let mtu = p.api.network(&link.network).await.map_err(|err| api_err(&format!("network {}", link.network), err))?.spec.mtu;
-            Wiring { mac: e.mac, gateway: e.gateway, mtu }
+            let net = p.api.network(&link.network).await.map_err(|err| api_err(&format!("network {}", link.network), err))?;
+            Wiring::of(&net, e.mac, e.gateway)
         }
     };
     let mac = wiring.mac.octets();
@@ -438,7 +438,7 @@ async fn join(p: &Plugin, r: Join) -> Reply {
     if let Some(task) = removing {
         let _ = task.await;
     }
-    let mtu = crate::attach::effective_mtu(wiring.mtu, p.mtu);
+    let mtu = wiring.mtu(p.mtu);
     let (pp, pe, off) = (port.clone(), peer.clone(), p.checksum_offload_off);
     tokio::task::spawn_blocking(move || plumb::veth_pair(&pp, &pe, mac, mtu, off)).await??;
     let spec = PortSpec::new(&port, InterfaceType::System)

@@ -42,6 +42,22 @@ pub struct Wiring {
     /// Its network's MTU, if the network sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// Its network is an underlay network: no tunnel headers, the link's whole MTU.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub underlay: bool,
+}
+
+impl Wiring {
+    /// How an endpoint of `network` with `mac` and `gateway` is wired.
+    pub fn of(network: &plexus_api::Network, mac: plexus_api::Mac, gateway: std::net::Ipv4Addr) -> Wiring {
+        Wiring { mac, gateway, mtu: network.spec.mtu, underlay: network.underlay().is_some() }
+    }
+
+    /// Its MTU when an overlay's path carries `overlay_path`.
+    pub fn mtu(&self, overlay_path: u32) -> u32 {
+        let path = if self.underlay { overlay_path + plexus_api::Encap::MAX_OVERHEAD } else { overlay_path };
+        crate::attach::effective_mtu(self.mtu, path)
+    }
 }
 
 /// Everything remembered.
