@@ -170,6 +170,13 @@ async fn bad_published_ports_are_refused_with_the_field_and_nothing_changes() {
     let (ok, out) = plexus(&cp, &["router", "delete", "out"]);
     assert!(!ok && out.contains("publishes ports"), "{out}");
     assert!(api.router("out").await.expect("router").spec.external);
+    // Published ports are replaced as a whole, through the CLI too; a port another endpoint
+    // of the host publishes is refused.
+    let (ok, out) = plexus(&cp, &["endpoint", "publish", "--network", "red", "a", "9090:90", "8080:80"]);
+    assert!(ok && out.contains("9090:90/tcp,8080:80/tcp"), "{out}");
+    let other = api.endpoints("red").await.expect("endpoints").into_iter().find(|e| e.id != "a").expect("the udp one");
+    let (ok, out) = plexus(&cp, &["endpoint", "publish", "--network", "red", &other.id, "9090:1/tcp"]);
+    assert!(!ok && out.contains("already published by endpoint red/a"), "{out}");
     // The CLI checks the flag before anything is sent.
     for bad in ["0:80", "8080:80/sctp", "http"] {
         let (ok, out) = plexus(&cp, &["endpoint", "create", "--network", "red", "--host", "h1", "--publish", bad]);

@@ -1,5 +1,5 @@
-//! MTU that holds (issue 12): a network's MTU, bounded by what the tunnels carry, is what a
-//! container gets however it joins (`plexus attach`, `plexus lab run`), full-size packets
+//! MTU that holds (issue 12): a network's MTU, bounded by what the tunnels carry (or, for an
+//! underlay network, by the link), is what a container gets however it joins (`plexus attach`, `plexus lab run`), full-size packets
 //! cross hosts without fragmentation, one byte more is refused at the sender, and a network
 //! whose MTU the tunnels could not carry is refused.
 
@@ -77,7 +77,15 @@ async fn a_networks_mtu_holds_for_every_way_a_container_joins() {
 
     api.create_network(&NetworkSpec::overlay("wide", "10.40.0.0/24")).await.expect("network");
     api.create_network(&NetworkSpec { mtu: Some(1300), ..NetworkSpec::overlay("narrow", "10.41.0.0/24") }).await.expect("network");
-    for (net, mtu) in [("wide", 1450), ("narrow", 1300)] {
+    // An underlay network has no tunnel headers: its containers get the link's whole MTU.
+    let t = Instant::now();
+    while !api.hosts().await.unwrap_or_default().iter().all(|h| !h.spec.physical_networks.is_empty()) {
+        assert!(t.elapsed() < Duration::from_secs(30), "the hosts did not register physnet1");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let kind = plexus_api::NetworkKind::Underlay { physical_network: "physnet1".into(), vlan: Some(42) };
+    api.create_network(&NetworkSpec { kind, ..NetworkSpec::overlay("phys", "10.43.0.0/24") }).await.expect("network");
+    for (net, mtu) in [("wide", 1450), ("narrow", 1300), ("phys", 1500)] {
         let mut ips = Vec::new();
         let mut nss = Vec::new();
         for h in ["h1", "h2"] {

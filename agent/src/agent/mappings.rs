@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use plexus_api::network::{uplink_peer, uplink_port};
 use plexus_ovs::ovsdb::{BridgeSpec, InterfaceType, PortSpec, VSwitch};
 
-use super::{AgentConfig, BR_INT};
+use super::BR_INT;
 
 /// What became of the mappings: the physical networks mapped, and why the others are not.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,22 +35,32 @@ async fn bridge_of(vs: &VSwitch, target: &str) -> Result<Option<String>, plexus_
     Ok(None)
 }
 
-async fn map_one(cfg: &AgentConfig, vs: &VSwitch, physnet: &str, target: &str) -> Result<(), String> {
+/// Where the mapped interfaces live and what bridges for them are made of.
+#[derive(Debug, Clone, Copy)]
+pub struct Host<'a> {
+    /// The host's network namespace (the caller's for `None`, as for the agent itself).
+    pub netns: Option<&'a std::path::Path>,
+    /// The datapath type of a bridge made for an interface.
+    pub datapath_type: &'a str,
+}
+
+async fn map_one(host: Host<'_>, vs: &VSwitch, physnet: &str, target: &str) -> Result<(), String> {
     let bridge = match bridge_of(vs, target).await.map_err(|e| e.to_string())? {
         Some(b) => b,
         None => {
-            let name = target.to_string();
-            let exists = tokio::task::spawn_blocking(move || crate::plumb::netlink_in(None, move |h| async move { crate::plumb::link_index(&h, &name).await }))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?
-                .is_some();
+            let (name, ns) = (target.to_string(), host.netns.map(std::path::Path::to_path_buf));
+            let exists =
+                tokio::task::spawn_blocking(move || crate::plumb::netlink_in(ns.as_deref(), move |h| async move { crate::plumb::link_index(&h, &name).await }))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?
+                    .is_some();
             if !exists {
                 return Err(format!("there is no interface or OVS bridge {target} on this host"));
             }
             // An interface of its own: a bridge for it (kept short: a device name).
             let bridge = format!("plx-b{:08x}", plexus_api::ids::fnv1a(physnet) as u32);
-            let spec = BridgeSpec { name: bridge.clone(), datapath_type: cfg.datapath_type.clone(), ..Default::default() };
+            let spec = BridgeSpec { name: bridge.clone(), datapath_type: host.datapath_type.to_string(), ..Default::default() };
             vs.ensure_bridge(&spec).await.map_err(|e| e.to_string())?;
             vs.add_port(&bridge, &PortSpec::new(target, InterfaceType::System)).await.map_err(|e| e.to_string())?;
             bridge
@@ -63,10 +73,10 @@ async fn map_one(cfg: &AgentConfig, vs: &VSwitch, physnet: &str, target: &str) -
 }
 
 /// Makes every mapping of `mappings` real; idempotent (it doubles as drift repair).
-pub async fn ensure(cfg: &AgentConfig, vs: &VSwitch, mappings: &BTreeMap<String, String>) -> Mapped {
+pub async fn ensure(host: Host<'_>, vs: &VSwitch, mappings: &BTreeMap<String, String>) -> Mapped {
     let mut out = Mapped::default();
     for (physnet, target) in mappings {
-        match map_one(cfg, vs, physnet, target).await {
+        match map_one(host, vs, physnet, target).await {
             Ok(()) => out.ok.push(physnet.clone()),
             Err(e) => out.failed.push(format!("{physnet}={target}: {e}")),
         }

@@ -278,7 +278,8 @@ async fn remap(cfg: &AgentConfig, vs: &VSwitch, mapped: &mut mappings::Mapped, s
     if cfg.bridge_mappings.is_empty() {
         return;
     }
-    let now = mappings::ensure(cfg, vs, &cfg.bridge_mappings).await;
+    let host = mappings::Host { netns: None, datapath_type: &cfg.datapath_type };
+    let now = mappings::ensure(host, vs, &cfg.bridge_mappings).await;
     if now != *mapped {
         for f in &now.failed {
             tracing::warn!(mapping = %f, "a bridge mapping cannot be made; its physical network is not registered for this host");
