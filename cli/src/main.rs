@@ -2,6 +2,7 @@
 //! (`network`, `endpoint`, `host`, …), `attach`/`detach`, the `lab`, and the benchmarks.
 
 mod agent;
+mod apply;
 mod attach;
 mod bench;
 mod controller;
@@ -63,6 +64,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: resources::EndpointCmd,
     },
+    /// Make the cluster what files say (YAML or JSON documents), in one all-or-nothing batch.
+    Apply(apply::FilesCmd),
+    /// Show what `plexus apply` would change, field by field; change nothing.
+    Diff(apply::FilesCmd),
+    /// Write the cluster as documents `plexus apply` takes (YAML; `-o json` for JSON).
+    Export(apply::ExportCmd),
     /// Print a shell completion script: `source <(plexus completion bash)`.
     Completion {
         /// The shell.
@@ -156,6 +163,9 @@ fn run() -> anyhow::Result<()> {
             Cmd::Router { api, cmd } => routers::router(api, cmd).await,
             Cmd::Policy { api, cmd } => policies::policy(api, cmd).await,
             Cmd::Trace(t) => trace::trace(t).await,
+            Cmd::Apply(c) => apply::apply(c).await,
+            Cmd::Diff(c) => apply::diff(c).await,
+            Cmd::Export(c) => apply::export(c).await,
             Cmd::Completion { .. } => Ok(()),
             Cmd::Host { api, cmd } => resources::host(api, cmd).await,
             Cmd::Cluster { api, cmd } => resources::cluster(api, cmd).await,
