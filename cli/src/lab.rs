@@ -1,9 +1,10 @@
 //! `plexus lab …`.
 
+use crate::resources::Output;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use plexus_lab::{probe, Lab, LabConfig};
 
 #[derive(Args)]
@@ -13,12 +14,6 @@ pub(crate) struct LabCmd {
     name: String,
     #[command(subcommand)]
     cmd: Sub,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Output {
-    Table,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -172,6 +167,7 @@ fn print_status(lab: &Lab, output: Output) -> anyhow::Result<()> {
     let s = lab.status();
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&s)?),
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(&s)?),
         Output::Table => {
             if let Some(api) = &s.api {
                 println!("controller: {api}");

@@ -43,8 +43,12 @@ impl AuthOpts {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum Output {
+    /// Tables for people.
     Table,
+    /// JSON, as the API speaks it.
     Json,
+    /// YAML, the same documents as JSON.
+    Yaml,
 }
 
 #[derive(Subcommand)]
@@ -224,6 +228,7 @@ impl ClusterPort {
 pub(crate) fn print<T: Serialize>(o: Output, v: &T, table: impl FnOnce()) -> anyhow::Result<()> {
     match o {
         Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(v)?),
         Output::Table => table(),
     }
     Ok(())

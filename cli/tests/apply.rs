@@ -134,6 +134,13 @@ async fn apply_makes_the_cluster_match_the_files_and_changes_only_what_changed()
     let (ok, out) = plexus(&cp, &["apply", "-f", &e.display().to_string()]);
     assert!(ok && out.trim() == "no changes", "export | apply: {out}");
 
+    // Every listing speaks YAML too, and export JSON.
+    let (ok, out) = plexus(&cp, &["network", "list", "-o", "yaml"]);
+    assert!(ok && out.contains("name: web") && out.contains("subnet: 10.61.0.0/24"), "{out}");
+    let (ok, out) = plexus(&cp, &["export", "-o", "json"]);
+    let docs: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("export -o json: {e}: {out}"));
+    assert!(ok && docs.iter().any(|d| d["kind"] == "policy" && d["spec"]["name"] == "db-only"), "{out}");
+
     // One bad document anywhere: nothing at all changes, and the error says where.
     for (bad, says) in [
         ("kind: network\nspec: {name: extra, kind: {type: overlay}, subnet: 10.70.0.0/24, colour: red}\n", "colour"),
