@@ -7,6 +7,7 @@ pub mod counters;
 pub mod flows;
 pub mod held;
 pub mod mastership;
+pub mod metrics;
 pub mod model;
 pub mod node;
 mod serve;

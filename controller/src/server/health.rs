@@ -86,6 +86,8 @@ pub(super) async fn metrics(State(s): St) -> Response {
     g("plexus_raft_is_leader", "1 if this node is the Raft leader.", (m.current_leader == Some(s.id)) as u64);
     g("plexus_raft_last_log_index", "Index of the last entry in this node's log.", m.last_log_index.unwrap_or(0));
     g("plexus_raft_applied_index", "Index of the last entry applied to the state machine.", m.last_applied.map(|l| l.index).unwrap_or(0));
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    g("plexus_raft_apply_lag", "Entries in the log not yet applied.", m.last_log_index.unwrap_or(0).saturating_sub(applied));
     g("plexus_store_revision", "Revision of the model.", st.model.revision);
     g("plexus_networks", "Networks in the model.", st.model.networks.len() as u64);
     g("plexus_endpoints", "Endpoints in the model.", st.model.all_endpoints().count() as u64);
@@ -112,10 +114,35 @@ pub(super) async fn metrics(State(s): St) -> Response {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }
+        switch_metrics(&sw.status(), st.model.revision, &mut out);
         let model = st.model.clone();
         drop(st);
         let stats = crate::counters::read(sw).await;
         crate::counters::metrics(&model, &stats, &mut out);
     }
+    crate::metrics::render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Per switch, labelled by host and datapath id: connected, master, in sync, desired flows,
+/// revisions behind the model, an error standing, packets held.
+fn switch_metrics(status: &std::collections::BTreeMap<String, crate::switches::SwitchStatus>, revision: u64, out: &mut String) {
+    use std::fmt::Write;
+    type Get = fn(&crate::switches::SwitchStatus, u64) -> u64;
+    let series: [(&str, &str, &str, Get); 7] = [
+        ("plexus_switch_connected", "gauge", "1 while the switch has a session with this node.", |s, _| s.connected as u64),
+        ("plexus_switch_master", "gauge", "1 if this node is the switch's master.", |s, _| (s.role == "master") as u64),
+        ("plexus_switch_in_sync", "gauge", "1 if the switch holds the flows of the revision it was last brought to.", |s, _| s.in_sync as u64),
+        ("plexus_switch_desired_flows", "gauge", "Flows the switch should hold.", |s, _| s.desired_flows as u64),
+        ("plexus_switch_revision_lag", "gauge", "Model revisions the switch's flows are behind.", |s, r| r.saturating_sub(s.revision)),
+        ("plexus_switch_error", "gauge", "1 while the switch's last pass failed.", |s, _| s.last_error.is_some() as u64),
+        ("plexus_switch_held_packets_total", "counter", "Packets the switch sent to be held.", |s, _| s.held.received),
+    ];
+    for (name, kind, help, get) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (dpid, s) in status {
+            let host = s.host.as_deref().unwrap_or("");
+            let _ = writeln!(out, "{name}{{host=\"{host}\",datapath_id=\"{dpid}\"}} {}", get(s, revision));
+        }
+    }
 }

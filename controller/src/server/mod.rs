@@ -91,6 +91,7 @@ fn api_router(st: Arc<AppState>) -> Router {
     let (router, doc) = routes().split_for_parts();
     let _ = DOC.set(finish_document(doc));
     router
+        .route_layer(axum::middleware::from_fn(timed))
         .fallback(|| async { problem(Problem::new(404, "not found", "no such route")) })
         .method_not_allowed_fallback(|| async { problem(Problem::new(405, "method not allowed", "this route does not take that method")) })
         .layer(axum::middleware::map_response(problem_for_rejections))
@@ -134,6 +135,16 @@ async fn problem_for_rejections(resp: Response) -> Response {
         _ => title.to_string(),
     };
     problem(Problem::new(status.as_u16(), &title.to_lowercase(), detail))
+}
+
+/// Times each request by the route it matched (for `plexus_api_request_duration_seconds`).
+async fn timed(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let method = req.method().to_string();
+    let t = std::time::Instant::now();
+    let resp = next.run(req).await;
+    crate::metrics::observe_api(&method, &route, t.elapsed());
+    resp
 }
 
 /// Where the cluster port serves API requests a follower forwards to the leader.

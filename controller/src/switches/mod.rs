@@ -518,6 +518,7 @@ impl SwitchManager {
         };
         let Some(d) = desired.as_ref() else { return false };
         let compile_us = t.elapsed().as_micros() as u64;
+        crate::metrics::COMPILE.observe(t.elapsed());
         let (revision, len) = (d.revision(), d.len());
         let res = match &update {
             Some(u) => apply(conn, &u.diff).await.map(|_| u.diff.len()),
@@ -539,6 +540,7 @@ impl SwitchManager {
             ms: t.elapsed().as_secs_f64() * 1e3,
             revision,
         };
+        crate::metrics::PASS.observe(t.elapsed());
         let mut new_error = false;
         self.update(dpid, |s| {
             s.host = Some(host.clone());
