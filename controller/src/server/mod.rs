@@ -31,6 +31,7 @@ mod raft;
 mod resources;
 mod routing;
 mod trace;
+mod ui;
 
 pub(crate) use auth::Caller;
 use batch::*;
@@ -92,6 +93,8 @@ fn api_router(st: Arc<AppState>) -> Router {
     let _ = DOC.set(finish_document(doc));
     router
         .route_layer(axum::middleware::from_fn(timed))
+        .route("/ui", axum::routing::get(ui::page))
+        .route("/ui/app.js", axum::routing::get(ui::script))
         .fallback(|| async { problem(Problem::new(404, "not found", "no such route")) })
         .method_not_allowed_fallback(|| async { problem(Problem::new(405, "method not allowed", "this route does not take that method")) })
         .layer(axum::middleware::map_response(problem_for_rejections))

@@ -1,0 +1,45 @@
+"""Drives the topology view in headless Chromium (Debian's, through Selenium and Debian's
+chromedriver, offline): the page loads with a token and shows the lab's hosts; an endpoint
+created after the load appears by itself (the watch); a wrong token shows an error, not a
+blank page. Prints one line per step for the Rust test that runs it."""
+
+import sys
+import time
+
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+url, token, shot, hosts, endpoint = sys.argv[1:6]
+
+
+def wait(cond, what, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.2)
+    print("TIMEOUT " + what + " :: " + driver.find_element(By.TAG_NAME, "body").text.replace("\n", " | "), flush=True)
+    driver.save_screenshot(shot)
+    driver.quit()
+    sys.exit(1)
+
+
+o = Options()
+o.binary_location = "/usr/bin/chromium"
+for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--ignore-certificate-errors", "--window-size=1400,1000"]:
+    o.add_argument(a)
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
+driver.get(url + "#token=" + token)
+for h in hosts.split(","):
+    wait(lambda: driver.find_elements(By.CSS_SELECTOR, '[data-host="%s"]' % h), "host " + h)
+print("HOSTS " + hosts, flush=True)
+wait(lambda: driver.find_elements(By.CSS_SELECTOR, '[data-endpoint="%s"]' % endpoint), "endpoint " + endpoint)
+print("ENDPOINT " + endpoint, flush=True)
+driver.save_screenshot(shot)
+driver.execute_script("sessionStorage.clear()")
+driver.get(url + "?again#token=wrong")  # a new document, not a fragment change
+wait(lambda: "refused" in driver.find_element(By.ID, "error").text, "an error for a wrong token")
+print("ERROR " + driver.find_element(By.ID, "error").text, flush=True)
+driver.quit()
