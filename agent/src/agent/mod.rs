@@ -198,6 +198,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     }
     let mut mapped = mappings::Mapped::default();
     remap(&cfg, &vs, &mut mapped, &mut spec, &health).await;
+    if !spec.physical_networks.is_empty() {
+        // Say what the host maps now rather than a heartbeat later.
+        if let Err(e) = api.put_host(&spec).await {
+            tracing::warn!(error = %e, "cannot register the physical networks yet; the next heartbeat will");
+        }
+    }
     if let Some(d) = cfg.docker.clone() {
         // The underlay's MTU as read once at start-up, for registration too.
         let mtu = crate::attach::path_mtu(cfg.tunnel_ip, underlay.map_err(|e| AgentError::System(e.to_string()))?);
