@@ -28,6 +28,7 @@ pub mod batch;
 pub mod client;
 pub mod edge;
 pub mod endpoint;
+pub mod histogram;
 pub mod ids;
 pub mod mac;
 pub mod network;

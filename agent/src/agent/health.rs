@@ -17,6 +17,10 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// Docker plugin calls by method and result (`Join` is the endpoint's plumbing: its veth, its
+/// port on `br-int`, the flows it waits for).
+pub static PLUGIN_CALLS: std::sync::LazyLock<plexus_api::histogram::Family> = std::sync::LazyLock::new(Default::default);
+
 /// What the agent reports about itself.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -138,7 +142,11 @@ impl Health {
             g(&self.edge_failures),
             g(&self.published_ports),
             g(&self.mappings_failed)
-        )
+        ) + &{
+            let mut out = String::from("# HELP plexus_agent_plugin_call_seconds Docker plugin calls by method and result.\n# TYPE plexus_agent_plugin_call_seconds histogram\n");
+            PLUGIN_CALLS.render("plexus_agent_plugin_call_seconds", &mut out);
+            out
+        }
     }
 }
 

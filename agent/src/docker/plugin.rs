@@ -101,7 +101,10 @@ macro_rules! handler {
         post(|AxState(p): AxState<Arc<Plugin>>, body: Bytes| async move {
             tracing::debug!(method = $name, body = %String::from_utf8_lossy(&body), "plugin call");
             let t = std::time::Instant::now();
-            let r = reply(async { $f(&p, parse($name, &body)?).await }.await);
+            let res = async { $f(&p, parse($name, &body)?).await }.await;
+            let result = if res.is_ok() { "ok" } else { "failed" };
+            crate::agent::health::PLUGIN_CALLS.observe(format!("method=\"{}\",result=\"{result}\"", $name), t.elapsed());
+            let r = reply(res);
             // Docker waits on each of these: their time is the network's share of `docker run`.
             tracing::info!(method = $name, ms = format!("{:.1}", t.elapsed().as_secs_f64() * 1e3), "plugin call served");
             r

@@ -129,7 +129,7 @@ pub(super) async fn metrics(State(s): St) -> Response {
 fn switch_metrics(status: &std::collections::BTreeMap<String, crate::switches::SwitchStatus>, revision: u64, out: &mut String) {
     use std::fmt::Write;
     type Get = fn(&crate::switches::SwitchStatus, u64) -> u64;
-    let series: [(&str, &str, &str, Get); 7] = [
+    let series: [(&str, &str, &str, Get); 8] = [
         ("plexus_switch_connected", "gauge", "1 while the switch has a session with this node.", |s, _| s.connected as u64),
         ("plexus_switch_master", "gauge", "1 if this node is the switch's master.", |s, _| (s.role == "master") as u64),
         ("plexus_switch_in_sync", "gauge", "1 if the switch holds the flows of the revision it was last brought to.", |s, _| s.in_sync as u64),
@@ -137,6 +137,7 @@ fn switch_metrics(status: &std::collections::BTreeMap<String, crate::switches::S
         ("plexus_switch_revision_lag", "gauge", "Model revisions the switch's flows are behind.", |s, r| r.saturating_sub(s.revision)),
         ("plexus_switch_error", "gauge", "1 while the switch's last pass failed.", |s, _| s.last_error.is_some() as u64),
         ("plexus_switch_held_packets_total", "counter", "Packets the switch sent to be held.", |s, _| s.held.received),
+        ("plexus_switch_failed_passes_total", "counter", "Passes the switch refused (an OpenFlow error) or broke off.", |s, _| s.failed_passes),
     ];
     for (name, kind, help, get) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -75,6 +75,8 @@ pub struct SwitchStatus {
     /// Packet-ins dropped before they were read (the session fell behind), in its current
     /// session.
     pub packet_ins_dropped: u64,
+    /// Passes that failed (the switch refused a flow change, or the session broke mid-pass).
+    pub failed_passes: u64,
 }
 
 /// What one pass over a switch did.
@@ -561,6 +563,7 @@ impl SwitchManager {
                 }
                 Err(e) => {
                     s.in_sync = false;
+                    s.failed_passes += 1;
                     let e = e.to_string();
                     new_error = s.last_error.as_ref() != Some(&e);
                     s.last_error = Some(e);
