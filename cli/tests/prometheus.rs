@@ -66,6 +66,7 @@ async fn prometheus_scrapes_the_controller_and_an_agent() {
         "plexus_switch_desired_flows{host=\"h1\"}",
         "plexus_api_request_duration_seconds_count{route=\"/v1/networks/{name}/endpoints\",method=\"POST\"}",
         "plexus_flow_compile_seconds_count",
+        "plexus_switch_sync_seconds_count",
         "plexus_agent_heartbeats_total{result=\"ok\"}",
     ] {
         let t = Instant::now();

@@ -12,6 +12,8 @@ pub use plexus_api::histogram::{Family, Histogram};
 static API: LazyLock<Family> = LazyLock::new(Family::default);
 /// Flow compiles of switch passes (reading the model, matching ports, compiling).
 pub static COMPILE: LazyLock<Histogram> = LazyLock::new(Histogram::default);
+/// From a model change reaching this node to a switch it masters holding it.
+pub static SYNC: LazyLock<Histogram> = LazyLock::new(Histogram::default);
 /// Whole switch passes (compile, send, the switch's answer).
 pub static PASS: LazyLock<Histogram> = LazyLock::new(Histogram::default);
 
@@ -28,4 +30,6 @@ pub fn render(out: &mut String) {
     COMPILE.render("plexus_flow_compile_seconds", "", out);
     let _ = writeln!(out, "# HELP plexus_switch_pass_seconds Switch passes: compile, send, the switch's answer.\n# TYPE plexus_switch_pass_seconds histogram");
     PASS.render("plexus_switch_pass_seconds", "", out);
+    let _ = writeln!(out, "# HELP plexus_switch_sync_seconds From a model change reaching this node to a switch it masters holding it.\n# TYPE plexus_switch_sync_seconds histogram");
+    SYNC.render("plexus_switch_sync_seconds", "", out);
 }

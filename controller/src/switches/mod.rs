@@ -326,6 +326,8 @@ impl SwitchManager {
         let mut packet_ins = conn.take_packet_ins();
         let mut audits: u64 = 0;
         let mut held = Held::default();
+        // When the oldest change not yet on the switch arrived (for the sync-lag histogram).
+        let mut pending_since: Option<Instant> = None;
         loop {
             let (acting, promoted) = self.take_role(&conn, &dpid, &mut mastered).await;
             if promoted {
@@ -342,12 +344,17 @@ impl SwitchManager {
             let mut started_at = *revisions.borrow();
             if !acting {
                 revisions.borrow_and_update();
+                pending_since = None; // another node syncs it
             }
             if acting && need_pass {
                 started_at = *revisions.borrow_and_update();
-                let changed = self.pass(&conn, &dpid, &ports, &mut desired, &mut index, full).await;
+                let done = self.pass(&conn, &dpid, &ports, &mut desired, &mut index, full).await;
                 full = false;
-                if changed {
+                // Sync lag: from the first change this pass covers to the switch holding it.
+                if let (Some(t), Some(_)) = (pending_since.take_if(|_| done.is_some()), done) {
+                    crate::metrics::SYNC.observe(t.elapsed());
+                }
+                if done == Some(true) {
                     let out = held.release(Instant::now());
                     if !out.is_empty() {
                         tracing::debug!(%dpid, packets = out.len(), "replaying held packets after a flow change");
@@ -365,7 +372,10 @@ impl SwitchManager {
                 tokio::time::sleep(BURST_WAIT).await;
             }
             tokio::select! {
-                r = revisions.changed() => if r.is_err() { break } else { need_pass = true },
+                r = revisions.changed() => if r.is_err() { break } else {
+                    need_pass = true;
+                    pending_since.get_or_insert_with(Instant::now);
+                },
                 _ = audit.tick() => {
                     // Most audits ask the switch only how many flows it holds (reading 10,000
                     // flows back every 10 s stalls a userspace datapath's forwarding thread
@@ -471,7 +481,7 @@ impl SwitchManager {
     /// Brings the switch to the current model: a full pass compiles everything and diffs
     /// against the flows read from the switch; otherwise only what changed is compiled and its
     /// difference sent.
-    /// Returns whether it changed the switch's flows.
+    /// Returns whether the switch now holds the flows (`Some`), and whether they changed.
     async fn pass(
         &self,
         conn: &Connection,
@@ -480,7 +490,7 @@ impl SwitchManager {
         desired: &mut Option<DesiredFlows>,
         index: &mut PortIndex,
         full: bool,
-    ) -> bool {
+    ) -> Option<bool> {
         let t = Instant::now();
         // Nothing known of the switch yet (a new session, a promotion, a failed pass).
         let fresh = desired.is_none();
@@ -494,11 +504,11 @@ impl SwitchManager {
                     s.host = None;
                     s.last_error = Some(format!("no registered host has datapath id {dpid}"));
                 });
-                return false;
+                return None;
             };
             let Some(tunnel_port) = TUNNEL_PORTS.iter().find_map(|n| ports.get(*n)).copied() else {
                 self.update(dpid, |s| s.last_error = Some("the switch has no tunnel port yet".into()));
-                return false;
+                return None;
             };
             if full {
                 *index = PortIndex::default();
@@ -518,7 +528,7 @@ impl SwitchManager {
             };
             (host.spec.name.clone(), plugged, update)
         };
-        let Some(d) = desired.as_ref() else { return false };
+        let d = desired.as_ref()?;
         let compile_us = t.elapsed().as_micros() as u64;
         crate::metrics::COMPILE.observe(t.elapsed());
         let (revision, len) = (d.revision(), d.len());
@@ -579,7 +589,7 @@ impl SwitchManager {
                 tracing::debug!(%host, %dpid, full = stats.full, units = stats.units, flows = n, ms = stats.ms, "switch programmed");
             }
         }
-        matches!(res, Ok(n) if n > 0)
+        res.ok().map(|n| n > 0)
     }
 
     /// Sends held packets through the switch's pipeline again.
