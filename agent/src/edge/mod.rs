@@ -33,22 +33,20 @@ pub enum EdgeError {
     Subnet(String, String),
 }
 
-/// Makes the host's stack what `edge` says.
+/// Makes the host's stack what `edge` says. A host no external network reaches is left as it
+/// is (no forwarding turned on, no firewall rule added); what an earlier edge added is taken
+/// away.
 pub fn apply(edge: &HostEdge) -> Result<(), EdgeError> {
+    // Subnets the controller sent are checked before any of them reaches a route or a rule.
     let subnets = edge.external_subnets.iter().map(|s| Cidr::parse(s).map_err(|e| EdgeError::Subnet(s.clone(), e))).collect::<Result<Vec<Cidr>, _>>()?;
-    if subnets.is_empty() && !kernel::has_port()? {
-        // Nothing to route, and no port to route through (yet): nothing to undo either.
-        return nat::apply(edge).or_else(|e| match e {
-            // A host without iptables that needs no NAT is fine.
-            nat::NatError::Missing(_) => Ok(()),
-            e => Err(e.into()),
-        });
+    if kernel::has_port()? {
+        kernel::apply(&subnets)?;
     }
-    kernel::apply(&subnets)?;
-    match nat::apply(edge) {
-        Err(nat::NatError::Missing(_)) if edge.external_subnets.is_empty() => Ok(()),
-        r => Ok(r?),
+    let idle = subnets.is_empty() && edge.published.is_empty();
+    if idle && !nat::present() {
+        return Ok(());
     }
+    Ok(nat::apply(edge)?)
 }
 
 /// Follows the controller's edge for `host` into `tx`, forever.

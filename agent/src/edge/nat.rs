@@ -84,6 +84,11 @@ fn refused(cmd: &str, args: &[&str], out: &std::process::Output) -> NatError {
     NatError::Failed { cmd: format!("{cmd} {}", args.join(" ")), reason: String::from_utf8_lossy(&out.stderr).trim().to_string() }
 }
 
+/// Whether Plexus's chains exist (an earlier edge made them).
+pub(crate) fn present() -> bool {
+    run("iptables", &["-w", "-t", "nat", "-S", "PLEXUS-POSTROUTING"], None).is_ok_and(|o| o.status.success())
+}
+
 /// Replaces Plexus's chains with `edge`'s rules (atomically per table) and makes sure each
 /// built-in chain jumps to its Plexus chain first.
 pub(crate) fn apply(edge: &HostEdge) -> Result<(), NatError> {
