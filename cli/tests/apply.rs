@@ -153,4 +153,10 @@ async fn apply_makes_the_cluster_match_the_files_and_changes_only_what_changed()
     let (ok, out) = plexus(&cp, &["apply", "-f", &b.display().to_string()]);
     assert!(!ok && out.contains("outside") && out.contains("nothing was changed"), "{out}");
     assert!(!api.networks().await.expect("networks").iter().any(|n| n.spec.name == "fresh"));
+    // Exit codes as documented: 2 for a wrong command line, 1 for a refusal, 0 for done.
+    let code =
+        |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_plexus")).args(args).envs(cp.envs().expect("credentials")).output().expect("plexus").status.code();
+    assert_eq!(code(&["apply"]), Some(2), "no -f is a usage error");
+    assert_eq!(code(&["apply", "-f", &b.display().to_string()]), Some(1), "a refused apply");
+    assert_eq!(code(&["diff", "-f", &fs]), Some(0));
 }

@@ -1,6 +1,7 @@
 //! The topology view (issue 15) in real headless Chromium from Debian, driven by Selenium
 //! (`cli/tests/ui/topology.py`): with a token the page shows the 3 hosts of a lab; an endpoint
-//! created after the page loaded appears by itself; a wrong token shows an error. The
+//! created after the page loaded appears by itself, and its detail traces a packet from it; a
+//! wrong token shows an error. The
 //! screenshot is kept in the lab's directory.
 
 use std::io::{BufRead, BufReader};
@@ -31,7 +32,7 @@ async fn the_topology_view_shows_hosts_and_follows_changes_in_chromium() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/topology.py");
     let mut child = Command::new(&py)
         .arg(&script)
-        .args([&format!("{}/ui", cp.api), &token, &shot.display().to_string(), "h1,h2,h3", "red/late"])
+        .args([&format!("{}/ui", cp.api), &token, &shot.display().to_string(), "h1,h2,h3", "red/late", "10.95.0.1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -52,9 +53,13 @@ async fn the_topology_view_shows_hosts_and_follows_changes_in_chromium() {
     let first = next(&mut lines);
     assert!(first.starts_with("HOSTS h1,h2,h3"), "the page shows the lab's hosts: {first}");
     // After the load: the page must follow by itself.
-    api.create_endpoint("red", &EndpointSpec::on("h2").id("late")).await.expect("endpoint");
+    let late = api.create_endpoint("red", &EndpointSpec::on("h2").id("late")).await.expect("endpoint");
+    lab.attach(&late, "late", plexus_lab::wire::CONTAINER_MTU).await.expect("attach");
     let second = next(&mut lines);
     assert!(second.starts_with("ENDPOINT red/late"), "the endpoint made after the load appears: {second}");
+    // Its detail traces a ping to its gateway, which the switch answers.
+    let traced = next(&mut lines);
+    assert!(traced.starts_with("TRACE DELIVERED"), "a trace from the page: {traced}");
     let third = next(&mut lines);
     assert!(third.starts_with("ERROR") && third.contains("refused"), "a wrong token shows an error: {third}");
     let out = child.wait_with_output().expect("python");

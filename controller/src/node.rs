@@ -273,8 +273,12 @@ async fn api_credentials(cfg: &NodeConfig) -> Result<(Option<Arc<tokio_rustls::r
         let admin = dir.join(ADMIN_TOKEN_FILE);
         if !admin.exists() {
             let t = tokens.issue(&plexus_pki::Role::Admin).map_err(|e| bad(&e))?;
-            plexus_pki::write_secret(&admin, &t).map_err(|e| bad(&e))?;
-            tracing::info!(file = %admin.display(), "wrote an admin token");
+            match plexus_pki::write_secret(&admin, &t) {
+                Ok(()) => tracing::info!(file = %admin.display(), "wrote an admin token"),
+                // Another node starting at the same moment wrote it first: theirs stands.
+                Err(_) if admin.exists() => {}
+                Err(e) => return Err(bad(&e)),
+            }
         }
         let tls = if insecure {
             tracing::warn!("the API serves plain HTTP on loopback, as asked: tokens cross it in the clear");

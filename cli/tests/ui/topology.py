@@ -1,7 +1,7 @@
 """Drives the topology view in headless Chromium (Debian's, through Selenium and Debian's
 chromedriver, offline): the page loads with a token and shows the lab's hosts; an endpoint
 created after the load appears by itself (the watch); a wrong token shows an error, not a
-blank page. Prints one line per step for the Rust test that runs it."""
+blank page; an endpoint's detail traces a packet from it. Prints one line per step for the Rust test that runs it."""
 
 import sys
 import time
@@ -11,7 +11,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-url, token, shot, hosts, endpoint = sys.argv[1:6]
+url, token, shot, hosts, endpoint, trace_to = sys.argv[1:7]
 
 
 def wait(cond, what, timeout=30):
@@ -37,6 +37,13 @@ for h in hosts.split(","):
 print("HOSTS " + hosts, flush=True)
 wait(lambda: driver.find_elements(By.CSS_SELECTOR, '[data-endpoint="%s"]' % endpoint), "endpoint " + endpoint)
 print("ENDPOINT " + endpoint, flush=True)
+# Its detail, and a trace from it, as `plexus trace` would run it.
+driver.find_element(By.CSS_SELECTOR, '[data-endpoint="%s"]' % endpoint).click()
+wait(lambda: driver.find_element(By.ID, "trace").is_displayed(), "the trace form")
+driver.find_element(By.ID, "trace-to").send_keys(trace_to)
+driver.find_element(By.CSS_SELECTOR, "#trace button").click()
+wait(lambda: driver.find_element(By.ID, "trace-out").text.startswith(("DELIVERED", "DROPPED")), "a trace")
+print("TRACE " + driver.find_element(By.ID, "trace-out").text.splitlines()[0], flush=True)
 driver.save_screenshot(shot)
 driver.execute_script("sessionStorage.clear()")
 driver.get(url + "?again#token=wrong")  # a new document, not a fragment change

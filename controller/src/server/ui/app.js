@@ -39,6 +39,30 @@ function detail(obj) {
   const d = $("detail");
   d.hidden = false;
   d.textContent = JSON.stringify(obj, null, 2);
+  // An endpoint's packets can be traced from here, as `plexus trace` does.
+  const t = $("trace");
+  t.hidden = !(obj.network && obj.id && obj.host);
+  t.dataset.network = obj.network || "";
+  t.dataset.from = obj.id || "";
+  $("trace-title").textContent = t.hidden ? "" : `trace a packet from ${obj.network}/${obj.id}`;
+  $("trace-out").textContent = "";
+}
+
+async function trace(ev) {
+  ev.preventDefault();
+  const t = $("trace");
+  const body = { network: t.dataset.network, from: t.dataset.from, to: $("trace-to").value.trim(), protocol: $("trace-proto").value };
+  if (body.protocol !== "icmp") body.port = Number($("trace-port").value);
+  $("trace-out").textContent = "tracing…";
+  try {
+    const r = await fetch("/v1/trace", { method: "POST", headers: { Authorization: "Bearer " + token, "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const v = await r.json();
+    $("trace-out").textContent = r.ok
+      ? `${v.delivered ? "DELIVERED" : "DROPPED"}: ${v.verdict}\n` + v.steps.map((s) => `${s.host} ${s.table_name}: ${s.object}`).join("\n")
+      : `${r.status} ${v.detail}${v.field ? ` (field ${v.field})` : ""}`;
+  } catch (e) {
+    $("trace-out").textContent = `Cannot reach the API: ${e.message}`;
+  }
 }
 
 function row(cells, obj) {
@@ -91,6 +115,8 @@ async function live() {
     }
   }
 }
+
+$("trace").addEventListener("submit", trace);
 
 $("login").addEventListener("submit", (ev) => {
   ev.preventDefault();
