@@ -362,3 +362,64 @@ async fn writes_that_used_to_break_replicas_are_refused_and_every_node_stays_ide
     }
     assert!(digest.revision > 10, "{digest:?}");
 }
+
+/// Issue 16: a batch is one log entry, so a leader killed while batches are in flight leaves
+/// each of them applied entirely or not at all, on every node, and every acknowledged batch
+/// survives. 2,000-endpoint batches: one acknowledged, one in flight when the leader is
+/// SIGKILLed, one sent to the dead leader.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_killed_in_the_middle_of_batches_leaves_each_whole_or_absent() {
+    let mut c = Cluster::new(env!("CARGO_BIN_EXE_plexus"), 3, 8);
+    let leader = c.leader(&[1, 2, 3]).await as usize;
+    let ok = |r: reqwest::Response| assert!(r.status().is_success(), "{}", r.status());
+    ok(c.http.put(c.url(leader, "/v1/hosts/h1")).json(&json!({"name": "h1", "tunnel_ip": "192.0.2.11"})).send().await.unwrap());
+    const N: usize = 2000;
+    let batch = |net: &str, subnet: &str| {
+        let mut ops = vec![json!({"op": "put_network", "spec": {"name": net, "kind": {"type": "overlay"}, "subnet": subnet}})];
+        ops.extend((0..N).map(|i| json!({"op": "create_endpoint", "network": net, "spec": {"id": format!("e{i}"), "host": "h1"}})));
+        json!({"operations": ops})
+    };
+    // b0 acknowledged before the kill; b1 in flight when the leader dies; b2 sent to the dead
+    // leader.
+    let (http, url) = (c.http.clone(), c.url(leader, "/v1/batch"));
+    let send = |k: usize| {
+        let (http, url, body) = (http.clone(), url.clone(), batch(&format!("b{k}"), &format!("10.{}.0.0/16", 60 + k)));
+        tokio::spawn(async move { http.post(url).json(&body).timeout(Duration::from_secs(20)).send().await.map(|r| r.status()) })
+    };
+    let first = send(0).await.unwrap();
+    assert!(matches!(first, Ok(s) if s.is_success()), "b0: {first:?}");
+    let in_flight = send(1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    c.signal(leader, libc::SIGKILL);
+    let mut acked = vec!["b0".to_string()];
+    if matches!(in_flight.await.unwrap(), Ok(s) if s.is_success()) {
+        acked.push("b1".into());
+    }
+    let late = send(2).await.unwrap();
+    assert!(!matches!(late, Ok(s) if s.is_success()), "a dead leader acknowledged b2: {late:?}");
+    let survivors: Vec<usize> = (1..=3).filter(|&i| i != leader).collect();
+    c.leader(&survivors).await;
+    c.start(leader);
+    c.leader(&[1, 2, 3]).await;
+    let rev = c.get(survivors[0], "/v1/cluster").await.unwrap()["revision"].as_u64().unwrap();
+    c.converged(&[1, 2, 3], rev).await;
+    let mut whole = 0;
+    for k in 0..3 {
+        let net = format!("b{k}");
+        let mut counts = Vec::new();
+        for i in 1..=3 {
+            let n = c.get(i, &format!("/v1/networks/{net}/endpoints?local=true")).await.and_then(|v| v.as_array().map(Vec::len));
+            counts.push(n.unwrap_or(0));
+        }
+        assert!(counts.iter().all(|n| *n == counts[0]), "{net}: the nodes disagree: {counts:?}");
+        assert!(counts[0] == 0 || counts[0] == N, "{net} is half applied: {} of {N} endpoints", counts[0]);
+        if acked.contains(&net) {
+            assert_eq!(counts[0], N, "{net} was acknowledged and is not all there");
+        }
+        whole += usize::from(counts[0] == N);
+        if k == 2 {
+            assert_eq!(counts[0], 0, "b2 never reached a live leader");
+        }
+    }
+    eprintln!("acknowledged: {acked:?}; {whole} of 3 batches applied whole, the rest not at all");
+}
