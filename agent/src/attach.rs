@@ -131,7 +131,13 @@ pub fn path_mtu(tunnel_ip: Ipv4Addr, underlay: Option<u32>) -> u32 {
 /// What `network`'s frames may be when an overlay's may be `overlay_path`: the same for an
 /// overlay, the underlay link's whole MTU for an underlay network (no tunnel headers).
 pub fn network_path(network: &plexus_api::Network, overlay_path: u32) -> u32 {
-    overlay_path + plexus_api::Encap::MAX_OVERHEAD - network.overhead()
+    path_with_overhead(network.overhead(), overlay_path)
+}
+
+/// What frames may be for a network whose packets carry `overhead` bytes between hosts, when
+/// an overlay's may be `overlay_path`.
+pub fn path_with_overhead(overhead: u32, overlay_path: u32) -> u32 {
+    overlay_path + plexus_api::Encap::MAX_OVERHEAD - overhead
 }
 
 /// The MTU of an endpoint: its network's, if it has one, and never more than `path` allows

@@ -118,10 +118,17 @@ impl Network {
     /// The bytes its packets carry between hosts on top of a container's frame: the tunnel's
     /// for an overlay, none for an underlay (the physical network carries the frame as it is).
     pub fn overhead(&self) -> u32 {
-        match self.spec.kind {
-            NetworkKind::Overlay { .. } => crate::Encap::MAX_OVERHEAD,
-            NetworkKind::Underlay { .. } => 0,
-        }
+        overhead(self.underlay().is_some())
+    }
+}
+
+/// The bytes between hosts on top of a container's frame: the tunnel's for an overlay, none
+/// for an underlay network.
+pub const fn overhead(underlay: bool) -> u32 {
+    if underlay {
+        0
+    } else {
+        crate::Encap::MAX_OVERHEAD
     }
 }
 

@@ -389,16 +389,16 @@ pub(crate) async fn diff(c: FilesCmd) -> anyhow::Result<()> {
     let docs = read(&c.files)?;
     let api = c.api.auth.client(&c.api.api)?;
     let steps = plan(&docs, &current(&api).await?, c.prune)?;
-    print_plan(&steps);
+    print_plan(steps.iter().map(|s| &s.line));
     Ok(())
 }
 
-fn print_plan(steps: &[Step]) {
-    if steps.is_empty() {
+fn print_plan<'a>(lines: impl ExactSizeIterator<Item = &'a String>) {
+    if lines.len() == 0 {
         println!("no changes");
     }
-    for s in steps {
-        println!("{}", s.line);
+    for l in lines {
+        println!("{l}");
     }
 }
 
@@ -431,14 +431,10 @@ pub(crate) async fn apply_files(api: &Client, files: &[PathBuf], prune: bool) ->
 pub(crate) async fn apply(c: FilesCmd) -> anyhow::Result<()> {
     let api = c.api.auth.client(&c.api.api)?;
     let done = apply_files(&api, &c.files, c.prune).await?;
-    if done.lines.is_empty() {
-        println!("no changes");
-        return Ok(());
+    print_plan(done.lines.iter());
+    if !done.lines.is_empty() {
+        println!("applied: {} change(s)", done.lines.len());
     }
-    for l in &done.lines {
-        println!("{l}");
-    }
-    println!("applied: {} change(s)", done.lines.len());
     Ok(())
 }
 

@@ -55,7 +55,7 @@ impl Wiring {
 
     /// Its MTU when an overlay's path carries `overlay_path`.
     pub fn mtu(&self, overlay_path: u32) -> u32 {
-        let path = if self.underlay { overlay_path + plexus_api::Encap::MAX_OVERHEAD } else { overlay_path };
+        let path = crate::attach::path_with_overhead(plexus_api::network::overhead(self.underlay), overlay_path);
         crate::attach::effective_mtu(self.mtu, path)
     }
 }

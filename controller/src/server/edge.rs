@@ -37,14 +37,17 @@ pub(crate) async fn host_edge(s: St, Path(name): Path<String>, Query(o): Query<E
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(o.wait);
     let mut rx = s.revisions.clone();
     loop {
-        let edge = {
+        // A snapshot (O(1)) under the lock, the walk outside it: every host's poll wakes on
+        // every change, and Raft's apply must not wait for them.
+        let model = {
             let st = s.state.read().await;
-            if !st.model.hosts.contains_key(&name) {
-                return problem(Problem { field: Some("name".into()), ..Problem::new(404, "not found", format!("no host named {name}")) });
-            }
             rx.borrow_and_update();
-            st.model.host_edge(&name)
+            st.model.clone()
         };
+        if !model.hosts.contains_key(&name) {
+            return problem(Problem { field: Some("name".into()), ..Problem::new(404, "not found", format!("no host named {name}")) });
+        }
+        let edge = model.host_edge(&name);
         if o.known.as_deref() != Some(edge.digest.as_str()) {
             return Json(edge).into_response();
         }
