@@ -33,6 +33,9 @@ pub struct AttachRequest {
     pub ifname: String,
     /// The container's network namespace.
     pub netns: PathBuf,
+    /// The namespace where this host's Open vSwitch runs, when it is not the caller's (a lab
+    /// host's, for a runtime in the root namespace): the veth's host end goes there.
+    pub host_netns: Option<PathBuf>,
     /// MTU; `None` means the underlay's MTU minus the encapsulation's overhead.
     pub mtu: Option<u32>,
     /// Who asked (recorded as the endpoint's owner).
@@ -113,9 +116,10 @@ pub enum AttachError {
 }
 
 /// The MTU for containers on `host`: its tunnel interface's MTU (1500 when no interface in
-/// this namespace holds the tunnel address) less the encapsulation's overhead.
-pub fn container_mtu(tunnel_ip: Ipv4Addr) -> Result<u32, AttachError> {
-    Ok(path_mtu(tunnel_ip, plumb::mtu_of_address(tunnel_ip)?))
+/// namespace `ns`, the caller's when `None`, holds the tunnel address) less the
+/// encapsulation's overhead.
+pub fn container_mtu(ns: Option<&std::path::Path>, tunnel_ip: Ipv4Addr) -> Result<u32, AttachError> {
+    Ok(path_mtu(tunnel_ip, plumb::mtu_of_address(ns, tunnel_ip)?))
 }
 
 /// The MTU for containers behind an underlay of `underlay` bytes (1500 when unknown) less the
@@ -167,7 +171,7 @@ pub async fn attach(api: &Client, vs: &VSwitch, req: &AttachRequest) -> Result<A
     let network = api.network(&req.network).await?;
     let mtu = match req.mtu {
         Some(m) => m,
-        None => effective_mtu(network.spec.mtu, network_path(&network, container_mtu(host.spec.tunnel_ip)?)),
+        None => effective_mtu(network.spec.mtu, network_path(&network, container_mtu(req.host_netns.as_deref(), host.spec.tunnel_ip)?)),
     };
     let spec = EndpointSpec {
         id: req.id.clone(),
@@ -180,7 +184,7 @@ pub async fn attach(api: &Client, vs: &VSwitch, req: &AttachRequest) -> Result<A
     };
     let endpoint = api.create_endpoint(&req.network, &spec).await?;
     tracing::info!(network = %endpoint.network, id = %endpoint.id, ip = %endpoint.ip, "endpoint created");
-    match plug(vs, &endpoint, None, req.netns.clone(), &req.ifname, mtu, req.mgmt.clone()).await {
+    match plug(vs, &endpoint, req.host_netns.clone(), req.netns.clone(), &req.ifname, mtu, req.mgmt.clone()).await {
         Ok((port, default_route)) => Ok(Attached { endpoint, port, mtu, default_route }),
         Err(e) => {
             if let Err(de) = api.delete_endpoint(&endpoint.network, &endpoint.id).await {
@@ -260,12 +264,13 @@ pub async fn plug(
 
 /// Unplugs an endpoint and deletes it: the OVS port, the veth (and with it the container's
 /// interface) and the endpoint. Whatever is already gone is skipped, so a repeated or
-/// interrupted detach can simply be run again.
-pub async fn detach(api: &Client, vs: &VSwitch, network: &str, id: &str) -> Result<Detached, AttachError> {
+/// interrupted detach can simply be run again. `host_netns` is where the veth's host end is,
+/// when not in the caller's namespace.
+pub async fn detach(api: &Client, vs: &VSwitch, host_netns: Option<&std::path::Path>, network: &str, id: &str) -> Result<Detached, AttachError> {
     let port = plexus_api::ids::port_name(network, id);
     let mut d = Detached { port: vs.delete_port(BR_INT, &port).await?, ..Default::default() };
-    let p2 = port.clone();
-    d.veth = tokio::task::spawn_blocking(move || plumb::unplumb(None, &p2))
+    let (p2, ns) = (port.clone(), host_netns.map(std::path::Path::to_path_buf));
+    d.veth = tokio::task::spawn_blocking(move || plumb::unplumb(ns.as_deref(), &p2))
         .await
         .map_err(|err| AttachError::Invalid { field: "port", reason: err.to_string() })??;
     d.endpoint = match api.delete_endpoint(network, id).await {

@@ -317,10 +317,10 @@ pub fn unplumb(host_netns: Option<&Path>, host_if: &str) -> Result<bool, PlumbEr
     })
 }
 
-/// The MTU of the interface holding `addr` in the caller's namespace (the underlay's MTU when
-/// `addr` is the tunnel address), if any interface holds it.
-pub fn mtu_of_address(addr: Ipv4Addr) -> Result<Option<u32>, PlumbError> {
-    netlink_in(None, move |h| async move {
+/// The MTU of the interface holding `addr` in namespace `ns` (the caller's when `None`): the
+/// underlay's MTU when `addr` is the tunnel address, if any interface holds it.
+pub fn mtu_of_address(ns: Option<&Path>, addr: Ipv4Addr) -> Result<Option<u32>, PlumbError> {
+    netlink_in(ns, move |h| async move {
         let mut addrs = h.address().get().execute();
         let mut index = None;
         while let Some(a) = addrs.try_next().await.map_err(nl("listing addresses"))? {
@@ -333,6 +333,47 @@ pub fn mtu_of_address(addr: Ipv4Addr) -> Result<Option<u32>, PlumbError> {
         let mut links = h.link().get().match_index(i).execute();
         let link = links.try_next().await.map_err(nl("reading the underlay interface"))?;
         Ok(link.and_then(|l| l.attributes.iter().find_map(|a| if let LinkAttribute::Mtu(m) = a { Some(*m) } else { None })))
+    })
+}
+
+/// An interface as a namespace holds it: what `CHECK` compares with what was plumbed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// Its MAC address.
+    pub mac: [u8; 6],
+    /// Its IPv4 addresses and prefix lengths.
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+    /// Whether it is up.
+    pub up: bool,
+}
+
+/// Interface `ifname` in namespace `ns`, if there is one.
+pub fn inspect(ns: &Path, ifname: &str) -> Result<Option<Seen>, PlumbError> {
+    check_ifname("ifname", ifname)?;
+    let name = ifname.to_string();
+    netlink_in(Some(ns), move |h| async move {
+        let link = match h.link().get().match_name(name.clone()).execute().try_next().await {
+            Ok(Some(l)) => l,
+            Ok(None) => return Ok(None),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => return Ok(None),
+            Err(e) => return Err(nl(format!("looking up {name}"))(e)),
+        };
+        let mac = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Address(m) => <[u8; 6]>::try_from(m.as_slice()).ok(),
+            _ => None,
+        });
+        let up = link.header.flags.contains(rtnetlink::packet_route::link::LinkFlags::Up);
+        let index = link.header.index;
+        let mut addrs = Vec::new();
+        let mut list = h.address().get().set_link_index_filter(index).execute();
+        while let Some(a) = list.try_next().await.map_err(nl("listing addresses"))? {
+            for x in &a.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(v)) = x {
+                    addrs.push((*v, a.header.prefix_len));
+                }
+            }
+        }
+        Ok(Some(Seen { mac: mac.unwrap_or_default(), addrs, up }))
     })
 }
 

@@ -123,6 +123,7 @@ pub(crate) async fn attach(c: AttachCmd) -> anyhow::Result<()> {
         mac: c.mac,
         ifname: c.ifname,
         netns,
+        host_netns: None,
         mtu: c.mtu,
         owner: "plexus attach".into(),
         labels,
@@ -149,7 +150,7 @@ pub(crate) async fn attach(c: AttachCmd) -> anyhow::Result<()> {
 
 pub(crate) async fn detach(c: DetachCmd) -> anyhow::Result<()> {
     let (api, vs) = c.host.connect().await?;
-    let d = attach::detach(&api, &vs, &c.network, &c.id).await?;
+    let d = attach::detach(&api, &vs, None, &c.network, &c.id).await?;
     if d == attach::Detached::default() {
         bail!("nothing to detach: no endpoint {} in network {}, and no port or veth of it on this host", c.id, c.network);
     }

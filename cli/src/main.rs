@@ -5,6 +5,7 @@ mod agent;
 mod apply;
 mod attach;
 mod bench;
+mod cni;
 mod controller;
 mod lab;
 mod pki;
@@ -50,6 +51,9 @@ enum Cmd {
     Attach(attach::AttachCmd),
     /// Detach an endpoint: its port, its veth and the endpoint itself.
     Detach(attach::DetachCmd),
+    /// Run as the CNI plugin (runtimes run it as `plexus-cni`, a link to this binary): the
+    /// configuration on stdin, `CNI_*` variables, the result on stdout.
+    Cni,
     /// Create, list, show and delete networks.
     Network {
         #[command(flatten)]
@@ -111,11 +115,25 @@ enum Cmd {
 fn main() {
     plexus_pki::install_crypto_provider();
     quiet_on_closed_stdout();
+    // A runtime runs the CNI plugin by its name, with no arguments but the protocol's.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name().is_some_and(|n| n == cni::PLUGIN_NAME) {
+        std::process::exit(cni_main());
+    }
     if let Err(e) = run() {
         // The chain of causes, without a backtrace: users read this.
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// The CNI plugin's entry: logs on stderr (runtimes keep it), warnings only unless
+/// `PLEXUS_LOG` says otherwise; stdout is the protocol's.
+fn cni_main() -> i32 {
+    let filter = std::env::var("PLEXUS_LOG").unwrap_or_else(|_| "warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr).init();
+    cni::run()
 }
 
 /// `plexus … | head` closes stdout early; `println!` then panics with "Broken pipe". A CLI
@@ -144,6 +162,9 @@ fn run() -> anyhow::Result<()> {
             .init(),
         LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init(),
     }
+    if let Cmd::Cni = cli.cmd {
+        std::process::exit(cni::run());
+    }
     if let Cmd::Completion { shell } = cli.cmd {
         clap_complete::generate(shell, &mut Cli::command(), "plexus", &mut std::io::stdout());
         return Ok(());
@@ -166,7 +187,7 @@ fn run() -> anyhow::Result<()> {
             Cmd::Apply(c) => apply::apply(c).await,
             Cmd::Diff(c) => apply::diff(c).await,
             Cmd::Export(c) => apply::export(c).await,
-            Cmd::Completion { .. } => Ok(()),
+            Cmd::Completion { .. } | Cmd::Cni => Ok(()),
             Cmd::Host { api, cmd } => resources::host(api, cmd).await,
             Cmd::Cluster { api, cmd } => resources::cluster(api, cmd).await,
         }

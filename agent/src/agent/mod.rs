@@ -169,7 +169,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     // The underlay's MTU bounds what overlay networks can carry; the controller checks
     // networks' MTUs against what every host reports.
     let tunnel_ip = cfg.tunnel_ip;
-    let underlay = tokio::task::spawn_blocking(move || crate::plumb::mtu_of_address(tunnel_ip)).await.map_err(|e| AgentError::System(e.to_string()))?;
+    let underlay = tokio::task::spawn_blocking(move || crate::plumb::mtu_of_address(None, tunnel_ip)).await.map_err(|e| AgentError::System(e.to_string()))?;
     let underlay_mtu = underlay.as_ref().ok().copied().flatten();
     // Physical networks are registered once they are really mapped (below).
     let mut spec =
