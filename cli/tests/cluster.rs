@@ -423,3 +423,41 @@ async fn a_leader_killed_in_the_middle_of_batches_leaves_each_whole_or_absent() 
     }
     eprintln!("acknowledged: {acked:?}; {whole} of 3 batches applied whole, the rest not at all");
 }
+
+/// Reads a counter from a node's Prometheus metrics.
+async fn counter(c: &Cluster, node: usize, name: &str) -> f64 {
+    let text = c.http.get(c.url(node, "/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{name} ")).and_then(|v| v.trim().parse().ok())).unwrap_or_else(|| panic!("no {name} in the metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_arriving_together_share_log_entries_and_each_gets_its_own_answer() {
+    let c = std::sync::Arc::new(Cluster::new(env!("CARGO_BIN_EXE_plexus"), 3, 11));
+    let leader = c.leader(&[1, 2, 3]).await as usize;
+    let (flushes0, writes0) = (counter(&c, leader, "plexus_raft_log_flushes_total").await, counter(&c, leader, "plexus_raft_log_commands_flushed_total").await);
+    // Every name twice, all at once: groups hold both creates of a name, and the model, applying
+    // them one by one, accepts exactly one.
+    let mut tasks = Vec::new();
+    for k in 0..128usize {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move { (k % 64, create(&c, leader, &format!("g{}", k % 64)).await) }));
+    }
+    let mut by_name = std::collections::BTreeMap::<usize, Vec<u16>>::new();
+    for t in tasks {
+        let (n, s) = t.await.unwrap();
+        by_name.entry(n).or_default().push(s.as_u16());
+    }
+    for (n, mut answers) in by_name {
+        answers.sort();
+        assert_eq!(answers, vec![201, 409], "g{n}: one create wins, the other is told it exists");
+    }
+    let (flushes, writes) =
+        (counter(&c, leader, "plexus_raft_log_flushes_total").await - flushes0, counter(&c, leader, "plexus_raft_log_commands_flushed_total").await - writes0);
+    // (A second create that arrives after the first was applied is refused before the log.)
+    assert!(writes >= 64.0, "every accepted write went through the log: {writes}");
+    assert!(writes / flushes > 1.5, "concurrent writes shared fsyncs: {writes} writes in {flushes} flushes");
+    let names: BTreeSet<String> =
+        c.get(leader, "/v1/networks").await.unwrap().as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names.len(), 64, "{names:?}");
+    c.identical(&[1, 2, 3]).await;
+}

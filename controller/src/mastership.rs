@@ -30,12 +30,20 @@ pub struct Lease {
     id: u64,
     raft: Raft,
     leader_contact_ms: AtomicU64,
+    /// As leader: when (ms since the epoch) the newest heartbeat a majority acknowledged was
+    /// sent, as estimated when the metrics saying so arrived, and in which term.
+    acked_ms: AtomicU64,
+    acked_term: AtomicU64,
 }
 
 impl Lease {
-    /// The lease of node `id`.
+    /// The lease of node `id`. With a runtime, it follows the Raft metrics from then on.
     pub fn new(id: u64, raft: Raft) -> Arc<Lease> {
-        Arc::new(Lease { id, raft, leader_contact_ms: AtomicU64::new(0) })
+        let lease = Arc::new(Lease { id, raft, leader_contact_ms: AtomicU64::new(0), acked_ms: AtomicU64::new(0), acked_term: AtomicU64::new(0) });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(watch_acks(Arc::downgrade(&lease)));
+        }
+        lease
     }
 
     /// This node's id.
@@ -59,6 +67,44 @@ impl Lease {
         } else {
             m.current_leader.is_some() && now_ms().saturating_sub(self.leader_contact_ms.load(Ordering::Relaxed)) < LEASE.as_millis() as u64
         }
+    }
+}
+
+/// Keeps the leader's acknowledgement time from the metrics. openraft reports how long ago a
+/// majority acknowledged, as of the report; turning that into a point in time when the report
+/// arrives (not when it is read, perhaps much later) keeps a leader that has gone quiet from
+/// looking fresh. The estimate errs late by the report's delivery delay, far inside the margin
+/// [`Lease::serves_reads`] keeps.
+async fn watch_acks(lease: std::sync::Weak<Lease>) {
+    let mut rx = match lease.upgrade() {
+        Some(l) => l.raft.metrics(),
+        None => return,
+    };
+    while rx.changed().await.is_ok() {
+        let Some(l) = lease.upgrade() else { return };
+        let m = rx.borrow_and_update();
+        if let (Some(ms), true) = (m.millis_since_quorum_ack, m.current_leader == Some(l.id)) {
+            l.acked_term.store(m.current_term, Ordering::Relaxed);
+            l.acked_ms.store(now_ms().saturating_sub(ms), Ordering::Relaxed);
+        }
+    }
+}
+
+impl Lease {
+    /// Whether this node, as leader, may answer a read from its own replica without a round of
+    /// heartbeats: a majority acknowledged a heartbeat of this term sent less than [`LEASE`]
+    /// ago, and it has applied an entry of its own term (so everything committed before it led
+    /// is applied). Safe because a follower refuses to vote for anyone else for an election
+    /// timeout's upper bound (2 s, twice [`LEASE`]) after it last heard from its leader: no
+    /// other leader can exist yet.
+    pub fn serves_reads(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let own_term_applied = m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term);
+        m.current_leader == Some(self.id)
+            && own_term_applied
+            && self.acked_term.load(Ordering::Relaxed) == m.current_term
+            && now_ms().saturating_sub(self.acked_ms.load(Ordering::Relaxed)) < LEASE.as_millis() as u64
     }
 }
 

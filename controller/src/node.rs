@@ -187,6 +187,7 @@ impl Node {
         let st = AppState {
             id: cfg.id,
             raft: raft.clone(),
+            proposer: crate::store::Proposer::spawn(raft.clone()),
             state: state.clone(),
             revisions,
             http: http.clone(),

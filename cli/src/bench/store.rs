@@ -131,24 +131,137 @@ fn fsync_baseline(dir: &Path) -> anyhow::Result<f64> {
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
+/// An etcd cluster (Debian's `etcd-server`, 3.4) on loopback, fsync on, the baseline.
+struct Etcd {
+    children: Vec<std::process::Child>,
+    clients: Vec<String>,
+    dir: PathBuf,
+}
+
+/// A loopback port nothing listens on now.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Etcd {
+    async fn start(size: usize, dir: &Path) -> anyhow::Result<Etcd> {
+        if std::process::Command::new("etcd").arg("--version").output().is_err() {
+            bail!("etcd is missing: apt-get install etcd-server (the baseline of `plexus bench store`)");
+        }
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
+        let cluster: Vec<String> = ports.iter().enumerate().map(|(i, (_, p))| format!("e{i}=http://127.0.0.1:{p}")).collect();
+        let mut e = Etcd { children: Vec::new(), clients: Vec::new(), dir: dir.to_path_buf() };
+        for (i, (c, p)) in ports.iter().enumerate() {
+            let log = std::fs::File::create(dir.join(format!("etcd{i}.log")))?;
+            let client = format!("http://127.0.0.1:{c}");
+            let child = std::process::Command::new("etcd")
+                .args(["--name", &format!("e{i}"), "--data-dir"])
+                .arg(dir.join(format!("e{i}")))
+                .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}"), "--initial-advertise-peer-urls", &format!("http://127.0.0.1:{p}")])
+                .args(["--initial-cluster", &cluster.join(","), "--initial-cluster-state", "new", "--initial-cluster-token", "plexus-bench"])
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("starting etcd")?;
+            e.children.push(child);
+            e.clients.push(client);
+        }
+        Ok(e)
+    }
+
+    /// The client URL of the leader, once every member answers healthy.
+    async fn leader(&self, http: &reqwest::Client) -> anyhow::Result<String> {
+        for _ in 0..200 {
+            let mut leader = None;
+            let mut healthy = 0;
+            for c in &self.clients {
+                let Ok(r) = http.post(format!("{c}/v3/maintenance/status")).json(&json!({})).send().await else { continue };
+                let Ok(v) = r.json::<serde_json::Value>().await else { continue };
+                healthy += 1;
+                if v["leader"].is_string() && v["leader"] == v["header"]["member_id"] {
+                    leader = Some(c.clone());
+                }
+            }
+            if let (Some(l), true) = (leader, healthy == self.clients.len()) {
+                return Ok(l);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("the etcd cluster did not elect a leader (logs in {})", self.dir.display())
+    }
+}
+
+impl Drop for Etcd {
+    /// Ends exactly the members this run started, also when a measurement fails.
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Standard base64, for etcd's JSON gateway (keys and values are bytes).
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (k, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            out.push(if k <= chunk.len() { A[(n >> shift) as usize & 63] as char } else { '=' });
+        }
+    }
+    out
+}
+
+/// The in-flight levels every store is measured at.
+const LEVELS: [usize; 3] = [1, 16, 64];
+
+/// How many writes a level sends.
+fn writes_at(writes: usize, in_flight: usize) -> usize {
+    if in_flight == 1 {
+        writes / 4
+    } else {
+        writes
+    }
+}
+
 pub(super) async fn run(writes: usize) -> anyhow::Result<()> {
     let base = std::env::temp_dir().join(format!("plexus-bench-store-{}", std::process::id()));
     std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
     let fsyncs = fsync_baseline(&base)?;
     println!("baseline: {fsyncs:.0} durable 256-byte commits/s on this disk (redb, one at a time)");
-    println!("each cluster twice: API over plain HTTP (loopback, only for this comparison), then over HTTPS; tokens checked both times");
+    println!("each size: etcd 3.4 (fsync on, HTTP/JSON gateway, 256-byte values), then Plexus over plain HTTP (loopback, only for this comparison), then over HTTPS; tokens checked both times");
     println!(
-        "{:<8} {:>9} {:>10} {:>10} {:>11} {:>9} {:>9} {:>13}",
-        "cluster", "in-flight", "http w/s", "https w/s", "https/http", "p50 ms", "p99 ms", "vs baseline"
+        "{:<8} {:>9} {:>10} {:>10} {:>10} {:>12} {:>11} {:>16} {:>16} {:>14}",
+        "cluster", "in-flight", "etcd w/s", "http w/s", "https w/s", "http/etcd", "https/etcd", "etcd p50/p99 ms", "https p50/p99 ms", "writes/fsync"
     );
+    let plain_http = plexus_api::client::http_builder().build()?;
     for size in [1usize, 3] {
-        let mut rows: Vec<(usize, Figures)> = Vec::new();
+        let edir = base.join(format!("etcd{size}"));
+        std::fs::create_dir_all(&edir)?;
+        let etcd = Etcd::start(size, &edir).await?;
+        let leader = etcd.leader(&plain_http).await;
+        let mut baseline: Vec<Figures> = Vec::new();
+        if let Ok(url) = &leader {
+            let value = base64(&[b'v'; 256]);
+            let keys: Arc<Vec<String>> = Arc::new((0..100).map(|k| base64(format!("c{size}-{k}").as_bytes())).collect());
+            for in_flight in LEVELS {
+                let (keys, value) = (keys.clone(), value.clone());
+                let make = Arc::new(move |i: usize| (reqwest::Method::POST, "/v3/kv/put".to_string(), json!({"key": keys[i % 100], "value": value})));
+                baseline.push(load(&plain_http, url, writes_at(writes, in_flight), in_flight, make).await?);
+            }
+        }
+        drop(etcd);
+        leader?;
+        let mut rows: Vec<Figures> = Vec::new();
         for tls in [false, true] {
             let c = Cluster::start(size, &base.join(format!("c{size}-{tls}")), tls).await?;
             let url = c.leader_url();
             let pad = "x".repeat(120);
-            for (k, in_flight) in [1usize, 16, 64].into_iter().enumerate() {
-                let n = if in_flight == 1 { writes / 4 } else { writes };
+            for (k, in_flight) in LEVELS.into_iter().enumerate() {
                 let pad = pad.clone();
                 let tag = format!("c{size}f{in_flight}");
                 // ~256-byte bodies: a network replaced with a new label each time.
@@ -160,22 +273,31 @@ pub(super) async fn run(writes: usize) -> anyhow::Result<()> {
                         json!({"name": name, "kind": {"type": "overlay"}, "subnet": "10.0.0.0/24", "labels": {"seq": i.to_string(), "pad": pad}}),
                     )
                 });
-                let f = load(&c.http, &url, n, in_flight, make).await?;
+                let flushed = || {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    (plexus_controller::store::FLUSHES.load(Relaxed), plexus_controller::store::COMMANDS_FLUSHED.load(Relaxed))
+                };
+                let before = flushed();
+                let f = load(&c.http, &url, writes_at(writes, in_flight), in_flight, make).await?;
+                let after = flushed();
+                let per_flush = (after.1 - before.1) as f64 / (after.0 - before.0).max(1) as f64;
                 if !tls {
-                    rows.push((in_flight, f));
+                    rows.push(f);
                     continue;
                 }
-                let plain = &rows[k].1;
+                let (plain, e) = (&rows[k], &baseline[k]);
                 println!(
-                    "{:<8} {:>9} {:>10.0} {:>10.0} {:>10.2}x {:>9.2} {:>9.2} {:>12.2}x",
+                    "{:<8} {:>9} {:>10.0} {:>10.0} {:>10.0} {:>11.2}x {:>10.2}x {:>16} {:>16} {:>14.1}",
                     format!("{size}-node"),
                     in_flight,
+                    e.per_s,
                     plain.per_s,
                     f.per_s,
-                    f.per_s / plain.per_s,
-                    f.p50_ms,
-                    f.p99_ms,
-                    f.per_s / fsyncs
+                    plain.per_s / e.per_s,
+                    f.per_s / e.per_s,
+                    format!("{:.2}/{:.2}", e.p50_ms, e.p99_ms),
+                    format!("{:.2}/{:.2}", f.p50_ms, f.p99_ms),
+                    per_flush,
                 );
             }
             if size == 3 && tls {
@@ -201,4 +323,15 @@ pub(super) async fn run(writes: usize) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&base);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_the_standard() {
+        assert_eq!(super::base64(b""), "");
+        assert_eq!(super::base64(b"f"), "Zg==");
+        assert_eq!(super::base64(b"fo"), "Zm8=");
+        assert_eq!(super::base64(b"foobar"), "Zm9vYmFy");
+    }
 }

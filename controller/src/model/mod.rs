@@ -140,6 +140,13 @@ pub enum Command {
         /// The commands (no batches, hosts, tokens or masters among them).
         commands: Vec<Command>,
     },
+    /// Independent commands that arrived together, in one log entry (group commit): each is
+    /// applied on its own, refused on its own, and answered on its own. Made only by the
+    /// proposer ([`crate::store::Proposer`]); the state machine unpacks it.
+    Group {
+        /// The commands (no groups among them).
+        commands: Vec<Command>,
+    },
     /// Spends a one-time token: refused if it was spent before, so only one request anywhere
     /// in the cluster gets what it grants.
     SpendToken {
@@ -265,7 +272,24 @@ pub struct Change {
     pub object: Option<Object>,
 }
 
+/// What applying one log entry gave: one command's result, or each of a group's in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Applied {
+    /// A command's result.
+    One(CommandResult),
+    /// A group's results.
+    Group(Vec<CommandResult>),
+}
+
 impl Model {
+    /// Applies a log entry's command: a group command by command, anything else as itself.
+    pub fn apply_entry(&mut self, cmd: Command) -> Applied {
+        match cmd {
+            Command::Group { commands } => Applied::Group(commands.into_iter().map(|c| self.apply(c)).collect()),
+            c => Applied::One(self.apply(c)),
+        }
+    }
+
     /// Applies a command.
     pub fn apply(&mut self, cmd: Command) -> CommandResult {
         match cmd {
@@ -316,7 +340,10 @@ impl Model {
                 let mut next = self.clone();
                 let mut out = Vec::with_capacity(commands.len());
                 for (i, c) in commands.into_iter().enumerate() {
-                    if matches!(c, Command::Batch { .. } | Command::SpendToken { .. } | Command::PutHost { .. } | Command::SetMasters { .. }) {
+                    if matches!(
+                        c,
+                        Command::Batch { .. } | Command::Group { .. } | Command::SpendToken { .. } | Command::PutHost { .. } | Command::SetMasters { .. }
+                    ) {
                         return Err(Refusal::new(
                             422,
                             Some(&format!("operations[{i}]")),
@@ -341,6 +368,9 @@ impl Model {
                 self.set_masters(masters);
                 Ok(None)
             }
+            // The state machine applies a group's commands one by one ([`Model::apply_entry`]);
+            // one reaching here came from elsewhere.
+            Command::Group { .. } => Err(Refusal::new(422, None, "a group of commands is applied command by command, not as one")),
             Command::PutHost { spec, now_ms } => self.put_host(spec, now_ms).map(|h| Some(Object::Host(h))),
             Command::PutRouter { spec, create, if_match } => self.keeping_publishers(|m| m.put_router(spec, create, if_match).map(|r| Some(Object::Router(r)))),
             Command::DeleteRouter { name } => self.keeping_publishers(|m| m.delete_router(&name).map(|_| None)),

@@ -102,6 +102,16 @@ pub(super) async fn metrics(State(s): St) -> Response {
         "# HELP plexus_api_refused_total Writes the model refused.\n# TYPE plexus_api_refused_total counter\nplexus_api_refused_total {}",
         REFUSED.load(std::sync::atomic::Ordering::Relaxed)
     );
+    for (name, help, v) in [
+        ("plexus_raft_log_flushes_total", "Raft log transactions made durable (one fsync each).", &crate::store::FLUSHES),
+        (
+            "plexus_raft_log_commands_flushed_total",
+            "Client writes those flushes carried (group commit: many per flush under load).",
+            &crate::store::COMMANDS_FLUSHED,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(std::sync::atomic::Ordering::Relaxed));
+    }
     if let Some(sw) = &s.switches {
         let h = sw.held_totals();
         let dropped: u64 = sw.status().values().filter(|s| s.connected).map(|s| s.packet_ins_dropped).sum();

@@ -61,6 +61,8 @@ pub struct AppState {
     pub id: u64,
     /// The Raft node.
     pub raft: Raft,
+    /// Proposes this node's writes to it, grouping those that arrive together.
+    pub proposer: crate::store::Proposer,
     /// The replicated state.
     pub state: SharedState,
     /// The model's revision as this node applies entries.

@@ -1,25 +1,28 @@
 //! The replicated store: openraft with a durable log and state machine snapshots in redb.
 //!
 //! Every node applies the same log to the same [`crate::model::Model`]; writes go through the
-//! leader, which answers only once a majority has the entry on disk.
+//! leader, which answers only once a majority has the entry on disk. Writes arriving together
+//! share a log entry ([`Proposer`]) and writes queued together share an fsync ([`LogStore`]).
 
 mod log;
 mod network;
+mod propose;
 pub mod sm;
 
 use std::io::Cursor;
 
-pub use log::LogStore;
+pub use log::{LogStore, COMMANDS_FLUSHED, FLUSHES};
 pub use network::{cluster_client, HttpNetwork};
+pub use propose::{ProposeError, Proposer};
 pub use sm::{SharedState, StateMachine};
 
-use crate::model::{Command, CommandResult};
+use crate::model::{Applied, Command};
 
 openraft::declare_raft_types!(
     /// Plexus's Raft types: commands on the model, results of applying them.
     pub TypeConfig:
         D = Command,
-        R = CommandResult,
+        R = Applied,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,

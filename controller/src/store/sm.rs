@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
 use super::{io_err, StorageError, TypeConfig};
-use crate::model::{CommandResult, Model};
+use crate::model::{Applied, Model};
 
 const SNAP: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("snapshot");
 
@@ -118,7 +118,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((st.last_applied, st.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
     where
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -128,13 +128,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for e in entries {
             st.last_applied = Some(e.log_id);
             match e.payload {
-                EntryPayload::Blank => out.push(Ok(None)),
+                EntryPayload::Blank => out.push(Applied::One(Ok(None))),
                 // Copies the model only if a reader still holds the previous snapshot, and
                 // then in O(1): its maps share structure.
-                EntryPayload::Normal(cmd) => out.push(Arc::make_mut(&mut st.model).apply(cmd)),
+                EntryPayload::Normal(cmd) => out.push(Arc::make_mut(&mut st.model).apply_entry(cmd)),
                 EntryPayload::Membership(m) => {
                     st.membership = StoredMembership::new(Some(e.log_id), m);
-                    out.push(Ok(None));
+                    out.push(Applied::One(Ok(None)));
                 }
             }
         }
