@@ -163,7 +163,8 @@ impl Node {
             .map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e.to_string() })?
             .map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e.to_string() })?;
         let tls = identity.server_config(Some(plexus_pki::CLUSTER_ROLE)).map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e.to_string() })?;
-        let http = crate::store::cluster_client(&identity).map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e })?;
+        let local = Some(cluster_addr.ip()).filter(|ip| !ip.is_unspecified());
+        let http = crate::store::cluster_client_from(&identity, local).map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e })?;
         let raft = Raft::new(cfg.id, config, HttpNetwork::new(http.clone()), log, sm).await.map_err(|e| NodeError::Raft(e.to_string()))?;
 
         if cfg.insecure_http && !cfg.listen.ip().is_loopback() {

@@ -130,6 +130,23 @@ impl Cluster {
         }
     }
 
+    /// Cuts node `i` off from the other nodes (both ways, every port) while clients still
+    /// reach every node; healed when the guard drops. Nodes dial each other from their own
+    /// cluster addresses, so loopback firewall rules on those addresses are the partition.
+    pub fn isolate(&self, i: usize) -> Partition {
+        let ip = |k: usize| self.cluster_addrs[k - 1].rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default();
+        let mut rules = Vec::new();
+        for j in (1..=self.addrs.len()).filter(|&j| j != i) {
+            rules.push((ip(i), ip(j)));
+            rules.push((ip(j), ip(i)));
+        }
+        for (a, b) in &rules {
+            let o = Command::new("iptables").args(["-w", "-I", "OUTPUT", "-s", a, "-d", b, "-j", "DROP"]).output();
+            assert!(o.as_ref().is_ok_and(|o| o.status.success()), "iptables (apt-get install iptables): {o:?}");
+        }
+        Partition { rules }
+    }
+
     /// The URL of `path` on node `i`.
     pub fn url(&self, i: usize, path: &str) -> String {
         format!("https://{}{path}", self.addrs[i - 1])
@@ -187,6 +204,20 @@ impl Cluster {
             out.push(self.get(i, "/v1/networks?local=true").await.expect("local list"));
         }
         out
+    }
+}
+
+/// Firewall rules that cut a node off; removed when dropped, also when the test fails.
+#[derive(Debug)]
+pub struct Partition {
+    rules: Vec<(String, String)>,
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        for (a, b) in &self.rules {
+            let _ = Command::new("iptables").args(["-w", "-D", "OUTPUT", "-s", a, "-d", b, "-j", "DROP"]).output();
+        }
     }
 }
 

@@ -12,8 +12,9 @@ use plexus_ovs::ovsdb::{BridgeSpec, VSwitch};
 
 pub mod api;
 mod cluster;
+pub mod linearizable;
 pub mod switch;
-pub use cluster::{identical_replicas, Cluster};
+pub use cluster::{identical_replicas, Cluster, Partition};
 
 /// Logs to the test's output (shown for failing tests).
 pub fn init_tracing() {

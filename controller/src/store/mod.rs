@@ -12,7 +12,7 @@ pub mod sm;
 use std::io::Cursor;
 
 pub use log::{LogStore, COMMANDS_FLUSHED, FLUSHES};
-pub use network::{cluster_client, HttpNetwork};
+pub use network::{cluster_client, cluster_client_from, HttpNetwork};
 pub use propose::{ProposeError, Proposer};
 pub use sm::{SharedState, StateMachine};
 

@@ -30,9 +30,17 @@ impl HttpNetwork {
 /// An HTTPS client for the cluster port: TLS 1.3, the cluster's CA as the only root, `id` as
 /// its client certificate.
 pub fn cluster_client(id: &plexus_pki::Identity) -> Result<reqwest::Client, String> {
+    cluster_client_from(id, None)
+}
+
+/// [`cluster_client`] whose connections leave from `local` (a node's own cluster address):
+/// peers and firewalls then see a node's traffic under the address it is known by, not
+/// whichever address the route would pick.
+pub fn cluster_client_from(id: &plexus_pki::Identity, local: Option<std::net::IpAddr>) -> Result<reqwest::Client, String> {
     let tls = id.client_config().map_err(|e| e.to_string())?;
     plexus_api::client::http_builder()
         .use_preconfigured_tls(tls)
+        .local_address(local)
         .connect_timeout(Duration::from_millis(500))
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
