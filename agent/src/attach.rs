@@ -290,11 +290,15 @@ async fn wait_programmed(mgmt: &std::path::Path, ofport: u32, timeout: Duration)
     // whole every 20 ms.
     let req = FlowStatsRequest { match_: Match::new().in_port(ofport), ..Default::default() };
     let t = std::time::Instant::now();
+    // The controller usually programs a port within milliseconds: look again soon, then less
+    // often (a fixed 20 ms would cost every attach 20 ms).
+    let mut wait = Duration::from_millis(2);
     while t.elapsed() < timeout {
         if conn.dump_flows(req.clone()).await.is_ok_and(|flows| !flows.is_empty()) {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(20));
     }
     false
 }

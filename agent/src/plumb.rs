@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::packet_route::route::RouteAttribute;
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -201,35 +202,22 @@ pub fn plumb(p: &Plumbing) -> Result<Plumbed, PlumbError> {
         return Err(PlumbError::Invalid { field: "mtu", reason: format!("{} is outside 68..=65535", p.mtu) });
     }
     let container = open_ns(&p.netns)?;
-    // The peer is created in the host's namespace first, under a name unique there.
-    let peer = format!("t{}", &p.host_if[1.min(p.host_if.len())..]);
-    let peer = if peer == p.host_if { format!("{}t", &p.host_if[..p.host_if.len().min(14)]) } else { peer };
-    let (host_if, mtu, off) = (p.host_if.clone(), p.mtu, p.checksum_offload_off);
-    let peer2 = peer.clone();
+    // The container's end is created in its namespace, named, addressed and sized at once:
+    // moving an interface between namespaces afterwards costs the kernel tens of
+    // milliseconds (an RCU grace period), most of an attach.
+    let (host_if, ifname, mac, mtu, off) = (p.host_if.clone(), p.ifname.clone(), p.mac, p.mtu, p.checksum_offload_off);
     let fd = container.as_raw_fd();
-    netlink_in(p.host_netns.as_deref(), move |h| async move {
-        let pi = make_pair(&h, &host_if, &peer2, mtu, off).await?;
-        let moved =
-            h.link().set(LinkUnspec::new_with_index(pi).setns_by_fd(fd).build()).execute().await.map_err(nl("moving the veth into the container's namespace"));
-        if moved.is_err() {
-            remove_link(&h, &host_if).await;
-        }
-        moved
-    })?;
+    netlink_in(p.host_netns.as_deref(), move |h| async move { make_pair_into(&h, &host_if, &ifname, fd, mac, mtu, off).await })?;
     drop(container);
-    let (ifname, mac, ip, prefix, gateway) = (p.ifname.clone(), p.mac, p.ip, p.prefix_len, p.gateway);
+    let (ifname, ip, prefix, gateway) = (p.ifname.clone(), p.ip, p.prefix_len, p.gateway);
     let inside = netlink_in(Some(&p.netns), move |h| async move {
         let lo = link_index(&h, "lo").await?.ok_or_else(|| PlumbError::Netlink { step: "finding lo".into(), err: "missing".into() })?;
         h.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await.map_err(nl("bringing lo up"))?;
-        if link_index(&h, &ifname).await?.is_some() {
-            return Err(PlumbError::Invalid { field: "ifname", reason: format!("the container already has an interface {ifname}") });
+        let pi =
+            link_index(&h, &ifname).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {ifname} in the container"), err: "missing".into() })?;
+        if off {
+            tx_checksum_off(&ifname)?;
         }
-        let pi = link_index(&h, &peer).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {peer} in the container"), err: "missing".into() })?;
-        h.link()
-            .set(LinkUnspec::new_with_index(pi).name(ifname.clone()).address(mac.to_vec()).mtu(mtu).build())
-            .execute()
-            .await
-            .map_err(nl(format!("naming the container's interface {ifname}")))?;
         h.address().add(pi, IpAddr::V4(ip), prefix).execute().await.map_err(nl(format!("adding {ip}/{prefix} to {ifname}")))?;
         h.link().set(LinkUnspec::new_with_index(pi).up().build()).execute().await.map_err(nl(format!("bringing {ifname} up")))?;
         let mut default_route = false;
@@ -250,6 +238,46 @@ pub fn plumb(p: &Plumbing) -> Result<Plumbed, PlumbError> {
         });
     }
     inside
+}
+
+/// Creates the veth pair `host_if`–`ifname` with the `ifname` end already in the namespace
+/// `netns_fd` holds, with `mac` and `mtu`; removes a leftover `host_if` (an earlier,
+/// interrupted attach) first and brings the host end up. On failure nothing is left.
+async fn make_pair_into(
+    h: &Handle,
+    host_if: &str,
+    ifname: &str,
+    netns_fd: std::os::fd::RawFd,
+    mac: [u8; 6],
+    mtu: u32,
+    checksum_offload_off: bool,
+) -> Result<(), PlumbError> {
+    if let Some(i) = link_index(h, host_if).await? {
+        tracing::info!(name = %host_if, "removing a stale veth");
+        h.link().del(i).execute().await.map_err(nl(format!("removing stale {host_if}")))?;
+    }
+    let peer = rtnetlink::LinkMessageBuilder::<LinkUnspec>::new().name(ifname.to_string()).address(mac.to_vec()).mtu(mtu).setns_by_fd(netns_fd).build();
+    let pair = LinkVeth::new(host_if, ifname).mtu(mtu).set_info_data(InfoData::Veth(InfoVeth::Peer(peer))).build();
+    if let Err(e) = h.link().add(pair).execute().await {
+        return Err(match &e {
+            rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == libc::EEXIST => {
+                PlumbError::Invalid { field: "ifname", reason: format!("the container already has an interface {ifname}") }
+            }
+            _ => nl(format!("creating veth {host_if}"))(e),
+        });
+    }
+    let configure = async {
+        let hi = link_index(h, host_if).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {host_if}"), err: "vanished".into() })?;
+        if checksum_offload_off {
+            tx_checksum_off(host_if)?;
+        }
+        h.link().set(LinkUnspec::new_with_index(hi).up().build()).execute().await.map_err(nl(format!("bringing {host_if} up")))
+    };
+    let r = configure.await;
+    if r.is_err() {
+        remove_link(h, host_if).await;
+    }
+    r
 }
 
 /// Creates the veth pair `host_if`–`peer` with `mtu`, removing leftovers of the same names

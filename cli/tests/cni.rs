@@ -3,88 +3,38 @@
 //! also driven by hand as a runtime would, for CHECK, DEL and bad input.
 //!
 //! Needs `podman` and `containernetworking-plugins` (`scripts/deps` installs them) and
-//! busybox-static (the image is a `podman import` of it).
+//! busybox-static (the image is a `podman import` of it); podman runs with a configuration of
+//! its own ([`plexus_lab::podman`]).
 
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use plexus_api::NetworkSpec;
-use plexus_lab::{probe, ControlPlane, Lab, LabConfig};
+use plexus_lab::podman::{Podman, IMAGE};
+use plexus_lab::{probe, Lab, LabConfig};
 
 const PLEXUS: &str = env!("CARGO_BIN_EXE_plexus");
-const IMAGE: &str = "localhost/plexus-cni-test:latest";
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-/// Podman with this test's configuration: its CNI configuration directory, its plugin
-/// directory (where `plexus-cni` is), and the limits this sandbox needs.
-struct Podman {
-    dir: PathBuf,
+/// The lab's podman, with the containers it ran removed when dropped, even when the test fails.
+struct Pods {
+    pm: Podman,
     containers: Vec<String>,
 }
 
-impl Podman {
-    fn new(lab: &Lab) -> Podman {
-        let v = Command::new("podman").arg("--version").output();
-        assert!(v.is_ok_and(|o| o.status.success()), "podman is missing: apt-get install podman containernetworking-plugins");
-        assert!(Path::new("/usr/lib/cni/loopback").exists(), "the reference CNI plugins are missing: apt-get install containernetworking-plugins");
-        let dir = lab.dir.join("podman");
-        std::fs::create_dir_all(dir.join("net.d")).unwrap();
-        std::fs::create_dir_all(dir.join("bin")).unwrap();
-        std::os::unix::fs::symlink(PLEXUS, dir.join("bin/plexus-cni")).unwrap();
-        let conf = format!(
-            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\n[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\", \"/usr/lib/cni\"]\nnetwork_config_dir = \"{}\"\n",
-            dir.join("bin").display(),
-            dir.join("net.d").display()
-        );
-        std::fs::write(dir.join("containers.conf"), conf).unwrap();
-        let p = Podman { dir, containers: Vec::new() };
-        p.ensure_image();
-        p
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", self.dir.join("containers.conf")).arg("--network-config-dir").arg(self.dir.join("net.d"));
-        c
+impl Pods {
+    fn ok(&self, args: &[&str]) -> String {
+        self.pm.ok(args).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("podman")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(o.status.success(), "podman {args:?}: {}", text(&o));
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    }
-
-    fn ensure_image(&self) {
-        if self.run(&["image", "exists", IMAGE]).status.success() {
-            return;
-        }
-        assert!(Path::new("/bin/busybox").exists(), "busybox is missing: apt-get install busybox-static");
-        let root = self.dir.join("image");
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for c in ["sh", "ping", "ip", "sleep", "cat", "nc"] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(c)).unwrap();
-        }
-        let tar = self.dir.join("image.tar");
-        assert!(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
-        self.ok(&["import", "-q", &tar.display().to_string(), IMAGE]);
-    }
-
-    /// A network configuration list `name` that puts containers on Plexus network `network`
-    /// through lab host `host`.
-    fn network(&self, name: &str, body: &serde_json::Value) {
-        let list = serde_json::json!({"cniVersion": "1.0.0", "name": name, "plugins": [body]});
-        std::fs::write(self.dir.join("net.d").join(format!("{name}.conflist")), list.to_string()).unwrap();
+        self.pm.run(args).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Runs a container on CNI network `net`; returns its id.
@@ -100,27 +50,12 @@ impl Podman {
     }
 }
 
-impl Drop for Podman {
+impl Drop for Pods {
     fn drop(&mut self) {
         for c in &self.containers {
-            let _ = self.run(&["rm", "-f", "-t", "0", c]);
+            let _ = self.pm.run(&["rm", "-f", "-t", "0", c]);
         }
     }
-}
-
-/// The plugin's configuration for lab host `h` (what a conflist's plugin entry holds).
-fn plugin_conf(lab: &Lab, cp: &ControlPlane, h: &str, network: &str) -> serde_json::Value {
-    let host = lab.host(h).unwrap();
-    serde_json::json!({
-        "type": "plexus-cni",
-        "network": network,
-        "api": cp.api,
-        "host": h,
-        "ovsdb": format!("unix:{}", host.ovs.db_sock().display()),
-        "pki_dir": lab.agent_pki_dir(host),
-        "host_netns": plexus_agent::netns::path(&host.netns),
-        "capabilities": {"ips": true, "mac": true, "portMappings": true},
-    })
 }
 
 /// Runs the plugin as a runtime does: `vars` and the configuration on stdin.
@@ -145,11 +80,12 @@ async fn podman_containers_on_two_hosts_talk_through_the_cni_plugin_and_leave_no
     let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane");
     let api = cp.client().unwrap();
     api.create_network(&NetworkSpec::overlay("red", "10.40.0.0/24")).await.unwrap();
-    let mut pm = Podman::new(&lab);
-    let plugin = pm.dir.join("bin/plexus-cni");
+    let podman = Podman::new(&lab.dir.join("podman"), Path::new(PLEXUS)).unwrap_or_else(|e| panic!("{e}"));
+    let plugin = podman.plugin();
     let (n1, n2) = (format!("{name}-h1"), format!("{name}-h2"));
-    pm.network(&n1, &plugin_conf(&lab, &cp, "h1", "red"));
-    pm.network(&n2, &plugin_conf(&lab, &cp, "h2", "red"));
+    podman.network(&n1, &lab.cni_conf(&cp, "h1", "red").unwrap()).unwrap();
+    podman.network(&n2, &lab.cni_conf(&cp, "h2", "red").unwrap()).unwrap();
+    let mut pm = Pods { pm: podman, containers: Vec::new() };
 
     // podman → plexus-cni → controller and h1's/h2's switches.
     let (p1, p2) = (format!("{name}-p1"), format!("{name}-p2"));
@@ -179,7 +115,7 @@ async fn podman_containers_on_two_hosts_talk_through_the_cni_plugin_and_leave_no
     let k = format!("plx-{name}-k1");
     assert!(Command::new("ip").args(["netns", "add", &k]).status().unwrap().success());
     let kpath = format!("/run/netns/{k}");
-    let mut conf = plugin_conf(&lab, &cp, "h1", "red");
+    let mut conf = lab.cni_conf(&cp, "h1", "red").unwrap();
     conf["cniVersion"] = "1.0.0".into();
     conf["name"] = "by-hand".into();
     let vars = |cmd: &'static str| -> Vec<(&'static str, String)> {

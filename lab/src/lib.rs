@@ -9,6 +9,7 @@
 
 pub mod control;
 mod daemons;
+pub mod podman;
 mod postmortem;
 pub mod probe;
 mod sh;

@@ -1,5 +1,6 @@
 //! `plexus bench …`: figures, each with a baseline measured in the same run.
 
+mod cni;
 mod converge;
 mod docker;
 mod failover;
@@ -57,6 +58,13 @@ enum Sub {
     Docker {
         /// Rounds of each.
         #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
+    /// CNI: Plexus's plugin against the reference bridge + host-local: `podman run` to the
+    /// first ping of the gateway, and ADD and DEL latency; medians of N, interleaved.
+    Cni {
+        /// Rounds of each.
+        #[arg(long, default_value_t = 10)]
         rounds: usize,
     },
     /// Failover: three controllers, 3 switches x N endpoints; controller memory and CPU, then
@@ -161,6 +169,12 @@ pub(crate) async fn run(c: BenchCmd) -> anyhow::Result<()> {
                 anyhow::bail!("--rounds must be 1..=1000");
             }
             docker::run(rounds).await
+        }
+        Sub::Cni { rounds } => {
+            if rounds == 0 || rounds > 1000 {
+                anyhow::bail!("--rounds must be 1..=1000");
+            }
+            cni::run(rounds).await
         }
         Sub::Failover { rounds, endpoints_per_host } => {
             if rounds == 0 || rounds > 100 || endpoints_per_host == 0 || endpoints_per_host > 3000 {
