@@ -461,3 +461,35 @@ async fn writes_arriving_together_share_log_entries_and_each_gets_its_own_answer
     assert_eq!(names.len(), 64, "{names:?}");
     c.identical(&[1, 2, 3]).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_hundred_watchers_of_one_change_cost_one_encoding() {
+    let c = std::sync::Arc::new(Cluster::new(env!("CARGO_BIN_EXE_plexus"), 1, 13));
+    c.leader(&[1]).await;
+    assert_eq!(create(&c, 1, "before").await, 201);
+    let since = c.get(1, "/v1/cluster").await.unwrap()["revision"].as_u64().unwrap();
+    let (answers0, encodings0) = (counter(&c, 1, "plexus_watch_answers_total").await, counter(&c, 1, "plexus_watch_encodings_total").await);
+    const WATCHERS: usize = 500;
+    let mut tasks = Vec::new();
+    for _ in 0..WATCHERS {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = c.http.get(c.url(1, &format!("/v1/watch?since={since}&timeout=60"))).timeout(Duration::from_secs(90)).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }));
+    }
+    // Every watcher is waiting once the node has seen every connection; then one change.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(create(&c, 1, "after").await, 201);
+    for t in tasks {
+        let v = t.await.unwrap();
+        let changes = v["changes"].as_array().unwrap();
+        assert_eq!(changes.len(), 1, "{v}");
+        assert_eq!(changes[0]["key"], "after", "{v}");
+    }
+    let (answers, encodings) =
+        (counter(&c, 1, "plexus_watch_answers_total").await - answers0, counter(&c, 1, "plexus_watch_encodings_total").await - encodings0);
+    assert_eq!(answers, WATCHERS as f64, "every watcher was answered by the node");
+    assert_eq!(encodings, 1.0, "{WATCHERS} watchers of one change: one encoding");
+}

@@ -198,6 +198,7 @@ impl Node {
             apply_watch: Default::default(),
             pki_dir: pki,
             traces: Default::default(),
+            watch_cache: Default::default(),
         };
         let cluster_app = server::cluster_router(st.clone());
         let app = server::router(st);

@@ -109,6 +109,12 @@ pub(super) async fn metrics(State(s): St) -> Response {
             "Client writes those flushes carried (group commit: many per flush under load).",
             &crate::store::COMMANDS_FLUSHED,
         ),
+        ("plexus_watch_answers_total", "Watch answers that carried changes.", &super::watch::ANSWERS),
+        (
+            "plexus_watch_encodings_total",
+            "Encodings those answers needed (one per change and starting revision, however many watch).",
+            &super::watch::ENCODINGS,
+        ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(std::sync::atomic::Ordering::Relaxed));
     }

@@ -32,6 +32,7 @@ mod resources;
 mod routing;
 mod trace;
 mod ui;
+mod watch;
 
 pub(crate) use auth::Caller;
 use batch::*;
@@ -47,6 +48,7 @@ use raft::*;
 use resources::*;
 use routing::*;
 use trace::*;
+use watch::*;
 
 use crate::model::Refusal;
 use crate::store::{Raft, SharedState};
@@ -81,6 +83,8 @@ pub struct AppState {
     pub pki_dir: std::path::PathBuf,
     /// Traces waiting for agents (`plexus trace`).
     pub traces: Arc<crate::trace::TraceHub>,
+    /// Watch answers, encoded once for all the watchers that ask for the same one.
+    pub(crate) watch_cache: Arc<WatchCache>,
 }
 
 /// The router of one node, and the OpenAPI document describing exactly its routes: both

@@ -10,7 +10,7 @@ use plexus_api::{Endpoint, EndpointLabels, EndpointPublish, EndpointSpec, Host, 
 use serde::Deserialize;
 
 use super::{if_match, parse, problem, route_read, route_write, Caller, ReadOpts, St};
-use crate::model::{Change, ChangeRecord, Command, OWNER_LABEL};
+use crate::model::{Command, OWNER_LABEL};
 
 /// The host an agent's credential is bound to, when an agent calls.
 fn agent_host(req: &Request) -> Option<String> {
@@ -290,74 +290,6 @@ pub(crate) async fn get_host(s: St, Path(name): Path<String>, Query(o): Query<Re
     match s.state.read().await.model.hosts.get(&name) {
         Some(h) => Json(h.clone()).into_response(),
         None => not_found("name", format!("no host named {name}")),
-    }
-}
-
-// ---- watch ----
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct WatchOpts {
-    /// The revision the client has seen; changes after it are returned.
-    since: u64,
-    /// Seconds to wait for a change before answering with none (at most 300).
-    #[serde(default = "default_wait")]
-    #[param(maximum = 300)]
-    timeout: u64,
-}
-
-fn default_wait() -> u64 {
-    30
-}
-
-/// What a watch returns.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub(crate) struct WatchResponse {
-    /// The revision this node has applied; the next watch passes it as `since`.
-    revision: u64,
-    /// Changes after `since`, oldest first.
-    #[schema(value_type = Vec<ChangeRecord>)]
-    changes: Vec<Change>,
-}
-
-#[utoipa::path(get, path = "/v1/watch", tag = "watch", params(WatchOpts),
-    responses((status = 200, description = "Changes after `since` (empty if none came before the timeout)", body = WatchResponse),
-              (status = 410, description = "`since` is older than the changes kept: list everything again")))]
-/// Long-poll for changes, answered from this node's replica so agents can watch any node.
-pub(crate) async fn watch(s: St, Query(o): Query<WatchOpts>) -> Response {
-    // Revisions are documented as int64 (what JSON clients can hold); a larger one is no
-    // revision this store will reach.
-    if o.since > i64::MAX as u64 {
-        return problem(Problem { field: Some("since".into()), ..Problem::new(400, "invalid query", format!("since {} is beyond any revision", o.since)) });
-    }
-    if o.timeout > 300 {
-        return problem(Problem { field: Some("timeout".into()), ..Problem::new(400, "invalid query", format!("timeout {} is over 300 seconds", o.timeout)) });
-    }
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(o.timeout);
-    let mut rx = s.revisions.clone();
-    loop {
-        {
-            let st = s.state.read().await;
-            match st.model.changes_since(o.since) {
-                None => {
-                    return problem(Problem::new(
-                        410,
-                        "gone",
-                        format!("changes after revision {} are no longer kept; list everything and watch from revision {}", o.since, st.model.revision),
-                    ))
-                }
-                Some(changes) if !changes.is_empty() => return Json(WatchResponse { revision: st.model.revision, changes }).into_response(),
-                Some(_) => {}
-            }
-            rx.borrow_and_update();
-        }
-        match tokio::time::timeout_at(deadline, rx.changed()).await {
-            Ok(Ok(())) => continue,
-            _ => {
-                let revision = s.state.read().await.model.revision;
-                return Json(WatchResponse { revision, changes: Vec::new() }).into_response();
-            }
-        }
     }
 }
 
