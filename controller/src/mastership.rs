@@ -23,7 +23,41 @@ pub const LEASE: Duration = Duration::from_millis(1000);
 /// [`LEASE`]: a node cut off stops mastering before anybody replaces it.
 pub const DEAD_AFTER: Duration = Duration::from_millis(1500);
 /// How often the leader checks the nodes and the assignment.
-const CHECK_EVERY: Duration = Duration::from_millis(300);
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// What a liveness probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// The node answered.
+    Alive,
+    /// Nothing listens at its address: the process is gone (or restarting). Its switches move
+    /// at once; waiting out [`DEAD_AFTER`] would only prolong their time without a master.
+    Refused,
+    /// No answer in time: maybe dead, maybe slow or cut off. Only [`DEAD_AFTER`] of these
+    /// moves its switches, so a loaded node is not failed over.
+    Silent,
+}
+
+/// Whether `e` is a refused connection (somewhere in its chain of causes).
+fn refused(e: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+async fn probe(http: &reqwest::Client, url: &str) -> Probe {
+    match http.get(url).timeout(Duration::from_millis(300)).send().await {
+        Ok(r) if r.status().is_success() => Probe::Alive,
+        Ok(_) => Probe::Silent,
+        Err(e) if refused(&e) => Probe::Refused,
+        Err(_) => Probe::Silent,
+    }
+}
 
 /// This node's proof of being in the majority.
 pub struct Lease {
@@ -162,11 +196,19 @@ pub fn spawn_assigner(id: u64, raft: Raft, state: SharedState, http: reqwest::Cl
             let mut probes = tokio::task::JoinSet::new();
             for (v, addr) in voters.iter().filter(|(v, _)| *v != id) {
                 let (v, url, http) = (*v, format!("https://{addr}/healthz"), http.clone());
-                probes.spawn(async move { (v, http.get(&url).timeout(Duration::from_millis(300)).send().await.is_ok_and(|r| r.status().is_success())) });
+                probes.spawn(async move { (v, probe(&http, &url).await) });
             }
-            while let Some(Ok((v, ok))) = probes.join_next().await {
-                if ok {
-                    last_ok.insert(v, Instant::now());
+            while let Some(Ok((v, found))) = probes.join_next().await {
+                match found {
+                    Probe::Alive => {
+                        last_ok.insert(v, Instant::now());
+                    }
+                    Probe::Refused => {
+                        if last_ok.remove(&v).is_some() {
+                            tracing::info!(node = v, "nothing listens at the node's address: its switches move now");
+                        }
+                    }
+                    Probe::Silent => {}
                 }
             }
             let live: Vec<u64> = voters.iter().map(|(v, _)| *v).filter(|v| *v == id || last_ok.get(v).is_some_and(|t| t.elapsed() < DEAD_AFTER)).collect();
