@@ -37,6 +37,11 @@ enum Sub {
         /// agent serving Docker's plugin protocols in the root namespace.
         #[arg(long)]
         docker: bool,
+        /// Run a Docker engine inside every host (its own data root, socket and plugin
+        /// directory, in the host's namespace), served by the host's agent: cross-host Docker
+        /// on one machine. `docker -H unix:///run/plexus/LAB/hN/docker/docker.sock` reaches one.
+        #[arg(long)]
+        docker_engines: bool,
     },
     /// Stop a lab and remove everything it made.
     Down,
@@ -83,15 +88,15 @@ enum Sub {
 
 pub(crate) async fn run(c: LabCmd) -> anyhow::Result<()> {
     match c.cmd {
-        Sub::Up { hosts, enable_dummy, controllers, encap, docker } => {
+        Sub::Up { hosts, enable_dummy, controllers, encap, docker, docker_engines } => {
             if ![0, 1, 3].contains(&controllers) {
                 bail!("--controllers {controllers}: 0, 1 or 3");
             }
             let encap = if encap == "geneve" { plexus_api::Encap::Geneve } else { plexus_api::Encap::Vxlan };
-            if docker && controllers == 0 {
-                bail!("--docker needs a controller (--controllers 1)");
+            if (docker || docker_engines) && controllers == 0 {
+                bail!("--docker and --docker-engines need a controller (--controllers 1 or 3)");
             }
-            let cfg = LabConfig { name: c.name.clone(), hosts, owned: false, enable_dummy, encap, docker, controllers: controllers.max(1) };
+            let cfg = LabConfig { name: c.name.clone(), hosts, owned: false, enable_dummy, encap, docker, controllers: controllers.max(1), docker_engines };
             let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.with_context(|| format!("lab up {}", c.name))?;
             if controllers > 0 {
                 let exe = std::env::current_exe().context("finding the plexus binary")?;

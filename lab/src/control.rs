@@ -127,6 +127,13 @@ impl Lab {
             self.controller_namespaces()?;
         }
         self.start_controller(plexus)?;
+        if self.docker_engines {
+            // An engine takes seconds to start: all at once.
+            std::thread::scope(|sc| {
+                let started: Vec<_> = self.hosts.iter().map(|h| sc.spawn(move || self.start_engine(h))).collect();
+                started.into_iter().try_for_each(|t| t.join().unwrap_or_else(|_| Err(LabError::Io("starting an engine panicked".into()))))
+            })?;
+        }
         for h in &self.hosts {
             self.start_agent(&h.name, plexus)?;
         }
@@ -419,7 +426,10 @@ impl Lab {
     /// Starts (or restarts) the agent of host `name`.
     pub fn start_agent(&self, name: &str, plexus: &Path) -> Result<(), LabError> {
         let h = self.host(name).ok_or_else(|| LabError::Invalid { field: "host", reason: format!("no host {name}") })?;
-        let args = self.agent_args(h, "eth0")?;
+        let mut args = self.agent_args(h, "eth0")?;
+        if self.docker_engines {
+            args.extend(self.engine_agent_args(h));
+        }
         self.spawn(Some(&h.netns), &format!("agent-{name}"), plexus, &args)
     }
 
@@ -539,44 +549,4 @@ impl Lab {
     }
 }
 
-/// The image lab and test containers run: busybox (Debian's static build) imported as a
-/// one-layer image, since nothing can be pulled here.
-pub const TEST_IMAGE: &str = "plexus-test:busybox";
-
-/// The Docker client to run: Debian's matches Debian's engine (a newer client elsewhere on
-/// PATH refuses some flags, such as --mac-address, against an older engine).
-pub fn docker_client() -> Command {
-    Command::new(if Path::new("/usr/bin/docker").exists() { "/usr/bin/docker" } else { "docker" })
-}
-
-/// Makes [`TEST_IMAGE`] if the engine lacks it.
-pub fn ensure_test_image() -> Result<(), LabError> {
-    let has = docker_client()
-        .args(["image", "inspect", TEST_IMAGE])
-        .output()
-        .map_err(|e| LabError::Command { cmd: "docker".into(), reason: format!("{e} (install docker.io)") })?;
-    if has.status.success() {
-        return Ok(());
-    }
-    let bb = Path::new("/bin/busybox");
-    if !bb.exists() {
-        return Err(LabError::Command { cmd: "/bin/busybox".into(), reason: "missing: apt-get install busybox-static".into() });
-    }
-    let io = |e: std::io::Error| LabError::Io(e.to_string());
-    let root = std::env::temp_dir().join(format!("plexus-image-{}", std::process::id()));
-    std::fs::create_dir_all(root.join("bin")).map_err(io)?;
-    std::fs::copy(bb, root.join("bin/busybox")).map_err(io)?;
-    for c in ["sh", "ping", "ip", "sleep", "cat", "nc", "ls"] {
-        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(c));
-    }
-    let tar = root.with_extension("tar");
-    let made = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().map_err(io)?.success()
-        && docker_client().arg("import").arg(&tar).arg(TEST_IMAGE).output().map_err(io)?.status.success();
-    let _ = std::fs::remove_dir_all(&root);
-    let _ = std::fs::remove_file(&tar);
-    if made {
-        Ok(())
-    } else {
-        Err(LabError::Command { cmd: format!("docker import {TEST_IMAGE}"), reason: "failed".into() })
-    }
-}
+pub use crate::image::{docker_client, ensure_test_image, import_test_image, TEST_IMAGE};

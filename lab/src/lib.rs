@@ -9,6 +9,8 @@
 
 pub mod control;
 mod daemons;
+mod engines;
+mod image;
 pub mod podman;
 mod postmortem;
 pub mod probe;
@@ -101,12 +103,23 @@ pub struct LabConfig {
     /// Controllers the control plane runs: 1 (in the root namespace) or 3 (a Raft cluster,
     /// each node in a namespace of its own).
     pub controllers: u8,
+    /// Run a Docker engine inside every host, served by its agent ([`Lab::start_engine`]).
+    pub docker_engines: bool,
 }
 
 impl LabConfig {
     /// A lab owned by this process (torn down on drop).
     pub fn owned(name: &str, hosts: usize) -> LabConfig {
-        LabConfig { name: name.into(), hosts, owned: true, enable_dummy: false, encap: plexus_api::Encap::Vxlan, docker: false, controllers: 1 }
+        LabConfig {
+            name: name.into(),
+            hosts,
+            owned: true,
+            enable_dummy: false,
+            encap: plexus_api::Encap::Vxlan,
+            docker: false,
+            controllers: 1,
+            docker_engines: false,
+        }
     }
 }
 
@@ -123,6 +136,8 @@ struct LabState {
     docker: bool,
     #[serde(default = "one")]
     controllers: u8,
+    #[serde(default)]
+    docker_engines: bool,
 }
 
 fn one() -> u8 {
@@ -183,6 +198,8 @@ pub struct Lab {
     pub docker: bool,
     /// Controllers in the control plane (1 or 3).
     pub controllers: u8,
+    /// Whether every host runs a Docker engine of its own.
+    pub docker_engines: bool,
     owned: bool,
 }
 
@@ -224,6 +241,7 @@ impl Lab {
             encap: cfg.encap,
             docker: cfg.docker,
             controllers: cfg.controllers,
+            docker_engines: cfg.docker_engines,
         };
         // The state file goes first: whoever finds our namespaces can then find the owner.
         let json = serde_json::to_vec_pretty(&state).map_err(|e| LabError::Io(e.to_string()))?;
@@ -279,7 +297,16 @@ impl Lab {
                 }
             })
             .collect();
-        Lab { name: s.name, dir, hosts, owned: s.owner_pid.is_some(), encap: s.encap, docker: s.docker, controllers: s.controllers }
+        Lab {
+            name: s.name,
+            dir,
+            hosts,
+            owned: s.owner_pid.is_some(),
+            encap: s.encap,
+            docker: s.docker,
+            controllers: s.controllers,
+            docker_engines: s.docker_engines,
+        }
     }
 
     /// The underlay switch's namespace.
@@ -450,6 +477,9 @@ impl Lab {
         tracing::info!(lab = %self.name, "tearing lab down");
         self.stop_control_plane();
         for h in &self.hosts {
+            // Engines go after the agents (nothing mirrors networks back) and before their
+            // namespaces.
+            self.stop_engine(h);
             h.ovs.stop();
         }
         for ns in netns_of(&self.name) {
