@@ -289,13 +289,17 @@ async fn a_rolling_restart_of_every_controller_loses_no_ping() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         restart_node(&lab, node).await;
     }
-    // Every switch in sync under its master.
-    let m = masters(&api).await;
+    // Every switch in sync under its master. (Masters may still be moving back to the node
+    // restarted last: each look asks who the master is now.)
     for h in ["h1", "h2", "h3"] {
-        let (node, _) = m[h];
-        let url = format!("https://{}:6543/v1/hosts/{h}/flows", ips[node as usize - 1]);
         let t = Instant::now();
         loop {
+            assert!(t.elapsed() < Duration::from_secs(10), "{h}: no master in the cluster status");
+            let Some((node, _)) = masters(&api).await.get(h).copied() else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let url = format!("https://{}:6543/v1/hosts/{h}/flows", ips[node as usize - 1]);
             let st: serde_json::Value = http.get(&url).send().await.unwrap().json().await.unwrap();
             if st["in_sync"] == true && st["role"].as_str().is_some_and(|r| r.starts_with("master")) {
                 break;

@@ -56,7 +56,69 @@ async fn installed_on_h1(lab: &Lab, id: &str) -> anyhow::Result<Instant> {
     }
 }
 
-pub(super) async fn run(rounds: usize, per_host: usize) -> anyhow::Result<()> {
+/// Each host's (master, generation), and the Raft term, as the cluster reports them.
+async fn assignment(api: &Client) -> Option<(BTreeMap<String, (u64, u64)>, u64)> {
+    let c = api.cluster().await.ok()?;
+    Some((c.masters.into_iter().map(|m| (m.host, (m.node, m.generation))).collect(), c.term))
+}
+
+/// Keeps both cores busy until dropped: the loaded box the soak must not fail over on.
+struct Burners(std::sync::Arc<std::sync::atomic::AtomicBool>, Vec<std::thread::JoinHandle<()>>);
+
+impl Burners {
+    fn start(n: usize) -> Burners {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 1u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        for _ in 0..100_000 {
+                            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        }
+                        std::hint::black_box(x);
+                    }
+                })
+            })
+            .collect();
+        Burners(stop, threads)
+    }
+}
+
+impl Drop for Burners {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.1.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `secs` with every node alive and both cores kept busy: any switch whose master or
+/// generation changes, or a new Raft term, is a false failover.
+async fn soak(api: &Client, secs: u64) -> anyhow::Result<()> {
+    // A rebalance after the last round's restart settles first.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (start, term) = assignment(api).await.context("the cluster status before the soak")?;
+    eprintln!("soak: {secs} s, every node alive, two busy threads on this two-core box ...");
+    let burners = Burners::start(2);
+    let t = Instant::now();
+    let (mut moves, mut terms, mut last) = (0usize, 0u64, start.clone());
+    let mut last_term = term;
+    while t.elapsed() < Duration::from_secs(secs) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some((now, term)) = assignment(api).await else { continue };
+        moves += now.iter().filter(|(h, a)| last.get(*h) != Some(a)).count();
+        terms += term.saturating_sub(last_term);
+        (last, last_term) = (now, term);
+    }
+    drop(burners);
+    println!("soak: {secs} s under load, every node alive: {moves} switch master moves, {terms} new Raft terms (false failovers: {})", moves as u64 + terms);
+    Ok(())
+}
+
+pub(super) async fn run(rounds: usize, per_host: usize, soak_secs: u64) -> anyhow::Result<()> {
     let name = format!("bf{}", std::process::id() % 10_000_000);
     let cfg = LabConfig { controllers: 3, enable_dummy: true, ..LabConfig::owned(&name, 3) };
     let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.context("starting a lab with three controllers")?;
@@ -184,6 +246,9 @@ pub(super) async fn run(rounds: usize, per_host: usize) -> anyhow::Result<()> {
     println!("  a change reaching h1's switch, every node alive:          {n:.0} ms");
     println!("  death to a new master recorded for h1's switch:           {m:.0} ms (range {m_lo:.0} to {m_hi:.0})");
     println!("  death to a change made after it installed on h1's switch: {c:.0} ms ({:.0}x the change alone; range {c_lo:.0} to {c_hi:.0})", c / n.max(1.0));
+    if soak_secs > 0 {
+        soak(&api, soak_secs).await?;
+    }
     drop(lab);
     Ok(())
 }

@@ -77,6 +77,10 @@ enum Sub {
         /// Endpoints on each host.
         #[arg(long, default_value_t = 200)]
         endpoints_per_host: usize,
+        /// Then this many seconds with every node alive and both cores busy, counting false
+        /// failovers (master moves, new Raft terms); 0 skips it.
+        #[arg(long, default_value_t = 0)]
+        soak_secs: u64,
     },
     /// Cross-host TCP (iperf3) through Plexus against plain OVS with the same tunnel and
     /// against a bare veth pair, interleaved; one stream and many.
@@ -176,11 +180,11 @@ pub(crate) async fn run(c: BenchCmd) -> anyhow::Result<()> {
             }
             cni::run(rounds).await
         }
-        Sub::Failover { rounds, endpoints_per_host } => {
-            if rounds == 0 || rounds > 100 || endpoints_per_host == 0 || endpoints_per_host > 3000 {
-                anyhow::bail!("--rounds must be 1..=100 and --endpoints-per-host 1..=3000");
+        Sub::Failover { rounds, endpoints_per_host, soak_secs } => {
+            if rounds == 0 || rounds > 100 || endpoints_per_host == 0 || endpoints_per_host > 3000 || soak_secs > 86_400 {
+                anyhow::bail!("--rounds must be 1..=100, --endpoints-per-host 1..=3000 and --soak-secs at most 86400");
             }
-            failover::run(rounds, endpoints_per_host).await
+            failover::run(rounds, endpoints_per_host, soak_secs).await
         }
         Sub::Throughput { secs, reps, streams, endpoints } => {
             if !(1..=60).contains(&secs) || !(1..=20).contains(&reps) || !(1..=128).contains(&streams) || endpoints > 9000 {
