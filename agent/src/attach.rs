@@ -195,6 +195,12 @@ pub async fn attach(api: &Client, vs: &VSwitch, req: &AttachRequest) -> Result<A
     }
 }
 
+/// `br-int`'s OpenFlow management socket for the OVSDB target `ovsdb`: OVS keeps it next to
+/// its database socket (`None` for a target that is no local socket).
+pub fn mgmt_socket(ovsdb: &str) -> Option<PathBuf> {
+    ovsdb.strip_prefix("unix:").and_then(|p| std::path::Path::new(p).parent()).map(|d| d.join(format!("{BR_INT}.mgmt")))
+}
+
 /// Adds what to do to an error an operator can fix from where they are.
 fn with_hint(e: AttachError) -> AttachError {
     match e {

@@ -293,6 +293,10 @@ impl Client {
     pub async fn endpoints(&self, network: &str) -> Result<Vec<Endpoint>, ClientError> {
         self.get(&format!("/v1/networks/{network}/endpoints")).await
     }
+    /// One endpoint.
+    pub async fn endpoint(&self, network: &str, id: &str) -> Result<Endpoint, ClientError> {
+        self.get(&format!("/v1/networks/{network}/endpoints/{id}")).await
+    }
     /// Creates an endpoint.
     pub async fn create_endpoint(&self, network: &str, spec: &EndpointSpec) -> Result<Endpoint, ClientError> {
         self.send(reqwest::Method::POST, &format!("/v1/networks/{network}/endpoints"), spec).await

@@ -112,9 +112,7 @@ pub(crate) async fn attach(c: AttachCmd) -> anyhow::Result<()> {
     let labels = crate::resources::labels(&c.labels)?;
     let host = c.host.host()?;
     let (api, vs) = c.host.connect().await?;
-    // OVS keeps a bridge's management socket next to its database socket.
-    let mgmt =
-        c.host.ovsdb.strip_prefix("unix:").and_then(|p| std::path::Path::new(p).parent()).map(|d| d.join(format!("{}.mgmt", plexus_agent::agent::BR_INT)));
+    let mgmt = attach::mgmt_socket(&c.host.ovsdb);
     let req = AttachRequest {
         network: c.network,
         host,

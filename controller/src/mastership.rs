@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::model::Command;
-use crate::now_ms;
 use crate::store::{Raft, SharedState};
 
 /// How long a node may go without proof of being in the majority and still act as master.
@@ -64,8 +63,8 @@ pub struct Lease {
     id: u64,
     raft: Raft,
     leader_contact_ms: AtomicU64,
-    /// As leader: when (ms since the epoch) the newest heartbeat a majority acknowledged was
-    /// sent, as estimated when the metrics saying so arrived, and in which term.
+    /// As leader: when ([`mono_ms`]) the newest heartbeat a majority acknowledged was sent, as
+    /// estimated when the metrics saying so arrived, and in which term.
     acked_ms: AtomicU64,
     acked_term: AtomicU64,
 }
@@ -87,7 +86,7 @@ impl Lease {
 
     /// Notes that the current leader's append (or heartbeat) was accepted just now.
     pub fn leader_contact(&self) {
-        self.leader_contact_ms.store(now_ms(), Ordering::Relaxed);
+        self.leader_contact_ms.store(mono_ms(), Ordering::Relaxed);
     }
 
     /// Whether this node can prove, now, that it is in the majority: as leader, a majority
@@ -99,9 +98,16 @@ impl Lease {
         if m.current_leader == Some(self.id) {
             leads_a_majority(&m, self.id)
         } else {
-            m.current_leader.is_some() && now_ms().saturating_sub(self.leader_contact_ms.load(Ordering::Relaxed)) < LEASE.as_millis() as u64
+            m.current_leader.is_some() && mono_ms().saturating_sub(self.leader_contact_ms.load(Ordering::Relaxed)) < LEASE.as_millis() as u64
         }
     }
+}
+
+/// Milliseconds on a monotonic clock: a lease must not grow when the wall clock is stepped
+/// back. It starts an hour in, so that a time never recorded (0) is long past.
+fn mono_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 3_600_000
 }
 
 /// Keeps the leader's acknowledgement time from the metrics. openraft reports how long ago a
@@ -119,7 +125,7 @@ async fn watch_acks(lease: std::sync::Weak<Lease>) {
         let m = rx.borrow_and_update();
         if let (Some(ms), true) = (m.millis_since_quorum_ack, m.current_leader == Some(l.id)) {
             l.acked_term.store(m.current_term, Ordering::Relaxed);
-            l.acked_ms.store(now_ms().saturating_sub(ms), Ordering::Relaxed);
+            l.acked_ms.store(mono_ms().saturating_sub(ms), Ordering::Relaxed);
         }
     }
 }
@@ -138,7 +144,7 @@ impl Lease {
         m.current_leader == Some(self.id)
             && own_term_applied
             && self.acked_term.load(Ordering::Relaxed) == m.current_term
-            && now_ms().saturating_sub(self.acked_ms.load(Ordering::Relaxed)) < LEASE.as_millis() as u64
+            && mono_ms().saturating_sub(self.acked_ms.load(Ordering::Relaxed)) < LEASE.as_millis() as u64
     }
 }
 

@@ -2,7 +2,6 @@
 //! controller with the host's agent credential.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use plexus_ovs::ovsdb::{Client as Ovsdb, ClientOptions, VSwitch};
@@ -67,11 +66,6 @@ fn host_name(conf: &NetConf) -> Result<String, CniError> {
         .map_err(|e| CniError::new(code::IO, format!("host: reading the host name ({e}); set \"host\" in the configuration")))
 }
 
-/// `br-int`'s management socket, next to OVSDB's socket.
-fn mgmt_socket(ovsdb: &str) -> Option<PathBuf> {
-    ovsdb.strip_prefix("unix:").and_then(|p| Path::new(p).parent()).map(|d| d.join(format!("{}.mgmt", crate::agent::BR_INT)))
-}
-
 async fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     let network = conf.network()?.to_string();
     let netns = env.netns.clone().ok_or_else(|| CniError::new(code::INVALID_ENV, "CNI_NETNS: missing"))?;
@@ -95,7 +89,7 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         owner: format!("cni:{}", env.container_id),
         labels: conf.labels()?,
         publish: conf.published()?,
-        mgmt: mgmt_socket(conf.ovsdb.as_deref().unwrap_or(DEFAULT_OVSDB)),
+        mgmt: attach::mgmt_socket(conf.ovsdb.as_deref().unwrap_or(DEFAULT_OVSDB)),
     };
     let (api, vs) = connect(conf).await?;
     let a = attach::attach(&api, &vs, &req).await?;
@@ -121,8 +115,9 @@ async fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     }
     let (api, vs) = connect(conf).await?;
     let id = env.endpoint_id();
-    let e = match api.endpoints(network).await {
-        Ok(list) => list.into_iter().find(|e| e.id == id).ok_or_else(|| failed(format!("endpoint {id} is no longer in network {network}")))?,
+    let e = match api.endpoint(network, &id).await {
+        Ok(e) => e,
+        Err(plexus_api::ClientError::Problem(p)) if p.status == 404 => return Err(failed(format!("endpoint {id} is no longer in network {network}"))),
         Err(err) => return Err(attach::AttachError::Api(err).into()),
     };
     let want = format!("{}/{}", e.ip, e.prefix_len);

@@ -526,6 +526,29 @@ mod tests {
     }
 
     #[test]
+    fn a_group_applies_its_commands_one_by_one_as_if_they_came_alone() {
+        let cmds = vec![
+            host(1),
+            testing::overlay("red", "10.1.0.0/24", None),
+            // Refused (the network exists): the others still apply.
+            testing::overlay("red", "10.9.0.0/24", None),
+            testing::endpoint("red", "a", "h1"),
+            testing::endpoint("red", "a", "h1"),
+            testing::endpoint("red", "b", "h1"),
+        ];
+        let mut alone = Model::default();
+        let want: Vec<CommandResult> = cmds.iter().cloned().map(|c| alone.apply(c)).collect();
+        let mut grouped = Model::default();
+        let Applied::Group(got) = grouped.apply_entry(Command::Group { commands: cmds }) else { panic!("a group is answered as a group") };
+        assert_eq!(got, want);
+        assert!(got[2].is_err() && got[4].is_err() && got[5].is_ok());
+        assert_eq!(grouped, alone);
+        // A group inside a batch, or reaching apply whole, is refused.
+        assert!(grouped.apply(Command::Group { commands: vec![] }).is_err());
+        assert!(grouped.apply(Command::Batch { commands: vec![Command::Group { commands: vec![] }] }).is_err());
+    }
+
+    #[test]
     fn derived_indexes_kept_on_the_way_equal_those_rebuilt_after_a_load() {
         let mut m = Model::default();
         for i in 1..=3 {

@@ -40,7 +40,7 @@ enum Job {
     /// Entries to make durable, and whom to tell.
     Append(Vec<Entry>, LogFlushed<TypeConfig>),
     /// Answer once everything sent before is durable.
-    Flush(std::sync::mpsc::SyncSender<()>),
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 impl Debug for Job {
@@ -144,11 +144,12 @@ impl LogStore {
     }
 
     /// Waits until every append sent so far is on disk: what truncating, purging and saving
-    /// the vote need first, so that they act on the disk alone and in order.
-    fn flush(&self) -> Result<(), StorageError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    /// the vote need first, so that they act on the disk alone and in order. (Awaited, not
+    /// blocked on: the runtime's thread stays free while the disk works.)
+    async fn flush(&self) -> Result<(), StorageError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
         self.writer.send(Job::Flush(tx)).map_err(|_| logs_err(ErrorVerb::Write, "the log writer has stopped"))?;
-        rx.recv().map_err(|_| logs_err(ErrorVerb::Write, "the log writer has stopped"))
+        rx.await.map_err(|_| logs_err(ErrorVerb::Write, "the log writer has stopped"))
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
@@ -222,7 +223,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
-        self.flush()?;
+        self.flush().await?;
         self.put_meta("vote", vote, true).map_err(|_| io_err(ErrorSubject::Vote, ErrorVerb::Write, "saving the vote failed"))
     }
 
@@ -256,7 +257,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
-        self.flush()?;
+        self.flush().await?;
         let w = self.db.begin_write().map_err(|e| logs_err(ErrorVerb::Delete, e))?;
         {
             let mut t = w.open_table(LOGS).map_err(|e| logs_err(ErrorVerb::Delete, e))?;
@@ -266,7 +267,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
-        self.flush()?;
+        self.flush().await?;
         self.put_meta("last_purged", &log_id, true)?;
         let w = self.db.begin_write().map_err(|e| logs_err(ErrorVerb::Delete, e))?;
         {
