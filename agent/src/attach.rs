@@ -154,6 +154,9 @@ pub fn effective_mtu(network_mtu: Option<u32>, path: u32) -> u32 {
 /// behind, neither the endpoint nor a veth nor a port.
 pub async fn attach(api: &Client, vs: &VSwitch, req: &AttachRequest) -> Result<Attached, AttachError> {
     // Check everything local before the controller allocates anything.
+    if req.mtu.is_some_and(|m| !(68..=65535).contains(&m)) {
+        return Err(AttachError::Invalid { field: "mtu", reason: "must lie in 68..=65535".into() });
+    }
     if !req.netns.exists() {
         return Err(AttachError::Invalid { field: "netns", reason: format!("{} does not exist", req.netns.display()) });
     }

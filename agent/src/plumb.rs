@@ -207,7 +207,7 @@ pub fn plumb(p: &Plumbing) -> Result<Plumbed, PlumbError> {
     // milliseconds (an RCU grace period), most of an attach.
     let (host_if, ifname, mac, mtu, off) = (p.host_if.clone(), p.ifname.clone(), p.mac, p.mtu, p.checksum_offload_off);
     let fd = container.as_raw_fd();
-    netlink_in(p.host_netns.as_deref(), move |h| async move { make_pair_into(&h, &host_if, &ifname, fd, mac, mtu, off).await })?;
+    netlink_in(p.host_netns.as_deref(), move |h| async move { make_pair(&h, &host_if, &ifname, Some(fd), mac, mtu, off).await })?;
     drop(container);
     let (ifname, ip, prefix, gateway) = (p.ifname.clone(), p.ip, p.prefix_len, p.gateway);
     let inside = netlink_in(Some(&p.netns), move |h| async move {
@@ -240,28 +240,37 @@ pub fn plumb(p: &Plumbing) -> Result<Plumbed, PlumbError> {
     inside
 }
 
-/// Creates the veth pair `host_if`–`ifname` with the `ifname` end already in the namespace
-/// `netns_fd` holds, with `mac` and `mtu`; removes a leftover `host_if` (an earlier,
-/// interrupted attach) first and brings the host end up. On failure nothing is left.
-async fn make_pair_into(
+/// Creates the veth pair `host_if`–`peer`, both ends `mtu` and the peer with `mac`; the peer
+/// is born in the namespace `peer_netns` holds when given (moving it there afterwards costs
+/// the kernel an RCU grace period, tens of milliseconds), else beside the host end. Leftovers
+/// of the same names (an earlier, interrupted attach) are removed first, and the host end is
+/// brought up. On failure nothing is left.
+async fn make_pair(
     h: &Handle,
     host_if: &str,
-    ifname: &str,
-    netns_fd: std::os::fd::RawFd,
+    peer: &str,
+    peer_netns: Option<std::os::fd::RawFd>,
     mac: [u8; 6],
     mtu: u32,
     checksum_offload_off: bool,
 ) -> Result<(), PlumbError> {
-    if let Some(i) = link_index(h, host_if).await? {
-        tracing::info!(name = %host_if, "removing a stale veth");
-        h.link().del(i).execute().await.map_err(nl(format!("removing stale {host_if}")))?;
+    // A peer in another namespace cannot clash here; one already there is refused below.
+    let here = if peer_netns.is_some() { &[host_if][..] } else { &[host_if, peer][..] };
+    for name in here {
+        if let Some(i) = link_index(h, name).await? {
+            tracing::info!(%name, "removing a stale veth");
+            h.link().del(i).execute().await.map_err(nl(format!("removing stale {name}")))?;
+        }
     }
-    let peer = rtnetlink::LinkMessageBuilder::<LinkUnspec>::new().name(ifname.to_string()).address(mac.to_vec()).mtu(mtu).setns_by_fd(netns_fd).build();
-    let pair = LinkVeth::new(host_if, ifname).mtu(mtu).set_info_data(InfoData::Veth(InfoVeth::Peer(peer))).build();
+    let mut end = rtnetlink::LinkMessageBuilder::<LinkUnspec>::new().name(peer.to_string()).address(mac.to_vec()).mtu(mtu);
+    if let Some(fd) = peer_netns {
+        end = end.setns_by_fd(fd);
+    }
+    let pair = LinkVeth::new(host_if, peer).mtu(mtu).set_info_data(InfoData::Veth(InfoVeth::Peer(end.build()))).build();
     if let Err(e) = h.link().add(pair).execute().await {
         return Err(match &e {
-            rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == libc::EEXIST => {
-                PlumbError::Invalid { field: "ifname", reason: format!("the container already has an interface {ifname}") }
+            rtnetlink::Error::NetlinkError(m) if peer_netns.is_some() && m.raw_code().abs() == libc::EEXIST => {
+                PlumbError::Invalid { field: "ifname", reason: format!("the container already has an interface {peer}") }
             }
             _ => nl(format!("creating veth {host_if}"))(e),
         });
@@ -270,39 +279,11 @@ async fn make_pair_into(
         let hi = link_index(h, host_if).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {host_if}"), err: "vanished".into() })?;
         if checksum_offload_off {
             tx_checksum_off(host_if)?;
+            if peer_netns.is_none() {
+                tx_checksum_off(peer)?;
+            }
         }
         h.link().set(LinkUnspec::new_with_index(hi).up().build()).execute().await.map_err(nl(format!("bringing {host_if} up")))
-    };
-    let r = configure.await;
-    if r.is_err() {
-        remove_link(h, host_if).await;
-    }
-    r
-}
-
-/// Creates the veth pair `host_if`–`peer` with `mtu`, removing leftovers of the same names
-/// (an earlier, interrupted attach), and brings the host end up; returns the peer's index.
-/// On failure nothing is left.
-async fn make_pair(h: &Handle, host_if: &str, peer: &str, mtu: u32, checksum_offload_off: bool) -> Result<u32, PlumbError> {
-    for name in [host_if, peer] {
-        if let Some(i) = link_index(h, name).await? {
-            tracing::info!(%name, "removing a stale veth");
-            h.link().del(i).execute().await.map_err(nl(format!("removing stale {name}")))?;
-        }
-    }
-    h.link().add(LinkVeth::new(host_if, peer).mtu(mtu).build()).execute().await.map_err(nl(format!("creating veth {host_if}")))?;
-    let configure = async {
-        let hi = link_index(h, host_if).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {host_if}"), err: "vanished".into() })?;
-        let pi = link_index(h, peer).await?.ok_or_else(|| PlumbError::Netlink { step: format!("finding {peer}"), err: "vanished".into() })?;
-        // The MTU given at creation is the first end's only: the peer (the container's end,
-        // which Docker moves as it is) would keep 1500 and send what the tunnels cannot carry.
-        h.link().set(LinkUnspec::new_with_index(pi).mtu(mtu).build()).execute().await.map_err(nl(format!("setting {peer}'s MTU")))?;
-        if checksum_offload_off {
-            tx_checksum_off(host_if)?;
-            tx_checksum_off(peer)?;
-        }
-        h.link().set(LinkUnspec::new_with_index(hi).up().build()).execute().await.map_err(nl(format!("bringing {host_if} up")))?;
-        Ok(pi)
     };
     let r = configure.await;
     if r.is_err() {
@@ -418,12 +399,5 @@ pub fn veth_pair(host_if: &str, peer: &str, mac: [u8; 6], mtu: u32, checksum_off
     check_ifname("host_if", host_if)?;
     check_ifname("peer", peer)?;
     let (host_if, peer) = (host_if.to_string(), peer.to_string());
-    netlink_in(None, move |h| async move {
-        let pi = make_pair(&h, &host_if, &peer, mtu, checksum_offload_off).await?;
-        let set = h.link().set(LinkUnspec::new_with_index(pi).address(mac.to_vec()).build()).execute().await.map_err(nl(format!("setting {peer}'s MAC")));
-        if set.is_err() {
-            remove_link(&h, &host_if).await;
-        }
-        set
-    })
+    netlink_in(None, move |h| async move { make_pair(&h, &host_if, &peer, None, mac, mtu, checksum_offload_off).await })
 }

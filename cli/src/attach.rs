@@ -106,9 +106,6 @@ pub(crate) async fn attach(c: AttachCmd) -> anyhow::Result<()> {
         }
         (None, None) => bail!("give --netns or --pid"),
     };
-    if c.mtu.is_some_and(|m| !(68..=65535).contains(&m)) {
-        bail!("--mtu: must lie in 68..=65535");
-    }
     let labels = crate::resources::labels(&c.labels)?;
     let host = c.host.host()?;
     let (api, vs) = c.host.connect().await?;

@@ -6,10 +6,9 @@
 //! busybox-static (the image is a `podman import` of it); podman runs with a configuration of
 //! its own ([`plexus_lab::podman`]).
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use plexus_api::NetworkSpec;
@@ -60,9 +59,7 @@ impl Drop for Pods {
 
 /// Runs the plugin as a runtime does: `vars` and the configuration on stdin.
 fn cni(plugin: &Path, vars: &[(&str, &str)], conf: &serde_json::Value) -> (bool, serde_json::Value) {
-    let mut c = Command::new(plugin).envs(vars.iter().copied()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    c.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
-    let o = c.wait_with_output().unwrap();
+    let o = plexus_lab::podman::invoke(plugin, vars, conf).unwrap_or_else(|e| panic!("{e}"));
     let out = String::from_utf8_lossy(&o.stdout);
     let v = if out.trim().is_empty() { serde_json::Value::Null } else { serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&o))) };
     (o.status.success(), v)

@@ -489,11 +489,16 @@ impl Lab {
 impl Lab {
     /// Ends the process a pid file names (SIGTERM, then SIGKILL after 3 s) and removes the file.
     fn stop_pidfile(&self, p: &Path) {
+        self.stop_pidfile_within(p, Duration::from_secs(3));
+    }
+
+    /// [`Lab::stop_pidfile`] with `grace` between SIGTERM and SIGKILL.
+    pub(crate) fn stop_pidfile_within(&self, p: &Path, grace: Duration) {
         if let Some(pid) = std::fs::read_to_string(p).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
             if daemons::alive(pid) {
                 daemons::kill(pid, libc::SIGTERM);
                 let t = Instant::now();
-                while daemons::alive(pid) && t.elapsed() < Duration::from_secs(3) {
+                while daemons::alive(pid) && t.elapsed() < grace {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 if daemons::alive(pid) {
@@ -549,4 +554,4 @@ impl Lab {
     }
 }
 
-pub use crate::image::{docker_client, ensure_test_image, import_test_image, TEST_IMAGE};
+pub use crate::image::{docker_client, ensure_test_image, import_busybox, import_test_image, TEST_IMAGE};

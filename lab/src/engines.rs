@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{daemons, Lab, LabError, LabHost};
+use crate::{Lab, LabError, LabHost};
 
 impl Lab {
     /// Host `h`'s Docker engine directory.
@@ -90,17 +90,8 @@ impl Lab {
     /// leaves mounted.
     pub(crate) fn stop_engine(&self, h: &LabHost) {
         let dir = self.engine_dir(h);
-        let pidfile = dir.join("pid");
-        if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
-            daemons::kill(pid, libc::SIGTERM);
-            let t = Instant::now();
-            while daemons::alive(pid) && t.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if daemons::alive(pid) {
-                daemons::kill(pid, libc::SIGKILL);
-            }
-        }
+        // dockerd stops its containers and its containerd first: it gets longer than others.
+        self.stop_pidfile_within(&dir.join("pid"), Duration::from_secs(10));
         unmount_under(&dir);
     }
 }

@@ -23,8 +23,14 @@ pub fn ensure_test_image() -> Result<(), LabError> {
 
 /// Makes [`TEST_IMAGE`] (busybox) in the engine `docker` talks to, if it lacks it.
 pub fn import_test_image(docker: impl Fn() -> Command) -> Result<(), LabError> {
+    import_busybox(docker, TEST_IMAGE)
+}
+
+/// Makes `image`, busybox as one layer, with the engine `docker` (or podman) runs, if it lacks
+/// it.
+pub fn import_busybox(docker: impl Fn() -> Command, image: &str) -> Result<(), LabError> {
     let has = docker()
-        .args(["image", "inspect", TEST_IMAGE])
+        .args(["image", "inspect", image])
         .output()
         .map_err(|e| LabError::Command { cmd: "docker".into(), reason: format!("{e} (install docker.io)") })?;
     if has.status.success() {
@@ -46,12 +52,12 @@ pub fn import_test_image(docker: impl Fn() -> Command) -> Result<(), LabError> {
     }
     let tar = root.with_extension("tar");
     let made = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().map_err(io)?.success()
-        && docker().arg("import").arg(&tar).arg(TEST_IMAGE).output().map_err(io)?.status.success();
+        && docker().arg("import").arg(&tar).arg(image).output().map_err(io)?.status.success();
     let _ = std::fs::remove_dir_all(&root);
     let _ = std::fs::remove_file(&tar);
     if made {
         Ok(())
     } else {
-        Err(LabError::Command { cmd: format!("docker import {TEST_IMAGE}"), reason: "failed".into() })
+        Err(LabError::Command { cmd: format!("import {image}"), reason: "failed".into() })
     }
 }

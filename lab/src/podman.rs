@@ -46,7 +46,7 @@ impl Podman {
         );
         std::fs::write(dir.join("containers.conf"), conf).map_err(io)?;
         let p = Podman { dir: dir.to_path_buf() };
-        p.ensure_image()?;
+        crate::image::import_busybox(|| p.cmd(), IMAGE)?;
         Ok(p)
     }
 
@@ -76,36 +76,29 @@ impl Podman {
         Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
     }
 
-    fn ensure_image(&self) -> Result<(), LabError> {
-        if self.run(&["image", "exists", IMAGE])?.status.success() {
-            return Ok(());
-        }
-        if !Path::new("/bin/busybox").exists() {
-            return Err(LabError::MissingTool { tool: "/bin/busybox", package: "busybox-static" });
-        }
-        let io = |e: std::io::Error| LabError::Io(format!("building the podman image: {e}"));
-        let root = self.dir.join("image");
-        std::fs::create_dir_all(root.join("bin")).map_err(io)?;
-        std::fs::copy("/bin/busybox", root.join("bin/busybox")).map_err(io)?;
-        for c in ["sh", "ping", "ip", "sleep", "cat", "nc"] {
-            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(c));
-        }
-        let tar = self.dir.join("image.tar");
-        let packed = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().map_err(io)?.success();
-        if !packed {
-            return Err(LabError::Io("tar of the podman image failed".into()));
-        }
-        self.ok(&["import", "-q", &tar.display().to_string(), IMAGE])?;
-        let _ = std::fs::remove_dir_all(&root);
-        let _ = std::fs::remove_file(&tar);
-        Ok(())
-    }
-
     /// Writes network configuration list `name` with one plugin, `plugin`.
     pub fn network(&self, name: &str, plugin: &serde_json::Value) -> Result<(), LabError> {
         let list = serde_json::json!({"cniVersion": "1.0.0", "name": name, "plugins": [plugin]});
         std::fs::write(self.dir.join("net.d").join(format!("{name}.conflist")), list.to_string()).map_err(|e| LabError::Io(e.to_string()))
     }
+}
+
+/// Runs CNI plugin `plugin` as a runtime does: `vars` in its environment, the configuration
+/// on stdin; returns what it printed and how it exited.
+pub fn invoke(plugin: &Path, vars: &[(&str, &str)], conf: &serde_json::Value) -> Result<Output, LabError> {
+    use std::io::Write;
+    let failed = |e: std::io::Error| LabError::Command { cmd: plugin.display().to_string(), reason: e.to_string() };
+    let mut c = Command::new(plugin)
+        .envs(vars.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(failed)?;
+    if let Some(mut stdin) = c.stdin.take() {
+        stdin.write_all(conf.to_string().as_bytes()).map_err(failed)?;
+    }
+    c.wait_with_output().map_err(failed)
 }
 
 impl crate::Lab {

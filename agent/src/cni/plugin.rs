@@ -72,9 +72,6 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     if !netns.exists() {
         return Err(CniError::new(code::UNKNOWN_CONTAINER, format!("CNI_NETNS: {} does not exist", netns.display())));
     }
-    if conf.mtu.is_some_and(|m| !(68..=65535).contains(&m)) {
-        return Err(CniError::new(code::INVALID_CONFIG, "mtu: must lie in 68..=65535"));
-    }
     let mac = conf.runtime_config.mac.clone().or_else(|| env.args.get("MAC").cloned());
     let req = AttachRequest {
         network,

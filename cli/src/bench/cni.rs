@@ -2,9 +2,8 @@
 //! `host-local` IPAM) on the same host: `podman run` to the first ping of the gateway, and
 //! the latency of `ADD` and `DEL` run as a runtime runs them. Rounds interleave the two.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -22,20 +21,10 @@ fn run_and_ping(pm: &Podman, network: &str, gateway: &str) -> anyhow::Result<f64
 
 /// Runs `plugin` as a runtime would for `command`; milliseconds it took.
 fn invoke(plugin: &Path, command: &str, container: &str, netns: &str, conf: &serde_json::Value) -> anyhow::Result<f64> {
+    let netns = format!("/run/netns/{netns}");
+    let vars = [("CNI_COMMAND", command), ("CNI_CONTAINERID", container), ("CNI_NETNS", &netns), ("CNI_IFNAME", "eth0"), ("CNI_PATH", CNI_PLUGINS)];
     let t = Instant::now();
-    let mut c = Command::new(plugin)
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container)
-        .env("CNI_NETNS", format!("/run/netns/{netns}"))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", CNI_PLUGINS)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {}", plugin.display()))?;
-    c.stdin.take().context("the plugin's stdin")?.write_all(conf.to_string().as_bytes())?;
-    let o = c.wait_with_output()?;
+    let o = plexus_lab::podman::invoke(plugin, &vars, conf)?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
     if !o.status.success() {
         bail!("{} {command}: {}{}", plugin.display(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
