@@ -227,8 +227,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.put_meta("vote", vote, true).map_err(|_| io_err(ErrorSubject::Vote, ErrorVerb::Write, "saving the vote failed"))
     }
 
+    /// The vote as saved, except that a committed one comes back uncommitted. openraft reads
+    /// the vote only when it starts, and a node whose saved vote is a committed one for itself
+    /// would start as the leader of that term again — with a state machine rebuilt only up to
+    /// the commit index it last flushed, while the others may have committed more through it
+    /// (a stale read under the lease, found by the linearizability test). Uncommitted, the
+    /// vote still says whom this node voted for in that term (so it votes for no one else in
+    /// it), but the node starts as a follower and leads again only by winning a new term,
+    /// whose first entry it must commit and apply before it serves anything.
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
-        self.get_meta("vote")
+        Ok(self.get_meta::<Vote<u64>>("vote")?.map(|v| Vote { committed: false, ..v }))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
