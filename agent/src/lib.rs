@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod attach;
 pub mod cni;
+pub mod dns;
 pub mod docker;
 pub mod edge;
 pub mod netns;

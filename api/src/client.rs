@@ -360,6 +360,14 @@ impl Client {
             None => self.get(&format!("/v1/hosts/{host}/edge")).await,
         }
     }
+    /// What host `host`'s DNS responder serves; with `known` (a digest), waits up to `wait_s`
+    /// seconds (≤ 25) for it to differ.
+    pub async fn host_names(&self, host: &str, known: Option<&str>, wait_s: u64) -> Result<crate::HostNames, ClientError> {
+        match known {
+            Some(k) => self.get(&format!("/v1/hosts/{host}/names?known={k}&wait={wait_s}")).await,
+            None => self.get(&format!("/v1/hosts/{host}/names")).await,
+        }
+    }
     /// All routers.
     pub async fn routers(&self) -> Result<Vec<Router>, ClientError> {
         self.get("/v1/routers").await

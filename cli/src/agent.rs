@@ -74,6 +74,29 @@ pub(crate) struct AgentCmd {
     /// Where the agent keeps its state (the Docker plugin's links).
     #[arg(long, default_value = "/var/lib/plexus/agent")]
     state_dir: std::path::PathBuf,
+    /// Do not answer containers' DNS on their gateways.
+    #[arg(long)]
+    no_dns: bool,
+    /// A resolver for names outside Plexus, IP or IP:PORT (repeat for more; default: the
+    /// nameservers of /etc/resolv.conf).
+    #[arg(long = "dns-upstream", value_name = "ADDR", conflicts_with = "no_dns")]
+    dns_upstreams: Vec<String>,
+}
+
+/// The resolvers for names outside Plexus: the ones given, else `/etc/resolv.conf`'s.
+fn dns_upstreams(given: &[String]) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    if given.is_empty() {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        return Ok(plexus_agent::dns::resolv_conf_upstreams(&text));
+    }
+    given
+        .iter()
+        .map(|a| {
+            a.parse::<std::net::SocketAddr>()
+                .or_else(|_| a.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+                .map_err(|_| anyhow::anyhow!("--dns-upstream {a:?}: not an IP address or IP:PORT"))
+        })
+        .collect()
 }
 
 /// Where a bootstrapped agent keeps its token, in its PKI directory.
@@ -181,6 +204,7 @@ pub(crate) async fn run(c: AgentCmd) -> anyhow::Result<()> {
             state_dir: c.state_dir,
             ..Default::default()
         }),
+        dns_upstreams: if c.no_dns { None } else { Some(dns_upstreams(&c.dns_upstreams)?) },
     };
     agent::run(cfg).await?;
     Ok(())

@@ -102,6 +102,14 @@ async fn podman_containers_on_two_hosts_talk_through_the_cni_plugin_and_leave_no
     assert!(o.status.success(), "podman on h1 → podman on h2: {}", text(&o));
     let o = pm.run(&["exec", &p1, "ping", "-c", "2", "-W", "2", &ip3.to_string()]);
     assert!(o.status.success(), "podman on h1 → lab container on h2: {}", text(&o));
+    // DNS: podman wrote the plugin's answer (the gateway) into resolv.conf, and the gateway
+    // answers the other containers' names: podman's container name, and the lab container's.
+    let o = pm.run(&["exec", &p1, "cat", "/etc/resolv.conf"]);
+    assert!(text(&o).contains("nameserver 10.40.0.1"), "podman's resolv.conf does not name the gateway: {}", text(&o));
+    for (other, ip) in [(p2.as_str(), ip2), ("c3", ip3)] {
+        let o = pm.run(&["exec", &p1, "busybox", "nslookup", other]);
+        assert!(o.status.success() && text(&o).contains(&ip.to_string()), "nslookup {other} from p1: {}", text(&o));
+    }
     // TCP across hosts, between the podman containers' namespaces.
     let (ns1, ns2) = (pm.netns(&p1), pm.netns(&p2));
     let t = probe::tcp_transfer(&ns1, &ns2, ip2, 1 << 20).expect("TCP from p1 to p2");

@@ -1,6 +1,6 @@
 //! Cross-host Docker for real: a Docker engine inside each of two lab hosts, each served by its
 //! host's agent. A network made on one engine appears on the other, containers on the two
-//! talk, and a network removed on one goes from the other.
+//! talk and find each other by name, and a network removed on one goes from the other.
 //!
 //! Needs docker.io (dockerd and the client) and busybox-static; the engines are the lab's own
 //! (not this machine's dockerd), so these tests run beside the others.
@@ -58,12 +58,20 @@ async fn networks_and_containers_span_two_docker_engines() {
     assert!(names.contains(&"red".to_string()) && names.contains(&"blue".to_string()), "{names:?}");
 
     // Containers on the two engines talk: ping, and TCP with busybox's nc.
-    ok(&lab, &h1, &["run", "-d", "--name", "c1", "--network", "red", TEST_IMAGE, "sleep", "100000"]);
+    // c1 names the gateway as its DNS server (as docs/dns.md tells Docker users): Docker's
+    // embedded resolver answers its own engine's containers and forwards the rest there.
+    ok(&lab, &h1, &["run", "-d", "--name", "c1", "--network", "red", "--dns", "10.52.0.1", "--dns-search", "red", TEST_IMAGE, "sleep", "100000"]);
     ok(&lab, &h2, &["run", "-d", "--name", "c2", "--network", "red", TEST_IMAGE, "sleep", "100000"]);
     let ip2 = ok(&lab, &h2, &["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "c2"]);
     assert!(ip2.starts_with("10.52.0."), "{ip2}");
     let o = docker(&lab, &h1, &["exec", "c1", "ping", "-c", "3", "-W", "2", &ip2]);
     assert!(o.status.success(), "c1 on h1's engine cannot ping c2 on h2's: {}", text(&o));
+    // c2 is on another engine: its name comes from Plexus (the agent copies Docker's container
+    // name to the endpoint), through Docker's resolver in c1.
+    eventually("c1 could not resolve c2 (on the other engine) by name", || {
+        let o = docker(&lab, &h1, &["exec", "c1", "busybox", "nslookup", "c2"]);
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&ip2)
+    });
     ok(&lab, &h2, &["exec", "-d", "c2", "sh", "-c", "nc -l -p 7000 > /got"]);
     // The listener starts detached: the first attempts may find nothing listening yet.
     let send = format!("echo across-engines | nc -w 2 {ip2} 7000");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::sh::{ip, tx_offload_off};
+use super::sh::{delete_netns, ip, tx_offload_off};
 use super::waits::{wait_ready, wait_registered};
 use super::{daemons, Lab, LabError};
 
@@ -218,6 +218,10 @@ impl Lab {
             pki.display().to_string(),
             "--bootstrap-token".into(),
             token,
+            // The lab's stand-in for the outside world's resolvers: the underlay's .1 (serve
+            // something there, e.g. dnsmasq, to resolve names outside Plexus).
+            "--dns-upstream".into(),
+            self.controller_ip().to_string(),
         ])
     }
 
@@ -543,11 +547,17 @@ impl Lab {
         .await
         {
             Ok((port, _)) => {
+                // `ip netns exec` mounts this over the container's /etc/resolv.conf.
+                let etc = std::path::Path::new("/etc/netns").join(&netns);
+                let conf = plexus_agent::dns::resolv_conf(e.gateway, &e.network);
+                std::fs::create_dir_all(&etc)
+                    .and_then(|_| std::fs::write(etc.join("resolv.conf"), conf))
+                    .map_err(|err| LabError::Io(format!("{}: {err}", etc.display())))?;
                 let mac = e.mac.octets();
                 Ok(super::Container { netns, host_if: port, ip: e.ip, mac })
             }
             Err(err) => {
-                let _ = ip(None, &["netns", "delete", &netns]);
+                let _ = delete_netns(&netns);
                 Err(LabError::Io(format!("attaching {name}: {err}")))
             }
         }

@@ -47,7 +47,7 @@ pub fn import_busybox(docker: impl Fn() -> Command, image: &str) -> Result<(), L
     let root = std::env::temp_dir().join(format!("plexus-image-{}-{call}", std::process::id()));
     std::fs::create_dir_all(root.join("bin")).map_err(io)?;
     std::fs::copy(bb, root.join("bin/busybox")).map_err(io)?;
-    for c in ["sh", "ping", "ip", "sleep", "cat", "nc", "ls"] {
+    for c in ["sh", "ping", "ip", "sleep", "cat", "nc", "ls", "nslookup"] {
         let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(c));
     }
     let tar = root.with_extension("tar");

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use control::{ControlPlane, API_PORT, OPENFLOW_PORT};
 pub use daemons::{Daemon, OvsInstance};
 mod status;
-use sh::{in_ns, ip, tx_offload_off};
+use sh::{delete_netns, in_ns, ip, tx_offload_off};
 pub use status::{LabHostStatus, LabStatus};
 
 /// Where labs keep their state unless `PLEXUS_LAB_ROOT` says otherwise. Short, because unix
@@ -389,7 +389,7 @@ impl Lab {
         match plexus_agent::plumb::plumb(&p) {
             Ok(_) => Ok(Container { netns, host_if: name.to_string(), ip: ip_addr, mac }),
             Err(e) => {
-                let _ = ip(None, &["netns", "delete", &netns]);
+                let _ = delete_netns(&netns);
                 Err(LabError::Io(format!("plumbing container {name}: {e}")))
             }
         }
@@ -420,7 +420,7 @@ impl Lab {
             Ok(Container { netns: netns.clone(), host_if: port.clone(), ip: addr, mac })
         })();
         if built.is_err() {
-            let _ = ip(None, &["netns", "delete", &netns]);
+            let _ = delete_netns(&netns);
             let _ = ip(Some(&ul), &["link", "delete", &port]);
         }
         built
@@ -483,7 +483,7 @@ impl Lab {
             h.ovs.stop();
         }
         for ns in netns_of(&self.name) {
-            if let Err(e) = ip(None, &["netns", "delete", &ns]) {
+            if let Err(e) = delete_netns(&ns) {
                 tracing::warn!(netns = %ns, error = %e, "could not delete namespace");
             }
         }
@@ -546,7 +546,7 @@ fn sweep_stale(root: &Path) {
         let lab = rest.split('-').next().unwrap_or_default();
         if !has_lab(lab) {
             tracing::info!(netns = %ns, "removing namespace of no lab");
-            let _ = ip(None, &["netns", "delete", &ns]);
+            let _ = delete_netns(&ns);
         }
     }
 }

@@ -46,6 +46,13 @@ pub(crate) fn run(cmd: &mut Command) -> Result<String, LabError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Deletes namespace `ns` and the files `ip netns exec` mounts into it (`/etc/netns/NS`, a
+/// container's `resolv.conf`).
+pub(crate) fn delete_netns(ns: &str) -> Result<String, LabError> {
+    let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(ns));
+    ip(None, &["netns", "delete", ns])
+}
+
 /// Runs `ip ARGS` (in the root namespace, or in `ns` with `-n`).
 pub(crate) fn ip(ns: Option<&str>, args: &[&str]) -> Result<String, LabError> {
     let mut c = Command::new("ip");

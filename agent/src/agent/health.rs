@@ -146,7 +146,7 @@ impl Health {
             let mut out = String::from("# HELP plexus_agent_plugin_call_seconds Docker plugin calls by method and result.\n# TYPE plexus_agent_plugin_call_seconds histogram\n");
             PLUGIN_CALLS.render("plexus_agent_plugin_call_seconds", &mut out);
             out
-        }
+        } + &crate::dns::metrics()
     }
 }
 

@@ -57,6 +57,9 @@ pub struct AgentConfig {
     pub listen: Option<std::net::SocketAddr>,
     /// The identity OVS presents on `ssl:` OpenFlow targets (needed with any).
     pub switch_tls: Option<SwitchTls>,
+    /// Answer containers' DNS on their gateways, forwarding names outside Plexus to these
+    /// resolvers (`None`: do not answer).
+    pub dns_upstreams: Option<Vec<std::net::SocketAddr>>,
 }
 
 /// Errors of the agent.
@@ -218,6 +221,18 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     if let plexus_ovs::ovsdb::Target::Unix(db) = &cfg.ovsdb {
         if let Some(rundir) = db.parent() {
             tokio::spawn(trace::serve(api.clone(), cfg.name.clone(), rundir.to_path_buf()));
+        }
+    }
+    // The DNS responder talks to br-int through its management socket, next to the OVSDB one.
+    if let Some(upstreams) = cfg.dns_upstreams.clone() {
+        match crate::attach::mgmt_socket(&cfg.ovsdb.to_string()) {
+            Some(mgmt) => {
+                let dns = crate::dns::DnsConfig { host: cfg.name.clone(), mgmt, upstreams };
+                tokio::spawn(crate::dns::run(api.clone(), dns));
+            }
+            None => {
+                tracing::warn!(ovsdb = %cfg.ovsdb, "OVSDB is not a local socket, so br-int's management socket is unknown: containers' DNS is not answered")
+            }
         }
     }
     let nudge = std::sync::Arc::new(tokio::sync::Notify::new());

@@ -303,7 +303,7 @@ pub fn version_result(requested: &str) -> Value {
 }
 
 /// An `ADD` result in `version`'s shape: the host's end and the container's interface, its
-/// address, and the default route when the plugin added it.
+/// address, the default route when the plugin added it, and the gateway as the DNS server.
 pub fn add_result(version: &str, host_if: &str, ifname: &str, netns: &std::path::Path, e: &plexus_api::Endpoint, default_route: bool) -> Value {
     let mut ip = json!({"address": format!("{}/{}", e.ip, e.prefix_len), "gateway": e.gateway.to_string(), "interface": 1});
     if version != "1.0.0" {
@@ -319,7 +319,9 @@ pub fn add_result(version: &str, host_if: &str, ifname: &str, netns: &std::path:
         ],
         "ips": [ip],
         "routes": routes,
-        "dns": {},
+        // The gateway answers DNS (the host agent's responder): the network's names, and
+        // the host's resolvers for the rest.
+        "dns": {"nameservers": [e.gateway.to_string()], "search": [e.network]},
     })
 }
 

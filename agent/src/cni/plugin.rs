@@ -57,6 +57,16 @@ async fn connect(conf: &NetConf) -> Result<(plexus_api::Client, VSwitch), CniErr
     Ok((client, VSwitch::new(db)))
 }
 
+/// The container's name as its DNS name (the `name` label) when the runtime passes it
+/// (`K8S_POD_NAME` in `CNI_ARGS`: podman's container name, Kubernetes' pod name) and it is a
+/// DNS label; a `name` label from `args` wins.
+fn with_name(mut labels: std::collections::BTreeMap<String, String>, env: &super::Env) -> std::collections::BTreeMap<String, String> {
+    if let Some(n) = env.args.get("K8S_POD_NAME").filter(|n| plexus_api::names::is_dns_label(n)) {
+        labels.entry(plexus_api::names::NAME_LABEL.to_string()).or_insert_with(|| n.to_ascii_lowercase());
+    }
+    labels
+}
+
 fn host_name(conf: &NetConf) -> Result<String, CniError> {
     if let Some(h) = &conf.host {
         return Ok(h.clone());
@@ -84,7 +94,7 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         host_netns: conf.host_netns.clone(),
         mtu: conf.mtu,
         owner: format!("cni:{}", env.container_id),
-        labels: conf.labels()?,
+        labels: with_name(conf.labels()?, env),
         publish: conf.published()?,
         mgmt: attach::mgmt_socket(conf.ovsdb.as_deref().unwrap_or(DEFAULT_OVSDB)),
     };

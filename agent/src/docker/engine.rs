@@ -61,9 +61,10 @@ impl Engine {
         Ok(out)
     }
 
-    /// The labels of the container that has Docker endpoint `endpoint_id` on network
-    /// `network_id`, once Docker shows it (from the start of the container's start-up).
-    pub async fn container_labels(&self, network_id: &str, endpoint_id: &str, timeout: Duration) -> Option<HashMap<String, String>> {
+    /// The name (without Docker's leading `/`) and labels of the container that has Docker
+    /// endpoint `endpoint_id` on network `network_id`, once Docker shows it (from the start of
+    /// the container's start-up).
+    pub async fn container_labels(&self, network_id: &str, endpoint_id: &str, timeout: Duration) -> Option<(Option<String>, HashMap<String, String>)> {
         let filters = HashMap::from([("network".to_string(), vec![network_id.to_string()])]);
         let opts = bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
         let t = Instant::now();
@@ -76,7 +77,8 @@ impl Engine {
                     nets.is_some_and(|n| n.values().any(|e| e.endpoint_id.as_deref() == Some(endpoint_id)))
                 });
                 if let Some(c) = found {
-                    return Some(c.labels.unwrap_or_default());
+                    let name = c.names.and_then(|n| n.into_iter().next()).map(|n| n.trim_start_matches('/').to_string());
+                    return Some((name, c.labels.unwrap_or_default()));
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

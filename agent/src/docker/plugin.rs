@@ -465,14 +465,18 @@ async fn join(p: &Plugin, r: Join) -> Reply {
     ok(JoinResponse { interface_name: InterfaceName { src_name: peer, dst_prefix: "eth".into() }, gateway: wiring.gateway.to_string() })
 }
 
-/// Copies a container's labels to its endpoint. Labels Plexus cannot hold (a value with a
+/// Copies a container's labels to its endpoint, and its name as the `name` label (its DNS
+/// name) unless a label of its own says otherwise. Labels Plexus cannot hold (a value with a
 /// space, say) are left out and named in the log.
 async fn copy_labels(api: &Client, engine: &Engine, docker_net: &str, docker_ep: &str, network: &str, id: &str) {
-    let Some(labels) = engine.container_labels(docker_net, docker_ep, Duration::from_secs(30)).await else {
+    let Some((name, labels)) = engine.container_labels(docker_net, docker_ep, Duration::from_secs(30)).await else {
         tracing::warn!(%network, %id, "Docker did not show the container of this endpoint: its labels are not copied");
         return;
     };
     let mut kept = std::collections::BTreeMap::new();
+    if let Some(n) = name.filter(|n| plexus_api::names::is_dns_label(n)) {
+        kept.insert(plexus_api::names::NAME_LABEL.to_string(), n.to_ascii_lowercase());
+    }
     for (k, v) in labels {
         let one = std::collections::BTreeMap::from([(k.clone(), v.clone())]);
         match plexus_api::policy::check_labels("labels", &one) {

@@ -4,7 +4,8 @@
 //! A network's gateway is a router interface that exists in every switch carrying the
 //! network: its MAC is [`gateway_mac`] (derived from its address, so containers' ARP caches
 //! never go stale when routers change), the ARP responder answers for it, and the
-//! [`Table::Gateway`] table answers ICMP echo to it. IPv4 sent to the gateway's MAC is marked
+//! [`Table::Gateway`] table answers ICMP echo to it (and sends DNS to it up to the host
+//! agent's responder, [`plexus_api::names`]). IPv4 sent to the gateway's MAC is marked
 //! with the network's routing domain ([`REG_DOMAIN`]) and handed to [`Table::Routing`], which
 //! holds one flow per endpoint of the domain: its address in, the endpoint's network, MAC and
 //! the gateway's MAC as source out, TTL decremented. The packet then goes on to L2 lookup in
@@ -73,6 +74,10 @@ impl Feature for Routing {
             Action::output(OFPP_IN_PORT),
         ];
         out.add(Table::Gateway, priority::OBJECT, echo, |f| f.apply(reply));
+        // DNS to the gateway goes up to the host agent's responder, which answers from the
+        // names it watches (the packet-in carries the network in REG_NETWORK).
+        let dns = to_gw().ipv4_dst(gw).with(Field::IpProto, 17u8).with(Field::UdpDst, plexus_api::names::DNS_PORT);
+        out.add(Table::Gateway, priority::OBJECT, dns, |f| f.apply(vec![Action::controller_id(plexus_api::names::DNS_CONTROLLER_ID)]));
         // Anything else sent to the gateway is routed in its domain, or dropped when no
         // router joins the network.
         let ipv4 = to_gw().eth_type(0x0800);

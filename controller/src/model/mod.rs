@@ -6,6 +6,7 @@
 mod endpoints;
 mod hosts;
 mod leases;
+mod names;
 mod networks;
 #[cfg(test)]
 mod replicas;

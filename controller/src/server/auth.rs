@@ -61,6 +61,8 @@ pub(crate) fn allowed(role: &Role, method: &Method, path: &str) -> bool {
         ["v1", "hosts", h, "flows"] => *h == host && read,
         // What its own stack must do: external subnets, its endpoints' published ports.
         ["v1", "hosts", h, "edge"] => *h == host && read,
+        // What its DNS responder answers: the names its containers may look up.
+        ["v1", "hosts", h, "names"] => *h == host && read,
         // Traces of its own switch: take them, answer them.
         ["v1", "hosts", h, "trace-jobs"] => *h == host && read,
         ["v1", "hosts", h, "trace-jobs", _] => *h == host && post,
@@ -119,11 +121,13 @@ mod tests {
         assert!(allowed(&a, &Method::PUT, "/v1/hosts/h1"));
         assert!(allowed(&a, &Method::GET, "/v1/hosts/h1/flows"));
         assert!(allowed(&a, &Method::GET, "/v1/hosts/h1/edge"));
+        assert!(allowed(&a, &Method::GET, "/v1/hosts/h1/names"));
         assert!(allowed(&a, &Method::PUT, "/v1/networks/red/endpoints/e1/publish"));
         for (m, p) in [
             (Method::PUT, "/v1/hosts/h2"),
             (Method::GET, "/v1/hosts/h2/flows"),
             (Method::GET, "/v1/hosts/h2/edge"),
+            (Method::GET, "/v1/hosts/h2/names"),
             (Method::PUT, "/v1/hosts/h1/../h2"),
             (Method::PUT, "/v1/hosts/%68%32"),
             (Method::PUT, "/v1/networks/red"),

@@ -1,36 +1,35 @@
-//! `GET /v1/hosts/{name}/edge`: what a host's own stack must do for Plexus (routes and NAT
-//! for external networks, published ports), long-polled by the host's agent. Answered from
-//! this node's replica, like a watch: agents may poll any node.
+//! What one host's agent long-polls, answered from this node's replica like a watch (agents
+//! may poll any node): `GET /v1/hosts/{name}/edge`, what the host's own stack must do for
+//! Plexus (routes and NAT for external networks, published ports), and
+//! `GET /v1/hosts/{name}/names`, what its DNS responder answers.
 
 use axum::extract::{Path, Query};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use plexus_api::{HostEdge, Problem};
+use plexus_api::{HostEdge, HostNames, Problem};
 use serde::Deserialize;
 
 use super::{problem, St};
+use crate::model::Model;
 
 /// Longest a poll is held (the client gives up on a request after 30 s).
 const MAX_WAIT: u64 = 25;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub(crate) struct EdgeOpts {
-    /// The digest the agent holds: the answer waits until the edge differs from it.
+pub(crate) struct PollOpts {
+    /// The digest the agent holds: the answer waits until what it polls differs from it.
     #[serde(default)]
     known: Option<String>,
-    /// Seconds to wait for a difference before answering with the same edge (at most 25).
+    /// Seconds to wait for a difference before answering with the same (at most 25).
     #[serde(default)]
     #[param(maximum = 25)]
     wait: u64,
 }
 
-#[utoipa::path(get, path = "/v1/hosts/{name}/edge", tag = "hosts",
-    params(("name" = String, Path, description = "Host name"), EdgeOpts),
-    responses((status = 200, description = "The host's external subnets and published ports", body = HostEdge),
-              (status = 400, description = "wait over 25 s"), (status = 404, description = "No such host")))]
-/// What host `name`'s stack must do for Plexus; with `known`, waits until that changes.
-pub(crate) async fn host_edge(s: St, Path(name): Path<String>, Query(o): Query<EdgeOpts>) -> Response {
+/// Answers host `name`'s poll of `view` (with its digest): at once without `known` or when the
+/// view differs from it, else when it changes or the wait ends.
+async fn poll<T: serde::Serialize>(s: St, name: String, o: PollOpts, view: impl Fn(&Model, &str) -> T, digest: impl Fn(&T) -> &str) -> Response {
     if o.wait > MAX_WAIT {
         return problem(Problem { field: Some("wait".into()), ..Problem::new(400, "invalid query", format!("wait {} is over {MAX_WAIT} seconds", o.wait)) });
     }
@@ -47,13 +46,31 @@ pub(crate) async fn host_edge(s: St, Path(name): Path<String>, Query(o): Query<E
         if !model.hosts.contains_key(&name) {
             return problem(Problem { field: Some("name".into()), ..Problem::new(404, "not found", format!("no host named {name}")) });
         }
-        let edge = model.host_edge(&name);
-        if o.known.as_deref() != Some(edge.digest.as_str()) {
-            return Json(edge).into_response();
+        let answer = view(&model, &name);
+        if o.known.as_deref() != Some(digest(&answer)) {
+            return Json(answer).into_response();
         }
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => continue,
-            _ => return Json(edge).into_response(),
+            _ => return Json(answer).into_response(),
         }
     }
+}
+
+#[utoipa::path(get, path = "/v1/hosts/{name}/edge", tag = "hosts",
+    params(("name" = String, Path, description = "Host name"), PollOpts),
+    responses((status = 200, description = "The host's external subnets and published ports", body = HostEdge),
+              (status = 400, description = "wait over 25 s"), (status = 404, description = "No such host")))]
+/// What host `name`'s stack must do for Plexus; with `known`, waits until that changes.
+pub(crate) async fn host_edge(s: St, Path(name): Path<String>, Query(o): Query<PollOpts>) -> Response {
+    poll(s, name, o, Model::host_edge, |e: &HostEdge| &e.digest).await
+}
+
+#[utoipa::path(get, path = "/v1/hosts/{name}/names", tag = "hosts",
+    params(("name" = String, Path, description = "Host name"), PollOpts),
+    responses((status = 200, description = "The zones and names host's DNS responder serves", body = HostNames),
+              (status = 400, description = "wait over 25 s"), (status = 404, description = "No such host")))]
+/// What host `name`'s DNS responder answers; with `known`, waits until that changes.
+pub(crate) async fn host_names(s: St, Path(name): Path<String>, Query(o): Query<PollOpts>) -> Response {
+    poll(s, name, o, Model::host_names, |n: &HostNames| &n.digest).await
 }

@@ -212,6 +212,7 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(trace_jobs))
         .routes(routes!(trace_answer))
         .routes(routes!(edge::host_edge))
+        .routes(routes!(edge::host_names))
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 

@@ -37,6 +37,7 @@ const OFPAT_SET_FIELD: u16 = 25;
 const OFPAT_EXPERIMENTER: u16 = 0xffff;
 
 const NXAST_REG_MOVE: u16 = 6;
+const NXAST_CONTROLLER: u16 = 20;
 const NXAST_REG_LOAD: u16 = 7;
 const NXAST_RESUBMIT_TABLE: u16 = 14;
 const NXAST_OUTPUT_REG: u16 = 15;
@@ -161,6 +162,19 @@ impl Action {
     /// `controller` with the whole packet.
     pub fn controller() -> Action {
         Action::Output { port: OFPP_CONTROLLER, max_len: OFPCML_NO_BUFFER }
+    }
+    /// Nicira `controller(id=ID)`: the whole packet, as a packet-in of reason "action", to
+    /// the connections that set controller id `id` (`NXT_SET_CONTROLLER_ID`, see
+    /// [`crate::openflow::receive_packet_ins`]) — a local service on the bridge's management
+    /// socket, not the primary controllers (id 0, which `output:CONTROLLER` reaches).
+    pub fn controller_id(id: u16) -> Action {
+        let mut data = Vec::with_capacity(8);
+        data.extend(NXAST_CONTROLLER.to_be_bytes());
+        data.extend(OFPCML_NO_BUFFER.to_be_bytes());
+        data.extend(id.to_be_bytes());
+        // Reason OFPR_ACTION, then padding.
+        data.extend([1, 0]);
+        Action::Experimenter { experimenter: NX_VENDOR_ID, data }
     }
     /// `set_field:value->field`.
     pub fn set_field(field: Field, value: impl Into<u128>) -> Action {

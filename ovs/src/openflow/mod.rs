@@ -11,6 +11,7 @@ mod listener;
 mod message;
 mod multipart;
 mod oxm;
+mod service;
 mod wire;
 
 pub use action::*;
@@ -22,3 +23,4 @@ pub use listener::Listener;
 pub use message::*;
 pub use multipart::*;
 pub use oxm::{mac_u128, Field, Match, MatchField, ARP_REPLY, ARP_REQUEST, OFPVID_PRESENT, OXM_CLASS_BASIC, OXM_CLASS_NXM0, OXM_CLASS_NXM1};
+pub use service::receive_packet_ins;

@@ -1,0 +1,136 @@
+//! The names a host's responder knows, indexed for answering, and what it answers: a pure
+//! function of the table and the question, so the rules about what one network may learn of
+//! another live in one place.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use plexus_api::{HostNames, NameZone};
+
+use super::wire::{reverse_v4, Data, Query, Rcode, TYPE_A, TYPE_ANY, TYPE_PTR};
+
+/// The answer to a question, or that it is not ours to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Answered here.
+    Local(Rcode, Vec<Data>),
+    /// A name outside Plexus: ask the host's resolvers.
+    Forward,
+}
+
+/// The names, by zone.
+#[derive(Debug, Default)]
+pub struct Table {
+    zones: HashMap<u32, NameZone>,
+    /// (network, name) to addresses.
+    names: HashMap<(String, String), Vec<Ipv4Addr>>,
+    /// Address to (network, name), per network.
+    reverse: HashMap<(String, Ipv4Addr), String>,
+    /// The digest it was built from.
+    pub digest: String,
+}
+
+impl Table {
+    /// Indexes what the controller sent.
+    pub fn new(h: &HostNames) -> Table {
+        let mut t = Table { digest: h.digest.clone(), ..Table::default() };
+        for z in &h.zones {
+            t.zones.insert(z.vni, z.clone());
+        }
+        for r in &h.records {
+            t.names.entry((r.network.clone(), r.name.clone())).or_default().push(r.ip);
+            // Records are sorted: the first name of an address is the one a reverse lookup
+            // gives.
+            t.reverse.entry((r.network.clone(), r.ip)).or_insert_with(|| r.name.clone());
+        }
+        t
+    }
+
+    /// The zone of the network with `vni`, if this host serves it.
+    pub fn zone(&self, vni: u32) -> Option<&NameZone> {
+        self.zones.get(&vni)
+    }
+
+    /// Names known.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether no names are known.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// What to answer `q` from a container of `zone`. `NAME` is looked up in the zone's own
+    /// network, `NAME.NETWORK` in any network the zone may see; a single label that is not
+    /// there does not exist (it is not sent to the host's resolvers, as in dnsmasq's
+    /// `domain-needed`); anything else is forwarded. Reverse lookups answer for the addresses
+    /// of networks the zone may see and forward the rest.
+    pub fn resolve(&self, zone: &NameZone, q: &Query) -> Resolution {
+        if q.qtype == TYPE_PTR {
+            if let Some(ip) = reverse_v4(&q.name) {
+                if let Some((net, name)) = zone.visible.iter().find_map(|n| self.reverse.get(&(n.clone(), ip)).map(|name| (n, name))) {
+                    return Resolution::Local(Rcode::NoError, vec![Data::Ptr(format!("{name}.{net}"))]);
+                }
+            }
+            return Resolution::Forward;
+        }
+        let (name, network) = match q.name.split_once('.') {
+            None => (q.name.as_str(), zone.network.as_str()),
+            Some((name, net)) if zone.visible.iter().any(|v| v == net) => (name, net),
+            Some(_) => return Resolution::Forward,
+        };
+        match self.names.get(&(network.to_string(), name.to_string())) {
+            // The name exists; only A records are held (no IPv6 yet): other types get none.
+            Some(ips) if matches!(q.qtype, TYPE_A | TYPE_ANY) => Resolution::Local(Rcode::NoError, ips.iter().map(|ip| Data::A(*ip)).collect()),
+            Some(_) => Resolution::Local(Rcode::NoError, Vec::new()),
+            None => Resolution::Local(Rcode::NxDomain, Vec::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::wire::{parse_query, CLASS_IN, TYPE_AAAA};
+    use super::*;
+    use plexus_api::NameRecord;
+
+    fn q(name: &str, qtype: u16) -> Query {
+        let mut m = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in name.split('.') {
+            m.push(l.len() as u8);
+            m.extend(l.as_bytes());
+        }
+        m.push(0);
+        m.extend(qtype.to_be_bytes());
+        m.extend(CLASS_IN.to_be_bytes());
+        parse_query(&m).unwrap()
+    }
+
+    fn table() -> (Table, NameZone, NameZone) {
+        let blue = NameZone { network: "blue".into(), vni: 1, gateway: Ipv4Addr::new(10, 1, 0, 1), visible: vec!["blue".into(), "green".into()] };
+        let red = NameZone { network: "red".into(), vni: 2, gateway: Ipv4Addr::new(10, 2, 0, 1), visible: vec!["red".into()] };
+        let rec = |n: &str, name: &str, ip: [u8; 4]| NameRecord { network: n.into(), name: name.into(), ip: ip.into() };
+        let h = HostNames::new(
+            vec![blue.clone(), red.clone()],
+            vec![rec("blue", "web", [10, 1, 0, 5]), rec("green", "db", [10, 3, 0, 5]), rec("red", "secret", [10, 2, 0, 9])],
+        );
+        (Table::new(&h), blue, red)
+    }
+
+    #[test]
+    fn answers_its_networks_and_nothing_of_others() {
+        let (t, blue, red) = table();
+        assert_eq!(t.resolve(&blue, &q("web", TYPE_A)), Resolution::Local(Rcode::NoError, vec![Data::A(Ipv4Addr::new(10, 1, 0, 5))]));
+        assert_eq!(t.resolve(&blue, &q("db.green", TYPE_A)), Resolution::Local(Rcode::NoError, vec![Data::A(Ipv4Addr::new(10, 3, 0, 5))]));
+        assert_eq!(t.resolve(&blue, &q("db", TYPE_A)), Resolution::Local(Rcode::NxDomain, vec![]), "db is in green, not blue");
+        assert_eq!(t.resolve(&blue, &q("web", TYPE_AAAA)), Resolution::Local(Rcode::NoError, vec![]));
+        // Red's names never reach blue, by any spelling.
+        assert_eq!(t.resolve(&blue, &q("secret", TYPE_A)), Resolution::Local(Rcode::NxDomain, vec![]));
+        assert_eq!(t.resolve(&blue, &q("secret.red", TYPE_A)), Resolution::Forward);
+        assert_eq!(t.resolve(&blue, &q("9.0.2.10.in-addr.arpa", TYPE_PTR)), Resolution::Forward);
+        assert_eq!(t.resolve(&red, &q("web.blue", TYPE_A)), Resolution::Forward);
+        assert_eq!(t.resolve(&blue, &q("5.0.1.10.in-addr.arpa", TYPE_PTR)), Resolution::Local(Rcode::NoError, vec![Data::Ptr("web.blue".into())]));
+        assert_eq!(t.resolve(&blue, &q("example.org", TYPE_A)), Resolution::Forward);
+    }
+}
