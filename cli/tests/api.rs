@@ -143,6 +143,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         ("GET", "/v1/hosts/{name}"),
         ("GET", "/v1/hosts/{name}/edge"),
         ("GET", "/v1/hosts/{name}/flows"),
+        ("GET", "/v1/hosts/{name}/names"),
         ("GET", "/v1/hosts/{name}/trace-jobs"),
         ("GET", "/v1/networks"),
         ("GET", "/v1/networks/{name}"),

@@ -146,7 +146,10 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
         assert!(t.elapsed() < Duration::from_secs(10), "c1's labels did not reach its endpoint (logs in {})", lab.dir.display());
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(labelled.labels, [("app".to_string(), "web".to_string())].into(), "{labelled:?}");
+    // Its labels, and its name as the `name` label (its DNS name).
+    assert_eq!(labelled.labels.get("app").map(String::as_str), Some("web"), "{labelled:?}");
+    assert_eq!(labelled.labels.get("name"), Some(&c1), "the container's name is not its endpoint's name: {labelled:?}");
+    assert_eq!(labelled.labels.len(), 2, "{labelled:?}");
     let closed = plexus_api::PolicySpec {
         name: "web-closed".into(),
         network: "red".into(),

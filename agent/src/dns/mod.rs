@@ -178,7 +178,7 @@ async fn handle(conn: &Connection, cfg: &Arc<DnsConfig>, table: &Shared, forward
         return;
     };
     let table = table.read().unwrap_or_else(|e| e.into_inner()).clone();
-    let Some(zone) = table.zone(vni).cloned() else {
+    let Some(zone) = table.zone(vni) else {
         // The names of a network new on this host may be a poll behind its flows: no answer
         // rather than a wrong one; the client retries.
         tracing::debug!(vni, "a DNS query from a network this host's names do not have (yet)");
@@ -210,7 +210,7 @@ async fn handle(conn: &Connection, cfg: &Arc<DnsConfig>, table: &Shared, forward
             return;
         }
     };
-    match table.resolve(&zone, &q) {
+    match table.resolve(zone, &q) {
         Resolution::Local(rcode, data) => {
             let counter = if rcode == Rcode::NxDomain { &NXDOMAIN } else { &ANSWERED };
             counter.fetch_add(1, Ordering::Relaxed);

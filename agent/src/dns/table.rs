@@ -22,10 +22,12 @@ pub enum Resolution {
 #[derive(Debug, Default)]
 pub struct Table {
     zones: HashMap<u32, NameZone>,
-    /// (network, name) to addresses.
-    names: HashMap<(String, String), Vec<Ipv4Addr>>,
-    /// Address to (network, name), per network.
-    reverse: HashMap<(String, Ipv4Addr), String>,
+    /// Network, then name, to addresses (nested so that lookups borrow the question's text).
+    names: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>,
+    /// Network, then address, to the name a reverse lookup gives.
+    reverse: HashMap<String, HashMap<Ipv4Addr, String>>,
+    /// Names held.
+    count: usize,
     /// The digest it was built from.
     pub digest: String,
 }
@@ -38,10 +40,14 @@ impl Table {
             t.zones.insert(z.vni, z.clone());
         }
         for r in &h.records {
-            t.names.entry((r.network.clone(), r.name.clone())).or_default().push(r.ip);
+            let ips = t.names.entry(r.network.clone()).or_default().entry(r.name.clone()).or_default();
+            if ips.is_empty() {
+                t.count += 1;
+            }
+            ips.push(r.ip);
             // Records are sorted: the first name of an address is the one a reverse lookup
             // gives.
-            t.reverse.entry((r.network.clone(), r.ip)).or_insert_with(|| r.name.clone());
+            t.reverse.entry(r.network.clone()).or_default().entry(r.ip).or_insert_with(|| r.name.clone());
         }
         t
     }
@@ -53,12 +59,12 @@ impl Table {
 
     /// Names known.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.count
     }
 
     /// Whether no names are known.
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.count == 0
     }
 
     /// What to answer `q` from a container of `zone`. `NAME` is looked up in the zone's own
@@ -69,7 +75,7 @@ impl Table {
     pub fn resolve(&self, zone: &NameZone, q: &Query) -> Resolution {
         if q.qtype == TYPE_PTR {
             if let Some(ip) = reverse_v4(&q.name) {
-                if let Some((net, name)) = zone.visible.iter().find_map(|n| self.reverse.get(&(n.clone(), ip)).map(|name| (n, name))) {
+                if let Some((net, name)) = zone.visible.iter().find_map(|n| self.reverse.get(n)?.get(&ip).map(|name| (n, name))) {
                     return Resolution::Local(Rcode::NoError, vec![Data::Ptr(format!("{name}.{net}"))]);
                 }
             }
@@ -80,7 +86,7 @@ impl Table {
             Some((name, net)) if zone.visible.iter().any(|v| v == net) => (name, net),
             Some(_) => return Resolution::Forward,
         };
-        match self.names.get(&(network.to_string(), name.to_string())) {
+        match self.names.get(network).and_then(|m| m.get(name)) {
             // The name exists; only A records are held (no IPv6 yet): other types get none.
             Some(ips) if matches!(q.qtype, TYPE_A | TYPE_ANY) => Resolution::Local(Rcode::NoError, ips.iter().map(|ip| Data::A(*ip)).collect()),
             Some(_) => Resolution::Local(Rcode::NoError, Vec::new()),

@@ -2,6 +2,7 @@
 
 mod cni;
 mod converge;
+mod dns;
 mod docker;
 mod failover;
 mod flows;
@@ -52,6 +53,13 @@ enum Sub {
         /// Only the compiler, in this process: no lab, no controller (seconds, not minutes).
         #[arg(long)]
         compiler_only: bool,
+    },
+    /// DNS from one container: queries per second and latency to its gateway's resolver (the
+    /// host agent) against dnsmasq asked over the host's loopback, 1 and 16 in flight.
+    Dns {
+        /// Queries per case (1 in flight does a quarter of them).
+        #[arg(long, default_value_t = 20_000)]
+        queries: usize,
     },
     /// Docker: `docker run` to the first ping reply, a container on a Plexus network pinging
     /// another host against one on Docker's bridge pinging the same host; medians of N.
@@ -173,6 +181,12 @@ pub(crate) async fn run(c: BenchCmd) -> anyhow::Result<()> {
                 anyhow::bail!("--rounds must be 1..=1000");
             }
             docker::run(rounds).await
+        }
+        Sub::Dns { queries } => {
+            if !(64..=1_000_000).contains(&queries) {
+                anyhow::bail!("--queries must be 64..=1000000");
+            }
+            dns::run(queries).await
         }
         Sub::Cni { rounds } => {
             if rounds == 0 || rounds > 1000 {

@@ -42,13 +42,13 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{endpoint, overlay};
+    use super::super::testing::{endpoint, host, overlay};
     use super::*;
 
     #[test]
     fn zones_follow_local_endpoints_and_names_stay_in_their_domain() {
         let mut m = Model::default();
-        for c in [overlay("a", "10.1.0.0/24", None), overlay("b", "10.2.0.0/24", None)] {
+        for c in [host("h1", 1), host("h2", 2), overlay("a", "10.1.0.0/24", None), overlay("b", "10.2.0.0/24", None)] {
             m.apply(c).unwrap();
         }
         m.apply(endpoint("a", "web", "h1")).unwrap();
