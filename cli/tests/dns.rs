@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use plexus_api::EndpointSpec;
@@ -32,44 +32,6 @@ fn wait_for(netns: &str, name: &str, within: Duration, want: impl Fn(Option<&str
     None
 }
 
-/// dnsmasq serving `outside.test` on one address, killed by pid when dropped.
-struct Outside(Child);
-
-impl Outside {
-    fn start(ip: Ipv4Addr) -> Outside {
-        let dnsmasq =
-            ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"].into_iter().find(|p| Path::new(p).exists()).expect("dnsmasq is missing: apt-get install dnsmasq-base");
-        let child = Command::new(dnsmasq)
-            .args([
-                "--keep-in-foreground",
-                "--no-resolv",
-                "--no-hosts",
-                "--conf-file=/dev/null",
-                "--bind-interfaces",
-                "--port=53",
-                "--user=root",
-                "--pid-file=",
-            ])
-            .arg(format!("--listen-address={ip}"))
-            .arg("--address=/outside.test/198.51.100.7")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq starts");
-        let mut o = Outside(child);
-        std::thread::sleep(Duration::from_millis(200));
-        assert!(matches!(o.0.try_wait(), Ok(None)), "dnsmasq exited at once: is port 53 of {ip} taken?");
-        o
-    }
-}
-
-impl Drop for Outside {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Sends raw bytes to `gw:53` from inside a container.
 fn send_raw(netns: &str, gw: Ipv4Addr, hex: &str) {
     let py = format!("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(bytes.fromhex('{hex}'), ('{gw}', 53))");
@@ -82,7 +44,8 @@ async fn containers_resolve_each_other_by_name_across_hosts_and_nothing_across_n
     let lab: Lab = plexus_tests::lab('d', 2);
     let cp = lab.start_control_plane(Path::new(env!("CARGO_BIN_EXE_plexus"))).expect("control plane");
     // On the underlay's .1, which exists once the control plane runs.
-    let _outside = Outside::start(lab.controller_ip());
+    let _outside =
+        plexus_lab::dnsmasq::Dnsmasq::start(None, lab.controller_ip(), &["--address=/outside.test/198.51.100.7".into()]).unwrap_or_else(|e| panic!("{e}"));
     let api = cp.client().unwrap();
     let t = Instant::now();
     while api.hosts().await.map(|h| h.len()).unwrap_or(0) < 2 {

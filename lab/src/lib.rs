@@ -9,6 +9,7 @@
 
 pub mod control;
 mod daemons;
+pub mod dnsmasq;
 mod engines;
 mod image;
 pub mod podman;

@@ -4,8 +4,6 @@
 //! the host's namespace. Closed loop, 1 and 16 queries in flight, the two interleaved.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -14,16 +12,6 @@ use plexus_lab::{Lab, LabConfig};
 
 /// Names the bench creates and asks for.
 const NAMES: usize = 50;
-
-/// dnsmasq, ended by pid when dropped.
-struct Dnsmasq(Child);
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A query for `name`, type A, with `id`.
 fn query(id: u16, name: &str) -> Vec<u8> {
@@ -121,27 +109,7 @@ pub(super) async fn run(queries: usize) -> anyhow::Result<()> {
     }
     let q = api.create_endpoint("bench", &EndpointSpec::on(&host.name).id("asker")).await?;
     let c = lab.attach(&q, "asker", 1450).await.context("attaching the asking container")?;
-    let dnsmasq =
-        ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"].into_iter().find(|p| Path::new(p).exists()).context("dnsmasq is missing: apt-get install dnsmasq-base")?;
-    let child = Command::new("ip")
-        .args(["netns", "exec", &host.netns, dnsmasq])
-        .args([
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            "--conf-file=/dev/null",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            "--port=53",
-            "--user=root",
-            "--pid-file=",
-        ])
-        .args(&records)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting dnsmasq")?;
-    let _dnsmasq = Dnsmasq(child);
+    let _dnsmasq = plexus_lab::dnsmasq::Dnsmasq::start(Some(&host.netns), Ipv4Addr::LOCALHOST, &records).context("starting dnsmasq in the host's namespace")?;
     let plexus_dns = SocketAddr::from((q.gateway, 53));
     let local_dns = SocketAddr::from((Ipv4Addr::LOCALHOST, 53));
     // Both answer before anything is timed (the agent's names, dnsmasq's socket).
