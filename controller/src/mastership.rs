@@ -17,7 +17,7 @@ use crate::model::Command;
 use crate::store::{Raft, SharedState};
 
 /// How long a node may go without proof of being in the majority and still act as master.
-pub const LEASE: Duration = Duration::from_millis(1000);
+pub const LEASE: Duration = Duration::from_millis(300);
 /// How long the leader waits before it takes an unanswering node for dead. Longer than
 /// [`LEASE`]: a node cut off stops mastering before anybody replaces it.
 pub const DEAD_AFTER: Duration = Duration::from_millis(1500);
@@ -135,7 +135,7 @@ impl Lease {
     /// heartbeats: a majority acknowledged a heartbeat of this term sent less than [`LEASE`]
     /// ago, and it has applied an entry of its own term (so everything committed before it led
     /// is applied). Safe because a follower refuses to vote for anyone else for an election
-    /// timeout's upper bound (2 s, twice [`LEASE`]) after it last heard from its leader: no
+    /// timeout's upper bound (600 ms, twice [`LEASE`]) after it last heard from its leader: no
     /// other leader can exist yet.
     pub fn serves_reads(&self) -> bool {
         let m = self.raft.metrics();

@@ -134,11 +134,13 @@ impl Node {
         let revisions = sm.revisions();
         let config = openraft::Config {
             cluster_name: "plexus".into(),
-            // Loaded two-core machines delay heartbeats by hundreds of milliseconds; shorter
-            // timeouts than these cause needless elections there.
-            heartbeat_interval: 150,
-            election_timeout_min: 1000,
-            election_timeout_max: 2000,
+            // A leader's death costs at least the vote refusal (openraft's leader lease, the
+            // timeout's upper bound) plus a candidate's second try: about 1 s with these. The
+            // failover bench's soak (both cores busy for 10 minutes) is what shows they cause
+            // no needless elections on a loaded two-core machine.
+            heartbeat_interval: 100,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every.max(1)),
             max_in_snapshot_log_to_keep: (cfg.snapshot_every / 5).max(1),
             purge_batch_size: 1,

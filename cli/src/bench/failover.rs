@@ -246,9 +246,65 @@ pub(super) async fn run(rounds: usize, per_host: usize, soak_secs: u64) -> anyho
     println!("  a change reaching h1's switch, every node alive:          {n:.0} ms");
     println!("  death to a new master recorded for h1's switch:           {m:.0} ms (range {m_lo:.0} to {m_hi:.0})");
     println!("  death to a change made after it installed on h1's switch: {c:.0} ms ({:.0}x the change alone; range {c_lo:.0} to {c_hi:.0})", c / n.max(1.0));
+    leader_rounds(&lab, &cp, &api, rounds.div_ceil(2).max(3)).await?;
     if soak_secs > 0 {
         soak(&api, soak_secs).await?;
     }
     drop(lab);
+    Ok(())
+}
+
+/// Rounds that kill the Raft leader itself: the cluster must elect before anything moves.
+/// Times the death to a new leader, and to new masters for the switches the leader mastered.
+async fn leader_rounds(lab: &Lab, cp: &plexus_lab::ControlPlane, api: &Client, rounds: usize) -> anyhow::Result<()> {
+    eprintln!("{rounds} rounds: kill the Raft leader ...");
+    let (mut to_leader, mut to_masters) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let victim = api.cluster().await.ok().and_then(|c| c.leader).context("no Raft leader")?;
+        let before = masters(api).await;
+        let mastered: Vec<String> = before.iter().filter(|(_, n)| **n == victim).map(|(h, _)| h.clone()).collect();
+        let alive: Vec<String> =
+            lab.controller_ips().iter().enumerate().filter(|(k, _)| *k as u64 + 1 != victim).map(|(_, ip)| format!("https://{ip}:6543")).collect();
+        let majority = cp.client_for(&alive.join(","))?;
+        let t = Instant::now();
+        lab.signal_process(&lab.controller_tag(victim as u8), libc::SIGKILL);
+        let (mut leader_at, mut masters_at) = (None, None);
+        while leader_at.is_none() || masters_at.is_none() {
+            if t.elapsed() > Duration::from_secs(30) {
+                bail!("no new leader, or no new masters for {mastered:?}, 30 s after the leader's death");
+            }
+            if leader_at.is_none() && majority.cluster().await.ok().and_then(|c| c.leader).is_some_and(|l| l != victim) {
+                leader_at = Some(t.elapsed());
+            }
+            if masters_at.is_none() {
+                let now = masters(&majority).await;
+                if mastered.iter().all(|h| now.get(h).is_some_and(|n| *n != victim)) {
+                    masters_at = Some(t.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (l, m) = (leader_at.unwrap_or_default().as_secs_f64() * 1e3, masters_at.unwrap_or_default().as_secs_f64() * 1e3);
+        eprintln!("  round {r}: leader {victim} killed: a new leader after {l:.0} ms, new masters for {mastered:?} after {m:.0} ms");
+        to_leader.push(l);
+        if !mastered.is_empty() {
+            to_masters.push(m);
+        }
+        lab.start_controller_node(victim as u8, &std::env::current_exe()?).context("restarting the killed leader")?;
+        // Back to the assignment of before (every node alive), so each round starts alike.
+        let t = Instant::now();
+        while masters(&majority).await != before {
+            if t.elapsed() > Duration::from_secs(20) {
+                bail!("the switches did not return to their masters after node {victim}'s restart");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    println!("the Raft leader killed with SIGKILL, median of {rounds}:");
+    println!("  death to a new leader:                                    {:.0} ms", super::median(to_leader));
+    match to_masters.len() {
+        0 => println!("  (the leader mastered no switch in any round)"),
+        k => println!("  death to new masters for the leader's switches:           {:.0} ms (median of {k})", super::median(to_masters)),
+    }
     Ok(())
 }

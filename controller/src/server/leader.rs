@@ -54,7 +54,7 @@ async fn forward(s: &AppState, addr: &str, prefix: &str, method: Method, uri: &s
 
 /// A leader whose last acknowledgement from a majority is older than this is cut off: by
 /// then the others have started an election (the election timeout's upper bound).
-const QUORUM_LOST_MS: u64 = 2000;
+const QUORUM_LOST_MS: u64 = 600;
 
 /// How long a write may wait for a majority before the client is told there is none.
 const QUORUM_WAIT: Duration = Duration::from_secs(3);
