@@ -229,7 +229,7 @@ async fn demo(lab: &Lab) -> anyhow::Result<()> {
             let _ = std::process::Command::new("ip").args(["netns", "delete", &ns]).status();
         }
     }
-    let mut cs = Vec::new();
+    let (mut cs, mut ids) = (Vec::new(), Vec::new());
     for (h, cname) in [(a, "c1"), (b, "c2")] {
         let e = api
             .create_endpoint(
@@ -246,6 +246,7 @@ async fn demo(lab: &Lab) -> anyhow::Result<()> {
             )
             .await?;
         println!("endpoint {} on {}: {}/{} {}", e.id, e.host, e.ip, e.prefix_len, e.mac);
+        ids.push(e.id.clone());
         match lab.attach(&e, cname, plexus_lab::wire::CONTAINER_MTU).await {
             Ok(c) => cs.push(c),
             Err(err) => {
@@ -268,5 +269,23 @@ async fn demo(lab: &Lab) -> anyhow::Result<()> {
         bail!("the data plane does not work: {got}/5 pings, TCP intact = {}", t.intact);
     }
     println!("containers on {} and {} talk through flows the Plexus controller computed and programmed", a.name, b.name);
+    // By name too: the container's resolv.conf names its gateway, which h1's agent answers.
+    let (n1, peer) = (cs[0].netns.clone(), ids[1].clone());
+    let found = tokio::task::spawn_blocking(move || {
+        let t = std::time::Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            let o = std::process::Command::new("ip").args(["netns", "exec", &n1, "getent", "hosts", &peer]).output();
+            if let Some(o) = o.ok().filter(|o| o.status.success()) {
+                return Some(String::from_utf8_lossy(&o.stdout).trim().to_string());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    })
+    .await?;
+    match found {
+        Some(line) => println!("DNS from the container on {}: {line}", a.name),
+        None => bail!("the container on {} could not resolve {} by name (its gateway answers DNS)", a.name, ids[1]),
+    }
     Ok(())
 }

@@ -30,7 +30,12 @@ async fn the_topology_view_shows_hosts_and_follows_changes_in_chromium() {
     let token = cp.envs().expect("credentials").into_iter().find(|(k, _)| *k == "PLEXUS_TOKEN").map(|(_, v)| v).expect("token");
     let shot = lab.dir.join("topology.png");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/topology.py");
-    let mut child = Command::new(&py)
+    // Chromium runs in h1's namespace, which reaches the API over the lab's underlay: in the
+    // root namespace, links that other tests add and remove meanwhile make it abandon the page
+    // (ERR_NETWORK_CHANGED).
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.hosts[0].netns])
+        .arg(&py)
         .arg(&script)
         .args([&format!("{}/ui", cp.api), &token, &shot.display().to_string(), "h1,h2,h3", "red/late", "10.95.0.1"])
         .stdout(Stdio::piped())
