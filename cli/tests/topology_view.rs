@@ -27,6 +27,23 @@ async fn the_topology_view_shows_hosts_and_follows_changes_in_chromium() {
     let cp = lab.start_control_plane(Path::new(env!("CARGO_BIN_EXE_plexus"))).expect("control plane");
     let api = cp.client().expect("client");
     api.create_network(&NetworkSpec::overlay("red", "10.95.0.0/24")).await.expect("network");
+    // Every switch in sync first: an agent still setting its host up moves addresses, which
+    // makes Chromium abandon a page load.
+    let http = cp.http().expect("client");
+    let t = std::time::Instant::now();
+    for h in &lab.hosts {
+        loop {
+            let st: serde_json::Value = match http.get(format!("{}/v1/hosts/{}/flows", cp.api, h.name)).send().await {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            if st["in_sync"].as_bool() == Some(true) {
+                break;
+            }
+            assert!(t.elapsed() < std::time::Duration::from_secs(30), "{}'s switch never got in sync: {st}", h.name);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
     let token = cp.envs().expect("credentials").into_iter().find(|(k, _)| *k == "PLEXUS_TOKEN").map(|(_, v)| v).expect("token");
     let shot = lab.dir.join("topology.png");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/topology.py");

@@ -31,7 +31,21 @@ o.binary_location = "/usr/bin/chromium"
 for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--ignore-certificate-errors", "--window-size=1400,1000"]:
     o.add_argument(a)
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
-driver.get(url + "#token=" + token)
+
+
+def load(u):
+    """Loads u, again when Chromium abandoned it because the namespace's interfaces changed
+    under it (ERR_NETWORK_CHANGED: an agent moving an address as its switch comes up), which
+    is about the machine, not the page."""
+    for _ in range(5):
+        driver.get(u)
+        time.sleep(0.5)
+        if "ERR_NETWORK_CHANGED" not in driver.find_element(By.TAG_NAME, "body").text:
+            return
+    print("the page never loaded: the network kept changing", flush=True)
+
+
+load(url + "#token=" + token)
 for h in hosts.split(","):
     wait(lambda: driver.find_elements(By.CSS_SELECTOR, '[data-host="%s"]' % h), "host " + h)
 print("HOSTS " + hosts, flush=True)
