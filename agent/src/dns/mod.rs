@@ -200,7 +200,7 @@ async fn handle(conn: &Connection, cfg: &Arc<DnsConfig>, table: &Shared, forward
         Err(e) => {
             REFUSED.fetch_add(1, Ordering::Relaxed);
             let rcode = match e {
-                WireError::Unsupported("a response") => return,
+                WireError::Response => return,
                 WireError::Unsupported(_) => Rcode::NotImp,
                 WireError::Truncated | WireError::BadName(_) => Rcode::FormErr,
             };

@@ -36,7 +36,10 @@ pub enum WireError {
     /// Too short for what its header or names say.
     #[error("truncated message")]
     Truncated,
-    /// A response, or a query that is not a standard one with exactly one question.
+    /// A response, not a query: never answered (two responders must not answer each other).
+    #[error("a response, not a query")]
+    Response,
+    /// A query that is not a standard one with exactly one question.
     #[error("not a standard query with one question: {0}")]
     Unsupported(&'static str),
     /// A name that breaks the format's rules.
@@ -70,7 +73,7 @@ pub fn parse_query(msg: &[u8]) -> Result<Query, WireError> {
     let u16_at = |i: usize| u16::from_be_bytes([msg[i], msg[i + 1]]);
     let (id, flags, qdcount) = (u16_at(0), u16_at(2), u16_at(4));
     if flags & 0x8000 != 0 {
-        return Err(WireError::Unsupported("a response"));
+        return Err(WireError::Response);
     }
     if (flags >> 11) & 0xf != 0 {
         return Err(WireError::Unsupported("an opcode other than QUERY"));
@@ -219,7 +222,7 @@ mod tests {
         assert_eq!(parse_query(&m), Err(WireError::Truncated));
         let mut resp = query("a", TYPE_A);
         resp[2] |= 0x80;
-        assert!(matches!(parse_query(&resp), Err(WireError::Unsupported(_))));
+        assert_eq!(parse_query(&resp), Err(WireError::Response));
         let mut ptr = query("a", TYPE_A);
         ptr[12] = 0xc0;
         assert!(matches!(parse_query(&ptr), Err(WireError::BadName(_))));

@@ -90,8 +90,7 @@ async fn run_load(ns: &str, to: SocketAddr, total: usize, inflight: usize) -> an
         bail!("no query to {to} from {ns} was answered");
     }
     lat.sort_by(f64::total_cmp);
-    let at = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
-    Ok(Run { qps: lat.len() as f64 / secs, p50_us: at(0.5), p99_us: at(0.99), lost })
+    Ok(Run { qps: lat.len() as f64 / secs, p50_us: super::percentile(&lat, 0.5), p99_us: super::percentile(&lat, 0.99), lost })
 }
 
 pub(super) async fn run(queries: usize) -> anyhow::Result<()> {
