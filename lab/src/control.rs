@@ -281,9 +281,13 @@ impl Lab {
     pub fn wait_plugin(&self) -> Result<(), LabError> {
         let sock = plexus_agent::docker::plugin_socket(Path::new(PLUGIN_DIR));
         let t = Instant::now();
+        // The agent registers and sets up its switch before it serves Docker; on a box loaded
+        // by earlier work that can take a while.
         while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            if t.elapsed() > Duration::from_secs(20) {
-                return Err(LabError::Io(format!("the Docker host's agent did not serve {} within 20 s (see agent-{DOCKER_HOST}.log)", sock.display())));
+            if t.elapsed() > Duration::from_secs(45) {
+                // The lab's directory goes with the lab: say here what the agent said.
+                let log = super::postmortem::tail(&self.dir.join(format!("agent-{DOCKER_HOST}.log")), 15).join("\n  ");
+                return Err(LabError::Io(format!("the Docker host's agent did not serve {} within 45 s; the end of its log:\n  {log}", sock.display())));
             }
             std::thread::sleep(Duration::from_millis(100));
         }

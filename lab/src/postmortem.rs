@@ -64,7 +64,7 @@ fn collect_logs(dir: &Path, depth: u32, out: &mut Vec<std::path::PathBuf>) {
 }
 
 /// The last `n` lines of a file, reading at most its final 256 KiB.
-fn tail(path: &Path, n: usize) -> Vec<String> {
+pub(crate) fn tail(path: &Path, n: usize) -> Vec<String> {
     let Ok(mut f) = std::fs::File::open(path) else { return vec![] };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = f.seek(SeekFrom::Start(len.saturating_sub(256 * 1024)));
