@@ -27,6 +27,8 @@ pub struct AttachRequest {
     pub id: Option<String>,
     /// Address wanted (from IPAM when `None`).
     pub ip: Option<Ipv4Addr>,
+    /// IPv6 address wanted on a dual-stack network (from IPAM when `None`).
+    pub ip6: Option<std::net::Ipv6Addr>,
     /// MAC address wanted (derived when `None`).
     pub mac: Option<String>,
     /// Interface name inside the container.
@@ -180,6 +182,7 @@ pub async fn attach(api: &Client, vs: &VSwitch, req: &AttachRequest) -> Result<A
         id: req.id.clone(),
         host: req.host.clone(),
         ip: req.ip,
+        ip6: req.ip6,
         mac: req.mac.clone(),
         owner: Some(req.owner.clone()),
         labels: req.labels.clone(),
@@ -245,6 +248,7 @@ pub async fn plug(
         ip: e.ip,
         prefix_len: e.prefix_len,
         gateway: Some(e.gateway),
+        v6: e.ip6.map(|ip| plumb::PlumbingV6 { ip, prefix_len: e.prefix_len6.unwrap_or(64), gateway: e.gateway6 }),
         mtu,
         checksum_offload_off,
     };

@@ -9,12 +9,12 @@
 
 use std::fs::File;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::packet_route::route::RouteAttribute;
@@ -40,11 +40,25 @@ pub struct Plumbing {
     /// Gateway for a default route, added only when the container has no default route yet
     /// (so only its first interface gets one).
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 side of a dual-stack endpoint.
+    pub v6: Option<PlumbingV6>,
     /// MTU of both ends.
     pub mtu: u32,
     /// Turn TX checksum offload off on both ends. The userspace datapath needs this: it
     /// forwards veth frames whose checksum the kernel left for hardware that never fills it.
     pub checksum_offload_off: bool,
+}
+
+/// The IPv6 address of a dual-stack endpoint, added without duplicate address detection (the
+/// controller keeps addresses unique, and a tentative address could not be used for a second).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlumbingV6 {
+    /// Address.
+    pub ip: Ipv6Addr,
+    /// Prefix length.
+    pub prefix_len: u8,
+    /// Gateway for a default route, added like the IPv4 one (only when there is none).
+    pub gateway: Option<Ipv6Addr>,
 }
 
 /// What [`plumb`] did.
@@ -198,6 +212,9 @@ pub fn plumb(p: &Plumbing) -> Result<Plumbed, PlumbError> {
     if p.prefix_len > 32 {
         return Err(PlumbError::Invalid { field: "prefix_len", reason: format!("{} is more than 32", p.prefix_len) });
     }
+    if p.v6.as_ref().is_some_and(|v| v.prefix_len > 128) {
+        return Err(PlumbError::Invalid { field: "prefix_len6", reason: "more than 128".into() });
+    }
     if !(68..=65535).contains(&p.mtu) {
         return Err(PlumbError::Invalid { field: "mtu", reason: format!("{} is outside 68..=65535", p.mtu) });
     }
@@ -209,7 +226,7 @@ pub fn plumb(p: &Plumbing) -> Result<Plumbed, PlumbError> {
     let fd = container.as_raw_fd();
     netlink_in(p.host_netns.as_deref(), move |h| async move { make_pair(&h, &host_if, &ifname, Some(fd), mac, mtu, off).await })?;
     drop(container);
-    let (ifname, ip, prefix, gateway) = (p.ifname.clone(), p.ip, p.prefix_len, p.gateway);
+    let (ifname, ip, prefix, gateway, v6) = (p.ifname.clone(), p.ip, p.prefix_len, p.gateway, p.v6.clone());
     let inside = netlink_in(Some(&p.netns), move |h| async move {
         let lo = link_index(&h, "lo").await?.ok_or_else(|| PlumbError::Netlink { step: "finding lo".into(), err: "missing".into() })?;
         h.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await.map_err(nl("bringing lo up"))?;
@@ -219,6 +236,12 @@ pub fn plumb(p: &Plumbing) -> Result<Plumbed, PlumbError> {
             tx_checksum_off(&ifname)?;
         }
         h.address().add(pi, IpAddr::V4(ip), prefix).execute().await.map_err(nl(format!("adding {ip}/{prefix} to {ifname}")))?;
+        if let Some(v6) = &v6 {
+            enable_ipv6(&ifname)?;
+            let mut add = h.address().add(pi, IpAddr::V6(v6.ip), v6.prefix_len);
+            add.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            add.execute().await.map_err(nl(format!("adding {}/{} to {ifname}", v6.ip, v6.prefix_len)))?;
+        }
         h.link().set(LinkUnspec::new_with_index(pi).up().build()).execute().await.map_err(nl(format!("bringing {ifname} up")))?;
         let mut default_route = false;
         if let Some(gw) = gateway {
@@ -226,6 +249,12 @@ pub fn plumb(p: &Plumbing) -> Result<Plumbed, PlumbError> {
                 let r = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(Ipv4Addr::UNSPECIFIED, 0).gateway(gw).output_interface(pi).build();
                 h.route().add(r).execute().await.map_err(nl(format!("adding the default route via {gw}")))?;
                 default_route = true;
+            }
+        }
+        if let Some(gw) = v6.as_ref().and_then(|v| v.gateway) {
+            if !has_default_route6(&h).await? {
+                let r = RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(Ipv6Addr::UNSPECIFIED, 0).gateway(gw).output_interface(pi).build();
+                h.route().add(r).execute().await.map_err(nl(format!("adding the IPv6 default route via {gw}")))?;
             }
         }
         Ok(Plumbed { default_route })
@@ -297,6 +326,29 @@ async fn remove_link(h: &Handle, name: &str) -> bool {
         Ok(Some(i)) => h.link().del(i).execute().await.is_ok(),
         _ => false,
     }
+}
+
+/// Turns IPv6 on for `ifname` in the calling thread's namespace: a runtime may have turned it
+/// off for every new interface (Docker does on networks it thinks IPv4-only).
+fn enable_ipv6(ifname: &str) -> Result<(), PlumbError> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    match std::fs::read_to_string(&path) {
+        Ok(v) if v.trim() == "0" => Ok(()),
+        Ok(_) => std::fs::write(&path, "0").map_err(|e| PlumbError::Netlink { step: format!("turning IPv6 on for {ifname}"), err: e.to_string() }),
+        Err(e) => Err(PlumbError::Netlink { step: format!("reading {path} (is IPv6 compiled out or disabled at boot?)"), err: e.to_string() }),
+    }
+}
+
+async fn has_default_route6(h: &Handle) -> Result<bool, PlumbError> {
+    let mut routes = h.route().get(RouteMessageBuilder::<Ipv6Addr>::new().build()).execute();
+    while let Some(r) = routes.try_next().await.map_err(nl("listing IPv6 routes"))? {
+        let main = r.header.table == 254 || r.attributes.iter().any(|a| matches!(a, RouteAttribute::Table(254)));
+        let via = r.attributes.iter().any(|a| matches!(a, RouteAttribute::Gateway(_)));
+        if main && r.header.destination_prefix_length == 0 && via {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 async fn has_default_route(h: &Handle) -> Result<bool, PlumbError> {

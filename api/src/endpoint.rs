@@ -1,7 +1,7 @@
 //! Endpoints (a container's interface on a network) and hosts.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,11 @@ pub struct EndpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = Ipv4)]
     pub ip: Option<Ipv4Addr>,
+    /// The IPv6 address wanted, on a dual-stack network; allocated from its `subnet6` if
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Ipv6)]
+    pub ip6: Option<Ipv6Addr>,
     /// The MAC wanted (unicast, `aa:bb:cc:dd:ee:ff`); derived from the address if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")]
@@ -183,6 +188,17 @@ pub struct Endpoint {
     /// Gateway of the network.
     #[schema(value_type = String, format = Ipv4)]
     pub gateway: Ipv4Addr,
+    /// IPv6 address, on a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Ipv6)]
+    pub ip6: Option<Ipv6Addr>,
+    /// Prefix length of the network's IPv6 subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_len6: Option<u8>,
+    /// IPv6 gateway of the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Ipv6)]
+    pub gateway6: Option<Ipv6Addr>,
     /// MAC address.
     pub mac: Mac,
     /// Owner.
@@ -298,7 +314,7 @@ impl Endpoint {
 impl EndpointSpec {
     /// An endpoint on `host` with everything else left to the controller.
     pub fn on(host: &str) -> EndpointSpec {
-        EndpointSpec { id: None, host: host.to_string(), ip: None, mac: None, owner: None, labels: BTreeMap::new(), publish: Vec::new() }
+        EndpointSpec { id: None, host: host.to_string(), ip: None, ip6: None, mac: None, owner: None, labels: BTreeMap::new(), publish: Vec::new() }
     }
 
     /// With this id.
@@ -310,6 +326,12 @@ impl EndpointSpec {
     /// With this address.
     pub fn ip(mut self, ip: Ipv4Addr) -> EndpointSpec {
         self.ip = Some(ip);
+        self
+    }
+
+    /// With this IPv6 address.
+    pub fn ip6(mut self, ip: Ipv6Addr) -> EndpointSpec {
+        self.ip6 = Some(ip);
         self
     }
 

@@ -22,6 +22,23 @@ impl Mac {
         Mac([0x0a, 0x58, o[0], o[1], o[2], o[3]])
     }
 
+    /// The IPv6 link-local address Linux gives an interface wearing this MAC (modified EUI-64,
+    /// `addr_gen_mode` 0, its default): what the switch answers Neighbor Solicitations for and
+    /// lets the endpoint send from.
+    pub const fn link_local(self) -> std::net::Ipv6Addr {
+        let m = self.0;
+        std::net::Ipv6Addr::new(
+            0xfe80,
+            0,
+            0,
+            0,
+            u16::from_be_bytes([m[0] ^ 0x02, m[1]]),
+            u16::from_be_bytes([m[2], 0xff]),
+            u16::from_be_bytes([0xfe, m[3]]),
+            u16::from_be_bytes([m[4], m[5]]),
+        )
+    }
+
     /// Parses a unicast MAC, naming `field` in the error.
     pub fn parse(field: &str, s: &str) -> Result<Mac, FieldError> {
         let bad = || FieldError::new(field, format!("{s:?} is not a MAC address like 02:00:00:00:00:01"));
@@ -106,5 +123,12 @@ mod tests {
         assert!(Mac::parse("mac", "01:00:5e:00:00:01").unwrap_err().to_string().contains("multicast"));
         assert!(Mac::parse("mac", "00:00:00:00:00:00").is_err());
         assert_eq!(Mac::from_ipv4("10.1.2.3".parse().unwrap()).to_string(), "0a:58:0a:01:02:03");
+    }
+
+    #[test]
+    fn the_link_local_address_is_linux_s_eui64() {
+        // What `ip -6 addr` shows for an interface wearing 0a:58:0a:3d:00:02.
+        let m = Mac::parse("mac", "0a:58:0a:3d:00:02").unwrap();
+        assert_eq!(m.link_local().to_string(), "fe80::858:aff:fe3d:2");
     }
 }

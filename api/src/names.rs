@@ -46,6 +46,10 @@ pub struct NameRecord {
     /// The endpoint's address.
     #[schema(value_type = String, format = Ipv4)]
     pub ip: Ipv4Addr,
+    /// Its IPv6 address, on a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Ipv6)]
+    pub ip6: Option<std::net::Ipv6Addr>,
 }
 
 /// What one host's DNS responder serves.
@@ -67,7 +71,7 @@ impl HostNames {
             h = h.rotate_left(5) ^ crate::ids::fnv1a(&format!("{}/{}/{}/{}", z.network, z.vni, z.gateway, z.visible.join(",")));
         }
         for r in &records {
-            h = h.rotate_left(7) ^ crate::ids::fnv1a(&format!("{}/{}/{}", r.network, r.name, r.ip));
+            h = h.rotate_left(7) ^ crate::ids::fnv1a(&format!("{}/{}/{}/{:?}", r.network, r.name, r.ip, r.ip6));
         }
         HostNames { zones, records, digest: format!("{h:016x}") }
     }
@@ -96,7 +100,7 @@ mod tests {
     #[test]
     fn digest_follows_content() {
         let z = NameZone { network: "n".into(), vni: 5, gateway: Ipv4Addr::new(10, 0, 0, 1), visible: vec!["n".into()] };
-        let r = NameRecord { network: "n".into(), name: "a".into(), ip: Ipv4Addr::new(10, 0, 0, 2) };
+        let r = NameRecord { network: "n".into(), name: "a".into(), ip: Ipv4Addr::new(10, 0, 0, 2), ip6: None };
         let a = HostNames::new(vec![z.clone()], vec![r.clone()]);
         let b = HostNames::new(vec![z], vec![NameRecord { ip: Ipv4Addr::new(10, 0, 0, 3), ..r }]);
         assert_ne!(a.digest, b.digest);

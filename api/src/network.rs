@@ -1,8 +1,8 @@
 //! Networks: overlays (a VNI over the tunnel mesh) and underlays (flat or VLAN on a named
-//! physical network), each with one IPv4 subnet.
+//! physical network), each with one IPv4 subnet and, for dual stack, one IPv6 subnet.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +56,15 @@ pub struct NetworkSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = Ipv4)]
     pub gateway: Option<Ipv4Addr>,
+    /// IPv6 subnet beside the IPv4 one (dual stack), e.g. `fd00:10::/64`: prefix /32 to /120
+    /// (/64 to /120 with host-subnet IPAM), with at least as many addresses as `subnet`.
+    /// Every endpoint then gets an address of each family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    /// IPv6 gateway inside `subnet6`; its first address after the subnet's own if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Ipv6)]
+    pub gateway6: Option<Ipv6Addr>,
     /// MTU of endpoints (576..=9000); derived from the underlay if absent. An overlay's MTU
     /// may not exceed the smallest underlay MTU the hosts report less 50 for the tunnel's
     /// headers, and an endpoint on a host whose underlay carries less gets less.
@@ -195,6 +204,59 @@ impl Cidr {
     }
 }
 
+/// A parsed IPv6 CIDR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr6 {
+    /// Network address.
+    pub addr: Ipv6Addr,
+    /// Prefix length.
+    pub len: u8,
+}
+
+impl Cidr6 {
+    /// Parses `addr/n`; host bits must be zero.
+    pub fn parse(s: &str) -> Result<Cidr6, String> {
+        let (a, l) = s.split_once('/').ok_or_else(|| format!("{s:?} is not in CIDR form addr/len"))?;
+        let addr: Ipv6Addr = a.parse().map_err(|_| format!("{a:?} is not an IPv6 address"))?;
+        let len: u8 = l.parse().map_err(|_| format!("prefix length {l:?} is not a number"))?;
+        if len > 128 {
+            return Err(format!("prefix length {len} is over 128"));
+        }
+        let c = Cidr6 { addr, len };
+        if u128::from(addr) & !c.mask() != 0 {
+            return Err(format!("{s} has host bits set (did you mean {}/{len}?)", Ipv6Addr::from(u128::from(addr) & c.mask())));
+        }
+        Ok(c)
+    }
+    /// The netmask.
+    pub fn mask(&self) -> u128 {
+        if self.len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - self.len)
+        }
+    }
+    /// Whether `ip` is inside.
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        u128::from(ip) & self.mask() == u128::from(self.addr)
+    }
+    /// Whether two subnets share any address.
+    pub fn overlaps(&self, o: &Cidr6) -> bool {
+        let m = self.mask() & o.mask();
+        u128::from(self.addr) & m == u128::from(o.addr) & m
+    }
+    /// The last address.
+    pub fn last(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.addr) | !self.mask())
+    }
+}
+
+impl std::fmt::Display for Cidr6 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
 /// Checks a DNS label.
 pub fn check_name(field: &str, name: &str) -> Result<(), FieldError> {
     let ok = !name.is_empty()
@@ -217,6 +279,8 @@ impl NetworkSpec {
             kind: NetworkKind::Overlay { vni: None },
             subnet: subnet.into(),
             gateway: None,
+            subnet6: None,
+            gateway6: None,
             mtu: None,
             ipam: IpamMode::Cluster,
             host_prefix: None,
@@ -286,6 +350,7 @@ impl NetworkSpec {
                 self.lease_ttl_seconds = Some(ttl);
             }
         }
+        self.validate_v6(&c)?;
         for k in self.labels.keys() {
             if k.is_empty() || k.len() > 63 {
                 return Err(FieldError::new("labels", format!("label key {k:?} must be 1 to 63 bytes")));
@@ -294,8 +359,84 @@ impl NetworkSpec {
         Ok(self)
     }
 
+    /// Checks the IPv6 subnet and gateway, and fills in the gateway.
+    fn validate_v6(&mut self, v4: &Cidr) -> Result<(), FieldError> {
+        let Some(s) = &self.subnet6 else {
+            return match self.gateway6 {
+                Some(_) => Err(FieldError::new("gateway6", "an IPv6 gateway needs an IPv6 subnet (subnet6)")),
+                None => Ok(()),
+            };
+        };
+        let c = Cidr6::parse(s).map_err(|r| FieldError::new("subnet6", r))?;
+        let shortest = if self.ipam == IpamMode::HostSubnet { 64 } else { 32 };
+        if c.len < shortest {
+            let why = if shortest == 64 { " with host-subnet IPAM" } else { "" };
+            return Err(FieldError::new("subnet6", format!("prefix /{} is shorter than /{shortest}, the largest IPv6 subnet{why}", c.len)));
+        }
+        if c.len > 120 {
+            return Err(FieldError::new("subnet6", format!("prefix /{} is longer than /120, the smallest IPv6 subnet", c.len)));
+        }
+        let special = [("fe80::/10", "link-local"), ("ff00::/8", "multicast"), ("::/8", "reserved (loopback, unspecified, IPv4-mapped)")];
+        for (net, what) in special {
+            let Ok(n) = Cidr6::parse(net) else { continue };
+            if n.overlaps(&c) {
+                return Err(FieldError::new("subnet6", format!("{s} overlaps {net}, which is {what}")));
+            }
+        }
+        // Every endpoint gets one address of each family, so the IPv6 subnet must hold at
+        // least as many as the IPv4 one.
+        if 128 - u32::from(c.len) < 32 - u32::from(v4.len) {
+            return Err(FieldError::new("subnet6", format!("{s} has fewer addresses than {} (subnet); an endpoint gets one of each", self.subnet)));
+        }
+        let first = Ipv6Addr::from(u128::from(c.addr) + 1);
+        let gw = self.gateway6.unwrap_or(first);
+        if !c.contains(gw) || gw == c.addr {
+            return Err(FieldError::new("gateway6", format!("{gw} is not a host address of {s}")));
+        }
+        self.subnet6 = Some(c.to_string());
+        self.gateway6 = Some(gw);
+        Ok(())
+    }
+
     /// The parsed subnet (valid once [`NetworkSpec::validated`] passed).
     pub fn cidr(&self) -> Option<Cidr> {
         Cidr::parse(&self.subnet).ok()
+    }
+
+    /// The parsed IPv6 subnet, if the network is dual stack.
+    pub fn cidr6(&self) -> Option<Cidr6> {
+        self.subnet6.as_deref().and_then(|s| Cidr6::parse(s).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dual(subnet: &str, subnet6: &str) -> NetworkSpec {
+        NetworkSpec { subnet6: Some(subnet6.into()), ..NetworkSpec::overlay("n", subnet) }
+    }
+
+    fn refusal(spec: NetworkSpec) -> (String, String) {
+        let e = spec.validated().unwrap_err();
+        (e.field.clone(), e.reason.clone())
+    }
+
+    #[test]
+    fn ipv6_subnets_are_checked_and_the_gateway_filled_in() {
+        let ok = dual("10.0.0.0/24", "FD00:0:0:0::/64").validated().unwrap();
+        assert_eq!((ok.subnet6.as_deref(), ok.gateway6.map(|g| g.to_string())), (Some("fd00::/64"), Some("fd00::1".into())));
+        let hs = |s6: &str| NetworkSpec { ipam: IpamMode::HostSubnet, ..dual("10.0.0.0/16", s6) };
+        assert!(hs("fd00::/64").validated().is_ok());
+        assert_eq!(refusal(hs("fd00::/56")).0, "subnet6", "larger than /64 with host-subnet IPAM");
+        assert_eq!(refusal(dual("10.0.0.0/28", "fd00::/121")).0, "subnet6", "smaller than /120");
+        assert_eq!(refusal(dual("10.0.0.0/16", "fd00::/120")).0, "subnet6", "fewer addresses than the IPv4 subnet");
+        assert_eq!(refusal(dual("10.0.0.0/24", "fe80::/64")).0, "subnet6", "link-local");
+        assert_eq!(refusal(dual("10.0.0.0/24", "fd00::1/64")).0, "subnet6", "host bits set");
+        assert_eq!(refusal(dual("10.0.0.0/24", "10.1.0.0/24")).0, "subnet6", "not IPv6");
+        let outside = NetworkSpec { gateway6: Some("fd01::1".parse().unwrap()), ..dual("10.0.0.0/24", "fd00::/64") };
+        assert_eq!(refusal(outside).0, "gateway6");
+        let alone = NetworkSpec { gateway6: Some("fd00::1".parse().unwrap()), ..NetworkSpec::overlay("n", "10.0.0.0/24") };
+        assert_eq!(refusal(alone).0, "gateway6", "an IPv6 gateway without an IPv6 subnet");
     }
 }

@@ -377,6 +377,7 @@ fn as_spec(e: &Endpoint) -> EndpointSpec {
         id: Some(e.id.clone()),
         host: e.host.clone(),
         ip: Some(e.ip),
+        ip6: e.ip6,
         mac: Some(e.mac.to_string()),
         owner: e.owner.clone(),
         labels: e.labels.clone(),

@@ -42,6 +42,9 @@ pub(crate) struct AttachCmd {
     /// Address wanted (default: the network's IPAM picks one).
     #[arg(long)]
     ip: Option<Ipv4Addr>,
+    /// IPv6 address wanted, on a dual-stack network (default: the network's IPAM picks one).
+    #[arg(long)]
+    ip6: Option<std::net::Ipv6Addr>,
     /// MAC address wanted (default: derived from the address).
     #[arg(long)]
     mac: Option<String>,
@@ -115,6 +118,7 @@ pub(crate) async fn attach(c: AttachCmd) -> anyhow::Result<()> {
         host,
         id: c.id,
         ip: c.ip,
+        ip6: c.ip6,
         mac: c.mac,
         ifname: c.ifname,
         netns,
@@ -128,10 +132,11 @@ pub(crate) async fn attach(c: AttachCmd) -> anyhow::Result<()> {
     let a = attach::attach(&api, &vs, &req).await?;
     let e = &a.endpoint;
     println!(
-        "attached {} ({}/{} {}) to network {} as {} (mtu {}{}); `plexus detach --network {} {}` removes it",
+        "attached {} ({}/{}{} {}) to network {} as {} (mtu {}{}); `plexus detach --network {} {}` removes it",
         e.id,
         e.ip,
         e.prefix_len,
+        e.ip6.map(|ip6| format!(" {ip6}/{}", e.prefix_len6.unwrap_or(64))).unwrap_or_default(),
         e.mac,
         e.network,
         req.ifname,

@@ -143,7 +143,16 @@ pub(crate) async fn run(c: LabCmd) -> anyhow::Result<()> {
             let e = api
                 .create_endpoint(
                     &network,
-                    &plexus_api::EndpointSpec { id: Some(name.clone()), host, ip, mac: None, owner: Some(format!("lab container {name}")), labels, publish },
+                    &plexus_api::EndpointSpec {
+                        id: Some(name.clone()),
+                        host,
+                        ip,
+                        ip6: None,
+                        mac: None,
+                        owner: Some(format!("lab container {name}")),
+                        labels,
+                        publish,
+                    },
                 )
                 .await?;
             match lab.attach(&e, &name, mtu).await {
@@ -238,6 +247,7 @@ async fn demo(lab: &Lab) -> anyhow::Result<()> {
                     id: None,
                     host: h.name.clone(),
                     ip: None,
+                    ip6: None,
                     mac: None,
                     owner: Some(DEMO_OWNER.into()),
                     labels: Default::default(),

@@ -72,6 +72,12 @@ pub(crate) enum NetworkCmd {
         /// Gateway (default: first address).
         #[arg(long)]
         gateway: Option<Ipv4Addr>,
+        /// IPv6 subnet beside the IPv4 one (dual stack), e.g. fd00:10::/64.
+        #[arg(long)]
+        subnet6: Option<String>,
+        /// IPv6 gateway (default: the IPv6 subnet's first address).
+        #[arg(long, requires = "subnet6")]
+        gateway6: Option<std::net::Ipv6Addr>,
         /// Endpoint MTU.
         #[arg(long)]
         mtu: Option<u32>,
@@ -112,6 +118,9 @@ pub(crate) enum EndpointCmd {
         /// Address wanted.
         #[arg(long)]
         ip: Option<Ipv4Addr>,
+        /// IPv6 address wanted, on a dual-stack network.
+        #[arg(long)]
+        ip6: Option<std::net::Ipv6Addr>,
         /// MAC wanted.
         #[arg(long)]
         mac: Option<String>,
@@ -257,17 +266,22 @@ pub(crate) async fn network(o: ApiOpts, c: NetworkCmd) -> anyhow::Result<()> {
         for n in nets {
             let ipam = if n.spec.ipam == IpamMode::Cluster { "cluster" } else { "host-subnet" };
             let gw = n.spec.gateway.map(|g| g.to_string()).unwrap_or_default();
-            println!("{:<20} {:<24} {:<18} {:<15} {:<12} {}", n.spec.name, kind_text(&n.spec.kind), n.spec.subnet, gw, ipam, n.revision);
+            let subnet = match &n.spec.subnet6 {
+                Some(s6) => format!("{},{s6}", n.spec.subnet),
+                None => n.spec.subnet.clone(),
+            };
+            println!("{:<20} {:<24} {:<18} {:<15} {:<12} {}", n.spec.name, kind_text(&n.spec.kind), subnet, gw, ipam, n.revision);
         }
     };
     match c {
-        NetworkCmd::Create { name, subnet, vni, underlay, vlan, gateway, mtu, ipam, labels: l } => {
+        NetworkCmd::Create { name, subnet, vni, underlay, vlan, gateway, subnet6, gateway6, mtu, ipam, labels: l } => {
             let kind = match underlay {
                 Some(p) => NetworkKind::Underlay { physical_network: p, vlan },
                 None => NetworkKind::Overlay { vni },
             };
             let ipam = if ipam == "host-subnet" { IpamMode::HostSubnet } else { IpamMode::Cluster };
-            let spec = NetworkSpec { name, kind, subnet, gateway, mtu, ipam, host_prefix: None, lease_ttl_seconds: None, labels: labels(&l)? };
+            let spec =
+                NetworkSpec { name, kind, subnet, gateway, subnet6, gateway6, mtu, ipam, host_prefix: None, lease_ttl_seconds: None, labels: labels(&l)? };
             let n = api.create_network(&spec).await?;
             print(o.output, &n, || table(std::slice::from_ref(&n)))?;
         }
@@ -298,7 +312,10 @@ pub(crate) async fn endpoint(o: ApiOpts, c: EndpointCmd) -> anyhow::Result<()> {
                 e.id,
                 e.network,
                 e.host,
-                format!("{}/{}", e.ip, e.prefix_len),
+                match e.ip6 {
+                    Some(ip6) => format!("{}/{},{ip6}/{}", e.ip, e.prefix_len, e.prefix_len6.unwrap_or(64)),
+                    None => format!("{}/{}", e.ip, e.prefix_len),
+                },
                 e.mac,
                 if published.is_empty() { "-".to_string() } else { published.join(",") },
                 e.owner.as_deref().unwrap_or("-")
@@ -306,8 +323,8 @@ pub(crate) async fn endpoint(o: ApiOpts, c: EndpointCmd) -> anyhow::Result<()> {
         }
     };
     match c {
-        EndpointCmd::Create { network, host, ip, mac, id, owner, labels: l, publish } => {
-            let e = api.create_endpoint(&network, &EndpointSpec { id, host, ip, mac, owner, labels: labels(&l)?, publish }).await?;
+        EndpointCmd::Create { network, host, ip, ip6, mac, id, owner, labels: l, publish } => {
+            let e = api.create_endpoint(&network, &EndpointSpec { id, host, ip, ip6, mac, owner, labels: labels(&l)?, publish }).await?;
             print(o.output, &e, || table(std::slice::from_ref(&e)))?;
         }
         EndpointCmd::Label { network, id, labels: l } => {

@@ -187,6 +187,29 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
     assert!(ping(&c3, ip_of(&c4, "blue")), "blue containers talk");
     assert!(no_ping(&c3, ip2) && no_ping(&c3, ip1) && no_ping(&c3, n1.ip), "blue reaches no red endpoint");
 
+    // A dual-stack network made through Docker: --ip6 is honoured, and containers talk IPv6
+    // to each other and to a namespace container on h1 (through the tunnel).
+    ok(&["network", "create", "-d", "plexus", "--ipam-driver", "plexus", "--ipv6", "--subnet", "10.21.0.0/24", "--subnet", "fd00:21::/64", "dual"]);
+    let t = Instant::now();
+    while api.network("dual").await.map(|n| n.spec.subnet6).ok().flatten().as_deref() != Some("fd00:21::/64") {
+        assert!(t.elapsed() < Duration::from_secs(10), "docker network create --ipv6 did not make a dual-stack Plexus network");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (c5, c6) = (format!("{tag}c5"), format!("{tag}c6"));
+    cs.run(&c5, &["--network", "dual", "--ip6", "fd00:21::99"]);
+    cs.run(&c6, &["--network", "dual"]);
+    let v6_of = |c: &str| ok(&["inspect", "-f", "{{.NetworkSettings.Networks.dual.GlobalIPv6Address}}", c]);
+    assert_eq!(v6_of(&c5), "fd00:21::99", "--ip6 was not honoured");
+    let dual_eps = api.endpoints("dual").await.unwrap();
+    assert!(dual_eps.iter().any(|e| e.host == "docker" && e.ip6.map(|a| a.to_string()).as_deref() == Some("fd00:21::99")), "{dual_eps:?}");
+    let c6_v6 = v6_of(&c6);
+    assert!(dual_eps.iter().any(|e| e.ip6.map(|a| a.to_string()) == Some(c6_v6.clone())), "c6's {c6_v6} is its endpoint's: {dual_eps:?}");
+    let e = api.create_endpoint("dual", &plexus_api::EndpointSpec::on("h1").id("n6")).await.unwrap();
+    let _n6 = lab.attach(&e, "n6", 1450).await.unwrap();
+    let ping6 = |from: &str, to: &str| (0..10).any(|_| docker(&["exec", from, "ping", "-6", "-c", "1", "-W", "1", to]).status.success());
+    assert!(ping6(&c5, &c6_v6), "c5 -> c6 over IPv6");
+    assert!(ping6(&c5, &e.ip6.expect("n6's IPv6 address").to_string()), "c5 (Docker) -> n6 (h1) over IPv6");
+
     // docker network connect: a working second interface; disconnect removes it and its flows.
     api.create_network(&NetworkSpec { mtu: Some(1300), ..NetworkSpec::overlay("green", "10.30.0.0/24") }).await.unwrap();
     wait_docker_network("green").await;
@@ -209,7 +232,7 @@ async fn docker_containers_join_plexus_networks_across_hosts() {
     loop {
         let (ports, veths) = leftovers(&lab);
         let mut eps = Vec::new();
-        for n in ["red", "blue", "green"] {
+        for n in ["red", "blue", "green", "dual"] {
             eps.extend(api.endpoints(n).await.unwrap().into_iter().filter(|e| e.host == "docker"));
         }
         if ports.is_empty() && veths.is_empty() && eps.is_empty() {

@@ -42,13 +42,7 @@ async fn agents_and_a_controller_connect_containers_on_three_hosts() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut cs = Vec::new();
     for h in &lab.hosts {
-        let e = api
-            .create_endpoint(
-                "red",
-                &EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: None, labels: Default::default(), publish: Vec::new() },
-            )
-            .await
-            .unwrap();
+        let e = api.create_endpoint("red", &EndpointSpec::on(&h.name)).await.unwrap();
         cs.push(lab.attach(&e, &format!("c{}", cs.len() + 1), 1450).await.unwrap());
     }
     for (a, b) in [(0, 1), (0, 2), (1, 2)] {
@@ -118,13 +112,7 @@ async fn traffic_survives_and_recovers_from_restarts_of_every_part() {
     api.create_network(&plexus_api::NetworkSpec::overlay("red", "10.10.0.0/24")).await.unwrap();
     let mut cs = Vec::new();
     for h in &lab.hosts {
-        let e = api
-            .create_endpoint(
-                "red",
-                &EndpointSpec { id: None, host: h.name.clone(), ip: None, mac: None, owner: None, labels: Default::default(), publish: Vec::new() },
-            )
-            .await
-            .unwrap();
+        let e = api.create_endpoint("red", &EndpointSpec::on(&h.name)).await.unwrap();
         cs.push(lab.attach(&e, &format!("c{}", cs.len() + 1), 1450).await.unwrap());
     }
     assert!(ping(cs[0].netns.clone(), cs[1].ip).await.unwrap().is_ok());

@@ -46,13 +46,7 @@ async fn create_endpoint(api: &Client, host: &str, id: &str) -> plexus_api::Endp
     // Writes fail while the cluster elects a new leader: try again for a while.
     let t = Instant::now();
     loop {
-        match api
-            .create_endpoint(
-                "red",
-                &EndpointSpec { id: Some(id.into()), host: host.into(), ip: None, mac: None, owner: None, labels: Default::default(), publish: Vec::new() },
-            )
-            .await
-        {
+        match api.create_endpoint("red", &EndpointSpec::on(host).id(id)).await {
             Ok(e) => return e,
             Err(plexus_api::ClientError::Problem(p)) if p.status == 409 => {
                 return api.endpoints("red").await.unwrap().into_iter().find(|e| e.id == id).unwrap();

@@ -384,6 +384,7 @@ impl Lab {
             ip: ip_addr,
             prefix_len,
             gateway: None,
+            v6: None,
             mtu,
             checksum_offload_off: true,
         };

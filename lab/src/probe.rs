@@ -61,9 +61,10 @@ fn pattern(i: usize) -> u8 {
 
 /// Sends `bytes` over TCP from namespace `from` to `to_ip` (a listener in namespace `to`)
 /// and checks every byte.
-pub fn tcp_transfer(from: &str, to: &str, to_ip: Ipv4Addr, bytes: usize) -> Result<Transfer, LabError> {
+pub fn tcp_transfer(from: &str, to: &str, to_ip: impl Into<std::net::IpAddr>, bytes: usize) -> Result<Transfer, LabError> {
+    let to_ip: std::net::IpAddr = to_ip.into();
     let io = |e: std::io::Error| LabError::Io(format!("tcp transfer {from} -> {to}: {e}"));
-    let listener = netns::bind_tcp(to, SocketAddr::new(to_ip.into(), 0)).map_err(|e| LabError::Io(e.to_string()))?;
+    let listener = netns::bind_tcp(to, SocketAddr::new(to_ip, 0)).map_err(|e| LabError::Io(e.to_string()))?;
     let addr = listener.local_addr().map_err(io)?;
     let receiver = std::thread::spawn(move || -> std::io::Result<(usize, bool)> {
         let (mut s, _) = listener.accept()?;

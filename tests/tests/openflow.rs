@@ -12,6 +12,10 @@ fn ip(a: [u8; 4]) -> u32 {
     u32::from(Ipv4Addr::from(a))
 }
 
+fn v6(s: &str) -> std::net::Ipv6Addr {
+    s.parse().expect("an IPv6 address")
+}
+
 /// Flows covering more than 15 distinct match and action kinds, Nicira ones included, with
 /// the line `ovs-ofctl dump-flows` must show for each.
 fn showcase() -> Vec<(FlowMod, &'static str)> {
@@ -105,6 +109,26 @@ fn showcase() -> Vec<(FlowMod, &'static str)> {
             "table=8, priority=22,ip,nw_src=10.0.0.7 actions=conjunction(65538,1/3),conjunction(9,2/2)",
         ),
         (FlowMod::add(8, 23, Match::new().with(Field::ConjId, 9u32)).goto(9), "table=8, priority=23,conj_id=9 actions=goto_table:9"),
+        (
+            // A Neighbor Solicitation turned into the Advertisement that answers it, in two
+            // steps: OVS lets a flow set the target link-layer option only where its match
+            // says "advertisement".
+            FlowMod::add(9, 24, Match::new().with(Field::Icmpv6Type, ND_SOLICIT).with(Field::NdTarget, u128::from(v6("fd00::2"))))
+                .apply(vec![
+                    Action::RegMove { src: Field::Ipv6Src, src_ofs: 0, dst: Field::Ipv6Dst, dst_ofs: 0, n_bits: 128 },
+                    Action::set_field(Field::Ipv6Src, u128::from(v6("fd00::2"))),
+                    Action::set_field(Field::Icmpv6Type, ND_ADVERT),
+                    Action::set_field(Field::NdReserved, 0x6000_0000u32),
+                    Action::set_field(Field::NdOptionsType, ND_OPT_TARGET_LL),
+                ])
+                .goto(10),
+            "table=9, priority=24,icmp6,icmp_type=135,nd_target=fd00::2 actions=move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],set_field:fd00::2->ipv6_src,set_field:136->icmpv6_type,set_field:1610612736->nd_reserved,set_field:2->nd_options_type,goto_table:10",
+        ),
+        (
+            FlowMod::add(10, 25, Match::new().with(Field::Icmpv6Type, ND_ADVERT).reg(2, 9))
+                .apply(vec![Action::RegMove { src: Field::EthSrc, src_ofs: 0, dst: Field::NdTll, dst_ofs: 0, n_bits: 48 }, Action::output(OFPP_IN_PORT)]),
+            "table=10, priority=25,icmp6,reg2=0x9,icmp_type=136 actions=move:NXM_OF_ETH_SRC[]->NXM_NX_ND_TLL[],IN_PORT",
+        ),
     ]
 }
 

@@ -257,16 +257,19 @@ impl NetConf {
 
     /// The address wanted: `runtimeConfig.ips`, `args.cni.ips`, or `IP=` in `CNI_ARGS`.
     pub fn wanted_ip(&self, env: &Env) -> Result<Option<Ipv4Addr>, CniError> {
+        self.wanted(env, false).map(|a| a.parse().map_err(|_| CniError::new(code::INVALID_CONFIG, format!("ips: {a:?} is not an IPv4 address")))).transpose()
+    }
+
+    /// The IPv6 address wanted, from the same places as [`Conf::wanted_ip`].
+    pub fn wanted_ip6(&self, env: &Env) -> Result<Option<std::net::Ipv6Addr>, CniError> {
+        self.wanted(env, true).map(|a| a.parse().map_err(|_| CniError::new(code::INVALID_CONFIG, format!("ips: {a:?} is not an IPv6 address")))).transpose()
+    }
+
+    /// The first wanted address of one family (IPv6 ones hold a ':'), without its prefix.
+    fn wanted<'a>(&'a self, env: &'a Env, v6: bool) -> Option<&'a str> {
         let from_args = self.args.as_ref().and_then(|a| a.pointer("/cni/ips")).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str);
-        let candidates: Vec<&str> = self.runtime_config.ips.iter().map(String::as_str).chain(from_args).chain(env.args.get("IP").map(String::as_str)).collect();
-        for c in candidates {
-            let addr = c.split('/').next().unwrap_or(c);
-            if addr.contains(':') {
-                continue;
-            }
-            return addr.parse().map(Some).map_err(|_| CniError::new(code::INVALID_CONFIG, format!("ips: {c:?} is not an IPv4 address")));
-        }
-        Ok(None)
+        let mut candidates = self.runtime_config.ips.iter().map(String::as_str).chain(from_args).chain(env.args.get("IP").map(String::as_str));
+        candidates.find(|c| c.contains(':') == v6).map(|c| c.split('/').next().unwrap_or(c))
     }
 
     /// The labels in `args.cni.labels`.
@@ -310,14 +313,25 @@ pub fn add_result(version: &str, host_if: &str, ifname: &str, netns: &std::path:
         // Before 1.0.0 every address names its family.
         ip["version"] = json!("4");
     }
-    let routes: Vec<Value> = if default_route { vec![json!({"dst": "0.0.0.0/0", "gw": e.gateway.to_string()})] } else { Vec::new() };
+    let mut ips = vec![ip];
+    let mut routes: Vec<Value> = if default_route { vec![json!({"dst": "0.0.0.0/0", "gw": e.gateway.to_string()})] } else { Vec::new() };
+    if let (Some(ip6), Some(len), Some(gw6)) = (e.ip6, e.prefix_len6, e.gateway6) {
+        let mut ip = json!({"address": format!("{ip6}/{len}"), "gateway": gw6.to_string(), "interface": 1});
+        if version != "1.0.0" {
+            ip["version"] = json!("6");
+        }
+        ips.push(ip);
+        if default_route {
+            routes.push(json!({"dst": "::/0", "gw": gw6.to_string()}));
+        }
+    }
     json!({
         "cniVersion": version,
         "interfaces": [
             {"name": host_if},
             {"name": ifname, "mac": e.mac.to_string(), "sandbox": netns.display().to_string()},
         ],
-        "ips": [ip],
+        "ips": ips,
         "routes": routes,
         // The gateway answers DNS (the host agent's responder): the network's names, and
         // the host's resolvers for the rest.
@@ -370,5 +384,35 @@ mod tests {
         let c =
             NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n","network":"x","runtimeConfig":{"portMappings":[{"hostPort":0,"containerPort":80}]}}"#).unwrap();
         assert!(c.published().unwrap_err().msg.starts_with("runtimeConfig.portMappings[0]"));
+    }
+
+    #[test]
+    fn a_dual_stack_endpoint_gets_both_families_in_its_result() {
+        let c = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n","network":"x","runtimeConfig":{"ips":["fd00::7/64","10.0.0.7/24"]}}"#).unwrap();
+        let env = Env::from_vars(&vars(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1"), ("CNI_NETNS", "/x"), ("CNI_IFNAME", "eth0")])).unwrap();
+        assert_eq!(c.wanted_ip(&env).unwrap(), Some("10.0.0.7".parse().unwrap()));
+        assert_eq!(c.wanted_ip6(&env).unwrap(), Some("fd00::7".parse().unwrap()));
+        let e = plexus_api::Endpoint {
+            id: "e".into(),
+            network: "x".into(),
+            host: "h".into(),
+            ip: "10.0.0.7".parse().unwrap(),
+            prefix_len: 24,
+            gateway: "10.0.0.1".parse().unwrap(),
+            ip6: Some("fd00::7".parse().unwrap()),
+            prefix_len6: Some(64),
+            gateway6: Some("fd00::1".parse().unwrap()),
+            mac: plexus_api::Mac::parse("mac", "0a:58:0a:00:00:07").unwrap(),
+            owner: None,
+            labels: Default::default(),
+            publish: Vec::new(),
+            revision: 1,
+        };
+        let r = add_result("1.0.0", "p1", "eth0", std::path::Path::new("/x"), &e, true);
+        assert_eq!(r["ips"][1]["address"], "fd00::7/64");
+        assert_eq!(r["ips"][1]["gateway"], "fd00::1");
+        assert_eq!(r["routes"][1]["dst"], "::/0");
+        let old = add_result("0.4.0", "p1", "eth0", std::path::Path::new("/x"), &e, false);
+        assert_eq!((old["ips"][1]["version"].as_str(), old["routes"].as_array().map(Vec::len)), (Some("6"), Some(0)));
     }
 }

@@ -88,6 +88,7 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         host: host_name(conf)?,
         id: Some(env.endpoint_id()),
         ip: conf.wanted_ip(env)?,
+        ip6: conf.wanted_ip6(env)?,
         mac,
         ifname: env.ifname.clone(),
         netns: netns.clone(),

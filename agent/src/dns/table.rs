@@ -3,11 +3,11 @@
 //! another live in one place.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use plexus_api::{HostNames, NameZone};
 
-use super::wire::{reverse_v4, Data, Query, Rcode, TYPE_A, TYPE_ANY, TYPE_PTR};
+use super::wire::{reverse_v4, reverse_v6, Data, Query, Rcode, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_PTR};
 
 /// The answer to a question, or that it is not ours to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,9 +23,9 @@ pub enum Resolution {
 pub struct Table {
     zones: HashMap<u32, NameZone>,
     /// Network, then name, to addresses (nested so that lookups borrow the question's text).
-    names: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>,
+    names: HashMap<String, HashMap<String, Vec<IpAddr>>>,
     /// Network, then address, to the name a reverse lookup gives.
-    reverse: HashMap<String, HashMap<Ipv4Addr, String>>,
+    reverse: HashMap<String, HashMap<IpAddr, String>>,
     /// Names held.
     count: usize,
     /// The digest it was built from.
@@ -44,10 +44,14 @@ impl Table {
             if ips.is_empty() {
                 t.count += 1;
             }
-            ips.push(r.ip);
+            let addrs: Vec<IpAddr> = std::iter::once(IpAddr::V4(r.ip)).chain(r.ip6.map(IpAddr::V6)).collect();
+            ips.extend(&addrs);
             // Records are sorted: the first name of an address is the one a reverse lookup
             // gives.
-            t.reverse.entry(r.network.clone()).or_default().entry(r.ip).or_insert_with(|| r.name.clone());
+            let rev = t.reverse.entry(r.network.clone()).or_default();
+            for a in addrs {
+                rev.entry(a).or_insert_with(|| r.name.clone());
+            }
         }
         t
     }
@@ -74,7 +78,7 @@ impl Table {
     /// of networks the zone may see and forward the rest.
     pub fn resolve(&self, zone: &NameZone, q: &Query) -> Resolution {
         if q.qtype == TYPE_PTR {
-            if let Some(ip) = reverse_v4(&q.name) {
+            if let Some(ip) = reverse_v4(&q.name).map(IpAddr::V4).or_else(|| reverse_v6(&q.name).map(IpAddr::V6)) {
                 if let Some((net, name)) = zone.visible.iter().find_map(|n| self.reverse.get(n)?.get(&ip).map(|name| (n, name))) {
                     return Resolution::Local(Rcode::NoError, vec![Data::Ptr(format!("{name}.{net}"))]);
                 }
@@ -87,9 +91,15 @@ impl Table {
             Some(_) => return Resolution::Forward,
         };
         match self.names.get(network).and_then(|m| m.get(name)) {
-            // The name exists; only A records are held (no IPv6 yet): other types get none.
-            Some(ips) if matches!(q.qtype, TYPE_A | TYPE_ANY) => Resolution::Local(Rcode::NoError, ips.iter().map(|ip| Data::A(*ip)).collect()),
-            Some(_) => Resolution::Local(Rcode::NoError, Vec::new()),
+            // The name exists: its addresses of the type asked (none, for other types).
+            Some(ips) => {
+                let data = ips.iter().filter_map(|ip| match (ip, q.qtype) {
+                    (IpAddr::V4(a), TYPE_A | TYPE_ANY) => Some(Data::A(*a)),
+                    (IpAddr::V6(a), TYPE_AAAA | TYPE_ANY) => Some(Data::Aaaa(*a)),
+                    _ => None,
+                });
+                Resolution::Local(Rcode::NoError, data.collect())
+            }
             None => Resolution::Local(Rcode::NxDomain, Vec::new()),
         }
     }
@@ -100,6 +110,7 @@ mod tests {
     use super::super::wire::{parse_query, CLASS_IN, TYPE_AAAA};
     use super::*;
     use plexus_api::NameRecord;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn q(name: &str, qtype: u16) -> Query {
         let mut m = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
@@ -116,11 +127,9 @@ mod tests {
     fn table() -> (Table, NameZone, NameZone) {
         let blue = NameZone { network: "blue".into(), vni: 1, gateway: Ipv4Addr::new(10, 1, 0, 1), visible: vec!["blue".into(), "green".into()] };
         let red = NameZone { network: "red".into(), vni: 2, gateway: Ipv4Addr::new(10, 2, 0, 1), visible: vec!["red".into()] };
-        let rec = |n: &str, name: &str, ip: [u8; 4]| NameRecord { network: n.into(), name: name.into(), ip: ip.into() };
-        let h = HostNames::new(
-            vec![blue.clone(), red.clone()],
-            vec![rec("blue", "web", [10, 1, 0, 5]), rec("green", "db", [10, 3, 0, 5]), rec("red", "secret", [10, 2, 0, 9])],
-        );
+        let rec = |n: &str, name: &str, ip: [u8; 4]| NameRecord { network: n.into(), name: name.into(), ip: ip.into(), ip6: None };
+        let dual = NameRecord { ip6: Some("fd00:3::5".parse().unwrap()), ..rec("green", "db", [10, 3, 0, 5]) };
+        let h = HostNames::new(vec![blue.clone(), red.clone()], vec![rec("blue", "web", [10, 1, 0, 5]), dual, rec("red", "secret", [10, 2, 0, 9])]);
         (Table::new(&h), blue, red)
     }
 
@@ -138,5 +147,11 @@ mod tests {
         assert_eq!(t.resolve(&red, &q("web.blue", TYPE_A)), Resolution::Forward);
         assert_eq!(t.resolve(&blue, &q("5.0.1.10.in-addr.arpa", TYPE_PTR)), Resolution::Local(Rcode::NoError, vec![Data::Ptr("web.blue".into())]));
         assert_eq!(t.resolve(&blue, &q("example.org", TYPE_A)), Resolution::Forward);
+        // A dual-stack name has both; its IPv6 address reverses too.
+        let v6: Ipv6Addr = "fd00:3::5".parse().unwrap();
+        assert_eq!(t.resolve(&blue, &q("db.green", TYPE_AAAA)), Resolution::Local(Rcode::NoError, vec![Data::Aaaa(v6)]));
+        let ptr6 = "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.0.0.0.0.0.d.f.ip6.arpa";
+        assert_eq!(t.resolve(&blue, &q(ptr6, TYPE_PTR)), Resolution::Local(Rcode::NoError, vec![Data::Ptr("db.green".into())]));
+        assert_eq!(t.resolve(&red, &q(ptr6, TYPE_PTR)), Resolution::Forward, "red may not learn green's names");
     }
 }

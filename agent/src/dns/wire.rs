@@ -114,6 +114,8 @@ pub fn parse_query(msg: &[u8]) -> Result<Query, WireError> {
 pub enum Data {
     /// An address.
     A(Ipv4Addr),
+    /// An IPv6 address.
+    Aaaa(std::net::Ipv6Addr),
     /// A name (for reverse lookups), without the final dot.
     Ptr(String),
 }
@@ -146,6 +148,7 @@ pub fn answer(q: &Query, rcode: Rcode, answers: &[Data]) -> Vec<u8> {
         out.extend([0xc0, 0x0c]);
         let (ty, rdata) = match a {
             Data::A(ip) => (TYPE_A, ip.octets().to_vec()),
+            Data::Aaaa(ip) => (TYPE_AAAA, ip.octets().to_vec()),
             Data::Ptr(name) => {
                 let mut n = Vec::new();
                 put_name(&mut n, name);
@@ -176,6 +179,13 @@ pub fn reverse_v4(name: &str) -> Option<Ipv4Addr> {
     let rest = name.strip_suffix(".in-addr.arpa")?;
     let o: Vec<u8> = rest.split('.').map(|p| p.parse().ok()).collect::<Option<Vec<u8>>>()?;
     (o.len() == 4).then(|| Ipv4Addr::new(o[3], o[2], o[1], o[0]))
+}
+
+/// The address a reverse name under `ip6.arpa` stands for (32 nibbles, lowest first).
+pub fn reverse_v6(name: &str) -> Option<std::net::Ipv6Addr> {
+    let rest = name.strip_suffix(".ip6.arpa")?;
+    let nibbles: Vec<u128> = rest.split('.').map(|p| if p.len() == 1 { u128::from_str_radix(p, 16).ok() } else { None }).collect::<Option<Vec<u128>>>()?;
+    (nibbles.len() == 32).then(|| std::net::Ipv6Addr::from(nibbles.iter().rev().fold(0u128, |a, n| (a << 4) | n)))
 }
 
 /// The id of a message (an upstream's answer must carry the query's).

@@ -106,19 +106,22 @@ impl Engine {
         None
     }
 
-    /// Creates the Docker network that stands for Plexus network `name`.
-    pub async fn create_mirror(&self, name: &str, subnet: &str, gateway: Option<std::net::Ipv4Addr>, host: &str) -> Result<(), bollard::errors::Error> {
+    /// Creates the Docker network that stands for the Plexus network `spec` describes (dual
+    /// stack when it has an IPv6 subnet).
+    pub async fn create_mirror(&self, spec: &plexus_api::NetworkSpec, host: &str) -> Result<(), bollard::errors::Error> {
+        let name = &spec.name;
         let opts = HashMap::from([(NETWORK_OPTION.to_string(), name.to_string())]);
+        let mut config = vec![IpamConfig { subnet: Some(spec.subnet.clone()), gateway: spec.gateway.map(|g| g.to_string()), ..Default::default() }];
+        if let Some(s6) = &spec.subnet6 {
+            config.push(IpamConfig { subnet: Some(s6.clone()), gateway: spec.gateway6.map(|g| g.to_string()), ..Default::default() });
+        }
         let req = NetworkCreateRequest {
             name: name.to_string(),
             driver: Some(DRIVER.into()),
-            ipam: Some(Ipam {
-                driver: Some(DRIVER.into()),
-                config: Some(vec![IpamConfig { subnet: Some(subnet.into()), gateway: gateway.map(|g| g.to_string()), ..Default::default() }]),
-                options: Some(opts.clone()),
-            }),
+            ipam: Some(Ipam { driver: Some(DRIVER.into()), config: Some(config), options: Some(opts.clone()) }),
             options: Some(opts),
             labels: Some(HashMap::from([(MIRROR_LABEL.to_string(), host.to_string())])),
+            enable_ipv6: Some(spec.subnet6.is_some()),
             ..Default::default()
         };
         self.docker.create_network(req).await.map(|_| ())

@@ -98,7 +98,7 @@ async fn mirror_once(engine: &engine::Engine, api: &Client, host: &str) -> Resul
                 tracing::warn!(network = %n.spec.name, driver = %d.driver, "a Docker network of that name with another driver hides the Plexus network")
             }
             Some(_) => {}
-            None => match engine.create_mirror(&n.spec.name, &n.spec.subnet, n.spec.gateway, host).await {
+            None => match engine.create_mirror(&n.spec, host).await {
                 Ok(()) => tracing::info!(network = %n.spec.name, "Plexus network now shows in Docker"),
                 Err(e) => tracing::warn!(network = %n.spec.name, error = %e, "cannot create the Docker network"),
             },

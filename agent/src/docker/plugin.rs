@@ -3,7 +3,7 @@
 //! failed `Join` removes what it made.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,20 +159,26 @@ fn first_host(subnet: &str) -> Result<Ipv4Addr, PluginError> {
 }
 
 async fn request_pool(p: &Plugin, r: RequestPool) -> Reply {
-    if r.v6 {
-        return Err(fail("plexus: Plexus networks are IPv4 only; leave out --ipv6"));
-    }
+    let family = if r.v6 { "IPv6" } else { "IPv4" };
     if let Some(name) = r.options.get(NETWORK_OPTION) {
         let n = p.api.network(name).await.map_err(|e| api_err(&format!("network {name}"), e))?;
-        if !r.pool.is_empty() && r.pool != n.spec.subnet {
-            return Err(fail(format!("plexus: --subnet {} differs from network {name}'s subnet {}", r.pool, n.spec.subnet)));
+        let subnet = match (r.v6, &n.spec.subnet6) {
+            (false, _) => n.spec.subnet.clone(),
+            (true, Some(s6)) => s6.clone(),
+            (true, None) => return Err(fail(format!("plexus: network {name} has no IPv6 subnet; leave out --ipv6 or give it a subnet6"))),
+        };
+        if !r.pool.is_empty() && r.pool != subnet {
+            return Err(fail(format!("plexus: --subnet {} differs from network {name}'s {family} subnet {subnet}", r.pool)));
         }
-        return ok(PoolResponse { pool_id: format!("{name}@{}", n.spec.subnet), pool: n.spec.subnet, data: BTreeMap::new() });
+        return ok(PoolResponse { pool_id: format!("{name}@{subnet}"), pool: subnet, data: BTreeMap::new() });
     }
     if r.pool.is_empty() {
-        return Err(fail("plexus: give the network a --subnet (or --ipam-opt plexus.network=NAME for an existing Plexus network)"));
+        return Err(fail(format!("plexus: give the network an {family} --subnet (or --ipam-opt plexus.network=NAME for an existing Plexus network)")));
     }
     cidr_len(&r.pool)?;
+    if r.pool.contains(':') != r.v6 {
+        return Err(fail(format!("plexus: {} is not an {family} subnet", r.pool)));
+    }
     let nonce = format!("{:016x}", plexus_api::ids::fnv1a(&format!("{}{:?}", r.pool, std::time::SystemTime::now())));
     let pool_id = format!("?{nonce}@{}", r.pool);
     p.state.update(|s| s.pools.insert(pool_id.clone(), None))?;
@@ -196,6 +202,9 @@ fn pool_network(p: &Plugin, pool_id: &str) -> Result<String, PluginError> {
 async fn request_address(p: &Plugin, r: AddressRequest) -> Reply {
     let (_, subnet) = split_pool(&r.pool_id)?;
     let len = cidr_len(subnet)?;
+    if subnet.contains(':') {
+        return request_address6(p, &r, subnet, len).await;
+    }
     let wanted: Option<Ipv4Addr> = match r.address.as_str() {
         "" => None,
         a => Some(a.split('/').next().unwrap_or(a).parse().map_err(|_| fail(format!("plexus: {a:?} is not an IPv4 address")))?),
@@ -216,6 +225,7 @@ async fn request_address(p: &Plugin, r: AddressRequest) -> Reply {
         id: None,
         host: p.host.clone(),
         ip: wanted,
+        ip6: None,
         mac: r.options.get(MAC_OPTION).filter(|m| !m.is_empty()).cloned(),
         owner: Some(format!("docker ipam on {}", p.host)),
         labels: Default::default(),
@@ -225,7 +235,60 @@ async fn request_address(p: &Plugin, r: AddressRequest) -> Reply {
     ok(AddressResponse { address: format!("{}/{}", e.ip, e.prefix_len), data: BTreeMap::new() })
 }
 
+/// An IPv6 address: the gateway, the one wanted (`--ip6`; the endpoint takes it when it is
+/// created, [`create_endpoint`]), or the IPv6 address of the oldest reservation of this host
+/// that no Docker endpoint took yet (Docker asks for the IPv4 address first, which made the
+/// reservation with both).
+async fn request_address6(p: &Plugin, r: &AddressRequest, subnet: &str, len: u8) -> Reply {
+    let pool = plexus_api::network::Cidr6::parse(subnet).map_err(|e| fail(format!("plexus: {e}")))?;
+    let wanted: Option<Ipv6Addr> = match r.address.as_str() {
+        "" => None,
+        a => Some(a.split('/').next().unwrap_or(a).parse().map_err(|_| fail(format!("plexus: {a:?} is not an IPv6 address")))?),
+    };
+    if let Some(w) = wanted.filter(|w| !pool.contains(*w)) {
+        return Err(fail(format!("plexus: {w} is outside {subnet}")));
+    }
+    let network = pool_network(p, &r.pool_id);
+    if r.options.get(REQUEST_ADDRESS_TYPE).map(String::as_str) == Some(GATEWAY_REQUEST) {
+        let first = Ipv6Addr::from(u128::from(pool.addr) + 1);
+        let gw = match &network {
+            Ok(name) => p.api.network(name).await.map_err(|e| api_err(&format!("network {name}"), e))?.spec.gateway6.unwrap_or(first),
+            Err(_) => wanted.unwrap_or(first),
+        };
+        if wanted.is_some_and(|w| w != gw) {
+            return Err(fail(format!("plexus: the IPv6 gateway of this network is {gw}")));
+        }
+        return ok(AddressResponse { address: format!("{gw}/{len}"), data: BTreeMap::new() });
+    }
+    if let Some(w) = wanted {
+        return ok(AddressResponse { address: format!("{w}/{len}"), data: BTreeMap::new() });
+    }
+    let network = network?;
+    let eps = p.api.endpoints(&network).await.map_err(|e| api_err(&format!("endpoints of {network}"), e))?;
+    let claimed = p.state.update(|s| {
+        // Reservations gone or linked to a Docker endpoint need no claim any more.
+        let linked: std::collections::BTreeSet<&str> = s.endpoints.values().filter(|l| l.network == network).map(|l| l.id.as_str()).collect();
+        let alive: std::collections::BTreeSet<&str> = eps.iter().map(|e| e.id.as_str()).collect();
+        let before = s.claimed6.clone();
+        s.claimed6.retain(|id| alive.contains(id.as_str()) && !linked.contains(id.as_str()));
+        let mine = |e: &&plexus_api::Endpoint| e.host == p.host && e.owner.as_deref().is_some_and(|o| o.starts_with("docker ipam"));
+        let free = eps.iter().filter(mine).filter(|e| !linked.contains(e.id.as_str()) && !before.contains(&e.id)).min_by_key(|e| e.revision);
+        let found = free.and_then(|e| Some((e.id.clone(), e.ip6?)));
+        if let Some((id, _)) = &found {
+            s.claimed6.insert(id.clone());
+        }
+        found
+    })?;
+    let (_, ip6) =
+        claimed.ok_or_else(|| fail(format!("plexus: no IPv4 reservation in {network} to pair an IPv6 address with (is the network dual stack?)")))?;
+    ok(AddressResponse { address: format!("{ip6}/{len}"), data: BTreeMap::new() })
+}
+
 async fn release_address(p: &Plugin, r: AddressRequest) -> Reply {
+    if r.address.contains(':') {
+        // An IPv6 address goes with its endpoint, which releasing the IPv4 one deletes.
+        return Ok(json!({}));
+    }
     let Ok(network) = pool_network(p, &r.pool_id) else { return Ok(json!({})) };
     let ip: Option<Ipv4Addr> = r.address.split('/').next().and_then(|a| a.parse().ok());
     let eps = match p.api.endpoints(&network).await {
@@ -245,6 +308,9 @@ async fn release_address(p: &Plugin, r: AddressRequest) -> Reply {
 
 async fn create_network(p: &Arc<Plugin>, r: CreateNetwork) -> Reply {
     let v4 = r.ipv4_data.first().cloned().unwrap_or_default();
+    let v6 = r.ipv6_data.first().cloned().filter(|d| !d.pool.is_empty());
+    let subnet6 = v6.as_ref().map(|d| d.pool.clone());
+    let gateway6 = v6.as_ref().and_then(|d| d.gateway.split('/').next().and_then(|g| g.parse::<Ipv6Addr>().ok()));
     if let Some(name) = named_network(&r.options) {
         let origin = match p.api.network(&name).await {
             Ok(_) => false,
@@ -252,7 +318,8 @@ async fn create_network(p: &Arc<Plugin>, r: CreateNetwork) -> Reply {
                 if v4.pool.is_empty() {
                     return Err(fail(format!("plexus: no network {name}; give --subnet to create it")));
                 }
-                p.api.create_network(&NetworkSpec::overlay(&name, &v4.pool)).await.map_err(|e| api_err(&format!("creating network {name}"), e))?;
+                let spec = NetworkSpec { subnet6: subnet6.clone(), gateway6, ..NetworkSpec::overlay(&name, &v4.pool) };
+                p.api.create_network(&spec).await.map_err(|e| api_err(&format!("creating network {name}"), e))?;
                 true
             }
             Err(e) => return Err(api_err(&format!("network {name}"), e)),
@@ -268,14 +335,21 @@ async fn create_network(p: &Arc<Plugin>, r: CreateNetwork) -> Reply {
     let network_id = r.network_id.clone();
     let pool = v4.pool.clone();
     let gw = v4.gateway.split('/').next().and_then(|g| g.parse::<Ipv4Addr>().ok());
-    let pending: Option<String> = p.state.get().pools.iter().find(|(id, n)| n.is_none() && id.ends_with(&format!("@{pool}"))).map(|(id, _)| id.clone());
+    let pending: Vec<String> = p
+        .state
+        .get()
+        .pools
+        .iter()
+        .filter(|(id, n)| n.is_none() && (id.ends_with(&format!("@{pool}")) || subnet6.as_ref().is_some_and(|s6| id.ends_with(&format!("@{s6}")))))
+        .map(|(id, _)| id.clone())
+        .collect();
     let p = p.clone();
     tokio::spawn(async move {
         let Some(name) = p.engine.wait_network_name(&network_id, Duration::from_secs(10)).await else {
             tracing::warn!(%network_id, "Docker never showed the network; no Plexus network made for it");
             return;
         };
-        let spec = NetworkSpec { gateway: gw, ..NetworkSpec::overlay(&name, &pool) };
+        let spec = NetworkSpec { gateway: gw, subnet6, gateway6, ..NetworkSpec::overlay(&name, &pool) };
         match p.api.create_network(&spec).await {
             Ok(_) => tracing::info!(%name, %pool, "Plexus network created for a Docker network"),
             Err(ClientError::Problem(pr)) if pr.status == 409 => tracing::info!(%name, "a Plexus network of that name exists; using it"),
@@ -286,8 +360,8 @@ async fn create_network(p: &Arc<Plugin>, r: CreateNetwork) -> Reply {
         }
         let _ = p.state.update(|s| {
             s.networks.insert(network_id, NetworkLink { plexus: name.clone(), origin: true });
-            if let Some(pid) = pending {
-                s.pools.insert(pid, Some(name));
+            for pid in pending {
+                s.pools.insert(pid, Some(name.clone()));
             }
         });
     });
@@ -355,6 +429,10 @@ async fn create_endpoint(p: &Plugin, r: CreateEndpoint) -> Reply {
         .next()
         .and_then(|a| a.parse().ok())
         .ok_or_else(|| fail("plexus: the endpoint has no IPv4 address (create the network with --ipam-driver plexus)"))?;
+    let ip6: Option<Ipv6Addr> = match iface.address_ipv6.split('/').next().filter(|a| !a.is_empty()) {
+        Some(a) => Some(a.parse().map_err(|_| fail(format!("plexus: {a:?} is not an IPv6 address")))?),
+        None => None,
+    };
     let eps = p.api.endpoints(&network).await.map_err(|e| api_err(&format!("endpoints of {network}"), e))?;
     let asked_mac = Some(iface.mac_address.clone()).filter(|m| !m.is_empty());
     let create = |owner: String| {
@@ -362,6 +440,7 @@ async fn create_endpoint(p: &Plugin, r: CreateEndpoint) -> Reply {
             id: None,
             host: p.host.clone(),
             ip: Some(ip),
+            ip6,
             mac: asked_mac.clone(),
             owner: Some(owner),
             labels: Default::default(),
@@ -372,8 +451,10 @@ async fn create_endpoint(p: &Plugin, r: CreateEndpoint) -> Reply {
     };
     let (e, ipam) = match eps.into_iter().find(|e| e.ip == ip) {
         Some(e) if e.host == p.host && e.owner.as_deref().is_some_and(|o| o.starts_with("docker ipam")) => {
-            if asked_mac.as_deref().is_some_and(|m| !m.eq_ignore_ascii_case(&e.mac.to_string())) {
-                // Our own reservation, made before the MAC was known: make it again with it.
+            let other_mac = asked_mac.as_deref().is_some_and(|m| !m.eq_ignore_ascii_case(&e.mac.to_string()));
+            if other_mac || (ip6.is_some() && ip6 != e.ip6) {
+                // Our own reservation, made before the MAC or the wanted IPv6 address was
+                // known: make it again with them.
                 p.api.delete_endpoint(&network, &e.id).await.map_err(|err| api_err("re-creating the endpoint", err))?;
                 (create(format!("docker ipam on {}", p.host)).await?, true)
             } else {
@@ -395,7 +476,10 @@ async fn create_endpoint(p: &Plugin, r: CreateEndpoint) -> Reply {
     }
     let net = p.api.network(&network).await.map_err(|err| api_err(&format!("network {network}"), err))?;
     let wiring = Some(Wiring::of(&net, e.mac, e.gateway));
-    p.state.update(|s| s.endpoints.insert(r.endpoint_id.clone(), EndpointLink { network, id: e.id.clone(), ipam, wiring }))?;
+    p.state.update(|s| {
+        s.claimed6.remove(&e.id);
+        s.endpoints.insert(r.endpoint_id.clone(), EndpointLink { network, id: e.id.clone(), ipam, wiring })
+    })?;
     let mac = if iface.mac_address.is_empty() { e.mac.to_string() } else { String::new() };
     Ok(json!({"Interface": Interface { mac_address: mac, ..Default::default() }}))
 }
@@ -462,7 +546,11 @@ async fn join(p: &Plugin, r: Join) -> Reply {
     let (api, engine, docker_net) = (p.api.clone(), p.engine.clone(), r.network_id.clone());
     let (docker_ep, network, id) = (r.endpoint_id.clone(), link.network.clone(), link.id.clone());
     tokio::spawn(async move { copy_labels(&api, &engine, &docker_net, &docker_ep, &network, &id).await });
-    ok(JoinResponse { interface_name: InterfaceName { src_name: peer, dst_prefix: "eth".into() }, gateway: wiring.gateway.to_string() })
+    ok(JoinResponse {
+        interface_name: InterfaceName { src_name: peer, dst_prefix: "eth".into() },
+        gateway: wiring.gateway.to_string(),
+        gateway_ipv6: wiring.gateway6.map(|g| g.to_string()).unwrap_or_default(),
+    })
 }
 
 /// Copies a container's labels to its endpoint, and its name as the `name` label (its DNS

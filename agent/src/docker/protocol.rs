@@ -80,6 +80,9 @@ pub struct CreateNetwork {
     /// IPv4 data.
     #[serde(rename = "IPv4Data", default, deserialize_with = "null_as_default")]
     pub ipv4_data: Vec<IpData>,
+    /// IPv6 data (`--ipv6`).
+    #[serde(rename = "IPv6Data", default, deserialize_with = "null_as_default")]
+    pub ipv6_data: Vec<IpData>,
 }
 
 /// Requests naming only a network.
@@ -190,6 +193,9 @@ pub struct JoinResponse {
     /// Default gateway.
     #[serde(rename = "Gateway")]
     pub gateway: String,
+    /// IPv6 default gateway, on a dual-stack network.
+    #[serde(rename = "GatewayIPv6", skip_serializing_if = "String::is_empty")]
+    pub gateway_ipv6: String,
 }
 
 /// `IpamDriver.GetDefaultAddressSpaces`.

@@ -39,6 +39,9 @@ pub struct Wiring {
     pub mac: plexus_api::Mac,
     /// Its network's gateway.
     pub gateway: std::net::Ipv4Addr,
+    /// Its network's IPv6 gateway, on a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<std::net::Ipv6Addr>,
     /// Its network's MTU, if the network sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
@@ -50,7 +53,7 @@ pub struct Wiring {
 impl Wiring {
     /// How an endpoint of `network` with `mac` and `gateway` is wired.
     pub fn of(network: &plexus_api::Network, mac: plexus_api::Mac, gateway: std::net::Ipv4Addr) -> Wiring {
-        Wiring { mac, gateway, mtu: network.spec.mtu, underlay: network.underlay().is_some() }
+        Wiring { mac, gateway, gateway6: network.spec.gateway6, mtu: network.spec.mtu, underlay: network.underlay().is_some() }
     }
 
     /// Its MTU when an overlay's path carries `overlay_path`.
@@ -69,6 +72,10 @@ pub struct State {
     pub endpoints: BTreeMap<String, EndpointLink>,
     /// Pools requested without a network name, by pool id: the Plexus network once known.
     pub pools: BTreeMap<String, Option<String>>,
+    /// Address reservations (Plexus endpoint ids) whose IPv6 address an IPv6 address request
+    /// has handed out, and which no Docker endpoint links yet.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub claimed6: std::collections::BTreeSet<String>,
 }
 
 /// The state and the file it lives in.

@@ -44,12 +44,7 @@ pub(super) async fn run(rounds: usize) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The peer on the other host: a namespace container on h1.
-    let e = api
-        .create_endpoint(
-            "bench",
-            &EndpointSpec { id: Some("peer".into()), host: "h1".into(), ip: None, mac: None, owner: None, labels: Default::default(), publish: Vec::new() },
-        )
-        .await?;
+    let e = api.create_endpoint("bench", &EndpointSpec::on("h1").id("peer")).await?;
     lab.attach(&e, "peer", plexus_lab::wire::CONTAINER_MTU).await?;
     // The baseline's peer: a container on Docker's bridge.
     let peer = format!("{name}peer");

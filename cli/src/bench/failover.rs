@@ -29,8 +29,7 @@ async fn change(lab: &Lab, api: &Client, host: usize, id: &str) -> anyhow::Resul
     vs.add_port(wire::BR_INT, &PortSpec::new(&port, InterfaceType::Dummy).external_id("plexus-endpoint", &format!("bench/{id}"))).await?;
     let t = Instant::now();
     loop {
-        let spec =
-            EndpointSpec { id: Some(id.into()), host: h.name.clone(), ip: None, mac: None, owner: None, labels: Default::default(), publish: Vec::new() };
+        let spec = EndpointSpec::on(&h.name).id(id);
         match api.create_endpoint("bench", &spec).await {
             Ok(_) => return Ok(()),
             Err(e) if t.elapsed() > Duration::from_secs(20) => return Err(e.into()),
@@ -148,13 +147,7 @@ pub(super) async fn run(rounds: usize, per_host: usize, soak_secs: u64) -> anyho
         let mut set = tokio::task::JoinSet::new();
         for i in 0..per_host {
             let (api, host) = (api.clone(), h.name.clone());
-            set.spawn(async move {
-                api.create_endpoint(
-                    "bench",
-                    &EndpointSpec { id: Some(format!("e{k}x{i}")), host, ip: None, mac: None, owner: None, labels: Default::default(), publish: Vec::new() },
-                )
-                .await
-            });
+            set.spawn(async move { api.create_endpoint("bench", &EndpointSpec::on(&host).id(&format!("e{k}x{i}"))).await });
             if set.len() >= 16 {
                 set.join_next().await.context("endpoint task")???;
             }

@@ -150,15 +150,7 @@ impl ScaleLab {
         batch: bool,
     ) -> anyhow::Result<Populated> {
         let hosts = &self.hosts;
-        let spec = |i: usize| EndpointSpec {
-            id: Some(format!("e{i}")),
-            host: hosts[i % hosts.len()].clone(),
-            ip: None,
-            mac: None,
-            owner: None,
-            labels: labels(i),
-            publish: Vec::new(),
-        };
+        let spec = |i: usize| EndpointSpec { labels: labels(i), ..EndpointSpec::on(&hosts[i % hosts.len()]).id(&format!("e{i}")) };
         let mut plugged: BTreeMap<String, usize> = hosts.iter().map(|h| (h.clone(), 0)).collect();
         for i in 0..n {
             *plugged.entry(hosts[i % hosts.len()].clone()).or_default() += 1;
@@ -300,20 +292,7 @@ async fn one(n: usize, changes: usize) -> anyhow::Result<()> {
         // Let the port's own pass (a port without an endpoint changes nothing) go by.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let t = Instant::now();
-        let e = api
-            .create_endpoint(
-                "scale",
-                &EndpointSpec {
-                    id: Some(id.clone()),
-                    host: probe_host.clone(),
-                    ip: None,
-                    mac: None,
-                    owner: None,
-                    labels: Default::default(),
-                    publish: Vec::new(),
-                },
-            )
-            .await?;
+        let e = api.create_endpoint("scale", &EndpointSpec::on(&probe_host).id(&id)).await?;
         write_ms.push(t.elapsed().as_secs_f64() * 1e3);
         *plug1.entry(probe_host.clone()).or_default() += 1;
         let st = wait_programmed((http, &cp.api), &plug1, e.revision, Duration::from_secs(30)).await?;

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use plexus_api::{Endpoint, EndpointKey, Host, Mac, Network};
-use plexus_ovs::openflow::{mac_u128, Action, Field, FlowMod, Match, MatchField, ARP_REPLY, ARP_REQUEST, OFPP_IN_PORT};
+use plexus_ovs::openflow::{mac_u128, Action, Field, FlowMod, Match, MatchField, ARP_REPLY, ARP_REQUEST, ND_ADVERT, OFPP_IN_PORT};
 
 use super::pipeline::{priority, Miss, Origin, Table, HOLD_METER, REG_FROM_TUNNEL, REG_NETWORK, REG_OUT_PORT};
 use super::SwitchView;
@@ -122,8 +122,17 @@ pub trait Feature: Sync + std::fmt::Debug {
 }
 
 /// Every feature, in the order the compiler asks them.
-pub const FEATURES: &[&dyn Feature] =
-    &[&MissFlows, &Classification, &PortSecurity, &ArpResponder, &super::policy::Policies, &super::routing::Routing, &Switching, &super::underlay::Underlay];
+pub const FEATURES: &[&dyn Feature] = &[
+    &MissFlows,
+    &Classification,
+    &PortSecurity,
+    &ArpResponder,
+    &super::neighbour::NdResponder,
+    &super::policy::Policies,
+    &super::routing::Routing,
+    &Switching,
+    &super::underlay::Underlay,
+];
 
 /// The miss flows the pipeline declaration asks for ([`Miss::Next`], [`Miss::Hold`]).
 #[derive(Debug)]
@@ -192,7 +201,9 @@ impl Feature for Classification {
     }
 }
 
-/// A local endpoint sends only with its own MAC and address, for IPv4 and ARP.
+/// A local endpoint sends only with its own MAC and addresses: IPv4 and ARP, and on a
+/// dual-stack network IPv6 from its address or its link-local one (Neighbor Advertisements
+/// only for those two: it may not claim anyone else's).
 #[derive(Debug)]
 pub struct PortSecurity;
 
@@ -211,6 +222,16 @@ impl Feature for PortSecurity {
         out.add(Table::PortSecurity, priority::OBJECT, base().ipv4_src(ip), |f| f.goto(next.id()));
         let arp = base().with(Field::ArpSpa, u32::from(ip)).with(Field::ArpSha, mac_u128(mac));
         out.add(Table::PortSecurity, priority::OBJECT, arp, |f| f.goto(next.id()));
+        let Some(ip6) = cx.endpoint.ip6 else { return };
+        // Duplicate address detection sends from `::`, which no flow lets through: nobody
+        // answers it, and the controller already keeps addresses unique.
+        let advert = || base().with(Field::Icmpv6Type, ND_ADVERT);
+        for own in [ip6, cx.endpoint.mac.link_local()] {
+            out.add(Table::PortSecurity, priority::OBJECT, base().ipv6_src(own), |f| f.goto(next.id()));
+            let m = advert().ipv6_src(own).with(Field::NdTarget, u128::from(own));
+            out.add(Table::PortSecurity, priority::OBJECT + 2, m, |f| f.goto(next.id()));
+        }
+        out.add(Table::PortSecurity, priority::OBJECT + 1, advert(), |f| f);
     }
 }
 

@@ -6,6 +6,7 @@ pub mod describe;
 pub mod desired;
 pub mod engine;
 pub mod features;
+pub mod neighbour;
 pub mod pipeline;
 pub mod policy;
 pub mod reconcile;

@@ -17,7 +17,7 @@ pub enum Stage {
     Classify,
     /// Port security: a local endpoint may only send with its own addresses.
     Validate,
-    /// ARP answered in the switch.
+    /// ARP and IPv6 Neighbor Discovery answered in the switch.
     Arp,
     /// Connection tracking, where a policy needs it.
     Conntrack,
@@ -90,8 +90,13 @@ pub enum Table {
     Classify,
     /// Source MAC and address of a local endpoint must be its own.
     PortSecurity,
-    /// ARP requests for known addresses answered in the switch; others held.
+    /// ARP requests and IPv6 Neighbor Solicitations for known addresses answered in the
+    /// switch; others held.
     ArpResponder,
+    /// The second half of a Neighbor Advertisement built from a solicitation: its target
+    /// link-layer option (OVS lets a flow write that option only where its match says
+    /// "advertisement", so the answer is matched again here).
+    NdReply,
     /// IPv4 in a routing domain that policies govern is sent through conntrack (zone in
     /// [`REG_ZONE`]) and comes back to the next table with its connection state.
     Conntrack,
@@ -135,10 +140,11 @@ pub const TABLE_STRIDE: u8 = 10;
 
 impl Table {
     /// Every table, in packet order.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Classify,
         Table::PortSecurity,
         Table::ArpResponder,
+        Table::NdReply,
         Table::Conntrack,
         Table::EgressPolicy,
         Table::Gateway,
@@ -158,6 +164,7 @@ impl Table {
             Table::Classify => t("classify", Stage::Classify, Miss::Hold, true, true),
             Table::PortSecurity => t("port-security", Stage::Validate, Miss::Drop, false, false),
             Table::ArpResponder => t("arp-responder", Stage::Arp, Miss::Next, false, false),
+            Table::NdReply => t("nd-reply", Stage::Arp, Miss::Next, false, false),
             Table::Conntrack => t("conntrack", Stage::Conntrack, Miss::Next, true, true),
             Table::EgressPolicy => t("egress-policy", Stage::EgressSecurity, Miss::Next, false, false),
             Table::Gateway => t("gateway", Stage::Routing, Miss::Next, false, false),

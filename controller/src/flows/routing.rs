@@ -34,6 +34,9 @@ use super::SwitchView;
 /// ICMP echo request and reply types.
 const ECHO_REQUEST: u8 = 8;
 const ECHO_REPLY: u8 = 0;
+/// ICMPv6 echo request and reply types.
+const ECHO6_REQUEST: u8 = 128;
+const ECHO6_REPLY: u8 = 129;
 
 /// The routing feature.
 #[derive(Debug)]
@@ -63,28 +66,31 @@ impl Feature for Routing {
         let Some(gw) = cx.network.spec.gateway.filter(|_| cx.network.underlay().is_none()) else { return };
         let mac = gateway_mac(gw);
         let to_gw = || net_match(cx.vni).eth_dst(mac.octets());
-        // The gateway answers ping itself: the request turned around.
+        // The gateway answers ping itself (ping6 too): the request turned around.
         let echo = to_gw().ipv4_dst(gw).with(Field::Icmpv4Type, ECHO_REQUEST);
-        let reply = vec![
-            Action::RegMove { src: Field::EthSrc, src_ofs: 0, dst: Field::EthDst, dst_ofs: 0, n_bits: 48 },
-            Action::set_field(Field::EthSrc, plexus_ovs::openflow::mac_u128(mac.octets())),
-            Action::RegMove { src: Field::Ipv4Src, src_ofs: 0, dst: Field::Ipv4Dst, dst_ofs: 0, n_bits: 32 },
-            Action::set_field(Field::Ipv4Src, u32::from(gw)),
-            Action::set_field(Field::Icmpv4Type, ECHO_REPLY),
-            Action::output(OFPP_IN_PORT),
-        ];
+        let reply = echo_reply(mac, (Field::Ipv4Src, Field::Ipv4Dst, u128::from(u32::from(gw))), (Field::Icmpv4Type, ECHO_REPLY));
         out.add(Table::Gateway, priority::OBJECT, echo, |f| f.apply(reply));
+        if let Some(gw6) = cx.network.spec.gateway6 {
+            let echo = to_gw().ipv6_dst(gw6).with(Field::Icmpv6Type, ECHO6_REQUEST);
+            let reply = echo_reply(mac, (Field::Ipv6Src, Field::Ipv6Dst, u128::from(gw6)), (Field::Icmpv6Type, ECHO6_REPLY));
+            out.add(Table::Gateway, priority::OBJECT, echo, |f| f.apply(reply));
+        }
         // DNS to the gateway goes up to the host agent's responder, which answers from the
         // names it watches (the packet-in carries the network in REG_NETWORK).
         let dns = to_gw().ipv4_dst(gw).with(Field::IpProto, 17u8).with(Field::UdpDst, plexus_api::names::DNS_PORT);
         out.add(Table::Gateway, priority::OBJECT, dns, |f| f.apply(vec![Action::controller_id(plexus_api::names::DNS_CONTROLLER_ID)]));
         // Anything else sent to the gateway is routed in its domain, or dropped when no
-        // router joins the network.
-        let ipv4 = to_gw().eth_type(0x0800);
+        // router joins the network; IPv6 likewise on a dual-stack network (external access
+        // is IPv4's only).
+        let dual = cx.network.spec.gateway6.is_some();
+        let families = [Some(0x0800u16), dual.then_some(0x86dd)];
+        let to_gw_ip = || families.into_iter().flatten().map(|t| to_gw().eth_type(t));
         match cx.domain {
             Some(d) => {
                 let Some(next) = Table::Gateway.next(super::pipeline::Origin::Local) else { return };
-                out.add(Table::Gateway, priority::NETWORK, ipv4, |f| f.apply(vec![Action::set_field(Field::Reg(REG_DOMAIN), d)]).goto(next.id()));
+                for m in to_gw_ip() {
+                    out.add(Table::Gateway, priority::NETWORK, m, |f| f.apply(vec![Action::set_field(Field::Reg(REG_DOMAIN), d)]).goto(next.id()));
+                }
                 let external = cx.view.external_port.filter(|_| cx.model.external_domain(&cx.network.spec.name));
                 if let (Some(ext), Some(subnet)) = (external, cx.network.spec.cidr()) {
                     from_outside(cx, ext, subnet, d, out);
@@ -101,7 +107,11 @@ impl Feature for Routing {
                     }
                 }
             }
-            None => out.add(Table::Gateway, priority::NETWORK, ipv4, drop_it),
+            None => {
+                for m in to_gw_ip() {
+                    out.add(Table::Gateway, priority::NETWORK, m, drop_it);
+                }
+            }
         }
     }
     fn endpoint(&self, cx: &EndpointCx<'_>, out: &mut Flows) {
@@ -110,7 +120,6 @@ impl Feature for Routing {
             return;
         }
         let Some(next) = Table::Routing.next(super::pipeline::Origin::Local) else { return };
-        let m = Match::new().reg(REG_DOMAIN, d).ipv4_dst(e.ip);
         let acts = vec![
             Action::set_field(Field::EthSrc, plexus_ovs::openflow::mac_u128(gateway_mac(e.gateway).octets())),
             Action::set_field(Field::EthDst, plexus_ovs::openflow::mac_u128(e.mac.octets())),
@@ -118,8 +127,26 @@ impl Feature for Routing {
             Action::set_field(Field::Reg(REG_NETWORK), cx.vni),
             Action::set_field(Field::Reg(REG_DOMAIN), 0u32),
         ];
-        out.add(Table::Routing, priority::OBJECT, m, |f| f.apply(acts).goto(next.id()));
+        let by_dst = std::iter::once(Match::new().reg(REG_DOMAIN, d).ipv4_dst(e.ip)).chain(e.ip6.map(|ip6| Match::new().reg(REG_DOMAIN, d).ipv6_dst(ip6)));
+        for m in by_dst {
+            let acts = acts.clone();
+            out.add(Table::Routing, priority::OBJECT, m, |f| f.apply(acts).goto(next.id()));
+        }
     }
+}
+
+/// An echo request turned into its reply from the gateway at `mac`: Ethernet addresses
+/// swapped, the IP source `(src, dst, gateway)` moved to the destination and the gateway's
+/// address set as source, the ICMP type set to the reply's; out of the port it came in by.
+fn echo_reply(mac: plexus_api::Mac, (src, dst, gw): (Field, Field, u128), (icmp_type, reply): (Field, u8)) -> Vec<Action> {
+    vec![
+        Action::RegMove { src: Field::EthSrc, src_ofs: 0, dst: Field::EthDst, dst_ofs: 0, n_bits: 48 },
+        Action::set_field(Field::EthSrc, mac_u128(mac.octets())),
+        Action::RegMove { src, src_ofs: 0, dst, dst_ofs: 0, n_bits: src.bits() },
+        Action::set_field(src, gw),
+        Action::set_field(icmp_type, reply),
+        Action::output(OFPP_IN_PORT),
+    ]
 }
 
 /// What the host's stack sends to `subnet` through the external port: classified into the

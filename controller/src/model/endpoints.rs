@@ -2,8 +2,9 @@
 //! never given twice, whichever node received the request and however leadership moves.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
+use plexus_api::network::Cidr6;
 use plexus_api::{Endpoint, EndpointKey, EndpointSpec, IpamMode, Mac, PublishedPort, Valid};
 
 use super::{check_revision, Model, Object, Refusal, Subject};
@@ -17,6 +18,7 @@ pub(crate) struct UsedIndex(imbl::HashMap<String, Used>);
 #[derive(Debug, Clone, Default)]
 struct Used {
     ips: imbl::OrdSet<u32>,
+    ips6: imbl::OrdSet<u128>,
     macs: imbl::HashSet<Mac>,
 }
 
@@ -34,6 +36,9 @@ impl Model {
             let mut u = Used::default();
             for e in eps.get(network).into_iter().flat_map(|m| m.values()) {
                 u.ips.insert(u32::from(e.ip));
+                if let Some(ip6) = e.ip6 {
+                    u.ips6.insert(u128::from(ip6));
+                }
                 u.macs.insert(e.mac);
             }
             u
@@ -87,7 +92,7 @@ impl Model {
         }
         self.check_publish(network, &spec.host, &spec.publish, None)?;
         let wants_derived_mac = spec.mac.is_none();
-        let Used { ips: used, macs } = &*self.used(network);
+        let Used { ips: used, macs, .. } = &*self.used(network);
         let ip = match spec.ip {
             Some(ip) => {
                 if !cidr.contains(ip) {
@@ -131,6 +136,13 @@ impl Model {
                 })?
             }
         };
+        let v6 = match (net.spec.cidr6(), net.spec.gateway6) {
+            (Some(c), Some(gw6)) => Some((self.allocate_v6(network, &net, spec.ip6, u32::from(ip) - u32::from(cidr.addr), c, gw6)?, c.len, gw6)),
+            _ => match spec.ip6 {
+                Some(ip6) => return Err(Refusal::new(422, Some("ip6"), format!("{ip6} asked for, but network {network} has no IPv6 subnet (subnet6)"))),
+                None => None,
+            },
+        };
         let mac = match &spec.mac {
             Some(m) => Mac::parse("mac", m)?,
             None => Mac::from_ipv4(ip),
@@ -153,6 +165,9 @@ impl Model {
             ip,
             prefix_len: cidr.len,
             gateway: gw,
+            ip6: v6.map(|v| v.0),
+            prefix_len6: v6.map(|v| v.1),
+            gateway6: v6.map(|v| v.2),
             mac,
             owner: spec.owner,
             labels: spec.labels,
@@ -161,11 +176,65 @@ impl Model {
         };
         let u = self.used(network);
         u.ips.insert(u32::from(ip));
+        if let Some(ip6) = ep.ip6 {
+            u.ips6.insert(u128::from(ip6));
+        }
         u.macs.insert(ep.mac);
         self.endpoints.entry(network.to_string()).or_default().insert(id.clone(), ep.clone());
         self.count_member(network, &ep.host, true);
         self.record(Subject::Endpoint(ep.key()), Some(Object::Endpoint(ep.clone())));
         Ok(ep)
+    }
+
+    /// The IPv6 address of a new endpoint of a dual-stack network: the one wanted, checked; or
+    /// the one at the same offset in `subnet6` as its IPv4 address in `subnet` (so `10.1.0.5`
+    /// goes with `fd00::5`), or the first free one when a wanted address took that.
+    fn allocate_v6(
+        &mut self,
+        network: &str,
+        net: &plexus_api::Network,
+        wanted: Option<Ipv6Addr>,
+        offset: u32,
+        c: Cidr6,
+        gw: Ipv6Addr,
+    ) -> Result<Ipv6Addr, Refusal> {
+        let used = &self.used(network).ips6;
+        let subnet6 = net.spec.subnet6.as_deref().unwrap_or_default();
+        if let Some(ip) = wanted {
+            if !c.contains(ip) {
+                return Err(Refusal::new(422, Some("ip6"), format!("{ip} is outside {subnet6}")));
+            }
+            if ip == c.addr {
+                return Err(Refusal::new(422, Some("ip6"), format!("{ip} is the subnet-router anycast address of {subnet6}")));
+            }
+            if ip == gw {
+                return Err(Refusal::new(409, Some("ip6"), format!("{ip} is the IPv6 gateway of {network}")));
+            }
+            if used.contains(&u128::from(ip)) {
+                return Err(Refusal::new(409, Some("ip6"), format!("{ip} is already taken in {network}")));
+            }
+            return Ok(ip);
+        }
+        let (base, last, gw) = (u128::from(c.addr), u128::from(c.last()), u128::from(gw));
+        let derived = base + u128::from(offset);
+        let free = |a: u128| a != base && a != gw && a <= last && !used.contains(&a);
+        if free(derived) {
+            return Ok(Ipv6Addr::from(derived));
+        }
+        let mut a = base + 1;
+        for taken in used.range(base + 1..=last).copied().chain(std::iter::once(u128::MAX)) {
+            while a < taken && a <= last {
+                if free(a) {
+                    return Ok(Ipv6Addr::from(a));
+                }
+                a += 1;
+            }
+            a = taken.saturating_add(1);
+            if a > last {
+                break;
+            }
+        }
+        Err(Refusal::new(409, Some("ip6"), format!("no address left in {subnet6}")))
     }
 
     /// Refuses ports an endpoint cannot publish: on a network whose routing domain does not
@@ -261,6 +330,9 @@ impl Model {
         self.count_member(network, &removed.host, false);
         let u = self.used(network);
         u.ips.remove(&u32::from(removed.ip));
+        if let Some(ip6) = removed.ip6 {
+            u.ips6.remove(&u128::from(ip6));
+        }
         u.macs.remove(&removed.mac);
         if self.endpoints.get(network).is_some_and(|m| m.is_empty()) {
             self.endpoints.remove(network);
@@ -339,5 +411,39 @@ mod tests {
         m.apply(crate::model::Command::DeleteEndpoint { network: "red".into(), id: "e4".into(), on_host: None }).unwrap();
         let clash = m.apply(endpoint_with("red", EndpointSpec::on("h1").mac(&taken))).unwrap_err();
         assert_eq!((clash.status, clash.field.as_deref()), (409, Some("mac")), "{clash}");
+    }
+
+    #[test]
+    fn ipv6_addresses_follow_the_ipv4_offset_and_a_wanted_one_displaces_nothing() {
+        let mut m = Model::default();
+        m.apply(host("h1", 1)).unwrap();
+        m.apply(crate::model::testing::dual("red", "10.9.0.0/29", "fd00:9::/64")).unwrap();
+        let make = |m: &mut Model, spec: EndpointSpec| match m.apply(endpoint_with("red", spec)) {
+            Ok(Some(crate::model::Object::Endpoint(e))) => Ok(e),
+            Ok(other) => panic!("{other:?}"),
+            Err(r) => Err(r),
+        };
+        let a = make(&mut m, EndpointSpec::on("h1").id("a")).unwrap();
+        assert_eq!(
+            (a.ip6.map(|i| i.to_string()), a.prefix_len6, a.gateway6.map(|g| g.to_string())),
+            (Some("fd00:9::2".into()), Some(64), Some("fd00:9::1".into()))
+        );
+        // A wanted address that another endpoint's offset would give: that one gets the
+        // first free address instead, never the same.
+        let w = make(&mut m, EndpointSpec::on("h1").id("w").ip6("fd00:9::4".parse().unwrap())).unwrap();
+        assert_eq!((w.ip.to_string(), w.ip6.map(|i| i.to_string())), ("10.9.0.3".into(), Some("fd00:9::4".into())));
+        let c = make(&mut m, EndpointSpec::on("h1").id("c")).unwrap();
+        assert_eq!((c.ip.to_string(), c.ip6.map(|i| i.to_string())), ("10.9.0.4".into(), Some("fd00:9::3".into())));
+        // Refusals name the field and change nothing.
+        let rev = m.revision;
+        for (ip6, status) in [("fd00:9::4", 409), ("fd00:9::1", 409), ("fd00:9::", 422), ("fd00:8::5", 422)] {
+            let r = make(&mut m, EndpointSpec::on("h1").ip6(ip6.parse().unwrap())).unwrap_err();
+            assert_eq!((r.status, r.field.as_deref()), (status, Some("ip6")), "{ip6}: {r}");
+        }
+        assert_eq!(m.revision, rev, "a refused endpoint changed the model");
+        // Freed with its endpoint.
+        m.apply(crate::model::Command::DeleteEndpoint { network: "red".into(), id: "w".into(), on_host: None }).unwrap();
+        let again = make(&mut m, EndpointSpec::on("h1").id("again").ip6("fd00:9::4".parse().unwrap())).unwrap();
+        assert_eq!(again.ip6.map(|i| i.to_string()), Some("fd00:9::4".into()));
     }
 }

@@ -29,7 +29,7 @@ impl Model {
             for e in self.endpoints.get(network).into_iter().flat_map(|m| m.values()) {
                 let names = std::iter::once(e.id.as_str()).chain(e.labels.get(NAME_LABEL).map(String::as_str));
                 for n in names.filter(|n| is_dns_label(n)) {
-                    records.push(NameRecord { network: network.clone(), name: n.to_ascii_lowercase(), ip: e.ip });
+                    records.push(NameRecord { network: network.clone(), name: n.to_ascii_lowercase(), ip: e.ip, ip6: e.ip6 });
                 }
             }
         }

@@ -155,8 +155,16 @@ impl Model {
                     return Err(Refusal::new(409, Some("gateway"), format!("{gw} is the address of endpoint {} in {}", e.id, spec.name)));
                 }
             }
-            if n.spec.subnet != spec.subnet {
-                self.check_domain(&self.domain_of(&spec.name), Some((&spec.name, &spec.subnet)), "subnet")?;
+            if (n.spec.subnet6 != spec.subnet6 || n.spec.gateway6 != spec.gateway6) && has_endpoints {
+                let field = if n.spec.subnet6 != spec.subnet6 { "subnet6" } else { "gateway6" };
+                return Err(Refusal::new(409, Some(field), "the IPv6 subnet and gateway cannot change while the network has endpoints"));
+            }
+            if spec.subnet6.is_some() && self.policies.values().any(|p| p.spec.network == spec.name) {
+                return Err(Refusal { field: Some("subnet6".into()), ..super::routing::dual_stack_policy(&spec.name) });
+            }
+            if n.spec.subnet != spec.subnet || n.spec.subnet6 != spec.subnet6 {
+                let field = if n.spec.subnet != spec.subnet { "subnet" } else { "subnet6" };
+                self.check_domain(&self.domain_of(&spec.name), Some(&spec), field)?;
             }
         }
         if relayout {

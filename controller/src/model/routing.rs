@@ -22,25 +22,31 @@ impl Model {
 
     /// Refuses a domain in which two subnets overlap; `subnet_of` may override a network's
     /// subnet (a PUT that changes it).
-    pub(crate) fn check_domain(&self, domain: &BTreeSet<String>, override_net: Option<(&str, &str)>, field: &str) -> Result<(), Refusal> {
-        let mut subnets: Vec<(String, String, Cidr)> = Vec::new();
+    pub(crate) fn check_domain(&self, domain: &BTreeSet<String>, override_net: Option<&plexus_api::NetworkSpec>, field: &str) -> Result<(), Refusal> {
+        let mut subnets: Vec<(&str, String, Cidr)> = Vec::new();
+        let mut subnets6: Vec<(&str, String, plexus_api::network::Cidr6)> = Vec::new();
         for name in domain {
-            let subnet = match override_net {
-                Some((n, s)) if n == name => s.to_string(),
+            let spec = match override_net {
+                Some(s) if s.name == *name => s,
                 _ => match self.networks.get(name) {
-                    Some(n) => n.spec.subnet.clone(),
+                    Some(n) => &n.spec,
                     None => continue,
                 },
             };
-            if let Ok(c) = Cidr::parse(&subnet) {
+            let overlap = |subnet: &str, other: &str, os: &str| {
+                Refusal::new(422, Some(field), format!("subnet {subnet} of {name} overlaps {os} of {other}, and routers join them into one routing domain"))
+            };
+            if let Some(c) = spec.cidr() {
                 if let Some((other, os, _)) = subnets.iter().find(|(_, _, oc)| oc.overlaps(&c)) {
-                    return Err(Refusal::new(
-                        422,
-                        Some(field),
-                        format!("subnet {subnet} of {name} overlaps {os} of {other}, and routers join them into one routing domain"),
-                    ));
+                    return Err(overlap(&spec.subnet, other, os));
                 }
-                subnets.push((name.clone(), subnet, c));
+                subnets.push((name, spec.subnet.clone(), c));
+            }
+            if let (Some(c), Some(text)) = (spec.cidr6(), &spec.subnet6) {
+                if let Some((other, os, _)) = subnets6.iter().find(|(_, _, oc)| oc.overlaps(&c)) {
+                    return Err(overlap(text, other, os));
+                }
+                subnets6.push((name, text.clone(), c));
             }
         }
         Ok(())
@@ -87,6 +93,7 @@ impl Model {
             Some(n) if n.vni().is_none() => {
                 return Err(Refusal::new(422, Some("network"), format!("{} is an underlay network; policies govern overlay networks", spec.network)))
             }
+            Some(n) if n.spec.subnet6.is_some() => return Err(dual_stack_policy(&spec.network)),
             Some(_) => {}
         }
         for (dir, rules) in [("ingress", &spec.ingress), ("egress", &spec.egress)] {
@@ -189,4 +196,14 @@ impl Model {
         let id = networks.iter().filter_map(|n| self.networks.get(n)?.vni()).min()?;
         Some((id, networks))
     }
+}
+
+/// Policies compile to IPv4 matches only: on a dual-stack network they would leave its IPv6
+/// traffic ungoverned, so the pair is refused rather than half enforced.
+pub(crate) fn dual_stack_policy(network: &str) -> Refusal {
+    Refusal::new(
+        422,
+        Some("network"),
+        format!("network {network} is dual stack (it has subnet6); policies govern IPv4 only so far and would leave its IPv6 traffic open"),
+    )
 }

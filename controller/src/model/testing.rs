@@ -19,6 +19,12 @@ pub(crate) fn overlay(name: &str, subnet: &str, vni: Option<u32>) -> Command {
     Command::PutNetwork { spec: Valid::new(spec).expect("a valid network"), create: true, if_match: None }
 }
 
+/// Creates dual-stack overlay `name` on `subnet` and `subnet6`.
+pub(crate) fn dual(name: &str, subnet: &str, subnet6: &str) -> Command {
+    let spec = NetworkSpec { subnet6: Some(subnet6.into()), ..NetworkSpec::overlay(name, subnet) };
+    Command::PutNetwork { spec: Valid::new(spec).expect("a valid network"), create: true, if_match: None }
+}
+
 /// Creates underlay `name` on `subnet`, VLAN `vlan` of `physnet1`.
 pub(crate) fn underlay(name: &str, subnet: &str, vlan: Option<u16>) -> Command {
     let spec = NetworkSpec { kind: NetworkKind::Underlay { physical_network: "physnet1".into(), vlan }, ..NetworkSpec::overlay(name, subnet) };

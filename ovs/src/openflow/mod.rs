@@ -22,5 +22,8 @@ pub use instruction::Instruction;
 pub use listener::Listener;
 pub use message::*;
 pub use multipart::*;
-pub use oxm::{mac_u128, Field, Match, MatchField, ARP_REPLY, ARP_REQUEST, OFPVID_PRESENT, OXM_CLASS_BASIC, OXM_CLASS_NXM0, OXM_CLASS_NXM1};
+pub use oxm::{
+    mac_u128, Field, Match, MatchField, ARP_REPLY, ARP_REQUEST, ND_ADVERT, ND_OPT_TARGET_LL, ND_SOLICIT, OFPVID_PRESENT, OXM_CLASS_BASIC, OXM_CLASS_ERICSSON,
+    OXM_CLASS_NXM0, OXM_CLASS_NXM1,
+};
 pub use service::receive_packet_ins;

@@ -15,6 +15,16 @@ pub const OXM_CLASS_BASIC: u16 = 0x8000;
 pub const OXM_CLASS_NXM0: u16 = 0x0000;
 /// NXM class 1 (Nicira extension fields: registers, tunnels, conntrack).
 pub const OXM_CLASS_NXM1: u16 = 0x0001;
+/// The class OVS gives Ericsson's ND fields (`nd_reserved`, `nd_options_type`), which turn a
+/// Neighbor Solicitation into an Advertisement in place.
+pub const OXM_CLASS_ERICSSON: u16 = 0x1000;
+
+/// `icmpv6_type` of a Neighbor Solicitation.
+pub const ND_SOLICIT: u8 = 135;
+/// `icmpv6_type` of a Neighbor Advertisement.
+pub const ND_ADVERT: u8 = 136;
+/// ND option type "target link-layer address" (`nd_options_type`).
+pub const ND_OPT_TARGET_LL: u8 = 2;
 
 /// `arp_op` of an ARP request.
 pub const ARP_REQUEST: u16 = 1;
@@ -58,6 +68,18 @@ pub enum Field {
     UdpDst,
     Icmpv4Type,
     Icmpv4Code,
+    Icmpv6Type,
+    Icmpv6Code,
+    /// The target address of an IPv6 Neighbor Solicitation or Advertisement.
+    NdTarget,
+    /// The source link-layer option of a Neighbor Solicitation.
+    NdSll,
+    /// The target link-layer option of a Neighbor Advertisement.
+    NdTll,
+    /// The 32 bits after an ND message's checksum (an advertisement's R, S and O flags).
+    NdReserved,
+    /// The type of an ND message's first option.
+    NdOptionsType,
     ArpOp,
     ArpSpa,
     ArpTpa,
@@ -70,8 +92,44 @@ impl Field {
     pub fn all() -> Vec<Field> {
         use Field::*;
         let mut v = vec![
-            InPort, Metadata, TunnelId, TunIpv4Src, TunIpv4Dst, CtState, CtZone, CtMark, ConjId, EthDst, EthSrc, EthType, VlanVid, VlanPcp, IpProto, IpDscp,
-            Ipv4Src, Ipv4Dst, Ipv6Src, Ipv6Dst, TcpSrc, TcpDst, UdpSrc, UdpDst, Icmpv4Type, Icmpv4Code, ArpOp, ArpSpa, ArpTpa, ArpSha, ArpTha,
+            InPort,
+            Metadata,
+            TunnelId,
+            TunIpv4Src,
+            TunIpv4Dst,
+            CtState,
+            CtZone,
+            CtMark,
+            ConjId,
+            EthDst,
+            EthSrc,
+            EthType,
+            VlanVid,
+            VlanPcp,
+            IpProto,
+            IpDscp,
+            Ipv4Src,
+            Ipv4Dst,
+            Ipv6Src,
+            Ipv6Dst,
+            TcpSrc,
+            TcpDst,
+            UdpSrc,
+            UdpDst,
+            Icmpv4Type,
+            Icmpv4Code,
+            Icmpv6Type,
+            Icmpv6Code,
+            NdTarget,
+            NdSll,
+            NdTll,
+            NdReserved,
+            NdOptionsType,
+            ArpOp,
+            ArpSpa,
+            ArpTpa,
+            ArpSha,
+            ArpTha,
         ];
         v.extend((0..16).map(Reg));
         v
@@ -105,6 +163,13 @@ impl Field {
             ArpTha => (OXM_CLASS_BASIC, 25, 6),
             Ipv6Src => (OXM_CLASS_BASIC, 26, 16),
             Ipv6Dst => (OXM_CLASS_BASIC, 27, 16),
+            Icmpv6Type => (OXM_CLASS_BASIC, 29, 1),
+            Icmpv6Code => (OXM_CLASS_BASIC, 30, 1),
+            NdTarget => (OXM_CLASS_BASIC, 31, 16),
+            NdSll => (OXM_CLASS_BASIC, 32, 6),
+            NdTll => (OXM_CLASS_BASIC, 33, 6),
+            NdReserved => (OXM_CLASS_ERICSSON, 1, 4),
+            NdOptionsType => (OXM_CLASS_ERICSSON, 2, 1),
             TunnelId => (OXM_CLASS_BASIC, 38, 8),
             Reg(n) => (OXM_CLASS_NXM1, n, 4),
             TunIpv4Src => (OXM_CLASS_NXM1, 31, 4),
@@ -172,6 +237,11 @@ impl Field {
             (OXM_CLASS_NXM1, 18) => Some(ArpTha),
             (OXM_CLASS_NXM1, 19) => Some(Ipv6Src),
             (OXM_CLASS_NXM1, 20) => Some(Ipv6Dst),
+            (OXM_CLASS_NXM1, 21) => Some(Icmpv6Type),
+            (OXM_CLASS_NXM1, 22) => Some(Icmpv6Code),
+            (OXM_CLASS_NXM1, 23) => Some(NdTarget),
+            (OXM_CLASS_NXM1, 24) => Some(NdSll),
+            (OXM_CLASS_NXM1, 25) => Some(NdTll),
             _ => None,
         };
         legacy.or_else(|| Field::from_oxm(class, num))
@@ -207,6 +277,13 @@ impl Field {
             ArpTha => "arp_tha",
             Ipv6Src => "ipv6_src",
             Ipv6Dst => "ipv6_dst",
+            Icmpv6Type => "icmpv6_type",
+            Icmpv6Code => "icmpv6_code",
+            NdTarget => "nd_target",
+            NdSll => "nd_sll",
+            NdTll => "nd_tll",
+            NdReserved => "nd_reserved",
+            NdOptionsType => "nd_options_type",
             TunnelId => "tun_id",
             TunIpv4Src => "tun_src",
             TunIpv4Dst => "tun_dst",
@@ -387,6 +464,7 @@ impl Match {
             TcpSrc | TcpDst => Some((f.field, 6u128)),
             UdpSrc | UdpDst => Some((f.field, 17)),
             Icmpv4Type | Icmpv4Code => Some((f.field, 1)),
+            Icmpv6Type | Icmpv6Code | NdTarget | NdSll | NdTll | NdReserved | NdOptionsType => Some((f.field, 58)),
             _ => None,
         });
         if let Some((field, proto)) = proto_need {
@@ -405,7 +483,7 @@ impl Match {
         for f in &self.fields {
             let req: &'static [u128] = match f.field {
                 Ipv4Src | Ipv4Dst | Icmpv4Type | Icmpv4Code => &[ETH_IPV4],
-                Ipv6Src | Ipv6Dst => &[ETH_IPV6],
+                Ipv6Src | Ipv6Dst | Icmpv6Type | Icmpv6Code | NdTarget | NdSll | NdTll | NdReserved | NdOptionsType => &[ETH_IPV6],
                 ArpOp | ArpSpa | ArpTpa | ArpSha | ArpTha => &[ETH_ARP],
                 IpProto | IpDscp | TcpSrc | TcpDst | UdpSrc | UdpDst => &[ETH_IPV4, ETH_IPV6],
                 _ => continue,
@@ -441,6 +519,27 @@ impl Match {
                         field: field.name(),
                         reason: format!("needs dl_type {} and nothing in the match says which", eth_list(allowed)),
                     })
+                }
+            }
+        }
+        // ND fields need the ICMPv6 type that carries them, which nothing else implies.
+        let nd_type = |f: Field| match f {
+            NdTarget | NdReserved | NdOptionsType => Some(&[ND_SOLICIT, ND_ADVERT][..]),
+            NdSll => Some(&[ND_SOLICIT][..]),
+            NdTll => Some(&[ND_ADVERT][..]),
+            _ => None,
+        };
+        for f in &self.fields {
+            let Some(types) = nd_type(f.field) else { continue };
+            match val(&m, Icmpv6Type) {
+                Some((t, false)) if types.iter().any(|x| u128::from(*x) == t) => {}
+                other => {
+                    let have = other.map_or("no icmpv6_type".to_string(), |(t, _)| format!("icmpv6_type={t}"));
+                    let want: Vec<String> = types.iter().map(|t| t.to_string()).collect();
+                    return Err(EncodeError::Prerequisite {
+                        field: f.field.name(),
+                        reason: format!("needs icmpv6_type {}, but the match has {have}", want.join(" or ")),
+                    });
                 }
             }
         }
@@ -495,4 +594,36 @@ fn eth_list(v: &[u128]) -> String {
 /// A MAC address as the right-aligned integer the codec stores.
 pub fn mac_u128(mac: [u8; 6]) -> u128 {
     mac.iter().fold(0u128, |a, &b| (a << 8) | b as u128)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nd_fields_imply_icmpv6_and_need_their_message_type() {
+        let target = u128::from("fd00::2".parse::<Ipv6Addr>().unwrap());
+        let ns = Match::new().with(Field::Icmpv6Type, ND_SOLICIT).with(Field::NdTarget, target).normalized().unwrap();
+        assert_eq!(ns.get(Field::EthType).map(|f| f.value), Some(0x86dd));
+        assert_eq!(ns.get(Field::IpProto).map(|f| f.value), Some(58));
+        // A target without the message type is ambiguous; a TLL needs an advertisement.
+        let err = Match::new().with(Field::NdTarget, target).normalized().unwrap_err();
+        assert!(err.to_string().contains("nd_target"), "{err}");
+        let err = Match::new().with(Field::Icmpv6Type, ND_SOLICIT).with(Field::NdTll, 1u8).normalized().unwrap_err();
+        assert!(err.to_string().contains("icmpv6_type 136"), "{err}");
+        // IPv4 ICMP and ICMPv6 cannot meet in one match.
+        assert!(Match::new().with(Field::Icmpv4Type, 8u8).with(Field::Icmpv6Type, 128u8).normalized().is_err());
+    }
+
+    #[test]
+    fn ericsson_nd_fields_round_trip() {
+        let m = Match::new().with(Field::Icmpv6Type, ND_ADVERT).with(Field::NdReserved, 0x6000_0000u32).with(Field::NdOptionsType, ND_OPT_TARGET_LL);
+        let m = m.normalized().unwrap();
+        let mut buf = Vec::new();
+        m.encode(&mut buf).unwrap();
+        let back = Match::decode(&mut Reader::new(&buf, "test")).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(Field::from_nxm_header(Field::NdTll.nxm_header()), Some(Field::NdTll));
+        assert_eq!(Field::from_nxm_header((1 << 16) | (25 << 9) | 6), Some(Field::NdTll), "OVS's legacy NXM_NX_ND_TLL");
+    }
 }
