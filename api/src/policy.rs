@@ -54,7 +54,8 @@ pub struct Peer {
     /// The network of the selected endpoints; the policy's own if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
-    /// Addresses instead of endpoints, in CIDR form.
+    /// IPv4 addresses instead of endpoints, in CIDR form (IPv6 peers are named by
+    /// selector; an IPv6 CIDR is refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cidr: Option<String>,
     /// Parts of `cidr` left out.
@@ -276,6 +277,9 @@ fn check_rule(at: &str, r: &Rule) -> Result<(), FieldError> {
         let at = format!("{at}.peers[{j}]");
         match (&p.cidr, &p.select, &p.network) {
             (Some(c), None, None) => {
+                if c.contains(':') {
+                    return Err(FieldError::new(format!("{at}.cidr"), format!("{c}: IPv6 CIDR peers are not supported yet; name IPv6 peers by select")));
+                }
                 let cidr = Cidr::parse(c).map_err(|e| FieldError::new(format!("{at}.cidr"), e))?;
                 if p.except.len() > 32 {
                     return Err(FieldError::new(format!("{at}.except"), "at most 32 exceptions"));

@@ -76,7 +76,8 @@ async fn podman_containers_on_two_hosts_talk_through_the_cni_plugin_and_leave_no
     let lab = Lab::up(&LabConfig::owned(&name, 2)).expect("lab");
     let cp = lab.start_control_plane(Path::new(PLEXUS)).expect("control plane");
     let api = cp.client().unwrap();
-    api.create_network(&NetworkSpec::overlay("red", "10.40.0.0/24")).await.unwrap();
+    // Dual stack: CNI configures both families.
+    api.create_network(&NetworkSpec { subnet6: Some("fd00:40::/64".into()), ..NetworkSpec::overlay("red", "10.40.0.0/24") }).await.unwrap();
     let podman = Podman::new(&lab.dir.join("podman"), Path::new(PLEXUS)).unwrap_or_else(|e| panic!("{e}"));
     let plugin = podman.plugin();
     let (n1, n2) = (format!("{name}-h1"), format!("{name}-h2"));
@@ -102,6 +103,9 @@ async fn podman_containers_on_two_hosts_talk_through_the_cni_plugin_and_leave_no
     assert!(o.status.success(), "podman on h1 → podman on h2: {}", text(&o));
     let o = pm.run(&["exec", &p1, "ping", "-c", "2", "-W", "2", &ip3.to_string()]);
     assert!(o.status.success(), "podman on h1 → lab container on h2: {}", text(&o));
+    let p2_v6 = eps.iter().find(|e| e.ip == ip2).and_then(|e| e.ip6).expect("p2's endpoint has an IPv6 address");
+    let o = pm.run(&["exec", &p1, "ping", "-6", "-c", "2", "-W", "2", &p2_v6.to_string()]);
+    assert!(o.status.success(), "podman on h1 → podman on h2 over IPv6: {}", text(&o));
     // DNS: podman wrote the plugin's answer (the gateway) into resolv.conf, and the gateway
     // answers the other containers' names: podman's container name, and the lab container's.
     let o = pm.run(&["exec", &p1, "cat", "/etc/resolv.conf"]);
@@ -142,6 +146,8 @@ async fn podman_containers_on_two_hosts_talk_through_the_cni_plugin_and_leave_no
     assert_eq!(added["cniVersion"], "1.0.0");
     assert_eq!(added["interfaces"][1]["sandbox"], kpath.as_str(), "{added}");
     assert_eq!(added["routes"][0]["dst"], "0.0.0.0/0", "{added}");
+    assert!(added["ips"][1]["address"].as_str().is_some_and(|a| a.starts_with("fd00:40::") && a.ends_with("/64")), "{added}");
+    assert_eq!(added["routes"][1]["dst"], "::/0", "{added}");
     let kip = first_ip(&added);
     assert!(probe::wait_ping(&k, ip2, Duration::from_secs(5)).is_ok(), "the hand-added namespace cannot reach p2");
     let mut checked = conf.clone();

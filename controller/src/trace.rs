@@ -190,7 +190,9 @@ fn objects(m: &Model) -> HashMap<u64, String> {
         o.insert(unit_cookie(&Unit::Endpoint(e.key())), format!("endpoint {} ({}) on {}, host {}", e.id, e.ip, e.network, e.host));
         o.insert(unit_cookie(&Unit::Governed(e.key())), format!("the policy rules governing endpoint {}", e.id));
         for n in &policed {
-            o.insert(unit_cookie(&Unit::PeerAddr(n.to_string(), e.ip)), format!("{} as a peer in {n}'s policy rules", e.ip));
+            for ip in std::iter::once(std::net::IpAddr::V4(e.ip)).chain(e.ip6.map(std::net::IpAddr::V6)) {
+                o.insert(unit_cookie(&Unit::PeerAddr(n.to_string(), ip)), format!("{ip} as a peer in {n}'s policy rules"));
+            }
         }
         for egress in [false, true] {
             o.insert(drop_cookie(&e.key(), egress), format!("default deny of endpoint {} ({})", e.id, direction(egress)));

@@ -90,7 +90,7 @@ pub enum Unit {
     /// The rules' flows for one plugged-in endpoint of this switch that policies govern.
     Governed(EndpointKey),
     /// The rules' flows for one peer address of a network's policies.
-    PeerAddr(String, std::net::Ipv4Addr),
+    PeerAddr(String, std::net::IpAddr),
     /// One endpoint's flows: port classification and security and unicast for a local one;
     /// ARP answer and unicast to the tunnel for a remote one.
     Endpoint(EndpointKey),
@@ -191,9 +191,11 @@ pub fn compile_unit(model: &Model, view: &SwitchView, unit: &Unit) -> Vec<FlowMo
             return policies_unit(model, unit, name, vni, domain);
         }
         Unit::Governed(key) => {
-            let Some((vni, _)) = carried(model, view, &key.network) else { return Vec::new() };
+            if carried(model, view, &key.network).is_none() {
+                return Vec::new();
+            }
             out.for_feature(&super::policy::Policies);
-            super::policy::compile_governed(model, view, key, vni, &mut out);
+            super::policy::compile_governed(model, view, key, &mut out);
         }
         Unit::PeerAddr(name, ip) => {
             let Some((vni, _)) = carried(model, view, name) else { return Vec::new() };
@@ -231,7 +233,7 @@ fn policy_member_units(model: &Model, view: &SwitchView, network: &str, vni: u32
         units.insert(unit, normalized(out.into_vec()));
     };
     let governed_cookie = |k: &EndpointKey| unit_cookie(&Unit::Governed(k.clone()));
-    for (k, merged) in super::policy::compile_governed_all(model, view, network, vni, governed_cookie) {
+    for (k, merged) in super::policy::compile_governed_all(model, view, network, governed_cookie) {
         put(Unit::Governed(k), merged);
     }
     let peer_cookie = |ip| unit_cookie(&Unit::PeerAddr(network.to_string(), ip));

@@ -21,9 +21,9 @@ pub struct DesiredFlows {
     revision: u64,
     view: SwitchView,
     len: usize,
-    /// Every endpoint's address as of `revision`: a deleted endpoint's address is a peer
-    /// unit to recompile, and the model no longer has it.
-    ips: std::collections::HashMap<EndpointKey, std::net::Ipv4Addr>,
+    /// Every endpoint's addresses as of `revision`: a deleted endpoint's addresses are peer
+    /// units to recompile, and the model no longer has them.
+    ips: std::collections::HashMap<EndpointKey, Addrs>,
 }
 
 /// What [`DesiredFlows::update`] recompiled, and what the switch must be sent.
@@ -44,7 +44,7 @@ impl DesiredFlows {
     pub fn new(model: &Model, view: SwitchView) -> DesiredFlows {
         let units = compile_units(model, &view);
         let len = units.values().map(Vec::len).sum();
-        let ips = model.all_endpoints().map(|e| (e.key(), e.ip)).collect();
+        let ips = model.all_endpoints().map(|e| (e.key(), addrs(e))).collect();
         DesiredFlows { units, revision: model.revision, view, len, ips }
     }
 
@@ -121,12 +121,13 @@ impl DesiredFlows {
         for c in model.changes_after(self.revision) {
             add(touched(Input::Model(&c.subject)))?;
             if let Subject::Endpoint(k) = &c.subject {
-                let now = model.endpoints.get(&*k.network).and_then(|m| m.get(&*k.id)).map(|e| e.ip);
+                let now = model.endpoints.get(&*k.network).and_then(|m| m.get(&*k.id)).map(addrs);
                 let before = match now {
-                    Some(ip) => self.ips.insert(k.clone(), ip),
+                    Some(a) => self.ips.insert(k.clone(), a),
                     None => self.ips.remove(k),
                 };
-                let ips: Vec<std::net::Ipv4Addr> = before.into_iter().chain(now).collect();
+                let ips: Vec<std::net::IpAddr> =
+                    before.into_iter().chain(now).flat_map(|(v4, v6)| std::iter::once(v4.into()).chain(v6.map(Into::into))).collect();
                 add(Touched::Units(peer_units(model, &ips)))?;
             }
         }
@@ -161,6 +162,13 @@ impl DesiredFlows {
         }
         Some(units)
     }
+}
+
+/// An endpoint's IPv4 address and its IPv6 one, if any.
+type Addrs = (std::net::Ipv4Addr, Option<std::net::Ipv6Addr>);
+
+fn addrs(e: &plexus_api::Endpoint) -> Addrs {
+    (e.ip, e.ip6)
 }
 
 /// Keys present in one map only or with different values: one walk over both sorted maps.
@@ -203,7 +211,7 @@ fn changed_keys<'a>(a: &'a BTreeMap<EndpointKey, u32>, b: &'a BTreeMap<EndpointK
 mod tests {
     use super::*;
     use crate::flows::compile;
-    use crate::model::testing::{endpoint, host, overlay, underlay};
+    use crate::model::testing::{dual, endpoint, host, overlay, underlay};
     use crate::model::Command;
     use plexus_api::{RouterSpec, Valid};
     use proptest::prelude::*;
@@ -275,8 +283,11 @@ mod tests {
             for i in 0..3 {
                 m.apply(host(&format!("h{i}"), i + 1)).unwrap();
             }
+            // Red (policed) and green (its peers) are dual stack: peers' IPv6 addresses are
+            // units too.
             for (i, n) in ["red", "blue", "green"].iter().enumerate() {
-                m.apply(overlay(n, &format!("10.{i}.0.0/24"), None)).unwrap();
+                let cmd = if *n == "blue" { overlay(n, &format!("10.{i}.0.0/24"), None) } else { dual(n, &format!("10.{i}.0.0/24"), &format!("fd00:{i}::/64")) };
+                m.apply(cmd).unwrap();
             }
             m.apply(underlay("grey", "10.9.0.0/24", Some(7))).unwrap();
             let mut view = SwitchView { host: "h0".into(), tunnel_port: 1, external_port: Some(2), uplinks: [("physnet1".to_string(), 3)].into(), ports: Default::default() };

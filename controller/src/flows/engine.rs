@@ -54,7 +54,7 @@ pub fn touched(input: Input<'_>) -> Touched {
 
 /// The units of the addresses `ips` as peers of any network's policies: an endpoint's
 /// address before and after a change.
-pub fn peer_units(model: &Model, ips: &[std::net::Ipv4Addr]) -> Vec<Unit> {
+pub fn peer_units(model: &Model, ips: &[std::net::IpAddr]) -> Vec<Unit> {
     let mut nets: Vec<&str> = model.policies.values().map(|p| p.spec.network.as_str()).collect();
     nets.sort_unstable();
     nets.dedup();

@@ -1,8 +1,9 @@
 //! Policy enforcement, stateful, in every host's switch.
 //!
-//! IPv4 of a routing domain in which any network has a policy goes through conntrack (one zone
-//! per domain, so a routed connection is one connection) on the way in from an endpoint or a
-//! tunnel. In the policy tables a packet of a connection conntrack knows (established or
+//! IPv4 (and, on a dual-stack network, IPv6) of a routing domain in which any network has a
+//! policy goes through conntrack (one zone per domain, so a routed connection is one
+//! connection) on the way in from an endpoint or a tunnel. Neighbor Discovery is never
+//! policed, as ARP is not: without it no policy could let anything through. In the policy tables a packet of a connection conntrack knows (established or
 //! related) passes at once; anything else meets the rules. Egress rules are weighed at the
 //! sending host, ingress rules at the host of the receiving endpoint — for local, tunnelled
 //! and routed packets alike — and a new connection that passed is committed before output.
@@ -25,7 +26,7 @@
 //! per endpoint and direction ([`drop_cookie`]), whose counters are that endpoint's drops.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use plexus_api::network::Cidr;
 use plexus_api::{EndpointKey, Policy, Protocol, Rule, RuleAction, Selector};
@@ -37,6 +38,18 @@ use super::pipeline::{priority, Origin, Table, REG_FROM_TUNNEL, REG_NETWORK, REG
 use crate::model::Model;
 
 const ETH_IPV4: u16 = 0x0800;
+const ETH_IPV6: u16 = 0x86dd;
+/// ICMPv6 Router Solicitation up to Redirect: Neighbor Discovery.
+const ND_TYPES: std::ops::RangeInclusive<u8> = 133..=137;
+
+/// The Ethernet types a network's policies cover: IPv4, and IPv6 on a dual-stack network.
+fn families(model: &Model, network: &str) -> &'static [u16] {
+    if model.networks.get(network).is_some_and(|n| n.spec.subnet6.is_some()) {
+        &[ETH_IPV4, ETH_IPV6]
+    } else {
+        &[ETH_IPV4]
+    }
+}
 /// `ct_state` bits.
 const CT_NEW: u32 = 0x01;
 const CT_EST: u32 = 0x02;
@@ -57,18 +70,25 @@ impl Feature for Policies {
     }
     fn glue(&self, _view: &super::SwitchView, out: &mut Flows) {
         for t in [Table::EgressPolicy, Table::IngressPolicy] {
-            for bit in [CT_EST, CT_REL] {
-                let m = Match::new().eth_type(ETH_IPV4).masked(Field::CtState, CT_TRK | bit, CT_TRK | bit);
-                // Every path through a policy table goes on to the same next table whatever
-                // its origin (egress is visited by local packets only).
-                let Some(next) = t.next(Origin::Local) else { continue };
-                out.add(t, priority::POLICY_ESTABLISHED, m, |f| f.goto(next.id()));
+            // Every path through a policy table goes on to the same next table whatever its
+            // origin (egress is visited by local packets only).
+            let Some(next) = t.next(Origin::Local) else { continue };
+            for eth in [ETH_IPV4, ETH_IPV6] {
+                for bit in [CT_EST, CT_REL] {
+                    let m = Match::new().eth_type(eth).masked(Field::CtState, CT_TRK | bit, CT_TRK | bit);
+                    out.add(t, priority::POLICY_ESTABLISHED, m, |f| f.goto(next.id()));
+                }
+            }
+            for nd in ND_TYPES {
+                out.add(t, priority::POLICY_ESTABLISHED, Match::new().with(Field::Icmpv6Type, nd), |f| f.goto(next.id()));
             }
         }
-        let new = Match::new().eth_type(ETH_IPV4).masked(Field::CtState, CT_TRK | CT_NEW, CT_TRK | CT_NEW);
-        let commit = Action::Ct(Ct { flags: NX_CT_F_COMMIT, zone: zone_reg(), table: None, alg: 0, actions: Vec::new() });
         let Some(next) = Table::CtCommit.next(Origin::Local) else { return };
-        out.add(Table::CtCommit, priority::DEFAULT, new, |f| f.apply(vec![commit]).goto(next.id()));
+        for eth in [ETH_IPV4, ETH_IPV6] {
+            let new = Match::new().eth_type(eth).masked(Field::CtState, CT_TRK | CT_NEW, CT_TRK | CT_NEW);
+            let commit = Action::Ct(Ct { flags: NX_CT_F_COMMIT, zone: zone_reg(), table: None, alg: 0, actions: Vec::new() });
+            out.add(Table::CtCommit, priority::DEFAULT, new, |f| f.apply(vec![commit]).goto(next.id()));
+        }
     }
 }
 
@@ -174,7 +194,7 @@ impl Merged {
 /// per compile however many rules name it (policies tend to share a few peer groups).
 struct Peers<'a> {
     model: &'a Model,
-    resolved: HashMap<(String, String), Vec<u32>>,
+    resolved: HashMap<(String, String), Vec<IpAddr>>,
 }
 
 impl<'a> Peers<'a> {
@@ -182,11 +202,14 @@ impl<'a> Peers<'a> {
         Peers { model, resolved: HashMap::new() }
     }
 
-    fn of(&mut self, network: &str, select: &str) -> &[u32] {
+    /// The addresses (IPv4, and IPv6 of dual-stack endpoints) of the endpoints `select`
+    /// picks in `network`.
+    fn of(&mut self, network: &str, select: &str) -> &[IpAddr] {
         let model = self.model;
         self.resolved.entry((network.to_string(), select.to_string())).or_insert_with(|| {
             let sel = Selector::parse(select).unwrap_or_default();
-            model.endpoints.get(network).into_iter().flat_map(|eps| eps.values()).filter(|e| sel.matches(&e.labels)).map(|e| u32::from(e.ip)).collect()
+            let picked = model.endpoints.get(network).into_iter().flat_map(|eps| eps.values()).filter(|e| sel.matches(&e.labels));
+            picked.flat_map(|e| std::iter::once(IpAddr::V4(e.ip)).chain(e.ip6.map(IpAddr::V6))).collect()
         })
     }
 }
@@ -223,31 +246,38 @@ pub fn port_prefixes(lo: u16, hi: u16) -> Vec<(u16, u16)> {
     out
 }
 
-/// The service dimension of a rule: matches on protocol and destination port; `None` for
-/// any IPv4.
-fn service(vni: u32, r: &Rule) -> Option<Vec<Match>> {
-    let base = || Match::new().reg(REG_NETWORK, vni).eth_type(ETH_IPV4);
+/// The service dimension of a rule in each family of `families`: matches on protocol and
+/// destination port; `None` for any packet of those families.
+fn service(vni: u32, r: &Rule, families: &[u16]) -> Option<Vec<Match>> {
     let (proto, port_field) = match r.protocol {
         Protocol::Any => return None,
-        Protocol::Icmp => return Some(vec![base().with(Field::IpProto, 1u8)]),
+        // ICMP is ICMPv6 in IPv6.
+        Protocol::Icmp => return Some(families.iter().map(|eth| base(vni, *eth).with(Field::IpProto, if *eth == ETH_IPV6 { 58u8 } else { 1 })).collect()),
         Protocol::Tcp => (6u8, Field::TcpDst),
         Protocol::Udp => (17u8, Field::UdpDst),
     };
     let ranges = r.port_ranges();
-    if ranges.is_empty() {
-        return Some(vec![base().with(Field::IpProto, proto)]);
-    }
     let mut v: Vec<Match> = Vec::new();
-    for (lo, hi) in ranges {
-        for (value, mask) in port_prefixes(lo, hi) {
-            let m = base().with(Field::IpProto, proto);
-            let m = if mask == u16::MAX { m.with(port_field, value) } else { m.masked(port_field, value, mask) };
-            if !v.contains(&m) {
-                v.push(m);
+    for eth in families {
+        if ranges.is_empty() {
+            v.push(base(vni, *eth).with(Field::IpProto, proto));
+            continue;
+        }
+        for (lo, hi) in &ranges {
+            for (value, mask) in port_prefixes(*lo, *hi) {
+                let m = base(vni, *eth).with(Field::IpProto, proto);
+                let m = if mask == u16::MAX { m.with(port_field, value) } else { m.masked(port_field, value, mask) };
+                if !v.contains(&m) {
+                    v.push(m);
+                }
             }
         }
     }
     Some(v)
+}
+
+fn base(vni: u32, eth: u16) -> Match {
+    Match::new().reg(REG_NETWORK, vni).eth_type(eth)
 }
 
 /// One rule of a policy of a network, with what its flows share.
@@ -269,20 +299,27 @@ impl RuleRef<'_> {
     fn id(&self) -> u32 {
         conj_id(self.policy.id, self.egress, self.index)
     }
-    fn clauses(&self, vni: u32) -> u8 {
-        2 + u8::from(service(vni, self.rule).is_some())
+    fn clauses(&self) -> u8 {
+        2 + u8::from(self.rule.protocol != Protocol::Any)
     }
-    fn conj(&self, vni: u32, clause: u8) -> Action {
-        Action::Conjunction { id: self.id(), clause, n_clauses: self.clauses(vni) }
+    fn conj(&self, clause: u8) -> Action {
+        Action::Conjunction { id: self.id(), clause, n_clauses: self.clauses() }
     }
-    /// The peer dimension's match for one prefix of this rule's peers.
+    /// The peer dimension's match for one IPv4 prefix of this rule's peers.
     fn peer_match(&self, vni: u32, addr: u32, mask: u32) -> Match {
         let field = if self.egress { Field::Ipv4Dst } else { Field::Ipv4Src };
-        let base = Match::new().reg(REG_NETWORK, vni).eth_type(ETH_IPV4);
+        let base = base(vni, ETH_IPV4);
         if mask == u32::MAX {
             base.with(field, addr)
         } else {
             base.masked(field, addr, mask)
+        }
+    }
+    /// The peer dimension's match for one address, of either family.
+    fn peer_addr(&self, vni: u32, ip: IpAddr) -> Match {
+        match ip {
+            IpAddr::V4(a) => self.peer_match(vni, u32::from(a), u32::MAX),
+            IpAddr::V6(a) => base(vni, ETH_IPV6).with(if self.egress { Field::Ipv6Dst } else { Field::Ipv6Src }, u128::from(a)),
         }
     }
 }
@@ -306,27 +343,34 @@ pub fn compile_shared(model: &Model, network: &str, vni: u32, domain_id: u32, do
         return;
     }
     let z = zone(domain_id);
+    let fams = families(model, network);
     for o in Origin::ALL {
         let Some(next) = Table::Conntrack.next(o) else { continue };
-        let m = Match::new().reg(REG_NETWORK, vni).reg(REG_FROM_TUNNEL, o.reg_value()).eth_type(ETH_IPV4);
-        let ct = Action::Ct(Ct { flags: 0, zone: zone_reg(), table: Some(next.id()), alg: 0, actions: Vec::new() });
-        out.add(Table::Conntrack, priority::NETWORK, m, |f| f.apply(vec![Action::set_field(Field::Reg(REG_ZONE), u32::from(z)), ct]));
+        for eth in fams {
+            let m = Match::new().reg(REG_NETWORK, vni).reg(REG_FROM_TUNNEL, o.reg_value()).eth_type(*eth);
+            let ct = Action::Ct(Ct { flags: 0, zone: zone_reg(), table: Some(next.id()), alg: 0, actions: Vec::new() });
+            out.add(Table::Conntrack, priority::NETWORK, m, |f| f.apply(vec![Action::set_field(Field::Reg(REG_ZONE), u32::from(z)), ct]));
+        }
     }
     let mut merged = Merged::default();
     let unit = out.cookie();
     for r in rules_of(model, network) {
         let (table, prio) = (r.table(), rule_priority(r.rule));
         match cidr_prefixes(r.rule) {
-            None if r.rule.peers.is_empty() => merged.conj(table, prio, Match::new().reg(REG_NETWORK, vni).eth_type(ETH_IPV4), unit, r.conj(vni, 2)),
+            None if r.rule.peers.is_empty() => {
+                for eth in fams {
+                    merged.conj(table, prio, base(vni, *eth), unit, r.conj(2));
+                }
+            }
             None => {}
             Some(v) => {
                 for (addr, mask) in v.into_iter().filter(|(_, m)| *m != u32::MAX) {
-                    merged.conj(table, prio, r.peer_match(vni, addr, mask), unit, r.conj(vni, 2));
+                    merged.conj(table, prio, r.peer_match(vni, addr, mask), unit, r.conj(2));
                 }
             }
         }
-        for m in service(vni, r.rule).into_iter().flatten() {
-            merged.conj(table, prio, m, unit, r.conj(vni, 3));
+        for m in service(vni, r.rule, fams).into_iter().flatten() {
+            merged.conj(table, prio, m, unit, r.conj(3));
         }
         let goto = match r.rule.action {
             RuleAction::Allow => table.next(Origin::Local).map(|t| t.id()),
@@ -355,27 +399,21 @@ fn cidr_prefixes(r: &Rule) -> Option<BTreeSet<(u32, u32)>> {
 /// The flows of one plugged-in endpoint of this switch that policies govern (unit
 /// `Governed`): the first dimension of every rule of every policy selecting it, and its
 /// default deny in each direction they cover.
-pub fn compile_governed(model: &Model, view: &SwitchView, key: &EndpointKey, vni: u32, out: &mut Flows) {
+pub fn compile_governed(model: &Model, view: &SwitchView, key: &EndpointKey, out: &mut Flows) {
     let selectors = Selectors::of(model, &key.network);
-    if let Some(m) = governed(model, view, key, vni, &selectors, out.cookie()) {
+    if let Some(m) = governed(model, view, key, &selectors, out.cookie()) {
         m.emit(out);
     }
 }
 
 /// Every governed endpoint's unit on this switch at once, for a full compile (each policy's
 /// selector parsed once): the flows of each, with the cookie `cookie_of` gives its unit.
-pub(crate) fn compile_governed_all(
-    model: &Model,
-    view: &SwitchView,
-    network: &str,
-    vni: u32,
-    cookie_of: impl Fn(&EndpointKey) -> u64,
-) -> Vec<(EndpointKey, Merged)> {
+pub(crate) fn compile_governed_all(model: &Model, view: &SwitchView, network: &str, cookie_of: impl Fn(&EndpointKey) -> u64) -> Vec<(EndpointKey, Merged)> {
     let selectors = Selectors::of(model, network);
     view.ports
         .range(EndpointKey::first_in(network)..)
         .take_while(|(k, _)| *k.network == *network)
-        .filter_map(|(k, _)| Some((k.clone(), governed(model, view, k, vni, &selectors, cookie_of(k))?)))
+        .filter_map(|(k, _)| Some((k.clone(), governed(model, view, k, &selectors, cookie_of(k))?)))
         .collect()
 }
 
@@ -388,7 +426,7 @@ impl<'a> Selectors<'a> {
     }
 }
 
-fn governed(model: &Model, view: &SwitchView, key: &EndpointKey, vni: u32, selectors: &Selectors<'_>, unit: u64) -> Option<Merged> {
+fn governed(model: &Model, view: &SwitchView, key: &EndpointKey, selectors: &Selectors<'_>, unit: u64) -> Option<Merged> {
     let port = *view.ports.get(key)?;
     let e = model.endpoints.get(&*key.network).and_then(|m| m.get(&*key.id))?;
     if e.host != view.host {
@@ -396,19 +434,24 @@ fn governed(model: &Model, view: &SwitchView, key: &EndpointKey, vni: u32, selec
     }
     let mut merged = Merged::default();
     let mut covered = [false, false];
+    let fams = families(model, &key.network);
     for (p, _) in selectors.0.iter().filter(|(_, s)| s.matches(&e.labels)) {
         for egress in [false, true] {
             covered[usize::from(egress)] |= p.spec.rules(egress).is_some();
             for (index, rule) in p.spec.rules(egress).into_iter().flatten().enumerate() {
                 let r = RuleRef { policy: p, egress, index, rule };
-                merged.conj(r.table(), rule_priority(rule), applied_to(egress, port).1, unit, r.conj(vni, 1));
+                for eth in fams {
+                    merged.conj(r.table(), rule_priority(rule), applied_to(egress, port, *eth).1, unit, r.conj(1));
+                }
             }
         }
     }
     for egress in [false, true] {
         if covered[usize::from(egress)] {
-            let (table, m) = applied_to(egress, port);
-            merged.single(table, priority::POLICY_DEFAULT_DENY, m, drop_cookie(key, egress), Vec::new(), None);
+            for eth in fams {
+                let (table, m) = applied_to(egress, port, *eth);
+                merged.single(table, priority::POLICY_DEFAULT_DENY, m, drop_cookie(key, egress), Vec::new(), None);
+            }
         }
     }
     (!merged.order.is_empty()).then_some(merged)
@@ -416,7 +459,7 @@ fn governed(model: &Model, view: &SwitchView, key: &EndpointKey, vni: u32, selec
 
 /// The flows of one peer address of `network`'s policies (unit `PeerAddr`): its second
 /// dimension in every rule whose peers include it whole, by selector or by CIDR.
-pub fn compile_peer(model: &Model, network: &str, vni: u32, ip: Ipv4Addr, out: &mut Flows) {
+pub fn compile_peer(model: &Model, network: &str, vni: u32, ip: IpAddr, out: &mut Flows) {
     // The endpoints with that address in each network a rule names (at most one each).
     let mut at: HashMap<&str, Option<&plexus_api::Endpoint>> = HashMap::new();
     let mut merged = Merged::default();
@@ -424,12 +467,19 @@ pub fn compile_peer(model: &Model, network: &str, vni: u32, ip: Ipv4Addr, out: &
     for r in rules_of(model, network) {
         let by_selector = r.rule.peers.iter().filter(|p| p.cidr.is_none()).any(|p| {
             let net = p.network.as_deref().unwrap_or(network);
-            let e = *at.entry(net).or_insert_with(|| model.endpoints.get(net).and_then(|m| m.values().find(|e| e.ip == ip)));
+            let e = *at
+                .entry(net)
+                .or_insert_with(|| model.endpoints.get(net).and_then(|m| m.values().find(|e| IpAddr::V4(e.ip) == ip || e.ip6.map(IpAddr::V6) == Some(ip))));
             e.is_some_and(|e| Selector::parse(p.select.as_deref().unwrap_or("")).is_ok_and(|s| s.matches(&e.labels)))
         });
-        let by_cidr = || cidr_prefixes(r.rule).is_some_and(|v| v.contains(&(u32::from(ip), u32::MAX)));
-        if by_selector || by_cidr() {
-            merged.conj(r.table(), rule_priority(r.rule), r.peer_match(vni, u32::from(ip), u32::MAX), unit, r.conj(vni, 2));
+        let by_cidr = || match ip {
+            IpAddr::V4(a) => cidr_prefixes(r.rule).is_some_and(|v| v.contains(&(u32::from(a), u32::MAX))),
+            IpAddr::V6(_) => false,
+        };
+        // A dual-stack peer's IPv6 address matters only to a network that has IPv6 itself.
+        let family = ip.is_ipv4() || families(model, network).contains(&ETH_IPV6);
+        if family && (by_selector || by_cidr()) {
+            merged.conj(r.table(), rule_priority(r.rule), r.peer_addr(vni, ip), unit, r.conj(2));
         }
     }
     merged.emit(out);
@@ -438,29 +488,30 @@ pub fn compile_peer(model: &Model, network: &str, vni: u32, ip: Ipv4Addr, out: &
 /// Every peer address unit of `network`'s policies at once, for a full compile (one pass over
 /// the rules, each selector resolved once): the flows of each address, with the cookie
 /// `cookie_of` gives its unit.
-pub(crate) fn compile_peers(model: &Model, network: &str, vni: u32, cookie_of: impl Fn(Ipv4Addr) -> u64) -> BTreeMap<Ipv4Addr, Merged> {
-    let mut out: BTreeMap<Ipv4Addr, Merged> = BTreeMap::new();
+pub(crate) fn compile_peers(model: &Model, network: &str, vni: u32, cookie_of: impl Fn(IpAddr) -> u64) -> BTreeMap<IpAddr, Merged> {
+    let mut out: BTreeMap<IpAddr, Merged> = BTreeMap::new();
     let mut peers = Peers::new(model);
+    let v6 = families(model, network).contains(&ETH_IPV6);
     for r in rules_of(model, network) {
-        let mut ips: BTreeSet<u32> = BTreeSet::new();
+        let mut ips: BTreeSet<IpAddr> = BTreeSet::new();
         for p in r.rule.peers.iter().filter(|p| p.cidr.is_none()) {
-            ips.extend(peers.of(p.network.as_deref().unwrap_or(network), p.select.as_deref().unwrap_or("")));
+            ips.extend(peers.of(p.network.as_deref().unwrap_or(network), p.select.as_deref().unwrap_or("")).iter().filter(|ip| v6 || ip.is_ipv4()));
         }
-        ips.extend(cidr_prefixes(r.rule).into_iter().flatten().filter(|(_, m)| *m == u32::MAX).map(|(a, _)| a));
+        ips.extend(cidr_prefixes(r.rule).into_iter().flatten().filter(|(_, m)| *m == u32::MAX).map(|(a, _)| IpAddr::V4(Ipv4Addr::from(a))));
         for ip in ips {
-            let addr = Ipv4Addr::from(ip);
-            out.entry(addr).or_default().conj(r.table(), rule_priority(r.rule), r.peer_match(vni, ip, u32::MAX), cookie_of(addr), r.conj(vni, 2));
+            out.entry(ip).or_default().conj(r.table(), rule_priority(r.rule), r.peer_addr(vni, ip), cookie_of(ip), r.conj(2));
         }
     }
     out
 }
 
-/// The table of a direction and the match of one governed endpoint's port in it.
-fn applied_to(egress: bool, port: u32) -> (Table, Match) {
+/// The table of a direction and the match of one governed endpoint's port in it, for packets
+/// of Ethernet type `eth`.
+fn applied_to(egress: bool, port: u32, eth: u16) -> (Table, Match) {
     if egress {
-        (Table::EgressPolicy, Match::new().in_port(port).eth_type(ETH_IPV4))
+        (Table::EgressPolicy, Match::new().in_port(port).eth_type(eth))
     } else {
-        (Table::IngressPolicy, Match::new().reg(REG_OUT_PORT, port).eth_type(ETH_IPV4))
+        (Table::IngressPolicy, Match::new().reg(REG_OUT_PORT, port).eth_type(eth))
     }
 }
 

@@ -159,9 +159,6 @@ impl Model {
                 let field = if n.spec.subnet6 != spec.subnet6 { "subnet6" } else { "gateway6" };
                 return Err(Refusal::new(409, Some(field), "the IPv6 subnet and gateway cannot change while the network has endpoints"));
             }
-            if spec.subnet6.is_some() && self.policies.values().any(|p| p.spec.network == spec.name) {
-                return Err(Refusal { field: Some("subnet6".into()), ..super::routing::dual_stack_policy(&spec.name) });
-            }
             if n.spec.subnet != spec.subnet || n.spec.subnet6 != spec.subnet6 {
                 let field = if n.spec.subnet != spec.subnet { "subnet" } else { "subnet6" };
                 self.check_domain(&self.domain_of(&spec.name), Some(&spec), field)?;

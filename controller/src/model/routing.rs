@@ -93,7 +93,6 @@ impl Model {
             Some(n) if n.vni().is_none() => {
                 return Err(Refusal::new(422, Some("network"), format!("{} is an underlay network; policies govern overlay networks", spec.network)))
             }
-            Some(n) if n.spec.subnet6.is_some() => return Err(dual_stack_policy(&spec.network)),
             Some(_) => {}
         }
         for (dir, rules) in [("ingress", &spec.ingress), ("egress", &spec.egress)] {
@@ -196,14 +195,4 @@ impl Model {
         let id = networks.iter().filter_map(|n| self.networks.get(n)?.vni()).min()?;
         Some((id, networks))
     }
-}
-
-/// Policies compile to IPv4 matches only: on a dual-stack network they would leave its IPv6
-/// traffic ungoverned, so the pair is refused rather than half enforced.
-pub(crate) fn dual_stack_policy(network: &str) -> Refusal {
-    Refusal::new(
-        422,
-        Some("network"),
-        format!("network {network} is dual stack (it has subnet6); policies govern IPv4 only so far and would leave its IPv6 traffic open"),
-    )
 }
