@@ -292,6 +292,12 @@ impl NetworkSpec {
     /// Checks everything that does not depend on other networks, and fills in the gateway.
     pub fn validated(mut self) -> Result<NetworkSpec, FieldError> {
         check_name("name", &self.name)?;
+        if self.subnet.contains(':') {
+            return Err(FieldError::new(
+                "subnet",
+                format!("{} is IPv6: subnet is the IPv4 subnet, which every network needs; give an IPv6 subnet as subnet6 (IPv6-only networks are not supported yet)", self.subnet),
+            ));
+        }
         let c = Cidr::parse(&self.subnet).map_err(|r| FieldError::new("subnet", r))?;
         if !(8..=30).contains(&c.len) {
             return Err(FieldError::new("subnet", format!("prefix length {} is outside 8..=30", c.len)));
@@ -438,5 +444,7 @@ mod tests {
         assert_eq!(refusal(outside).0, "gateway6");
         let alone = NetworkSpec { gateway6: Some("fd00::1".parse().unwrap()), ..NetworkSpec::overlay("n", "10.0.0.0/24") };
         assert_eq!(refusal(alone).0, "gateway6", "an IPv6 gateway without an IPv6 subnet");
+        let v6_only = refusal(NetworkSpec::overlay("n", "fd00::/64"));
+        assert!(v6_only.0 == "subnet" && v6_only.1.contains("subnet6"), "{v6_only:?}");
     }
 }

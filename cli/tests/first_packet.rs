@@ -33,7 +33,9 @@ async fn the_first_ping_on_ten_fresh_labs_needs_no_retry() {
         let rtt = tokio::task::spawn_blocking(move || probe::one_ping_rtt(&from, to, Duration::from_secs(5))).await.unwrap().unwrap();
         eprintln!("lab {round}: first ping {:.1} ms", rtt.as_secs_f64() * 1e3);
         rtts.push(rtt);
-        assert!(rtt < Duration::from_millis(50), "lab {round}: the first ping took {rtt:?} (an ARP retry is 1 s; logs in {})", lab.dir.display());
+        // What is asserted is "no retry": an ARP or ND retry costs a whole second, and a box
+        // busy with other tests can add tens of milliseconds to a ping that needed none.
+        assert!(rtt < Duration::from_millis(500), "lab {round}: the first ping took {rtt:?} (an ARP retry is 1 s; logs in {})", lab.dir.display());
     }
     eprintln!("first pings: {rtts:?}");
 }

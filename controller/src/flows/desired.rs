@@ -21,9 +21,6 @@ pub struct DesiredFlows {
     revision: u64,
     view: SwitchView,
     len: usize,
-    /// Every endpoint's addresses as of `revision`: a deleted endpoint's addresses are peer
-    /// units to recompile, and the model no longer has them.
-    ips: std::collections::HashMap<EndpointKey, Addrs>,
 }
 
 /// What [`DesiredFlows::update`] recompiled, and what the switch must be sent.
@@ -44,8 +41,7 @@ impl DesiredFlows {
     pub fn new(model: &Model, view: SwitchView) -> DesiredFlows {
         let units = compile_units(model, &view);
         let len = units.values().map(Vec::len).sum();
-        let ips = model.all_endpoints().map(|e| (e.key(), addrs(e))).collect();
-        DesiredFlows { units, revision: model.revision, view, len, ips }
+        DesiredFlows { units, revision: model.revision, view, len }
     }
 
     /// Every desired flow.
@@ -121,13 +117,11 @@ impl DesiredFlows {
         for c in model.changes_after(self.revision) {
             add(touched(Input::Model(&c.subject)))?;
             if let Subject::Endpoint(k) = &c.subject {
-                let now = model.endpoints.get(&*k.network).and_then(|m| m.get(&*k.id)).map(addrs);
-                let before = match now {
-                    Some(a) => self.ips.insert(k.clone(), a),
-                    None => self.ips.remove(k),
-                };
+                // Its addresses now, or as it had them when it went (an endpoint's addresses
+                // never change while it lives).
+                let now = model.endpoints.get(&*k.network).and_then(|m| m.get(&*k.id)).map(|e| (e.ip, e.ip6));
                 let ips: Vec<std::net::IpAddr> =
-                    before.into_iter().chain(now).flat_map(|(v4, v6)| std::iter::once(v4.into()).chain(v6.map(Into::into))).collect();
+                    c.gone.into_iter().chain(now).flat_map(|(v4, v6)| std::iter::once(v4.into()).chain(v6.map(Into::into))).collect();
                 add(Touched::Units(peer_units(model, &ips)))?;
             }
         }
@@ -162,13 +156,6 @@ impl DesiredFlows {
         }
         Some(units)
     }
-}
-
-/// An endpoint's IPv4 address and its IPv6 one, if any.
-type Addrs = (std::net::Ipv4Addr, Option<std::net::Ipv6Addr>);
-
-fn addrs(e: &plexus_api::Endpoint) -> Addrs {
-    (e.ip, e.ip6)
 }
 
 /// Keys present in one map only or with different values: one walk over both sorted maps.

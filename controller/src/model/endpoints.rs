@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use plexus_api::network::Cidr6;
-use plexus_api::{Endpoint, EndpointKey, EndpointSpec, IpamMode, Mac, PublishedPort, Valid};
+use plexus_api::{Endpoint, EndpointSpec, IpamMode, Mac, PublishedPort, Valid};
 
 use super::{check_revision, Model, Object, Refusal, Subject};
 
@@ -338,7 +338,7 @@ impl Model {
             self.endpoints.remove(network);
         }
         self.revision += 1;
-        self.record(Subject::Endpoint(EndpointKey::new(network, id)), None);
+        self.record_gone(&removed);
         Ok(())
     }
 }

@@ -261,7 +261,7 @@ pub struct Model {
 /// How many changes the model keeps for watchers; one further behind must list again.
 pub const CHANGES_KEPT: usize = 10_000;
 
-/// One change, as a watcher sees it: on the wire `{revision, kind, key, object}`.
+/// One change, as a watcher sees it: on the wire `{revision, kind, key, object, gone}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(into = "subject::ChangeRecord", try_from = "subject::ChangeRecord")]
 pub struct Change {
@@ -271,6 +271,10 @@ pub struct Change {
     pub subject: Subject,
     /// The object after the change; absent when it was deleted.
     pub object: Option<Object>,
+    /// A deleted endpoint's addresses (IPv4, IPv6): the switches' peer units of a policy to
+    /// recompile, which no replica can look up once the endpoint is gone (watchers see them
+    /// too).
+    pub gone: Option<(std::net::Ipv4Addr, Option<std::net::Ipv6Addr>)>,
 }
 
 /// What applying one log entry gave: one command's result, or each of a group's in order.
@@ -409,7 +413,16 @@ impl Model {
 
     /// Records a change at the current revision.
     pub(crate) fn record(&mut self, subject: Subject, object: Option<Object>) {
-        self.changes.push_back(Change { revision: self.revision, subject, object });
+        self.record_change(Change { revision: self.revision, subject, object, gone: None });
+    }
+
+    /// Records the deletion of endpoint `e`.
+    pub(crate) fn record_gone(&mut self, e: &Endpoint) {
+        self.record_change(Change { revision: self.revision, subject: Subject::Endpoint(e.key()), object: None, gone: Some((e.ip, e.ip6)) });
+    }
+
+    fn record_change(&mut self, c: Change) {
+        self.changes.push_back(c);
         while self.changes.len() > CHANGES_KEPT {
             self.changes.pop_front();
         }

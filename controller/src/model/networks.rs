@@ -1,6 +1,6 @@
 //! Networks: names, VNIs and VLANs decided deterministically.
 
-use plexus_api::{EndpointKey, Network, NetworkKind, NetworkSpec, Valid};
+use plexus_api::{Network, NetworkKind, NetworkSpec, Valid};
 
 use super::{check_revision, put_rules, Model, Object, Refusal, Subject};
 
@@ -41,8 +41,8 @@ impl Model {
         self.forget_used(name);
         self.members.remove(name);
         self.revision += 1;
-        for id in gone.keys() {
-            self.record(Subject::Endpoint(EndpointKey::new(name, id)), None);
+        for e in gone.values() {
+            self.record_gone(e);
         }
         for p in policies {
             self.policies.remove(&p);

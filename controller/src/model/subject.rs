@@ -91,11 +91,15 @@ pub struct ChangeRecord {
     /// The object after the change; absent when it was deleted.
     #[schema(value_type = Option<Object>)]
     pub object: Option<Object>,
+    /// A deleted endpoint's addresses: IPv4, and IPv6 or `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Option<String>>>)]
+    pub gone: Option<(std::net::Ipv4Addr, Option<std::net::Ipv6Addr>)>,
 }
 
 impl From<Change> for ChangeRecord {
     fn from(c: Change) -> ChangeRecord {
-        ChangeRecord { revision: c.revision, kind: c.subject.kind(), key: c.subject.key(), object: c.object }
+        ChangeRecord { revision: c.revision, kind: c.subject.kind(), key: c.subject.key(), object: c.object, gone: c.gone }
     }
 }
 
@@ -103,7 +107,7 @@ impl TryFrom<ChangeRecord> for Change {
     type Error = String;
 
     fn try_from(c: ChangeRecord) -> Result<Change, String> {
-        Ok(Change { revision: c.revision, subject: Subject::parse(c.kind, &c.key)?, object: c.object })
+        Ok(Change { revision: c.revision, subject: Subject::parse(c.kind, &c.key)?, object: c.object, gone: c.gone })
     }
 }
 
@@ -113,7 +117,7 @@ mod tests {
 
     #[test]
     fn changes_keep_their_wire_form() {
-        let c = Change { revision: 7, subject: Subject::Endpoint(EndpointKey::new("red", "c1")), object: None };
+        let c = Change { revision: 7, subject: Subject::Endpoint(EndpointKey::new("red", "c1")), object: None, gone: None };
         let json = serde_json::to_value(&c).unwrap();
         assert_eq!(json, serde_json::json!({"revision": 7, "kind": "endpoint", "key": "red/c1", "object": null}));
         assert_eq!(serde_json::from_value::<Change>(json).unwrap(), c);

@@ -69,6 +69,20 @@ const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 /// Handshakes that may be pending at once.
 const MAX_HANDSHAKES: usize = 256;
 
+/// Compiles of switches' flows that run at once on a node: compiling is pure CPU, and a node
+/// with a thousand switches connecting must still answer health probes and Raft heartbeats
+/// in time, or the leader takes it for dead and moves its switches (which makes more work).
+static COMPILING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Runs CPU-bound work off the async workers: on a multi-thread runtime this worker hands its
+/// other tasks to another thread first, so they are not held up behind it.
+fn compute<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// How often a node re-checks whether it should master its switches.
 const ROLE_CHECK: Duration = Duration::from_millis(200);
 /// How long a role request may take.
@@ -438,7 +452,9 @@ impl SwitchManager {
         // One snapshot of the model for the whole pass, taken under the lock in O(1) and
         // compiled from outside it: Raft's apply never waits for a switch's compile.
         let model = self.state.read().await.model.clone();
-        let (host, plugged, update) = {
+        // One compile at a time on this node, off the async workers.
+        let permit = COMPILING.acquire().await.ok();
+        let compiled = compute(|| {
             let model = &*model;
             let Some(host) = model.host_by_datapath(dpid) else {
                 self.update(dpid, |s| {
@@ -467,8 +483,10 @@ impl SwitchManager {
                     None
                 }
             };
-            (host.spec.name.clone(), plugged, update)
-        };
+            Some((host.spec.name.clone(), plugged, update))
+        });
+        drop(permit);
+        let (host, plugged, update) = compiled?;
         let d = desired.as_ref()?;
         let compile_us = t.elapsed().as_micros() as u64;
         crate::metrics::COMPILE.observe(t.elapsed());
