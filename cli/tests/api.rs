@@ -156,6 +156,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         ("GET", "/v1/policies/{name}/counters"),
         ("GET", "/v1/routers"),
         ("GET", "/v1/routers/{name}"),
+        ("GET", "/v1/switches"),
         ("GET", "/v1/watch"),
         ("POST", "/v1/batch"),
         ("POST", "/v1/bootstrap/agent"),

@@ -4,6 +4,7 @@ mod cni;
 mod converge;
 mod dns;
 mod docker;
+mod emulate;
 mod failover;
 mod flows;
 mod policy;
@@ -74,6 +75,24 @@ enum Sub {
         /// Rounds of each.
         #[arg(long, default_value_t = 10)]
         rounds: usize,
+    },
+    /// Scale beyond this box: a three-node control plane against N switches emulated in this
+    /// process (OpenFlow over TLS, flow tables in memory), M endpoints each, networks spanning
+    /// `span` hosts: connect to all in sync, node memory and CPU, one endpoint change (time
+    /// and switches touched), and a node's death (time until its switches have new masters).
+    Emulate {
+        /// Emulated switches (hosts).
+        #[arg(long, default_value_t = 1000)]
+        switches: usize,
+        /// Endpoints (ports) per switch.
+        #[arg(long, default_value_t = 100)]
+        endpoints_per_switch: usize,
+        /// Hosts each network spans.
+        #[arg(long, default_value_t = 10)]
+        span: usize,
+        /// Single-endpoint changes to time.
+        #[arg(long, default_value_t = 10)]
+        changes: usize,
     },
     /// Failover: three controllers, 3 switches x N endpoints; controller memory and CPU, then
     /// the time from the death of a switch's master to a new master and to a change
@@ -193,6 +212,19 @@ pub(crate) async fn run(c: BenchCmd) -> anyhow::Result<()> {
                 anyhow::bail!("--rounds must be 1..=1000");
             }
             cni::run(rounds).await
+        }
+        Sub::Emulate { switches, endpoints_per_switch, span, changes } => {
+            if !(1..=5000).contains(&switches)
+                || !(1..=1000).contains(&endpoints_per_switch)
+                || !(1..=switches).contains(&span)
+                || !(1..=1000).contains(&changes)
+            {
+                anyhow::bail!("--switches must be 1..=5000, --endpoints-per-switch 1..=1000, --span 1..=switches, --changes 1..=1000");
+            }
+            if span * endpoints_per_switch > 4000 {
+                anyhow::bail!("--span x --endpoints-per-switch must be at most 4000 (each network is a /20)");
+            }
+            emulate::run(switches, endpoints_per_switch, span, changes).await
         }
         Sub::Failover { rounds, endpoints_per_host, soak_secs } => {
             if rounds == 0 || rounds > 100 || endpoints_per_host == 0 || endpoints_per_host > 3000 || soak_secs > 86_400 {

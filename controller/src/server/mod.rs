@@ -207,6 +207,7 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(list_hosts))
         .routes(routes!(get_host, put_host))
         .routes(routes!(host_flows))
+        .routes(routes!(switches))
         .routes(routes!(trace))
         .routes(routes!(batch))
         .routes(routes!(trace_jobs))

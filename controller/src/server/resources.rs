@@ -293,6 +293,16 @@ pub(crate) async fn get_host(s: St, Path(name): Path<String>, Query(o): Query<Re
     }
 }
 
+#[utoipa::path(get, path = "/v1/switches", tag = "hosts",
+    responses((status = 200, description = "Every switch that has connected to this node, as this node sees it", body = Vec<crate::switches::SwitchStatus>)))]
+/// Every switch that has connected to this node, as this node sees it: its role on each
+/// (only its master's view says whether it is in sync), in datapath id order. A cluster's
+/// whole picture is the union over its nodes; one request per node, not one per host.
+pub(crate) async fn switches(s: St) -> Response {
+    let list: Vec<crate::switches::SwitchStatus> = s.switches.as_ref().map(|m| m.status().into_values().collect()).unwrap_or_default();
+    Json(list).into_response()
+}
+
 #[utoipa::path(get, path = "/v1/hosts/{name}/flows", tag = "hosts", params(("name" = String, Path, description = "Host name")),
     responses((status = 200, description = "The state of the host's switch as this node programs it", body = crate::switches::SwitchStatus),
               (status = 404, description = "No such host, or its switch never connected to this node")))]
