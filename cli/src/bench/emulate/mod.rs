@@ -202,6 +202,7 @@ async fn one_change(plane: &Plane, switches: &[Arc<Switch>], span: usize, change
     let groups = n.div_ceil(span).max(1);
     let mut times = Vec::new();
     let mut touched_counts = BTreeMap::new();
+    let mut late = 0;
     for c in 0..changes {
         let g = c % groups;
         let affected: Vec<usize> = (g * span..((g + 1) * span).min(n)).collect();
@@ -211,10 +212,14 @@ async fn one_change(plane: &Plane, switches: &[Arc<Switch>], span: usize, change
         plane.api.create_endpoint(&net, &EndpointSpec::on(&host_name(g * span)).id(&format!("chg{c}"))).await.context("one endpoint change")?;
         let done = loop {
             if affected.iter().all(|i| switches[*i].flow_mods.load(Ordering::Relaxed) > before[*i]) {
-                break t.elapsed();
+                break Some(t.elapsed());
             }
             if t.elapsed() > Duration::from_secs(10) {
-                bail!("change {c}: not every switch of network {net} got it within 10 s");
+                // A measurement, not a test: a change that takes longer is the finding.
+                let got = affected.iter().filter(|i| switches[**i].flow_mods.load(Ordering::Relaxed) > before[**i]).count();
+                eprintln!("  change {c}: {got} of the {} switches of {net} got it within 10 s", affected.len());
+                late += 1;
+                break None;
             }
             tokio::time::sleep(Duration::from_micros(500)).await;
         };
@@ -222,14 +227,17 @@ async fn one_change(plane: &Plane, switches: &[Arc<Switch>], span: usize, change
         tokio::time::sleep(Duration::from_millis(300)).await;
         let touched = switches.iter().zip(&before).filter(|(s, b)| s.flow_mods.load(Ordering::Relaxed) > **b).count();
         *touched_counts.entry(touched).or_insert(0) += 1;
-        times.push(done.as_secs_f64() * 1e3);
+        if let Some(done) = done {
+            times.push(done.as_secs_f64() * 1e3);
+        }
     }
     times.sort_by(f64::total_cmp);
     let p = |q: f64| times.get(((times.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0);
     println!(
-        "  one endpoint change, {changes} of them: API call to every affected switch holding it: median {:.1} ms, p90 {:.1} ms; switches touched per change: {touched_counts:?} (its network spans {span})",
+        "  one endpoint change, {changes} of them: API call to every affected switch holding it: median {:.1} ms, p90 {:.1} ms{}; switches touched per change: {touched_counts:?} (its network spans {span})",
         p(0.5),
-        p(0.9)
+        p(0.9),
+        if late > 0 { format!(" ({late} of them did not reach every affected switch within 10 s and are left out)") } else { String::new() }
     );
     Ok(())
 }
