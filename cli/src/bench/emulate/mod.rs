@@ -128,8 +128,7 @@ pub(super) async fn run(n: usize, per: usize, span: usize, changes: usize) -> an
 
     // The switches' identities: each host's certificate from the lab's CA, as its agent has.
     let ca = plexus_pki::Ca::open(&plane.lab.pki_dir()).context("the lab's CA")?;
-    let epoch = Instant::now();
-    let switches: Vec<Arc<Switch>> = (0..n).map(|i| Arc::new(Switch::new(&host_name(i), dpids[i], &ports[i], epoch))).collect();
+    let switches: Vec<Arc<Switch>> = (0..n).map(|i| Arc::new(Switch::new(&host_name(i), dpids[i], &ports[i]))).collect();
     let mut tls = Vec::with_capacity(n);
     for s in &switches {
         let id = ca.issue(&plexus_pki::host_cert_name(&s.host), &[], plexus_pki::Usage::Client).context("a switch certificate")?;

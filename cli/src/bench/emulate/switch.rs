@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plexus_ovs::openflow::{
     bundle, AggregateStats, BundleControl, Desc, FlowMod, FlowModCommand, FlowStats, Hello, Instruction, Match, Message, MultipartReply, MultipartReplyBody,
@@ -29,18 +29,13 @@ pub(super) struct Switch {
     table: Mutex<HashMap<Key, (u64, Vec<Instruction>)>>,
     /// Flow changes applied (adds, modifies, deletes), over its life.
     pub(super) flow_mods: AtomicU64,
-    /// Nanoseconds after the bench's epoch of the last flow change applied.
-    pub(super) last_change_ns: AtomicU64,
-    /// Nanoseconds after the epoch when a node last made itself master (0: never).
-    pub(super) mastered_ns: AtomicU64,
     /// Index of the controller connection that is master (`u64::MAX`: none).
     pub(super) master: AtomicU64,
-    epoch: Instant,
 }
 
 impl Switch {
     /// A switch of `host` with `dpid` and one port per name in `ports` (numbered from 1).
-    pub(super) fn new(host: &str, dpid: u64, ports: &[String], epoch: Instant) -> Switch {
+    pub(super) fn new(host: &str, dpid: u64, ports: &[String]) -> Switch {
         let ports = ports
             .iter()
             .enumerate()
@@ -58,26 +53,12 @@ impl Switch {
                 max_speed: 10_000_000,
             })
             .collect();
-        Switch {
-            host: host.to_string(),
-            dpid,
-            ports,
-            table: Mutex::default(),
-            flow_mods: AtomicU64::new(0),
-            last_change_ns: AtomicU64::new(0),
-            mastered_ns: AtomicU64::new(0),
-            master: AtomicU64::new(u64::MAX),
-            epoch,
-        }
+        Switch { host: host.to_string(), dpid, ports, table: Mutex::default(), flow_mods: AtomicU64::new(0), master: AtomicU64::new(u64::MAX) }
     }
 
     /// Flows it holds.
     pub(super) fn flows(&self) -> usize {
         self.table.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
     }
 
     /// Applies flow changes, as OVS applies a committed bundle: all at once.
@@ -114,7 +95,6 @@ impl Switch {
         }
         drop(t);
         self.flow_mods.fetch_add(mods.len() as u64, Ordering::Relaxed);
-        self.last_change_ns.store(self.now_ns(), Ordering::Relaxed);
     }
 
     /// The flows a statistics request covers (table and cookie filters; a match filter is
@@ -184,7 +164,6 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(sw: &Switch, node: u64, stream
                     if generation_id >= generation {
                         generation = generation_id;
                         sw.master.store(node, Ordering::Relaxed);
-                        sw.mastered_ns.store(sw.now_ns(), Ordering::Relaxed);
                     }
                 }
                 reply(Message::RoleReply(RoleMsg { role, generation_id }), &mut out)?;
