@@ -112,6 +112,38 @@ pub struct Node {
     pub cluster_addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
     cluster_server: tokio::task::JoinHandle<()>,
+    /// Raft, the cluster port and the switch-master assigner run here, on threads of their
+    /// own: a node busy programming a thousand switches must still answer heartbeats and
+    /// health probes on time, or its peers take it for dead and move its switches (which
+    /// makes more work, and more missed probes).
+    _cluster_rt: ClusterRuntime,
+}
+
+/// The runtime of a node's cluster duties (see [`Node`]), shut down without waiting when the
+/// node goes: dropping a runtime from async code would panic.
+struct ClusterRuntime {
+    rt: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl ClusterRuntime {
+    fn new(id: u64) -> Result<ClusterRuntime, NodeError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(format!("cluster-{id}"))
+            .enable_all()
+            .build()
+            .map_err(|e| NodeError::Raft(format!("cannot start the cluster runtime: {e}")))?;
+        Ok(ClusterRuntime { handle: rt.handle().clone(), rt: Some(rt) })
+    }
+}
+
+impl Drop for ClusterRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Node {
@@ -167,7 +199,17 @@ impl Node {
         let tls = identity.server_config(Some(plexus_pki::CLUSTER_ROLE)).map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e.to_string() })?;
         let local = Some(cluster_addr.ip()).filter(|ip| !ip.is_unspecified());
         let http = crate::store::cluster_client_from(&identity, local).map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e })?;
-        let raft = Raft::new(cfg.id, config, HttpNetwork::new(http.clone()), log, sm).await.map_err(|e| NodeError::Raft(e.to_string()))?;
+        // Raft's own client, so that its connections live on the cluster runtime too.
+        let raft_http = crate::store::cluster_client_from(&identity, local).map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e })?;
+        let cluster_rt = ClusterRuntime::new(cfg.id)?;
+        let rt = cluster_rt.handle.clone();
+        // Raft spawns its core where it is created.
+        let (id, network) = (cfg.id, HttpNetwork::new(raft_http.clone()));
+        let raft = rt
+            .spawn(async move { Raft::new(id, config, network, log, sm).await })
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
 
         if cfg.insecure_http && !cfg.listen.ip().is_loopback() {
             return Err(NodeError::Invalid { field: "insecure_http", reason: format!("plain HTTP is allowed only on a loopback address, not {}", cfg.listen) });
@@ -175,12 +217,18 @@ impl Node {
         let (api_tls, tokens) = api_credentials(&cfg).await?;
         let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| NodeError::Listen { addr: cfg.listen, reason: e.to_string() })?;
         let addr = listener.local_addr().map_err(|e| NodeError::Listen { addr: cfg.listen, reason: e.to_string() })?;
-        let lease = crate::mastership::Lease::new(cfg.id, raft.clone());
+        let (lease, proposer) = {
+            let _on = rt.enter();
+            (crate::mastership::Lease::new(cfg.id, raft.clone()), crate::store::Proposer::spawn(raft.clone()))
+        };
         let switches = match cfg.openflow_listen {
             Some(a) => {
                 let l = plexus_ovs::openflow::Listener::bind_tcp(a).await.map_err(|e| NodeError::Listen { addr: a, reason: e.to_string() })?;
                 tracing::info!(addr = ?l.local_addr(), "switches connect here over OpenFlow");
-                crate::mastership::spawn_assigner(cfg.id, raft.clone(), state.clone(), http.clone());
+                {
+                    let _on = rt.enter();
+                    crate::mastership::spawn_assigner(cfg.id, raft.clone(), state.clone(), raft_http.clone());
+                }
                 // Switches connect with TLS (`ssl:` targets) and a certificate naming their host.
                 let of_tls = identity.server_config(None).map_err(|e| NodeError::Invalid { field: "pki_dir", reason: e.to_string() })?;
                 Some(crate::switches::SwitchManager::spawn(l, state.clone(), revisions.clone(), Duration::from_secs(10), Some(lease.clone()), Some(of_tls)))
@@ -190,7 +238,7 @@ impl Node {
         let st = AppState {
             id: cfg.id,
             raft: raft.clone(),
-            proposer: crate::store::Proposer::spawn(raft.clone()),
+            proposer,
             state: state.clone(),
             revisions,
             http: http.clone(),
@@ -205,7 +253,15 @@ impl Node {
         let cluster_app = server::cluster_router(st.clone());
         let app = server::router(st);
         let server = tokio::spawn(crate::serve::serve(listener, api_tls, app));
-        let cluster_server = tokio::spawn(crate::serve::serve(cluster_listener, Some(tls), cluster_app));
+        // The listener moves to the cluster runtime's reactor, or its accepts would wait for
+        // the busy one's.
+        let cluster_listener = cluster_listener.into_std().map_err(|e| NodeError::Listen { addr: cluster_addr, reason: e.to_string() })?;
+        let cluster_server = rt.spawn(async move {
+            match tokio::net::TcpListener::from_std(cluster_listener) {
+                Ok(l) => crate::serve::serve(l, Some(tls), cluster_app).await,
+                Err(e) => tracing::error!(error = %e, "cannot serve the cluster port"),
+            }
+        });
         tracing::info!(id = cfg.id, %addr, %cluster_addr, data_dir = %cfg.data_dir.display(), "controller node listening");
 
         let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -222,7 +278,7 @@ impl Node {
                 tracing::info!(id = cfg.id, members = cfg.peers.len(), "formed the cluster from the static peer list");
             }
         }
-        Ok(Node { raft, state, addr, cluster_addr, server, cluster_server })
+        Ok(Node { raft, state, addr, cluster_addr, server, cluster_server, _cluster_rt: cluster_rt })
     }
 
     /// Stops the node (the data directory keeps everything).
