@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use plexus_api::EndpointKey;
-use plexus_ovs::openflow::FlowMod;
+use plexus_ovs::openflow::{FlowMod, Message};
 
 use super::compile::{carries, compile_unit, compile_units, SwitchView, Unit};
 use super::engine::{peer_units, touched, Input, Touched};
@@ -17,7 +17,7 @@ use crate::model::{Model, Subject};
 /// The desired flows of one switch, by unit, as of a model revision and a view of its ports.
 #[derive(Debug, Clone)]
 pub struct DesiredFlows {
-    units: BTreeMap<Unit, Vec<FlowMod>>,
+    units: BTreeMap<Unit, Packed>,
     revision: u64,
     view: SwitchView,
     len: usize,
@@ -39,14 +39,18 @@ impl DesiredFlows {
     /// taken by value: a switch's view holds all its ports, and cloning it per pass would cost
     /// what the whole incremental update costs.
     pub fn new(model: &Model, view: SwitchView) -> DesiredFlows {
-        let units = compile_units(model, &view);
-        let len = units.values().map(Vec::len).sum();
+        let units: BTreeMap<Unit, Packed> = compile_units(model, &view).into_iter().map(|(u, f)| (u, Packed::new(f))).collect();
+        let len = units.values().map(Packed::len).sum();
         DesiredFlows { units, revision: model.revision, view, len }
     }
 
     /// Every desired flow.
     pub fn flows(&self) -> Vec<FlowMod> {
-        self.units.values().flatten().cloned().collect()
+        let mut out = Vec::with_capacity(self.len);
+        for p in self.units.values() {
+            p.unpack_into(&mut out);
+        }
+        out
     }
 
     /// How many flows are desired.
@@ -67,7 +71,14 @@ impl DesiredFlows {
     /// Brings the flows to `model` and `view`, recompiling only what changed, and returns the
     /// difference to send (computed without reading the switch back).
     pub fn update(&mut self, model: &Model, view: SwitchView) -> Update {
-        match self.touched(model, &view) {
+        let plan = self.plan(model, &view);
+        self.update_with(model, view, plan)
+    }
+
+    /// [`DesiredFlows::update`] with the units [`DesiredFlows::plan`] found for the same
+    /// `model` and `view`: a caller can look at the plan's size before it commits to the work.
+    pub fn update_with(&mut self, model: &Model, view: SwitchView, plan: Option<BTreeSet<Unit>>) -> Update {
+        match plan {
             Some(units) => {
                 // Each unit's flows are diffed against what that unit had, so no flow is copied
                 // but those that go into the difference. A flow that moves between two units
@@ -76,12 +87,12 @@ impl DesiredFlows {
                 let n = units.len();
                 for unit in units {
                     let flows = compile_unit(model, &view, &unit);
-                    let before = self.units.remove(&unit).unwrap_or_default();
+                    let before = self.units.remove(&unit).map(|p| p.unpack()).unwrap_or_default();
                     self.len -= before.len();
                     d.extend(diff(&before, &flows));
                     if !flows.is_empty() {
                         self.len += flows.len();
-                        self.units.insert(unit, flows);
+                        self.units.insert(unit, Packed::new(flows));
                     }
                 }
                 self.revision = model.revision;
@@ -96,8 +107,9 @@ impl DesiredFlows {
         }
     }
 
-    /// The units a move to `model` and `view` touches; `None` for "anything".
-    fn touched(&mut self, model: &Model, view: &SwitchView) -> Option<BTreeSet<Unit>> {
+    /// The units a move to `model` and `view` touches; `None` for "everything" (a full
+    /// recompile).
+    pub fn plan(&self, model: &Model, view: &SwitchView) -> Option<BTreeSet<Unit>> {
         let mut units = BTreeSet::new();
         let mut add = |t: Touched| match t {
             Touched::Units(u) => {
@@ -155,6 +167,64 @@ impl DesiredFlows {
             }
         }
         Some(units)
+    }
+}
+
+/// One unit's flows in their wire form, one buffer for the unit. As values, flows take
+/// several times the memory (every match field and set-field action holds a 128-bit value
+/// and mask), and a node keeps the flows of every switch it masters: at a thousand switches of
+/// a hundred thousand endpoints, gigabytes.
+#[derive(Debug, Clone, Default)]
+struct Packed {
+    /// Flow-mod messages, one after another (each says its length in its header).
+    wire: Box<[u8]>,
+    /// Flows that do not encode (a switch would refuse them too): kept as they are, so that
+    /// nothing desired is lost from view.
+    plain: Vec<FlowMod>,
+    count: usize,
+}
+
+impl Packed {
+    fn new(flows: Vec<FlowMod>) -> Packed {
+        let count = flows.len();
+        let (mut wire, mut plain) = (Vec::new(), Vec::new());
+        for f in flows {
+            let m = Message::FlowMod(f);
+            if m.encode_into(0, &mut wire).is_err() {
+                if let Message::FlowMod(f) = m {
+                    plain.push(f);
+                }
+            }
+        }
+        let p = Packed { wire: wire.into_boxed_slice(), plain, count };
+        debug_assert_eq!(p.unpack().len(), count, "every packed flow unpacks");
+        p
+    }
+
+    fn len(&self) -> usize {
+        self.count
+    }
+
+    fn unpack(&self) -> Vec<FlowMod> {
+        let mut out = Vec::with_capacity(self.count);
+        self.unpack_into(&mut out);
+        out
+    }
+
+    fn unpack_into(&self, out: &mut Vec<FlowMod>) {
+        let mut rest = &self.wire[..];
+        while let [_, _, hi, lo, ..] = *rest {
+            let n = usize::from(u16::from_be_bytes([hi, lo]));
+            let flow = rest.get(..n).map(Message::decode);
+            let Some(Ok((_, Message::FlowMod(f)))) = flow else {
+                // Only a codec that cannot read what it wrote gets here.
+                tracing::error!(len = n, "a packed desired flow does not decode; the rest of its unit is lost from view");
+                break;
+            };
+            out.push(f);
+            rest = &rest[n..];
+        }
+        out.extend(self.plain.iter().cloned());
     }
 }
 

@@ -11,16 +11,16 @@ use plexus_ovs::openflow::{Connection, ConnectionOptions, Events, Listener, Mess
 use tokio::sync::watch;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 
-use crate::flows::{apply, ensure_hold_meter, reconcile, DesiredFlows, SwitchView};
+use crate::flows::DesiredFlows;
 use crate::held::{Held, HeldStats};
 use crate::mastership::Lease;
 use crate::store::SharedState;
 use identity::names_host;
-use plexus_api::EndpointKey;
 use plexus_ovs::openflow::Role;
 use ports::PortIndex;
 
 mod identity;
+mod pass;
 mod ports;
 mod status;
 
@@ -68,20 +68,6 @@ const FULL_AUDIT_EVERY: u64 = 6;
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 /// Handshakes that may be pending at once.
 const MAX_HANDSHAKES: usize = 256;
-
-/// Compiles of switches' flows that run at once on a node: compiling is pure CPU, and a node
-/// with a thousand switches connecting must still answer health probes and Raft heartbeats
-/// in time, or the leader takes it for dead and moves its switches (which makes more work).
-static COMPILING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-
-/// Runs CPU-bound work off the async workers: on a multi-thread runtime this worker hands its
-/// other tasks to another thread first, so they are not held up behind it.
-fn compute<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
 
 /// How often a node re-checks whether it should master its switches.
 const ROLE_CHECK: Duration = Duration::from_millis(200);
@@ -258,8 +244,13 @@ impl SwitchManager {
             }
         };
         let mut revisions = self.revisions.clone();
-        let mut audit = tokio::time::interval(self.audit_every);
-        audit.tick().await;
+        // Switches that connected together (a node's restart, a thousand at once) would
+        // otherwise audit together, every node's full read-backs landing in the same second:
+        // each switch's audits are offset by a share of the period its datapath id picks.
+        let offset = Duration::from_millis(plexus_api::ids::fnv1a(&dpid) % (self.audit_every.as_millis() as u64).max(1));
+        let mut audit = tokio::time::interval_at(tokio::time::Instant::now() + self.audit_every + offset, self.audit_every);
+        // A node that fell behind audits once, not once per period missed.
+        audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // What the switch was last given; `None` makes the next pass a full one.
         let mut desired: Option<DesiredFlows> = None;
         let mut index = PortIndex::default();
@@ -431,124 +422,6 @@ impl SwitchManager {
                 (false, false)
             }
         }
-    }
-
-    /// Brings the switch to the current model: a full pass compiles everything and diffs
-    /// against the flows read from the switch; otherwise only what changed is compiled and its
-    /// difference sent.
-    /// Returns whether the switch now holds the flows (`Some`), and whether they changed.
-    async fn pass(
-        &self,
-        conn: &Connection,
-        dpid: &str,
-        ports: &HashMap<String, u32>,
-        desired: &mut Option<DesiredFlows>,
-        index: &mut PortIndex,
-        full: bool,
-    ) -> Option<bool> {
-        let t = Instant::now();
-        // Nothing known of the switch yet (a new session, a promotion, a failed pass).
-        let fresh = desired.is_none();
-        // One snapshot of the model for the whole pass, taken under the lock in O(1) and
-        // compiled from outside it: Raft's apply never waits for a switch's compile.
-        let model = self.state.read().await.model.clone();
-        // One compile at a time on this node, off the async workers.
-        let permit = COMPILING.acquire().await.ok();
-        let compiled = compute(|| {
-            let model = &*model;
-            let Some(host) = model.host_by_datapath(dpid) else {
-                self.update(dpid, |s| {
-                    s.host = None;
-                    s.last_error = Some(format!("no registered host has datapath id {dpid}"));
-                });
-                return None;
-            };
-            let Some(tunnel_port) = TUNNEL_PORTS.iter().find_map(|n| ports.get(*n)).copied() else {
-                self.update(dpid, |s| s.last_error = Some("the switch has no tunnel port yet".into()));
-                return None;
-            };
-            if full {
-                *index = PortIndex::default();
-            }
-            index.refresh(model, &host.spec.name);
-            let eports: BTreeMap<EndpointKey, u32> = ports.iter().filter_map(|(name, p)| Some((index.by_port.get(name)?.clone(), *p))).collect();
-            let plugged = eports.len();
-            let external_port = ports.get(plexus_api::routing::EXTERNAL_PORT).copied();
-            let uplinks = host.spec.physical_networks.iter().filter_map(|p| Some((p.clone(), *ports.get(&plexus_api::network::uplink_port(p))?))).collect();
-            let view = SwitchView { host: host.spec.name.clone(), tunnel_port, external_port, uplinks, ports: eports };
-            let update = match desired.as_mut() {
-                Some(d) if !full => Some(d.update(model, view)),
-                _ => {
-                    *desired = Some(DesiredFlows::new(model, view));
-                    None
-                }
-            };
-            Some((host.spec.name.clone(), plugged, update))
-        });
-        drop(permit);
-        let (host, plugged, update) = compiled?;
-        let d = desired.as_ref()?;
-        let compile_us = t.elapsed().as_micros() as u64;
-        crate::metrics::COMPILE.observe(t.elapsed());
-        let (revision, len) = (d.revision(), d.len());
-        let res = match &update {
-            Some(u) => apply(conn, &u.diff).await.map(|_| u.diff.len()),
-            // The hold flows name the meter, so it must be there before them.
-            None => match ensure_hold_meter(conn, fresh).await {
-                Ok(()) => reconcile(conn, &d.flows()).await.map(|d| d.len()),
-                Err(e) => Err(e),
-            },
-        };
-        if res.is_err() {
-            // The switch's state is unknown now: read it back next time.
-            *desired = None;
-        }
-        let stats = PassStats {
-            full: update.is_none(),
-            units: update.as_ref().map_or(0, |u| u.units),
-            compile_us,
-            flows_sent: *res.as_ref().unwrap_or(&0),
-            ms: t.elapsed().as_secs_f64() * 1e3,
-            revision,
-        };
-        crate::metrics::PASS.observe(t.elapsed());
-        let mut new_error = false;
-        self.update(dpid, |s| {
-            s.host = Some(host.clone());
-            s.desired_flows = len;
-            s.plugged = plugged;
-            match &res {
-                Ok(n) => {
-                    s.in_sync = true;
-                    s.last_error = None;
-                    s.revision = revision;
-                    if *n > 0 {
-                        s.corrections += u64::from(stats.full);
-                        s.last_pass = Some(stats.clone());
-                    }
-                    if stats.full {
-                        s.last_full = Some(stats.clone());
-                    }
-                }
-                Err(e) => {
-                    s.in_sync = false;
-                    s.failed_passes += 1;
-                    let e = e.to_string();
-                    new_error = s.last_error.as_ref() != Some(&e);
-                    s.last_error = Some(e);
-                }
-            }
-        });
-        if let (Err(e), true) = (&res, new_error) {
-            // Said once per distinct error: the pass is retried until the switch takes it.
-            tracing::warn!(%host, %dpid, error = %e, "the switch refused a flow change; retrying");
-        }
-        if let Ok(n) = res {
-            if n > 0 {
-                tracing::debug!(%host, %dpid, full = stats.full, units = stats.units, flows = n, ms = stats.ms, "switch programmed");
-            }
-        }
-        res.ok().map(|n| n > 0)
     }
 
     /// Sends held packets through the switch's pipeline again.
