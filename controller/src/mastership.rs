@@ -23,6 +23,9 @@ pub const LEASE: Duration = Duration::from_millis(300);
 pub const DEAD_AFTER: Duration = Duration::from_millis(1500);
 /// How often the leader checks the nodes and the assignment.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// Every how many checks a follower touches its peers' cluster ports (5 s: well inside the
+/// client's 30 s idle timeout).
+const WARM_EVERY: u64 = 50;
 
 /// What a liveness probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +163,16 @@ fn leads_a_majority(m: &openraft::RaftMetrics<u64, openraft::BasicNode>, id: u64
 
 /// The node a host's switch goes to among `live`: the highest hash of host and node.
 pub fn choose(host: &str, live: &[u64]) -> Option<u64> {
-    live.iter().copied().max_by_key(|n| plexus_api::ids::fnv1a(&format!("{host}/{n}")))
+    live.iter().copied().max_by_key(|n| mix(plexus_api::ids::fnv1a(&format!("{host}/{n}"))))
+}
+
+/// A finalizer (splitmix64's) over FNV-1a: keys that differ only in their last byte, as
+/// `host/1`, `host/2`, `host/3` do, get FNV hashes whose high bits move together, and the
+/// highest of them went to node 1 for half of all hosts. Mixed, each node gets its share.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// On the leader, keeps the assignment of switches to live nodes in the replicated state.
@@ -172,6 +184,7 @@ pub fn spawn_assigner(id: u64, raft: Raft, state: SharedState, http: reqwest::Cl
         // that died.
         let mut previous_leader = None;
         let mut tick = tokio::time::interval(CHECK_EVERY);
+        let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
             let (is_leader, voters) = {
@@ -186,6 +199,17 @@ pub fn spawn_assigner(id: u64, raft: Raft, state: SharedState, http: reqwest::Cl
             };
             if !is_leader {
                 leading = false;
+                // Followers keep a connection to each other warm: whichever of them leads
+                // next must reach the others within a heartbeat interval from its first
+                // append, and a fresh TLS handshake on a loaded machine may not fit in it.
+                ticks += 1;
+                if ticks.is_multiple_of(WARM_EVERY) {
+                    for (_, addr) in voters.iter().filter(|(v, _)| *v != id) {
+                        let (url, http) = (format!("https://{addr}/healthz"), http.clone());
+                        // Unhurried: a request cut short would close the connection it warms.
+                        tokio::spawn(async move { http.get(&url).timeout(Duration::from_secs(5)).send().await.map(|r| r.status()) });
+                    }
+                }
                 continue;
             }
             if !leading {
@@ -242,5 +266,28 @@ pub fn spawn_assigner(id: u64, raft: Raft, state: SharedState, http: reqwest::Cl
 impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lease").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose;
+
+    /// A thousand hosts over three nodes: each node masters about a third, and a node's death
+    /// moves its share only, spread over the others.
+    #[test]
+    fn switches_spread_evenly_and_only_the_dead_nodes_move() {
+        let hosts: Vec<String> = (0..1000).map(|i| format!("em{i:05}")).collect();
+        let all: Vec<u64> = hosts.iter().map(|h| choose(h, &[1, 2, 3]).unwrap()).collect();
+        for n in 1..=3 {
+            let mine = all.iter().filter(|m| **m == n).count();
+            assert!((300..=367).contains(&mine), "node {n} masters {mine} of 1000");
+        }
+        let after: Vec<u64> = hosts.iter().map(|h| choose(h, &[2, 3]).unwrap()).collect();
+        let moved: Vec<(u64, u64)> = all.iter().zip(&after).filter(|(a, b)| a != b).map(|(a, b)| (*a, *b)).collect();
+        assert!(moved.iter().all(|(from, _)| *from == 1), "only node 1's switches move");
+        let to2 = moved.iter().filter(|(_, to)| *to == 2).count();
+        assert!(to2 * 3 > moved.len() && to2 * 3 < moved.len() * 2, "node 1's switches split between 2 and 3: {to2} of {}", moved.len());
+        assert_eq!(choose("h1", &[]), None);
     }
 }

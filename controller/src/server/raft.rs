@@ -37,7 +37,13 @@ pub(super) async fn raft_append(State(s): St, Json(req): Json<AppendEntriesReque
     if let Err(r) = plausible(&s, req.vote.leader_id().term) {
         return r;
     }
+    let (t, n) = (std::time::Instant::now(), req.entries.len());
     let r = s.raft.append_entries(req).await;
+    if t.elapsed() >= std::time::Duration::from_millis(100) {
+        // The leader gives up on an append after a heartbeat interval (100 ms): this one
+        // counted as lost.
+        tracing::warn!(ms = t.elapsed().as_millis() as u64, entries = n, "a Raft append took longer than the leader waits");
+    }
     if matches!(r, Ok(ref a) if !matches!(a, openraft::raft::AppendEntriesResponse::HigherVote(_))) {
         s.lease.leader_contact();
     }

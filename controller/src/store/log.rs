@@ -200,7 +200,54 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         Ok(out.into_values().collect())
     }
+
+    /// Entries from `start` (before `end`) up to [`PAYLOAD_BYTES`] of them, at least one:
+    /// what one append to a follower carries. openraft allows up to `max_payload_entries`
+    /// per append and waits one heartbeat interval for the answer; a new leader probing a
+    /// follower's log from its middle would otherwise send hundreds of entries — batches of
+    /// thousands of endpoints, assignments of a thousand switches — ten megabytes that a loaded
+    /// machine cannot carry and parse in 100 ms, again and again: the follower never heard
+    /// from its leader.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        let mut pending = self.pending().range(start..end).map(|(k, e)| (*k, e.clone())).collect::<BTreeMap<u64, Entry>>().into_iter().peekable();
+        let r = self.db.begin_read().map_err(|e| logs_err(ErrorVerb::Read, e))?;
+        let t = r.open_table(LOGS).map_err(|e| logs_err(ErrorVerb::Read, e))?;
+        let mut disk = t.range(start..end).map_err(|e| logs_err(ErrorVerb::Read, e))?.peekable();
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        while bytes < PAYLOAD_BYTES {
+            let disk_next = match disk.peek() {
+                Some(Ok((k, _))) => Some(k.value()),
+                Some(Err(_)) => match disk.next() {
+                    Some(Err(e)) => return Err(logs_err(ErrorVerb::Read, e)),
+                    _ => continue,
+                },
+                None => None,
+            };
+            let from_memory = match (pending.peek().map(|(k, _)| *k), disk_next) {
+                (None, None) => break,
+                (Some(m), Some(d)) => m <= d,
+                (m, _) => m.is_some(),
+            };
+            if from_memory {
+                let Some((k, e)) = pending.next() else { break };
+                // An entry both in memory and on disk (flushed in between) is taken once.
+                if disk_next == Some(k) {
+                    disk.next();
+                }
+                bytes += serde_json::to_vec(&e).map_or(0, |v| v.len());
+                out.push(e);
+            } else {
+                let Some(Ok((_, v))) = disk.next() else { break };
+                bytes += v.value().len();
+                out.push(serde_json::from_slice(v.value()).map_err(|e| logs_err(ErrorVerb::Read, e))?);
+            }
+        }
+        Ok(out)
+    }
 }
+
+/// How many bytes of entries one append carries at most (one entry, however big, always).
+const PAYLOAD_BYTES: usize = 256 << 10;
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
@@ -283,5 +330,51 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             t.retain_in(..=log_id.index, |_, _| false).map_err(|e| logs_err(ErrorVerb::Delete, e))?;
         }
         w.commit().map_err(|e| logs_err(ErrorVerb::Delete, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    /// An entry of about `kb` KiB: a switch assignment of that many hosts, give or take.
+    fn entry(index: u64, kb: usize) -> Entry {
+        let masters = (0..kb * 1024 / 24).map(|h| (format!("host-{index}-{h:06}"), 1)).collect();
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(crate::model::Command::SetMasters { masters }) }
+    }
+
+    /// What one append may carry is bounded in bytes, not only in entries: from disk, from
+    /// memory (not flushed yet) and across both, in order, never empty, never a duplicate.
+    #[tokio::test]
+    async fn an_append_carries_a_bounded_payload() {
+        let dir = std::env::temp_dir().join(format!("plx-log-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut log = LogStore::open(&dir).unwrap();
+        // 1..=10 on disk, 10..=20 in memory (10 in both: flushed while read), 64 KiB each.
+        let on_disk: Vec<Entry> = (1..=10).map(|i| entry(i, 64)).collect();
+        write_entries(&log.db, &on_disk.iter().collect::<Vec<_>>()).unwrap();
+        log.pending().extend((10..=20).map(|i| (i, entry(i, 64))));
+        let indexes = |v: &[Entry]| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+
+        let all = log.try_get_log_entries(1..21).await.unwrap();
+        assert_eq!(indexes(&all), (1..=20).collect::<Vec<_>>(), "the unlimited read is whole");
+        for (start, end) in [(1, 21), (8, 21), (12, 21)] {
+            let some = log.limited_get_log_entries(start, end).await.unwrap();
+            let n = some.len() as u64;
+            assert_eq!(indexes(&some), (start..start + n).collect::<Vec<_>>(), "a prefix of [{start}, {end}), in order, once each");
+            let sizes: Vec<usize> = some.iter().map(|e| serde_json::to_vec(e).unwrap().len()).collect();
+            let total: usize = sizes.iter().sum();
+            assert!(total >= PAYLOAD_BYTES && total - sizes[sizes.len() - 1] < PAYLOAD_BYTES, "stops at the entry that fills {PAYLOAD_BYTES} bytes: {sizes:?}");
+            assert!(n < end - start, "fewer than asked for");
+        }
+        assert_eq!(indexes(&log.limited_get_log_entries(19, 21).await.unwrap()), vec![19, 20], "a short range is whole");
+        // One entry bigger than the budget still goes, alone.
+        log.pending().insert(21, entry(21, 400));
+        log.pending().insert(22, entry(22, 1));
+        assert_eq!(indexes(&log.limited_get_log_entries(21, 23).await.unwrap()), vec![21]);
+        drop(log);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -17,13 +17,14 @@ use super::TypeConfig;
 #[derive(Debug, Clone)]
 pub struct HttpNetwork {
     client: reqwest::Client,
+    in_flight: std::collections::HashMap<u64, std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 impl HttpNetwork {
     /// A network over `client`, which must present this node's certificate and trust only
     /// the cluster's CA ([`cluster_client`]).
     pub fn new(client: reqwest::Client) -> HttpNetwork {
-        HttpNetwork { client }
+        HttpNetwork { client, in_flight: Default::default() }
     }
 }
 
@@ -53,13 +54,16 @@ pub struct Peer {
     target: u64,
     addr: String,
     client: reqwest::Client,
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
-        Peer { target, addr: node.addr.clone(), client: self.client.clone() }
+        // One budget per peer, shared by every stream openraft opens to it.
+        let in_flight = self.in_flight.entry(target).or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT))).clone();
+        Peer { target, addr: node.addr.clone(), client: self.client.clone(), in_flight }
     }
 }
 
@@ -72,7 +76,18 @@ impl std::fmt::Display for Msg {
 }
 impl std::error::Error for Msg {}
 
+/// How long a request sent to a peer may go on after openraft stopped waiting for it.
+const LINGER: Duration = Duration::from_secs(5);
+/// Requests to one peer still going on at once (openraft's own and those left to finish).
+const IN_FLIGHT: usize = 8;
+
 impl Peer {
+    /// Sends one RPC. The request runs in a task of its own: openraft gives up on an append
+    /// after one heartbeat interval (100 ms) and drops the future, and a request dropped
+    /// mid-flight takes its connection with it. On a loaded machine the next connection's TLS
+    /// handshake could then take longer than 100 ms too, and every heartbeat after it: a new
+    /// leader never reached its followers. Left to finish, the request leaves its connection
+    /// in the pool for the next one.
     async fn call<Req, Resp, E>(&self, path: &str, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
     where
         Req: Serialize,
@@ -80,14 +95,41 @@ impl Peer {
         E: std::error::Error + DeserializeOwned,
     {
         let url = format!("https://{}/raft/{path}", self.addr);
-        let resp = self.client.post(&url).timeout(option.hard_ttl()).json(req).send().await.map_err(|e| {
-            if e.is_connect() {
-                RPCError::Unreachable(Unreachable::new(&Msg(format!("{url}: {e}"))))
-            } else {
-                RPCError::Network(NetworkError::new(&Msg(format!("{url}: {e}"))))
+        let net = |e: &dyn std::fmt::Display| RPCError::Network(NetworkError::new(&Msg(format!("{url}: {e}"))));
+        let body = serde_json::to_vec(req).map_err(|e| net(&e))?;
+        let body_len = body.len();
+        let ttl = option.hard_ttl();
+        let permit = tokio::time::timeout(ttl, self.in_flight.clone().acquire_owned())
+            .await
+            .map_err(|_| net(&format!("{IN_FLIGHT} requests to this peer are still going on")))?
+            .map_err(|e| net(&e))?;
+        let request = self.client.post(&url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body).timeout(ttl.max(LINGER));
+        let (size, started) = (body_len, std::time::Instant::now());
+        let sent = tokio::spawn(async move {
+            let _permit = permit;
+            let resp = request.send().await;
+            let out = match resp {
+                Ok(r) => r.bytes().await,
+                Err(e) => Err(e),
+            };
+            if started.elapsed() > ttl {
+                tracing::debug!(
+                    bytes = size,
+                    ms = started.elapsed().as_millis() as u64,
+                    ok = out.is_ok(),
+                    "a Raft request finished after openraft stopped waiting"
+                );
             }
-        })?;
-        let res: Result<Resp, RaftError<u64, E>> = resp.json().await.map_err(|e| RPCError::Network(NetworkError::new(&Msg(format!("{url}: {e}")))))?;
+            out
+        });
+        let bytes = match tokio::time::timeout(ttl, sent).await {
+            Err(_) => return Err(net(&format!("no answer within {ttl:?}"))),
+            Ok(Err(e)) => return Err(net(&e)),
+            Ok(Ok(Err(e))) if e.is_connect() => return Err(RPCError::Unreachable(Unreachable::new(&Msg(format!("{url}: {e}"))))),
+            Ok(Ok(Err(e))) => return Err(net(&e)),
+            Ok(Ok(Ok(b))) => b,
+        };
+        let res: Result<Resp, RaftError<u64, E>> = serde_json::from_slice(&bytes).map_err(|e| net(&e))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
