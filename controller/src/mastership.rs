@@ -26,6 +26,11 @@ const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// Every how many checks a follower touches its peers' cluster ports (5 s: well inside the
 /// client's 30 s idle timeout).
 const WARM_EVERY: u64 = 50;
+/// How long the leader's liveness probe waits.
+const PROBE_DEADLINE: Duration = Duration::from_millis(300);
+/// How long a follower's warming touch waits: unhurried, since a request cut short closes the
+/// connection it was to keep open.
+const WARM_DEADLINE: Duration = Duration::from_secs(5);
 
 /// What a liveness probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +57,8 @@ fn refused(e: &reqwest::Error) -> bool {
     false
 }
 
-async fn probe(http: &reqwest::Client, url: &str) -> Probe {
-    match http.get(url).timeout(Duration::from_millis(300)).send().await {
+async fn probe(http: &reqwest::Client, url: &str, deadline: Duration) -> Probe {
+    match http.get(url).timeout(deadline).send().await {
         Ok(r) if r.status().is_success() => Probe::Alive,
         Ok(_) => Probe::Silent,
         Err(e) if refused(&e) => Probe::Refused,
@@ -206,8 +211,7 @@ pub fn spawn_assigner(id: u64, raft: Raft, state: SharedState, http: reqwest::Cl
                 if ticks.is_multiple_of(WARM_EVERY) {
                     for (_, addr) in voters.iter().filter(|(v, _)| *v != id) {
                         let (url, http) = (format!("https://{addr}/healthz"), http.clone());
-                        // Unhurried: a request cut short would close the connection it warms.
-                        tokio::spawn(async move { http.get(&url).timeout(Duration::from_secs(5)).send().await.map(|r| r.status()) });
+                        tokio::spawn(async move { probe(&http, &url, WARM_DEADLINE).await });
                     }
                 }
                 continue;
@@ -226,7 +230,7 @@ pub fn spawn_assigner(id: u64, raft: Raft, state: SharedState, http: reqwest::Cl
             let mut probes = tokio::task::JoinSet::new();
             for (v, addr) in voters.iter().filter(|(v, _)| *v != id) {
                 let (v, url, http) = (*v, format!("https://{addr}/healthz"), http.clone());
-                probes.spawn(async move { (v, probe(&http, &url).await) });
+                probes.spawn(async move { (v, probe(&http, &url, PROBE_DEADLINE).await) });
             }
             while let Some(Ok((v, found))) = probes.join_next().await {
                 match found {
