@@ -10,7 +10,7 @@ use plexus_api::EndpointKey;
 use plexus_ovs::openflow::{FlowMod, Message};
 
 use super::compile::{carries, compile_unit, compile_units, SwitchView, Unit};
-use super::engine::{peer_units, touched, Input, Touched};
+use super::engine::{leaves_alone, peer_units, touched, Input, Touched};
 use super::reconcile::{diff, Diff};
 use crate::model::{Model, Subject};
 
@@ -73,6 +73,27 @@ impl DesiredFlows {
     pub fn update(&mut self, model: &Model, view: SwitchView) -> Update {
         let plan = self.plan(model, &view);
         self.update_with(model, view, plan)
+    }
+
+    /// Marks these flows current with `model` if no change since their revision touches them,
+    /// the switch's ports unchanged ([`leaves_alone`]), and says whether it did: then there is
+    /// nothing to compile or send. A cheap look (a lookup per change), so that a change wakes
+    /// a thousand switches' sessions for a moment each, and only the few it touches compile.
+    pub fn catch_up(&mut self, model: &Model) -> bool {
+        if !model.has_changes_since(self.revision) {
+            return false;
+        }
+        let view = &self.view;
+        if !leaves_alone(model, model.changes_after(self.revision).map(|c| &c.subject), |n| carries(model, view, n).is_some()) {
+            return false;
+        }
+        self.revision = model.revision;
+        true
+    }
+
+    /// The host these flows are for.
+    pub fn host(&self) -> &str {
+        &self.view.host
     }
 
     /// [`DesiredFlows::update`] with the units [`DesiredFlows::plan`] found for the same
@@ -407,7 +428,15 @@ mod tests {
                     ..view.clone()
                 };
                 let before = d.flows();
+                // Whatever catching up skips must be nothing: the same update finds no
+                // difference.
+                let mut caught = d.clone();
+                let skipped = seen == d.view && caught.catch_up(&m);
                 let u = d.update(&m, seen.clone());
+                if skipped {
+                    prop_assert!(u.diff.is_empty(), "catching up skipped a change: {:#?}", u.diff);
+                    prop_assert_eq!(caught.revision(), d.revision());
+                }
                 let full = compile(&m, &seen);
                 // No two flows of a switch share a table, priority and match: they would be
                 // one flow on the switch.
@@ -423,6 +452,43 @@ mod tests {
                 prop_assert_eq!(sorted(applied), sorted(d.flows()));
             }
         }
+    }
+
+    #[test]
+    fn a_change_in_a_network_the_switch_does_not_carry_is_caught_up_without_compiling() {
+        let mut m = Model::default();
+        for i in 0..3u32 {
+            m.apply(host(&format!("h{i}"), i + 1)).unwrap();
+        }
+        m.apply(overlay("red", "10.0.0.0/16", None)).unwrap();
+        m.apply(overlay("blue", "10.1.0.0/16", None)).unwrap();
+        m.apply(endpoint("red", "mine", "h0")).unwrap();
+        let view = SwitchView {
+            host: "h0".into(),
+            tunnel_port: 1,
+            external_port: None,
+            uplinks: Default::default(),
+            ports: [(EndpointKey::new("red", "mine"), 10)].into(),
+        };
+        let mut d = DesiredFlows::new(&m, view.clone());
+        // Blue is carried elsewhere only: nothing of it is on h0's switch.
+        m.apply(endpoint("blue", "far", "h1")).unwrap();
+        assert!(d.catch_up(&m), "a network this switch does not carry");
+        assert_eq!(d.revision(), m.revision);
+        assert_eq!(sorted(d.flows()), sorted(compile(&m, &view)));
+        // Red is carried here: a red endpoint elsewhere needs its flows (its unicast, its
+        // host in the broadcast), and a blue one with it does not hide that.
+        m.apply(endpoint("blue", "far2", "h1")).unwrap();
+        m.apply(endpoint("red", "theirs", "h2")).unwrap();
+        assert!(!d.catch_up(&m), "a network this switch carries");
+        assert!(!d.update(&m, view.clone()).diff.is_empty());
+        // A router joining blue to red makes h0 carry blue too.
+        let spec =
+            RouterSpec { name: "r".into(), networks: vec!["blue".into(), "red".into()], external: false, external_gateway: None, labels: Default::default() };
+        m.apply(Command::PutRouter { spec: Valid::new(spec).unwrap(), create: true, if_match: None }).unwrap();
+        d.update(&m, view.clone());
+        m.apply(endpoint("blue", "far3", "h1")).unwrap();
+        assert!(!d.catch_up(&m), "a network of the routing domain this switch carries");
     }
 
     #[test]

@@ -61,6 +61,25 @@ pub fn peer_units(model: &Model, ips: &[std::net::IpAddr]) -> Vec<Unit> {
     nets.iter().flat_map(|n| ips.iter().map(move |ip| Unit::PeerAddr(n.to_string(), *ip))).collect()
 }
 
+/// Whether `changes` leave alone every flow of a switch that carries the networks `carries`
+/// says it does, its ports unchanged. [`touched`] answers "which units"; this answers the
+/// cheaper question first, because at scale it is the common case: of a thousand switches, an
+/// endpoint's change reaches only those carrying its network (or one of its routing domain,
+/// which `carries` covers), and the rest should not compile anything to find that out.
+///
+/// Only endpoint and mastership changes can leave a switch alone: an endpoint's units are
+/// empty on a switch that does not carry its network, and so are its peer units of a policy
+/// whose network the switch does not carry. Which networks a switch carries changes only with
+/// its ports or a network, host or router change, and any of those answers `false`.
+pub fn leaves_alone<'a>(model: &Model, mut changes: impl Iterator<Item = &'a Subject>, carries: impl Fn(&str) -> bool) -> bool {
+    let mut policed = None;
+    changes.all(|s| match s {
+        Subject::Mastership => true,
+        Subject::Endpoint(k) => !carries(&k.network) && !*policed.get_or_insert_with(|| model.policies.values().any(|p| carries(&p.spec.network))),
+        Subject::Network(_) | Subject::Host(_) | Subject::Router(_) | Subject::Policy(_) => false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

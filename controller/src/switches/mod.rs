@@ -16,6 +16,7 @@ use crate::held::{Held, HeldStats};
 use crate::mastership::Lease;
 use crate::store::SharedState;
 use identity::names_host;
+use pass::Scope;
 use plexus_ovs::openflow::Role;
 use ports::PortIndex;
 
@@ -39,6 +40,15 @@ const OFPR_ACTION: u8 = 1;
 const BURST: u64 = 3;
 /// How long a pass in a burst waits for more of it.
 const BURST_WAIT: Duration = Duration::from_millis(50);
+
+/// What the next pass of a session looks at.
+fn scope(full: bool, ports_changed: bool) -> Scope {
+    match (full, ports_changed) {
+        (true, _) => Scope::Full,
+        (false, true) => Scope::Ports,
+        (false, false) => Scope::Model,
+    }
+}
 
 /// Keeps switches in their desired state.
 #[derive(Debug)]
@@ -268,6 +278,8 @@ impl SwitchManager {
         // The generation this node masters the switch at, if it does.
         let mut mastered: Option<u64> = None;
         let mut need_pass = true;
+        // Whether a port came, went or was renumbered since the last pass.
+        let mut ports_changed = true;
         // Only this session reads the switch's packet-ins; a second take cannot happen.
         let mut packet_ins = conn.take_packet_ins();
         let mut audits: u64 = 0;
@@ -294,8 +306,11 @@ impl SwitchManager {
             }
             if acting && need_pass {
                 started_at = *revisions.borrow_and_update();
-                let done = self.pass(&conn, &dpid, &ports, &mut desired, &mut index, full).await;
+                let done = self.pass(&conn, &dpid, &ports, &mut desired, &mut index, scope(full, ports_changed)).await;
                 full = false;
+                // A pass that did not get as far as the switch (no tunnel port yet) has not
+                // seen the ports: the next one must still look at them.
+                ports_changed &= done.is_none();
                 // Sync lag: from the first change this pass covers to the switch holding it.
                 if let (Some(t), Some(_)) = (pending_since.take_if(|_| done.is_some()), done) {
                     crate::metrics::SYNC.observe(t.elapsed());
@@ -341,7 +356,7 @@ impl SwitchManager {
                 _ = role_check.tick(), if clustered => {}
                 ev = events.recv() => match ev {
                     None => break,
-                    Some(ev) => { port_event(&mut ports, ev); need_pass = true }
+                    Some(ev) => { port_event(&mut ports, ev); (need_pass, ports_changed) = (true, true) }
                 },
                 Some(pi) = async { packet_ins.as_mut()?.recv().await }, if packet_ins.is_some() => {
                     // A slave is not sent packet-ins; one that arrives anyway (a role change
@@ -367,7 +382,7 @@ impl SwitchManager {
             }
             while let Ok(ev) = events.try_recv() {
                 port_event(&mut ports, ev);
-                need_pass = true;
+                (need_pass, ports_changed) = (true, true);
             }
         }
         self.held_ended.lock().unwrap_or_else(|e| e.into_inner()).add(&held.stats);

@@ -37,6 +37,17 @@ fn compute<T>(f: impl FnOnce() -> T) -> T {
 /// change touches three or four.
 const INLINE_UNITS: usize = 16;
 
+/// What a pass has to look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// Everything: compile it all and read the switch back.
+    Full,
+    /// What the model's changes and the switch's port changes since the last pass touched.
+    Ports,
+    /// What the model's changes since the last pass touched; the ports are as they were.
+    Model,
+}
+
 impl SwitchManager {
     /// Brings the switch to the current model: a full pass compiles everything and diffs
     /// against the flows read from the switch; otherwise only what changed is compiled and its
@@ -49,14 +60,27 @@ impl SwitchManager {
         ports: &HashMap<String, u32>,
         desired: &mut Option<DesiredFlows>,
         index: &mut PortIndex,
-        full: bool,
+        scope: Scope,
     ) -> Option<bool> {
+        let full = scope == Scope::Full;
         let t = Instant::now();
         // Nothing known of the switch yet (a new session, a promotion, a failed pass).
         let fresh = desired.is_none();
         // One snapshot of the model for the whole pass, taken under the lock in O(1) and
         // compiled from outside it: Raft's apply never waits for a switch's compile.
         let model = self.state.read().await.model.clone();
+        // Most changes are nothing to most switches: those are done without building a view
+        // or compiling, so that the few a change touches are not kept waiting behind them.
+        if let (Scope::Model, Some(d)) = (scope, desired.as_mut()) {
+            if d.catch_up(&model) {
+                // The port index follows the change log, which would otherwise move on
+                // without it and cost it a rebuild from every endpoint later.
+                index.refresh(&model, d.host());
+                let revision = d.revision();
+                self.update(dpid, |s| s.revision = revision);
+                return Some(false);
+            }
+        }
         // An incremental pass of a few units (one endpoint's change) is cheap and runs at
         // once: queued behind other switches' full compiles it would wait for all of them,
         // and a change would reach its switches only after every unaffected one was looked at.
