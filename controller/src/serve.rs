@@ -39,6 +39,12 @@ pub(crate) async fn serve(listener: TcpListener, tls: Option<Arc<tokio_rustls::r
             tracing::warn!(%peer, "too many connections; closed");
             continue;
         };
+        // An answer goes out in more than one write (TLS records, headers and body): with
+        // Nagle's algorithm the second waits for the peer's acknowledgement of the first,
+        // which a delayed ACK can hold back for 40 ms.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "could not turn Nagle's algorithm off");
+        }
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
             let _slot = slot;

@@ -1,9 +1,9 @@
-//! The Raft log, vote and commit index, durable in redb. Every write transaction is committed
-//! (fsync) before openraft is told the entries are flushed.
+//! The Raft log: entries in append-only segment files ([`Wal`]), the vote and commit index in
+//! redb. Entries are on disk (fdatasync) before openraft is told they are flushed.
 //!
 //! Appends are group-committed: `append` hands its entries to a writer thread and returns at
 //! once (openraft reads them from memory meanwhile); the writer takes every append queued
-//! while it was busy, writes them in one transaction and one fsync, and only then tells
+//! while it was busy, writes them in one write and one fdatasync, and only then tells
 //! openraft each of them is flushed. Under load one disk flush carries many writes, on the
 //! leader and on every follower; one write alone still costs exactly one.
 
@@ -17,18 +17,22 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogId, LogState, RaftLogReader, Vote};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::wal::{Wal, SEGMENT_BYTES};
 use super::{io_err, StorageError, TypeConfig};
 
 type Entry = openraft::Entry<TypeConfig>;
 
+/// Where entries were kept before the segment files: read once, on the first start of a node
+/// that has them, moved into the [`Wal`] and emptied.
 const LOGS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("logs");
 const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
 
-/// The log store. Cheap to clone: clones share the database, the entries not yet flushed and
-/// the writer.
+/// The log store. Cheap to clone: clones share the files, the entries not yet flushed and the
+/// writer.
 #[derive(Debug, Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    wal: Arc<Wal>,
     /// Entries appended but not yet committed to disk: what readers see before the writer
     /// has flushed them.
     pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
@@ -73,7 +77,7 @@ const GROUP_MAX: usize = 1024;
 
 /// The writer: one transaction and one fsync for everything queued while the last was
 /// being written.
-fn writer(db: Arc<Database>, pending: Arc<Mutex<BTreeMap<u64, Entry>>>, jobs: mpsc::Receiver<Job>) {
+fn writer(wal: Arc<Wal>, pending: Arc<Mutex<BTreeMap<u64, Entry>>>, jobs: mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < GROUP_MAX {
@@ -83,7 +87,7 @@ fn writer(db: Arc<Database>, pending: Arc<Mutex<BTreeMap<u64, Entry>>>, jobs: mp
             }
         }
         let entries: Vec<&Entry> = group.iter().filter_map(|j| if let Job::Append(e, _) = j { Some(e) } else { None }).flatten().collect();
-        let res = if entries.is_empty() { Ok(()) } else { write_entries(&db, &entries) };
+        let res = if entries.is_empty() { Ok(()) } else { write_entries(&wal, &entries) };
         let last = entries.last().map(|e| e.log_id.index);
         if res.is_ok() {
             if !entries.is_empty() {
@@ -111,16 +115,9 @@ fn writer(db: Arc<Database>, pending: Arc<Mutex<BTreeMap<u64, Entry>>>, jobs: mp
     }
 }
 
-fn write_entries(db: &Database, entries: &[&Entry]) -> Result<(), String> {
-    let w = db.begin_write().map_err(|e| e.to_string())?;
-    {
-        let mut t = w.open_table(LOGS).map_err(|e| e.to_string())?;
-        for e in entries {
-            let bytes = serde_json::to_vec(e).map_err(|x| x.to_string())?;
-            t.insert(e.log_id.index, bytes.as_slice()).map_err(|x| x.to_string())?;
-        }
-    }
-    w.commit().map_err(|e| e.to_string())
+fn write_entries(wal: &Wal, entries: &[&Entry]) -> Result<(), String> {
+    let records = entries.iter().map(|e| serde_json::to_vec(e).map(|b| (e.log_id.index, b))).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+    wal.append(&records).map_err(|e| e.to_string())
 }
 
 fn logs_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
@@ -128,19 +125,55 @@ fn logs_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in `dir/raft-log.redb`.
+    /// Opens (or creates) the log: entries in `dir/raft-wal/`, the vote and commit index in
+    /// `dir/raft-log.redb`.
     pub fn open(dir: &Path) -> Result<LogStore, StorageError> {
         let db = Database::create(dir.join("raft-log.redb")).map_err(|e| logs_err(ErrorVerb::Read, e))?;
         let w = db.begin_write().map_err(|e| logs_err(ErrorVerb::Write, e))?;
         w.open_table(LOGS).map_err(|e| logs_err(ErrorVerb::Write, e))?;
         w.open_table(META).map_err(|e| logs_err(ErrorVerb::Write, e))?;
         w.commit().map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        let wal = Arc::new(Wal::open(&dir.join("raft-wal"), SEGMENT_BYTES).map_err(|e| logs_err(ErrorVerb::Read, e))?);
         let db = Arc::new(db);
         let pending = Arc::new(Mutex::new(BTreeMap::new()));
         let (tx, rx) = mpsc::channel();
-        let (db2, pending2) = (db.clone(), pending.clone());
-        std::thread::Builder::new().name("raft-log".into()).spawn(move || writer(db2, pending2, rx)).map_err(|e| logs_err(ErrorVerb::Write, e))?;
-        Ok(LogStore { db, pending, writer: tx })
+        let (wal2, pending2) = (wal.clone(), pending.clone());
+        std::thread::Builder::new().name("raft-log".into()).spawn(move || writer(wal2, pending2, rx)).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        let log = LogStore { db, wal, pending, writer: tx };
+        log.move_entries_from_redb()?;
+        // Purged records that share a segment with live ones are still in the files.
+        if let Some(purged) = log.get_meta::<LogId<u64>>("last_purged")? {
+            log.wal.purge(purged.index).map_err(|e| logs_err(ErrorVerb::Delete, e))?;
+        }
+        Ok(log)
+    }
+
+    /// A node that kept its entries in redb (before the segment files) keeps them: they move
+    /// into the files (durably) before the table is emptied, so a crash in between finds them
+    /// in one place or both, and moving them again writes the same records.
+    fn move_entries_from_redb(&self) -> Result<(), StorageError> {
+        let r = self.db.begin_read().map_err(|e| logs_err(ErrorVerb::Read, e))?;
+        let t = r.open_table(LOGS).map_err(|e| logs_err(ErrorVerb::Read, e))?;
+        let mut records = Vec::new();
+        for item in t.iter().map_err(|e| logs_err(ErrorVerb::Read, e))? {
+            let (k, v) = item.map_err(|e| logs_err(ErrorVerb::Read, e))?;
+            records.push((k.value(), v.value().to_vec()));
+        }
+        drop((t, r));
+        if records.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(entries = records.len(), "moving the Raft log's entries into segment files");
+        if let Some(&(first, _)) = records.first() {
+            self.wal.truncate(first).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        }
+        self.wal.append(&records).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        let w = self.db.begin_write().map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        {
+            let mut t = w.open_table(LOGS).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+            t.retain(|_, _| false).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        }
+        w.commit().map_err(|e| logs_err(ErrorVerb::Write, e))
     }
 
     /// Waits until every append sent so far is on disk: what truncating, purging and saving
@@ -177,6 +210,38 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// Entries from `start` (before `end`), consecutive, as long as they stay under
+    /// `max_bytes` (the first always comes). Memory first, then disk: an entry the writer
+    /// flushes in between is then seen in one or the other (it leaves memory only once it is
+    /// on disk).
+    fn entries(&self, start: u64, end: u64, max_bytes: usize) -> Result<Vec<Entry>, StorageError> {
+        let mut memory: BTreeMap<u64, Entry> = self.pending().range(start..end).map(|(k, e)| (*k, e.clone())).collect();
+        let mut disk: BTreeMap<u64, Vec<u8>> = self.wal.read(start, end, max_bytes).map_err(|e| logs_err(ErrorVerb::Read, e))?.into_iter().collect();
+        let first = memory.keys().next().into_iter().chain(disk.keys().next()).min().copied();
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        let mut i = first.unwrap_or(end);
+        while i < end && (out.is_empty() || bytes < max_bytes) {
+            let e = match (memory.remove(&i), disk.remove(&i)) {
+                (Some(e), _) => {
+                    if max_bytes < usize::MAX {
+                        bytes += serde_json::to_vec(&e).map_or(0, |v| v.len());
+                    }
+                    e
+                }
+                (None, Some(b)) => {
+                    bytes += b.len();
+                    serde_json::from_slice(&b).map_err(|e| logs_err(ErrorVerb::Read, e))?
+                }
+                (None, None) => break,
+            };
+            out.push(e);
+            i += 1;
+        }
+        Ok(out)
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(&mut self, range: RB) -> Result<Vec<Entry>, StorageError> {
         let start = match range.start_bound() {
@@ -184,21 +249,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => x.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        // Memory first, then disk: an entry the writer flushes in between is then seen in one
-        // or the other (it leaves memory only once it is on disk).
-        let mut out: BTreeMap<u64, Entry> = self.pending().range(start..).take_while(|(k, _)| range.contains(*k)).map(|(k, e)| (*k, e.clone())).collect();
-        let r = self.db.begin_read().map_err(|e| logs_err(ErrorVerb::Read, e))?;
-        let t = r.open_table(LOGS).map_err(|e| logs_err(ErrorVerb::Read, e))?;
-        for item in t.range(start..).map_err(|e| logs_err(ErrorVerb::Read, e))? {
-            let (k, v) = item.map_err(|e| logs_err(ErrorVerb::Read, e))?;
-            if !range.contains(&k.value()) {
-                break;
-            }
-            if let std::collections::btree_map::Entry::Vacant(slot) = out.entry(k.value()) {
-                slot.insert(serde_json::from_slice(v.value()).map_err(|e| logs_err(ErrorVerb::Read, e))?);
-            }
-        }
-        Ok(out.into_values().collect())
+        let end = match range.end_bound() {
+            Bound::Included(x) => x.saturating_add(1),
+            Bound::Excluded(x) => *x,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.entries(start, end, usize::MAX)
     }
 
     /// Entries from `start` (before `end`) up to [`PAYLOAD_BYTES`] of them, at least one:
@@ -209,40 +265,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     /// machine cannot carry and parse in 100 ms, again and again: the follower never heard
     /// from its leader.
     async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
-        let mut pending = self.pending().range(start..end).map(|(k, e)| (*k, e.clone())).collect::<BTreeMap<u64, Entry>>().into_iter().peekable();
-        let r = self.db.begin_read().map_err(|e| logs_err(ErrorVerb::Read, e))?;
-        let t = r.open_table(LOGS).map_err(|e| logs_err(ErrorVerb::Read, e))?;
-        let mut disk = t.range(start..end).map_err(|e| logs_err(ErrorVerb::Read, e))?.peekable();
-        let (mut out, mut bytes) = (Vec::new(), 0usize);
-        while bytes < PAYLOAD_BYTES {
-            let disk_next = match disk.peek() {
-                Some(Ok((k, _))) => Some(k.value()),
-                Some(Err(_)) => match disk.next() {
-                    Some(Err(e)) => return Err(logs_err(ErrorVerb::Read, e)),
-                    _ => continue,
-                },
-                None => None,
-            };
-            let from_memory = match (pending.peek().map(|(k, _)| *k), disk_next) {
-                (None, None) => break,
-                (Some(m), Some(d)) => m <= d,
-                (m, _) => m.is_some(),
-            };
-            if from_memory {
-                let Some((k, e)) = pending.next() else { break };
-                // An entry both in memory and on disk (flushed in between) is taken once.
-                if disk_next == Some(k) {
-                    disk.next();
-                }
-                bytes += serde_json::to_vec(&e).map_or(0, |v| v.len());
-                out.push(e);
-            } else {
-                let Some(Ok((_, v))) = disk.next() else { break };
-                bytes += v.value().len();
-                out.push(serde_json::from_slice(v.value()).map_err(|e| logs_err(ErrorVerb::Read, e))?);
-            }
-        }
-        Ok(out)
+        self.entries(start, end, PAYLOAD_BYTES)
     }
 }
 
@@ -254,12 +277,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId<u64>> = self.get_meta("last_purged")?;
-        let r = self.db.begin_read().map_err(|e| logs_err(ErrorVerb::Read, e))?;
-        let t = r.open_table(LOGS).map_err(|e| logs_err(ErrorVerb::Read, e))?;
         let in_memory = self.pending().values().next_back().map(|e| e.log_id);
-        let last = match (in_memory, t.last().map_err(|e| logs_err(ErrorVerb::Read, e))?) {
+        let last = match (in_memory, self.wal.last()) {
             (Some(id), _) => Some(id),
-            (None, Some((_, v))) => Some(serde_json::from_slice::<Entry>(v.value()).map_err(|e| logs_err(ErrorVerb::Read, e))?.log_id),
+            (None, Some(i)) => self.entries(i, i + 1, usize::MAX)?.pop().map(|e| e.log_id),
             (None, None) => None,
         };
         Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
@@ -313,23 +334,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
         self.flush().await?;
-        let w = self.db.begin_write().map_err(|e| logs_err(ErrorVerb::Delete, e))?;
-        {
-            let mut t = w.open_table(LOGS).map_err(|e| logs_err(ErrorVerb::Delete, e))?;
-            t.retain_in(log_id.index.., |_, _| false).map_err(|e| logs_err(ErrorVerb::Delete, e))?;
-        }
-        w.commit().map_err(|e| logs_err(ErrorVerb::Delete, e))
+        self.wal.truncate(log_id.index).map_err(|e| logs_err(ErrorVerb::Delete, e))
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
         self.flush().await?;
         self.put_meta("last_purged", &log_id, true)?;
-        let w = self.db.begin_write().map_err(|e| logs_err(ErrorVerb::Delete, e))?;
-        {
-            let mut t = w.open_table(LOGS).map_err(|e| logs_err(ErrorVerb::Delete, e))?;
-            t.retain_in(..=log_id.index, |_, _| false).map_err(|e| logs_err(ErrorVerb::Delete, e))?;
-        }
-        w.commit().map_err(|e| logs_err(ErrorVerb::Delete, e))
+        self.wal.purge(log_id.index).map_err(|e| logs_err(ErrorVerb::Delete, e))
     }
 }
 
@@ -337,11 +348,41 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 mod tests {
     use super::*;
     use openraft::{CommittedLeaderId, EntryPayload};
+    use redb::ReadableTableMetadata;
 
     /// An entry of about `kb` KiB: a switch assignment of that many hosts, give or take.
     fn entry(index: u64, kb: usize) -> Entry {
         let masters = (0..kb * 1024 / 24).map(|h| (format!("host-{index}-{h:06}"), 1)).collect();
         Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(crate::model::Command::SetMasters { masters }) }
+    }
+
+    /// A node whose entries are in redb (as before the segment files) finds them after an
+    /// upgrade, in the files, and the table emptied; opening again changes nothing.
+    #[tokio::test]
+    async fn entries_kept_in_redb_move_into_the_segment_files() {
+        let dir = std::env::temp_dir().join(format!("plx-log-move-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let db = Database::create(dir.join("raft-log.redb")).unwrap();
+            let w = db.begin_write().unwrap();
+            {
+                let mut t = w.open_table(LOGS).unwrap();
+                for i in 1..=5 {
+                    t.insert(i, serde_json::to_vec(&entry(i, 1)).unwrap().as_slice()).unwrap();
+                }
+            }
+            w.commit().unwrap();
+        }
+        for _ in 0..2 {
+            let mut log = LogStore::open(&dir).unwrap();
+            let got: Vec<u64> = log.try_get_log_entries(..).await.unwrap().iter().map(|e| e.log_id.index).collect();
+            assert_eq!(got, vec![1, 2, 3, 4, 5]);
+            assert_eq!(log.get_log_state().await.unwrap().last_log_id.map(|l| l.index), Some(5));
+            let r = log.db.begin_read().unwrap();
+            assert!(r.open_table(LOGS).unwrap().is_empty().unwrap(), "the table is emptied");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// What one append may carry is bounded in bytes, not only in entries: from disk, from
@@ -354,7 +395,7 @@ mod tests {
         let mut log = LogStore::open(&dir).unwrap();
         // 1..=10 on disk, 10..=20 in memory (10 in both: flushed while read), 64 KiB each.
         let on_disk: Vec<Entry> = (1..=10).map(|i| entry(i, 64)).collect();
-        write_entries(&log.db, &on_disk.iter().collect::<Vec<_>>()).unwrap();
+        write_entries(&log.wal, &on_disk.iter().collect::<Vec<_>>()).unwrap();
         log.pending().extend((10..=20).map(|i| (i, entry(i, 64))));
         let indexes = |v: &[Entry]| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
 

@@ -1,4 +1,5 @@
-//! The replicated store: openraft with a durable log and state machine snapshots in redb.
+//! The replicated store: openraft with a durable log (segment files) and state machine
+//! snapshots in redb.
 //!
 //! Every node applies the same log to the same [`crate::model::Model`]; writes go through the
 //! leader, which answers only once a majority has the entry on disk. Writes arriving together
@@ -8,6 +9,7 @@ mod log;
 mod network;
 mod propose;
 pub mod sm;
+mod wal;
 
 use std::io::Cursor;
 
