@@ -82,12 +82,14 @@ const LINGER: Duration = Duration::from_secs(5);
 const IN_FLIGHT: usize = 8;
 
 impl Peer {
-    /// Sends one RPC. The request runs in a task of its own: openraft gives up on an append
-    /// after one heartbeat interval (100 ms) and drops the future, and a request dropped
-    /// mid-flight takes its connection with it. On a loaded machine the next connection's TLS
-    /// handshake could then take longer than 100 ms too, and every heartbeat after it: a new
-    /// leader never reached its followers. Left to finish, the request leaves its connection
-    /// in the pool for the next one.
+    /// Sends one RPC. openraft gives up on an append after one heartbeat interval (100 ms)
+    /// and drops the future, and a request dropped mid-flight takes its connection with it.
+    /// On a loaded machine the next connection's TLS handshake could then take longer than
+    /// 100 ms too, and every heartbeat after it: a new leader never reached its followers. So
+    /// a request that is dropped or times out is left to finish (up to [`LINGER`]) in a task
+    /// of its own, and its connection goes back to the pool for the next one. One that answers
+    /// in time (nearly all) runs where it was called: a task of its own for every request
+    /// would cost every write another thread hop.
     async fn call<Req, Resp, E>(&self, path: &str, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
     where
         Req: Serialize,
@@ -97,40 +99,58 @@ impl Peer {
         let url = format!("https://{}/raft/{path}", self.addr);
         let net = |e: &dyn std::fmt::Display| RPCError::Network(NetworkError::new(&Msg(format!("{url}: {e}"))));
         let body = serde_json::to_vec(req).map_err(|e| net(&e))?;
-        let body_len = body.len();
         let ttl = option.hard_ttl();
         let permit = tokio::time::timeout(ttl, self.in_flight.clone().acquire_owned())
             .await
             .map_err(|_| net(&format!("{IN_FLIGHT} requests to this peer are still going on")))?
             .map_err(|e| net(&e))?;
         let request = self.client.post(&url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body).timeout(ttl.max(LINGER));
-        let (size, started) = (body_len, std::time::Instant::now());
-        let sent = tokio::spawn(async move {
+        let mut sent = Lingering(Some(Box::pin(async move {
             let _permit = permit;
-            let resp = request.send().await;
-            let out = match resp {
-                Ok(r) => r.bytes().await,
+            match request.send().await {
+                Ok(r) => r.bytes().await.map(Vec::from),
                 Err(e) => Err(e),
-            };
-            if started.elapsed() > ttl {
-                tracing::debug!(
-                    bytes = size,
-                    ms = started.elapsed().as_millis() as u64,
-                    ok = out.is_ok(),
-                    "a Raft request finished after openraft stopped waiting"
-                );
             }
-            out
-        });
-        let bytes = match tokio::time::timeout(ttl, sent).await {
+        })));
+        let bytes = match tokio::time::timeout(ttl, &mut sent).await {
             Err(_) => return Err(net(&format!("no answer within {ttl:?}"))),
+            Ok(Err(e)) if e.is_connect() => return Err(RPCError::Unreachable(Unreachable::new(&Msg(format!("{url}: {e}"))))),
             Ok(Err(e)) => return Err(net(&e)),
-            Ok(Ok(Err(e))) if e.is_connect() => return Err(RPCError::Unreachable(Unreachable::new(&Msg(format!("{url}: {e}"))))),
-            Ok(Ok(Err(e))) => return Err(net(&e)),
-            Ok(Ok(Ok(b))) => b,
+            Ok(Ok(b)) => b,
         };
         let res: Result<Resp, RaftError<u64, E>> = serde_json::from_slice(&bytes).map_err(|e| net(&e))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+type Answer = Result<Vec<u8>, reqwest::Error>;
+
+/// A request that, dropped before it finished, finishes in a task of its own.
+struct Lingering(Option<std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>>);
+
+impl std::future::Future for Lingering {
+    type Output = Answer;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Answer> {
+        let Some(f) = self.0.as_mut() else { return std::task::Poll::Pending };
+        let out = std::task::ready!(f.as_mut().poll(cx));
+        self.0 = None;
+        std::task::Poll::Ready(out)
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let (Some(f), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) else { return };
+        let started = std::time::Instant::now();
+        rt.spawn(async move {
+            let done = tokio::time::timeout(LINGER, f).await;
+            tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                ok = matches!(done, Ok(Ok(_))),
+                "a Raft request finished after openraft stopped waiting"
+            );
+        });
     }
 }
 
