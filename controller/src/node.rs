@@ -112,10 +112,12 @@ pub struct Node {
     pub cluster_addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
     cluster_server: tokio::task::JoinHandle<()>,
-    /// Raft, the cluster port and the switch-master assigner run here, on threads of their
+    /// Raft, the cluster port and the switch-master assigner run here, on a thread of its
     /// own: a node busy programming a thousand switches must still answer heartbeats and
     /// health probes on time, or its peers take it for dead and move its switches (which
-    /// makes more work, and more missed probes).
+    /// makes more work, and more missed probes). One thread: every hand-over between their
+    /// tasks is then a task switch, not a wake-up of another thread, and a write makes a
+    /// dozen of them.
     _cluster_rt: ClusterRuntime,
 }
 
@@ -129,7 +131,7 @@ struct ClusterRuntime {
 impl ClusterRuntime {
     fn new(id: u64) -> Result<ClusterRuntime, NodeError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name(format!("cluster-{id}"))
             .enable_all()
             .build()
