@@ -108,14 +108,15 @@ impl Peer {
         let mut sent = Lingering(Some(Box::pin(async move {
             let _permit = permit;
             match request.send().await {
-                Ok(r) => r.bytes().await.map(Vec::from),
-                Err(e) => Err(e),
+                Ok(r) => read_answer(r).await,
+                Err(e) if e.is_connect() => Err(Failure::Connect(e.to_string())),
+                Err(e) => Err(Failure::Other(e.to_string())),
             }
         })));
         let bytes = match tokio::time::timeout(ttl, &mut sent).await {
             Err(_) => return Err(net(&format!("no answer within {ttl:?}"))),
-            Ok(Err(e)) if e.is_connect() => return Err(RPCError::Unreachable(Unreachable::new(&Msg(format!("{url}: {e}"))))),
-            Ok(Err(e)) => return Err(net(&e)),
+            Ok(Err(Failure::Connect(e))) => return Err(RPCError::Unreachable(Unreachable::new(&Msg(format!("{url}: {e}"))))),
+            Ok(Err(Failure::Other(e))) => return Err(net(&e)),
             Ok(Ok(b)) => b,
         };
         let res: Result<Resp, RaftError<u64, E>> = serde_json::from_slice(&bytes).map_err(|e| net(&e))?;
@@ -123,7 +124,31 @@ impl Peer {
     }
 }
 
-type Answer = Result<Vec<u8>, reqwest::Error>;
+type Answer = Result<Vec<u8>, Failure>;
+
+/// Why a request got no answer.
+#[derive(Debug)]
+enum Failure {
+    /// No connection to the peer.
+    Connect(String),
+    /// Anything else.
+    Other(String),
+}
+
+/// The most a peer's answer may hold. Answers are small (a vote, an append's outcome); a
+/// bigger one is no honest peer's, and is not read into memory whole.
+const MAX_ANSWER: usize = 1 << 20;
+
+async fn read_answer(mut r: reqwest::Response) -> Answer {
+    let mut body = Vec::new();
+    while let Some(chunk) = r.chunk().await.map_err(|e| Failure::Other(e.to_string()))? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(Failure::Other(format!("the peer's answer is over {MAX_ANSWER} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
 
 /// A request that, dropped before it finished, finishes in a task of its own.
 struct Lingering(Option<std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>>);
@@ -173,5 +198,64 @@ impl RaftNetwork<TypeConfig> for Peer {
 
     async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         self.call("vote", &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A peer with the cluster's certificate that answers a vote with `body`, and how many
+    /// bytes of it it managed to write.
+    async fn peer_answering(ca: &plexus_pki::Ca, body: Vec<u8>) -> (String, tokio::task::JoinHandle<usize>) {
+        let id = ca.issue("node-2", &["127.0.0.1".into()], plexus_pki::Usage::Node).unwrap();
+        let tls = tokio_rustls::TlsAcceptor::from(id.server_config(Some(plexus_pki::CLUSTER_ROLE)).unwrap());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let served = tokio::spawn(async move {
+            let (tcp, _) = l.accept().await.unwrap();
+            let mut s = tls.accept(tcp).await.unwrap();
+            let mut req = vec![0u8; 64 << 10];
+            let _ = s.read(&mut req).await;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+            let mut sent = 0;
+            if s.write_all(head.as_bytes()).await.is_ok() {
+                for c in body.chunks(16 << 10) {
+                    if s.write_all(c).await.is_err() {
+                        break;
+                    }
+                    sent += c.len();
+                }
+            }
+            sent
+        });
+        (addr, served)
+    }
+
+    /// A peer is trusted with the cluster's certificate, not with the node's memory: an answer
+    /// bigger than any honest one is refused once it passes the bound, not read whole.
+    #[tokio::test]
+    async fn an_oversized_answer_from_a_peer_is_refused_not_read_whole() {
+        plexus_pki::install_crypto_provider();
+        let ca = plexus_pki::Ca::create().unwrap();
+        let me = ca.issue("node-1", &["127.0.0.1".into()], plexus_pki::Usage::Node).unwrap();
+        let mut net = HttpNetwork::new(cluster_client(&me).unwrap());
+        let option = RPCOption::new(Duration::from_secs(5));
+        let vote = VoteRequest { vote: openraft::Vote::new(1, 1), last_log_id: None };
+
+        let (addr, served) = peer_answering(&ca, vec![b' '; 64 << 20]).await;
+        let mut peer = net.new_client(2, &BasicNode { addr }).await;
+        let e = peer.vote(vote.clone(), option.clone()).await.unwrap_err();
+        assert!(e.to_string().contains("over 1048576 bytes"), "{e}");
+        let sent = served.await.unwrap();
+        assert!(sent < 16 << 20, "the node stopped reading early: the peer got {sent} bytes of 64 MiB out");
+
+        // An honest answer of the same peer still goes through.
+        let honest = serde_json::to_vec(&Ok::<_, RaftError<u64>>(VoteResponse::new(openraft::Vote::new(1, 2), None, false))).unwrap();
+        let (addr, _served) = peer_answering(&ca, honest).await;
+        let mut peer = net.new_client(2, &BasicNode { addr }).await;
+        let r = peer.vote(vote, option).await.unwrap();
+        assert!(!r.vote_granted);
     }
 }
