@@ -69,13 +69,17 @@ pub fn peer_units(model: &Model, ips: &[std::net::IpAddr]) -> Vec<Unit> {
 ///
 /// Only endpoint and mastership changes can leave a switch alone: an endpoint's units are
 /// empty on a switch that does not carry its network, and so are its peer units of a policy
-/// whose network the switch does not carry. Which networks a switch carries changes only with
-/// its ports or a network, host or router change, and any of those answers `false`.
-pub fn leaves_alone<'a>(model: &Model, mut changes: impl Iterator<Item = &'a Subject>, carries: impl Fn(&str) -> bool) -> bool {
+/// whose network the switch does not carry. Which networks a switch carries changes with its
+/// ports, a network, host or router change (any of which answers `false`), and with an
+/// endpoint of the switch's own `host`: its port may be plugged in before the endpoint exists
+/// (a runtime plugs the container, then asks for the network), so that port becomes the
+/// network's first on the switch without any port changing.
+pub fn leaves_alone<'a>(model: &Model, host: &str, mut changes: impl Iterator<Item = &'a Subject>, carries: impl Fn(&str) -> bool) -> bool {
     let mut policed = None;
+    let local = |k: &EndpointKey| model.endpoints.get(&*k.network).and_then(|e| e.get(&*k.id)).is_some_and(|e| e.host == host);
     changes.all(|s| match s {
         Subject::Mastership => true,
-        Subject::Endpoint(k) => !carries(&k.network) && !*policed.get_or_insert_with(|| model.policies.values().any(|p| carries(&p.spec.network))),
+        Subject::Endpoint(k) => !carries(&k.network) && !local(k) && !*policed.get_or_insert_with(|| model.policies.values().any(|p| carries(&p.spec.network))),
         Subject::Network(_) | Subject::Host(_) | Subject::Router(_) | Subject::Policy(_) => false,
     })
 }
