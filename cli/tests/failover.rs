@@ -178,9 +178,18 @@ async fn killing_a_switch_master_or_the_leader_loses_no_ping_and_changes_still_a
     wait_new_master(&w.api, "h3", victim, old_gen).await;
     restart_node(&w.lab, victim as u8).await;
 
-    // The Raft leader itself.
+    // The Raft leader itself. The other nodes keep the switches they master: their leases
+    // lapse until a new leader is elected, which pauses them, but must not make them step
+    // down and take every switch back (a role request and a full read-back each).
     let leader = w.api.cluster().await.unwrap().leader.expect("a leader");
+    let log_of = |n: u64| w.lab.dir.join(format!("{}.log", w.lab.controller_tag(n as u8)));
+    let survivors: Vec<(u64, usize)> = (1..=3u64).filter(|n| *n != leader).map(|n| (n, std::fs::read_to_string(log_of(n)).unwrap_or_default().len())).collect();
     kill_under_ping(&w, leader, "a4", "the Raft leader").await;
+    for (n, from) in survivors {
+        let log = std::fs::read_to_string(log_of(n)).unwrap_or_default();
+        let since = log.get(from..).unwrap_or_default();
+        assert!(!since.contains("no longer master of the switch"), "node {n} stepped down from a switch of its own when the leader died:\n{since}");
+    }
     let t = Instant::now();
     while masters(&w.api).await.values().any(|(n, _)| *n == leader) {
         assert!(t.elapsed() < Duration::from_secs(10), "the dead leader still masters switches");
@@ -244,9 +253,10 @@ async fn a_controller_cut_off_stops_mastering_and_the_majority_takes_over() {
         tokio::task::spawn_blocking(move || probe::wait_ping(&ns, to, Duration::from_secs(15))).await.unwrap().is_ok(),
         "a change after the cut did not arrive"
     );
-    // The cut-off node knew by itself to stop: its lease ran out and it stepped down.
-    let log = std::fs::read_to_string(lab.dir.join(format!("{}.log", lab.controller_tag(victim as u8)))).unwrap_or_default();
-    assert!(log.contains("no longer master of the switch"), "the cut-off node did not step down:\n{log}");
+    // The cut-off node knew by itself to stop: its lease ran out and it stopped programming.
+    let victim_log = lab.dir.join(format!("{}.log", lab.controller_tag(victim as u8)));
+    let log = std::fs::read_to_string(&victim_log).unwrap_or_default();
+    assert!(log.contains("lease lapsed: not programming the switch"), "the cut-off node did not stop programming:\n{log}");
 
     // Healed: the node rejoins as a follower and catches up.
     iptables(&lab, victim as u8, &["-F"]);
@@ -260,6 +270,12 @@ async fn a_controller_cut_off_stops_mastering_and_the_majority_takes_over() {
         }
         assert!(t.elapsed() < Duration::from_secs(20), "the healed node did not rejoin as a follower");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Caught up, it learns that h1's switch moved, and steps down from it for good.
+    let t = Instant::now();
+    while !std::fs::read_to_string(&victim_log).unwrap_or_default().contains("no longer master of the switch") {
+        assert!(t.elapsed() < Duration::from_secs(5), "the healed node did not step down from the switch that moved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (sent, received) = tokio::task::spawn_blocking(move || pinger.join().unwrap()).await.unwrap();
     assert!(sent >= 100 && received == sent, "pings across the partition: {received}/{sent}");

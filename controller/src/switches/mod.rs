@@ -50,6 +50,20 @@ fn scope(full: bool, ports_changed: bool) -> Scope {
     }
 }
 
+/// What a session does with its switch, as its role settles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acting {
+    /// Program it: this node is its master (or there is no cluster).
+    Program,
+    /// Program it from scratch: this node just became its master.
+    Promoted,
+    /// Program nothing for now, but keep what it was given: this node is its master, but its
+    /// lease lapsed.
+    Paused,
+    /// Program nothing: another node is its master.
+    Not,
+}
+
 /// Keeps switches in their desired state.
 #[derive(Debug)]
 pub struct SwitchManager {
@@ -204,13 +218,16 @@ impl SwitchManager {
     }
 
     /// Records this node's role on a switch; a no-op when unchanged, as it mostly is on the
-    /// 200 ms re-check.
-    fn set_role(&self, dpid: &str, role: &str) {
+    /// 200 ms re-check. Returns whether it changed.
+    fn set_role(&self, dpid: &str, role: &str) -> bool {
+        let mut changed = false;
         self.update(dpid, |s| {
             if s.role != role {
                 s.role = role.to_string();
+                changed = true;
             }
         });
+        changed
     }
 
     /// The switches connected to this node now (master or slave alike: either may read
@@ -287,8 +304,9 @@ impl SwitchManager {
         // When the oldest change not yet on the switch arrived (for the sync-lag histogram).
         let mut pending_since: Option<Instant> = None;
         loop {
-            let (acting, promoted) = self.take_role(&conn, &dpid, &mut mastered).await;
-            if promoted {
+            let role = self.take_role(&conn, &dpid, &mut mastered).await;
+            let acting = matches!(role, Acting::Program | Acting::Promoted);
+            if role == Acting::Promoted {
                 // A new master trusts nothing: it reads the switch back, and changes only
                 // what differs.
                 full = true;
@@ -300,7 +318,7 @@ impl SwitchManager {
             // wake-up for anything else (a packet-in, a role check) must not swallow a change
             // that arrived meanwhile, or the switch would wait for the next event to get it.
             let mut started_at = *revisions.borrow();
-            if !acting {
+            if role == Acting::Not {
                 revisions.borrow_and_update();
                 pending_since = None; // another node syncs it
             }
@@ -325,7 +343,8 @@ impl SwitchManager {
                     }
                 }
             }
-            need_pass = false;
+            // A paused master keeps its pass for when the lease holds again.
+            need_pass &= role == Acting::Paused;
             // Changes that arrived while the pass ran. Several mean a burst (a batch being
             // created): waiting a little lets more of it join the next pass, so a batch costs
             // a few passes, not one each. A lone change, or two in a row, goes out at once.
@@ -392,18 +411,37 @@ impl SwitchManager {
     }
 
     /// Settles this node's role on the switch: master when the cluster assigned the switch to
-    /// this node and the lease holds, slave otherwise. Returns whether to program it, and
-    /// whether this node just became its master.
-    async fn take_role(&self, conn: &Connection, dpid: &str, mastered: &mut Option<u64>) -> (bool, bool) {
-        let Some(lease) = &self.lease else { return (true, false) };
+    /// this node and the lease holds, slave otherwise.
+    ///
+    /// A lapsed lease pauses a master instead of demoting it: it stops programming at once
+    /// (the lease is there so that a node cut off from the majority stops before anybody
+    /// replaces it), but keeps its generation and what it gave the switch. When a leader dies,
+    /// every follower's lease lapses until the election is over; stepping down from every
+    /// switch and taking each back with a full read-back would keep the survivors busy just
+    /// when the dead node's switches need them. If the switch moved meanwhile, the newer
+    /// generation's master made this node a slave on the switch, and the replicated
+    /// assignment says so once the lease holds again: then it steps down.
+    async fn take_role(&self, conn: &Connection, dpid: &str, mastered: &mut Option<u64>) -> Acting {
+        let Some(lease) = &self.lease else { return Acting::Program };
         let assigned = {
             let model = self.state.read().await.model.clone();
             model.host_by_datapath(dpid).and_then(|h| model.masters.get(&h.spec.name).copied())
         };
-        let should = assigned.filter(|(node, _)| *node == lease.id() && lease.holds()).map(|(_, g)| g);
-        match (should, *mastered) {
-            (Some(g), Some(m)) if g == m => (true, false),
-            (Some(g), _) => match tokio::time::timeout(ROLE_WAIT, conn.set_role(Role::Master, g))
+        let mine = assigned.filter(|(node, _)| *node == lease.id()).map(|(_, g)| g);
+        match (mine, lease.holds(), *mastered) {
+            (Some(g), true, Some(m)) if g == m => {
+                if self.set_role(dpid, &format!("master (generation {g})")) {
+                    tracing::info!(%dpid, generation = g, "lease holds again: programming the switch");
+                }
+                Acting::Program
+            }
+            (Some(g), false, Some(m)) if g == m => {
+                if self.set_role(dpid, &format!("paused (master at generation {g}; lease lapsed)")) {
+                    tracing::info!(%dpid, generation = g, "lease lapsed: not programming the switch until it holds again");
+                }
+                Acting::Paused
+            }
+            (Some(g), true, _) => match tokio::time::timeout(ROLE_WAIT, conn.set_role(Role::Master, g))
                 .await
                 .unwrap_or(Err(plexus_ovs::openflow::OfError::Timeout("role request")))
             {
@@ -411,17 +449,17 @@ impl SwitchManager {
                     tracing::info!(%dpid, generation = g, "master of the switch");
                     *mastered = Some(g);
                     self.set_role(dpid, &format!("master (generation {g})"));
-                    (true, true)
+                    Acting::Promoted
                 }
                 Err(e) => {
                     // Most likely a newer generation is out there: that master wins.
                     tracing::warn!(%dpid, generation = g, error = %e, "the switch refused this node as master");
                     *mastered = None;
                     self.set_role(dpid, "slave");
-                    (false, false)
+                    Acting::Not
                 }
             },
-            (None, Some(m)) => {
+            (_, _, Some(m)) => {
                 // Stop first, then tell the switch (which a cut-off node may not reach).
                 tracing::info!(%dpid, "no longer master of the switch");
                 *mastered = None;
@@ -430,11 +468,11 @@ impl SwitchManager {
                 if let Ok(Err(e)) = tokio::time::timeout(ROLE_WAIT, conn.set_role(Role::Slave, g)).await {
                     tracing::debug!(%dpid, error = %e, "stepping down to slave");
                 }
-                (false, false)
+                Acting::Not
             }
-            (None, None) => {
+            (_, _, None) => {
                 self.set_role(dpid, "slave");
-                (false, false)
+                Acting::Not
             }
         }
     }

@@ -263,6 +263,12 @@ async fn node_death(plane: &Plane, switches: &[Arc<Switch>]) -> anyhow::Result<(
     };
     let theirs: Vec<&Arc<Switch>> = switches.iter().filter(|s| s.master.load(Ordering::Relaxed) == victim).collect();
     let pid = plane.pids.get(victim as usize).copied().unwrap_or(0);
+    // A leader's death adds an election to the failover: the figure says which it was.
+    let what = match plane.api.cluster().await.ok().and_then(|c| c.leader) {
+        Some(l) if l == victim + 1 => ", the Raft leader,",
+        Some(_) => ", a follower,",
+        None => "",
+    };
     let t = Instant::now();
     // SAFETY: kill has no memory preconditions; the pid is the node's, read from its pidfile.
     if pid <= 0 || unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
@@ -289,14 +295,19 @@ async fn node_death(plane: &Plane, switches: &[Arc<Switch>]) -> anyhow::Result<(
     };
     match all {
         Some(all) => println!(
-            "  node {} (master of {count} of {} switches) killed: every one of them had a new master {:.0} ms later",
+            "  node {}{what} (master of {count} of {} switches) killed: every one of them had a new master {:.0} ms later",
             victim + 1,
             switches.len(),
             (all - killed_at).as_secs_f64() * 1e3
         ),
         // Said, not hidden: the figure is the finding.
         None => {
-            println!("  node {} (master of {count} of {} switches) killed: after 30 s only {} of them had a new master", victim + 1, switches.len(), moved())
+            println!(
+                "  node {}{what} (master of {count} of {} switches) killed: after 30 s only {} of them had a new master",
+                victim + 1,
+                switches.len(),
+                moved()
+            )
         }
     }
     plane.lab.start_controller_node(victim as u8 + 1, &std::env::current_exe()?).context("restarting the killed node")?;
