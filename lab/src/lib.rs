@@ -12,6 +12,7 @@ mod daemons;
 pub mod dnsmasq;
 mod engines;
 mod image;
+pub mod ovn;
 pub mod podman;
 mod postmortem;
 pub mod probe;

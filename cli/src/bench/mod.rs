@@ -7,6 +7,7 @@ mod docker;
 mod emulate;
 mod failover;
 mod flows;
+mod ovn;
 mod policy;
 mod routing;
 mod scale;
