@@ -31,24 +31,12 @@ pub struct Ovn {
     children: Vec<(String, Child)>,
 }
 
-fn missing(tool: &'static str, package: &'static str) -> LabError {
-    LabError::MissingTool { tool, package }
-}
-
-fn found(tool: &str) -> bool {
-    std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/bin", "/usr/sbin"]).any(|d| Path::new(d).join(tool).is_file())
-}
-
 impl Ovn {
     /// Starts OVN in `dir` (created) with one chassis per host in `hosts`, each named after
     /// its host and encapsulating with Geneve from its underlay address, and waits until
     /// every chassis has registered.
     pub fn start(dir: &Path, hosts: &[LabHost]) -> Result<Ovn, LabError> {
-        for (tool, package) in TOOLS {
-            if !found(tool) {
-                return Err(missing(tool, package));
-            }
-        }
+        crate::sh::require(TOOLS)?;
         std::fs::create_dir_all(dir).map_err(|e| LabError::Io(format!("create {}: {e}", dir.display())))?;
         let mut ovn = Ovn { dir: dir.to_path_buf(), children: Vec::new() };
         for (db, schema) in [("nb", NB_SCHEMA), ("sb", SB_SCHEMA)] {
@@ -61,10 +49,10 @@ impl Ovn {
                 .arg(format!("--unixctl={}", dir.join(format!("{db}.ctl")).display()))
                 .arg(format!("--log-file={}", dir.join(format!("{db}.log")).display()))
                 .arg("-vconsole:off");
-            ovn.spawn(&format!("ovsdb-server ({db})"), c)?;
+            ovn.spawn(&format!("ovsdb-server ({db})"), c, dir)?;
             ovn.wait_for(&ovn.sock(db))?;
         }
-        run(Command::new("ovn-nbctl").arg(ovn.nb()).arg("init"))?;
+        ovn.nbctl(&["init"])?;
         run(Command::new("ovn-sbctl").arg(format!("--db=unix:{}", ovn.sock("sb").display())).arg("init"))?;
         let mut c = Command::new("ovn-northd");
         c.arg(format!("--ovnnb-db=unix:{}", ovn.sock("nb").display()))
@@ -72,7 +60,7 @@ impl Ovn {
             .arg(format!("--unixctl={}", dir.join("northd.ctl").display()))
             .arg(format!("--log-file={}", dir.join("northd.log").display()))
             .arg("-vconsole:off");
-        ovn.spawn("ovn-northd", c)?;
+        ovn.spawn("ovn-northd", c, dir)?;
         for h in hosts {
             ovn.add_chassis(h)?;
         }
@@ -96,7 +84,7 @@ impl Ovn {
     }
 
     /// `--db=` for `ovn-nbctl`.
-    pub fn nb(&self) -> String {
+    fn nb(&self) -> String {
         format!("--db=unix:{}", self.sock("nb").display())
     }
 
@@ -105,9 +93,11 @@ impl Ovn {
         self.dir.join(format!("{db}.sock"))
     }
 
-    fn spawn(&mut self, name: &str, mut c: Command) -> Result<(), LabError> {
+    /// Starts a daemon as a child, with `ovs_rundir` as the Open vSwitch run directory it
+    /// looks for sockets in.
+    fn spawn(&mut self, name: &str, mut c: Command, ovs_rundir: &Path) -> Result<(), LabError> {
         let child = c
-            .env("OVS_RUNDIR", &self.dir)
+            .env("OVS_RUNDIR", ovs_rundir)
             .env("OVN_RUNDIR", &self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -170,16 +160,12 @@ impl Ovn {
             .arg(format!("--log-file={}", self.dir.join(format!("controller-{}.log", h.name)).display()))
             .arg("-vconsole:off");
         // It finds the bridge's OpenFlow socket under OVS_RUNDIR: the host's, not OVN's.
-        c.env("OVS_RUNDIR", &h.ovs.rundir);
-        let name = format!("ovn-controller ({})", h.name);
-        let child = c
-            .env("OVN_RUNDIR", &self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| LabError::Command { cmd: name.clone(), reason: e.to_string() })?;
-        self.children.push((name, child));
-        Ok(())
+        self.spawn(&format!("ovn-controller ({})", h.name), c, &h.ovs.rundir)
+    }
+
+    /// Runs `ovn-nbctl` against the northbound database; returns what it printed.
+    pub fn nbctl(&self, args: &[&str]) -> Result<String, LabError> {
+        run(Command::new("ovn-nbctl").arg(self.nb()).args(args))
     }
 
     /// Ports of `host` whose flows its `ovn-controller` has installed (`ovn-installed` on the

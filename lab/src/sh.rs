@@ -17,15 +17,22 @@ pub(crate) const TOOLS: &[(&str, &str)] = &[
 
 /// Fails with the package to install if a needed program is missing.
 pub(crate) fn check_tools() -> Result<(), LabError> {
+    require(TOOLS)?;
+    if !nix_is_root() {
+        return Err(LabError::NotRoot);
+    }
+    Ok(())
+}
+
+/// Fails with the package to install if one of `tools` (program, Debian package) is not on
+/// the `PATH` or in the system's program directories.
+pub(crate) fn require(tools: &[(&'static str, &'static str)]) -> Result<(), LabError> {
     let path = std::env::var("PATH").unwrap_or_default();
     let dirs: Vec<&str> = path.split(':').chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"]).collect();
-    for (tool, pkg) in TOOLS {
+    for (tool, pkg) in tools {
         if !dirs.iter().any(|d| std::path::Path::new(d).join(tool).is_file()) {
             return Err(LabError::MissingTool { tool, package: pkg });
         }
-    }
-    if !nix_is_root() {
-        return Err(LabError::NotRoot);
     }
     Ok(())
 }

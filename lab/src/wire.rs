@@ -61,7 +61,12 @@ pub async fn plug(vs: &VSwitch, c: &Container) -> Result<u32, LabError> {
 
 /// Opens an OpenFlow session to a host's `br-int` over its management socket.
 pub async fn openflow(host: &LabHost) -> Result<Connection, LabError> {
-    let (c, _events) = Connection::connect_unix(host.ovs.mgmt_sock(BR_INT), ConnectionOptions::default()).await.map_err(ovs_err)?;
+    openflow_to(host, BR_INT).await
+}
+
+/// Opens an OpenFlow session to one of a host's bridges over its management socket.
+pub async fn openflow_to(host: &LabHost, bridge: &str) -> Result<Connection, LabError> {
+    let (c, _events) = Connection::connect_unix(host.ovs.mgmt_sock(bridge), ConnectionOptions::default()).await.map_err(ovs_err)?;
     Ok(c)
 }
 

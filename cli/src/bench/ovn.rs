@@ -4,7 +4,6 @@
 //! to every port's flows installed on its chassis and every chassis caught up.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -29,14 +28,6 @@ pub(super) struct OvnBatch {
     pub(super) flows: BTreeMap<String, u64>,
 }
 
-fn output(c: &mut Command) -> anyhow::Result<String> {
-    let o = c.output().with_context(|| format!("running {:?}", c.get_program()))?;
-    if !o.status.success() {
-        bail!("{:?} failed: {}", c.get_program(), String::from_utf8_lossy(&o.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-}
-
 /// `n` ports over a 3-host lab of its own, in one batch.
 pub(super) async fn batch(n: usize) -> anyhow::Result<OvnBatch> {
     let name = format!("bo{}", std::process::id() % 10_000_000);
@@ -44,8 +35,8 @@ pub(super) async fn batch(n: usize) -> anyhow::Result<OvnBatch> {
     let lab = tokio::task::spawn_blocking(move || Lab::up(&cfg)).await?.context("starting a 3-host lab for OVN")?;
     let (dir, hosts) = (lab.dir.join("ovn"), lab.hosts.clone());
     let ovn = tokio::task::spawn_blocking(move || Ovn::start(&dir, &hosts)).await?.context("starting OVN (northd, NB and SB, a controller per host)")?;
-    let version = output(Command::new("ovn-nbctl").arg("--version"))?.lines().next().unwrap_or_default().to_string();
-    output(Command::new("ovn-nbctl").arg(ovn.nb()).args(["--wait=hv", "ls-add", "scale"]))?;
+    let version = ovn.nbctl(&["--version"])?.lines().next().unwrap_or_default().to_string();
+    ovn.nbctl(&["--wait=hv", "ls-add", "scale"])?;
     // The batch: every port with its MAC and address, as Plexus's endpoints get theirs, in
     // one transaction of the northbound database (as a CMS's IDL would send it; `ovn-nbctl`
     // spends seconds of its own building thousands of commands, and one argument cannot
@@ -113,17 +104,14 @@ pub(super) async fn batch(n: usize) -> anyhow::Result<OvnBatch> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     if in_sync {
-        let (nb, left) = (ovn.nb(), DEADLINE.saturating_sub(t0.elapsed()).as_secs().max(1));
-        in_sync = tokio::task::spawn_blocking(move || output(Command::new("ovn-nbctl").args([&nb, &format!("--timeout={left}"), "--wait=hv", "sync"])))
-            .await?
-            .is_ok();
+        let left = DEADLINE.saturating_sub(t0.elapsed()).as_secs().max(1);
+        in_sync = tokio::task::block_in_place(|| ovn.nbctl(&[&format!("--timeout={left}"), "--wait=hv", "sync"])).is_ok();
     }
     let time = in_sync.then(|| t0.elapsed());
     let mut flows = BTreeMap::new();
     for h in &lab.hosts {
-        let out = output(Command::new("ovs-ofctl").args(["-O", "OpenFlow13", "dump-aggregate"]).arg(format!("unix:{}", h.ovs.mgmt_sock(BRIDGE).display())))?;
-        let count = out.split_whitespace().find_map(|w| w.strip_prefix("flow_count=")).and_then(|c| c.parse().ok()).unwrap_or(0);
-        flows.insert(h.name.clone(), count);
+        let of = wire::openflow_to(h, BRIDGE).await?;
+        flows.insert(h.name.clone(), u64::from(of.aggregate(Default::default()).await?.flow_count));
     }
     // The client first: the database going away under it would be logged as a lost link.
     drop(nb);
