@@ -162,8 +162,9 @@ impl Node {
         }
         let dd = |e: &dyn std::fmt::Display| NodeError::DataDir { dir: cfg.data_dir.clone(), reason: e.to_string() };
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| dd(&e))?;
-        let log = LogStore::open(&cfg.data_dir).map_err(|e| dd(&e))?;
-        let sm = StateMachine::open(&cfg.data_dir).map_err(|e| dd(&e))?;
+        let log = LogStore::open(&cfg.data_dir, cfg.id).map_err(|e| dd(&e))?;
+        let on_disk = log.on_disk();
+        let sm = StateMachine::open(&cfg.data_dir, on_disk.clone()).map_err(|e| dd(&e))?;
         let state = sm.state();
         let revisions = sm.revisions();
         let config = openraft::Config {
@@ -206,7 +207,7 @@ impl Node {
         let cluster_rt = ClusterRuntime::new(cfg.id)?;
         let rt = cluster_rt.handle.clone();
         // Raft spawns its core where it is created.
-        let (id, network) = (cfg.id, HttpNetwork::new(raft_http.clone()));
+        let (id, network) = (cfg.id, HttpNetwork::new(raft_http.clone(), on_disk));
         let raft = rt
             .spawn(async move { Raft::new(id, config, network, log, sm).await })
             .await

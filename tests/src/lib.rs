@@ -13,8 +13,10 @@ use plexus_ovs::ovsdb::{BridgeSpec, VSwitch};
 pub mod api;
 mod cluster;
 pub mod linearizable;
+mod loopfs;
 pub mod switch;
 pub use cluster::{identical_replicas, Cluster, Partition};
+pub use loopfs::LoopFs;
 
 /// Logs to the test's output (shown for failing tests).
 pub fn init_tracing() {

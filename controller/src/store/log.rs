@@ -1,11 +1,15 @@
 //! The Raft log: entries in append-only segment files ([`Wal`]), the vote and commit index in
-//! redb. Entries are on disk (fdatasync) before openraft is told they are flushed.
+//! redb.
 //!
 //! Appends are group-committed: `append` hands its entries to a writer thread and returns at
 //! once (openraft reads them from memory meanwhile); the writer takes every append queued
 //! while it was busy, writes them in one write and one fdatasync, and only then tells
 //! openraft each of them is flushed. Under load one disk flush carries many writes, on the
 //! leader and on every follower; one write alone still costs exactly one.
+//!
+//! The exception is the leader's own new entries: openraft hears at once that they are
+//! flushed, so that it replicates them while the writer flushes them; [`OnDisk`] says why that
+//! is safe and what waits for the flush instead.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -17,6 +21,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogId, LogState, RaftLogReader, Vote};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::ondisk::{Marker, OnDisk};
 use super::wal::{Wal, SEGMENT_BYTES};
 use super::{io_err, StorageError, TypeConfig};
 
@@ -37,12 +42,22 @@ pub struct LogStore {
     /// has flushed them.
     pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
     writer: mpsc::Sender<Job>,
+    /// This node's id.
+    id: u64,
+    /// The vote as last saved: a committed one naming this node makes it the leader of that
+    /// term, whose own entries openraft may hear of before they are flushed.
+    vote: Arc<Mutex<Option<Vote<u64>>>>,
+    on_disk: OnDisk,
+    marker: Arc<Marker>,
 }
 
 /// Work for the writer thread, done in the order sent.
 enum Job {
-    /// Entries to make durable, and whom to tell.
-    Append(Vec<Entry>, LogFlushed<TypeConfig>),
+    /// Entries to make durable, and whom to tell (nobody: the leader's own, whose
+    /// flush [`OnDisk`] reports).
+    Append(Vec<Entry>, Option<LogFlushed<TypeConfig>>),
+    /// The commit index to note once the entries queued before are written.
+    Committed(Option<LogId<u64>>),
     /// Answer once everything sent before is durable.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -52,6 +67,7 @@ impl Debug for Job {
         match self {
             Job::Append(e, _) => write!(f, "Append({} entries)", e.len()),
             Job::Flush(_) => f.write_str("Flush"),
+            Job::Committed(c) => write!(f, "Committed({c:?})"),
         }
     }
 }
@@ -77,7 +93,7 @@ const GROUP_MAX: usize = 1024;
 
 /// The writer: one transaction and one fsync for everything queued while the last was
 /// being written.
-fn writer(wal: Arc<Wal>, pending: Arc<Mutex<BTreeMap<u64, Entry>>>, jobs: mpsc::Receiver<Job>) {
+fn writer(wal: Arc<Wal>, db: std::sync::Weak<Database>, pending: Arc<Mutex<BTreeMap<u64, Entry>>>, marker: Arc<Marker>, jobs: mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < GROUP_MAX {
@@ -88,7 +104,7 @@ fn writer(wal: Arc<Wal>, pending: Arc<Mutex<BTreeMap<u64, Entry>>>, jobs: mpsc::
         }
         let entries: Vec<&Entry> = group.iter().filter_map(|j| if let Job::Append(e, _) = j { Some(e) } else { None }).flatten().collect();
         let res = if entries.is_empty() { Ok(()) } else { write_entries(&wal, &entries) };
-        let last = entries.last().map(|e| e.log_id.index);
+        let last = entries.last().map(|e| e.log_id);
         if res.is_ok() {
             if !entries.is_empty() {
                 FLUSHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -97,20 +113,38 @@ fn writer(wal: Arc<Wal>, pending: Arc<Mutex<BTreeMap<u64, Entry>>>, jobs: mpsc::
             if let Some(last) = last {
                 // Flushed entries are read from disk from now on; later appends stay.
                 let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-                let keep = p.split_off(&(last + 1));
+                let keep = p.split_off(&(last.index + 1));
                 *p = keep;
+                drop(p);
+                marker.flushed(last);
             }
         }
+        let mut committed = None;
         for j in group {
             match j {
-                Job::Append(_, cb) => cb.log_io_completed(res.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.clone()))),
+                Job::Append(_, None) => {}
+                Job::Append(_, Some(cb)) => cb.log_io_completed(res.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.clone()))),
                 Job::Flush(done) => {
                     let _ = done.send(());
                 }
+                Job::Committed(c) => committed = Some(c),
             }
         }
-        if let Err(e) = res {
-            tracing::error!(error = %e, "the Raft log could not be written");
+        match res {
+            Err(e) => {
+                tracing::error!(error = %e, "the Raft log could not be written");
+                marker.failed(format!("the Raft log could not be written: {e}"));
+            }
+            // Written after the entries queued before it: a commit index on disk never runs
+            // ahead of the entries it names.
+            Ok(()) => {
+                // (Held weakly: a closed log store closes its database, to be opened again.)
+                if let (Some(c), Some(db)) = (committed, db.upgrade()) {
+                    if let Err(e) = put_meta(&db, "committed", &c, false) {
+                        tracing::warn!(error = %e, "could not note the commit index");
+                    }
+                }
+            }
         }
     }
 }
@@ -120,14 +154,27 @@ fn write_entries(wal: &Wal, entries: &[&Entry]) -> Result<(), String> {
     wal.append(&records).map_err(|e| e.to_string())
 }
 
+fn put_meta<T: serde::Serialize>(db: &Database, key: &str, value: &T, durable: bool) -> Result<(), StorageError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+    let mut w = db.begin_write().map_err(|e| logs_err(ErrorVerb::Write, e))?;
+    if !durable {
+        w.set_durability(Durability::None).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+    }
+    {
+        let mut t = w.open_table(META).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        t.insert(key, bytes.as_slice()).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+    }
+    w.commit().map_err(|e| logs_err(ErrorVerb::Write, e))
+}
+
 fn logs_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
     io_err(ErrorSubject::Logs, verb, e)
 }
 
 impl LogStore {
-    /// Opens (or creates) the log: entries in `dir/raft-wal/`, the vote and commit index in
-    /// `dir/raft-log.redb`.
-    pub fn open(dir: &Path) -> Result<LogStore, StorageError> {
+    /// Opens (or creates) node `id`'s log: entries in `dir/raft-wal/`, the vote and commit
+    /// index in `dir/raft-log.redb`.
+    pub fn open(dir: &Path, id: u64) -> Result<LogStore, StorageError> {
         let db = Database::create(dir.join("raft-log.redb")).map_err(|e| logs_err(ErrorVerb::Read, e))?;
         let w = db.begin_write().map_err(|e| logs_err(ErrorVerb::Write, e))?;
         w.open_table(LOGS).map_err(|e| logs_err(ErrorVerb::Write, e))?;
@@ -137,15 +184,37 @@ impl LogStore {
         let db = Arc::new(db);
         let pending = Arc::new(Mutex::new(BTreeMap::new()));
         let (tx, rx) = mpsc::channel();
-        let (wal2, pending2) = (wal.clone(), pending.clone());
-        std::thread::Builder::new().name("raft-log".into()).spawn(move || writer(wal2, pending2, rx)).map_err(|e| logs_err(ErrorVerb::Write, e))?;
-        let log = LogStore { db, wal, pending, writer: tx };
+        let (marker, on_disk) = super::ondisk::channel(None);
+        let marker = Arc::new(marker);
+        let (wal2, db2, pending2, marker2) = (wal.clone(), Arc::downgrade(&db), pending.clone(), marker.clone());
+        std::thread::Builder::new()
+            .name("raft-log".into())
+            .spawn(move || writer(wal2, db2, pending2, marker2, rx))
+            .map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        let log = LogStore { db, wal, pending, writer: tx, id, vote: Default::default(), on_disk, marker };
         log.move_entries_from_redb()?;
         // Purged records that share a segment with live ones are still in the files.
         if let Some(purged) = log.get_meta::<LogId<u64>>("last_purged")? {
             log.wal.purge(purged.index).map_err(|e| logs_err(ErrorVerb::Delete, e))?;
         }
+        if let Some(last) = log.last_on_disk()? {
+            log.marker.flushed(last);
+        }
         Ok(log)
+    }
+
+    /// How far the log is on this node's disk, for what must wait for it.
+    pub fn on_disk(&self) -> OnDisk {
+        self.on_disk.clone()
+    }
+
+    /// The last entry on disk, or the last purged one if none is left: what is there when
+    /// nothing is waiting for the writer.
+    fn last_on_disk(&self) -> Result<Option<LogId<u64>>, StorageError> {
+        match self.wal.last() {
+            Some(i) => Ok(self.entries(i, i + 1, usize::MAX)?.pop().map(|e| e.log_id)),
+            None => self.get_meta("last_purged"),
+        }
     }
 
     /// A node that kept its entries in redb (before the segment files) keeps them: they move
@@ -197,16 +266,7 @@ impl LogStore {
     }
 
     fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T, durable: bool) -> Result<(), StorageError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| logs_err(ErrorVerb::Write, e))?;
-        let mut w = self.db.begin_write().map_err(|e| logs_err(ErrorVerb::Write, e))?;
-        if !durable {
-            w.set_durability(Durability::None).map_err(|e| logs_err(ErrorVerb::Write, e))?;
-        }
-        {
-            let mut t = w.open_table(META).map_err(|e| logs_err(ErrorVerb::Write, e))?;
-            t.insert(key, bytes.as_slice()).map_err(|e| logs_err(ErrorVerb::Write, e))?;
-        }
-        w.commit().map_err(|e| logs_err(ErrorVerb::Write, e))
+        put_meta(&self.db, key, value, durable)
     }
 }
 
@@ -292,7 +352,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
         self.flush().await?;
-        self.put_meta("vote", vote, true).map_err(|_| io_err(ErrorSubject::Vote, ErrorVerb::Write, "saving the vote failed"))
+        self.put_meta("vote", vote, true).map_err(|_| io_err(ErrorSubject::Vote, ErrorVerb::Write, "saving the vote failed"))?;
+        *self.vote.lock().unwrap_or_else(|e| e.into_inner()) = Some(*vote);
+        Ok(())
     }
 
     /// The vote as saved, except that a committed one comes back uncommitted. openraft reads
@@ -309,8 +371,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
         // Only a hint for re-applying after a restart (the leader tells the commit index
-        // anyway), so it rides on the next durable commit instead of costing an fsync.
-        self.put_meta("committed", &committed, false)
+        // anyway), so it rides on the next durable commit instead of costing an fsync, and is
+        // written by the writer, not here where it would hold up applying the entry.
+        self.writer.send(Job::Committed(committed)).map_err(|_| logs_err(ErrorVerb::Write, "the log writer has stopped"))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
@@ -329,12 +392,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 p.insert(e.log_id.index, e.clone());
             }
         }
-        self.writer.send(Job::Append(entries, callback)).map_err(|_| logs_err(ErrorVerb::Write, "the log writer has stopped"))
+        // The leader's own new entries: entries of the term of a committed vote for this node
+        // (a node never receives those from another: a newer leader's entries come only after
+        // this node saved that leader's vote). See `OnDisk` for why telling openraft now is safe.
+        let own =
+            self.vote.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|v| {
+                v.is_committed() && v.leader_id().voted_for() == Some(self.id) && entries.iter().all(|e| e.log_id.leader_id == *v.leader_id())
+            });
+        if own {
+            self.writer.send(Job::Append(entries, None)).map_err(|_| logs_err(ErrorVerb::Write, "the log writer has stopped"))?;
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        }
+        self.writer.send(Job::Append(entries, Some(callback))).map_err(|_| logs_err(ErrorVerb::Write, "the log writer has stopped"))
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
         self.flush().await?;
-        self.wal.truncate(log_id.index).map_err(|e| logs_err(ErrorVerb::Delete, e))
+        self.wal.truncate(log_id.index).map_err(|e| logs_err(ErrorVerb::Delete, e))?;
+        let before = match log_id.index.checked_sub(1) {
+            Some(i) => self.entries(i, i + 1, usize::MAX)?.pop().map(|e| e.log_id).or(self.get_meta("last_purged")?),
+            None => None,
+        };
+        self.marker.truncated(log_id.index, before);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
@@ -375,7 +456,7 @@ mod tests {
             w.commit().unwrap();
         }
         for _ in 0..2 {
-            let mut log = LogStore::open(&dir).unwrap();
+            let mut log = LogStore::open(&dir, 1).unwrap();
             let got: Vec<u64> = log.try_get_log_entries(..).await.unwrap().iter().map(|e| e.log_id.index).collect();
             assert_eq!(got, vec![1, 2, 3, 4, 5]);
             assert_eq!(log.get_log_state().await.unwrap().last_log_id.map(|l| l.index), Some(5));
@@ -392,7 +473,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("plx-log-{}-{:?}", std::process::id(), std::thread::current().id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut log = LogStore::open(&dir).unwrap();
+        let mut log = LogStore::open(&dir, 1).unwrap();
         // 1..=10 on disk, 10..=20 in memory (10 in both: flushed while read), 64 KiB each.
         let on_disk: Vec<Entry> = (1..=10).map(|i| entry(i, 64)).collect();
         write_entries(&log.wal, &on_disk.iter().collect::<Vec<_>>()).unwrap();

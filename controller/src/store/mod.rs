@@ -2,11 +2,13 @@
 //! snapshots in redb.
 //!
 //! Every node applies the same log to the same [`crate::model::Model`]; writes go through the
-//! leader, which answers only once a majority has the entry on disk. Writes arriving together
+//! leader, which answers only once a majority has the entry on disk ([`OnDisk`] says how the
+//! leader's own flush and replication overlap without breaking that). Writes arriving together
 //! share a log entry ([`Proposer`]) and writes queued together share an fsync ([`LogStore`]).
 
 mod log;
 mod network;
+mod ondisk;
 mod propose;
 pub mod sm;
 mod wal;
@@ -15,6 +17,7 @@ use std::io::Cursor;
 
 pub use log::{LogStore, COMMANDS_FLUSHED, FLUSHES};
 pub use network::{cluster_client, cluster_client_from, HttpNetwork};
+pub use ondisk::OnDisk;
 pub use propose::{ProposeError, Proposer};
 pub use sm::{SharedState, StateMachine};
 

@@ -11,20 +11,22 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::TypeConfig;
+use super::{OnDisk, TypeConfig};
 
 /// Creates one HTTP client per peer.
 #[derive(Debug, Clone)]
 pub struct HttpNetwork {
     client: reqwest::Client,
     in_flight: std::collections::HashMap<u64, std::sync::Arc<tokio::sync::Semaphore>>,
+    on_disk: OnDisk,
 }
 
 impl HttpNetwork {
     /// A network over `client`, which must present this node's certificate and trust only
-    /// the cluster's CA ([`cluster_client`]).
-    pub fn new(client: reqwest::Client) -> HttpNetwork {
-        HttpNetwork { client, in_flight: Default::default() }
+    /// the cluster's CA ([`cluster_client`]); the commit index it tells followers never runs
+    /// ahead of `on_disk`, this node's log on its disk.
+    pub fn new(client: reqwest::Client, on_disk: OnDisk) -> HttpNetwork {
+        HttpNetwork { client, in_flight: Default::default(), on_disk }
     }
 }
 
@@ -55,6 +57,7 @@ pub struct Peer {
     addr: String,
     client: reqwest::Client,
     in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+    on_disk: OnDisk,
 }
 
 impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
@@ -63,7 +66,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
         // One budget per peer, shared by every stream openraft opens to it.
         let in_flight = self.in_flight.entry(target).or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT))).clone();
-        Peer { target, addr: node.addr.clone(), client: self.client.clone(), in_flight }
+        Peer { target, addr: node.addr.clone(), client: self.client.clone(), in_flight, on_disk: self.on_disk.clone() }
     }
 }
 
@@ -80,6 +83,11 @@ impl std::error::Error for Msg {}
 const LINGER: Duration = Duration::from_secs(5);
 /// Requests to one peer still going on at once (openraft's own and those left to finish).
 const IN_FLIGHT: usize = 8;
+/// How long an append waits for the leader's own flush of the commit index it carries
+/// before it carries the last index on disk instead (the next append brings the rest). The
+/// flush started before the entry was sent, so it has nearly always ended; a stalled disk
+/// must not stop the heartbeats, or the followers would elect another leader for no reason.
+const COMMIT_WAIT: Duration = Duration::from_millis(20);
 
 impl Peer {
     /// Sends one RPC. openraft gives up on an append after one heartbeat interval (100 ms)
@@ -182,9 +190,23 @@ impl Drop for Lingering {
 impl RaftNetwork<TypeConfig> for Peer {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        // A follower applies what it is told is committed: only what is on this leader's disk
+        // too (see `OnDisk`). The last entry on disk is an entry of this leader's log, so the
+        // smaller of the two is a committed entry of it.
+        if let Some(c) = rpc.leader_commit {
+            let covered = matches!(tokio::time::timeout(COMMIT_WAIT, self.on_disk.covers(c.index)).await, Ok(Ok(())));
+            if let Some((stalled, first)) = self.on_disk.stalled(covered) {
+                let e = format!("this node's disk has not flushed what it committed for {stalled:?}: it stops leading");
+                if first {
+                    tracing::error!("{e}");
+                }
+                return Err(RPCError::Network(NetworkError::new(&Msg(e))));
+            }
+            rpc.leader_commit = rpc.leader_commit.min(self.on_disk.last());
+        }
         self.call("append", &rpc, &option).await
     }
 
@@ -240,7 +262,7 @@ mod tests {
         plexus_pki::install_crypto_provider();
         let ca = plexus_pki::Ca::create().unwrap();
         let me = ca.issue("node-1", &["127.0.0.1".into()], plexus_pki::Usage::Node).unwrap();
-        let mut net = HttpNetwork::new(cluster_client(&me).unwrap());
+        let mut net = HttpNetwork::new(cluster_client(&me).unwrap(), super::super::ondisk::channel(None).1);
         let option = RPCOption::new(Duration::from_secs(5));
         let vote = VoteRequest { vote: openraft::Vote::new(1, 1), last_log_id: None };
 

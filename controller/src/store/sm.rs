@@ -11,7 +11,7 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
-use super::{io_err, StorageError, TypeConfig};
+use super::{io_err, OnDisk, StorageError, TypeConfig};
 use crate::model::{Applied, Model};
 
 const SNAP: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("snapshot");
@@ -42,6 +42,8 @@ pub struct StateMachine {
     state: SharedState,
     db: Arc<Database>,
     revision: Arc<tokio::sync::watch::Sender<u64>>,
+    /// How far the log is on this node's disk: nothing is applied before it is there.
+    on_disk: OnDisk,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
@@ -49,13 +51,15 @@ fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
 }
 
 impl StateMachine {
-    /// Opens `dir/raft-snapshot.redb` and restores the last snapshot, if any.
-    pub fn open(dir: &Path) -> Result<StateMachine, StorageError> {
+    /// Opens `dir/raft-snapshot.redb` and restores the last snapshot, if any. Entries are
+    /// applied once `on_disk` covers them.
+    pub fn open(dir: &Path, on_disk: OnDisk) -> Result<StateMachine, StorageError> {
         let db = Database::create(dir.join("raft-snapshot.redb")).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         let w = db.begin_write().map_err(|e| sm_err(ErrorVerb::Write, e))?;
         w.open_table(SNAP).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         w.commit().map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        let sm = StateMachine { state: Arc::new(RwLock::new(SmData::default())), db: Arc::new(db), revision: Arc::new(tokio::sync::watch::channel(0).0) };
+        let sm =
+            StateMachine { state: Arc::new(RwLock::new(SmData::default())), db: Arc::new(db), revision: Arc::new(tokio::sync::watch::channel(0).0), on_disk };
         if let Some(s) = sm.stored()? {
             let mut data: SmData = serde_json::from_slice(&s.data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
             Arc::make_mut(&mut data.model).reindex();
@@ -123,6 +127,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<openraft::Entry<TypeConfig>> = entries.into_iter().collect();
+        // The leader may have counted itself in the majority before its own flush (see
+        // `OnDisk`): what is applied is what readers, watchers and clients see.
+        if let Some(last) = entries.last() {
+            self.on_disk.covers(last.log_id.index).await.map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        }
         let mut st = self.state.write().await;
         let mut out = Vec::new();
         for e in entries {
