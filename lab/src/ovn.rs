@@ -168,19 +168,6 @@ impl Ovn {
         run(Command::new("ovn-nbctl").arg(self.nb()).args(args))
     }
 
-    /// Ports of `host` whose flows its `ovn-controller` has installed (`ovn-installed` on the
-    /// OVS interface).
-    pub fn installed(host: &LabHost) -> Result<usize, LabError> {
-        let out = run(Command::new("ovs-vsctl").arg(format!("--db=unix:{}", host.ovs.db_sock().display())).args([
-            "--bare",
-            "--columns=name",
-            "find",
-            "interface",
-            "external_ids:ovn-installed=true",
-        ]))?;
-        Ok(out.split_whitespace().count())
-    }
-
     /// Where the daemons' logs are.
     pub fn dir(&self) -> &Path {
         &self.dir
