@@ -38,8 +38,8 @@ const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta")
 pub struct LogStore {
     db: Arc<Database>,
     wal: Arc<Wal>,
-    /// Entries appended but not yet committed to disk: what readers see before the writer
-    /// has flushed them.
+    /// Entries appended but not yet on disk (what readers see before the writer has flushed
+    /// them), and the latest flushed ones (see [`RECENT_BYTES`]).
     pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
     writer: mpsc::Sender<Job>,
     /// This node's id.
@@ -91,9 +91,40 @@ fn commands_in(e: &Entry) -> u64 {
 /// At most this many appends share one transaction (bounding one fsync's latency).
 const GROUP_MAX: usize = 1024;
 
+/// How many bytes of the latest flushed entries stay in memory besides the files. Right after
+/// its flush an entry is read again, to be applied and sent to the followers: from memory that
+/// is a clone, from the files a read and a parse.
+const RECENT_BYTES: usize = 4 << 20;
+
+/// Flushed entries kept in memory, oldest first, and their bytes.
+#[derive(Default)]
+struct Recent {
+    kept: std::collections::VecDeque<(LogId<u64>, usize)>,
+    bytes: usize,
+}
+
+impl Recent {
+    /// Keeps `flushed` (with their sizes), and lets the oldest go from `pending` past the bound.
+    fn keep(&mut self, flushed: impl IntoIterator<Item = (LogId<u64>, usize)>, pending: &mut BTreeMap<u64, Entry>) {
+        for (id, n) in flushed {
+            self.kept.push_back((id, n));
+            self.bytes += n;
+        }
+        while self.bytes > RECENT_BYTES {
+            let Some((id, n)) = self.kept.pop_front() else { break };
+            self.bytes -= n;
+            // Only that very entry: a truncation may have put another, not yet flushed, at its index.
+            if pending.get(&id.index).is_some_and(|e| e.log_id == id) {
+                pending.remove(&id.index);
+            }
+        }
+    }
+}
+
 /// The writer: one transaction and one fsync for everything queued while the last was
 /// being written.
 fn writer(wal: Arc<Wal>, db: std::sync::Weak<Database>, pending: Arc<Mutex<BTreeMap<u64, Entry>>>, marker: Arc<Marker>, jobs: mpsc::Receiver<Job>) {
+    let mut recent = Recent::default();
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < GROUP_MAX {
@@ -103,22 +134,21 @@ fn writer(wal: Arc<Wal>, db: std::sync::Weak<Database>, pending: Arc<Mutex<BTree
             }
         }
         let entries: Vec<&Entry> = group.iter().filter_map(|j| if let Job::Append(e, _) = j { Some(e) } else { None }).flatten().collect();
-        let res = if entries.is_empty() { Ok(()) } else { write_entries(&wal, &entries) };
+        let res = if entries.is_empty() { Ok(Vec::new()) } else { write_entries(&wal, &entries) };
         let last = entries.last().map(|e| e.log_id);
-        if res.is_ok() {
+        if let Ok(sizes) = &res {
             if !entries.is_empty() {
                 FLUSHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 COMMANDS_FLUSHED.fetch_add(entries.iter().map(|e| commands_in(e)).sum(), std::sync::atomic::Ordering::Relaxed);
             }
             if let Some(last) = last {
-                // Flushed entries are read from disk from now on; later appends stay.
                 let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-                let keep = p.split_off(&(last.index + 1));
-                *p = keep;
+                recent.keep(entries.iter().map(|e| e.log_id).zip(sizes.iter().copied()), &mut p);
                 drop(p);
                 marker.flushed(last);
             }
         }
+        let res = res.map(|_| ());
         let mut committed = None;
         for j in group {
             match j {
@@ -149,9 +179,11 @@ fn writer(wal: Arc<Wal>, db: std::sync::Weak<Database>, pending: Arc<Mutex<BTree
     }
 }
 
-fn write_entries(wal: &Wal, entries: &[&Entry]) -> Result<(), String> {
+/// Writes `entries` durably; their sizes on disk.
+fn write_entries(wal: &Wal, entries: &[&Entry]) -> Result<Vec<usize>, String> {
     let records = entries.iter().map(|e| serde_json::to_vec(e).map(|b| (e.log_id.index, b))).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
-    wal.append(&records).map_err(|e| e.to_string())
+    wal.append(&records).map_err(|e| e.to_string())?;
+    Ok(records.iter().map(|(_, b)| b.len()).collect())
 }
 
 fn put_meta<T: serde::Serialize>(db: &Database, key: &str, value: &T, durable: bool) -> Result<(), StorageError> {
@@ -409,6 +441,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
         self.flush().await?;
+        // Flushed entries kept in memory go with those on disk.
+        self.pending().split_off(&log_id.index);
         self.wal.truncate(log_id.index).map_err(|e| logs_err(ErrorVerb::Delete, e))?;
         let before = match log_id.index.checked_sub(1) {
             Some(i) => self.entries(i, i + 1, usize::MAX)?.pop().map(|e| e.log_id).or(self.get_meta("last_purged")?),
@@ -421,6 +455,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
         self.flush().await?;
         self.put_meta("last_purged", &log_id, true)?;
+        {
+            let mut p = self.pending();
+            *p = p.split_off(&(log_id.index + 1));
+        }
         self.wal.purge(log_id.index).map_err(|e| logs_err(ErrorVerb::Delete, e))
     }
 }
@@ -464,6 +502,25 @@ mod tests {
             assert!(r.open_table(LOGS).unwrap().is_empty().unwrap(), "the table is emptied");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Flushed entries stay in memory up to a bound, oldest out first; an index whose entry a
+    /// truncation replaced keeps the new one, which is not on disk yet.
+    #[test]
+    fn flushed_entries_kept_in_memory_are_bounded_and_never_a_replacement() {
+        let mut pending: BTreeMap<u64, Entry> = (1..=8).map(|i| (i, entry(i, 1))).collect();
+        let mut recent = Recent::default();
+        let quarter = RECENT_BYTES / 4;
+        recent.keep((1..=4).map(|i| (entry(i, 1).log_id, quarter)), &mut pending);
+        assert_eq!(pending.len(), 8, "four quarters fit");
+        // Entry 1 was truncated and appended again in a new term, not flushed yet.
+        let replacement = Entry { log_id: LogId::new(CommittedLeaderId::new(2, 1), 1), ..entry(1, 1) };
+        pending.insert(1, replacement.clone());
+        recent.keep((5..=6).map(|i| (entry(i, 1).log_id, quarter)), &mut pending);
+        assert_eq!(pending.get(&1).map(|e| e.log_id), Some(replacement.log_id), "the replacement stays");
+        assert!(!pending.contains_key(&2), "the oldest flushed entry left");
+        assert!(pending.contains_key(&3) && pending.contains_key(&6), "the newest stay: {:?}", pending.keys().collect::<Vec<_>>());
+        assert!(recent.bytes <= RECENT_BYTES);
     }
 
     /// What one append may carry is bounded in bytes, not only in entries: from disk, from
