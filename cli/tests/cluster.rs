@@ -473,13 +473,13 @@ async fn writes_arriving_together_share_log_entries_and_each_gets_its_own_answer
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn five_hundred_watchers_of_one_change_cost_one_encoding() {
+async fn a_thousand_watchers_of_one_change_cost_one_encoding() {
     let c = std::sync::Arc::new(Cluster::new(env!("CARGO_BIN_EXE_plexus"), 1, 13));
     c.leader(&[1]).await;
     assert_eq!(create(&c, 1, "before").await, 201);
     let since = c.get(1, "/v1/cluster").await.unwrap()["revision"].as_u64().unwrap();
     let (answers0, encodings0) = (counter(&c, 1, "plexus_watch_answers_total").await, counter(&c, 1, "plexus_watch_encodings_total").await);
-    const WATCHERS: usize = 500;
+    const WATCHERS: usize = 1000;
     let mut tasks = Vec::new();
     for _ in 0..WATCHERS {
         let c = c.clone();
