@@ -39,9 +39,15 @@ pub fn lab(prefix: char, hosts: usize) -> Lab {
     }
 }
 
-/// Runs a program and returns stdout; panics with stderr if it fails.
+/// Runs an Open vSwitch program and returns stdout; panics with stderr if it fails.
 pub fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program} cannot run ({e}); install openvswitch-switch"));
+    run_from(program, args, "openvswitch-switch")
+}
+
+/// Runs a program of Debian package `package` and returns stdout; panics with stderr if it
+/// fails, and with what to install if it cannot run.
+pub fn run_from(program: &str, args: &[&str], package: &str) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program} cannot run ({e}); install {package}"));
     assert!(out.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -13,15 +13,6 @@ pub struct LoopFs {
     frozen: bool,
 }
 
-fn run(what: &str, args: &[&std::ffi::OsStr], install: &str) {
-    let o = Command::new(what).args(args).output();
-    match o {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!("{what} {args:?}: {}{install}", String::from_utf8_lossy(&o.stderr)),
-        Err(e) => panic!("{what}: {e}{install}"),
-    }
-}
-
 /// Mounts left by tests whose process is gone (killed before their guards ran).
 fn sweep_stale() {
     let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else { return };
@@ -40,24 +31,26 @@ impl LoopFs {
     pub fn new(mount: &Path) -> LoopFs {
         sweep_stale();
         let image = mount.with_extension("img");
+        let (m, i) = (mount.to_string_lossy(), image.to_string_lossy());
         std::fs::create_dir_all(mount).expect("the mount point");
         let f = std::fs::File::create(&image).expect("the image file");
         f.set_len(256 << 20).expect("a sparse image");
         drop(f);
-        run("mkfs.ext4", &["-q".as_ref(), "-F".as_ref(), image.as_os_str()], " (apt-get install e2fsprogs)");
-        run("mount", &["-o".as_ref(), "loop".as_ref(), image.as_os_str(), mount.as_os_str()], " (needs root and loop devices: modprobe loop)");
+        crate::run_from("mkfs.ext4", &["-q", "-F", &i], "e2fsprogs");
+        // (Root and loop devices too: `modprobe loop`.)
+        crate::run_from("mount", &["-o", "loop", &i, &m], "mount");
         LoopFs { mount: mount.to_path_buf(), image, frozen: false }
     }
 
     /// Stalls every write to the filesystem until [`LoopFs::thaw`].
     pub fn freeze(&mut self) {
-        run("fsfreeze", &["-f".as_ref(), self.mount.as_os_str()], " (apt-get install util-linux)");
+        crate::run_from("fsfreeze", &["-f", &self.mount.to_string_lossy()], "util-linux");
         self.frozen = true;
     }
 
     /// Lets writes through again.
     pub fn thaw(&mut self) {
-        run("fsfreeze", &["-u".as_ref(), self.mount.as_os_str()], " (apt-get install util-linux)");
+        crate::run_from("fsfreeze", &["-u", &self.mount.to_string_lossy()], "util-linux");
         self.frozen = false;
     }
 }

@@ -229,7 +229,8 @@ impl LogStore {
         if let Some(purged) = log.get_meta::<LogId<u64>>("last_purged")? {
             log.wal.purge(purged.index).map_err(|e| logs_err(ErrorVerb::Delete, e))?;
         }
-        if let Some(last) = log.last_on_disk()? {
+        // Nothing is queued yet: the log's last entry is on disk.
+        if let Some(last) = log.log_state()?.last_log_id {
             log.marker.flushed(last);
         }
         Ok(log)
@@ -240,13 +241,21 @@ impl LogStore {
         self.on_disk.clone()
     }
 
-    /// The last entry on disk, or the last purged one if none is left: what is there when
-    /// nothing is waiting for the writer.
-    fn last_on_disk(&self) -> Result<Option<LogId<u64>>, StorageError> {
-        match self.wal.last() {
-            Some(i) => Ok(self.entries(i, i + 1, usize::MAX)?.pop().map(|e| e.log_id)),
-            None => self.get_meta("last_purged"),
-        }
+    /// The id of the entry at `index`, if the log (memory or files) still holds it.
+    fn log_id_at(&self, index: u64) -> Result<Option<LogId<u64>>, StorageError> {
+        Ok(self.entries(index, index + 1, usize::MAX)?.pop().map(|e| e.log_id))
+    }
+
+    /// The last purged entry, and the last entry (the last purged one if none is left).
+    fn log_state(&self) -> Result<LogState<TypeConfig>, StorageError> {
+        let purged: Option<LogId<u64>> = self.get_meta("last_purged")?;
+        let in_memory = self.pending().values().next_back().map(|e| e.log_id);
+        let last = match (in_memory, self.wal.last()) {
+            (Some(id), _) => Some(id),
+            (None, Some(i)) => self.log_id_at(i)?,
+            (None, None) => None,
+        };
+        Ok(LogState { last_purged_log_id: purged, last_log_id: last.or(purged) })
     }
 
     /// A node that kept its entries in redb (before the segment files) keeps them: they move
@@ -368,14 +377,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId<u64>> = self.get_meta("last_purged")?;
-        let in_memory = self.pending().values().next_back().map(|e| e.log_id);
-        let last = match (in_memory, self.wal.last()) {
-            (Some(id), _) => Some(id),
-            (None, Some(i)) => self.entries(i, i + 1, usize::MAX)?.pop().map(|e| e.log_id),
-            (None, None) => None,
-        };
-        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+        self.log_state()
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -445,7 +447,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.pending().split_off(&log_id.index);
         self.wal.truncate(log_id.index).map_err(|e| logs_err(ErrorVerb::Delete, e))?;
         let before = match log_id.index.checked_sub(1) {
-            Some(i) => self.entries(i, i + 1, usize::MAX)?.pop().map(|e| e.log_id).or(self.get_meta("last_purged")?),
+            Some(i) => self.log_id_at(i)?.or(self.get_meta("last_purged")?),
             None => None,
         };
         self.marker.truncated(log_id.index, before);
